@@ -1,0 +1,51 @@
+# co2cast: `make run` runs the pipeline on the embedded defaults, `make test` runs the tests.
+# Both create .venv and install what is missing on their own.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+export CO2CAST_HOME ?= $(CURDIR)/.co2cast
+export AIRFLOW_HOME ?= $(CO2CAST_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: run test install install-dev lint bench mlflow-ui clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python requirements.txt pyproject.toml
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	bash scripts/run_local.sh
+
+test: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: install-dev
+	$(BIN)/ruff check .
+
+bench: install-dev
+	$(BIN)/python benchmarks/bench_lstm.py
+	$(BIN)/python benchmarks/bench_arima.py
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CO2CAST_HOME)/mlflow/mlflow.db" --port 5000
+
+clean:
+	rm -rf $(CO2CAST_HOME)

@@ -1,0 +1,91 @@
+"""
+### co2_ingest
+
+Nightly: fetch the emissions release named by `CO2CAST_SOURCE` (or the `source` param), stop
+early when its bytes were already ingested, snapshot the raw bytes (content-addressed by
+sha256), gate them with the Great Expectations suites in `expectations/`, and curate them
+into `curated/<vintage>/` in the object store. `curated/latest.json` moves last; the Asset
+`co2_emissions_curated` is updated with the vintage id and its latest year, which starts
+`co2_forecast`.
+
+A rejected release is quarantined in `quarantine/<vintage>/` (input, GX result, report) and the
+`validate_raw` task fails with the summary; nothing is curated and the previous vintage stays.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+CURATED = Asset("co2_emissions_curated")
+
+
+@dag(
+    dag_id="co2_ingest",
+    schedule="@daily",
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
+    params={"source": Param(None, type=["null", "string"], description="path or URL of the release; default CO2CAST_SOURCE")},
+    doc_md=__doc__,
+    tags=["co2cast", "ingest"],
+)
+def co2_ingest() -> None:
+    @task
+    def fetch_source() -> dict[str, Any]:
+        from pipeline import ingest
+        from pipeline.config import get_settings
+        from pipeline.store import store_from_settings
+
+        settings = get_settings()
+        return ingest.fetch_source(settings, store_from_settings(settings), get_current_context()["params"].get("source"))
+
+    @task.short_circuit
+    def check_new_vintage(fetched: dict[str, Any]) -> bool:
+        print(fetched["message"])
+        return bool(fetched["changed"])
+
+    @task
+    def snapshot_raw(fetched: dict[str, Any]) -> dict[str, Any]:
+        from pipeline import ingest
+        from pipeline.config import get_settings
+        from pipeline.store import store_from_settings
+
+        return ingest.snapshot_raw(store_from_settings(get_settings()), fetched)
+
+    @task
+    def validate_raw(snapshot: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from pipeline import ingest
+        from pipeline.config import get_settings
+        from pipeline.store import store_from_settings
+
+        settings = get_settings()
+        try:
+            return ingest.validate_raw(settings, store_from_settings(settings), snapshot)
+        except ingest.ValidationFailed as error:
+            # Bad data does not get better on retry: fail now, with the summary.
+            raise AirflowFailException(str(error)) from error
+
+    @task(outlets=[CURATED])
+    def curate_vintage(validated: dict[str, Any]) -> dict[str, Any]:
+        from pipeline import ingest
+        from pipeline.config import get_settings
+        from pipeline.store import store_from_settings
+
+        pointer = ingest.curate_vintage(store_from_settings(get_settings()), validated)
+        get_current_context()["outlet_events"][CURATED].extra = {"vintage": pointer["vintage"], "latest_year": pointer["latest_year"]}
+        return pointer
+
+    fetched = fetch_source()
+    snapshot = snapshot_raw(fetched)
+    check_new_vintage(fetched) >> snapshot
+    curate_vintage(validate_raw(snapshot))
+
+
+co2_ingest()

@@ -1,0 +1,45 @@
+"""Typed settings, read from the environment when a task runs (never at import time).
+
+Every setting has a default that needs no server: a local object store, a SQLite MLflow store
+and Airflow home, all under ``CO2CAST_HOME``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+OWID_CO2_URL = "https://raw.githubusercontent.com/owid/co2-data/master/owid-co2-data.csv"
+
+
+class Settings(BaseSettings):
+    """co2cast settings. Field names map to ``CO2CAST_*`` variables unless aliased."""
+
+    model_config = SettingsConfigDict(env_prefix="CO2CAST_", extra="ignore", populate_by_name=True)
+
+    home: Path = Field(default_factory=lambda: Path.cwd() / ".co2cast", description="state directory")
+    source: str = Field(default=OWID_CO2_URL, description="path or http(s) URL of a CSV/XLSX release")
+    store_uri: str | None = Field(default=None, description="file:///dir or s3://bucket/prefix")
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+    s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint, e.g. http://localhost:9000 for MinIO")
+    series: str = Field(default="default", description="'default', 'all' or a comma list of entity:variable")
+    horizon_end: int = Field(default=2050, description="last forecast year")
+    max_lost_years: int = Field(default=3, description="years of history an entity may lose between vintages")
+    fetch_timeout: float = Field(default=60.0, description="seconds to wait for an HTTP source")
+
+    @property
+    def resolved_store_uri(self) -> str:
+        """The object store URI; defaults to a directory under the home."""
+        return self.store_uri or (self.home.resolve() / "store").as_uri()
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        """The MLflow tracking URI; defaults to a SQLite file under the home."""
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.home.resolve() / 'mlflow' / 'mlflow.db').as_posix()}"
+
+
+def get_settings() -> Settings:
+    """Build the settings from the environment as it is now."""
+    return Settings()

@@ -1,0 +1,396 @@
+"""The ingest half: fetch a release, snapshot it, gate it with GX, curate it.
+
+Each step is a function of the object store and small values, so the Airflow tasks in
+``dags/co2_ingest.py`` and the ``co2cast ingest`` command run the same code. Every step is
+safe to repeat: raw bytes are content-addressed, and a vintage becomes visible to readers only
+when ``curated/latest.json`` is rewritten, last.
+
+Store keys (see DESIGN.md)::
+
+    raw/<vintage>/<file name>, raw/<vintage>/meta.json
+    quarantine/<vintage>/<file name>, gx_result.json, report.md
+    curated/<vintage>/emissions.parquet, revisions.parquet, revisions.json, gx_result.json, meta.json
+    curated/latest.json
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import sources
+from pipeline.config import Settings
+from pipeline.store import ObjectStore
+from pipeline.validation import GateResult, run_suite
+
+logger = logging.getLogger(__name__)
+
+LATEST_KEY = "curated/latest.json"
+VINTAGE_CHARS = 16  # a vintage id is the first 16 hex digits of the sha256 of the bytes
+CURATED_COLUMNS = ["entity", "iso_code", "year", "variable", "value", "provisional"]
+
+
+class ValidationFailed(RuntimeError):
+    """A release was rejected; it is quarantined and nothing was curated."""
+
+
+@dataclass(frozen=True)
+class VintageRef:
+    """Where a vintage's files are."""
+
+    vintage: str
+    file_name: str
+
+    @property
+    def raw_key(self) -> str:
+        return f"raw/{self.vintage}/{self.file_name}"
+
+
+def vintage_id(data: bytes) -> tuple[str, str]:
+    """Return ``(vintage id, full sha256)`` of a release's bytes."""
+    digest = hashlib.sha256(data).hexdigest()
+    return digest[:VINTAGE_CHARS], digest
+
+
+def vintage_status(store: ObjectStore, vintage: str) -> str | None:
+    """``"curated"`` or ``"quarantined"`` once a vintage is settled, else ``None``."""
+    if store.exists(f"curated/{vintage}/meta.json"):
+        return "curated"
+    if store.exists(f"quarantine/{vintage}/report.md"):
+        return "quarantined"
+    return None
+
+
+def latest_curated(store: ObjectStore) -> dict[str, Any] | None:
+    """The pointer to the last good vintage, or ``None`` before the first one."""
+    return store.read_json_or_none(LATEST_KEY)
+
+
+def read_curated(store: ObjectStore, vintage: str) -> pd.DataFrame:
+    """The curated tidy table of a vintage."""
+    return pd.read_parquet(io.BytesIO(store.read_bytes(f"curated/{vintage}/emissions.parquet")))
+
+
+# -- steps -----------------------------------------------------------------------------------
+
+
+def fetch_source(settings: Settings, store: ObjectStore, source: str | None = None) -> dict[str, Any]:
+    """Fetch the source; stage its bytes under ``raw/<vintage>/`` unless already settled.
+
+    Args:
+        settings: the run's settings (``source`` and ``fetch_timeout`` are used).
+        store: the object store.
+        source: overrides ``settings.source``.
+
+    Returns:
+        A small dict for XCom: ``vintage``, ``sha256``, ``file_name``, ``source``, ``size``,
+        ``fetched_at``, ``changed`` (``False`` when this vintage was seen and settled before)
+        and ``message``.
+    """
+    fetched = sources.fetch(source or settings.source, settings.fetch_timeout)
+    vintage, digest = vintage_id(fetched.data)
+    info: dict[str, Any] = {
+        "vintage": vintage,
+        "sha256": digest,
+        "file_name": fetched.file_name,
+        "source": fetched.source,
+        "size": len(fetched.data),
+        "fetched_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    status = vintage_status(store, vintage)
+    if status is not None:
+        latest = latest_curated(store)
+        current = f"; curated/latest.json points at {latest['vintage']}" if latest else ""
+        info.update(changed=False, message=f"source unchanged: vintage {vintage} was already {status}{current}. Nothing new to ingest.")
+        logger.info(info["message"])
+        return info
+    ref = VintageRef(vintage, fetched.file_name)
+    if not store.exists(ref.raw_key):  # content-addressed: same key, same bytes
+        store.write_bytes(ref.raw_key, fetched.data)
+    info.update(changed=True, message=f"new vintage {vintage} ({len(fetched.data):,} bytes from {fetched.source})")
+    logger.info(info["message"])
+    return info
+
+
+def snapshot_raw(store: ObjectStore, fetched: dict[str, Any]) -> dict[str, Any]:
+    """Seal the raw snapshot: check the staged bytes' hash, write ``raw/<vintage>/meta.json``.
+
+    Returns:
+        ``{"vintage", "file_name", "raw_key"}``.
+    """
+    ref = VintageRef(fetched["vintage"], fetched["file_name"])
+    digest = hashlib.sha256(store.read_bytes(ref.raw_key)).hexdigest()
+    if digest != fetched["sha256"]:
+        raise RuntimeError(f"{store.uri(ref.raw_key)} has sha256 {digest}, expected {fetched['sha256']}: the object was altered")
+    meta_key = f"raw/{ref.vintage}/meta.json"
+    if not store.exists(meta_key):
+        meta = {k: fetched[k] for k in ("vintage", "sha256", "file_name", "source", "size", "fetched_at")}
+        store.write_json(meta_key, meta)
+    return {"vintage": ref.vintage, "file_name": ref.file_name, "raw_key": ref.raw_key}
+
+
+def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any], today: dt.date | None = None) -> dict[str, Any]:
+    """Gate a snapshot with the GX suites; quarantine it and raise when it fails.
+
+    Args:
+        settings: the run's settings (``max_lost_years``).
+        store: the object store.
+        snapshot: what :func:`snapshot_raw` returned.
+        today: the date whose year is the latest allowed (tests).
+
+    Returns:
+        ``{"vintage", "file_name", "success": True, "summary"}``.
+
+    Raises:
+        ValidationFailed: the release is malformed or suspicious. It is in
+            ``quarantine/<vintage>/`` with the GX result and a report; nothing was curated.
+    """
+    ref = VintageRef(snapshot["vintage"], snapshot["file_name"])
+    data = store.read_bytes(ref.raw_key)
+    try:
+        staging = sources.read_source(data, ref.file_name)
+    except sources.SourceError as error:
+        _quarantine(store, ref, data, gates=[], reason=str(error))
+        raise ValidationFailed(_failure_message(store, ref, str(error))) from error
+
+    gates = _run_gates(settings, store, staging, today or dt.date.today())
+    if not all(g.success for g in gates):
+        summary = "\n".join(g.summary() for g in gates if not g.success)
+        _quarantine(store, ref, data, gates=gates, reason=summary)
+        raise ValidationFailed(_failure_message(store, ref, summary))
+    store.write_json(f"curated/{ref.vintage}/gx_result.json", {g.suite: g.result for g in gates})
+    summary = "; ".join(g.summary() for g in gates)
+    return {"vintage": ref.vintage, "file_name": ref.file_name, "success": True, "summary": summary}
+
+
+def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, Any]:
+    """Write the curated table and revisions report, then move ``curated/latest.json``.
+
+    Returns:
+        The pointer written: ``vintage``, ``latest_year``, ``rows``, ``entities``,
+        ``previous_vintage``, ``revisions`` (summary counts), ``key``.
+    """
+    ref = VintageRef(validated["vintage"], validated["file_name"])
+    gx_result = store.read_json_or_none(f"curated/{ref.vintage}/gx_result.json")
+    if not gx_result or not all(r.get("success") for r in gx_result.values()):
+        raise RuntimeError(f"vintage {ref.vintage} has no passing GX result: run validate_raw first")
+    tidy = curated_table(sources.read_source(store.read_bytes(ref.raw_key), ref.file_name))
+    previous = latest_curated(store)
+    prev_table = read_curated(store, previous["vintage"]) if previous and previous["vintage"] != ref.vintage else None
+    revisions, revision_summary = revisions_report(prev_table, tidy)
+
+    prefix = f"curated/{ref.vintage}"
+    store.write_bytes(f"{prefix}/emissions.parquet", _parquet_bytes(tidy))
+    store.write_bytes(f"{prefix}/revisions.parquet", _parquet_bytes(revisions))
+    store.write_json(f"{prefix}/revisions.json", revision_summary)
+    raw_meta = store.read_json(f"raw/{ref.vintage}/meta.json")
+    pointer = {
+        "vintage": ref.vintage,
+        "sha256": raw_meta["sha256"],
+        "source": raw_meta["source"],
+        "fetched_at": raw_meta["fetched_at"],
+        "key": f"{prefix}/emissions.parquet",
+        "latest_year": int(tidy["year"].max()),
+        "rows": len(tidy),
+        "entities": int(tidy["entity"].nunique()),
+        "variables": sorted(tidy["variable"].unique().tolist()),
+        "previous_vintage": previous["vintage"] if previous else None,
+        "revisions": revision_summary["counts"],
+        "curated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    store.write_json(f"{prefix}/meta.json", pointer)
+    # Written last: readers following the pointer only ever see a complete vintage.
+    store.write_json(LATEST_KEY, pointer)
+    logger.info(
+        "curated vintage %s: %s rows, %s entities, latest year %s",
+        ref.vintage,
+        pointer["rows"],
+        pointer["entities"],
+        pointer["latest_year"],
+    )
+    return pointer
+
+
+def ingest(settings: Settings, store: ObjectStore, source: str | None = None) -> dict[str, Any]:
+    """All ingest steps in sequence (the ``co2cast ingest`` command).
+
+    Returns:
+        ``{"status": "unchanged" | "curated", ...}`` with the fetch info and, when curated,
+        the new pointer.
+
+    Raises:
+        ValidationFailed: the release was quarantined.
+    """
+    fetched = fetch_source(settings, store, source)
+    if not fetched["changed"]:
+        return {"status": "unchanged", **fetched}
+    snapshot = snapshot_raw(store, fetched)
+    validated = validate_raw(settings, store, snapshot)
+    return {"status": "curated", **curate_vintage(store, validated), "message": fetched["message"]}
+
+
+# -- pieces ----------------------------------------------------------------------------------
+
+
+def curated_table(staging: pd.DataFrame) -> pd.DataFrame:
+    """The validated staging table as the curated tidy table, newest year flagged provisional."""
+    tidy = staging[["entity", "iso_code", "year", "variable", "value"]].copy()
+    tidy["year"] = tidy["year"].astype("int64")
+    tidy["value"] = tidy["value"].astype("float64")
+    tidy["iso_code"] = tidy["iso_code"].astype("string")
+    tidy["entity"] = tidy["entity"].astype("string")
+    tidy["variable"] = tidy["variable"].astype("string")
+    # The newest year of a release is usually revised in the next one.
+    tidy["provisional"] = tidy["year"] == tidy["year"].max()
+    return tidy.sort_values(["entity", "variable", "year"], ignore_index=True)[CURATED_COLUMNS]
+
+
+def history_table(previous: pd.DataFrame, staging: pd.DataFrame) -> pd.DataFrame:
+    """One row per (entity, variable) of the previous vintage: how many of its years are gone."""
+    prev = previous.groupby(["entity", "variable"])["year"].agg(lambda s: set(s.astype(int)))
+    current_years = staging.dropna(subset=["year"]).assign(year=lambda f: f["year"].astype(int))
+    cur = current_years.groupby(["entity", "variable"])["year"].agg(set)
+    rows = []
+    for (entity, variable), years in prev.items():
+        now = cur.get((entity, variable), set())
+        lost = sorted(years - now)
+        rows.append(
+            {
+                "entity": entity,
+                "variable": variable,
+                "previous_years": len(years),
+                "current_years": len(now),
+                "lost_years": len(lost),
+                "lost": _year_ranges(lost),
+            }
+        )
+    return pd.DataFrame(rows, columns=["entity", "variable", "previous_years", "current_years", "lost_years", "lost"])
+
+
+def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Compare two curated tables.
+
+    Returns:
+        ``(changed rows, summary)``: the rows whose value changed (old, new, delta, relative
+        change) and a JSON-able summary with entities added/removed and counts.
+    """
+    columns = ["entity", "variable", "year", "old", "new", "delta", "relative"]
+    if previous is None:
+        summary = {
+            "previous_vintage": None,
+            "entities_added": sorted(current["entity"].unique().tolist()),
+            "entities_removed": [],
+            "counts": {"changed_rows": 0, "added_rows": len(current), "removed_rows": 0},
+        }
+        return pd.DataFrame(columns=columns), summary
+    keys = ["entity", "variable", "year"]
+    merged = previous[[*keys, "value"]].merge(current[[*keys, "value"]], on=keys, how="outer", suffixes=("_old", "_new"), indicator=True)
+    both = merged[merged["_merge"] == "both"]
+    changed = both[~np.isclose(both["value_old"], both["value_new"], rtol=1e-9, atol=1e-12)]
+    report = pd.DataFrame(
+        {
+            "entity": changed["entity"],
+            "variable": changed["variable"],
+            "year": changed["year"].astype("int64"),
+            "old": changed["value_old"],
+            "new": changed["value_new"],
+            "delta": changed["value_new"] - changed["value_old"],
+            "relative": (changed["value_new"] - changed["value_old"]) / changed["value_old"].abs().replace(0, np.nan),
+        }
+    ).reset_index(drop=True)
+    prev_entities, cur_entities = set(previous["entity"]), set(current["entity"])
+    summary = {
+        "entities_added": sorted(cur_entities - prev_entities),
+        "entities_removed": sorted(prev_entities - cur_entities),
+        "counts": {
+            "changed_rows": len(report),
+            "added_rows": int((merged["_merge"] == "right_only").sum()),
+            "removed_rows": int((merged["_merge"] == "left_only").sum()),
+        },
+        "largest_changes": json.loads(
+            report.reindex(report["delta"].abs().sort_values(ascending=False).index).head(10).to_json(orient="records")
+        ),
+    }
+    return report, summary
+
+
+def _run_gates(settings: Settings, store: ObjectStore, staging: pd.DataFrame, today: dt.date) -> list[GateResult]:
+    previous = latest_curated(store)
+    is_long = staging["variable"].nunique() > 1 or (staging["variable"] != sources.WIDE_VARIABLE).any()
+    required = list(sources.REQUIRED_LONG_VARIABLES) if is_long else [sources.WIDE_VARIABLE]
+    parameters = {
+        "current_year": today.year,
+        "previous_newest_year": previous["latest_year"] if previous else 1750,
+        "required_variables": required,
+    }
+    gates = [run_suite("emissions_raw", staging, parameters)]
+    if previous is not None:
+        history = history_table(read_curated(store, previous["vintage"]), staging)
+        gates.append(run_suite("emissions_history", history, {"max_lost_years": settings.max_lost_years}))
+    return gates
+
+
+def _quarantine(store: ObjectStore, ref: VintageRef, data: bytes, gates: list[GateResult], reason: str) -> None:
+    prefix = f"quarantine/{ref.vintage}"
+    store.write_bytes(f"{prefix}/{ref.file_name}", data)
+    store.write_json(
+        f"{prefix}/gx_result.json",
+        {g.suite: g.result for g in gates}
+        if gates
+        else {"error": reason, "note": "the file could not be read as a table, so no GX suite ran"},
+    )
+    latest = latest_curated(store)
+    report = "\n".join(
+        [
+            f"# Vintage {ref.vintage} rejected",
+            "",
+            f"- file: {ref.file_name}",
+            f"- quarantined at: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
+            f"- curated/latest.json still points at: {latest['vintage'] if latest else 'nothing (no vintage curated yet)'}",
+            "",
+            "## Why",
+            "",
+            "```",
+            reason,
+            "```",
+            "",
+            "Nothing from this release was curated or published. Fix the source (or set",
+            "CO2CAST_SOURCE to a corrected file) and run co2_ingest again.",
+            "",
+        ]
+    )
+    # report.md last: its presence marks the vintage as settled (see vintage_status).
+    store.write_bytes(f"{prefix}/report.md", report.encode())
+
+
+def _failure_message(store: ObjectStore, ref: VintageRef, reason: str) -> str:
+    return f"vintage {ref.vintage} ({ref.file_name}) rejected and quarantined at {store.uri(f'quarantine/{ref.vintage}/')}\n{reason}"
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _year_ranges(years: list[int]) -> str:
+    """``[1990, 1991, 1992, 2000]`` -> ``"1990-1992, 2000"``."""
+    if not years:
+        return ""
+    parts, start, prev = [], years[0], years[0]
+    for year in [*years[1:], None]:
+        if year is not None and year == prev + 1:
+            prev = year
+            continue
+        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+        if year is not None:
+            start = prev = year
+    return ", ".join(parts)

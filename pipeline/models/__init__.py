@@ -1,0 +1,1 @@
+"""Forecasters that follow one contract (see :mod:`pipeline.models.base`)."""

@@ -1,0 +1,230 @@
+"""One small object-store interface with two backends: a local directory and S3 (boto3).
+
+Keys are ``/``-separated and identical on both backends (see DESIGN.md for the layout).
+Single objects are written atomically on both (a temporary file renamed into place locally; a
+single PUT on S3). A group of files becomes visible only through a pointer object written
+last, so a reader that follows pointers never sees a half-written group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+
+class StoreError(RuntimeError):
+    """An object store operation failed in a way a person has to act on."""
+
+
+class ObjectStore(ABC):
+    """Read and write objects by key."""
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes:
+        """Return an object's bytes; raises ``KeyError`` when it does not exist."""
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """Write an object whole, replacing any previous one."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether the object exists."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys that start with ``prefix``, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete an object if it exists."""
+
+    @abstractmethod
+    def uri(self, key: str = "") -> str:
+        """A URI a person can paste to find the object."""
+
+    def read_json(self, key: str) -> Any:
+        """Read and parse a JSON object."""
+        return json.loads(self.read_bytes(key))
+
+    def write_json(self, key: str, value: Any) -> None:
+        """Write a value as indented, key-sorted JSON."""
+        self.write_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode() + b"\n")
+
+    def read_json_or_none(self, key: str) -> Any | None:
+        """Read a JSON object, or ``None`` when it does not exist."""
+        try:
+            return self.read_json(key)
+        except KeyError:
+            return None
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"invalid object key {key!r}")
+    return key
+
+
+class LocalStore(ObjectStore):
+    """Objects as files under a root directory (the embedded default)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write to a temporary file in the same directory, then rename: readers see the old
+        # object or the new one, never a partial write.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        if not self.root.exists():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str = "") -> str:
+        return (self.root.resolve() / key).as_uri() if key else self.root.resolve().as_uri()
+
+
+class S3Store(ObjectStore):
+    """Objects in an S3 bucket under a prefix, through boto3.
+
+    Args:
+        bucket: the bucket name.
+        prefix: a key prefix inside the bucket (may be empty).
+        endpoint_url: a non-AWS endpoint such as MinIO (``http://localhost:9000``) or moto.
+        client: an existing boto3 S3 client (tests); built from the environment otherwise.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, client: Any | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                retries={"mode": "standard", "max_attempts": 5},
+                # MinIO and other S3-compatible servers reject the CRC checksums that boto3
+                # adds by default since 1.36; send and check them only when required.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                s3={"addressing_style": "path"} if self.endpoint_url else {},
+            )
+            self._client = boto3.client("s3", endpoint_url=self.endpoint_url, config=config)
+        return self._client
+
+    def _key(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def read_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise KeyError(key) from None
+            raise StoreError(f"cannot read s3://{self.bucket}/{self._key(key)}: {error}") from error
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise StoreError(f"cannot reach s3://{self.bucket}/{self._key(key)}: {error}") from error
+        return True
+
+    def _iter_keys(self, prefix: str) -> Iterator[str]:
+        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        if prefix.endswith("/") and not full.endswith("/"):
+            full += "/"
+        paginator = self.client.get_paginator("list_objects_v2")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            for item in page.get("Contents", []):
+                yield item["Key"][strip:]
+
+    def list(self, prefix: str = "") -> list[str]:
+        if prefix:
+            _check_key(prefix.rstrip("/"))
+        return sorted(self._iter_keys(prefix))
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def uri(self, key: str = "") -> str:
+        base = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        return f"{base}/{key}" if key else base
+
+
+def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
+    """Open the store a URI names: ``file:///dir``, a plain path, or ``s3://bucket/prefix``.
+
+    Args:
+        uri: the store URI.
+        endpoint_url: the S3 endpoint for ``s3://`` URIs (MinIO, moto); AWS when ``None``.
+
+    Returns:
+        The matching :class:`ObjectStore`.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise ValueError(f"an S3 store URI needs a bucket: s3://bucket/prefix, got {uri!r}")
+        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url)
+    if parsed.scheme == "file":
+        return LocalStore(Path(unquote(parsed.path)))
+    if parsed.scheme == "":
+        return LocalStore(Path(uri))
+    raise ValueError(f"unsupported store URI {uri!r}: use file:///path or s3://bucket/prefix")
+
+
+def store_from_settings(settings: Any) -> ObjectStore:
+    """Open the store configured by :class:`pipeline.config.Settings`."""
+    return open_store(settings.resolved_store_uri, settings.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3"))

@@ -1,0 +1,117 @@
+"""Great Expectations gates, run with GX Core 1.x inside our own tasks.
+
+Suites are versioned JSON files under ``expectations/``. GX reports failure without raising,
+so :func:`run_suite` returns a :class:`GateResult` whose ``success`` the caller must check; the
+result keeps GX's own JSON and a short summary a person can read (which expectation failed, on
+which rows).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+#: Where the suites live: ``expectations/`` beside ``pipeline/`` in the checkout.
+EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
+#: Columns that name a row in the summaries, per suite, when present in the batch.
+ROW_ID_COLUMNS = ("series_id", "entity", "year", "variable", "value_text", "lost")
+MAX_ROWS_SHOWN = 10
+
+
+@dataclass
+class GateResult:
+    """The outcome of one suite on one table."""
+
+    suite: str
+    success: bool
+    result: dict[str, Any]
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few lines a person can act on: each failed expectation and example rows."""
+        if self.success:
+            return f"{self.suite}: all expectations met"
+        lines = [f"{self.suite}: {len(self.failures)} expectation(s) failed"]
+        for failure in self.failures:
+            lines.append(f"- {failure['expectation']} {failure['kwargs']}: {failure['why']}")
+            if failure.get("observed") is not None:
+                lines.append(f"    observed: {failure['observed']}")
+            if failure.get("unexpected_count"):
+                lines.append(f"    {failure['unexpected_count']} row(s) fail, e.g.:")
+                lines.extend(f"      {row}" for row in failure["rows"])
+        return "\n".join(lines)
+
+
+def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> Any:
+    """Load an ``ExpectationSuite`` from ``<directory>/<name>.json``."""
+    import great_expectations as gx
+
+    document = json.loads((directory / f"{name}.json").read_text())
+    return gx.ExpectationSuite(name=document["name"], expectations=document["expectations"], meta=document.get("meta", {}))
+
+
+def _context() -> Any:
+    # No usage statistics leave the machine, and no progress bars in task logs.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+def run_suite(name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None = None) -> GateResult:
+    """Validate a DataFrame against a suite from ``expectations/``.
+
+    Args:
+        name: the suite's file name without ``.json``.
+        frame: the table to validate.
+        parameters: values for the suite's ``$PARAMETER`` placeholders.
+
+    Returns:
+        The :class:`GateResult`; check ``success``.
+    """
+    suite = load_suite(name)
+    context = _context()
+    batch = (
+        context.data_sources.add_pandas(f"{name}_source")
+        .add_dataframe_asset(f"{name}_asset")
+        .add_batch_definition_whole_dataframe(f"{name}_batch")
+        .get_batch(batch_parameters={"dataframe": frame.reset_index(drop=True)})
+    )
+    id_columns = [c for c in ROW_ID_COLUMNS if c in frame.columns]
+    result = batch.validate(
+        suite,
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_ROWS_SHOWN, "unexpected_index_column_names": id_columns},
+        expectation_parameters=parameters or {},
+    )
+    document = result.to_json_dict()
+    failures = [_describe_failure(r) for r in document["results"] if not r["success"]]
+    gate = GateResult(suite=name, success=bool(result.success), result=document, failures=failures)
+    logger.info("%s", gate.summary())
+    return gate
+
+
+def _describe_failure(item: dict[str, Any]) -> dict[str, Any]:
+    config = item["expectation_config"]
+    res = item.get("result") or {}
+    rows = res.get("partial_unexpected_index_list") or [{"value": v} for v in res.get("partial_unexpected_list") or []]
+    kwargs = {k: v for k, v in config["kwargs"].items() if k not in ("batch_id", "result_format")}
+    return {
+        "expectation": config["type"],
+        "kwargs": kwargs,
+        "why": (config.get("meta") or {}).get("why", ""),
+        "unexpected_count": res.get("unexpected_count"),
+        "observed": res.get("observed_value"),
+        "rows": rows[:MAX_ROWS_SHOWN],
+        "exception": (item.get("exception_info") or {}).get("exception_message"),
+    }

@@ -1,0 +1,135 @@
+"""Shared fixtures: the real data in ../shared/data, stores, an S3 endpoint, an Airflow home."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT.parent / "shared" / "data"
+OWID_CSV = DATA_DIR / "owid-co2-data-to-2014.csv"
+GAPMINDER_CSV = DATA_DIR / "gapminder_co2_emissions_tonnes_per_person_1800-2014.csv"
+BIN = Path(sys.executable).parent
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"test data {path} is missing: the tests read the shared data from ../shared/data beside the checkout")
+    return path
+
+
+@pytest.fixture(scope="session")
+def owid_csv() -> Path:
+    return _require(OWID_CSV)
+
+
+@pytest.fixture(scope="session")
+def gapminder_csv() -> Path:
+    return _require(GAPMINDER_CSV)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's standalone S3 server over HTTP on loopback, for the session."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Credentials and region for the moto endpoint, set in this process's environment."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "CO2CAST_S3_ENDPOINT_URL": s3_endpoint,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
+def s3_bucket(s3_env: dict[str, str], request: pytest.FixtureRequest) -> str:
+    """A fresh, empty bucket on the moto endpoint."""
+    import boto3
+
+    name = "co2cast-" + "".join(ch for ch in request.node.name.lower() if ch.isalnum())[:40]
+    client = boto3.client("s3", endpoint_url=s3_env["CO2CAST_S3_ENDPOINT_URL"])
+    client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An Airflow home with a migrated SQLite database, shared by the end-to-end tests."""
+    home = tmp_path_factory.mktemp("airflow")
+    env = airflow_env(home, {})
+    result = subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return home
+
+
+def airflow_env(airflow_home: Path, extra: dict[str, str]) -> dict[str, str]:
+    """The environment for an ``airflow`` subprocess using ``airflow_home``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "AIRFLOW", "MLFLOW_"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "GX_ANALYTICS_ENABLED": "false",
+            "PATH": f"{BIN}:{env.get('PATH', '')}",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def run_dag(airflow_home: Path, dag_id: str, extra_env: dict[str, str], conf: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a DAG for real with ``airflow dags test``; returns the finished process."""
+    command = [str(BIN / "airflow"), "dags", "test", dag_id]
+    if conf:
+        command += ["--conf", conf]
+    return subprocess.run(command, env=airflow_env(airflow_home, extra_env), capture_output=True, text=True, timeout=900, cwd=ROOT)
+
+
+@pytest.fixture
+def small_owid(tmp_path: Path, owid_csv: Path) -> Path:
+    """A few entities of the OWID file, same layout: quick to validate."""
+    keep = {"Canada", "World", "Germany", "Australia", "Kuwait", "France"}
+    lines = owid_csv.read_text().splitlines()
+    header = lines[0]
+    rows = [line for line in lines[1:] if line.split(",")[1] in keep]
+    path = tmp_path / "source" / "owid-small.csv"
+    path.parent.mkdir()
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def copy_to(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    return dst

@@ -1,0 +1,205 @@
+"""The Great Expectations gate: real data passes, each kind of bad input is rejected.
+
+Every rejection must leave the release in quarantine with the GX result and a report, nothing
+curated for it, and ``curated/latest.json`` exactly as it was.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import ingest, sources
+from pipeline.config import Settings
+from pipeline.store import LocalStore
+from pipeline.validation import run_suite
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri())
+
+
+def _csv_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def _rewrite(path: Path, name: str, transform: Callable[[pd.DataFrame], pd.DataFrame]) -> bytes:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return transform(frame).to_csv(index=False).encode()
+
+
+def _set(frame: pd.DataFrame, mask: pd.Series, column: str, value: str) -> pd.DataFrame:
+    out = frame.copy()
+    out.loc[mask, column] = value
+    return out
+
+
+def _canada(frame: pd.DataFrame) -> pd.Series:
+    return frame["country"] == "Canada"
+
+
+def _negate(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    mask = _canada(out) & (out["co2"] != "")
+    out.loc[mask, "co2"] = ("-" + out.loc[mask, "co2"]).str.replace("--", "", regex=False)
+    return out
+
+
+def _scale_per_capita(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    mask = _canada(out) & (out["co2_per_capita"] != "")
+    out.loc[mask, "co2_per_capita"] = (out.loc[mask, "co2_per_capita"].astype(float) * 1000).astype(str)
+    return out
+
+
+# Each case: (id, what the test expects in the report, builder(small_owid path) -> (file name, bytes)).
+BAD_INPUTS: list[tuple[str, str, Callable[[Path], tuple[str, bytes]]]] = [
+    ("missing_variable_column", "co2_per_capita", lambda p: ("owid.csv", _rewrite(p, "x", lambda f: f.drop(columns=["co2_per_capita"])))),
+    ("missing_country_column", "Missing columns", lambda p: ("owid.csv", _rewrite(p, "x", lambda f: f.drop(columns=["country"])))),
+    (
+        "text_in_numeric_column",
+        "value_text",
+        lambda p: ("owid.csv", _rewrite(p, "x", lambda f: _set(f, _canada(f) & (f["year"] == "1990"), "co2", "n/a"))),
+    ),
+    (
+        "duplicate_entity_year",
+        "compound_columns_to_be_unique",
+        lambda p: ("owid.csv", _rewrite(p, "x", lambda f: pd.concat([f, f[_canada(f)].head(3)]))),
+    ),
+    ("negative_emissions", "min_value", lambda p: ("owid.csv", _rewrite(p, "x", _negate))),
+    (
+        "year_in_future",
+        "max_value",
+        lambda p: ("owid.csv", _rewrite(p, "x", lambda f: _set(f, _canada(f) & (f["year"] == "2014"), "year", "2099"))),
+    ),
+    (
+        "year_before_1750",
+        "1750",
+        lambda p: ("owid.csv", _rewrite(p, "x", lambda f: _set(f, _canada(f) & (f["year"] == "1800"), "year", "1066"))),
+    ),
+    (
+        "fractional_year",
+        "year_text",
+        lambda p: ("owid.csv", _rewrite(p, "x", lambda f: _set(f, _canada(f) & (f["year"] == "1900"), "year", "1900.5"))),
+    ),
+    ("implausible_per_capita", "co2_per_capita", lambda p: ("owid.csv", _rewrite(p, "x", _scale_per_capita))),
+    ("empty_file", "empty", lambda p: ("owid.csv", b"")),
+    ("header_only", "expect_table_row_count_to_be_between", lambda p: ("owid.csv", (_csv_lines(p)[0] + "\n").encode())),
+    ("truncated_file", "truncated", lambda p: ("owid.csv", p.read_bytes()[: len(p.read_bytes()) // 2])),
+    ("wrong_delimiter", "delimiter", lambda p: ("owid.csv", p.read_text().replace(",", ";").encode())),
+    (
+        "drops_entity_history",
+        "lost_years",
+        lambda p: ("owid.csv", _rewrite(p, "x", lambda f: f[~((f["country"] == "Germany") & (f["year"].astype(int) < 1950))])),
+    ),
+    ("drops_whole_entity", "lost_years", lambda p: ("owid.csv", _rewrite(p, "x", lambda f: f[f["country"] != "France"]))),
+    ("newest_year_older", "expect_column_max_to_be_between", lambda p: ("owid.csv", _rewrite(p, "x", lambda f: f[f["year"] != "2014"]))),
+    ("not_text", "UTF-8", lambda p: ("owid.csv", bytes(range(256)) * 10)),
+    ("damaged_xlsx", "XLSX", lambda p: ("owid.xlsx", b"PK\x03\x04" + b"\x00garbage" * 50)),
+    ("unknown_format", "unknown format", lambda p: ("owid.json", b'{"country": "Canada"}')),
+]
+
+
+@pytest.fixture
+def curated_once(tmp_path: Path, small_owid: Path) -> tuple[Settings, LocalStore, bytes]:
+    """A store with one good vintage curated from the small OWID file."""
+    settings = _settings(tmp_path)
+    store = LocalStore(tmp_path / "store")
+    result = ingest.ingest(settings, store, str(small_owid))
+    assert result["status"] == "curated"
+    return settings, store, store.read_bytes(ingest.LATEST_KEY)
+
+
+@pytest.mark.parametrize(("case", "expected", "build"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_quarantined_and_nothing_moves(
+    case: str, expected: str, build: Callable, curated_once, small_owid: Path, tmp_path: Path
+) -> None:
+    settings, store, latest_before = curated_once
+    name, data = build(small_owid)
+    bad = tmp_path / "bad" / name
+    bad.parent.mkdir()
+    bad.write_bytes(data)
+    curated_before = store.list("curated/")
+
+    with pytest.raises(ingest.ValidationFailed) as raised:
+        ingest.ingest(settings, store, str(bad))
+
+    vintage, _ = ingest.vintage_id(data)
+    assert expected in str(raised.value), str(raised.value)
+    assert store.read_bytes(f"quarantine/{vintage}/{name}") == data
+    assert expected in store.read_bytes(f"quarantine/{vintage}/report.md").decode()
+    assert isinstance(store.read_json(f"quarantine/{vintage}/gx_result.json"), dict)
+    assert store.list("curated/") == curated_before, "a rejected release must not curate anything"
+    assert store.read_bytes(ingest.LATEST_KEY) == latest_before
+
+
+def test_quarantined_release_is_not_retried_until_it_changes(curated_once, small_owid: Path, tmp_path: Path) -> None:
+    settings, store, _ = curated_once
+    bad = tmp_path / "bad.csv"
+    bad.write_text(small_owid.read_text().replace(",", ";"))
+    with pytest.raises(ingest.ValidationFailed):
+        ingest.ingest(settings, store, str(bad))
+    again = ingest.ingest(settings, store, str(bad))
+    assert again["status"] == "unchanged" and "quarantined" in again["message"]
+
+
+def test_full_owid_file_passes_the_gate(owid_csv: Path) -> None:
+    staging = sources.read_source(owid_csv.read_bytes(), owid_csv.name)
+    gate = run_suite(
+        "emissions_raw", staging, {"current_year": 2026, "previous_newest_year": 2014, "required_variables": ["co2", "co2_per_capita"]}
+    )
+    assert gate.success, gate.summary()
+    assert gate.result["statistics"]["evaluated_expectations"] == 12
+
+
+def test_gapminder_file_is_ingested(gapminder_csv: Path, tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    result = ingest.ingest(_settings(tmp_path), store, str(gapminder_csv))
+    assert result["status"] == "curated"
+    table = ingest.read_curated(store, result["vintage"])
+    assert set(table["variable"]) == {"co2_per_capita"}
+    canada = table[table["entity"] == "Canada"]
+    assert canada["year"].min() == 1800 and canada["year"].max() == 2014
+    assert canada.loc[canada["year"] == 1800, "value"].item() == pytest.approx(0.00568)
+
+
+def test_curated_vintage_layout_and_revisions(curated_once, small_owid: Path, tmp_path: Path) -> None:
+    settings, store, latest_before = curated_once
+    first = json.loads(latest_before)
+    table = ingest.read_curated(store, first["vintage"])
+    assert list(table.columns) == ingest.CURATED_COLUMNS
+    assert table["provisional"].sum() > 0 and set(table.loc[table["provisional"], "year"]) == {2014}
+    assert first["latest_year"] == 2014 and first["previous_vintage"] is None
+
+    # A revised release: Canada's 2013 co2 changes, one entity is added.
+    frame = pd.read_csv(small_owid, dtype=str, keep_default_na=False)
+    mask = (frame["country"] == "Canada") & (frame["year"] == "2013")
+    old_value = float(frame.loc[mask, "co2"].item())
+    frame.loc[mask, "co2"] = str(old_value + 10)
+    extra = frame[frame["country"] == "France"].assign(country="Testland", iso_code="TST")
+    revised = tmp_path / "revised.csv"
+    pd.concat([frame, extra]).to_csv(revised, index=False)
+
+    second = ingest.ingest(settings, store, str(revised))
+    assert second["status"] == "curated" and second["previous_vintage"] == first["vintage"]
+    assert json.loads(store.read_bytes(ingest.LATEST_KEY))["vintage"] == second["vintage"]
+    summary = store.read_json(f"curated/{second['vintage']}/revisions.json")
+    assert summary["entities_added"] == ["Testland"] and summary["entities_removed"] == []
+    changes = pd.read_parquet(io.BytesIO(store.read_bytes(f"curated/{second['vintage']}/revisions.parquet")))
+    row = changes[(changes["entity"] == "Canada") & (changes["variable"] == "co2")]
+    assert len(row) == 1 and row["year"].item() == 2013
+    assert row["delta"].item() == pytest.approx(10) and row["old"].item() == pytest.approx(old_value)
+    assert summary["counts"]["changed_rows"] == len(changes)
+
+
+def test_unchanged_source_writes_nothing(curated_once, small_owid: Path) -> None:
+    settings, store, _ = curated_once
+    keys_before = {k: store.read_bytes(k) for k in store.list()}
+    result = ingest.ingest(settings, store, str(small_owid))
+    assert result["status"] == "unchanged"
+    assert {k: store.read_bytes(k) for k in store.list()} == keys_before
