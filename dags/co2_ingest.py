@@ -88,4 +88,4 @@ def co2_ingest() -> None:
     curate_vintage(validate_raw(snapshot))
 
 
-co2_ingest()
+co2_ingest_dag = co2_ingest()

@@ -181,14 +181,11 @@ class S3Store(ObjectStore):
         return True
 
     def _iter_keys(self, prefix: str) -> Iterator[str]:
-        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
-        if prefix.endswith("/") and not full.endswith("/"):
-            full += "/"
+        base = f"{self.prefix}/" if self.prefix else ""
         paginator = self.client.get_paginator("list_objects_v2")
-        strip = len(self.prefix) + 1 if self.prefix else 0
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
             for item in page.get("Contents", []):
-                yield item["Key"][strip:]
+                yield item["Key"][len(base) :]
 
     def list(self, prefix: str = "") -> list[str]:
         if prefix:

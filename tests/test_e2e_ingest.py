@@ -1,0 +1,59 @@
+"""End to end: `co2_ingest` runs for real under `airflow dags test`, on the local store and on S3.
+
+Three runs per backend: the shared OWID file is curated; the same bytes again add no vintage;
+a bad file is quarantined, the run fails, and `curated/latest.json` does not move.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.ingest import LATEST_KEY, vintage_id
+from pipeline.store import ObjectStore, open_store
+from tests.conftest import run_dag
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, str], ObjectStore]:
+    env = {"CO2CAST_HOME": str(tmp_path / "home")}
+    if request.param == "local":
+        env["CO2CAST_STORE_URI"] = (tmp_path / "store").as_uri()
+        return env, open_store(env["CO2CAST_STORE_URI"])
+    bucket = request.getfixturevalue("s3_bucket")
+    s3_env = request.getfixturevalue("s3_env")
+    env.update(s3_env)
+    env["CO2CAST_STORE_URI"] = f"s3://{bucket}/co2cast"
+    return env, open_store(env["CO2CAST_STORE_URI"], endpoint_url=s3_env["CO2CAST_S3_ENDPOINT_URL"])
+
+
+def test_ingest_dag_curates_skips_and_quarantines(backend, airflow_home: Path, owid_csv: Path, tmp_path: Path) -> None:
+    env, store = backend
+    vintage, digest = vintage_id(owid_csv.read_bytes())
+
+    first = run_dag(airflow_home, "co2_ingest", {**env, "CO2CAST_SOURCE": str(owid_csv)})
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    latest = store.read_json(LATEST_KEY)
+    assert latest["vintage"] == vintage and latest["sha256"] == digest and latest["latest_year"] == 2014
+    assert store.read_bytes(f"raw/{vintage}/{owid_csv.name}") == owid_csv.read_bytes()
+    assert store.read_json(f"raw/{vintage}/meta.json")["size"] == owid_csv.stat().st_size
+    assert store.exists(f"curated/{vintage}/emissions.parquet")
+    keys_after_first = {k: store.read_bytes(k) for k in store.list()}
+
+    second = run_dag(airflow_home, "co2_ingest", {**env, "CO2CAST_SOURCE": str(owid_csv)})
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert "source unchanged" in second.stdout + second.stderr
+    assert {k: store.read_bytes(k) for k in store.list()} == keys_after_first, "an unchanged source must write nothing"
+
+    bad = tmp_path / "owid-bad.csv"
+    bad.write_text(owid_csv.read_text().replace(",Canada,1990,", ",Canada,2999,"))
+    bad_vintage, _ = vintage_id(bad.read_bytes())
+    third = run_dag(airflow_home, "co2_ingest", {**env, "CO2CAST_SOURCE": str(bad)})
+    assert third.returncode != 0, "a rejected release must fail the run"
+    assert "rejected and quarantined" in third.stdout + third.stderr
+    assert "max_value" in store.read_bytes(f"quarantine/{bad_vintage}/report.md").decode()
+    assert store.read_bytes(LATEST_KEY) == keys_after_first[LATEST_KEY]
+    assert not any(k.startswith(f"curated/{bad_vintage}/") for k in store.list())

@@ -1,0 +1,80 @@
+"""The object-store contract, on the local directory and on S3 over HTTP (moto's server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.store import LocalStore, ObjectStore, S3Store, open_store
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    bucket = request.getfixturevalue("s3_bucket")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    return open_store(f"s3://{bucket}/some/prefix", endpoint_url=endpoint)
+
+
+def test_round_trip_list_delete(store: ObjectStore) -> None:
+    store.write_bytes("a/b/one.bin", b"\x00\x01")
+    store.write_json("a/two.json", {"x": [1, 2]})
+    store.write_bytes("c/three.txt", b"3")
+    assert store.read_bytes("a/b/one.bin") == b"\x00\x01"
+    assert store.read_json("a/two.json") == {"x": [1, 2]}
+    assert store.list("a/") == ["a/b/one.bin", "a/two.json"]
+    assert store.list() == ["a/b/one.bin", "a/two.json", "c/three.txt"]
+    assert store.exists("c/three.txt") and not store.exists("c/none")
+    store.write_bytes("c/three.txt", b"33")
+    assert store.read_bytes("c/three.txt") == b"33"
+    store.delete("c/three.txt")
+    assert not store.exists("c/three.txt")
+    with pytest.raises(KeyError):
+        store.read_bytes("c/three.txt")
+    assert store.read_json_or_none("nothing.json") is None
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "./a"])
+def test_invalid_keys_are_refused(store: ObjectStore, key: str) -> None:
+    with pytest.raises(ValueError, match="invalid object key"):
+        store.write_bytes(key, b"x")
+
+
+def test_s3_objects_live_under_the_prefix(s3_bucket: str, s3_endpoint: str) -> None:
+    import boto3
+
+    store = open_store(f"s3://{s3_bucket}/pre", endpoint_url=s3_endpoint)
+    assert isinstance(store, S3Store)
+    store.write_bytes("k/v.txt", b"hello")
+    raw = boto3.client("s3", endpoint_url=s3_endpoint).get_object(Bucket=s3_bucket, Key="pre/k/v.txt")
+    assert raw["Body"].read() == b"hello"
+    assert store.uri("k/v.txt") == f"s3://{s3_bucket}/pre/k/v.txt"
+    # boto3 is configured for S3-compatible servers: standard retries, checksums only when required.
+    config = store.client.meta.config
+    assert config.retries["mode"] == "standard"
+    assert config.request_checksum_calculation == "when_required"
+
+
+def test_local_writes_leave_no_partial_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalStore(tmp_path)
+    store.write_bytes("x/data.bin", b"old")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("pipeline.store.os.replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        store.write_bytes("x/data.bin", b"new")
+    assert store.read_bytes("x/data.bin") == b"old"
+    assert [p.name for p in (tmp_path / "x").iterdir()] == ["data.bin"]
+
+
+def test_open_store_uris(tmp_path: Path) -> None:
+    assert isinstance(open_store(tmp_path.as_uri()), LocalStore)
+    assert isinstance(open_store(str(tmp_path)), LocalStore)
+    with pytest.raises(ValueError, match="bucket"):
+        open_store("s3://")
+    with pytest.raises(ValueError, match="unsupported"):
+        open_store("gs://bucket/x")
