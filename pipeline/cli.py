@@ -87,6 +87,76 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
     rejected = sorted({k.split("/")[1] for k in store.list("quarantine/")})
     if rejected:
         print(f"quarantined:   {', '.join(rejected)} (see {store.uri('quarantine/')})")
+    pointers = [k for k in store.list("forecasts/") if k.endswith("/latest.json") and k.count("/") == 2]
+    if not pointers:
+        print("forecasts:     none published yet")
+        return 0
+    print("forecasts:")
+    for key in pointers:
+        pointer = store.read_json(key)
+        manifest = store.read_json(pointer["manifest"])
+        scores = _champion_scores(store, manifest)
+        mase = f"{scores['mase']:.3f}" if scores.get("mase") is not None else "n/a"
+        print(
+            f"  {manifest['series_id']}: champion {manifest['model_name']} v{manifest['model_version']} "
+            f"({manifest['model_family']}), backtest MASE {mase}, as of {manifest['as_of_year']}, "
+            f"{manifest['first_year']}-{manifest['last_year']}"
+        )
+        print(f"      {store.uri(pointer['manifest'])}")
+    print(f"MLflow UI:     .venv/bin/mlflow ui --backend-store-uri {settings.resolved_tracking_uri}   (or: make mlflow-ui)")
+    print("a forecast:    .venv/bin/co2cast show canada.co2_per_capita")
+    return 0
+
+
+def _champion_scores(store: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    entry = next((e for e in manifest["files"] if e["name"] == "backtest.json"), None)
+    if entry is None:
+        return {}
+    return json.loads(store.read_bytes(entry["key"])).get(manifest["model_family"], {})
+
+
+def _forecast(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import forecast
+
+    result = forecast.forecast_all(settings, as_of_year=args.as_of_year, series=args.series, vintage=args.vintage)
+    for item in result["results"]:
+        published = item["published"]
+        print(f"{item['series_id']}: champion v{item['champion_version']} ({item['champion_family']}), published {published['uri']}")
+    return 0
+
+
+def _show(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the latest published forecast of a series, read through its manifest."""
+    from pipeline.publish import read_latest
+    from pipeline.store import store_from_settings
+
+    store = store_from_settings(settings)
+    try:
+        manifest, table = read_latest(store, args.series_id)
+    except KeyError:
+        published = sorted({k.split("/")[1] for k in store.list("forecasts/")})
+        print(f"no forecast published for {args.series_id!r}; published: {', '.join(published) or 'none'}", file=sys.stderr)
+        return 1
+    if args.start or args.end:
+        table = table[(table["year"] >= (args.start or 0)) & (table["year"] <= (args.end or 9999))]
+    print(
+        f"{manifest['series_id']}: {manifest['model_name']} v{manifest['model_version']}, "
+        f"vintage {manifest['vintage']}, as of {manifest['as_of_year']}"
+    )
+    columns = ["year", "mean", "lo_80", "hi_80", "lo_95", "hi_95"]
+    if args.csv:
+        print(table[columns].to_csv(index=False, float_format="%.4f"), end="")
+    else:
+        print(table[columns].to_string(index=False, float_format="%.3f"))
+    return 0
+
+
+def _rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import tracking
+
+    client = tracking.configure(settings)
+    old, new = tracking.rollback_alias(client, args.series_id, args.alias)
+    print(f"{tracking.registered_name(args.series_id)}@{args.alias}: version {old} -> {new}")
     return 0
 
 
@@ -95,6 +165,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], str]] =
     "validate": (_validate, "check a CSV/XLSX file against the raw GX suite, writing nothing"),
     "status": (_status, "show the latest curated vintage"),
     "summary": (_summary, "what the last run produced"),
+    "forecast": (_forecast, "train, register and publish forecasts from the latest curated vintage"),
+    "show": (_show, "print the latest published forecast of a series"),
+    "rollback": (_rollback, "move a model alias (default @champion) back to its previous version"),
 }
 
 
@@ -109,6 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--source", help="path or URL of the release (default: CO2CAST_SOURCE)")
         if name == "validate":
             command.add_argument("file", help="path or URL of a CSV/XLSX release")
+        if name == "forecast":
+            command.add_argument("--as-of-year", type=int, help="last year of data to use (default: the vintage's latest)")
+            command.add_argument("--series", help="default | all | Entity:variable,… (default: CO2CAST_SERIES)")
+            command.add_argument("--vintage", help="a curated vintage id (default: the latest)")
+        if name in ("show", "rollback"):
+            command.add_argument("series_id", help="e.g. canada.co2_per_capita")
+        if name == "show":
+            command.add_argument("--start", type=int, help="first year to print")
+            command.add_argument("--end", type=int, help="last year to print")
+            command.add_argument("--csv", action="store_true", help="print CSV")
+        if name == "rollback":
+            command.add_argument("--alias", default="champion")
     return parser
 
 

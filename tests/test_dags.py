@@ -40,7 +40,7 @@ PROBE = textwrap.dedent(
 
 
 def test_dag_files_exist() -> None:
-    assert {p.stem for p in DAG_FILES} >= {"co2_ingest"}
+    assert {p.stem for p in DAG_FILES} >= {"co2_ingest", "co2_forecast"}
 
 
 def test_dagbag_has_no_import_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,7 +49,7 @@ def test_dagbag_has_no_import_errors(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert bag.import_errors == {}
-    assert "co2_ingest" in bag.dag_ids
+    assert {"co2_ingest", "co2_forecast"} <= set(bag.dag_ids)
     for dag_id in bag.dag_ids:
         dag = bag.dags[dag_id]
         assert dag.catchup is False, dag_id
@@ -78,3 +78,15 @@ def test_ingest_dag_shape() -> None:
     outlets = [getattr(o, "name", None) for o in dag.get_task("curate_vintage").outlets]
     assert outlets == ["co2_emissions_curated"]
     assert dag.schedule == "@daily"
+
+
+def test_forecast_dag_shape() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(ROOT / "dags")).dags["co2_forecast"]
+    assert {"resolve_run", "list_series", "train_series", "publish_forecast", "summarize"} <= set(dag.task_ids)
+    assert dag.get_task("publish_forecast").upstream_task_ids == {"train_series", "resolve_run"}
+    assert dag.get_task("train_series").max_active_tis_per_dag == 2
+    assert set(dag.params.keys()) == {"as_of_year", "series", "vintage"}
+    # Scheduled on the curated Asset or yearly.
+    assert "co2_emissions_curated" in str(dag.timetable.asset_condition)

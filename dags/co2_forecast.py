@@ -1,0 +1,107 @@
+"""
+### co2_forecast
+
+Runs when `co2_ingest` updates the Asset `co2_emissions_curated`, and yearly (so a backfill
+over years reproduces what would have been forecast at each point in time).
+
+1. `resolve_run`: the vintage, the as-of year (the `as_of_year` param wins; a data-triggered or
+   manual run uses the vintage's latest year; a scheduled or backfill run in year Y uses Y-1),
+   the series (param `series`: `default`, `all`, or `Canada:co2_per_capita,World:co2`) and the
+   run key of each series.
+2. `train_series` (mapped over series): diagnostics, rolling-origin backtest of every candidate,
+   fits, MLflow runs, registration with `@arima`, `@lstm` and `@champion`.
+3. `publish_forecast` (mapped): forecast with the champion to the horizon end, gate the table
+   with the GX suite `forecast_output`, publish to `forecasts/<series_id>/` atomically.
+4. `summarize`: one line per series.
+
+Rerunning the same run key creates no MLflow version and rewrites no file.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
+
+# Assets are identified by name: this is the Asset that co2_ingest's curate_vintage updates.
+CURATED = Asset("co2_emissions_curated")
+
+
+def _airflow_ids() -> dict[str, str]:
+    context = get_current_context()
+    return {"dag_id": context["dag"].dag_id, "run_id": context["run_id"]}
+
+
+@dag(
+    dag_id="co2_forecast",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 6 1 1 *", timezone="UTC"), assets=[CURATED]),
+    start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    params={
+        "as_of_year": Param(None, type=["null", "integer"], description="last year of data to use"),
+        "series": Param(None, type=["null", "string"], description="default | all | Entity:variable,…"),
+        "vintage": Param(None, type=["null", "string"], description="a curated vintage id; default: the latest"),
+    },
+    doc_md=__doc__,
+    tags=["co2cast", "forecast"],
+)
+def co2_forecast() -> None:
+    @task
+    def resolve_run() -> dict[str, Any]:
+        from pipeline import forecast
+        from pipeline.config import get_settings
+
+        context = get_current_context()
+        params, dag_run = context["params"], context["dag_run"]
+        vintage = params.get("vintage")
+        if not vintage:
+            try:
+                events = list(context["triggering_asset_events"][CURATED])
+            except (KeyError, TypeError):
+                events = []
+            if events:  # the vintage that triggered this run, not whatever is latest now
+                vintage = (events[-1].extra or {}).get("vintage")
+        return forecast.resolve_run(
+            get_settings(),
+            as_of_year=params.get("as_of_year"),
+            series=params.get("series"),
+            vintage=vintage,
+            logical_date=context.get("logical_date"),
+            triggered_by_data=str(dag_run.run_type) in ("manual", "asset_triggered", "DagRunType.MANUAL", "DagRunType.ASSET_TRIGGERED"),
+        )
+
+    @task
+    def list_series(run: dict[str, Any]) -> list[dict[str, Any]]:
+        return run["series"]
+
+    # Two series train at once on a LocalExecutor; more with Celery/Kubernetes workers.
+    @task(max_active_tis_per_dag=2)
+    def train_series(item: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+        from pipeline import forecast
+        from pipeline.config import get_settings
+
+        return forecast.train_series(get_settings(), run, item, _airflow_ids())
+
+    @task
+    def publish_forecast(trained: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+        from pipeline import forecast
+        from pipeline.config import get_settings
+
+        return forecast.publish_series(get_settings(), run, trained, _airflow_ids())
+
+    @task
+    def summarize(published: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for item in published:
+            print(f"{item['series_id']}: champion v{item['model_version']}, backtest MASE {item['mase']}, published {item['uri']}")
+        return list(published)
+
+    run = resolve_run()
+    trained = train_series.partial(run=run).expand(item=list_series(run))
+    summarize(publish_forecast.partial(run=run).expand(trained=trained))
+
+
+co2_forecast_dag = co2_forecast()

@@ -1,0 +1,105 @@
+"""Publishing: the forecast GX gate, atomic layout, idempotent reruns, verified reads."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.models.baselines import DriftForecaster
+from pipeline.publish import PublishRefused, forecast_table, publish, read_latest
+from pipeline.store import ObjectStore, open_store
+
+SID = "canada.co2_per_capita"
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    if request.param == "local":
+        return open_store((tmp_path / "store").as_uri())
+    return open_store(f"s3://{request.getfixturevalue('s3_bucket')}/p", endpoint_url=request.getfixturevalue("s3_endpoint"))
+
+
+def _table(as_of: int = 2014, end: int = 2050) -> pd.DataFrame:
+    years = np.arange(1980, as_of + 1)
+    model = DriftForecaster().fit(10 + 0.1 * np.sin(years), years)
+    frame = model.predict(end - as_of).to_frame()
+    return forecast_table(
+        frame, series_id=SID, model_name=f"co2cast.{SID}", model_version="3", family="drift", vintage="v1", as_of_year=as_of
+    )
+
+
+def _publish(store: ObjectStore, table: pd.DataFrame, key: str = "k1", as_of: int = 2014) -> dict:
+    return publish(
+        store,
+        table,
+        series_id=SID,
+        run_key=key,
+        horizon_end=2050,
+        meta={"as_of_year": as_of, "vintage": "v1"},
+        extras={"notes.json": b"{}"},
+    )
+
+
+def test_publish_layout_and_verified_read(store: ObjectStore) -> None:
+    manifest = _publish(store, _table())
+    prefix = f"forecasts/{SID}/asof=2014/k1"
+    assert manifest["key"] == f"{prefix}/manifest.json"
+    assert {e["name"] for e in manifest["files"]} == {"forecast.csv", "forecast.parquet", "notes.json"}
+    for entry in manifest["files"]:
+        assert hashlib.sha256(store.read_bytes(entry["key"])).hexdigest() == entry["sha256"]
+    assert store.read_json(f"forecasts/{SID}/latest.json")["manifest"] == manifest["key"]
+    read_manifest, table = read_latest(store, SID)
+    assert read_manifest == manifest and table["year"].tolist() == list(range(2015, 2051))
+
+    store.write_bytes(f"{prefix}/forecast.parquet", b"tampered")
+    with pytest.raises(RuntimeError, match="does not match"):
+        read_latest(store, SID)
+
+
+def test_rerun_of_a_key_rewrites_nothing(store: ObjectStore) -> None:
+    first = _publish(store, _table())
+    before = {k: store.read_bytes(k) for k in store.list()}
+    assert _publish(store, _table()) == first
+    assert {k: store.read_bytes(k) for k in store.list()} == before
+
+
+@pytest.mark.parametrize(
+    ("case", "breaks", "message"),
+    [
+        ("interval_inverted", lambda t: t.assign(lo_80=t["hi_95"] + 1), "lo_80 <= mean"),
+        ("negative_mean", lambda t: t.assign(mean=-1.0, lo_80=-2.0, lo_95=-3.0), "non-negative"),
+        ("missing_year", lambda t: t[t["year"] != 2030], "expect_table_row_count_to_equal"),
+        ("short_horizon", lambda t: t[t["year"] <= 2040], "expect_table_row_count_to_equal"),
+        ("duplicate_year", lambda t: pd.concat([t.iloc[:-1], t.iloc[[0]]]), "expect_column_values_to_be_unique"),
+        ("missing_version", lambda t: t.assign(model_version=None), "model_version"),
+        ("wrong_series", lambda t: t.assign(series_id="world.co2"), "expect_column_distinct_values_to_equal_set"),
+    ],
+)
+def test_failed_forecast_validation_publishes_nothing(store: ObjectStore, case: str, breaks, message: str) -> None:
+    good = _publish(store, _table(), key="good")
+    pointer = store.read_bytes(f"forecasts/{SID}/latest.json")
+    keys = store.list()
+    bad = breaks(_table())
+    with pytest.raises(PublishRefused, match="nothing published") as raised:
+        publish(store, bad, series_id=SID, run_key="bad", horizon_end=2050, meta={"as_of_year": 2014})
+    assert message in str(raised.value)
+    assert store.list() == keys, "a refused forecast must not write a single file"
+    assert store.read_bytes(f"forecasts/{SID}/latest.json") == pointer
+    assert store.read_json(f"forecasts/{SID}/latest.json")["manifest"] == good["key"]
+
+
+def test_latest_follows_the_newest_as_of_year(store: ObjectStore) -> None:
+    newest = _publish(store, _table(2014), key="new", as_of=2014)
+    _publish(store, _table(2000), key="old", as_of=2000)  # a backfill publishes an older as-of
+    assert store.read_json(f"forecasts/{SID}/latest.json")["manifest"] == newest["key"]
+    assert store.exists(f"forecasts/{SID}/asof=2000/old/manifest.json")
+
+
+def test_interval_bounds_are_cut_at_zero() -> None:
+    frame = pd.DataFrame({"year": [2015], "mean": [0.1], "lo_80": [-0.2], "hi_80": [0.4], "lo_95": [-0.5], "hi_95": [0.7]})
+    table = forecast_table(frame, series_id=SID, model_name="m", model_version="1", family="naive", vintage="v", as_of_year=2014)
+    assert table[["lo_80", "lo_95"]].iloc[0].tolist() == [0.0, 0.0]
