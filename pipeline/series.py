@@ -1,0 +1,267 @@
+"""Which yearly series co2cast forecasts, and how one is cut out of the tidy table.
+
+A series is one ``(entity, variable)`` pair of the curated long table (columns ``entity,
+iso_code, year, variable, value``), named by a stable id such as ``canada.co2_per_capita``.
+:func:`prepare_series` truncates it to the run's as-of year and refuses, with a message a person
+can act on, anything a model should not be fitted to: an unknown name, a gap inside the
+history, or too little history.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_SERIES: list[tuple[str, str]] = [("Canada", "co2_per_capita"), ("World", "co2")]
+"""The study's series (Canada, CO2 per capita) and the World total."""
+
+DEFAULT_MIN_POINTS = 30
+TIDY_COLUMNS = ("entity", "iso_code", "year", "variable", "value")
+
+
+class SeriesError(ValueError):
+    """A series cannot be prepared; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class PreparedSeries:
+    """One yearly series ready for a model: consecutive years, finite values.
+
+    Attributes:
+        series_id: stable id, e.g. ``canada.co2_per_capita``.
+        entity: entity name as in the data (``Canada``).
+        variable: variable name as in the data (``co2_per_capita``).
+        years: consecutive int64 years.
+        values: float64 values, one per year, all finite.
+    """
+
+    series_id: str
+    entity: str
+    variable: str
+    years: np.ndarray
+    values: np.ndarray
+
+    @property
+    def first_year(self) -> int:
+        """First year of the history."""
+        return int(self.years[0])
+
+    @property
+    def last_year(self) -> int:
+        """Last year of the history (at most the as-of year)."""
+        return int(self.years[-1])
+
+    def __len__(self) -> int:
+        return int(self.values.size)
+
+
+def series_id(entity: str, variable: str) -> str:
+    """Stable id of a series: lowercase, every run of non-alphanumerics replaced by ``_``.
+
+    Args:
+        entity: entity name, e.g. ``"United States"``.
+        variable: variable name, e.g. ``"co2_per_capita"``.
+
+    Returns:
+        The id, e.g. ``"united_states.co2_per_capita"``.
+    """
+    return f"{_slug(entity)}.{_slug(variable)}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.strip().lower()).strip("_")
+
+
+def tidy_from_wide(frame: pd.DataFrame, variables: Iterable[str], entity_column: str = "country") -> pd.DataFrame:
+    """Melt an OWID-style wide table (one row per entity and year) into the tidy long format.
+
+    Useful for tests and benchmarks that read ``owid-co2-data*.csv`` directly; the ingest DAG
+    produces the same layout for the curated table.
+
+    Args:
+        frame: wide table with ``entity_column``, ``iso_code``, ``year`` and one column per variable.
+        variables: the variable columns to keep.
+        entity_column: the column holding entity names.
+
+    Returns:
+        A frame with columns ``entity, iso_code, year, variable, value`` and no NaN values.
+    """
+    wide = frame.rename(columns={entity_column: "entity"})
+    if "iso_code" not in wide.columns:
+        wide = wide.assign(iso_code=pd.NA)
+    tidy = wide.melt(id_vars=["entity", "iso_code", "year"], value_vars=list(variables), var_name="variable", value_name="value")
+    tidy = tidy.dropna(subset=["value"])
+    return tidy.loc[:, list(TIDY_COLUMNS)].reset_index(drop=True)
+
+
+def _check_tidy(tidy: pd.DataFrame) -> None:
+    missing = [c for c in ("entity", "year", "variable", "value") if c not in tidy.columns]
+    if missing:
+        raise SeriesError(f"the tidy table lacks the column(s) {missing}; expected {list(TIDY_COLUMNS)}")
+
+
+def _suggest(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+    if not close:
+        # case-insensitive second try: "canada" should still find "Canada".
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)]
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _describe_missing(years: np.ndarray) -> str:
+    """Compress missing years into ranges: ``1914-1918, 1945``."""
+    parts: list[str] = []
+    start = prev = int(years[0])
+    for year in [int(y) for y in years[1:]] + [None]:
+        if year is not None and year == prev + 1:
+            prev = year
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if year is not None:
+            start = prev = year
+    return ", ".join(parts)
+
+
+def prepare_series(
+    tidy: pd.DataFrame,
+    entity: str,
+    variable: str,
+    as_of_year: int,
+    min_points: int = DEFAULT_MIN_POINTS,
+) -> PreparedSeries:
+    """Cut one series out of the tidy table, as known at ``as_of_year``.
+
+    Rows after ``as_of_year`` are dropped (a backfill must not see the future); leading missing
+    years are dropped too, because a history that starts later is normal. What remains must be
+    a run of consecutive years with finite values, at least ``min_points`` long.
+
+    Args:
+        tidy: long table with columns ``entity, iso_code, year, variable, value``; missing values
+            are absent rows or NaN.
+        entity: entity name, matched exactly.
+        variable: variable name, matched exactly.
+        as_of_year: the last year of data the run may use.
+        min_points: the fewest years accepted.
+
+    Returns:
+        The :class:`PreparedSeries`.
+
+    Raises:
+        SeriesError: for an unknown entity or variable (with close names suggested), duplicate
+            years, a gap in the years (the missing years are named), or too short a history.
+    """
+    _check_tidy(tidy)
+    entities = sorted(tidy["entity"].dropna().astype(str).unique())
+    variables = sorted(tidy["variable"].dropna().astype(str).unique())
+    if entity not in entities:
+        raise SeriesError(f"unknown entity {entity!r}{_suggest(entity, entities)}")
+    if variable not in variables:
+        raise SeriesError(f"unknown variable {variable!r}{_suggest(variable, variables)}")
+    sid = series_id(entity, variable)
+
+    rows = tidy.loc[(tidy["entity"] == entity) & (tidy["variable"] == variable), ["year", "value"]]
+    rows = rows.astype({"year": "int64", "value": "float64"})
+    rows = rows.loc[rows["year"] <= int(as_of_year)]
+    duplicated = rows.loc[rows["year"].duplicated(), "year"].unique()
+    if duplicated.size:
+        raise SeriesError(f"{sid}: more than one value for the year(s) {sorted(int(y) for y in duplicated)}")
+    rows = rows.dropna(subset=["value"]).sort_values("year")
+    if rows.empty:
+        raise SeriesError(f"{sid}: no values up to the as-of year {as_of_year}")
+    values = rows["value"].to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise SeriesError(f"{sid}: infinite values in the history")
+    years = rows["year"].to_numpy(dtype=np.int64)
+
+    # NaN rows were dropped above, so leading NaNs are gone and any missing year left inside
+    # [first, last] is a real gap: fitting across it would treat two distant years as neighbours.
+    expected = np.arange(years[0], years[-1] + 1, dtype=np.int64)
+    if years.size != expected.size:
+        missing = np.setdiff1d(expected, years)
+        raise SeriesError(
+            f"{sid}: the history {years[0]}-{years[-1]} has a gap, no value for {_describe_missing(missing)}; "
+            "fill the source or start the series after the gap"
+        )
+    if years.size < min_points:
+        raise SeriesError(
+            f"{sid}: only {years.size} yearly values ({years[0]}-{years[-1]}) up to {as_of_year}, fewer than the {min_points} needed"
+        )
+    return PreparedSeries(series_id=sid, entity=entity, variable=variable, years=years, values=values)
+
+
+def _longest_tail_run(years: np.ndarray) -> int:
+    """Length of the run of consecutive years ending at the last year."""
+    if years.size == 0:
+        return 0
+    breaks = np.flatnonzero(np.diff(years) != 1)
+    return int(years.size - (breaks[-1] + 1 if breaks.size else 0))
+
+
+def resolve_series(
+    tidy: pd.DataFrame,
+    spec: str,
+    min_points: int = DEFAULT_MIN_POINTS,
+    as_of_year: int | None = None,
+) -> list[tuple[str, str]]:
+    """Turn a series spec into a list of ``(entity, variable)`` pairs.
+
+    Args:
+        tidy: the tidy table (as for :func:`prepare_series`).
+        spec: ``"default"`` (:data:`DEFAULT_SERIES`); ``"all"`` (every entity whose history of a
+            default variable, up to ``as_of_year``, has at least ``min_points`` consecutive
+            years with no gap); or a comma-separated list of ``entity:variable`` pairs or series
+            ids (``canada.co2_per_capita``).
+        min_points: history needed for ``"all"``.
+        as_of_year: the last year considered for ``"all"`` (default: every year in the table).
+
+    Returns:
+        The pairs, in a stable order (``all``: sorted by variable, then entity), without duplicates.
+
+    Raises:
+        SeriesError: for an empty spec or a name that matches no series.
+    """
+    _check_tidy(tidy)
+    spec = spec.strip()
+    if spec == "default":
+        return list(DEFAULT_SERIES)
+    if spec == "all":
+        default_variables = sorted({v for _, v in DEFAULT_SERIES})
+        rows = tidy.loc[tidy["variable"].isin(default_variables) & tidy["value"].notna(), ["entity", "variable", "year"]]
+        if as_of_year is not None:
+            rows = rows.loc[rows["year"] <= as_of_year]
+        found: list[tuple[str, str]] = []
+        for (variable, entity), group in rows.groupby(["variable", "entity"], sort=True):
+            years = np.unique(group["year"].to_numpy(dtype=np.int64))
+            # prepare_series would refuse an inner gap, so count only a gap-free history.
+            if years.size >= min_points and _longest_tail_run(years) == years.size:
+                found.append((str(entity), str(variable)))
+        return found
+
+    if not spec:
+        raise SeriesError("empty series spec; use 'default', 'all' or 'entity:variable,...'")
+    pairs = tidy.loc[:, ["entity", "variable"]].drop_duplicates()
+    by_id = {series_id(e, v): (str(e), str(v)) for e, v in pairs.itertuples(index=False)}
+    result: list[tuple[str, str]] = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        if ":" in item:
+            entity, variable = (s.strip() for s in item.split(":", 1))
+            pair = by_id.get(series_id(entity, variable))
+            if pair is None:
+                raise SeriesError(f"no series {item!r}{_suggest(series_id(entity, variable), list(by_id))}")
+        else:
+            pair = by_id.get(item.lower())
+            if pair is None:
+                raise SeriesError(f"no series with id {item!r}{_suggest(item.lower(), list(by_id))}")
+        if pair not in result:
+            result.append(pair)
+    if not result:
+        raise SeriesError(f"the series spec {spec!r} names no series")
+    return result

@@ -1,0 +1,141 @@
+"""Diagnostics: stationarity conclusions on series with a known answer, and the study series.
+
+Why the trend-stationary case looks the way it does: ``y_t = a + b t + u_t`` with stationary
+``u`` has no unit root, so ADF with a trend term (``"ct"``) rejects the unit root and KPSS
+around a trend does not reject, giving ``d = 0``. With only a constant (``"c"``) the trend is
+unexplained: ADF has next to no power to reject and KPSS around a level rejects, so the
+``ndiffs`` rule (whose default is ``"c"``, like R's) asks for one difference; after differencing,
+``b + Δu`` is stationary around the constant ``b``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.diagnostics import adf_test, decompose, diagnose, implied_d, kpss_test, ndiffs
+from pipeline.series import prepare_series, tidy_from_wide
+
+OWID_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "owid-co2-data-to-2014.csv"
+
+
+def _ar1(n: int, phi: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    e = rng.normal(size=n)
+    u = np.zeros(n)
+    for t in range(1, n):
+        u[t] = phi * u[t - 1] + e[t]
+    return u
+
+
+def test_random_walk_needs_one_difference() -> None:
+    walk = np.cumsum(np.random.default_rng(1).normal(size=300))
+    assert not adf_test(walk)["reject"]
+    assert kpss_test(walk)["reject"]
+    assert ndiffs(walk) == 1
+
+
+def test_white_noise_needs_none() -> None:
+    assert ndiffs(np.random.default_rng(2).normal(size=300)) == 0
+
+
+def test_double_integration_needs_two() -> None:
+    assert ndiffs(np.cumsum(np.cumsum(np.random.default_rng(4).normal(size=300)))) == 2
+
+
+def test_trend_stationary_series() -> None:
+    t = np.arange(300)
+    y = 5.0 + 0.05 * t + _ar1(300, 0.5, seed=7)
+    assert adf_test(y, "ct")["reject"]
+    assert not kpss_test(y, "ct")["reject"]
+    assert not adf_test(y, "c")["reject"]
+    assert kpss_test(y, "c")["reject"]
+    assert ndiffs(y, regression="ct") == 0
+    assert ndiffs(y, regression="c") == 1
+
+
+def test_kpss_bound_is_recorded_not_warned() -> None:
+    walk = np.cumsum(np.random.default_rng(1).normal(size=300))
+    with_bound = kpss_test(walk)
+    assert with_bound["p_value_bound"] == "<0.01" and with_bound["p_value"] == 0.01
+    noise = kpss_test(np.random.default_rng(2).normal(size=300))
+    assert noise["p_value_bound"] == ">0.1"
+
+
+def test_implied_d_resolves_disagreement_with_kpss() -> None:
+    rows = [
+        {"d": 0, "test": "adf", "stationary": False},
+        {"d": 0, "test": "kpss", "stationary": False},
+        {"d": 1, "test": "adf", "stationary": False},
+        {"d": 1, "test": "kpss", "stationary": True},
+        {"d": 2, "test": "adf", "stationary": True},
+        {"d": 2, "test": "kpss", "stationary": False},
+    ]
+    assert implied_d(rows) == (1, "kpss")
+    rows[3]["stationary"] = False
+    assert implied_d(rows) == (2, "max_d")
+
+
+def test_multiplicative_skipped_for_non_positive_series() -> None:
+    summary, results = decompose(np.r_[0.0, np.linspace(1, 5, 39)])
+    assert summary["multiplicative"] is None and summary["better"] == "additive"
+    assert set(results) == {"additive"}
+
+
+def test_multiplicative_wins_when_swings_grow_with_the_level() -> None:
+    t = np.arange(120)
+    level = np.exp(0.03 * t)
+    cycle = 1 + 0.2 * np.sin(2 * np.pi * t / 10)
+    noise = 1 + 0.02 * np.random.default_rng(5).normal(size=t.size)
+    summary, _ = decompose(level * cycle * noise)
+    assert summary["better"] == "multiplicative"
+    summary, _ = decompose(50 + 0.1 * t + 3 * np.sin(2 * np.pi * t / 10) + np.random.default_rng(5).normal(size=t.size) * 0.2)
+    assert summary["better"] == "additive"
+
+
+@pytest.fixture(scope="module")
+def canada(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    tidy = tidy_from_wide(pd.read_csv(OWID_CSV), ["co2_per_capita"])
+    series = prepare_series(tidy, "Canada", "co2_per_capita", as_of_year=2014)
+    out = tmp_path_factory.mktemp("diagnostics")
+    return diagnose(series.years, series.values, out, title=series.series_id), out
+
+
+def test_study_series_is_integrated(canada: tuple[dict[str, Any], Path]) -> None:
+    report, _ = canada
+    stationarity = report["stationarity"]
+    assert stationarity["implied_d"] >= 1
+    levels = {(row["test"], row["regression"]): row for row in stationarity["tests"] if row["d"] == 0}
+    assert not levels[("adf", "c")]["reject"]  # the study: ADF p > 0.05 on the levels
+    assert levels[("kpss", "c")]["reject"]
+    assert {row["d"] for row in stationarity["tests"]} == {0, 1, 2}
+
+
+def test_study_series_report_and_plots(canada: tuple[dict[str, Any], Path]) -> None:
+    report, out = canada
+    assert report["series"] == {"n": 215, "first_year": 1800, "last_year": 2014, "min": 0.002, "max": 18.684, "strictly_positive": True}
+    decomposition = report["decomposition"]
+    assert decomposition["period"] == 10
+    assert decomposition["better"] in {"additive", "multiplicative"}
+    for model in ("additive", "multiplicative"):
+        assert decomposition[model]["relative_residual_median"] > 0
+    assert report["linear_trend"]["slope"] > 0 and report["linear_trend"]["slope_p_value"] < 0.05
+    assert report["lag1_correlation"] > 0.9
+    assert len(report["acf"]["values"]) == report["acf"]["nlags"] + 1 == 21
+    assert report["acf"]["values"][0] == pytest.approx(1.0)
+    ma = report["moving_average"]["values"]
+    assert ma[:9] == [None] * 9 and ma[9] == pytest.approx(np.mean([v for v in _canada_values()[:10]]))
+    for name in report["plots"].values():
+        assert (out / name).stat().st_size > 1000
+    assert set(report["plots"]) >= {"series", "decomposition_additive", "decomposition_multiplicative", "lag_plot", "acf", "pacf"}
+    assert json.loads((out / "diagnostics.json").read_text()) == report
+
+
+def _canada_values() -> np.ndarray:
+    tidy = tidy_from_wide(pd.read_csv(OWID_CSV), ["co2_per_capita"])
+    return prepare_series(tidy, "Canada", "co2_per_capita", as_of_year=2014).values
