@@ -11,7 +11,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: run test install install-dev lint bench mlflow-ui clean
+.PHONY: run test install install-dev lint bench lock mlflow-ui clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,24 @@ test: install-dev
 lint: install-dev
 	$(BIN)/ruff check .
 
-bench: install-dev
-	$(BIN)/python benchmarks/bench_lstm.py
+$(VENV)/.installed-bench: $(VENV)/.installed-dev requirements-bench.txt
+	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/pip install -q torch==2.13.0  # the CPU build on this kind of machine; benchmarks only
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_arima.py
+	$(BIN)/python benchmarks/bench_lstm.py
+
+# Re-resolve the pinned runtime set from pyproject.toml's direct dependencies.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip
+	.venv-lock/bin/pip install -q .
+	{ echo "# The whole resolved runtime set, pinned (pip freeze of a fresh venv with the direct"; \
+	  echo "# dependencies of pyproject.toml). Regenerate with: make lock"; \
+	  .venv-lock/bin/pip freeze --exclude co2cast; } > requirements.txt
+	rm -rf .venv-lock
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CO2CAST_HOME)/mlflow/mlflow.db" --port 5000

@@ -12,28 +12,13 @@ end). Output: one row per year with
 
 from __future__ import annotations
 
-import importlib
-import json
-from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-#: Forecaster classes may only come from this package: model.json cannot name arbitrary code.
-ALLOWED_PREFIX = "pipeline.models."
-
-
-def load_forecaster(directory: str | Path) -> Any:
-    """Rebuild a saved forecaster from its directory (``model.json`` names its class)."""
-    directory = Path(directory)
-    document = json.loads((directory / "model.json").read_text())
-    module_name, _, class_name = document["class"].rpartition(".")
-    if not module_name.startswith(ALLOWED_PREFIX):
-        raise ValueError(f"{directory}/model.json names {document['class']}, which is not a co2cast forecaster")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls.load(directory)
+from pipeline.models.base import load_forecaster
 
 
 def requested_years(model_input: Any) -> list[int]:

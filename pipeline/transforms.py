@@ -8,12 +8,14 @@ back into levels by cumulative sums starting from the last observed values.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
-from scipy import special, stats
+from scipy import optimize, special, stats
 
-from pipeline.models.base import Forecaster
+from pipeline.models.base import Forecaster, _json_default, load_forecaster
 
 
 class Transform:
@@ -109,7 +111,13 @@ class BoxCox(Transform):
     def fit(self, y: np.ndarray) -> Self:
         y = np.asarray(y, dtype=np.float64)
         self._check_domain(y)
-        self.lmbda_ = float(stats.boxcox_normmax(y, method="mle")) if self.lmbda is None else float(self.lmbda)
+        if self.lmbda is None:
+            # Bounded like R's forecast::BoxCox.lambda: an unbounded search can pick a lambda
+            # so large that the inverse loses most of its digits.
+            fitted = stats.boxcox_normmax(y, method="mle", optimizer=_bounded_lambda)
+            self.lmbda_ = float(fitted)
+        else:
+            self.lmbda_ = float(self.lmbda)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +139,13 @@ class BoxCox(Transform):
 
     def _inverse(self, z: np.ndarray) -> np.ndarray:
         return special.inv_boxcox(z, self._fitted_lambda())
+
+
+LAMBDA_BOUNDS = (-1.0, 2.0)
+
+
+def _bounded_lambda(objective: Any) -> Any:
+    return optimize.minimize_scalar(objective, bounds=LAMBDA_BOUNDS, method="bounded")
 
 
 class Difference:
@@ -250,3 +265,37 @@ class TransformedForecaster(Forecaster):
             # reciprocal is decreasing: keep lower <= upper on the level scale.
             bounds[level] = (np.minimum(lo, hi), np.maximum(lo, hi))
         return mean, bounds
+
+    # -- persistence: the inner model is saved beside the wrapper's own files -----------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``model.json`` + ``arrays.npz`` and the inner model under ``inner/``."""
+        self._check_fitted()
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save(directory / "inner")
+        document = {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "family": self.family,
+            "params": {"transform": self.transform, "d": self.d, "boxcox_lambda": self.boxcox_lambda},
+            "state": {"transform": self.transform_.to_dict()},
+        }
+        (directory / "model.json").write_text(json.dumps(document, indent=2, sort_keys=True, default=_json_default))
+        np.savez(directory / "arrays.npz", y_=self.y_, years_=self.years_, heads_=self.difference_.heads_, tails_=self.difference_.tails_)
+        return directory
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        """Rebuild a wrapper saved with :meth:`save` (no pickle)."""
+        directory = Path(path)
+        document = json.loads((directory / "model.json").read_text())
+        model = cls(load_forecaster(directory / "inner"), **document["params"])
+        described = dict(document["state"]["transform"])
+        name = described.pop("name")
+        model.transform_ = make_transform(name, **described)
+        if name == "boxcox":
+            model.transform_.lmbda_ = float(described["lmbda"])
+        with np.load(directory / "arrays.npz", allow_pickle=False) as npz:
+            model.y_, model.years_ = npz["y_"], npz["years_"]
+            model.difference_ = Difference(int(document["params"]["d"]))
+            model.difference_.heads_, model.difference_.tails_ = npz["heads_"], npz["tails_"]
+        return model

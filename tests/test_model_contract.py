@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -15,19 +13,11 @@ import pytest
 from pipeline.models.arima import ArimaForecaster
 from pipeline.models.base import Forecaster, NotFittedError
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
+from pipeline.models.lstm import LSTMForecaster
+from pipeline.models.rnn import RNNForecaster
 
 # Small settings so the neural models train in well under a second here.
 FAST_NEURAL = {"epochs": 20, "hidden": 4, "window": 5, "patience": 5, "min_origins": 3}
-
-
-def _optional(module: str, name: str) -> list[Any]:
-    """A model another module may not have yet: include it by name when the module exists."""
-    if importlib.util.find_spec(module) is None:
-        return []
-    cls = getattr(importlib.import_module(module), name)
-    accepted = inspect.signature(cls.__init__).parameters
-    kwargs = {key: value for key, value in FAST_NEURAL.items() if key in accepted}
-    return [pytest.param(cls, kwargs, id=name)]
 
 
 MODELS = [
@@ -35,8 +25,8 @@ MODELS = [
     pytest.param(DriftForecaster, {}, id="DriftForecaster"),
     pytest.param(MeanForecaster, {}, id="MeanForecaster"),
     pytest.param(ArimaForecaster, {"max_p": 2, "max_q": 2}, id="ArimaForecaster"),
-    *_optional("pipeline.models.lstm", "LSTMForecaster"),
-    *_optional("pipeline.models.rnn", "RNNForecaster"),
+    pytest.param(LSTMForecaster, FAST_NEURAL, id="LSTMForecaster"),
+    pytest.param(RNNForecaster, FAST_NEURAL, id="RNNForecaster"),
 ]
 
 

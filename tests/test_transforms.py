@@ -128,3 +128,33 @@ def test_difference_refuses_bad_orders() -> None:
         Difference(-1).fit(np.arange(5.0))
     with pytest.raises(ValueError, match="more than 3 values"):
         Difference(3).fit(np.arange(3.0))
+
+
+def test_transformed_forecaster_round_trip_and_levels(tmp_path) -> None:
+    """Log + first differences around a naive model: levels out, exact save/load, nested intervals."""
+    from pipeline.models.base import load_forecaster
+    from pipeline.models.baselines import NaiveForecaster
+    from pipeline.transforms import TransformedForecaster
+
+    years = np.arange(1950, 2015)
+    y = np.exp(0.03 * (years - 1950)) * (1 + 0.01 * np.sin(years))
+    model = TransformedForecaster(NaiveForecaster(), transform="log", d=1).fit(y, years)
+    forecast = model.predict(10)
+    # A naive model on log-differences repeats the last log-growth: levels grow geometrically.
+    growth = y[-1] / y[-2]
+    np.testing.assert_allclose(forecast.mean, y[-1] * growth ** np.arange(1, 11), rtol=1e-12)
+    assert np.all(forecast.lower[95] <= forecast.lower[80]) and np.all(forecast.lower[80] <= forecast.mean)
+    assert np.all(forecast.mean <= forecast.upper[80]) and np.all(forecast.upper[80] <= forecast.upper[95])
+    restored = load_forecaster(model.save(tmp_path / "wrapped"))
+    again = restored.predict(10)
+    np.testing.assert_array_equal(again.mean, forecast.mean)
+    np.testing.assert_array_equal(again.upper[95], forecast.upper[95])
+
+
+def test_boxcox_lambda_is_bounded() -> None:
+    from pipeline.transforms import LAMBDA_BOUNDS, BoxCox
+
+    y = np.array([0.5] + [1.0] * 30)
+    transform = BoxCox().fit(y)
+    assert LAMBDA_BOUNDS[0] <= transform.lmbda_ <= LAMBDA_BOUNDS[1]
+    np.testing.assert_allclose(transform.inverse_transform(transform.transform(y)), y, rtol=1e-12)

@@ -230,6 +230,25 @@ class Forecaster(ABC):
         return f"{type(self).__name__}({params})"
 
 
+#: model.json may only name classes from this package: it cannot make a loader run other code.
+ALLOWED_MODULE_PREFIX = "pipeline."
+
+
+def load_forecaster(path: str | Path) -> Forecaster:
+    """Rebuild any saved co2cast forecaster; ``model.json`` names its class."""
+    import importlib
+
+    directory = Path(path)
+    name = json.loads((directory / "model.json").read_text())["class"]
+    module_name, _, class_name = name.rpartition(".")
+    if not module_name.startswith(ALLOWED_MODULE_PREFIX):
+        raise ValueError(f"{directory}/model.json names {name}, which is not a co2cast forecaster")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Forecaster)):
+        raise ValueError(f"{name} is not a Forecaster")
+    return cls.load(directory)
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
