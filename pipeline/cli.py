@@ -103,16 +103,22 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
             f"{manifest['first_year']}-{manifest['last_year']}"
         )
         print(f"      {store.uri(pointer['manifest'])}")
+        every = _all_scores(store, manifest)
+        if every:
+            ranked = sorted(every.items(), key=lambda kv: kv[1].get("mase", float("inf")))
+            print("      backtest MASE by model: " + ", ".join(f"{family} {s.get('mase', float('nan')):.3f}" for family, s in ranked))
     print(f"MLflow UI:     .venv/bin/mlflow ui --backend-store-uri {settings.resolved_tracking_uri}   (or: make mlflow-ui)")
     print("a forecast:    .venv/bin/co2cast show canada.co2_per_capita")
     return 0
 
 
-def _champion_scores(store: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+def _all_scores(store: Any, manifest: dict[str, Any]) -> dict[str, dict[str, float]]:
     entry = next((e for e in manifest["files"] if e["name"] == "backtest.json"), None)
-    if entry is None:
-        return {}
-    return json.loads(store.read_bytes(entry["key"])).get(manifest["model_family"], {})
+    return json.loads(store.read_bytes(entry["key"])) if entry else {}
+
+
+def _champion_scores(store: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    return _all_scores(store, manifest).get(manifest["model_family"], {})
 
 
 def _forecast(args: argparse.Namespace, settings: Settings) -> int:
