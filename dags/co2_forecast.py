@@ -8,11 +8,13 @@ over years reproduces what would have been forecast at each point in time).
    manual run uses the vintage's latest year; a scheduled or backfill run in year Y uses Y-1),
    the series (param `series`: `default`, `all`, or `Canada:co2_per_capita,World:co2`) and the
    run key of each series.
-2. `train_series` (mapped over series): diagnostics, rolling-origin backtest of every candidate,
-   fits, MLflow runs, registration with `@arima`, `@lstm` and `@champion`.
-3. `publish_forecast` (mapped): forecast with the champion to the horizon end, gate the table
-   with the GX suite `forecast_output`, publish to `forecasts/<series_id>/` atomically.
-4. `summarize`: one line per series.
+2. `forecast_series`, a task group mapped over series, so one failing series does not hold
+   back the others:
+   - `train_series`: diagnostics, rolling-origin backtest of every candidate, fits, MLflow
+     runs, registration with `@arima`, `@lstm` and `@champion`;
+   - `publish_forecast`: forecast with the champion to the horizon end, gate the table with the
+     GX suite `forecast_output`, publish to `forecasts/<series_id>/` atomically.
+3. `summarize`: one line per series, read from what was published for this run's keys.
 
 Rerunning the same run key creates no MLflow version and rewrites no file.
 """
@@ -23,7 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task, task_group
 
 # Assets are identified by name: this is the Asset that co2_ingest's curate_vintage updates.
 CURATED = Asset("co2_emissions_curated")
@@ -81,27 +83,54 @@ def co2_forecast() -> None:
     # Two series train at once on a LocalExecutor; more with Celery/Kubernetes workers.
     @task(max_active_tis_per_dag=2)
     def train_series(item: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from pipeline import forecast
         from pipeline.config import get_settings
+        from pipeline.series import SeriesError
 
-        return forecast.train_series(get_settings(), run, item, _airflow_ids())
+        try:
+            return forecast.train_series(get_settings(), run, item, _airflow_ids())
+        except SeriesError as error:
+            # A series that cannot be modelled does not get better on retry.
+            raise AirflowFailException(str(error)) from error
 
     @task
     def publish_forecast(trained: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from pipeline import forecast
+        from pipeline.config import get_settings
+        from pipeline.publish import PublishRefused
+
+        try:
+            return forecast.publish_series(get_settings(), run, trained, _airflow_ids())
+        except PublishRefused as error:
+            raise AirflowFailException(str(error)) from error
+
+    # One group per series: a series that fails does not hold back the others' publication.
+    @task_group
+    def forecast_series(item: dict[str, Any], run: dict[str, Any]) -> Any:
+        return publish_forecast(train_series(item, run), run)
+
+    @task(trigger_rule="all_done")
+    def summarize(run: dict[str, Any]) -> list[dict[str, Any]]:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from pipeline import forecast
         from pipeline.config import get_settings
 
-        return forecast.publish_series(get_settings(), run, trained, _airflow_ids())
-
-    @task
-    def summarize(published: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for item in published:
-            print(f"{item['series_id']}: champion v{item['model_version']}, backtest MASE {item['mase']}, published {item['uri']}")
-        return list(published)
+        lines = forecast.run_summary(get_settings(), run)
+        for line in lines:
+            print(line["text"])
+        missing = [line["series_id"] for line in lines if not line["published"]]
+        if missing:
+            # The run must not look green while a series went unpublished.
+            raise AirflowFailException(f"not published: {', '.join(missing)}")
+        return lines
 
     run = resolve_run()
-    trained = train_series.partial(run=run).expand(item=list_series(run))
-    summarize(publish_forecast.partial(run=run).expand(trained=trained))
+    forecast_series.partial(run=run).expand(item=list_series(run)) >> summarize(run)
 
 
 co2_forecast_dag = co2_forecast()

@@ -310,6 +310,30 @@ def publish_series(
     }
 
 
+def run_summary(settings: Settings, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """One line per series of a run: published for its run key, or not.
+
+    Read from the object store, not from task results, so it also reports series whose tasks
+    failed.
+    """
+    store = store_from_settings(settings)
+    lines = []
+    for item in run["series"]:
+        sid, key = item["series_id"], item["run_key"]
+        manifest_key = f"forecasts/{sid}/asof={run['as_of_year']}/{key}/manifest.json"
+        manifest = store.read_json_or_none(manifest_key)
+        if manifest is None:
+            text = f"{sid}: NOT published for run key {key} (see the failed task's log)"
+            lines.append({"series_id": sid, "published": False, "text": text})
+            continue
+        text = (
+            f"{sid}: {manifest['model_name']} v{manifest['model_version']} ({manifest['model_family']}), "
+            f"{manifest['first_year']}-{manifest['last_year']}, published {store.uri(manifest_key)}"
+        )
+        lines.append({"series_id": sid, "published": True, "manifest": manifest_key, "text": text})
+    return lines
+
+
 def _run_artifact(run_id: str, path: str) -> bytes:
     import mlflow
 

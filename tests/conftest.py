@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,7 +129,18 @@ def small_owid(tmp_path: Path, owid_csv: Path) -> Path:
     return path
 
 
-def copy_to(src: Path, dst: Path) -> Path:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-    return dst
+@pytest.fixture(params=["local", "s3"])
+def dag_backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, str], Any]:
+    """Environment for a DAG subprocess and the store it writes to: local directory or S3."""
+    from pipeline.store import open_store
+
+    (tmp_path / "mlflow").mkdir()
+    env = {"CO2CAST_HOME": str(tmp_path / "home"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow/mlflow.db"}
+    if request.param == "local":
+        env["CO2CAST_STORE_URI"] = (tmp_path / "store").as_uri()
+        return env, open_store(env["CO2CAST_STORE_URI"])
+    bucket = request.getfixturevalue("s3_bucket")
+    s3_env = request.getfixturevalue("s3_env")
+    env.update(s3_env)
+    env["CO2CAST_STORE_URI"] = f"s3://{bucket}/co2cast"
+    return env, open_store(env["CO2CAST_STORE_URI"], endpoint_url=s3_env["CO2CAST_S3_ENDPOINT_URL"])

@@ -84,9 +84,12 @@ def test_forecast_dag_shape() -> None:
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["co2_forecast"]
-    assert {"resolve_run", "list_series", "train_series", "publish_forecast", "summarize"} <= set(dag.task_ids)
-    assert dag.get_task("publish_forecast").upstream_task_ids == {"train_series", "resolve_run"}
-    assert dag.get_task("train_series").max_active_tis_per_dag == 2
+    expected = {"resolve_run", "list_series", "forecast_series.train_series", "forecast_series.publish_forecast", "summarize"}
+    assert expected <= set(dag.task_ids)
+    assert dag.get_task("forecast_series.publish_forecast").upstream_task_ids == {"forecast_series.train_series", "resolve_run"}
+    assert dag.get_task("forecast_series.train_series").max_active_tis_per_dag == 2
+    assert dag.get_task("summarize").trigger_rule == "all_done"
+    assert dag.get_task("summarize").upstream_task_ids == {"forecast_series.publish_forecast", "resolve_run"}
     assert set(dag.params.keys()) == {"as_of_year", "series", "vintage"}
     # Scheduled on the curated Asset or yearly.
     assert "co2_emissions_curated" in str(dag.timetable.asset_condition)

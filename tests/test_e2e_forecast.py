@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.store import ObjectStore, open_store
 from tests.conftest import run_dag
 
 pytestmark = pytest.mark.e2e
@@ -23,29 +22,15 @@ pytestmark = pytest.mark.e2e
 SERIES = ("canada.co2_per_capita", "world.co2")
 
 
-@pytest.fixture(params=["local", "s3"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, str], ObjectStore]:
-    env = {"CO2CAST_HOME": str(tmp_path / "home"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow/mlflow.db"}
-    (tmp_path / "mlflow").mkdir()
-    if request.param == "local":
-        env["CO2CAST_STORE_URI"] = (tmp_path / "store").as_uri()
-        return env, open_store(env["CO2CAST_STORE_URI"])
-    bucket = request.getfixturevalue("s3_bucket")
-    s3_env = request.getfixturevalue("s3_env")
-    env.update(s3_env)
-    env["CO2CAST_STORE_URI"] = f"s3://{bucket}/co2cast"
-    return env, open_store(env["CO2CAST_STORE_URI"], endpoint_url=s3_env["CO2CAST_S3_ENDPOINT_URL"])
-
-
 def _versions(tracking_uri: str) -> dict[str, list[str]]:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    return {sid: sorted(v.version for v in client.search_model_versions(f"name = 'co2cast.{sid}'")) for sid in SERIES}
+    return {sid: sorted(str(v.version) for v in client.search_model_versions(f"name = 'co2cast.{sid}'")) for sid in SERIES}
 
 
-def test_forecast_dag_registers_and_publishes(backend, airflow_home: Path, owid_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    env, store = backend
+def test_forecast_dag_registers_and_publishes(dag_backend, airflow_home: Path, owid_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env, store = dag_backend
     ingest = run_dag(airflow_home, "co2_ingest", {**env, "CO2CAST_SOURCE": str(owid_csv)})
     assert ingest.returncode == 0, ingest.stdout[-3000:] + ingest.stderr[-3000:]
     first = run_dag(airflow_home, "co2_forecast", env)
@@ -100,3 +85,13 @@ def test_forecast_dag_registers_and_publishes(backend, airflow_home: Path, owid_
     assert again.returncode == 0, again.stdout[-4000:]
     assert _versions(tracking_uri) == versions
     assert {k: store.read_bytes(k) for k in store.list("forecasts/")} == files
+
+    # An older as-of year with one series that cannot be modelled (USSR's history has gaps):
+    # World is still published for 2010, latest.json keeps pointing at 2014, and the run fails.
+    mixed = run_dag(airflow_home, "co2_forecast", env, conf='{"as_of_year": 2010, "series": "World:co2,USSR:co2"}')
+    assert mixed.returncode != 0
+    assert "ussr.co2: NOT published" in mixed.stdout + mixed.stderr
+    assert "has a gap" in mixed.stdout + mixed.stderr
+    assert [k for k in store.list("forecasts/world.co2/asof=2010/") if k.endswith("manifest.json")]
+    assert store.read_json("forecasts/world.co2/latest.json")["as_of_year"] == 2014
+    assert not store.list("forecasts/ussr.co2/")

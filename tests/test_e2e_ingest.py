@@ -11,27 +11,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.ingest import LATEST_KEY, vintage_id
-from pipeline.store import ObjectStore, open_store
 from tests.conftest import run_dag
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(params=["local", "s3"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[str, str], ObjectStore]:
-    env = {"CO2CAST_HOME": str(tmp_path / "home")}
-    if request.param == "local":
-        env["CO2CAST_STORE_URI"] = (tmp_path / "store").as_uri()
-        return env, open_store(env["CO2CAST_STORE_URI"])
-    bucket = request.getfixturevalue("s3_bucket")
-    s3_env = request.getfixturevalue("s3_env")
-    env.update(s3_env)
-    env["CO2CAST_STORE_URI"] = f"s3://{bucket}/co2cast"
-    return env, open_store(env["CO2CAST_STORE_URI"], endpoint_url=s3_env["CO2CAST_S3_ENDPOINT_URL"])
-
-
-def test_ingest_dag_curates_skips_and_quarantines(backend, airflow_home: Path, owid_csv: Path, tmp_path: Path) -> None:
-    env, store = backend
+def test_ingest_dag_curates_skips_and_quarantines(dag_backend, airflow_home: Path, owid_csv: Path, tmp_path: Path) -> None:
+    env, store = dag_backend
     vintage, digest = vintage_id(owid_csv.read_bytes())
 
     first = run_dag(airflow_home, "co2_ingest", {**env, "CO2CAST_SOURCE": str(owid_csv)})
