@@ -37,12 +37,20 @@ CURATED = Asset("co2_emissions_curated")
 def co2_ingest() -> None:
     @task
     def fetch_source() -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
+
         from pipeline import ingest
         from pipeline.config import get_settings
+        from pipeline.sources import SourceError
         from pipeline.store import store_from_settings
 
         settings = get_settings()
-        return ingest.fetch_source(settings, store_from_settings(settings), get_current_context()["params"].get("source"))
+        try:
+            return ingest.fetch_source(settings, store_from_settings(settings), get_current_context()["params"].get("source"))
+        except SourceError as error:
+            if error.transient:
+                raise  # a network failure: Airflow retries
+            raise AirflowFailException(str(error)) from error
 
     @task.short_circuit
     def check_new_vintage(fetched: dict[str, Any]) -> bool:

@@ -54,6 +54,21 @@ def _validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if gate.success else 2
 
 
+def _check_source(args: argparse.Namespace, settings: Settings) -> int:
+    """Fetch the configured source once and say what came back, writing nothing."""
+    import hashlib
+
+    from pipeline import sources
+
+    try:
+        fetched = sources.fetch(args.source or settings.source, settings.fetch_timeout)
+    except sources.SourceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{fetched.source}: {len(fetched.data):,} bytes, sha256 {hashlib.sha256(fetched.data).hexdigest()}")
+    return 0
+
+
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ingest import latest_curated
     from pipeline.store import store_from_settings
@@ -168,6 +183,7 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], str]] = {
     "ingest": (_ingest, "fetch, snapshot, validate and curate a release"),
+    "check-source": (_check_source, "fetch the configured source once, writing nothing"),
     "validate": (_validate, "check a CSV/XLSX file against the raw GX suite, writing nothing"),
     "status": (_status, "show the latest curated vintage"),
     "summary": (_summary, "what the last run produced"),
@@ -184,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text)
-        if name == "ingest":
+        if name in ("ingest", "check-source"):
             command.add_argument("--source", help="path or URL of the release (default: CO2CAST_SOURCE)")
         if name == "validate":
             command.add_argument("file", help="path or URL of a CSV/XLSX release")

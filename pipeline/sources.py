@@ -45,7 +45,15 @@ XLSX_MAGIC = b"PK\x03\x04"
 
 
 class SourceError(ValueError):
-    """A source cannot be fetched or read; the message says what to do."""
+    """A source cannot be fetched or read; the message says what to do.
+
+    ``transient`` is true for network failures, which a retry may cure; a missing file or a
+    malformed one will fail the same way again.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,8 @@ def fetch(source: str, timeout: float = 60.0) -> Fetched:
         except (urllib.error.URLError, TimeoutError, OSError) as error:
             raise SourceError(
                 f"cannot download {source}: {error}. Without network access, set CO2CAST_SOURCE "
-                "to a local file (a path to a CSV or XLSX release)."
+                "to a local file (a path to a CSV or XLSX release).",
+                transient=True,
             ) from error
     path = Path(parsed.path) if parsed.scheme == "file" else Path(source).expanduser()
     if parsed.scheme not in ("", "file"):

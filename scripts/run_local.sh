@@ -19,6 +19,9 @@ run_step() {
   fi
 }
 
+# Fail in seconds, not after Airflow's retries, when the source cannot be reached.
+echo "==> source: ${CO2CAST_SOURCE:-(default OWID URL)}"
+"$BIN/co2cast" check-source || exit 1
 run_step airflow-db "$BIN/airflow" db migrate
 run_step co2_ingest "$BIN/airflow" dags test co2_ingest
 grep -h "source unchanged\|new vintage" "$logs/$stamp-co2_ingest.log" | grep -v "Returned value" | tail -n 1 || true

@@ -27,6 +27,20 @@ def _random_problem(net: RecurrentNet, seed: int = 0, batch: int = 5, steps: int
 
 # -- gradients -------------------------------------------------------------------------------
 @pytest.mark.parametrize("net_class", NETS)
+def test_reused_workspace_gives_what_a_fresh_net_gives(net_class: type[RecurrentNet]) -> None:
+    """loss_and_grad reuses scratch arrays between calls: shapes that change must not leak state."""
+    net = net_class(n_in=1, hidden=5, n_out=1, dtype="float64")
+    shapes = [(7, 4), (3, 6), (7, 4), (11, 2), (3, 6)]
+    for i, (batch, steps) in enumerate(shapes):
+        theta, X, target = _random_problem(net, seed=i % 3, batch=batch, steps=steps)
+        fresh = net_class(n_in=1, hidden=5, n_out=1, dtype="float64")
+        expected = fresh.loss_and_grad(theta, X, target, n_train=batch - 1)
+        got = net.loss_and_grad(theta, X, target, n_train=batch - 1)
+        assert got[0] == expected[0] and got[1] == expected[1]
+        np.testing.assert_array_equal(got[2], expected[2])
+
+
+@pytest.mark.parametrize("net_class", NETS)
 def test_gradients_match_central_differences(net_class: type[RecurrentNet]) -> None:
     net = net_class(n_in=2, hidden=3, n_out=2)
     theta, X, target = _random_problem(net)

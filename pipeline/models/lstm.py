@@ -34,7 +34,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from pipeline.models.neural import NeuralForecaster, RecurrentNet, glorot_uniform, orthogonal
+from pipeline.models.neural import NeuralForecaster, RecurrentNet, Workspace, glorot_uniform, orthogonal
 
 GATES: tuple[str, ...] = ("z", "in", "for", "out")
 PEEPHOLES: tuple[str, ...] = ("in", "for", "out")
@@ -44,71 +44,81 @@ class LSTMCache(NamedTuple):
     """Forward-pass values backpropagation needs, time-major (``(T, units, B)``).
 
     Attributes:
-        xy: per step the stacked column ``[x_t; y_{t-1}; 1]``, ``(T + 1, n_in + H + 1, B)``;
-            the block output of step ``t`` is ``xy[t + 1, n_in : n_in + H]``.
+        xy: per step the stacked column ``[1; x_t; y_{t-1}]``, ``(T + 1, 1 + n_in + H, B)``;
+            the block output of step ``t`` is ``xy[t + 1, 1 + n_in :]``.
         gates: activated gates ``[z; i; f; o]``, ``(T, 4H, B)``.
-        c: cells with the zero initial cell first, ``(T + 1, H, B)``.
-        tanh_c: ``tanh(c)`` per step, ``(T, H, B)``.
+        cells: ``(T + 1, 2, H, B)``; ``cells[t, 0]`` is the cell entering step ``t`` (zero
+            for ``t = 0``, so ``cells[t + 1, 0]`` is step ``t``'s cell) and ``cells[t, 1]``
+            is ``tanh`` of step ``t``'s cell (``cells[T, 1]`` is unused). Paired like this,
+            the forget and output gates' derivatives are scaled by them in one call.
         n_in: input features per step.
     """
 
     xy: np.ndarray
     gates: np.ndarray
-    c: np.ndarray
-    tanh_c: np.ndarray
+    cells: np.ndarray
     n_in: int
 
 
-def lstm_forward(params: dict[str, np.ndarray], X: np.ndarray) -> tuple[np.ndarray, LSTMCache]:
+def lstm_forward(params: dict[str, np.ndarray], X: np.ndarray, work: Workspace | None = None) -> tuple[np.ndarray, LSTMCache]:
     """Run the LSTM over a batch of windows and the dense layer on the last output.
 
     Vectorised over the batch; the loop is over time steps only. Per step, the stacked column
-    ``[x_t; y_{t-1}; 1]`` times ``[W R b]`` gives the pre-activations of all four gates in
-    one matrix product (rows: units, columns: windows, so each gate is a contiguous block).
-    The logistic function is computed as ``σ(x) = (1 + tanh(x / 2)) / 2`` with the ``1/2``
-    folded into a copy of the sigmoid gates' weights and peepholes, so z, i and f take one
-    ``tanh`` call (``scipy.special.expit`` is several times slower than numpy's ``tanh``).
+    ``[1; x_t; y_{t-1}]`` times ``[b W R]`` gives the pre-activations of all four gates in
+    one matrix product (rows: units, columns: windows, so each gate is a contiguous block):
+    the input projection ``W x_t + b`` rides along in the recurrent product at no extra call,
+    and at the first step (``y_0 = 0``) only ``[b W]`` is multiplied. The logistic function
+    is computed as ``σ(x) = (1 + tanh(x / 2)) / 2`` with the ``1/2`` folded into a copy of
+    the sigmoid gates' weights and peepholes, so z, i and f take one ``tanh`` call
+    (``scipy.special.expit`` is several times slower than numpy's ``tanh``).
 
     Args:
         params: ``W (4H, n_in)``, ``R (4H, H)`` and ``b (4H,)`` with row blocks z, in, for,
             out (``W[:H]`` is the reference's ``W_z``); ``p (3, H)`` the peepholes in, for,
             out; ``W_dense (n_out, H)``, ``b_dense (n_out,)``.
         X: windows, ``(B, T, n_in)``.
+        work: scratch to reuse between calls (see :class:`~pipeline.models.neural.Workspace`);
+            the cache then lives in it. Default: fresh arrays.
 
     Returns:
         ``(outputs (B, n_out), cache)``.
     """
+    work = Workspace() if work is None else work
     W, R, p, b = params["W"], params["R"], params["p"], params["b"]
     dtype = W.dtype
     B, T, n_in = X.shape
     H = R.shape[1]
-    K = n_in + H + 1
-    U = np.empty((4 * H, K), dtype=dtype)
-    U[:, :n_in] = W
-    U[:, n_in:-1] = R
-    U[:, -1] = b
+    K = 1 + n_in + H
+    U = work.empty("U", (4 * H, K), dtype)
+    U[:, 0] = b
+    U[:, 1 : 1 + n_in] = W
+    U[:, 1 + n_in :] = R
     U[H:] *= 0.5
-    p_half = p * dtype.type(0.5)
-    p_if, p_o = p_half[:2, :, None], p_half[2][:, None]
-    xy = np.empty((T + 1, K, B), dtype=dtype)
-    xy[:T, :n_in] = X.transpose(1, 2, 0)
-    xy[T, :n_in] = 0
-    xy[0, n_in:-1] = 0  # y_0 = 0
-    xy[:, -1] = 1  # the bias column
-    gates = np.empty((T, 4 * H, B), dtype=dtype)
-    c = np.empty((T + 1, H, B), dtype=dtype)
-    tanh_c = np.empty((T, H, B), dtype=dtype)
-    c[0] = 0
-    tmp = np.empty((H, B), dtype=dtype)
-    tmp2 = np.empty((2, H, B), dtype=dtype)
+    # Peepholes (halved like the sigmoid rows) spelled out over the batch: numpy multiplies
+    # equal-shaped arrays several times faster than a broadcast one.
+    peep = work.empty("peep", (3, H, B), dtype)
+    np.multiply(p[:, :, None], dtype.type(0.5), out=peep)
+    xy = work.empty("xy", (T + 1, K, B), dtype)
+    xy[:, 0] = 1  # the bias row
+    xy[:T, 1 : 1 + n_in] = X.transpose(1, 2, 0)
+    xy[T, 1 : 1 + n_in] = 0
+    xy[0, 1 + n_in :] = 0  # y_0 = 0 (the first step skips it; the R gradient reads it)
+    gates = work.empty("gates", (T, 4 * H, B), dtype)
+    cells = work.empty("cells", (T + 1, 2, H, B), dtype)
+    cells[0, 0] = 0
+    tmp = work.empty("tmp", (H, B), dtype)
     for t in range(T):
         g = gates[t]
-        c_prev, ct = c[t], c[t + 1]
-        np.matmul(U, xy[t], out=g)
-        if t > 0:  # c_0 = 0: no peephole input at the first step
-            # Input and forget gates peek at the previous cell.
-            np.multiply(p_if, c_prev, out=tmp2)
-            g[H : 3 * H] += tmp2.reshape(2 * H, B)
+        c_prev, ct, tanh_ct = cells[t, 0], cells[t + 1, 0], cells[t, 1]
+        if t > 0:
+            np.matmul(U, xy[t], out=g)
+            # Input and forget gates peek at the previous cell (c_0 = 0: none at t = 0).
+            np.multiply(peep[0], c_prev, out=tmp)
+            g[H : 2 * H] += tmp
+            np.multiply(peep[1], c_prev, out=tmp)
+            g[2 * H : 3 * H] += tmp
+        else:
+            np.matmul(U[:, : 1 + n_in], xy[0, : 1 + n_in], out=g)
         zif = g[: 3 * H]
         np.tanh(zif, out=zif)
         gif = g[H : 3 * H]
@@ -120,94 +130,112 @@ def lstm_forward(params: dict[str, np.ndarray], X: np.ndarray) -> tuple[np.ndarr
             ct += tmp
         # The output gate peeks at the new cell.
         ot = g[3 * H :]
-        np.multiply(p_o, ct, out=tmp)
+        np.multiply(peep[2], ct, out=tmp)
         ot += tmp
         np.tanh(ot, out=ot)
         ot *= 0.5
         ot += 0.5
-        np.tanh(ct, out=tanh_c[t])
-        np.multiply(ot, tanh_c[t], out=xy[t + 1, n_in:-1])
-    out = (params["W_dense"] @ xy[T, n_in:-1]).T
+        np.tanh(ct, out=tanh_ct)
+        np.multiply(ot, tanh_ct, out=xy[t + 1, 1 + n_in :])
+    out = (params["W_dense"] @ xy[T, 1 + n_in :]).T
     out += params["b_dense"]
-    return out, LSTMCache(xy=xy, gates=gates, c=c, tanh_c=tanh_c, n_in=n_in)
+    return out, LSTMCache(xy=xy, gates=gates, cells=cells, n_in=n_in)
 
 
-def lstm_backward(params: dict[str, np.ndarray], cache: LSTMCache, d_out: np.ndarray, grads: dict[str, np.ndarray]) -> None:
+def lstm_backward(
+    params: dict[str, np.ndarray], cache: LSTMCache, d_out: np.ndarray, grads: dict[str, np.ndarray], work: Workspace | None = None
+) -> None:
     """Backpropagation through time for :func:`lstm_forward`, writing into ``grads``.
+
+    Everything in the recursion that does not depend on the incoming gradient (the gates'
+    derivatives times the values they multiply) is computed for all steps at once before
+    the loop, in a few calls over ``(T, ., H, B)`` arrays. With those factors ``A`` a step is
+    a handful of numpy calls::
+
+        δō = δy ⊙ A_o      δc = δy ⊙ A_c + δc⁺ ⊙ A_carry⁺      [δz̄; δī; δf̄] = δc ⊙ A_zif
+        δy⁻ = Rᵀ [δz̄; δī; δf̄; δō]
+
+    and the weight and peephole gradients are single (batched) products after it.
 
     Args:
         params: the parameters the forward pass used.
         cache: what the forward pass returned.
         d_out: dLoss/d outputs, ``(B, n_out)``.
         grads: arrays shaped like ``params``, overwritten with the gradients.
+        work: scratch to reuse between calls; default: fresh arrays.
     """
+    work = Workspace() if work is None else work
     R, p = params["R"], params["p"]
-    xy, gates, c, tanh_c, n_in = cache
+    xy, gates, cells, n_in = cache
     T, H4, B = gates.shape
     H = H4 // 4
+    K = xy.shape[1]
     dtype = R.dtype
-    np.matmul(d_out.T, xy[T, n_in:-1].T, out=grads["W_dense"])
+    np.matmul(d_out.T, xy[T, 1 + n_in :].T, out=grads["W_dense"])
     grads["b_dense"][:] = d_out.sum(axis=0)
-    dy = params["W_dense"].T @ d_out.T
-    dgates = np.empty((T, 4 * H, B), dtype=dtype)  # δz̄, δī, δf̄, δō per step
-    dc = np.empty((H, B), dtype=dtype)
-    carry = np.empty((H, B), dtype=dtype)  # what c reaches through step t + 1
-    tmp = np.empty((H, B), dtype=dtype)
-    tmp2 = np.empty((2 * H, B), dtype=dtype)
-    RT = np.ascontiguousarray(R.T)
-    # δ[W R b] = Σ_t δg_t [x_t; y_{t-1}; 1]ᵀ, one small product per step: it stays
-    # single-threaded and near peak speed, where one product over all T * B columns is a
-    # long-and-thin shape that OpenBLAS threads badly on small, busy machines.
-    dU = np.zeros((4 * H, n_in + H + 1), dtype=dtype)
-    dU_t = np.empty_like(dU)
-    p_if, p_o = p[:2, :, None], p[2][:, None]
+    dy = work.empty("dy", (H, B), dtype)
+    np.matmul(params["W_dense"].T, d_out.T, out=dy)
+    peep = work.empty("peep", (3, H, B), dtype)
+    np.multiply(p[:, :, None], 1, out=peep)  # spelled out over the batch (see lstm_forward)
+
+    # Factors for all steps. D: the activations' derivatives from their values,
+    # tanh' = 1 - z² and σ' = g - g² (one subtraction fewer than g (1 - g)).
+    G = gates.reshape(T, 4, H, B)
+    D = work.empty("deriv", (T, 4, H, B), dtype)
+    np.multiply(G, G, out=D)
+    np.subtract(1, D[:, 0], out=D[:, 0])
+    np.subtract(G[:, 1:], D[:, 1:], out=D[:, 1:])
+    # A = [A_z, A_i, A_f, A_o, A_c]: δz̄ = δc ⊙ i ⊙ tanh'(z̄), δī = δc ⊙ z ⊙ σ'(ī) (z and i
+    # swapped by a reversed view: one call), δf̄ = δc ⊙ c⁻ ⊙ σ'(f̄) and δō = δy ⊙ tanh(c) ⊙
+    # σ'(ō) (c⁻ and tanh c are paired in the cache: one call), and the direct part of δc,
+    # δy ⊙ (o ⊙ tanh'(c) + p_out ⊙ A_o) through the output and its peephole.
+    A = work.empty("a", (T, 5, H, B), dtype)
+    np.multiply(G[:, 1::-1], D[:, :2], out=A[:, :2])
+    np.multiply(cells[:T], D[:, 2:], out=A[:, 2:4])
+    scratch = work.empty("scratch", (T, 3, H, B), dtype)
+    s = scratch[:, 0]
+    np.multiply(cells[:T, 1], cells[:T, 1], out=s)
+    np.subtract(1, s, out=s)
+    np.multiply(s, G[:, 3], out=A[:, 4])
+    np.multiply(peep[2], A[:, 3], out=s)
+    A[:, 4] += s
+    # What δc_t passes on to δc_{t-1}: the forget path and the in/for peepholes,
+    # A_carry = f + p_in ⊙ A_i + p_for ⊙ A_f (used for t >= 1 only).
+    carry = work.empty("carry", (T, H, B), dtype)
+    s2 = scratch[1:, :2]
+    np.multiply(peep[:2], A[1:, 1:3], out=s2)
+    np.add(s2[:, 0], s2[:, 1], out=carry[1:])
+    carry[1:] += G[1:, 2]
+
+    dgates = work.empty("dgates", (T, 5, H, B), dtype)  # δz̄, δī, δf̄, δō, δc per step
+    tmp = work.empty("tmp", (H, B), dtype)
+    RT = R.T
     for t in range(T - 1, -1, -1):
-        g, dg = gates[t], dgates[t]
-        zt, it, ft, ot = g[:H], g[H : 2 * H], g[2 * H : 3 * H], g[3 * H :]
-        tc = tanh_c[t]
-        # δō = δy ⊙ tanh(c) ⊙ o(1 - o)
-        do = dg[3 * H :]
-        np.subtract(1, ot, out=tmp)
-        tmp *= ot
-        np.multiply(dy, tc, out=do)
-        do *= tmp
-        # δc = δy ⊙ o ⊙ (1 - tanh²c) + p_out ⊙ δō + carry
-        np.multiply(tc, tc, out=dc)
-        np.subtract(1, dc, out=dc)
-        dc *= ot
-        dc *= dy
-        np.multiply(p_o, do, out=tmp)
-        dc += tmp
+        dg, a = dgates[t], A[t]
+        np.multiply(dy, a[3], out=dg[3])
+        np.multiply(dy, a[4], out=dg[4])
         if t < T - 1:
-            dc += carry
-        # δī = δc ⊙ z ⊙ i(1 - i) and δf̄ = δc ⊙ c⁻ ⊙ f(1 - f), the two blocks at once
-        gif = g[H : 3 * H]
-        np.subtract(1, gif, out=tmp2)
-        tmp2 *= gif
-        np.multiply(dc, zt, out=dg[H : 2 * H])
-        np.multiply(dc, c[t], out=dg[2 * H : 3 * H])
-        dg[H : 3 * H] *= tmp2
-        # δz̄ = δc ⊙ i ⊙ (1 - z²)
-        np.multiply(zt, zt, out=tmp)
-        np.subtract(1, tmp, out=tmp)
-        tmp *= it
-        np.multiply(dc, tmp, out=dg[:H])
-        np.matmul(dg, xy[t].T, out=dU_t)
-        dU += dU_t
+            np.multiply(dgates[t + 1, 4], carry[t + 1], out=tmp)
+            dg[4] += tmp
+        np.multiply(dg[4], a[:3], out=dg[:3])
         if t > 0:
-            # What flows back to step t - 1: through the forget path, the peepholes, and y⁻.
-            np.multiply(dc, ft, out=carry)
-            np.multiply(p_if, dg[H : 3 * H].reshape(2, H, B), out=tmp2.reshape(2, H, B))
-            carry += tmp2[:H]
-            carry += tmp2[H:]
-            np.matmul(RT, dg, out=dy)
-    grads["W"][:] = dU[:, :n_in]
-    grads["R"][:] = dU[:, n_in:-1]
-    grads["b"][:] = dU[:, -1]
-    # Peepholes: c_0 = 0, so step 0 adds nothing to the input and forget peepholes.
-    dif = dgates[:, H : 3 * H].reshape(T, 2, H, B)
-    grads["p"][:2] = np.einsum("tkhb,thb->kh", dif, c[:T])
-    grads["p"][2] = np.einsum("thb,thb->h", dgates[:, 3 * H :], c[1:])
+            np.matmul(RT, dg[:4].reshape(4 * H, B), out=dy)
+
+    # δ[b W R] = Σ_t δg_t [1; x_t; y_{t-1}]ᵀ: one batched product (the stacked columns
+    # copied batch-major first, the layout BLAS runs fastest on here) and a sum over steps.
+    xy_t = work.empty("xy_t", (T, B, K), dtype)
+    np.copyto(xy_t, xy[:T].transpose(0, 2, 1))
+    dU_t = work.empty("dU_t", (T, 4 * H, K), dtype)
+    np.matmul(dgates[:, :4].reshape(T, 4 * H, B), xy_t, out=dU_t)
+    dU = dU_t.sum(axis=0)
+    grads["b"][:] = dU[:, 0]
+    grads["W"][:] = dU[:, 1 : 1 + n_in]
+    grads["R"][:] = dU[:, 1 + n_in :]
+    # Peepholes: δp_in = Σ c⁻ ⊙ δī, δp_for = Σ c⁻ ⊙ δf̄, δp_out = Σ c ⊙ δō.
+    np.multiply(dgates[:, 1], cells[:T, 0], out=scratch[:, 0])
+    np.multiply(dgates[:, 2], cells[:T, 0], out=scratch[:, 1])
+    np.multiply(dgates[:, 3], cells[1:, 0], out=scratch[:, 2])
+    grads["p"][:] = scratch.sum(axis=0).sum(axis=-1)
 
 
 class LSTMNet(RecurrentNet):
@@ -246,14 +274,14 @@ class LSTMNet(RecurrentNet):
         v["W_dense"][:] = glorot_uniform(rng, H, self.n_out, (self.n_out, H))
         return theta.astype(self.dtype)
 
-    def forward(self, theta: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, LSTMCache]:
+    def forward(self, theta: np.ndarray, X: np.ndarray, work: Workspace | None = None) -> tuple[np.ndarray, LSTMCache]:
         """See :func:`lstm_forward`."""
-        return lstm_forward(self.layout.views(theta), X)
+        return lstm_forward(self.layout.views(theta), X, work)
 
-    def backward(self, theta: np.ndarray, cache: LSTMCache, d_out: np.ndarray) -> np.ndarray:
+    def backward(self, theta: np.ndarray, cache: LSTMCache, d_out: np.ndarray, work: Workspace | None = None) -> np.ndarray:
         """See :func:`lstm_backward`; returns the flat gradient."""
         grad = np.empty_like(theta)
-        lstm_backward(self.layout.views(theta), cache, d_out, self.layout.views(grad))
+        lstm_backward(self.layout.views(theta), cache, d_out, self.layout.views(grad), work)
         return grad
 
     def named(self, theta: np.ndarray) -> dict[str, np.ndarray]:

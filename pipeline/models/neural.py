@@ -113,6 +113,39 @@ class ParamLayout:
         return {name: flat[self.slices[name]].reshape(shape) for name, shape in self.shapes.items()}
 
 
+class Workspace:
+    """Scratch arrays kept between passes, one per name, reallocated only when the shape changes.
+
+    A training pass over a couple of hundred windows needs a few arrays of up to a megabyte.
+    Allocated afresh, arrays this size come from ``mmap`` and every page is faulted in again
+    on each pass, which took as long as the arithmetic itself; reusing them avoids that. The
+    arrays returned are only valid until the next pass that uses the same workspace, so a
+    workspace belongs to one caller at a time (copies and pickles start empty).
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def empty(self, name: str, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+        """An uninitialised array for ``name``, reused when shape and dtype match the last call.
+
+        Args:
+            name: which scratch array.
+            shape: its shape.
+            dtype: its dtype.
+
+        Returns:
+            The array (contents left over from the previous pass).
+        """
+        a = self._arrays.get(name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = self._arrays[name] = np.empty(shape, dtype=dtype)
+        return a
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_arrays": {}}
+
+
 def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int, shape: tuple[int, ...]) -> np.ndarray:
     """Glorot/Xavier uniform draws: keeps activations' variance roughly constant across layers.
 
@@ -166,6 +199,8 @@ class RecurrentNet(ABC):
         self.n_out = n_out
         self.dtype = resolve_dtype(dtype)
         self.layout = ParamLayout(self._shapes())
+        # Scratch for predict and loss_and_grad, whose caches never outlive the call.
+        self.work = Workspace()
 
     @property
     def size(self) -> int:
@@ -181,12 +216,12 @@ class RecurrentNet(ABC):
         """Fresh flat parameters in :attr:`dtype`, drawn from ``rng``."""
 
     @abstractmethod
-    def forward(self, theta: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, Any]:
-        """``(outputs (batch, n_out), cache for backward)``."""
+    def forward(self, theta: np.ndarray, X: np.ndarray, work: Workspace | None = None) -> tuple[np.ndarray, Any]:
+        """``(outputs (batch, n_out), cache for backward)``; the cache lives in ``work`` if given."""
 
     @abstractmethod
-    def backward(self, theta: np.ndarray, cache: Any, d_out: np.ndarray) -> np.ndarray:
-        """Flat gradient of the loss given ``d_out = dLoss/d outputs``."""
+    def backward(self, theta: np.ndarray, cache: Any, d_out: np.ndarray, work: Workspace | None = None) -> np.ndarray:
+        """Flat gradient (a new array) of the loss given ``d_out = dLoss/d outputs``."""
 
     @abstractmethod
     def named(self, theta: np.ndarray) -> dict[str, np.ndarray]:
@@ -202,7 +237,7 @@ class RecurrentNet(ABC):
         Returns:
             ``(batch, n_out)`` outputs.
         """
-        return self.forward(theta, X)[0]
+        return self.forward(theta, X, self.work)[0]
 
     def loss_and_grad(
         self, theta: np.ndarray, X: np.ndarray, target: np.ndarray, n_train: int | None = None
@@ -224,14 +259,14 @@ class RecurrentNet(ABC):
             there is no validation tail.
         """
         n_train = X.shape[0] if n_train is None else n_train
-        out, cache = self.forward(theta, X)
+        out, cache = self.forward(theta, X, self.work)
         err = out - target
         sq = np.square(err)
         train_loss = float(sq[:n_train].mean())
         val_loss = float(sq[n_train:].mean()) if n_train < X.shape[0] else math.nan
         d_out = np.zeros_like(err)
         d_out[:n_train] = err[:n_train] * (2.0 / (n_train * err.shape[1]))
-        return train_loss, val_loss, self.backward(theta, cache, d_out)
+        return train_loss, val_loss, self.backward(theta, cache, d_out, self.work)
 
 
 # -- optimisation -------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 
-from pipeline.models.neural import NeuralForecaster, RecurrentNet, glorot_uniform, orthogonal
+from pipeline.models.neural import NeuralForecaster, RecurrentNet, Workspace, glorot_uniform, orthogonal
 
 
 class RNNCache(NamedTuple):
@@ -36,7 +36,7 @@ class RNNCache(NamedTuple):
     n_in: int
 
 
-def rnn_forward(params: dict[str, np.ndarray], X: np.ndarray) -> tuple[np.ndarray, RNNCache]:
+def rnn_forward(params: dict[str, np.ndarray], X: np.ndarray, work: Workspace | None = None) -> tuple[np.ndarray, RNNCache]:
     """Run the RNN over a batch of windows and the dense layer on the last state.
 
     Vectorised over the batch; per step one matrix product ``[W R b] [x_t; h_{t-1}; 1]``
@@ -46,16 +46,19 @@ def rnn_forward(params: dict[str, np.ndarray], X: np.ndarray) -> tuple[np.ndarra
         params: ``W (H, n_in)``, ``R (H, H)``, ``b (H,)`` as in ``W x + R h⁻ + b``;
             ``W_dense (n_out, H)``, ``b_dense (n_out,)``.
         X: windows, ``(B, T, n_in)``.
+        work: scratch to reuse between calls (see :class:`~pipeline.models.neural.Workspace`);
+            the cache then lives in it. Default: fresh arrays.
 
     Returns:
         ``(outputs (B, n_out), cache)``.
     """
+    work = Workspace() if work is None else work
     W, R, b = params["W"], params["R"], params["b"]
     dtype = W.dtype
     B, T, n_in = X.shape
     H = R.shape[0]
     U = np.concatenate([W, R, b[:, None]], axis=1)
-    xh = np.empty((T + 1, n_in + H + 1, B), dtype=dtype)
+    xh = work.empty("xh", (T + 1, n_in + H + 1, B), dtype)
     xh[:T, :n_in] = X.transpose(1, 2, 0)
     xh[T, :n_in] = 0
     xh[0, n_in:-1] = 0  # h_0 = 0
@@ -69,36 +72,46 @@ def rnn_forward(params: dict[str, np.ndarray], X: np.ndarray) -> tuple[np.ndarra
     return out, RNNCache(xh=xh, n_in=n_in)
 
 
-def rnn_backward(params: dict[str, np.ndarray], cache: RNNCache, d_out: np.ndarray, grads: dict[str, np.ndarray]) -> None:
+def rnn_backward(
+    params: dict[str, np.ndarray], cache: RNNCache, d_out: np.ndarray, grads: dict[str, np.ndarray], work: Workspace | None = None
+) -> None:
     """Backpropagation through time for :func:`rnn_forward`, writing into ``grads``.
+
+    The derivatives ``1 - h²`` of all steps are computed at once before the loop, so a step
+    is one product and one matrix product; the weight gradients are one batched product
+    over all steps after it.
 
     Args:
         params: the parameters the forward pass used.
         cache: what the forward pass returned.
         d_out: dLoss/d outputs, ``(B, n_out)``.
         grads: arrays shaped like ``params``, overwritten with the gradients.
+        work: scratch to reuse between calls; default: fresh arrays.
     """
+    work = Workspace() if work is None else work
     R = params["R"]
     xh, n_in = cache
     T = xh.shape[0] - 1
-    H = R.shape[0]
+    H, B = R.shape[0], xh.shape[2]
+    dtype = R.dtype
     np.matmul(d_out.T, xh[T, n_in:-1].T, out=grads["W_dense"])
     grads["b_dense"][:] = d_out.sum(axis=0)
-    dh = params["W_dense"].T @ d_out.T
-    da = np.empty_like(dh)
-    RT = np.ascontiguousarray(R.T)
-    # δ[W R b] = Σ_t δa_t [x_t; h_{t-1}; 1]ᵀ, one small product per step (see lstm_backward).
-    dU = np.zeros((H, n_in + H + 1), dtype=R.dtype)
-    dU_t = np.empty_like(dU)
+    dh = work.empty("dh", (H, B), dtype)
+    np.matmul(params["W_dense"].T, d_out.T, out=dh)
+    # δa_t = δh_t ⊙ (1 - h_t²): the factor for all steps at once, then one product per step.
+    da = work.empty("da", (T, H, B), dtype)
+    h = xh[1:, n_in:-1]
+    np.multiply(h, h, out=da)
+    np.subtract(1, da, out=da)
+    RT = R.T
     for t in range(T - 1, -1, -1):
-        ht = xh[t + 1, n_in:-1]
-        np.multiply(ht, ht, out=da)
-        np.subtract(1, da, out=da)
-        da *= dh
-        np.matmul(da, xh[t].T, out=dU_t)
-        dU += dU_t
+        da[t] *= dh
         if t > 0:
-            np.matmul(RT, da, out=dh)
+            np.matmul(RT, da[t], out=dh)
+    # δ[W R b] = Σ_t δa_t [x_t; h_{t-1}; 1]ᵀ: one batched product and a sum over steps.
+    dU_t = work.empty("dU_t", (T, H, xh.shape[1]), dtype)
+    np.matmul(da, xh[:T].transpose(0, 2, 1), out=dU_t)
+    dU = dU_t.sum(axis=0)
     grads["W"][:] = dU[:, :n_in]
     grads["R"][:] = dU[:, n_in:-1]
     grads["b"][:] = dU[:, -1]
@@ -127,14 +140,14 @@ class RNNNet(RecurrentNet):
         v["W_dense"][:] = glorot_uniform(rng, self.hidden, self.n_out, (self.n_out, self.hidden))
         return theta.astype(self.dtype)
 
-    def forward(self, theta: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, RNNCache]:
+    def forward(self, theta: np.ndarray, X: np.ndarray, work: Workspace | None = None) -> tuple[np.ndarray, RNNCache]:
         """See :func:`rnn_forward`."""
-        return rnn_forward(self.layout.views(theta), X)
+        return rnn_forward(self.layout.views(theta), X, work)
 
-    def backward(self, theta: np.ndarray, cache: RNNCache, d_out: np.ndarray) -> np.ndarray:
+    def backward(self, theta: np.ndarray, cache: RNNCache, d_out: np.ndarray, work: Workspace | None = None) -> np.ndarray:
         """See :func:`rnn_backward`; returns the flat gradient."""
         grad = np.empty_like(theta)
-        rnn_backward(self.layout.views(theta), cache, d_out, self.layout.views(grad))
+        rnn_backward(self.layout.views(theta), cache, d_out, self.layout.views(grad), work)
         return grad
 
     def named(self, theta: np.ndarray) -> dict[str, np.ndarray]:
