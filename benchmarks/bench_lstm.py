@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.blas import single_threaded_blas
 from pipeline.models.lstm import LSTMForecaster, LSTMNet
-from pipeline.models.neural import single_threaded_blas
 
 DEFAULT_DATA = Path("../shared/data/owid-co2-data-to-2014.csv")
 

@@ -24,7 +24,7 @@ candidate's parameters are exactly those of ``ARIMA(y, order, trend,
 concentrate_scale=True).fit()``. ``low_memory=True`` is deliberately not used: it is no faster
 here and its log-likelihood counts the diffuse first observations, which shifts the AIC by an
 amount that varies with the order. BLAS is limited to one thread while fitting
-(:func:`single_threaded_blas`): the matrices are tiny and idle-spinning BLAS threads on a busy
+(:func:`pipeline.blas.single_threaded_blas`): the matrices are tiny and idle-spinning BLAS threads on a busy
 machine were the largest cost.
 
 Search: the default ``search="stepwise"`` is the Hyndman–Khandakar walk of R's ``auto.arima``
@@ -36,8 +36,6 @@ exists.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -46,34 +44,9 @@ from typing import Any, ClassVar
 import numpy as np
 from statsmodels.tsa.arima.model import ARIMA
 
+from pipeline.blas import single_threaded_blas
 from pipeline.diagnostics import ndiffs
 from pipeline.models.base import Forecaster
-
-
-@functools.cache
-def _blas_controller() -> Any:
-    """threadpoolctl's view of the loaded BLAS libraries, built once, on first use (not at import)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # optional: without it BLAS keeps its default thread count
-        return None
-    return ThreadpoolController()
-
-
-def single_threaded_blas() -> contextlib.AbstractContextManager[Any]:
-    """Limit BLAS to one thread for the duration of a ``with`` block.
-
-    A state-space ARIMA fit does thousands of BLAS calls on tiny (p + q + d)-sized matrices.
-    OpenBLAS's worker threads cannot speed those up, and when the cores are busy (parallel
-    Airflow tasks, a backtest next to another model's training) waking and spinning them made
-    the same search 5-20x slower on the 2-core dev machine. The limit is process-wide while it
-    lasts, so concurrent threads in one process share it.
-
-    Returns:
-        A context manager (a no-op when threadpoolctl is not installed).
-    """
-    controller = _blas_controller()
-    return contextlib.nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
 
 
 def default_trend(d: int) -> str:

@@ -22,16 +22,15 @@ for the logistic function) in float64 by default or float32 when asked.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 from scipy import stats
 
+from pipeline.blas import single_threaded_blas
 from pipeline.models.base import Forecaster
 from pipeline.transforms import Difference
 
@@ -57,24 +56,6 @@ def resolve_dtype(name: str) -> np.dtype[Any]:
         return np.dtype(DTYPES[str(name)])
     except KeyError:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}") from None
-
-
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """Run BLAS on one thread inside the block.
-
-    The matrices here are tiny (``4H x (H + 2)`` times ``(H + 2) x B``); OpenBLAS threads some
-    of them, and on a small machine whose other core is busy a threaded product can take ten
-    times longer than a single-threaded one. ``threadpoolctl`` comes with the pinned runtime
-    set (scikit-learn); without it the block runs unchanged.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - only without scikit-learn's dependency
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 # -- parameters -------------------------------------------------------------------------------
