@@ -157,9 +157,9 @@ def train_series(settings: Settings, run: dict[str, Any], item: dict[str, Any], 
     client = tracking.configure(settings)
     key = item["run_key"]
     done = tracking.find_run(client, key)
-    if done is not None and done.data.tags.get("co2cast.summary"):
+    if done is not None and done.data.tags.get("co2cast.complete") == "true":
         logger.info("run key %s already trained in MLflow run %s: reusing it", key, done.info.run_id)
-        return json.loads(done.data.tags["co2cast.summary"])
+        return json.loads(_run_artifact(done.info.run_id, "summary.json"))
 
     from pipeline.backtest import backtest, study_split
     from pipeline.diagnostics import diagnose
@@ -247,8 +247,8 @@ def train_series(settings: Settings, run: dict[str, Any], item: dict[str, Any], 
             "vintage": run["vintage"],
         }
         mlflow.log_dict(summary, "summary.json")
-        # The summary as a tag marks the run complete for reuse by a rerun of the same key.
-        mlflow.set_tag("co2cast.summary", json.dumps(summary, sort_keys=True))
+        # Set last: marks the run complete, so a rerun of the same key reuses it.
+        mlflow.set_tag("co2cast.complete", "true")
     return summary
 
 

@@ -241,6 +241,9 @@ def lstm_backward(
 class LSTMNet(RecurrentNet):
     """The peephole LSTM with a dense output layer, parameters in one flat vector."""
 
+    forward_pass = staticmethod(lstm_forward)
+    backward_pass = staticmethod(lstm_backward)
+
     def _shapes(self) -> dict[str, tuple[int, ...]]:
         H = self.hidden
         return {
@@ -273,16 +276,6 @@ class LSTMNet(RecurrentNet):
         v["b"][2 * H : 3 * H] = 1.0
         v["W_dense"][:] = glorot_uniform(rng, H, self.n_out, (self.n_out, H))
         return theta.astype(self.dtype)
-
-    def forward(self, theta: np.ndarray, X: np.ndarray, work: Workspace | None = None) -> tuple[np.ndarray, LSTMCache]:
-        """See :func:`lstm_forward`."""
-        return lstm_forward(self.layout.views(theta), X, work)
-
-    def backward(self, theta: np.ndarray, cache: LSTMCache, d_out: np.ndarray, work: Workspace | None = None) -> np.ndarray:
-        """See :func:`lstm_backward`; returns the flat gradient."""
-        grad = np.empty_like(theta)
-        lstm_backward(self.layout.views(theta), cache, d_out, self.layout.views(grad), work)
-        return grad
 
     def named(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """Per-gate views under the reference's names.

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -196,13 +197,20 @@ class RecurrentNet(ABC):
     def init_params(self, rng: np.random.Generator) -> np.ndarray:
         """Fresh flat parameters in :attr:`dtype`, drawn from ``rng``."""
 
-    @abstractmethod
+    #: The architecture's pass functions, ``forward_pass(params, X, work)`` and
+    #: ``backward_pass(params, cache, d_out, grads, work)`` (``staticmethod`` in subclasses).
+    forward_pass: ClassVar[Callable[..., tuple[np.ndarray, Any]]]
+    backward_pass: ClassVar[Callable[..., None]]
+
     def forward(self, theta: np.ndarray, X: np.ndarray, work: Workspace | None = None) -> tuple[np.ndarray, Any]:
         """``(outputs (batch, n_out), cache for backward)``; the cache lives in ``work`` if given."""
+        return type(self).forward_pass(self.layout.views(theta), X, work)
 
-    @abstractmethod
     def backward(self, theta: np.ndarray, cache: Any, d_out: np.ndarray, work: Workspace | None = None) -> np.ndarray:
         """Flat gradient (a new array) of the loss given ``d_out = dLoss/d outputs``."""
+        grad = np.empty_like(theta)
+        type(self).backward_pass(self.layout.views(theta), cache, d_out, self.layout.views(grad), work)
+        return grad
 
     @abstractmethod
     def named(self, theta: np.ndarray) -> dict[str, np.ndarray]:

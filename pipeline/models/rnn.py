@@ -120,6 +120,9 @@ def rnn_backward(
 class RNNNet(RecurrentNet):
     """The Elman RNN with a dense output layer, parameters in one flat vector."""
 
+    forward_pass = staticmethod(rnn_forward)
+    backward_pass = staticmethod(rnn_backward)
+
     def _shapes(self) -> dict[str, tuple[int, ...]]:
         H = self.hidden
         return {"W": (H, self.n_in), "R": (H, H), "b": (H,), "W_dense": (self.n_out, H), "b_dense": (self.n_out,)}
@@ -139,16 +142,6 @@ class RNNNet(RecurrentNet):
         v["R"][:] = orthogonal(rng, self.hidden)
         v["W_dense"][:] = glorot_uniform(rng, self.hidden, self.n_out, (self.n_out, self.hidden))
         return theta.astype(self.dtype)
-
-    def forward(self, theta: np.ndarray, X: np.ndarray, work: Workspace | None = None) -> tuple[np.ndarray, RNNCache]:
-        """See :func:`rnn_forward`."""
-        return rnn_forward(self.layout.views(theta), X, work)
-
-    def backward(self, theta: np.ndarray, cache: RNNCache, d_out: np.ndarray, work: Workspace | None = None) -> np.ndarray:
-        """See :func:`rnn_backward`; returns the flat gradient."""
-        grad = np.empty_like(theta)
-        rnn_backward(self.layout.views(theta), cache, d_out, self.layout.views(grad), work)
-        return grad
 
     def named(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """Views under the reference's names: ``W (H, n_in)``, ``R (H, H)``, ``b``, dense.
