@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the package
 
 from pipeline.backtest import BacktestResult, backtest, study_split
+from pipeline.ingest import read_tidy_file
 from pipeline.models.arima import ArimaForecaster
 from pipeline.models.base import Forecaster
-from pipeline.series import prepare_series, tidy_from_wide
+from pipeline.series import prepare_series
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "owid-co2-data-to-2014.csv"
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
 
-    tidy = tidy_from_wide(pd.read_csv(args.data), [args.variable])
+    tidy = read_tidy_file(args.data)
     tidy = tidy.loc[tidy["year"] >= args.first_year]
     series = prepare_series(tidy, args.entity, args.variable, args.as_of)
     years, values = series.years, series.values

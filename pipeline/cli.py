@@ -38,6 +38,7 @@ def _validate(args: argparse.Namespace, settings: Settings) -> int:
     import datetime as dt
 
     from pipeline import sources
+    from pipeline.ingest import raw_gate_parameters
     from pipeline.validation import run_suite
 
     try:
@@ -46,10 +47,7 @@ def _validate(args: argparse.Namespace, settings: Settings) -> int:
     except sources.SourceError as error:
         print(f"REJECTED: {error}", file=sys.stderr)
         return 2
-    required = list(sources.REQUIRED_LONG_VARIABLES) if (staging["variable"] != sources.WIDE_VARIABLE).any() else [sources.WIDE_VARIABLE]
-    gate = run_suite(
-        "emissions_raw", staging, {"current_year": dt.date.today().year, "previous_newest_year": 1750, "required_variables": required}
-    )
+    gate = run_suite("emissions_raw", staging, raw_gate_parameters(staging, dt.date.today()))
     print(gate.summary())
     return 0 if gate.success else 2
 

@@ -21,6 +21,7 @@ import io
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -253,6 +254,15 @@ def curated_table(staging: pd.DataFrame) -> pd.DataFrame:
     return tidy.sort_values(["entity", "variable", "year"], ignore_index=True)[CURATED_COLUMNS]
 
 
+def read_tidy_file(path: str | Path) -> pd.DataFrame:
+    """A release file read and curated in memory, as ingest would, writing nothing.
+
+    For tests, benchmarks and notebooks that want the curated table without a store.
+    """
+    path = Path(path)
+    return curated_table(sources.read_source(path.read_bytes(), path.name))
+
+
 def history_table(previous: pd.DataFrame, staging: pd.DataFrame) -> pd.DataFrame:
     """One row per (entity, variable) of the previous vintage: how many of its years are gone."""
     prev = previous.groupby(["entity", "variable"])["year"].agg(lambda s: set(s.astype(int)))
@@ -322,16 +332,23 @@ def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tu
     return report, summary
 
 
-def _run_gates(settings: Settings, store: ObjectStore, staging: pd.DataFrame, today: dt.date) -> list[GateResult]:
-    previous = latest_curated(store)
-    is_long = staging["variable"].nunique() > 1 or (staging["variable"] != sources.WIDE_VARIABLE).any()
-    required = list(sources.REQUIRED_LONG_VARIABLES) if is_long else [sources.WIDE_VARIABLE]
-    parameters = {
+def raw_gate_parameters(staging: pd.DataFrame, today: dt.date, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Values for the ``emissions_raw`` suite's parameters.
+
+    A long (OWID) release must carry the variables of the default series; a wide (Gapminder)
+    file carries its one variable.
+    """
+    is_long = (staging["variable"] != sources.WIDE_VARIABLE).any()
+    return {
         "current_year": today.year,
         "previous_newest_year": previous["latest_year"] if previous else 1750,
-        "required_variables": required,
+        "required_variables": list(sources.REQUIRED_LONG_VARIABLES) if is_long else [sources.WIDE_VARIABLE],
     }
-    gates = [run_suite("emissions_raw", staging, parameters)]
+
+
+def _run_gates(settings: Settings, store: ObjectStore, staging: pd.DataFrame, today: dt.date) -> list[GateResult]:
+    previous = latest_curated(store)
+    gates = [run_suite("emissions_raw", staging, raw_gate_parameters(staging, today, previous))]
     if previous is not None:
         history = history_table(read_curated(store, previous["vintage"]), staging)
         gates.append(run_suite("emissions_history", history, {"max_lost_years": settings.max_lost_years}))

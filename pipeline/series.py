@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,28 +75,6 @@ def series_id(entity: str, variable: str) -> str:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.strip().lower()).strip("_")
-
-
-def tidy_from_wide(frame: pd.DataFrame, variables: Iterable[str], entity_column: str = "country") -> pd.DataFrame:
-    """Melt an OWID-style wide table (one row per entity and year) into the tidy long format.
-
-    Useful for tests and benchmarks that read ``owid-co2-data*.csv`` directly; the ingest DAG
-    produces the same layout for the curated table.
-
-    Args:
-        frame: wide table with ``entity_column``, ``iso_code``, ``year`` and one column per variable.
-        variables: the variable columns to keep.
-        entity_column: the column holding entity names.
-
-    Returns:
-        A frame with columns ``entity, iso_code, year, variable, value`` and no NaN values.
-    """
-    wide = frame.rename(columns={entity_column: "entity"})
-    if "iso_code" not in wide.columns:
-        wide = wide.assign(iso_code=pd.NA)
-    tidy = wide.melt(id_vars=["entity", "iso_code", "year"], value_vars=list(variables), var_name="variable", value_name="value")
-    tidy = tidy.dropna(subset=["value"])
-    return tidy.loc[:, list(TIDY_COLUMNS)].reset_index(drop=True)
 
 
 def _check_tidy(tidy: pd.DataFrame) -> None:

@@ -7,19 +7,19 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from statsmodels.tsa.arima.model import ARIMA
 
+from pipeline.ingest import read_tidy_file
 from pipeline.models.arima import ArimaForecaster, default_trend
-from pipeline.series import prepare_series, tidy_from_wide
+from pipeline.series import prepare_series
 
 OWID_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "owid-co2-data-to-2014.csv"
 
 
 @pytest.fixture(scope="module")
 def canada() -> tuple[np.ndarray, np.ndarray]:
-    tidy = tidy_from_wide(pd.read_csv(OWID_CSV), ["co2_per_capita"])
+    tidy = read_tidy_file(OWID_CSV)
     series = prepare_series(tidy, "Canada", "co2_per_capita", as_of_year=1999)  # the study's 200 training years
     return series.years, series.values
 

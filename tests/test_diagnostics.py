@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from pipeline.diagnostics import adf_test, decompose, diagnose, implied_d, kpss_test, ndiffs
-from pipeline.series import prepare_series, tidy_from_wide
+from pipeline.ingest import read_tidy_file
+from pipeline.series import prepare_series
 
 OWID_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "owid-co2-data-to-2014.csv"
 
@@ -100,7 +100,7 @@ def test_multiplicative_wins_when_swings_grow_with_the_level() -> None:
 
 @pytest.fixture(scope="module")
 def canada(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
-    tidy = tidy_from_wide(pd.read_csv(OWID_CSV), ["co2_per_capita"])
+    tidy = read_tidy_file(OWID_CSV)
     series = prepare_series(tidy, "Canada", "co2_per_capita", as_of_year=2014)
     out = tmp_path_factory.mktemp("diagnostics")
     return diagnose(series.years, series.values, out, title=series.series_id), out
@@ -137,5 +137,5 @@ def test_study_series_report_and_plots(canada: tuple[dict[str, Any], Path]) -> N
 
 
 def _canada_values() -> np.ndarray:
-    tidy = tidy_from_wide(pd.read_csv(OWID_CSV), ["co2_per_capita"])
+    tidy = read_tidy_file(OWID_CSV)
     return prepare_series(tidy, "Canada", "co2_per_capita", as_of_year=2014).values

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.series import DEFAULT_SERIES, SeriesError, prepare_series, resolve_series, series_id, tidy_from_wide
+from pipeline.ingest import read_tidy_file
+from pipeline.series import DEFAULT_SERIES, SeriesError, prepare_series, resolve_series, series_id
 
 OWID_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "owid-co2-data-to-2014.csv"
 
@@ -120,7 +121,7 @@ def test_resolve_series(tidy: pd.DataFrame) -> None:
 
 
 def test_study_series_from_owid() -> None:
-    tidy = tidy_from_wide(pd.read_csv(OWID_CSV), ["co2_per_capita"])
+    tidy = read_tidy_file(OWID_CSV)
     series = prepare_series(tidy, "Canada", "co2_per_capita", as_of_year=2014)
     assert (series.first_year, series.last_year, len(series)) == (1800, 2014, 215)
     assert prepare_series(tidy, "Canada", "co2_per_capita", as_of_year=1999).last_year == 1999

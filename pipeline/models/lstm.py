@@ -303,22 +303,7 @@ class LSTMNet(RecurrentNet):
 
 
 class LSTMForecaster(NeuralForecaster):
-    """Peephole LSTM forecaster (see :class:`~pipeline.models.neural.NeuralForecaster`).
-
-    Args:
-        window: values per input window.
-        hidden: LSTM units.
-        d: differencing order before scaling.
-        epochs: most training epochs.
-        lr: learning rate.
-        clip: global-norm gradient clip.
-        patience: early-stopping patience in epochs.
-        val_frac: share of (the most recent) windows for early stopping.
-        seed: seeds the weights; same seed and data give identical forecasts.
-        dtype: ``"float64"`` or ``"float32"``.
-        optimizer: ``"adam"`` or ``"sgd"``.
-        min_origins: fewest in-sample origins per horizon for the interval spread.
-    """
+    """Peephole LSTM forecaster; hyperparameters as in :class:`~pipeline.models.neural.NeuralForecaster`."""
 
     family: ClassVar[str] = "lstm"
     net_class: ClassVar[type[RecurrentNet]] = LSTMNet

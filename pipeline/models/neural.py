@@ -489,8 +489,8 @@ class NeuralForecaster(Forecaster):
     estimated; level errors already contain the accumulation through the inverse
     differencing, so no independence assumption is needed. ``s_j`` is estimated while at
     least ``min_origins`` origins reach horizon ``j`` (and up to ``MAX_ERROR_HORIZON``);
-    beyond, it grows like ``sqrt(j)`` (random-walk accumulation) from the last estimated one. In-sample errors of a model
-    stopped early on a validation tail are close to out-of-sample ones; the tests check that
+    beyond, it grows like ``sqrt(j)`` (random-walk accumulation) from the last estimated one.
+    In-sample errors of a model stopped early on a validation tail are close to out-of-sample ones; the tests check that
     coverage on simulated random walks is near nominal.
 
     Args:

@@ -157,22 +157,7 @@ class RNNNet(RecurrentNet):
 
 
 class RNNForecaster(NeuralForecaster):
-    """Simple-RNN forecaster (see :class:`~pipeline.models.neural.NeuralForecaster`).
-
-    Args:
-        window: values per input window.
-        hidden: hidden units.
-        d: differencing order before scaling.
-        epochs: most training epochs.
-        lr: learning rate.
-        clip: global-norm gradient clip.
-        patience: early-stopping patience in epochs.
-        val_frac: share of (the most recent) windows for early stopping.
-        seed: seeds the weights; same seed and data give identical forecasts.
-        dtype: ``"float64"`` or ``"float32"``.
-        optimizer: ``"adam"`` or ``"sgd"``.
-        min_origins: fewest in-sample origins per horizon for the interval spread.
-    """
+    """Simple-RNN forecaster; hyperparameters as in :class:`~pipeline.models.neural.NeuralForecaster`."""
 
     family: ClassVar[str] = "rnn"
     net_class: ClassVar[type[RecurrentNet]] = RNNNet
