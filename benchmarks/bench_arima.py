@@ -10,7 +10,7 @@ pmdarima is a benchmark-only extra (``requirements-bench.txt``); it is wrapped a
 
 Run from the repository root::
 
-    python benchmarks/bench_arima.py [--data ../shared/data/owid-co2-data-to-2014.csv]
+    python benchmarks/bench_arima.py [--data PATH]   (default: the embedded OWID release)
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the package
 
 from pipeline.backtest import BacktestResult, backtest, study_split
+from pipeline.config import EMBEDDED_SOURCE
 from pipeline.ingest import read_tidy_file
 from pipeline.models.arima import ArimaForecaster
 from pipeline.models.base import Forecaster
 from pipeline.series import prepare_series
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "owid-co2-data-to-2014.csv"
+DEFAULT_DATA = EMBEDDED_SOURCE
 
 
 class AutoArimaForecaster(Forecaster):

@@ -8,7 +8,7 @@ and minimum with the ratios on both, against torch on one thread and on its defa
 threads, and (c) the LSTM's errors on the study's 200/15 split. Issue targets: (a) under 3 s; (b) ours at least 1.5x faster.
 Machine-dependent, so a benchmark rather than a test. Run from the repository root::
 
-    python benchmarks/bench_lstm.py [--data ../shared/data/owid-co2-data-to-2014.csv]
+    python benchmarks/bench_lstm.py [--data PATH]   (default: the embedded OWID release)
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.blas import single_threaded_blas
+from pipeline.config import EMBEDDED_SOURCE
 from pipeline.models.lstm import LSTMForecaster, LSTMNet
 
-DEFAULT_DATA = Path("../shared/data/owid-co2-data-to-2014.csv")
+DEFAULT_DATA = EMBEDDED_SOURCE
 
 
 def load_study_series(path: Path, country: str = "Canada", start: int = 1800, end: int = 2014) -> tuple[np.ndarray, np.ndarray]:

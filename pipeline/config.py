@@ -11,7 +11,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: OWID's published release: the production source (docker-compose sets it).
 OWID_CO2_URL = "https://raw.githubusercontent.com/owid/co2-data/master/owid-co2-data.csv"
+#: The release shipped with the package (OWID, up to 2014): the default, works offline.
+EMBEDDED_SOURCE = Path(__file__).resolve().parent / "data" / "owid-co2-data-to-2014.csv.gz"
 
 
 class Settings(BaseSettings):
@@ -20,7 +23,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CO2CAST_", extra="ignore", populate_by_name=True)
 
     home: Path = Field(default_factory=lambda: Path.cwd() / ".co2cast", description="state directory")
-    source: str = Field(default=OWID_CO2_URL, description="path or http(s) URL of a CSV/XLSX release")
+    source: str = Field(default=str(EMBEDDED_SOURCE), description="path or http(s) URL of a CSV/XLSX release (gzip allowed)")
     store_uri: str | None = Field(default=None, description="file:///dir or s3://bucket/prefix")
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint, e.g. http://localhost:9000 for MinIO")

@@ -68,7 +68,7 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def run_key(series_id: str, vintage: str, as_of_year: int, cfg_hash: str) -> str:
-    """The identity of a forecast run (DESIGN.md, "Identity and idempotency")."""
+    """The identity of a forecast run (docs/design.md, "Identity and idempotency")."""
     return hashlib.sha256(f"{series_id}|{vintage}|{as_of_year}|{cfg_hash}".encode()).hexdigest()[:16]
 
 

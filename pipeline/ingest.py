@@ -5,7 +5,7 @@ Each step is a function of the object store and small values, so the Airflow tas
 safe to repeat: raw bytes are content-addressed, and a vintage becomes visible to readers only
 when ``curated/latest.json`` is rewritten, last.
 
-Store keys (see DESIGN.md)::
+Store keys (see docs/design.md)::
 
     raw/<vintage>/<file name>, raw/<vintage>/meta.json
     quarantine/<vintage>/<file name>, gx_result.json, report.md
@@ -29,6 +29,7 @@ import pandas as pd
 
 from pipeline import sources
 from pipeline.config import Settings
+from pipeline.errors import PermanentError
 from pipeline.store import ObjectStore
 from pipeline.validation import GateResult, run_suite
 
@@ -39,7 +40,7 @@ VINTAGE_CHARS = 16  # a vintage id is the first 16 hex digits of the sha256 of t
 CURATED_COLUMNS = ["entity", "iso_code", "year", "variable", "value", "provisional"]
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(PermanentError):
     """A release was rejected; it is quarantined and nothing was curated."""
 
 

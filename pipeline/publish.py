@@ -1,6 +1,6 @@
 """Validate a forecast table with GX, then publish it atomically to the object store.
 
-Layout (DESIGN.md)::
+Layout (docs/design.md)::
 
     forecasts/<series_id>/asof=<year>/<run_key>/forecast.csv, forecast.parquet, <extras>, manifest.json
     forecasts/<series_id>/latest.json
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import PermanentError
 from pipeline.store import ObjectStore
 from pipeline.validation import GateResult, run_suite
 
@@ -42,7 +43,7 @@ FORECAST_COLUMNS = [
 ]
 
 
-class PublishRefused(RuntimeError):
+class PublishRefused(PermanentError):
     """The forecast table failed its GX gate; nothing was published."""
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipeline.errors import PermanentError
+
 DEFAULT_SERIES: list[tuple[str, str]] = [("Canada", "co2_per_capita"), ("World", "co2")]
 """The study's series (Canada, CO2 per capita) and the World total."""
 
@@ -24,7 +26,7 @@ DEFAULT_MIN_POINTS = 30
 TIDY_COLUMNS = ("entity", "iso_code", "year", "variable", "value")
 
 
-class SeriesError(ValueError):
+class SeriesError(PermanentError, ValueError):
     """A series cannot be prepared; the message says why and what to do."""
 
 

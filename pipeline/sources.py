@@ -12,15 +12,19 @@ text is not a number instead of silently turning it into a missing value.
 
 from __future__ import annotations
 
+import gzip
 import io
 import re
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pandas as pd
+
+from pipeline.errors import Co2castError
 
 #: The OWID variables kept in the curated table (emissions in Mt CO2, per capita in t/person).
 OWID_VARIABLES: tuple[str, ...] = (
@@ -42,9 +46,10 @@ ENTITY_COLUMNS = ("country", "entity", "geo", "name")
 YEAR_COLUMN = re.compile(r"^\d{4}$")
 STAGING_COLUMNS = ["entity", "iso_code", "year_text", "year", "variable", "value_text", "value"]
 XLSX_MAGIC = b"PK\x03\x04"
+GZIP_MAGIC = b"\x1f\x8b"
 
 
-class SourceError(ValueError):
+class SourceError(Co2castError, ValueError):
     """A source cannot be fetched or read; the message says what to do.
 
     ``transient`` is true for network failures, which a retry may cure; a missing file or a
@@ -108,6 +113,8 @@ def read_raw(data: bytes, file_name: str) -> pd.DataFrame:
     Raises:
         SourceError: empty, truncated, not text, not a table, or an unknown format.
     """
+    if data.startswith(GZIP_MAGIC):
+        data, file_name = _gunzip(data, file_name)
     if not data.strip():
         raise SourceError(f"{file_name} is empty: the release has no data")
     suffix = Path(file_name).suffix.lower()
@@ -116,6 +123,16 @@ def read_raw(data: bytes, file_name: str) -> pd.DataFrame:
     if suffix not in ("", ".csv", ".txt"):
         raise SourceError(f"{file_name}: unknown format {suffix!r}; co2cast reads CSV and XLSX files")
     return _read_csv(data, file_name)
+
+
+def _gunzip(data: bytes, file_name: str) -> tuple[bytes, str]:
+    """A gzip-compressed release (``.csv.gz``): its content, and its name without ``.gz``."""
+    try:
+        content = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise SourceError(f"{file_name} is a damaged or truncated gzip file ({error}); fetch the release again") from error
+    name = file_name[: -len(".gz")] if file_name.lower().endswith(".gz") else file_name
+    return content, name
 
 
 def _read_xlsx(data: bytes, file_name: str) -> pd.DataFrame:

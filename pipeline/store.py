@@ -1,6 +1,6 @@
 """One small object-store interface with two backends: a local directory and S3 (boto3).
 
-Keys are ``/``-separated and identical on both backends (see DESIGN.md for the layout).
+Keys are ``/``-separated and identical on both backends (see docs/design.md for the layout).
 Single objects are written atomically on both (a temporary file renamed into place locally; a
 single PUT on S3). A group of files becomes visible only through a pointer object written
 last, so a reader that follows pointers never sees a half-written group.
@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from pipeline.errors import PermanentError
 
-class StoreError(RuntimeError):
+
+class StoreError(PermanentError):
     """An object store operation failed in a way a person has to act on."""
 
 

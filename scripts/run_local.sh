@@ -20,7 +20,7 @@ run_step() {
 }
 
 # Fail in seconds, not after Airflow's retries, when the source cannot be reached.
-echo "==> source: ${CO2CAST_SOURCE:-(default OWID URL)}"
+echo "==> source: ${CO2CAST_SOURCE:-(the embedded OWID release, data up to 2014)}"
 "$BIN/co2cast" check-source || exit 1
 run_step airflow-db "$BIN/airflow" db migrate
 run_step co2_ingest "$BIN/airflow" dags test co2_ingest

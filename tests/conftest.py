@@ -1,7 +1,8 @@
-"""Shared fixtures: the real data in ../shared/data, stores, an S3 endpoint, an Airflow home."""
+"""Shared fixtures: the repository's own real data, stores, an S3 endpoint, an Airflow home."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 import subprocess
@@ -13,28 +14,32 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = ROOT.parent / "shared" / "data"
-OWID_CSV = DATA_DIR / "owid-co2-data-to-2014.csv"
-GAPMINDER_CSV = DATA_DIR / "gapminder_co2_emissions_tonnes_per_person_1800-2014.csv"
+OWID_GZ = ROOT / "pipeline" / "data" / "owid-co2-data-to-2014.csv.gz"
+GAPMINDER_GZ = ROOT / "tests" / "data" / "gapminder_co2_emissions_tonnes_per_person_1800-2014.csv.gz"
 BIN = Path(sys.executable).parent
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.fail(f"test data {path} is missing: the tests read the shared data from ../shared/data beside the checkout")
-    return path
+def _gunzip(source: Path, into: Path) -> Path:
+    """The repository's compressed copy of a data file, as the plain CSV a user would have."""
+    if not source.exists():
+        pytest.fail(f"test data {source} is missing from the checkout")
+    target = into / source.name.removesuffix(".gz")
+    target.write_bytes(gzip.decompress(source.read_bytes()))
+    return target
 
 
 @pytest.fixture(scope="session")
-def owid_csv() -> Path:
-    return _require(OWID_CSV)
+def owid_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded OWID release (up to 2014), uncompressed."""
+    return _gunzip(OWID_GZ, tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="session")
-def gapminder_csv() -> Path:
-    return _require(GAPMINDER_CSV)
+def gapminder_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Gapminder's CO2 per person (wide layout, 1800-2014), uncompressed."""
+    return _gunzip(GAPMINDER_GZ, tmp_path_factory.mktemp("data"))
 
 
 def _free_port() -> int:

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from statsmodels.tsa.arima.model import ARIMA
 
+from pipeline.config import EMBEDDED_SOURCE
 from pipeline.ingest import read_tidy_file
 from pipeline.models.arima import ArimaForecaster, default_trend
 from pipeline.series import prepare_series
 
-OWID_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "owid-co2-data-to-2014.csv"
+OWID_CSV = EMBEDDED_SOURCE  # the repository's own OWID release (gzip)
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipeline.config import EMBEDDED_SOURCE
 from pipeline.diagnostics import adf_test, decompose, diagnose, implied_d, kpss_test, ndiffs
 from pipeline.ingest import read_tidy_file
 from pipeline.series import prepare_series
 
-OWID_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "owid-co2-data-to-2014.csv"
+OWID_CSV = EMBEDDED_SOURCE  # the repository's own OWID release (gzip)
 
 
 def _ar1(n: int, phi: float, seed: int) -> np.ndarray:

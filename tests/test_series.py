@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.config import EMBEDDED_SOURCE
 from pipeline.ingest import read_tidy_file
 from pipeline.series import DEFAULT_SERIES, SeriesError, prepare_series, resolve_series, series_id
 
-OWID_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "owid-co2-data-to-2014.csv"
+OWID_CSV = EMBEDDED_SOURCE  # the repository's own OWID release (gzip)
 
 
 def _rows(entity: str, variable: str, years: range, skip: tuple[int, ...] = (), nan: tuple[int, ...] = ()) -> list[dict]:
