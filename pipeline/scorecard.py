@@ -1,0 +1,163 @@
+"""The pipeline's own track record: published forecasts scored against the actuals that came later.
+
+Pure functions, no I/O. A *scorecard* has one row per (published forecast, forecast year) whose
+actual value is now known:
+
+========================  ==============================================================
+``series_id``             the series
+``as_of_year``            the last year of data the forecast used
+``vintage``               the vintage the forecast was trained on
+``model_version``         the registered version that produced it
+``family``                its model family (``arima``, ``ets``, …)
+``year``                  the forecast year
+``horizon``               ``year - as_of_year`` (1 = one year ahead)
+``actual``                the value the scoring vintage holds for ``year``
+``mean``                  the published point forecast
+``error``                 ``actual - mean``
+``abs_error``             ``|error|``
+``hit_80``, ``hit_95``    whether ``actual`` fell inside the published 80 / 95 % interval
+``naive``                 the naive forecast: the actual of ``as_of_year`` (carried forward)
+``naive_abs_error``       ``|actual - naive|``
+``scored_vintage``        the vintage whose actuals were used
+========================  ==============================================================
+
+The naive forecast is taken from the scoring vintage's value of the as-of year, so a revision
+of history moves the naive benchmark and the model's actuals alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SCORECARD_COLUMNS: tuple[str, ...] = (
+    "series_id",
+    "as_of_year",
+    "vintage",
+    "model_version",
+    "family",
+    "year",
+    "horizon",
+    "actual",
+    "mean",
+    "error",
+    "abs_error",
+    "hit_80",
+    "hit_95",
+    "naive",
+    "naive_abs_error",
+    "scored_vintage",
+)
+
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "family",
+    "horizon",
+    "n",
+    "mae",
+    "rmse",
+    "coverage_80",
+    "coverage_95",
+    "naive_mae",
+    "relative_mae",
+)
+
+
+def empty_scorecard() -> pd.DataFrame:
+    """A scorecard with no rows and the documented columns."""
+    return pd.DataFrame({column: pd.Series(dtype=_DTYPES[column]) for column in SCORECARD_COLUMNS})
+
+
+def score_forecast(forecast: pd.DataFrame, actuals: pd.Series, scored_vintage: str) -> pd.DataFrame:
+    """Score one published forecast table against actuals.
+
+    Args:
+        forecast: a published forecast table (``series_id, year, mean, lo_80, hi_80, lo_95,
+            hi_95, model_version, family, vintage, as_of_year``), one as-of year.
+        actuals: the series' values by year (index: year) from the scoring vintage.
+        scored_vintage: the id of that vintage.
+
+    Returns:
+        The scorecard rows for the forecast years that have an actual value; none when the
+        as-of year itself has no actual (there is then no naive forecast to compare with).
+    """
+    if forecast.empty:
+        return empty_scorecard()
+    as_of = _single(forecast, "as_of_year")
+    values = pd.Series(actuals, dtype=float).dropna()
+    values.index = values.index.astype(int)
+    if as_of not in values.index:
+        return empty_scorecard()
+    rows = forecast[forecast["year"].astype(int).isin(values.index)].copy()
+    if rows.empty:
+        return empty_scorecard()
+    rows["year"] = rows["year"].astype(int)
+    rows["actual"] = values.loc[rows["year"]].to_numpy()
+    rows["horizon"] = rows["year"] - as_of
+    rows["error"] = rows["actual"] - rows["mean"]
+    rows["abs_error"] = rows["error"].abs()
+    rows["hit_80"] = (rows["actual"] >= rows["lo_80"]) & (rows["actual"] <= rows["hi_80"])
+    rows["hit_95"] = (rows["actual"] >= rows["lo_95"]) & (rows["actual"] <= rows["hi_95"])
+    rows["naive"] = float(values.loc[as_of])
+    rows["naive_abs_error"] = (rows["actual"] - rows["naive"]).abs()
+    rows["scored_vintage"] = scored_vintage
+    rows["as_of_year"] = as_of
+    rows["model_version"] = rows["model_version"].astype(str)
+    return rows[list(SCORECARD_COLUMNS)].astype(_DTYPES).reset_index(drop=True)
+
+
+def build_scorecard(forecasts: list[pd.DataFrame], actuals: pd.Series, scored_vintage: str) -> pd.DataFrame:
+    """Score every published forecast of one series; sorted by as-of year, then year."""
+    parts = [score_forecast(forecast, actuals, scored_vintage) for forecast in forecasts]
+    parts = [part for part in parts if not part.empty]
+    if not parts:
+        return empty_scorecard()
+    card = pd.concat(parts, ignore_index=True)
+    return card.sort_values(["as_of_year", "year"], kind="stable").reset_index(drop=True)
+
+
+def summarize(scorecard: pd.DataFrame) -> pd.DataFrame:
+    """Errors by model family and horizon, against naive.
+
+    ``relative_mae`` is the family's MAE over the naive forecast's MAE on the same rows: below
+    1 means the published forecasts beat carrying the last value forward.
+    """
+    if scorecard.empty:
+        return pd.DataFrame({column: pd.Series(dtype=float) for column in SUMMARY_COLUMNS})
+    grouped = scorecard.groupby(["family", "horizon"], sort=True)
+    summary = grouped.agg(
+        n=("error", "size"),
+        mae=("abs_error", "mean"),
+        rmse=("error", lambda e: float(np.sqrt(np.mean(np.square(e))))),
+        coverage_80=("hit_80", "mean"),
+        coverage_95=("hit_95", "mean"),
+        naive_mae=("naive_abs_error", "mean"),
+    ).reset_index()
+    summary["relative_mae"] = summary["mae"] / summary["naive_mae"].where(summary["naive_mae"] > 0)
+    return summary[list(SUMMARY_COLUMNS)]
+
+
+def _single(frame: pd.DataFrame, column: str) -> int:
+    values = frame[column].astype(int).unique()
+    if len(values) != 1:
+        raise ValueError(f"a forecast table has one {column}, this one has {sorted(values.tolist())}")
+    return int(values[0])
+
+
+_DTYPES: dict[str, str] = {
+    "series_id": "string",
+    "as_of_year": "int64",
+    "vintage": "string",
+    "model_version": "string",
+    "family": "string",
+    "year": "int64",
+    "horizon": "int64",
+    "actual": "float64",
+    "mean": "float64",
+    "error": "float64",
+    "abs_error": "float64",
+    "hit_80": "bool",
+    "hit_95": "bool",
+    "naive": "float64",
+    "naive_abs_error": "float64",
+    "scored_vintage": "string",
+}
