@@ -1,0 +1,124 @@
+"""Model artefacts that are verified before they are loaded.
+
+A registered co2cast model is an MLflow pyfunc model whose *loader is part of the installed
+package* (``loader_module="pipeline.pyfunc_loader"``): the artefact holds only data — the
+forecaster's ``model.json`` and ``arrays.npz``, a ``serving.json`` and MLflow's own metadata —
+and no Python code that loading would execute. When a model is logged, the sha256 of every file
+of its artefact is computed from what the tracking server actually stored; the registry keeps
+that digest as a tag on the model version (:data:`DIGEST_TAG`). Before a model is loaded its
+files are downloaded and checked against that digest; a changed, missing or extra file refuses
+the load and names the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PermanentError
+
+#: Model-version tag holding ``{relative path: sha256}`` of the model's artefact, as JSON.
+DIGEST_TAG = "co2cast.artifact_sha256"
+LOADER_MODULE = "pipeline.pyfunc_loader"
+SERVING_FILE = "serving.json"
+#: Written by MLflow into a model directory when it is *downloaded* through a ``models:/`` URI
+#: (name and version of the registered model): not part of the stored artefact.
+DOWNLOAD_ONLY_FILES = frozenset({"registered_model_meta"})
+
+
+class IntegrityError(PermanentError):
+    """A model artefact or published file does not match the digest recorded for it."""
+
+
+def tree_digest(root: str | Path) -> dict[str, str]:
+    """The sha256 of every file below ``root``, by ``/``-separated relative path, sorted."""
+    base = Path(root)
+    digest = {}
+    for path in sorted(p for p in base.rglob("*") if p.is_file()):
+        name = path.relative_to(base).as_posix()
+        if name not in DOWNLOAD_ONLY_FILES:
+            digest[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest
+
+
+def verify_tree(root: str | Path, expected: Mapping[str, str], what: str) -> None:
+    """Check that the files below ``root`` are exactly ``expected``.
+
+    Raises:
+        IntegrityError: a file is missing, changed or was added; the message names it.
+    """
+    actual = tree_digest(root)
+    for name, sha in sorted(expected.items()):
+        if name not in actual:
+            raise IntegrityError(f"{what}: file {name} is missing; refusing to load it")
+        if actual[name] != sha:
+            raise IntegrityError(f"{what}: file {name} does not match its recorded sha256; refusing to load it")
+    extra = sorted(set(actual) - set(expected))
+    if extra:
+        raise IntegrityError(f"{what}: unexpected file {extra[0]} in the artefact; refusing to load it")
+
+
+def log_forecaster(model: Any, horizon_end: int, levels: tuple[int, ...] = (80, 95), name: str = "model") -> tuple[Any, dict[str, str]]:
+    """Log a fitted forecaster in the active MLflow run, with the package's own loader.
+
+    Returns:
+        MLflow's ``ModelInfo`` and the digest of the artefact as stored (for :data:`DIGEST_TAG`).
+    """
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = model.save(Path(tmp) / "forecaster")
+        (data / SERVING_FILE).write_text(json.dumps({"horizon_end": int(horizon_end), "levels": [int(v) for v in levels]}))
+        first = int(model.years_[-1]) + 1
+        example = pd.DataFrame({"year": [first, first + 1]})
+        output = model.predict(2, levels=levels).to_frame()
+        with warnings.catch_warnings():
+            # MLflow hints about integer columns and input examples; the signature is explicit.
+            warnings.simplefilter("ignore", UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name=name,
+                loader_module=LOADER_MODULE,
+                data_path=str(data),
+                signature=infer_signature(example, output),
+                pip_requirements=[],  # served from an environment with co2cast installed
+            )
+    return info, stored_digest(info.model_uri)
+
+
+def stored_digest(model_uri: str) -> dict[str, str]:
+    """The digest of a logged model's artefact as the tracking server holds it."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        return tree_digest(local)
+
+
+def load_verified(model_uri: str, expected: Mapping[str, str] | str | None, what: str | None = None) -> Any:
+    """Download a model, check every file against its recorded digest, then load it.
+
+    Args:
+        model_uri: e.g. ``models:/co2cast.canada.co2_per_capita/3``.
+        expected: the digest recorded when it was logged (a mapping, or its JSON text).
+        what: how to name the model in an error (default: the URI).
+
+    Raises:
+        IntegrityError: no digest was recorded, or a file does not match it.
+    """
+    import mlflow
+
+    label = what or model_uri
+    if not expected:
+        raise IntegrityError(f"{label}: no artefact digest is recorded (tag {DIGEST_TAG}); refusing to load an unverified model")
+    digest = json.loads(expected) if isinstance(expected, str) else dict(expected)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        verify_tree(local, digest, label)
+        return mlflow.pyfunc.load_model(local)
