@@ -5,6 +5,11 @@ the forecaster's own JSON + npz files: loading one unpickles nothing. Runs and m
 carry the run key as a tag, so a rerun of the same key finds them and creates nothing new.
 MLflow keeps no alias history, so every alias move is recorded as tags on the version it
 moves to (previous version, reason, scores), and :func:`rollback_alias` moves an alias back.
+
+An adapter: :func:`log_series_result` records what the pure core (:mod:`pipeline.core`)
+returned, :func:`register_selection` registers what its selection policy chose, and
+:func:`transient_errors` turns a busy or unreachable tracking store into a
+:class:`~pipeline.errors.TransientError` so Airflow retries it.
 """
 
 from __future__ import annotations
