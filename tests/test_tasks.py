@@ -189,3 +189,37 @@ def test_tracking_store_busy_is_transient() -> None:
         raise RuntimeError("(sqlite3.OperationalError) database is locked")
     with pytest.raises(KeyError), tracking.transient_errors():
         raise KeyError("a bug keeps its traceback")
+
+
+def test_runner_reads_the_trigger_from_the_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the DAG no longer parses itself: run type, logical date, params, the asset event's vintage.
+
+    The context is a stand-in with the shapes Airflow gives (the end-to-end tests run the real one).
+    """
+    import datetime as dt
+    from types import SimpleNamespace
+
+    import airflow.sdk
+    from airflow.sdk import Asset
+    from airflow.utils.types import DagRunType
+
+    curated = Asset("co2_emissions_curated")
+    context = {
+        "params": {"as_of_year": None, "series": "World:co2", "vintage": None},
+        "dag_run": SimpleNamespace(run_type=DagRunType.ASSET_TRIGGERED),
+        "logical_date": dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
+        "triggering_asset_events": {curated: [SimpleNamespace(extra={"vintage": "old"}), SimpleNamespace(extra={"vintage": "new"})]},
+    }
+    monkeypatch.setattr(airflow.sdk, "get_current_context", lambda: context)
+    trigger = runner.trigger(curated)
+    assert trigger == RunTrigger(
+        run_type="asset_triggered", logical_date=context["logical_date"], series="World:co2", asset_vintage="new"
+    )
+    context["dag_run"] = SimpleNamespace(run_type=DagRunType.BACKFILL_JOB)
+    context["triggering_asset_events"] = {}
+    backfill = runner.trigger(curated)
+    assert backfill.run_type == "backfill" and backfill.asset_vintage is None
+    from pipeline.plan import as_of_year_for
+
+    assert as_of_year_for(backfill.run_type, backfill.logical_date, latest_year=2014) == 2014  # 2025 capped at the data
+    assert as_of_year_for(backfill.run_type, dt.datetime(2001, 1, 1), latest_year=2014) == 2000
