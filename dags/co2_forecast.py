@@ -4,10 +4,10 @@
 Runs when `co2_ingest` updates the Asset `co2_emissions_curated`, and yearly (so a backfill
 over years reproduces what would have been forecast at each point in time).
 
-1. `resolve_run`: the vintage, the as-of year (the `as_of_year` param wins; a data-triggered or
-   manual run uses the vintage's latest year; a scheduled or backfill run in year Y uses Y-1),
-   the series (param `series`: `default`, `all`, or `Canada:co2_per_capita,World:co2`) and the
-   run key of each series.
+1. `resolve_run`: the vintage (param `vintage`, else the one the triggering asset event names,
+   else the latest), the as-of year (the `as_of_year` param wins; a scheduled or backfill run in
+   year Y uses Y-1; any other run uses the vintage's latest year), the series (param `series`:
+   `default`, `all`, or `Canada:co2_per_capita,World:co2`) and the run key of each series.
 2. `forecast_series`, a task group mapped over series, so one failing series does not hold
    back the others:
    - `train_series`: diagnostics, rolling-origin backtest of every candidate, fits, MLflow
@@ -25,15 +25,13 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task, task_group
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task, task_group
 
 # Assets are identified by name: this is the Asset that co2_ingest's curate_vintage updates.
 CURATED = Asset("co2_emissions_curated")
 
-
-def _airflow_ids() -> dict[str, str]:
-    context = get_current_context()
-    return {"dag_id": context["dag"].dag_id, "run_id": context["run_id"]}
+# Task bodies call pipeline.tasks through pipeline.runner, which reads Airflow's context, maps
+# permanent errors to "fail, no retry" and transient ones to a retry, and returns plain dicts.
 
 
 @dag(
@@ -54,27 +52,9 @@ def _airflow_ids() -> dict[str, str]:
 def co2_forecast() -> None:
     @task
     def resolve_run() -> dict[str, Any]:
-        from pipeline import forecast
-        from pipeline.config import get_settings
+        from pipeline import runner, tasks
 
-        context = get_current_context()
-        params, dag_run = context["params"], context["dag_run"]
-        vintage = params.get("vintage")
-        if not vintage:
-            try:
-                events = list(context["triggering_asset_events"][CURATED])
-            except (KeyError, TypeError):
-                events = []
-            if events:  # the vintage that triggered this run, not whatever is latest now
-                vintage = (events[-1].extra or {}).get("vintage")
-        return forecast.resolve_run(
-            get_settings(),
-            as_of_year=params.get("as_of_year"),
-            series=params.get("series"),
-            vintage=vintage,
-            logical_date=context.get("logical_date"),
-            triggered_by_data=str(dag_run.run_type) in ("manual", "asset_triggered", "DagRunType.MANUAL", "DagRunType.ASSET_TRIGGERED"),
-        )
+        return runner.call(tasks.plan_run, runner.trigger(CURATED))
 
     @task
     def list_series(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -83,51 +63,27 @@ def co2_forecast() -> None:
     # Two series train at once on a LocalExecutor; more with Celery/Kubernetes workers.
     @task(max_active_tis_per_dag=2)
     def train_series(item: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+        from pipeline import runner, tasks
 
-        from pipeline import forecast
-        from pipeline.config import get_settings
-        from pipeline.series import SeriesError
-
-        try:
-            return forecast.train_series(get_settings(), run, item, _airflow_ids())
-        except SeriesError as error:
-            # A series that cannot be modelled does not get better on retry.
-            raise AirflowFailException(str(error)) from error
+        return runner.call(tasks.train_series, run, item, airflow=runner.airflow_ids())
 
     @task
     def publish_forecast(trained: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+        from pipeline import runner, tasks
 
-        from pipeline import forecast
-        from pipeline.config import get_settings
-        from pipeline.publish import PublishRefused
-
-        try:
-            return forecast.publish_series(get_settings(), run, trained, _airflow_ids())
-        except PublishRefused as error:
-            raise AirflowFailException(str(error)) from error
+        return runner.call(tasks.publish_series, run, trained, airflow=runner.airflow_ids())
 
     # One group per series: a series that fails does not hold back the others' publication.
     @task_group
     def forecast_series(item: dict[str, Any], run: dict[str, Any]) -> Any:
         return publish_forecast(train_series(item, run), run)
 
+    # all_done: report every series, published or not; fails when one went unpublished.
     @task(trigger_rule="all_done")
     def summarize(run: dict[str, Any]) -> list[dict[str, Any]]:
-        from airflow.sdk.exceptions import AirflowFailException
+        from pipeline import runner, tasks
 
-        from pipeline import forecast
-        from pipeline.config import get_settings
-
-        lines = forecast.run_summary(get_settings(), run)
-        for line in lines:
-            print(line["text"])
-        missing = [line["series_id"] for line in lines if not line["published"]]
-        if missing:
-            # The run must not look green while a series went unpublished.
-            raise AirflowFailException(f"not published: {', '.join(missing)}")
-        return lines
+        return runner.call(tasks.summarize_run, run)
 
     run = resolve_run()
     forecast_series.partial(run=run).expand(item=list_series(run)) >> summarize(run)

@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, task
 
 CURATED = Asset("co2_emissions_curated")
 
@@ -37,20 +37,9 @@ CURATED = Asset("co2_emissions_curated")
 def co2_ingest() -> None:
     @task
     def fetch_source() -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+        from pipeline import runner, tasks
 
-        from pipeline import ingest
-        from pipeline.config import get_settings
-        from pipeline.sources import SourceError
-        from pipeline.store import store_from_settings
-
-        settings = get_settings()
-        try:
-            return ingest.fetch_source(settings, store_from_settings(settings), get_current_context()["params"].get("source"))
-        except SourceError as error:
-            if error.transient:
-                raise  # a network failure: Airflow retries
-            raise AirflowFailException(str(error)) from error
+        return runner.call(tasks.fetch_source, runner.param("source"))
 
     @task.short_circuit
     def check_new_vintage(fetched: dict[str, Any]) -> bool:
@@ -59,36 +48,21 @@ def co2_ingest() -> None:
 
     @task
     def snapshot_raw(fetched: dict[str, Any]) -> dict[str, Any]:
-        from pipeline import ingest
-        from pipeline.config import get_settings
-        from pipeline.store import store_from_settings
+        from pipeline import runner, tasks
 
-        return ingest.snapshot_raw(store_from_settings(get_settings()), fetched)
+        return runner.call(tasks.snapshot_raw, fetched)
 
     @task
     def validate_raw(snapshot: dict[str, Any]) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
+        from pipeline import runner, tasks
 
-        from pipeline import ingest
-        from pipeline.config import get_settings
-        from pipeline.store import store_from_settings
-
-        settings = get_settings()
-        try:
-            return ingest.validate_raw(settings, store_from_settings(settings), snapshot)
-        except ingest.ValidationFailed as error:
-            # Bad data does not get better on retry: fail now, with the summary.
-            raise AirflowFailException(str(error)) from error
+        return runner.call(tasks.validate_raw, snapshot)
 
     @task(outlets=[CURATED])
     def curate_vintage(validated: dict[str, Any]) -> dict[str, Any]:
-        from pipeline import ingest
-        from pipeline.config import get_settings
-        from pipeline.store import store_from_settings
+        from pipeline import runner, tasks
 
-        pointer = ingest.curate_vintage(store_from_settings(get_settings()), validated)
-        get_current_context()["outlet_events"][CURATED].extra = {"vintage": pointer["vintage"], "latest_year": pointer["latest_year"]}
-        return pointer
+        return runner.call(tasks.curate_vintage, validated, outlet=CURATED)
 
     fetched = fetch_source()
     snapshot = snapshot_raw(fetched)

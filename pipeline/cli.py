@@ -9,19 +9,15 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pipeline import layout
 from pipeline.config import Settings, get_settings
+from pipeline.errors import Co2castError
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import ingest
-    from pipeline.store import store_from_settings
+    from pipeline import tasks
 
-    store = store_from_settings(settings)
-    try:
-        result = ingest.ingest(settings, store, args.source)
-    except ingest.ValidationFailed as error:
-        print(f"REJECTED: {error}", file=sys.stderr)
-        return 2
+    result = tasks.ingest(settings, args.source)
     if result["status"] == "unchanged":
         print(result["message"])
     else:
@@ -29,7 +25,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             f"curated vintage {result['vintage']}: {result['rows']:,} rows, "
             f"{result['entities']} entities, latest year {result['latest_year']}"
         )
-        print(f"  pointer: {store.uri('curated/latest.json')}")
+        print(f"  pointer: {tasks.open_store(settings).uri(layout.CURATED_LATEST)}")
     return 0
 
 
@@ -58,23 +54,17 @@ def _check_source(args: argparse.Namespace, settings: Settings) -> int:
 
     from pipeline import sources
 
-    try:
-        fetched = sources.fetch(args.source or settings.source, settings.fetch_timeout)
-    except sources.SourceError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    fetched = sources.fetch(args.source or settings.source, settings.fetch_timeout)
     print(f"{fetched.source}: {len(fetched.data):,} bytes, sha256 {hashlib.sha256(fetched.data).hexdigest()}")
     return 0
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.ingest import latest_curated
-    from pipeline.store import store_from_settings
+    from pipeline import tasks
 
-    store = store_from_settings(settings)
-    latest = latest_curated(store)
+    latest = tasks.latest_vintage(settings)
     if latest is None:
-        print(f"no curated vintage in {store.uri()} yet: run `co2cast ingest`")
+        print(f"no curated vintage in {tasks.open_store(settings).uri()} yet: run `co2cast ingest`")
         return 1
     print(json.dumps(latest, indent=2, sort_keys=True))
     return 0
@@ -82,11 +72,10 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 def _summary(args: argparse.Namespace, settings: Settings) -> int:
     """What the last run produced, for a person: vintage, and per series the champion."""
-    from pipeline.ingest import latest_curated
-    from pipeline.store import store_from_settings
+    from pipeline import tasks
 
-    store = store_from_settings(settings)
-    latest = latest_curated(store)
+    store = tasks.open_store(settings)
+    latest = tasks.latest_vintage(settings)
     print(f"co2cast home:  {settings.home.resolve()}")
     print(f"object store:  {store.uri()}")
     if latest is None:
@@ -97,26 +86,23 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
         f"up to {latest['latest_year']}, from {latest['source']})"
     )
     print(f"curated data:  {store.uri(latest['key'])}")
-    rejected = sorted({k.split("/")[1] for k in store.list("quarantine/")})
+    rejected = tasks.quarantined_vintages(settings)
     if rejected:
-        print(f"quarantined:   {', '.join(rejected)} (see {store.uri('quarantine/')})")
-    pointers = [k for k in store.list("forecasts/") if k.endswith("/latest.json") and k.count("/") == 2]
-    if not pointers:
+        print(f"quarantined:   {', '.join(rejected)} (see {store.uri(layout.QUARANTINE)})")
+    published = tasks.published_forecasts(settings)
+    if not published:
         print("forecasts:     none published yet")
         return 0
     print("forecasts:")
-    for key in pointers:
-        pointer = store.read_json(key)
-        manifest = store.read_json(pointer["manifest"])
-        scores = _champion_scores(store, manifest)
+    for manifest, every in published:
+        scores = every.get(manifest.model_family or "", {})
         mase = f"{scores['mase']:.3f}" if scores.get("mase") is not None else "n/a"
         print(
-            f"  {manifest['series_id']}: champion {manifest['model_name']} v{manifest['model_version']} "
-            f"({manifest['model_family']}), backtest MASE {mase}, as of {manifest['as_of_year']}, "
-            f"{manifest['first_year']}-{manifest['last_year']}"
+            f"  {manifest.series_id}: champion {manifest.model_name} v{manifest.model_version} "
+            f"({manifest.model_family}), backtest MASE {mase}, as of {manifest.as_of_year}, "
+            f"{manifest.first_year}-{manifest.last_year}"
         )
-        print(f"      {store.uri(pointer['manifest'])}")
-        every = _all_scores(store, manifest)
+        print(f"      {store.uri(manifest.key)}")
         if every:
             ranked = sorted(every.items(), key=lambda kv: kv[1].get("mase", float("inf")))
             print("      backtest MASE by model: " + ", ".join(f"{family} {s.get('mase', float('nan')):.3f}" for family, s in ranked))
@@ -125,43 +111,24 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _all_scores(store: Any, manifest: dict[str, Any]) -> dict[str, dict[str, float]]:
-    entry = next((e for e in manifest["files"] if e["name"] == "backtest.json"), None)
-    return json.loads(store.read_bytes(entry["key"])) if entry else {}
-
-
-def _champion_scores(store: Any, manifest: dict[str, Any]) -> dict[str, Any]:
-    return _all_scores(store, manifest).get(manifest["model_family"], {})
-
-
 def _forecast(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import forecast
+    from pipeline import tasks
+    from pipeline.payloads import RunTrigger
 
-    result = forecast.forecast_all(settings, as_of_year=args.as_of_year, series=args.series, vintage=args.vintage)
-    for item in result["results"]:
-        published = item["published"]
-        print(f"{item['series_id']}: champion v{item['champion_version']} ({item['champion_family']}), published {published['uri']}")
+    trigger = RunTrigger(run_type="cli", as_of_year=args.as_of_year, series=args.series, vintage=args.vintage)
+    for trained, published in tasks.forecast_all(settings, trigger):
+        print(f"{trained.series_id}: champion v{trained.champion_version} ({trained.champion_family}), published {published.uri}")
     return 0
 
 
 def _show(args: argparse.Namespace, settings: Settings) -> int:
     """Print the latest published forecast of a series, read through its manifest."""
-    from pipeline.publish import read_latest
-    from pipeline.store import store_from_settings
+    from pipeline import tasks
 
-    store = store_from_settings(settings)
-    try:
-        manifest, table = read_latest(store, args.series_id)
-    except KeyError:
-        published = sorted({k.split("/")[1] for k in store.list("forecasts/")})
-        print(f"no forecast published for {args.series_id!r}; published: {', '.join(published) or 'none'}", file=sys.stderr)
-        return 1
+    manifest, table = tasks.show_forecast(settings, args.series_id)
     if args.start or args.end:
         table = table[(table["year"] >= (args.start or 0)) & (table["year"] <= (args.end or 9999))]
-    print(
-        f"{manifest['series_id']}: {manifest['model_name']} v{manifest['model_version']}, "
-        f"vintage {manifest['vintage']}, as of {manifest['as_of_year']}"
-    )
+    print(f"{manifest.series_id}: {manifest.model_name} v{manifest.model_version}, vintage {manifest.vintage}, as of {manifest.as_of_year}")
     columns = ["year", "mean", "lo_80", "hi_80", "lo_95", "hi_95"]
     if args.csv:
         print(table[columns].to_csv(index=False, float_format="%.4f"), end="")
@@ -171,10 +138,9 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rollback(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import tracking
+    from pipeline import tasks, tracking
 
-    client = tracking.configure(settings)
-    old, new = tracking.rollback_alias(client, args.series_id, args.alias)
+    old, new = tasks.rollback(settings, args.series_id, args.alias)
     print(f"{tracking.registered_name(args.series_id)}@{args.alias}: version {old} -> {new}")
     return 0
 
@@ -224,14 +190,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Any = COMMANDS[args.command][0]
     try:
         return int(handler(args, get_settings()))
-    except Exception as error:  # a clear one-line error instead of a traceback
-        from pipeline.sources import SourceError
+    except Co2castError as error:  # a known failure: one line a person can act on, no traceback
+        from pipeline.ingest import ValidationFailed
 
-        if isinstance(error, (SourceError, ValueError)):
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        raise
-
+        if isinstance(error, ValidationFailed):
+            print(f"REJECTED: {error}", file=sys.stderr)
+            return 2
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 if __name__ == "__main__":
     raise SystemExit(main())

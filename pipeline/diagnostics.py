@@ -1,9 +1,9 @@
-"""Study one yearly series: decomposition, trend, autocorrelation and stationarity tests.
+"""Study one yearly series: decomposition, trend, autocorrelation and stationarity, as numbers.
 
-This is the "study" half of the original CO2 analysis made repeatable: :func:`diagnose` writes
-PNG plots and ``diagnostics.json`` to a directory and returns the same facts as a JSON-able
-dict, including the differencing order that ADF and KPSS agree on (:func:`ndiffs`), which the
-ARIMA search uses when it is not told ``d``.
+Pure computation: :func:`compute_diagnostics` takes years and values and returns a JSON-able
+report; it writes nothing and imports no plotting library. The plots of the same facts are
+drawn by :mod:`pipeline.diagnostics_plots`. The stationarity tests and the differencing rule
+live in the leaf module :mod:`pipeline.stationarity` (the ARIMA search uses them too).
 
 Choices made here, and why:
 
@@ -17,203 +17,39 @@ Choices made here, and why:
   already a ratio). Both measure how far the decomposition misses, as a fraction of the level,
   so they are comparable; the median keeps a few years with a near-zero trend (early history)
   from deciding alone. Residual variance and lag-1 autocorrelation are reported alongside.
-* **Stationarity rule.** ADF (null: unit root) and KPSS (null: stationary) are run on the levels
-  and on the 1st and 2nd differences. The implied order is the smallest ``d`` at which ADF
-  rejects at 5 % *and* KPSS does not reject at 5 %. When no ``d <= max_d`` satisfies both (the
-  tests disagree at every order), the KPSS-only answer is used (smallest ``d`` where KPSS does
-  not reject, as R's ``forecast::ndiffs`` and pmdarima do), because over-differencing is the
-  safer error for forecasting trending emissions; if KPSS rejects everywhere, ``max_d``.
-* **Deterministic terms of the tests.** ``regression="c"`` (level stationarity) is the default for
-  the rule, as in ``ndiffs``: a trend-stationary series then counts as needing ``d = 1``, and the
-  ARIMA gets a drift term, which reproduces a linear trend while keeping honest, widening
-  intervals. With ``regression="ct"`` the tests allow a deterministic trend, and a
-  trend-stationary series gets ``d = 0``. The table reports both on the levels.
+* **Stationarity.** See :mod:`pipeline.stationarity`: the table holds ADF and KPSS with the
+  rule's ``regression`` on every order, plus the other regression on the levels.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats
 from statsmodels.regression.linear_model import OLS
-from statsmodels.tools.sm_exceptions import InterpolationWarning
 from statsmodels.tsa.seasonal import seasonal_decompose
-from statsmodels.tsa.stattools import acf, adfuller, kpss, pacf
+from statsmodels.tsa.stattools import acf, pacf
 
-ALPHA = 0.05
+from pipeline.maths import json_default
+from pipeline.stationarity import ALPHA, adf_test, implied_d, kpss_test, stationarity_table
+
 DEFAULT_PERIOD = 10
 MOVING_AVERAGE_WINDOW = 10
 
 
-def _clean(value: Any) -> Any:
-    """Make numpy scalars/arrays and NaN/inf JSON-able (NaN and inf become ``None``)."""
+def jsonable(value: Any) -> Any:
+    """A value with numpy types made plain and NaN/inf made ``None`` (strict JSON has neither)."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_clean(v) for v in value.tolist()]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        number = float(value)
-        return number if math.isfinite(number) else None
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, np.generic):
+        value = json_default(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     return value
-
-
-# -- stationarity ----------------------------------------------------------------------------
-
-
-def adf_test(x: np.ndarray, regression: str = "c", alpha: float = ALPHA) -> dict[str, Any]:
-    """Augmented Dickey–Fuller test (null: unit root), lag chosen by AIC.
-
-    Args:
-        x: the series.
-        regression: deterministic terms, ``"c"`` (constant) or ``"ct"`` (constant and trend).
-        alpha: significance level.
-
-    Returns:
-        A row: ``test, regression, statistic, p_value, p_value_bound (None), lags, nobs,
-        critical_values, reject (unit root rejected), stationary``.
-    """
-    result = adfuller(np.asarray(x, dtype=np.float64), regression=regression, autolag="AIC", result_object=True)
-    statistic, p_value, lags, nobs, critical = result.statistic, result.pvalue, result.lags, result.nobs, result.critical_values
-    reject = bool(p_value < alpha)
-    return {
-        "test": "adf",
-        "regression": regression,
-        "statistic": float(statistic),
-        "p_value": float(p_value),
-        "p_value_bound": None,
-        "lags": int(lags),
-        "nobs": int(nobs),
-        "critical_values": {k: float(v) for k, v in critical.items()},
-        "reject": reject,
-        "stationary": reject,
-    }
-
-
-def kpss_test(x: np.ndarray, regression: str = "c", alpha: float = ALPHA) -> dict[str, Any]:
-    """KPSS test (null: stationary around a level, or a trend for ``"ct"``).
-
-    statsmodels interpolates the p-value in a table that stops at 0.01 and 0.10 and warns when
-    the statistic falls outside it. The warning is caught and the fact recorded in
-    ``p_value_bound`` (``"<0.01"`` or ``">0.1"``): the reported ``p_value`` is then a bound, not
-    a value, which is all the decision at 5 % needs.
-
-    Args:
-        x: the series.
-        regression: ``"c"`` or ``"ct"``.
-        alpha: significance level.
-
-    Returns:
-        A row like :func:`adf_test`'s; ``reject`` means stationarity is rejected.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", InterpolationWarning)
-        result = kpss(np.asarray(x, dtype=np.float64), regression=regression, nlags="auto", result_object=True)
-    statistic, p_value, lags, critical = result.statistic, result.pvalue, result.lags, result.critical_values
-    bound = None
-    if any(issubclass(w.category, InterpolationWarning) for w in caught):
-        bound = "<0.01" if p_value <= 0.01 else ">0.1"
-    reject = bool(p_value < alpha)
-    return {
-        "test": "kpss",
-        "regression": regression,
-        "statistic": float(statistic),
-        "p_value": float(p_value),
-        "p_value_bound": bound,
-        "lags": int(lags),
-        "nobs": int(np.asarray(x).size),
-        "critical_values": {k: float(v) for k, v in critical.items()},
-        "reject": reject,
-        "stationary": not reject,
-    }
-
-
-def stationarity_table(values: np.ndarray, max_d: int = 2, regression: str = "c", alpha: float = ALPHA) -> list[dict[str, Any]]:
-    """ADF and KPSS on the levels and on each difference up to ``max_d``.
-
-    Args:
-        values: the series in levels.
-        max_d: highest differencing order tested.
-        regression: deterministic terms for every test of the rule.
-        alpha: significance level.
-
-    Returns:
-        Rows (see :func:`adf_test`) with an extra ``d`` key, ADF then KPSS for each ``d``.
-    """
-    rows: list[dict[str, Any]] = []
-    y = np.asarray(values, dtype=np.float64)
-    for d in range(max_d + 1):
-        x = np.diff(y, d)
-        rows.append({"d": d, **adf_test(x, regression, alpha)})
-        rows.append({"d": d, **kpss_test(x, regression, alpha)})
-    return rows
-
-
-def implied_d(rows: list[dict[str, Any]], max_d: int = 2) -> tuple[int, str]:
-    """The differencing order the rule picks from a :func:`stationarity_table`.
-
-    Args:
-        rows: the table.
-        max_d: highest order considered.
-
-    Returns:
-        ``(d, how)`` where ``how`` is ``"adf+kpss"`` (both tests agree), ``"kpss"`` (they
-        disagree at every order, KPSS decides) or ``"max_d"`` (KPSS rejects at every order).
-    """
-    by_d: dict[int, dict[str, dict[str, Any]]] = {}
-    for row in rows:
-        by_d.setdefault(int(row["d"]), {})[row["test"]] = row
-    orders = [d for d in sorted(by_d) if d <= max_d]
-    for d in orders:
-        if by_d[d]["adf"]["stationary"] and by_d[d]["kpss"]["stationary"]:
-            return d, "adf+kpss"
-    for d in orders:
-        if by_d[d]["kpss"]["stationary"]:
-            return d, "kpss"
-    return max_d, "max_d"
-
-
-def ndiffs(values: np.ndarray, max_d: int = 2, regression: str = "c", alpha: float = ALPHA) -> int:
-    """Differencing order from ADF + KPSS (see the module docstring for the rule).
-
-    Stops testing at the first order where both tests agree, so it is cheap enough to run
-    inside every ARIMA fit of a backtest.
-
-    Args:
-        values: the series in levels.
-        max_d: highest order considered.
-        regression: ``"c"`` or ``"ct"``.
-        alpha: significance level.
-
-    Returns:
-        The order ``d`` in ``0 .. max_d``.
-    """
-    y = np.asarray(values, dtype=np.float64)
-    rows: list[dict[str, Any]] = []
-    for d in range(max_d + 1):
-        x = np.diff(y, d)
-        if x.size < 10 or np.ptp(x) == 0:
-            # too short or constant: the tests are undefined; what we have is as stationary as it gets.
-            return d
-        kpss_row = {"d": d, **kpss_test(x, regression, alpha)}
-        adf_row = {"d": d, **adf_test(x, regression, alpha)}
-        rows += [adf_row, kpss_row]
-        if adf_row["stationary"] and kpss_row["stationary"]:
-            return d
-    return implied_d(rows, max_d)[0]
-
-
-# -- decomposition and the rest --------------------------------------------------------------
 
 
 def _decomposition_summary(result: Any, model: str) -> dict[str, Any]:
@@ -295,128 +131,55 @@ def linear_trend(years: np.ndarray, values: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _figure(width: float = 8.0, height: float = 4.0) -> Any:
-    # Figure objects without pyplot: no global state, safe in worker threads, Agg canvas.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
+def moving_average(values: np.ndarray, window: int = MOVING_AVERAGE_WINDOW) -> np.ndarray:
+    """Trailing moving average, NaN for the first ``window - 1`` years."""
+    y = np.asarray(values, dtype=np.float64)
+    moving = np.convolve(y, np.ones(window) / window, mode="valid") if y.size >= window else np.array([])
+    return np.concatenate([np.full(min(window - 1, y.size), np.nan), moving])
 
 
-def diagnose(
+def compute_diagnostics(
     years: np.ndarray,
     values: np.ndarray,
-    out_dir: str | Path,
     period: int = DEFAULT_PERIOD,
     max_d: int = 2,
     regression: str = "c",
     nlags: int = 20,
-    title: str = "",
 ) -> dict[str, Any]:
-    """Study a yearly series and write the plots and ``diagnostics.json`` to ``out_dir``.
+    """Study a yearly series; return the facts as a JSON-able dict (writes nothing).
 
     Args:
         years: consecutive years.
         values: one value per year.
-        out_dir: directory for the PNG files and ``diagnostics.json`` (created if missing).
         period: decomposition cycle in years.
         max_d: highest differencing order tested.
         regression: deterministic terms of the ADF/KPSS rule (``"c"`` or ``"ct"``).
         nlags: ACF/PACF lags (capped at ``n // 2 - 1``).
-        title: plot title prefix, e.g. the series id.
 
     Returns:
-        A JSON-able dict with keys ``series`` (n, first_year, last_year, min, max,
-        strictly_positive), ``decomposition`` (see :func:`decompose`), ``moving_average``
-        (window, values), ``linear_trend`` (see :func:`linear_trend`), ``lag1_correlation``,
-        ``acf`` and ``pacf`` (nlags, values, confint_halfwidth), ``stationarity`` (alpha,
-        regression, tests: the ADF/KPSS table with ``regression`` on every order plus the other
-        regression on the levels, implied_d, decided_by, rule) and ``plots`` (name -> file name).
+        Keys ``series`` (n, first_year, last_year, min, max, strictly_positive),
+        ``decomposition`` (see :func:`decompose`), ``moving_average`` (window, values),
+        ``linear_trend`` (see :func:`linear_trend`), ``lag1_correlation``, ``acf`` and ``pacf``
+        (nlags, values, confint_halfwidth), and ``stationarity`` (alpha, regression, tests: the
+        ADF/KPSS table with ``regression`` on every order plus the other regression on the
+        levels, implied_d, decided_by, rule).
+
+    Raises:
+        ValueError: years and values are not 1-D arrays of the same length.
     """
-    import matplotlib
-
-    # Agg: no display on workers. Set here, not at import, so importing the module has no effect.
-    matplotlib.use("Agg", force=False)
-    from statsmodels.graphics.tsaplots import plot_acf, plot_pacf
-
     year_arr = np.asarray(years, dtype=np.int64)
     y = np.asarray(values, dtype=np.float64)
     if y.shape != year_arr.shape or y.ndim != 1:
         raise ValueError("years and values must be 1-D arrays of the same length")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    prefix = f"{title}: " if title else ""
     n = y.size
-    plots: dict[str, str] = {}
-
-    # trend: moving average and OLS line
-    window = MOVING_AVERAGE_WINDOW
-    moving = np.convolve(y, np.ones(window) / window, mode="valid") if n >= window else np.array([])
-    moving_full = np.concatenate([np.full(min(window - 1, n), np.nan), moving])
-    trend = linear_trend(year_arr, y)
-    figure = _figure()
-    ax = figure.add_subplot()
-    ax.plot(year_arr, y, label="series", lw=1)
-    ax.plot(year_arr, moving_full, label=f"{window}-year moving average", lw=2)
-    ax.plot(year_arr, trend["intercept"] + trend["slope"] * year_arr, "--", label="linear trend (OLS)")
-    ax.set(title=f"{prefix}series, moving average, linear trend", xlabel="year")
-    ax.legend()
-    figure.savefig(out / "series.png", dpi=100)
-    plots["series"] = "series.png"
-
-    # decomposition
-    decomposition, results = decompose(y, period)
-    for model, result in results.items():
-        figure = _figure(8, 7)
-        axes = figure.subplots(4, 1, sharex=True)
-        for axis, (name, component) in zip(
-            axes, [("observed", y), ("trend", result.trend), ("seasonal", result.seasonal), ("residual", result.resid)], strict=True
-        ):
-            axis.plot(year_arr, component, lw=1)
-            axis.set_ylabel(name)
-        axes[0].set_title(f"{prefix}{model} decomposition, period {period} years")
-        figure.savefig(out / f"decomposition_{model}.png", dpi=100)
-        plots[f"decomposition_{model}"] = f"decomposition_{model}.png"
-
-    # lag plot
-    figure = _figure(5, 5)
-    ax = figure.add_subplot()
-    ax.scatter(y[:-1], y[1:], s=8)
-    ax.set(title=f"{prefix}lag plot", xlabel="y(t-1)", ylabel="y(t)")
-    figure.savefig(out / "lag_plot.png", dpi=100)
-    plots["lag_plot"] = "lag_plot.png"
-    lag1 = float(np.corrcoef(y[:-1], y[1:])[0, 1]) if np.std(y) > 0 else float("nan")
-
-    # ACF / PACF
+    decomposition, _ = decompose(y, period)
     lags = max(1, min(nlags, n // 2 - 1))
-    acf_values = acf(y, nlags=lags, fft=True)
-    pacf_values = pacf(y, nlags=lags, method="ywm")
-    for name, plotter in (("acf", plot_acf), ("pacf", plot_pacf)):
-        figure = _figure()
-        ax = figure.add_subplot()
-        kwargs = {"method": "ywm"} if name == "pacf" else {}
-        plotter(y, lags=lags, ax=ax, title=f"{prefix}{name.upper()}", **kwargs)
-        figure.savefig(out / f"{name}.png", dpi=100)
-        plots[name] = f"{name}.png"
     halfwidth = float(stats.norm.ppf(1 - ALPHA / 2) / math.sqrt(n))
-
-    # stationarity
     table = stationarity_table(y, max_d=max_d, regression=regression)
     d, decided_by = implied_d(table, max_d)
     other = "ct" if regression == "c" else "c"
     table += [{"d": 0, **adf_test(y, other)}, {"d": 0, **kpss_test(y, other)}]
-    figure = _figure(8, 6)
-    axes = figure.subplots(max_d + 1, 1, sharex=True)
-    for order, axis in enumerate(np.atleast_1d(axes)):
-        axis.plot(year_arr[order:], np.diff(y, order), lw=1)
-        axis.set_ylabel("levels" if order == 0 else f"diff {order}")
-    np.atleast_1d(axes)[0].set_title(f"{prefix}levels and differences (implied d = {d})")
-    figure.savefig(out / "differences.png", dpi=100)
-    plots["differences"] = "differences.png"
-
-    report = _clean(
+    return jsonable(
         {
             "series": {
                 "n": n,
@@ -427,11 +190,11 @@ def diagnose(
                 "strictly_positive": bool(np.all(y > 0)),
             },
             "decomposition": decomposition,
-            "moving_average": {"window": window, "values": moving_full},
-            "linear_trend": trend,
-            "lag1_correlation": lag1,
-            "acf": {"nlags": lags, "values": acf_values, "confint_halfwidth": halfwidth},
-            "pacf": {"nlags": lags, "values": pacf_values, "confint_halfwidth": halfwidth},
+            "moving_average": {"window": MOVING_AVERAGE_WINDOW, "values": moving_average(y)},
+            "linear_trend": linear_trend(year_arr, y),
+            "lag1_correlation": float(np.corrcoef(y[:-1], y[1:])[0, 1]) if np.std(y) > 0 else float("nan"),
+            "acf": {"nlags": lags, "values": acf(y, nlags=lags, fft=True), "confint_halfwidth": halfwidth},
+            "pacf": {"nlags": lags, "values": pacf(y, nlags=lags, method="ywm"), "confint_halfwidth": halfwidth},
             "stationarity": {
                 "alpha": ALPHA,
                 "regression": regression,
@@ -444,8 +207,5 @@ def diagnose(
                     "the smallest d where KPSS does not reject; else max_d"
                 ),
             },
-            "plots": plots,
         }
     )
-    (out / "diagnostics.json").write_text(json.dumps(report, indent=2))
-    return report

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import sources
+from pipeline import layout, sources
 from pipeline.config import Settings
 from pipeline.errors import PermanentError
 from pipeline.store import ObjectStore
@@ -35,7 +35,7 @@ from pipeline.validation import GateResult, run_suite
 
 logger = logging.getLogger(__name__)
 
-LATEST_KEY = "curated/latest.json"
+LATEST_KEY = layout.CURATED_LATEST
 VINTAGE_CHARS = 16  # a vintage id is the first 16 hex digits of the sha256 of the bytes
 CURATED_COLUMNS = ["entity", "iso_code", "year", "variable", "value", "provisional"]
 
@@ -53,7 +53,7 @@ class VintageRef:
 
     @property
     def raw_key(self) -> str:
-        return f"raw/{self.vintage}/{self.file_name}"
+        return layout.raw_object(self.vintage, self.file_name)
 
 
 def vintage_id(data: bytes) -> tuple[str, str]:
@@ -64,9 +64,9 @@ def vintage_id(data: bytes) -> tuple[str, str]:
 
 def vintage_status(store: ObjectStore, vintage: str) -> str | None:
     """``"curated"`` or ``"quarantined"`` once a vintage is settled, else ``None``."""
-    if store.exists(f"curated/{vintage}/meta.json"):
+    if store.exists(layout.curated_meta(vintage)):
         return "curated"
-    if store.exists(f"quarantine/{vintage}/report.md"):
+    if store.exists(layout.quarantine_object(vintage, "report.md")):
         return "quarantined"
     return None
 
@@ -78,7 +78,7 @@ def latest_curated(store: ObjectStore) -> dict[str, Any] | None:
 
 def read_curated(store: ObjectStore, vintage: str) -> pd.DataFrame:
     """The curated tidy table of a vintage."""
-    return pd.read_parquet(io.BytesIO(store.read_bytes(f"curated/{vintage}/emissions.parquet")))
+    return pd.read_parquet(io.BytesIO(store.read_bytes(layout.curated_table(vintage))))
 
 
 # -- steps -----------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def snapshot_raw(store: ObjectStore, fetched: dict[str, Any]) -> dict[str, Any]:
     digest = hashlib.sha256(store.read_bytes(ref.raw_key)).hexdigest()
     if digest != fetched["sha256"]:
         raise RuntimeError(f"{store.uri(ref.raw_key)} has sha256 {digest}, expected {fetched['sha256']}: the object was altered")
-    meta_key = f"raw/{ref.vintage}/meta.json"
+    meta_key = layout.raw_meta(ref.vintage)
     if not store.exists(meta_key):
         meta = {k: fetched[k] for k in ("vintage", "sha256", "file_name", "source", "size", "fetched_at")}
         store.write_json(meta_key, meta)
@@ -168,7 +168,7 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
         summary = "\n".join(g.summary() for g in gates if not g.success)
         _quarantine(store, ref, data, gates=gates, reason=summary)
         raise ValidationFailed(_failure_message(store, ref, summary))
-    store.write_json(f"curated/{ref.vintage}/gx_result.json", {g.suite: g.result for g in gates})
+    store.write_json(layout.curated_gx_result(ref.vintage), {g.suite: g.result for g in gates})
     summary = "; ".join(g.summary() for g in gates)
     return {"vintage": ref.vintage, "file_name": ref.file_name, "success": True, "summary": summary}
 
@@ -181,7 +181,7 @@ def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, A
         ``previous_vintage``, ``revisions`` (summary counts), ``key``.
     """
     ref = VintageRef(validated["vintage"], validated["file_name"])
-    gx_result = store.read_json_or_none(f"curated/{ref.vintage}/gx_result.json")
+    gx_result = store.read_json_or_none(layout.curated_gx_result(ref.vintage))
     if not gx_result or not all(r.get("success") for r in gx_result.values()):
         raise RuntimeError(f"vintage {ref.vintage} has no passing GX result: run validate_raw first")
     tidy = curated_table(sources.read_source(store.read_bytes(ref.raw_key), ref.file_name))
@@ -189,17 +189,16 @@ def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, A
     prev_table = read_curated(store, previous["vintage"]) if previous and previous["vintage"] != ref.vintage else None
     revisions, revision_summary = revisions_report(prev_table, tidy)
 
-    prefix = f"curated/{ref.vintage}"
-    store.write_bytes(f"{prefix}/emissions.parquet", _parquet_bytes(tidy))
-    store.write_bytes(f"{prefix}/revisions.parquet", _parquet_bytes(revisions))
-    store.write_json(f"{prefix}/revisions.json", revision_summary)
-    raw_meta = store.read_json(f"raw/{ref.vintage}/meta.json")
+    store.write_bytes(layout.curated_table(ref.vintage), _parquet_bytes(tidy))
+    store.write_bytes(layout.curated_object(ref.vintage, "revisions.parquet"), _parquet_bytes(revisions))
+    store.write_json(layout.curated_object(ref.vintage, "revisions.json"), revision_summary)
+    raw_meta = store.read_json(layout.raw_meta(ref.vintage))
     pointer = {
         "vintage": ref.vintage,
         "sha256": raw_meta["sha256"],
         "source": raw_meta["source"],
         "fetched_at": raw_meta["fetched_at"],
-        "key": f"{prefix}/emissions.parquet",
+        "key": layout.curated_table(ref.vintage),
         "latest_year": int(tidy["year"].max()),
         "rows": len(tidy),
         "entities": int(tidy["entity"].nunique()),
@@ -208,7 +207,7 @@ def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, A
         "revisions": revision_summary["counts"],
         "curated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    store.write_json(f"{prefix}/meta.json", pointer)
+    store.write_json(layout.curated_meta(ref.vintage), pointer)
     # Written last: readers following the pointer only ever see a complete vintage.
     store.write_json(LATEST_KEY, pointer)
     logger.info(
@@ -357,10 +356,9 @@ def _run_gates(settings: Settings, store: ObjectStore, staging: pd.DataFrame, to
 
 
 def _quarantine(store: ObjectStore, ref: VintageRef, data: bytes, gates: list[GateResult], reason: str) -> None:
-    prefix = f"quarantine/{ref.vintage}"
-    store.write_bytes(f"{prefix}/{ref.file_name}", data)
+    store.write_bytes(layout.quarantine_object(ref.vintage, ref.file_name), data)
     store.write_json(
-        f"{prefix}/gx_result.json",
+        layout.quarantine_object(ref.vintage, "gx_result.json"),
         {g.suite: g.result for g in gates}
         if gates
         else {"error": reason, "note": "the file could not be read as a table, so no GX suite ran"},
@@ -386,11 +384,12 @@ def _quarantine(store: ObjectStore, ref: VintageRef, data: bytes, gates: list[Ga
         ]
     )
     # report.md last: its presence marks the vintage as settled (see vintage_status).
-    store.write_bytes(f"{prefix}/report.md", report.encode())
+    store.write_bytes(layout.quarantine_object(ref.vintage, "report.md"), report.encode())
 
 
 def _failure_message(store: ObjectStore, ref: VintageRef, reason: str) -> str:
-    return f"vintage {ref.vintage} ({ref.file_name}) rejected and quarantined at {store.uri(f'quarantine/{ref.vintage}/')}\n{reason}"
+    where = store.uri(layout.quarantine_prefix(ref.vintage))
+    return f"vintage {ref.vintage} ({ref.file_name}) rejected and quarantined at {where}\n{reason}"
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:

@@ -1,6 +1,6 @@
 """Validate a forecast table with GX, then publish it atomically to the object store.
 
-Layout (docs/design.md)::
+Layout (built by :mod:`pipeline.layout`)::
 
     forecasts/<series_id>/asof=<year>/<run_key>/forecast.csv, forecast.parquet, <extras>, manifest.json
     forecasts/<series_id>/latest.json
@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline import layout
 from pipeline.errors import PermanentError
+from pipeline.payloads import Manifest
 from pipeline.store import ObjectStore
 from pipeline.validation import GateResult, run_suite
 
@@ -45,6 +47,14 @@ FORECAST_COLUMNS = [
 
 class PublishRefused(PermanentError):
     """The forecast table failed its GX gate; nothing was published."""
+
+
+class NotPublished(PermanentError):
+    """Nothing is published for a series (or for a run key)."""
+
+
+class IntegrityError(PermanentError):
+    """A published file does not match the sha256 its manifest records."""
 
 
 def forecast_table(
@@ -79,11 +89,6 @@ def validate_forecast(table: pd.DataFrame, series_id: str, as_of_year: int, hori
     return run_suite("forecast_output", table, parameters)
 
 
-def prefix_for(series_id: str, as_of_year: int, run_key: str) -> str:
-    """Where a run's forecast lives."""
-    return f"forecasts/{series_id}/asof={as_of_year}/{run_key}"
-
-
 def publish(
     store: ObjectStore,
     table: pd.DataFrame,
@@ -93,7 +98,7 @@ def publish(
     horizon_end: int,
     meta: dict[str, Any],
     extras: dict[str, bytes] | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Gate and publish a forecast table.
 
     Args:
@@ -112,11 +117,11 @@ def publish(
         PublishRefused: the table failed the ``forecast_output`` suite; nothing was written.
     """
     as_of_year = int(meta["as_of_year"])
-    prefix = prefix_for(series_id, as_of_year, run_key)
-    existing = store.read_json_or_none(f"{prefix}/manifest.json")
+    manifest_key = layout.forecast_manifest(series_id, as_of_year, run_key)
+    existing = store.read_json_or_none(manifest_key)
     if existing is not None and verify_manifest(store, existing):
         _move_latest(store, series_id, existing)
-        return existing
+        return Manifest.of(existing)
 
     gate = validate_forecast(table, series_id, as_of_year, horizon_end)
     if not gate.success:
@@ -125,8 +130,9 @@ def publish(
     files = {"forecast.csv": table.to_csv(index=False).encode(), "forecast.parquet": _parquet(table), **(extras or {})}
     entries = []
     for name, data in files.items():
-        store.write_bytes(f"{prefix}/{name}", data)
-        entries.append({"name": name, "key": f"{prefix}/{name}", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+        key = layout.forecast_object(series_id, as_of_year, run_key, name)
+        store.write_bytes(key, data)
+        entries.append({"name": name, "key": key, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
     manifest = {
         **meta,
         "series_id": series_id,
@@ -137,17 +143,17 @@ def publish(
         "files": entries,
         "gx_success": True,
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "key": f"{prefix}/manifest.json",
+        "key": manifest_key,
     }
-    store.write_json(f"{prefix}/manifest.json", manifest)
+    store.write_json(manifest_key, manifest)
     _move_latest(store, series_id, manifest)
-    logger.info("published %s", store.uri(f"{prefix}/manifest.json"))
-    return manifest
+    logger.info("published %s", store.uri(manifest_key))
+    return Manifest.of(manifest)
 
 
 def _move_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any]) -> None:
     """Point ``latest.json`` at a manifest unless it already points at a newer as-of year."""
-    key = f"forecasts/{series_id}/latest.json"
+    key = layout.forecast_latest(series_id)
     current = store.read_json_or_none(key)
     if current is not None and (current["manifest"] == manifest["key"] or current["as_of_year"] > manifest["as_of_year"]):
         return
@@ -176,19 +182,37 @@ def verify_manifest(store: ObjectStore, manifest: dict[str, Any]) -> bool:
     return True
 
 
-def read_latest(store: ObjectStore, series_id: str) -> tuple[dict[str, Any], pd.DataFrame]:
+def read_manifest(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> Manifest | None:
+    """The manifest published for a run key, or ``None``."""
+    found = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
+    return Manifest.of(found) if found is not None else None
+
+
+def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFrame]:
     """Follow ``latest.json`` to the manifest, check the hashes, return the forecast table.
 
     Raises:
-        KeyError: nothing was published for the series.
-        RuntimeError: a file does not match its manifest.
+        NotPublished: nothing was published for the series (the message lists what is).
+        IntegrityError: a file does not match its manifest.
     """
-    pointer = store.read_json(f"forecasts/{series_id}/latest.json")
+    pointer = store.read_json_or_none(layout.forecast_latest(series_id))
+    if pointer is None:
+        published = layout.published_series(store.list(layout.FORECASTS))
+        raise NotPublished(f"no forecast published for {series_id!r}; published: {', '.join(published) or 'none'}")
     manifest = store.read_json(pointer["manifest"])
     if not verify_manifest(store, manifest):
-        raise RuntimeError(f"{store.uri(pointer['manifest'])}: a file does not match its sha256 in the manifest")
-    entry = next(e for e in manifest["files"] if e["name"] == "forecast.parquet")
-    return manifest, pd.read_parquet(io.BytesIO(store.read_bytes(entry["key"])))
+        raise IntegrityError(f"{store.uri(pointer['manifest'])}: a file does not match its sha256 in the manifest")
+    checked = Manifest.of(manifest)
+    entry = checked.file("forecast.parquet")
+    if entry is None:
+        raise IntegrityError(f"{store.uri(pointer['manifest'])} lists no forecast.parquet")
+    return checked, pd.read_parquet(io.BytesIO(store.read_bytes(entry.key)))
+
+
+def read_file(store: ObjectStore, manifest: Manifest, name: str) -> bytes | None:
+    """The bytes of a file a manifest lists, or ``None`` when it lists none of that name."""
+    entry = manifest.file(name)
+    return store.read_bytes(entry.key) if entry is not None else None
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:

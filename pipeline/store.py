@@ -1,6 +1,6 @@
 """One small object-store interface with two backends: a local directory and S3 (boto3).
 
-Keys are ``/``-separated and identical on both backends (see docs/design.md for the layout).
+Keys are ``/``-separated and identical on both backends; :mod:`pipeline.layout` builds them.
 Single objects are written atomically on both (a temporary file renamed into place locally; a
 single PUT on S3). A group of files becomes visible only through a pointer object written
 last, so a reader that follows pointers never sees a half-written group.
@@ -17,11 +17,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from pipeline.errors import PermanentError
+from pipeline.errors import PermanentError, TransientError
+from pipeline.maths import json_default
 
 
 class StoreError(PermanentError):
     """An object store operation failed in a way a person has to act on."""
+
+
+class StoreConfigError(StoreError, ValueError):
+    """The store URI cannot name a store."""
+
+
+class StoreUnavailable(TransientError):
+    """The object store could not be reached or answered with a server error; a retry may cure it."""
+
+#: S3 error codes a retry may cure (besides any HTTP 5xx).
+_TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "RequestTimeTooSkewed"})
 
 
 class ObjectStore(ABC):
@@ -57,7 +69,7 @@ class ObjectStore(ABC):
 
     def write_json(self, key: str, value: Any) -> None:
         """Write a value as indented, key-sorted JSON."""
-        self.write_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=str).encode() + b"\n")
+        self.write_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=json_default).encode() + b"\n")
 
     def read_json_or_none(self, key: str) -> Any | None:
         """Read a JSON object, or ``None`` when it does not exist."""
@@ -70,7 +82,7 @@ class ObjectStore(ABC):
 def _check_key(key: str) -> str:
     parts = key.split("/")
     if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
-        raise ValueError(f"invalid object key {key!r}")
+        raise StoreConfigError(f"invalid object key {key!r}")
     return key
 
 
@@ -158,28 +170,50 @@ class S3Store(ObjectStore):
         _check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def read_bytes(self, key: str) -> bytes:
+    def _failure(self, verb: str, key: str, error: Exception) -> Exception:
+        """The error to raise for a failed call: transient for 5xx/throttling/network, else permanent."""
         from botocore.exceptions import ClientError
+
+        where = self.uri(key)
+        if isinstance(error, ClientError):
+            code = error.response.get("Error", {}).get("Code", "")
+            status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if status >= 500 or code in _TRANSIENT_CODES:
+                return StoreUnavailable(f"cannot {verb} {where}: the store answered {code or status}; retry later")
+            return StoreError(f"cannot {verb} {where}: {code or status} ({error})")
+        return StoreUnavailable(f"cannot {verb} {where}: {type(error).__name__}: {error}; retry later")
+
+    def read_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise KeyError(key) from None
-            raise StoreError(f"cannot read s3://{self.bucket}/{self._key(key)}: {error}") from error
+            raise self._failure("read", key, error) from error
+        except BotoCoreError as error:
+            raise self._failure("read", key, error) from error
 
     def write_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except (ClientError, BotoCoreError) as error:
+            raise self._failure("write", key, error) from error
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return False
-            raise StoreError(f"cannot reach s3://{self.bucket}/{self._key(key)}: {error}") from error
+            raise self._failure("reach", key, error) from error
+        except BotoCoreError as error:
+            raise self._failure("reach", key, error) from error
         return True
 
     def _iter_keys(self, prefix: str) -> Iterator[str]:
@@ -190,12 +224,22 @@ class S3Store(ObjectStore):
                 yield item["Key"][len(base) :]
 
     def list(self, prefix: str = "") -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         if prefix:
             _check_key(prefix.rstrip("/"))
-        return sorted(self._iter_keys(prefix))
+        try:
+            return sorted(self._iter_keys(prefix))
+        except (ClientError, BotoCoreError) as error:
+            raise self._failure("list", prefix, error) from error
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as error:
+            raise self._failure("delete", key, error) from error
 
     def uri(self, key: str = "") -> str:
         base = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
@@ -215,13 +259,13 @@ def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         if not parsed.netloc:
-            raise ValueError(f"an S3 store URI needs a bucket: s3://bucket/prefix, got {uri!r}")
+            raise StoreConfigError(f"an S3 store URI needs a bucket: s3://bucket/prefix, got {uri!r}")
         return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url)
     if parsed.scheme == "file":
         return LocalStore(Path(unquote(parsed.path)))
     if parsed.scheme == "":
         return LocalStore(Path(uri))
-    raise ValueError(f"unsupported store URI {uri!r}: use file:///path or s3://bucket/prefix")
+    raise StoreConfigError(f"unsupported store URI {uri!r}: use file:///path or s3://bucket/prefix")
 
 
 def store_from_settings(settings: Any) -> ObjectStore:

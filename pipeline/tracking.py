@@ -5,22 +5,78 @@ the forecaster's own JSON + npz files: loading one unpickles nothing. Runs and m
 carry the run key as a tag, so a rerun of the same key finds them and creates nothing new.
 MLflow keeps no alias history, so every alias move is recorded as tags on the version it
 moves to (previous version, reason, scores), and :func:`rollback_alias` moves an alias back.
+
+An adapter: :func:`log_series_result` records what the pure core (:mod:`pipeline.core`)
+returned, :func:`register_selection` registers what its selection policy chose, and
+:func:`transient_errors` turns a busy or unreachable tracking store into a
+:class:`~pipeline.errors.TransientError` so Airflow retries it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Settings
+from pipeline.errors import Co2castError, PermanentError, TransientError
+from pipeline.maths import json_default
+
+if TYPE_CHECKING:
+    from pipeline.core import ForecastSpec, SeriesResult
+    from pipeline.models.base import Forecaster
 
 EXPERIMENT = "co2cast"
 PYFUNC_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"
 RUN_KEY_TAG = "co2cast.run_key"
 FAMILY_TAG = "co2cast.family"
+#: Set last on a parent run: its presence means the run is complete and can be reused.
+COMPLETE_TAG = "co2cast.complete"
+SUMMARY_ARTIFACT = "summary.json"
+DIAGNOSTICS_ARTIFACT = "diagnostics/diagnostics.json"
+
+#: Fragments of errors that a retry may cure: a busy SQLite file, an unreachable or overloaded server.
+_TRANSIENT_MARKERS = (
+    "database is locked",
+    "Max retries exceeded",
+    "Connection refused",
+    "Connection reset",
+    "timed out",
+    " 502",
+    " 503",
+    " 504",
+)
+
+
+class RegistryError(PermanentError, ValueError):
+    """The model registry refuses an operation a person asked for (e.g. a rollback with no history)."""
+
+
+class TrackingUnavailable(TransientError):
+    """MLflow's store could not be reached or was busy; a retry may succeed."""
+
+
+@contextmanager
+def transient_errors() -> Iterator[None]:
+    """Re-raise MLflow failures that a retry may cure as :class:`TrackingUnavailable`.
+
+    Everything else passes through unchanged: a bug must still show its traceback.
+    """
+    try:
+        yield
+    except Co2castError:
+        raise
+    except Exception as error:
+        text = str(error)
+        if any(marker in text for marker in _TRANSIENT_MARKERS):
+            first = text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__
+            raise TrackingUnavailable(f"MLflow tracking store unavailable ({first}); retry later") from error
+        raise
 
 
 def registered_name(series_id: str) -> str:
@@ -60,6 +116,21 @@ def configure(settings: Settings) -> Any:
                 raise
     mlflow.set_experiment(EXPERIMENT)
     return client
+
+
+def find_complete_run(client: Any, run_key: str) -> Any | None:
+    """The finished parent run of a run key that was marked complete, or ``None``."""
+    run = find_run(client, run_key)
+    return run if run is not None and run.data.tags.get(COMPLETE_TAG) == "true" else None
+
+
+def read_artifact(run_id: str, path: str) -> bytes:
+    """The bytes of one artefact of a run."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)
+        return Path(local).read_bytes()
 
 
 def find_run(client: Any, run_key: str, parent_only: bool = True) -> Any | None:
@@ -160,10 +231,107 @@ def rollback_alias(client: Any, series_id: str, alias: str = "champion") -> tupl
     """
     current = alias_version(client, series_id, alias)
     if current is None:
-        raise ValueError(f"{registered_name(series_id)} has no @{alias}")
+        raise RegistryError(f"{registered_name(series_id)} has no @{alias}")
     previous = current.tags.get(f"alias.{alias}.previous_version")
     if not previous:
-        raise ValueError(f"{registered_name(series_id)}@{alias} (version {current.version}) records no previous version to roll back to")
+        raise RegistryError(f"{registered_name(series_id)}@{alias} (version {current.version}) records no previous version to roll back to")
     client.set_registered_model_alias(registered_name(series_id), alias, previous)
     client.set_model_version_tag(registered_name(series_id), previous, f"alias.{alias}.reason", f"rollback from version {current.version}")
     return str(current.version), previous
+
+
+# -- one series' run ---------------------------------------------------------------------------
+
+
+def _param_value(value: Any) -> Any:
+    return json.dumps(value, default=json_default) if isinstance(value, (list, tuple, dict)) else value
+
+
+def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[str, str]) -> dict[str, Any]:
+    """Log a series run through the core in the active (parent) MLflow run.
+
+    The parent gets the series' parameters, the diagnostics (plots and ``diagnostics.json``
+    under ``diagnostics/``) and ``implied_d``; each candidate gets a nested run with its
+    backtest metrics, ``backtest.json``, hyperparameters and, when fitted, its model.
+
+    Args:
+        result: what :func:`pipeline.core.run_series` returned.
+        spec: the forecast spec the series ran with.
+        tags: tags for the nested runs (the run key, series, vintage, …).
+
+    Returns:
+        Candidate name -> MLflow ``ModelInfo`` of each fitted candidate.
+    """
+    import mlflow
+
+    from pipeline.diagnostics_plots import write_diagnostics
+
+    series = result.series
+    mlflow.log_params(
+        {
+            "series_id": series.series_id,
+            "entity": series.entity,
+            "variable": series.variable,
+            "first_year": series.first_year,
+            "last_year": series.last_year,
+            "n_points": len(series.values),
+            "horizon_end": spec.horizon_end,
+            "backtest_horizon": spec.backtest_horizon,
+            "backtest_origins": spec.backtest_origins,
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        write_diagnostics(series.years, series.values, tmp, title=series.series_id, report=result.diagnostics)
+        mlflow.log_artifacts(tmp, "diagnostics")
+    mlflow.log_metric("implied_d", result.diagnostics["stationarity"]["implied_d"])
+
+    infos: dict[str, Any] = {}
+    for name, candidate in result.candidates.items():
+        with mlflow.start_run(run_name=name, nested=True, tags={**tags, FAMILY_TAG: name}):
+            mlflow.log_metrics(candidate.metrics)
+            mlflow.log_dict(candidate.backtest.to_dict(), "backtest.json")
+            mlflow.log_params({k: _param_value(v) for k, v in candidate.prototype.get_params().items()})
+            if candidate.model is not None:
+                order = getattr(candidate.model, "order_", None)  # the order an ARIMA search settled on
+                if order is not None:
+                    mlflow.log_param("fitted_order", json.dumps([int(v) for v in order]))
+                infos[name] = log_forecaster(candidate.model, spec.horizon_end, spec.levels)
+    return infos
+
+
+def register_selection(
+    client: Any, result: SeriesResult, infos: Mapping[str, Any], run_key: str, tags: Mapping[str, str]
+) -> dict[str, str]:
+    """Register the candidates the policy selected and move their aliases and ``@champion``.
+
+    Safe to repeat: a run key registers each candidate once, and an alias that already points
+    at a version is not moved again.
+
+    Returns:
+        Candidate name -> registered version.
+    """
+    assert result.selection is not None
+    sid, scores = result.series.series_id, result.scores()
+    versions: dict[str, str] = {}
+    for name in result.selection.register:
+        version = register(client, infos[name].model_uri, sid, run_key, name, dict(tags))
+        versions[name] = str(version.version)
+        move_alias(client, sid, name, version.version, reason=f"newest {name} (run key {run_key})", scores=scores[name])
+    champion = result.selection.champion
+    move_alias(client, sid, "champion", versions[champion], reason=result.selection.reason, scores=scores[champion])
+    return versions
+
+
+def mark_complete(summary: Mapping[str, Any]) -> None:
+    """In the active run: write ``summary.json``, then tag the run complete (last, so a rerun reuses it)."""
+    import mlflow
+
+    mlflow.log_dict(dict(summary), SUMMARY_ARTIFACT)
+    mlflow.set_tag(COMPLETE_TAG, "true")
+
+
+def load_registered(model_name: str, version: str) -> Forecaster:
+    """The fitted forecaster inside a registered model version (its JSON + npz; no pickle)."""
+    import mlflow
+
+    return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model().forecaster

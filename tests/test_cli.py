@@ -38,3 +38,17 @@ def test_validate_and_missing_inputs(tmp_path: Path, gapminder_csv: Path) -> Non
     assert missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
     show = _run(tmp_path, "show", "canada.co2_per_capita")
     assert show.returncode == 1 and "no forecast published" in show.stderr
+
+
+def test_known_failures_print_one_line(tmp_path: Path, small_owid: Path) -> None:
+    def one_line_error(result: subprocess.CompletedProcess[str], text: str) -> None:
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: ") and text in lines[-1], result.stderr
+        assert "Traceback" not in result.stderr
+
+    one_line_error(_run(tmp_path, "forecast"), "no curated vintage")
+    one_line_error(_run(tmp_path, "rollback", "canada.co2_per_capita"), "has no @champion")
+    assert _run(tmp_path, "ingest", "--source", str(small_owid)).returncode == 0
+    one_line_error(_run(tmp_path, "forecast", "--series", "Atlantis:co2"), "no series 'Atlantis:co2'")
+    one_line_error(_run(tmp_path, "forecast", "--as-of-year", "2050"), "not before the horizon end")

@@ -93,3 +93,26 @@ def test_forecast_dag_shape() -> None:
     assert set(dag.params.keys()) == {"as_of_year", "series", "vintage"}
     # Scheduled on the curated Asset or yearly.
     assert "co2_emissions_curated" in str(dag.timetable.asset_condition)
+
+
+def _task_bodies(path: Path) -> dict[str, list]:
+    import ast
+
+    tree = ast.parse(path.read_text())
+    bodies = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and any("task" in ast.unparse(d) for d in node.decorator_list):
+            bodies[node.name] = [s for s in node.body if not isinstance(s, (ast.Import, ast.ImportFrom, ast.Expr))]
+    return bodies
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.stem)
+def test_dag_files_are_wiring(path: Path) -> None:
+    """Task bodies are a line or two; run types, asset events and error mapping live in pipeline.runner."""
+    bodies = _task_bodies(path)
+    assert bodies, f"no tasks found in {path.name}"
+    for name, statements in bodies.items():
+        assert len(statements) <= 2, f"{path.name}: task {name} has {len(statements)} statements; move the logic to pipeline/"
+    source = path.read_text()
+    for parsing in ("run_type", "triggering_asset_events", "AirflowFailException", "get_current_context", "outlet_events"):
+        assert parsing not in source, f"{path.name} handles {parsing} itself; pipeline.runner does that"

@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 
 from pipeline.config import EMBEDDED_SOURCE
-from pipeline.diagnostics import adf_test, decompose, diagnose, implied_d, kpss_test, ndiffs
+from pipeline.diagnostics import compute_diagnostics, decompose
+from pipeline.diagnostics_plots import write_diagnostics
 from pipeline.ingest import read_tidy_file
 from pipeline.series import prepare_series
+from pipeline.stationarity import adf_test, implied_d, kpss_test, ndiffs
 
 OWID_CSV = EMBEDDED_SOURCE  # the repository's own OWID release (gzip)
 
@@ -104,7 +106,7 @@ def canada(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
     tidy = read_tidy_file(OWID_CSV)
     series = prepare_series(tidy, "Canada", "co2_per_capita", as_of_year=2014)
     out = tmp_path_factory.mktemp("diagnostics")
-    return diagnose(series.years, series.values, out, title=series.series_id), out
+    return write_diagnostics(series.years, series.values, out, title=series.series_id), out
 
 
 def test_study_series_is_integrated(canada: tuple[dict[str, Any], Path]) -> None:
@@ -140,3 +142,22 @@ def test_study_series_report_and_plots(canada: tuple[dict[str, Any], Path]) -> N
 def _canada_values() -> np.ndarray:
     tidy = read_tidy_file(OWID_CSV)
     return prepare_series(tidy, "Canada", "co2_per_capita", as_of_year=2014).values
+
+
+def test_compute_is_pure_and_matches_the_written_report(canada: tuple[dict[str, Any], Path]) -> None:
+    report, _ = canada
+    values = _canada_values()
+    computed = compute_diagnostics(np.arange(1800, 2015), values)
+    assert {**computed, "plots": report["plots"]} == report
+
+
+def test_stationarity_and_compute_import_no_plotting() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pipeline.stationarity, pipeline.diagnostics, pipeline.models.arima;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == "[]"

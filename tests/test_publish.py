@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from pipeline.models.baselines import DriftForecaster
-from pipeline.publish import PublishRefused, forecast_table, publish, read_latest
+from pipeline.payloads import Manifest
+from pipeline.publish import IntegrityError, NotPublished, PublishRefused, forecast_table, publish, read_latest
 from pipeline.store import ObjectStore, open_store
 
 SID = "canada.co2_per_capita"
@@ -32,7 +33,7 @@ def _table(as_of: int = 2014, end: int = 2050) -> pd.DataFrame:
     )
 
 
-def _publish(store: ObjectStore, table: pd.DataFrame, key: str = "k1", as_of: int = 2014) -> dict:
+def _publish(store: ObjectStore, table: pd.DataFrame, key: str = "k1", as_of: int = 2014) -> Manifest:
     return publish(
         store,
         table,
@@ -47,17 +48,21 @@ def _publish(store: ObjectStore, table: pd.DataFrame, key: str = "k1", as_of: in
 def test_publish_layout_and_verified_read(store: ObjectStore) -> None:
     manifest = _publish(store, _table())
     prefix = f"forecasts/{SID}/asof=2014/k1"
-    assert manifest["key"] == f"{prefix}/manifest.json"
-    assert {e["name"] for e in manifest["files"]} == {"forecast.csv", "forecast.parquet", "notes.json"}
-    for entry in manifest["files"]:
-        assert hashlib.sha256(store.read_bytes(entry["key"])).hexdigest() == entry["sha256"]
-    assert store.read_json(f"forecasts/{SID}/latest.json")["manifest"] == manifest["key"]
+    assert manifest.key == f"{prefix}/manifest.json"
+    assert {e.name for e in manifest.files} == {"forecast.csv", "forecast.parquet", "notes.json"}
+    for entry in manifest.files:
+        data = store.read_bytes(entry.key)
+        assert hashlib.sha256(data).hexdigest() == entry.sha256 and len(data) == entry.size
+    assert store.read_json(f"forecasts/{SID}/latest.json")["manifest"] == manifest.key
+    assert Manifest.of(store.read_json(manifest.key)) == manifest
     read_manifest, table = read_latest(store, SID)
     assert read_manifest == manifest and table["year"].tolist() == list(range(2015, 2051))
 
     store.write_bytes(f"{prefix}/forecast.parquet", b"tampered")
-    with pytest.raises(RuntimeError, match="does not match"):
+    with pytest.raises(IntegrityError, match="does not match"):
         read_latest(store, SID)
+    with pytest.raises(NotPublished, match=r"published: canada\.co2_per_capita"):
+        read_latest(store, "world.co2")
 
 
 def test_rerun_of_a_key_rewrites_nothing(store: ObjectStore) -> None:
@@ -89,13 +94,13 @@ def test_failed_forecast_validation_publishes_nothing(store: ObjectStore, case: 
     assert message in str(raised.value)
     assert store.list() == keys, "a refused forecast must not write a single file"
     assert store.read_bytes(f"forecasts/{SID}/latest.json") == pointer
-    assert store.read_json(f"forecasts/{SID}/latest.json")["manifest"] == good["key"]
+    assert store.read_json(f"forecasts/{SID}/latest.json")["manifest"] == good.key
 
 
 def test_latest_follows_the_newest_as_of_year(store: ObjectStore) -> None:
     newest = _publish(store, _table(2014), key="new", as_of=2014)
     _publish(store, _table(2000), key="old", as_of=2000)  # a backfill publishes an older as-of
-    assert store.read_json(f"forecasts/{SID}/latest.json")["manifest"] == newest["key"]
+    assert store.read_json(f"forecasts/{SID}/latest.json")["manifest"] == newest.key
     assert store.exists(f"forecasts/{SID}/asof=2000/old/manifest.json")
 
 

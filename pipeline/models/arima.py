@@ -45,8 +45,8 @@ import numpy as np
 from statsmodels.tsa.arima.model import ARIMA
 
 from pipeline.blas import single_threaded_blas
-from pipeline.diagnostics import ndiffs
 from pipeline.models.base import Forecaster
+from pipeline.stationarity import ndiffs
 
 
 def default_trend(d: int) -> str:

@@ -1,0 +1,264 @@
+"""The per-series core: prepare → diagnose → backtest candidates → select → fit → forecast.
+
+Pure: it takes a tidy table (or a prepared series), model instances and a selection policy, and
+returns results. It knows nothing of MLflow, the object store, GX or Airflow; the task layer
+(:mod:`pipeline.tasks`) feeds it and hands its results to the adapters. A whole series runs
+through :func:`run_series` in milliseconds with cheap candidates, which is how it is tested.
+
+Candidates are ``name -> Forecaster`` *instances* (unfitted prototypes); every fit uses a fresh
+clone (:func:`clone`), so a prototype is never mutated. A selection policy is any callable that
+takes the candidates' results and returns a :class:`Selection`; the production policy is
+:class:`pipeline.candidates.NewestFamilyChampion`.
+
+The run key's configuration hash (:func:`config_hash`) is built here from the same objects the
+core runs: each candidate's class and *effective* hyperparameters (``get_params()``, defaults
+included), the policy, the :class:`ForecastSpec` and the package version.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import __version__
+from pipeline.backtest import BacktestResult, backtest, study_split
+from pipeline.diagnostics import compute_diagnostics
+from pipeline.maths import json_default
+from pipeline.models.base import Forecaster
+from pipeline.series import PreparedSeries, prepare_series
+
+#: The study's series: it gets the study's own 200/15 split besides the rolling backtest.
+STUDY_SERIES = "canada.co2_per_capita"
+
+
+@dataclass(frozen=True)
+class ForecastSpec:
+    """Everything besides the candidates and the policy that shapes a series' forecast.
+
+    Attributes:
+        horizon_end: last forecast year.
+        levels: interval levels in percent.
+        backtest_horizon: years forecast from each backtest origin.
+        backtest_origins: number of rolling origins.
+        min_points: fewest consecutive years a series needs.
+        study_series: the series that also gets the study's split.
+        study_train: training years of the study's split.
+    """
+
+    horizon_end: int
+    levels: tuple[int, ...] = (80, 95)
+    backtest_horizon: int = 5
+    backtest_origins: int = 5
+    min_points: int = 30
+    study_series: str = STUDY_SERIES
+    study_train: int = 200
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One candidate on one series: its shared-window backtest and, when selected, its fit.
+
+    Attributes:
+        name: the candidate's name (``arima``, ``lstm``, …): its alias in the registry.
+        prototype: the unfitted instance the candidate was given as.
+        backtest: the rolling-origin backtest on the windows every candidate shares.
+        study: the study's 200/15 split, for the study series only.
+        model: a fitted clone on the whole history, or ``None`` when the policy did not ask for one.
+    """
+
+    name: str
+    prototype: Forecaster
+    backtest: BacktestResult
+    study: BacktestResult | None = None
+    model: Forecaster | None = None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Finite metrics, prefixed ``backtest_`` and ``study_`` (MLflow's metric names)."""
+        out = {f"backtest_{k}": float(v) for k, v in self.backtest.metrics.items() if _finite(v)}
+        if self.study is not None:
+            out.update({f"study_{k}": float(v) for k, v in self.study.metrics.items() if _finite(v)})
+        return out
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """The backtest metrics unprefixed (``mase``, ``rmse``, …) plus the ``study_*`` ones."""
+        return {k.removeprefix("backtest_"): v for k, v in self.metrics.items()}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a selection policy decided for one series.
+
+    Attributes:
+        champion: the candidate that serves forecasts (``@champion``).
+        best: the candidate with the best backtest score.
+        register: candidates to register, in order (each gets its own alias).
+        fit: candidates to fit on the whole history (a superset of ``register``).
+        reason: why the champion is the champion, for the alias history.
+    """
+
+    champion: str
+    best: str
+    register: tuple[str, ...]
+    fit: tuple[str, ...]
+    reason: str
+
+
+#: A selection policy: candidates' backtest results (in candidate order) -> a :class:`Selection`.
+SelectPolicy = Callable[[Mapping[str, CandidateResult]], Selection]
+
+
+@dataclass(frozen=True)
+class SeriesResult:
+    """A series run through the core.
+
+    Attributes:
+        series: the prepared series.
+        diagnostics: :func:`pipeline.diagnostics.compute_diagnostics` of it.
+        candidates: every candidate's result, in candidate order; selected ones are fitted.
+        selection: the policy's decision.
+    """
+
+    series: PreparedSeries
+    diagnostics: dict[str, Any]
+    candidates: dict[str, CandidateResult] = field(default_factory=dict)
+    selection: Selection | None = None
+
+    @property
+    def champion(self) -> Forecaster:
+        """The fitted champion."""
+        assert self.selection is not None
+        model = self.candidates[self.selection.champion].model
+        assert model is not None, "a policy must fit its champion"
+        return model
+
+    def scores(self) -> dict[str, dict[str, float]]:
+        """Candidate name -> its scores (see :attr:`CandidateResult.scores`)."""
+        return {name: result.scores for name, result in self.candidates.items()}
+
+
+def _finite(value: Any) -> bool:
+    return value is not None and bool(np.isfinite(float(value)))
+
+
+def clone(prototype: Forecaster) -> Forecaster:
+    """A fresh, unfitted copy of a model with the same hyperparameters (scikit-learn's ``clone``).
+
+    Parameters are deep-copied, so a wrapper's inner model is not shared with the prototype.
+    """
+    return type(prototype)(**copy.deepcopy(prototype.get_params()))
+
+
+def prepare(tidy: pd.DataFrame, entity: str, variable: str, as_of_year: int, spec: ForecastSpec) -> PreparedSeries:
+    """Cut one series out of the tidy table, truncated to the as-of year (see :func:`prepare_series`)."""
+    return prepare_series(tidy, entity, variable, as_of_year, min_points=spec.min_points)
+
+
+def evaluate(name: str, prototype: Forecaster, series: PreparedSeries, spec: ForecastSpec) -> CandidateResult:
+    """Backtest one candidate on the rolling-origin windows every candidate shares.
+
+    The study series also gets the study's own split when it is long enough.
+    """
+    factory = lambda: clone(prototype)  # noqa: E731
+    result = backtest(
+        factory, series.years, series.values, levels=spec.levels, horizon=spec.backtest_horizon, n_origins=spec.backtest_origins
+    )
+    study = None
+    if series.series_id == spec.study_series and len(series.values) > spec.study_train:
+        study = study_split(factory, series.years, series.values, train=spec.study_train, levels=spec.levels)
+    return CandidateResult(name=name, prototype=prototype, backtest=result, study=study)
+
+
+def run_series(
+    series: PreparedSeries,
+    candidates: Mapping[str, Forecaster],
+    select: SelectPolicy,
+    spec: ForecastSpec,
+) -> SeriesResult:
+    """Diagnose a prepared series, backtest every candidate, select, fit what was selected.
+
+    Args:
+        series: the prepared series (see :func:`prepare`).
+        candidates: name -> unfitted model instance; never mutated.
+        select: the selection policy.
+        spec: horizon, levels, backtest windows.
+
+    Returns:
+        The :class:`SeriesResult`; candidates named in ``selection.fit`` carry a fitted model.
+    """
+    if not candidates:
+        raise ValueError("no candidates to run")
+    diagnostics = compute_diagnostics(series.years, series.values)
+    evaluated = {name: evaluate(name, prototype, series, spec) for name, prototype in candidates.items()}
+    selection = select(evaluated)
+    unknown = set(selection.fit) - set(evaluated)
+    if unknown or selection.champion not in selection.fit or not set(selection.register) <= set(selection.fit):
+        raise ValueError(f"the selection {selection} names candidates that are not fitted or do not exist")
+    fitted = {
+        name: dataclasses.replace(result, model=clone(result.prototype).fit(series.values, series.years))
+        if name in selection.fit
+        else result
+        for name, result in evaluated.items()
+    }
+    return SeriesResult(series=series, diagnostics=diagnostics, candidates=fitted, selection=selection)
+
+
+def forecast_frame(model: Forecaster, as_of_year: int, horizon_end: int, levels: tuple[int, ...]) -> pd.DataFrame:
+    """A fitted model's forecast of the years ``as_of_year + 1 .. horizon_end``.
+
+    When a series ends before the as-of year the model still forecasts from its last year;
+    only the years after the as-of year are returned.
+
+    Returns:
+        Columns ``year, mean, lo_<level>, hi_<level>`` (one row per year).
+    """
+    last = int(model.years_[-1])
+    if horizon_end <= max(last, as_of_year):
+        raise ValueError(f"the horizon end {horizon_end} is not after the data ({last}) and the as-of year ({as_of_year})")
+    frame = model.predict(horizon_end - last, levels=levels).to_frame()
+    return frame[frame["year"] > as_of_year].reset_index(drop=True)
+
+
+# -- identity ----------------------------------------------------------------------------------
+
+
+def describe_candidate(model: Forecaster) -> dict[str, Any]:
+    """A candidate's identity: its class and every effective hyperparameter (defaults included)."""
+    return {"class": f"{type(model).__module__}.{type(model).__qualname__}", "params": model.get_params()}
+
+
+def describe_policy(select: SelectPolicy) -> Any:
+    """A policy's identity: a dataclass's class and fields, else the callable's qualified name."""
+    if dataclasses.is_dataclass(select) and not isinstance(select, type):
+        return {"class": f"{type(select).__module__}.{type(select).__qualname__}", "fields": dataclasses.asdict(select)}
+    return f"{getattr(select, '__module__', '?')}.{getattr(select, '__qualname__', repr(select))}"
+
+
+def run_config(candidates: Mapping[str, Forecaster], select: SelectPolicy, spec: ForecastSpec) -> dict[str, Any]:
+    """Everything that shapes a forecast, as JSON-able data; its hash is part of the run key."""
+    return {
+        "package_version": __version__,
+        "spec": dataclasses.asdict(spec),
+        "candidates": {name: describe_candidate(model) for name, model in candidates.items()},
+        "selection": describe_policy(select),
+    }
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A short stable hash of a run config (numpy values and tuples written as JSON numbers/lists)."""
+    text = json.dumps(config, sort_keys=True, default=json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_key(series_id: str, vintage: str, as_of_year: int, cfg_hash: str) -> str:
+    """The identity of a forecast run: ``(series_id, vintage, as_of_year, config hash)``."""
+    return hashlib.sha256(f"{series_id}|{vintage}|{as_of_year}|{cfg_hash}".encode()).hexdigest()[:16]

@@ -1,0 +1,98 @@
+"""The object store's key layout: every key co2cast reads or writes is built here, once.
+
+Keys are ``/``-separated and identical on the local store and on S3::
+
+    raw/<vintage>/<file name>, raw/<vintage>/meta.json
+    quarantine/<vintage>/<file name>, gx_result.json, report.md
+    curated/<vintage>/emissions.parquet, revisions.parquet, revisions.json, gx_result.json, meta.json
+    curated/latest.json
+    forecasts/<series_id>/asof=<year>/<run_key>/forecast.csv, forecast.parquet, <extras>, manifest.json
+    forecasts/<series_id>/latest.json
+
+A leaf module: plain string functions, no I/O.
+"""
+
+from __future__ import annotations
+
+RAW = "raw/"
+QUARANTINE = "quarantine/"
+CURATED = "curated/"
+FORECASTS = "forecasts/"
+
+#: The pointer to the last good vintage, written last by a curation.
+CURATED_LATEST = "curated/latest.json"
+
+
+def raw_object(vintage: str, file_name: str) -> str:
+    """The source bytes of a vintage, as fetched (content-addressed by the vintage id)."""
+    return f"{RAW}{vintage}/{file_name}"
+
+
+def raw_meta(vintage: str) -> str:
+    """Source, fetch time, size and sha256 of a vintage's bytes."""
+    return f"{RAW}{vintage}/meta.json"
+
+
+def quarantine_object(vintage: str, name: str) -> str:
+    """A file of a rejected vintage: the input, ``gx_result.json`` or ``report.md``."""
+    return f"{QUARANTINE}{vintage}/{name}"
+
+
+def quarantine_prefix(vintage: str) -> str:
+    """The folder of a rejected vintage, ending in ``/``."""
+    return f"{QUARANTINE}{vintage}/"
+
+
+def curated_object(vintage: str, name: str) -> str:
+    """A file of a curated vintage: ``emissions.parquet``, ``revisions.*``, ``gx_result.json``, ``meta.json``."""
+    return f"{CURATED}{vintage}/{name}"
+
+
+def curated_table(vintage: str) -> str:
+    """The curated tidy table of a vintage."""
+    return curated_object(vintage, "emissions.parquet")
+
+
+def curated_meta(vintage: str) -> str:
+    """A curated vintage's pointer; its presence marks the vintage as curated."""
+    return curated_object(vintage, "meta.json")
+
+
+def curated_gx_result(vintage: str) -> str:
+    """The GX results that let a vintage through."""
+    return curated_object(vintage, "gx_result.json")
+
+
+def forecast_prefix(series_id: str, as_of_year: int, run_key: str) -> str:
+    """The folder of one published forecast (no trailing ``/``)."""
+    return f"{FORECASTS}{series_id}/asof={int(as_of_year)}/{run_key}"
+
+
+def forecast_object(series_id: str, as_of_year: int, run_key: str, name: str) -> str:
+    """A file of one published forecast."""
+    return f"{forecast_prefix(series_id, as_of_year, run_key)}/{name}"
+
+
+def forecast_manifest(series_id: str, as_of_year: int, run_key: str) -> str:
+    """The manifest of one published forecast, written after its files."""
+    return forecast_object(series_id, as_of_year, run_key, "manifest.json")
+
+
+def forecast_latest(series_id: str) -> str:
+    """The pointer to a series' newest manifest, written last."""
+    return f"{FORECASTS}{series_id}/latest.json"
+
+
+def series_forecasts(series_id: str, as_of_year: int | None = None) -> str:
+    """The prefix of every forecast of a series (of one as-of year when given), ending in ``/``."""
+    return f"{FORECASTS}{series_id}/" + (f"asof={int(as_of_year)}/" if as_of_year is not None else "")
+
+
+def published_series(keys: list[str]) -> list[str]:
+    """The series ids that have a ``latest.json`` pointer among store keys, sorted."""
+    return sorted({key.split("/")[1] for key in keys if key.startswith(FORECASTS) and key.count("/") == 2 and key.endswith("/latest.json")})
+
+
+def vintages_under(prefix: str, keys: list[str]) -> list[str]:
+    """The vintage ids among keys under ``raw/``, ``quarantine/`` or ``curated/``, sorted."""
+    return sorted({key[len(prefix) :].split("/")[0] for key in keys if key.startswith(prefix) and key.count("/") >= 2})

@@ -1,0 +1,95 @@
+"""Planning a forecast run: the as-of rule and the run plan, as pure functions.
+
+The task layer reads the vintage pointer and the curated table from the store and calls
+:func:`plan_run`; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+
+from pipeline.core import run_key
+from pipeline.errors import PermanentError
+from pipeline.payloads import RunPlan, WorkItem
+from pipeline.series import resolve_series, series_id
+
+#: Run types that stand for a point in time: they forecast from the year before their logical date.
+TIME_BASED_RUN_TYPES = frozenset({"scheduled", "backfill"})
+#: ``DagRunType`` member names whose value differs (``str()`` of the enum may give the name).
+_RUN_TYPE_NAMES = {"backfill_job": "backfill"}
+
+
+class PlanError(PermanentError, ValueError):
+    """A run cannot be planned: no curated vintage, an unknown vintage, an as-of year outside the data."""
+
+
+def normalize_run_type(run_type: object) -> str:
+    """Airflow's ``DagRunType`` (enum or string, ``DagRunType.MANUAL`` or ``manual``) as a plain lower-case value."""
+    text = str(getattr(run_type, "value", run_type)).rsplit(".", 1)[-1].lower()
+    return _RUN_TYPE_NAMES.get(text, text)
+
+
+def as_of_year_for(run_type: object, logical_date: dt.date | dt.datetime | None, latest_year: int, requested: int | None = None) -> int:
+    """The last year of data a run may use.
+
+    An explicit ``requested`` year wins. A scheduled or backfill run with logical date in year
+    ``Y`` uses ``Y - 1``, capped at the vintage's latest year: a backfill over years reproduces
+    what would have been forecast at each point in time. Every other run (asset-triggered,
+    manual, triggered by another DAG, the CLI) uses the vintage's latest year.
+
+    Args:
+        run_type: Airflow's run type (``scheduled``, ``backfill``, ``manual``,
+            ``asset_triggered``, …) or ``cli``.
+        logical_date: the run's logical date (``None`` for runs without one).
+        latest_year: the latest year of the run's vintage.
+        requested: an explicit as-of year.
+
+    Returns:
+        The as-of year.
+    """
+    if requested is not None:
+        return int(requested)
+    if normalize_run_type(run_type) in TIME_BASED_RUN_TYPES and logical_date is not None:
+        return min(logical_date.year - 1, int(latest_year))
+    return int(latest_year)
+
+
+def plan_run(
+    tidy: pd.DataFrame,
+    *,
+    vintage: str,
+    as_of_year: int,
+    series_spec: str,
+    horizon_end: int,
+    cfg_hash: str,
+    min_points: int,
+) -> RunPlan:
+    """The run plan: which series, each with its run key.
+
+    Args:
+        tidy: the vintage's curated table.
+        vintage: the vintage id.
+        as_of_year: from :func:`as_of_year_for`.
+        series_spec: ``default``, ``all`` or ``Entity:variable,…``.
+        horizon_end: last forecast year.
+        cfg_hash: :func:`pipeline.core.config_hash` of the run's configuration.
+        min_points: history a series needs (for ``all``).
+
+    Returns:
+        The :class:`RunPlan`.
+
+    Raises:
+        PlanError: the as-of year is not before the horizon end or is before the data.
+        SeriesError: the spec names no series or an unknown one.
+    """
+    if as_of_year >= horizon_end:
+        raise PlanError(f"as-of year {as_of_year} is not before the horizon end {horizon_end}")
+    if as_of_year < int(tidy["year"].min()):
+        raise PlanError(f"as-of year {as_of_year} is before the first year of vintage {vintage}")
+    items = []
+    for entity, variable in resolve_series(tidy, series_spec, min_points=min_points, as_of_year=as_of_year):
+        sid = series_id(entity, variable)
+        items.append(WorkItem(entity=entity, variable=variable, series_id=sid, run_key=run_key(sid, vintage, as_of_year, cfg_hash)))
+    return RunPlan(vintage=vintage, as_of_year=as_of_year, config_hash=cfg_hash, horizon_end=horizon_end, series=tuple(items))

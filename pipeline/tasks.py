@@ -1,0 +1,420 @@
+"""The task layer: every pipeline step as one function that the DAGs and the CLI both call.
+
+Each function takes the settings first, then small typed payloads (or the plain dicts they
+become at the XCom boundary; :meth:`pipeline.payloads.Payload.of` validates them on the way
+in), and returns a payload. Here the per-series core (:mod:`pipeline.core`) meets the adapters
+(:mod:`pipeline.store` + :mod:`pipeline.layout`, :mod:`pipeline.tracking`,
+:mod:`pipeline.publish`, :mod:`pipeline.ingest`): a step reads what it needs, runs the core,
+hands the result to the adapters, and returns what the next step needs.
+
+Failures are :class:`pipeline.errors.PermanentError` (bad data, unknown series, refused
+publish, integrity) or :class:`pipeline.errors.TransientError` (network, S3 5xx, busy
+database). :mod:`pipeline.runner` maps them for Airflow; the CLI prints them as one line.
+
+Forecast steps, in order: :func:`plan_run` → per series :func:`train_series` →
+:func:`publish_series` → :func:`summarize_run`. :func:`forecast_all` runs them in a loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pipeline import layout
+from pipeline.config import Settings
+from pipeline.errors import PermanentError
+from pipeline.payloads import AirflowIds, PublishedForecast, RunPlan, RunTrigger, SummaryLine, TrainedSeries, WorkItem
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.core import ForecastSpec, SelectPolicy
+    from pipeline.models.base import Forecaster
+    from pipeline.payloads import Manifest
+    from pipeline.store import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+
+class RunIncomplete(PermanentError):
+    """Some series of a run were not published (their tasks failed; see their logs)."""
+
+
+class ConfigMismatch(PermanentError):
+    """A step runs with another configuration than the plan it was given was made with."""
+
+
+@dataclass(frozen=True)
+class Lineup:
+    """What a run trains: candidate instances, the selection policy, the forecast spec."""
+
+    candidates: Mapping[str, Forecaster]
+    select: SelectPolicy
+    spec: ForecastSpec
+
+    @property
+    def config_hash(self) -> str:
+        """The configuration hash of the run key (see :func:`pipeline.core.config_hash`)."""
+        from pipeline.core import config_hash, run_config
+
+        return config_hash(run_config(self.candidates, self.select, self.spec))
+
+
+def production_lineup(settings: Settings) -> Lineup:
+    """The candidates, policy and spec every production run uses."""
+    from pipeline.candidates import NewestFamilyChampion, default_candidates
+    from pipeline.core import ForecastSpec
+
+    return Lineup(candidates=default_candidates(), select=NewestFamilyChampion(), spec=ForecastSpec(horizon_end=settings.horizon_end))
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    """The configured object store."""
+    from pipeline.store import store_from_settings
+
+    return store_from_settings(settings)
+
+
+# -- ingest ----------------------------------------------------------------------------------
+
+
+def fetch_source(settings: Settings, source: str | None = None) -> dict[str, Any]:
+    """Fetch the source; stage new bytes under ``raw/`` (see :func:`pipeline.ingest.fetch_source`)."""
+    from pipeline import ingest
+
+    return ingest.fetch_source(settings, open_store(settings), source)
+
+
+def snapshot_raw(settings: Settings, fetched: dict[str, Any]) -> dict[str, Any]:
+    """Seal the raw snapshot (see :func:`pipeline.ingest.snapshot_raw`)."""
+    from pipeline import ingest
+
+    return ingest.snapshot_raw(open_store(settings), fetched)
+
+
+def validate_raw(settings: Settings, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """Gate a snapshot with GX; quarantine and raise ``ValidationFailed`` when it fails."""
+    from pipeline import ingest
+
+    return ingest.validate_raw(settings, open_store(settings), snapshot)
+
+
+def curate_vintage(settings: Settings, validated: dict[str, Any]) -> dict[str, Any]:
+    """Curate a validated vintage and move ``curated/latest.json`` (returns the pointer)."""
+    from pipeline import ingest
+
+    return ingest.curate_vintage(open_store(settings), validated)
+
+
+def asset_extra(pointer: Mapping[str, Any]) -> dict[str, Any]:
+    """What the curated Asset's event carries for ``co2_forecast``: the vintage and its latest year."""
+    return {"vintage": pointer["vintage"], "latest_year": pointer["latest_year"]}
+
+
+def ingest(settings: Settings, source: str | None = None) -> dict[str, Any]:
+    """Every ingest step in turn (``co2cast ingest``); see :func:`pipeline.ingest.ingest`."""
+    from pipeline import ingest as ingest_module
+
+    return ingest_module.ingest(settings, open_store(settings), source)
+
+
+def latest_vintage(settings: Settings) -> dict[str, Any] | None:
+    """The pointer to the last good vintage, or ``None`` before the first one."""
+    from pipeline.ingest import latest_curated
+
+    return latest_curated(open_store(settings))
+
+
+# -- forecast --------------------------------------------------------------------------------
+
+
+def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = None, lineup: Lineup | None = None) -> RunPlan:
+    """Decide what a forecast run covers: vintage, as-of year, series and their run keys.
+
+    The vintage is the explicit one, else the one whose asset event triggered the run, else the
+    latest curated. The as-of year follows :func:`pipeline.plan.as_of_year_for`.
+
+    Args:
+        settings: the run's settings (``series``, ``horizon_end``, the store).
+        trigger: why the run started (Airflow's run type and logical date, params / CLI flags).
+        lineup: candidates, policy and spec (default: :func:`production_lineup`).
+
+    Returns:
+        The :class:`RunPlan`.
+
+    Raises:
+        PlanError: no curated vintage, an unknown vintage, or an as-of year outside the data.
+        SeriesError: the series spec names no series or an unknown one.
+    """
+    from pipeline import ingest
+    from pipeline.plan import PlanError, as_of_year_for
+    from pipeline.plan import plan_run as build_plan
+
+    trigger = RunTrigger.of(trigger) if trigger is not None else RunTrigger(run_type="cli")
+    lineup = lineup or production_lineup(settings)
+    store = open_store(settings)
+    vintage = trigger.vintage or trigger.asset_vintage
+    if vintage:
+        pointer = store.read_json_or_none(layout.curated_meta(vintage))
+        if pointer is None:
+            raise PlanError(f"vintage {vintage} is not curated in {store.uri()}")
+    else:
+        pointer = ingest.latest_curated(store)
+        if pointer is None:
+            raise PlanError(f"no curated vintage in {store.uri()}: run co2_ingest (or `co2cast ingest`) first")
+    as_of_year = as_of_year_for(trigger.run_type, trigger.logical_date, int(pointer["latest_year"]), trigger.as_of_year)
+    return build_plan(
+        ingest.read_curated(store, pointer["vintage"]),
+        vintage=pointer["vintage"],
+        as_of_year=as_of_year,
+        series_spec=trigger.series or settings.series,
+        horizon_end=settings.horizon_end,
+        cfg_hash=lineup.config_hash,
+        min_points=lineup.spec.min_points,
+    )
+
+
+def train_series(
+    settings: Settings,
+    plan: RunPlan | dict[str, Any],
+    item: WorkItem | dict[str, Any],
+    airflow: AirflowIds | dict[str, Any] | None = None,
+    lineup: Lineup | None = None,
+) -> TrainedSeries:
+    """Run one series through the core and record it in MLflow: runs, registry, aliases.
+
+    Reuses the complete MLflow run of the same run key when there is one, so a rerun creates
+    nothing.
+
+    Args:
+        settings: the run's settings.
+        plan: the run plan.
+        item: the series to train (one of ``plan.series``).
+        airflow: the Airflow run, recorded as tags.
+        lineup: candidates, policy and spec (default: :func:`production_lineup`); its
+            configuration hash must be the plan's.
+
+    Returns:
+        The :class:`TrainedSeries` (also ``summary.json`` of the MLflow run).
+
+    Raises:
+        SeriesError: the series cannot be modelled (gap, too short, unknown).
+        ConfigMismatch: the plan was made with another configuration.
+        TrackingUnavailable: MLflow's store is busy or unreachable (transient).
+    """
+    import mlflow
+
+    from pipeline import core, ingest, tracking
+
+    plan, item = RunPlan.of(plan), WorkItem.of(item)
+    ids = AirflowIds.of(airflow) if airflow is not None else None
+    lineup = lineup or production_lineup(settings)
+    if lineup.config_hash != plan.config_hash:
+        raise ConfigMismatch(
+            f"the run plan was made with configuration {plan.config_hash}, this worker has {lineup.config_hash}: plan the run again"
+        )
+    with tracking.transient_errors():
+        client = tracking.configure(settings)
+        done = tracking.find_complete_run(client, item.run_key)
+        if done is not None:
+            logger.info("run key %s already trained in MLflow run %s: reusing it", item.run_key, done.info.run_id)
+            return TrainedSeries.of(json.loads(tracking.read_artifact(done.info.run_id, tracking.SUMMARY_ARTIFACT)))
+
+    store = open_store(settings)
+    tidy = ingest.read_curated(store, plan.vintage)
+    series = core.prepare(tidy, item.entity, item.variable, plan.as_of_year, lineup.spec)
+    result = core.run_series(series, lineup.candidates, lineup.select, lineup.spec)
+    assert result.selection is not None
+
+    gx = store.read_json_or_none(layout.curated_gx_result(plan.vintage)) or {}
+    tags = {
+        tracking.RUN_KEY_TAG: item.run_key,
+        "co2cast.series_id": series.series_id,
+        "co2cast.vintage": plan.vintage,
+        "co2cast.as_of_year": str(plan.as_of_year),
+        "co2cast.config_hash": plan.config_hash,
+        "co2cast.gx_success": str(bool(gx) and all(r.get("success") for r in gx.values())).lower(),
+        "co2cast.gx_result": store.uri(layout.curated_gx_result(plan.vintage)),
+        **({f"airflow.{k}": v for k, v in ids.to_xcom().items()} if ids else {}),
+    }
+    with tracking.transient_errors(), mlflow.start_run(run_name=f"{series.series_id} asof={plan.as_of_year}", tags=tags) as parent:
+        infos = tracking.log_series_result(result, lineup.spec, tags)
+        versions = tracking.register_selection(
+            client, result, infos, item.run_key, {**tags, "co2cast.mlflow_run_id": parent.info.run_id}
+        )
+        trained = TrainedSeries(
+            series_id=series.series_id,
+            run_key=item.run_key,
+            run_id=parent.info.run_id,
+            model_name=tracking.registered_name(series.series_id),
+            champion_family=result.selection.champion,
+            champion_version=versions[result.selection.champion],
+            versions=versions,
+            best_backtest_family=result.selection.best,
+            scores={name: {k: round(float(v), 6) for k, v in s.items()} for name, s in result.scores().items()},
+            as_of_year=plan.as_of_year,
+            vintage=plan.vintage,
+        )
+        tracking.mark_complete(trained.to_xcom())
+    return trained
+
+
+def publish_series(
+    settings: Settings,
+    plan: RunPlan | dict[str, Any],
+    trained: TrainedSeries | dict[str, Any],
+    airflow: AirflowIds | dict[str, Any] | None = None,
+    lineup: Lineup | None = None,
+) -> PublishedForecast:
+    """Forecast with the champion version to the horizon end, gate the table, publish it.
+
+    Args:
+        settings: the run's settings.
+        plan: the run plan.
+        trained: what :func:`train_series` returned for the series.
+        airflow: the Airflow run, recorded in the manifest.
+        lineup: for the interval levels (default: :func:`production_lineup`).
+
+    Returns:
+        The :class:`PublishedForecast`.
+
+    Raises:
+        PublishRefused: the table failed the ``forecast_output`` suite; nothing was written.
+    """
+    from pipeline import core, tracking
+    from pipeline.publish import forecast_table, publish
+
+    plan, trained = RunPlan.of(plan), TrainedSeries.of(trained)
+    ids = AirflowIds.of(airflow) if airflow is not None else None
+    lineup = lineup or production_lineup(settings)
+    store = open_store(settings)
+    with tracking.transient_errors():
+        tracking.configure(settings)
+        model = tracking.load_registered(trained.model_name, trained.champion_version)
+        diagnostics = tracking.read_artifact(trained.run_id, tracking.DIAGNOSTICS_ARTIFACT)
+    table = forecast_table(
+        core.forecast_frame(model, plan.as_of_year, plan.horizon_end, lineup.spec.levels),
+        series_id=trained.series_id,
+        model_name=trained.model_name,
+        model_version=trained.champion_version,
+        family=trained.champion_family,
+        vintage=plan.vintage,
+        as_of_year=plan.as_of_year,
+    )
+    meta = {
+        "series_id": trained.series_id,
+        "vintage": plan.vintage,
+        "as_of_year": plan.as_of_year,
+        "model_name": trained.model_name,
+        "model_version": trained.champion_version,
+        "model_family": trained.champion_family,
+        "mlflow_run_id": trained.run_id,
+        "airflow": ids.to_xcom() if ids else {},
+    }
+    extras = {"diagnostics.json": diagnostics, "backtest.json": json.dumps(trained.scores, indent=2, sort_keys=True).encode()}
+    manifest = publish(
+        store, table, series_id=trained.series_id, run_key=trained.run_key, horizon_end=plan.horizon_end, meta=meta, extras=extras
+    )
+    return PublishedForecast(
+        series_id=trained.series_id,
+        manifest=manifest.key,
+        uri=store.uri(manifest.key),
+        latest=store.uri(layout.forecast_latest(trained.series_id)),
+        first_year=manifest.first_year,
+        last_year=manifest.last_year,
+        model_version=trained.champion_version,
+        mase=trained.scores[trained.champion_family].get("mase"),
+    )
+
+
+def run_summary(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[SummaryLine]:
+    """One line per series of a run: published for its run key, or not.
+
+    Read from the object store, not from task results, so it also reports series whose tasks
+    failed.
+    """
+    from pipeline.publish import read_manifest
+
+    plan = RunPlan.of(plan)
+    store = open_store(settings)
+    lines = []
+    for item in plan.series:
+        manifest = read_manifest(store, item.series_id, plan.as_of_year, item.run_key)
+        if manifest is None:
+            text = f"{item.series_id}: NOT published for run key {item.run_key} (see the failed task's log)"
+            lines.append(SummaryLine(series_id=item.series_id, published=False, text=text))
+            continue
+        text = (
+            f"{item.series_id}: {manifest.model_name} v{manifest.model_version} ({manifest.model_family}), "
+            f"{manifest.first_year}-{manifest.last_year}, published {store.uri(manifest.key)}"
+        )
+        lines.append(SummaryLine(series_id=item.series_id, published=True, manifest=manifest.key, text=text))
+    return lines
+
+
+def summarize_run(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[SummaryLine]:
+    """Print :func:`run_summary`; fail when a series went unpublished.
+
+    Raises:
+        RunIncomplete: a series of the run was not published (the run must not look green).
+    """
+    lines = run_summary(settings, plan)
+    for line in lines:
+        print(line.text)
+    missing = [line.series_id for line in lines if not line.published]
+    if missing:
+        raise RunIncomplete(f"not published: {', '.join(missing)}")
+    return lines
+
+
+def forecast_all(
+    settings: Settings, trigger: RunTrigger | dict[str, Any] | None = None, lineup: Lineup | None = None
+) -> list[tuple[TrainedSeries, PublishedForecast]]:
+    """Plan a run, then train and publish every series in turn (``co2cast forecast``)."""
+    lineup = lineup or production_lineup(settings)
+    plan = plan_run(settings, trigger, lineup)
+    results = []
+    for item in plan.series:
+        trained = train_series(settings, plan, item, lineup=lineup)
+        results.append((trained, publish_series(settings, plan, trained, lineup=lineup)))
+    return results
+
+
+# -- reading what was published ----------------------------------------------------------------
+
+
+def show_forecast(settings: Settings, series_id: str) -> tuple[Manifest, pd.DataFrame]:
+    """The latest published forecast of a series, hashes verified (see :func:`pipeline.publish.read_latest`)."""
+    from pipeline.publish import read_latest
+
+    return read_latest(open_store(settings), series_id)
+
+
+def published_forecasts(settings: Settings) -> list[tuple[Manifest, dict[str, dict[str, float]]]]:
+    """Every series' latest manifest with its candidates' backtest scores (``backtest.json``)."""
+    from pipeline.payloads import Manifest
+    from pipeline.publish import read_file
+
+    store = open_store(settings)
+    out = []
+    for sid in layout.published_series(store.list(layout.FORECASTS)):
+        manifest = Manifest.of(store.read_json(store.read_json(layout.forecast_latest(sid))["manifest"]))
+        scores = read_file(store, manifest, "backtest.json")
+        out.append((manifest, json.loads(scores) if scores else {}))
+    return out
+
+
+def quarantined_vintages(settings: Settings) -> list[str]:
+    """Vintage ids of rejected releases."""
+    return layout.vintages_under(layout.QUARANTINE, open_store(settings).list(layout.QUARANTINE))
+
+
+def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tuple[str, str]:
+    """Move a model alias back to its previous version; returns ``(from_version, to_version)``."""
+    from pipeline import tracking
+
+    with tracking.transient_errors():
+        return tracking.rollback_alias(tracking.configure(settings), series_id, alias)

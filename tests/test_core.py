@@ -1,0 +1,193 @@
+"""The per-series core without MLflow, Airflow or a store: a whole series in milliseconds.
+
+A short synthetic series with a known trend runs prepare → diagnose → backtest → select → fit →
+forecast with cheap candidates; the forecast is checked against the drift formula worked out
+independently here. The run key is checked to move with every hyperparameter default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import subprocess
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import candidates as lineup_module
+from pipeline import core
+from pipeline.candidates import NewestFamilyChampion, default_candidates
+from pipeline.core import CandidateResult, ForecastSpec, Selection, clone, config_hash, forecast_frame, run_config, run_series
+from pipeline.models.base import Forecaster
+from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
+
+SPEC = ForecastSpec(horizon_end=2000, backtest_horizon=3, backtest_origins=3, min_points=20)
+YEARS = np.arange(1950, 1990)
+
+
+def _tidy(values: np.ndarray, years: np.ndarray = YEARS) -> pd.DataFrame:
+    return pd.DataFrame({"entity": "Testland", "iso_code": "TST", "year": years, "variable": "co2", "value": values})
+
+
+def _trending() -> np.ndarray:
+    noise = np.random.default_rng(3).normal(scale=0.05, size=YEARS.size)
+    return 10 + 0.5 * np.arange(YEARS.size) + noise
+
+
+def best_wins(results: Mapping[str, CandidateResult]) -> Selection:
+    """A policy other than production's: the best backtest MASE serves, only it is fitted."""
+    best = min(results, key=lambda name: results[name].scores["mase"])
+    return Selection(champion=best, best=best, register=(best,), fit=(best,), reason="best backtest MASE")
+
+
+def test_a_whole_series_from_prepare_to_forecast() -> None:
+    values = _trending()
+    prototypes: dict[str, Forecaster] = {"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster()}
+    series = core.prepare(_tidy(values), "Testland", "co2", as_of_year=1989, spec=SPEC)
+    result = run_series(series, prototypes, best_wins, SPEC)
+
+    # A clean linear trend: drift beats naive (which lags it) and mean (which ignores it).
+    mase = {name: r.scores["mase"] for name, r in result.candidates.items()}
+    assert result.selection.champion == "drift" and mase["drift"] < mase["naive"] < mase["mean"]
+    assert [r.backtest.per_origin.index.tolist() for r in result.candidates.values()] == [[1980, 1983, 1986]] * 3
+    assert result.candidates["drift"].model is not None and result.candidates["naive"].model is None
+    assert not any(p.is_fitted for p in prototypes.values()), "the core must not fit the prototypes it was given"
+    assert result.diagnostics["series"]["n"] == 40 and result.diagnostics["stationarity"]["implied_d"] >= 1
+
+    frame = forecast_frame(result.champion, 1989, SPEC.horizon_end, SPEC.levels)
+    slope = (values[-1] - values[0]) / (values.size - 1)
+    assert frame["year"].tolist() == list(range(1990, 2001))
+    np.testing.assert_allclose(frame["mean"], values[-1] + slope * np.arange(1, 12), rtol=1e-12)
+    assert (frame["lo_95"] < frame["lo_80"]).all() and (frame["hi_80"] < frame["hi_95"]).all()
+
+
+def test_forecast_starts_after_the_as_of_year_when_the_series_ends_earlier() -> None:
+    model = DriftForecaster().fit(_trending()[:-3], YEARS[:-3])  # data ends in 1986
+    frame = forecast_frame(model, 1989, 1995, (80, 95))
+    assert frame["year"].tolist() == list(range(1990, 1996))
+    full = model.predict(9, levels=(80, 95)).to_frame()
+    np.testing.assert_array_equal(frame["mean"], full["mean"].to_numpy()[3:])
+    with pytest.raises(ValueError, match="horizon end"):
+        forecast_frame(model, 1989, 1989, (80,))
+
+
+def test_production_policy_registers_a_winning_baseline() -> None:
+    values = _trending()
+    series = core.prepare(_tidy(values), "Testland", "co2", as_of_year=1989, spec=SPEC)
+    policy = NewestFamilyChampion(champion="naive", always_register=("naive", "mean"))
+    result = run_series(series, {"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster()}, policy, SPEC)
+    selection = result.selection
+    assert selection.champion == "naive" and selection.best == "drift"
+    assert selection.register == ("naive", "mean", "drift")
+    assert all(r.model is not None for r in result.candidates.values())  # every candidate run carries its model
+    with pytest.raises(ValueError, match="not among the candidates"):
+        run_series(series, {"drift": DriftForecaster()}, NewestFamilyChampion(), SPEC)
+
+
+def test_a_policy_that_names_an_unfitted_champion_is_refused() -> None:
+    series = core.prepare(_tidy(_trending()), "Testland", "co2", as_of_year=1989, spec=SPEC)
+
+    def sloppy(results: Mapping[str, CandidateResult]) -> Selection:
+        return Selection(champion="naive", best="naive", register=("naive",), fit=(), reason="")
+
+    with pytest.raises(ValueError, match="not fitted"):
+        run_series(series, {"naive": NaiveForecaster()}, sloppy, SPEC)
+
+
+class _Listy(Forecaster):
+    family = "test"
+
+    def __init__(self, weights: list[float] | None = None) -> None:
+        self.weights = weights
+
+    def _fit(self, y: np.ndarray) -> None:
+        self.level_ = float(y[-1])
+
+    def _predict(self, h: int, levels: tuple[int, ...]) -> Any:
+        mean = np.full(h, self.level_)
+        return mean, {lv: (mean, mean) for lv in levels}
+
+
+def test_clone_copies_parameters_deeply() -> None:
+    prototype = _Listy(weights=[1.0, 2.0])
+    copy = clone(prototype)
+    assert copy.get_params() == prototype.get_params() and copy is not prototype
+    copy.weights.append(3.0)
+    assert prototype.weights == [1.0, 2.0]
+
+
+# -- the run key -------------------------------------------------------------------------------
+
+
+def _changed(value: Any) -> Any:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 2 + 0.5
+    if isinstance(value, str):
+        return value + "_changed"
+    if value is None:
+        return 7
+    if isinstance(value, (tuple, list)):
+        return (*value, 1)
+    raise AssertionError(f"no way to change a default of type {type(value).__name__}")
+
+
+def _production_hash() -> str:
+    return config_hash(run_config(default_candidates(), NewestFamilyChampion(), ForecastSpec(horizon_end=2050)))
+
+
+def _defaults() -> list[tuple[str, type, str]]:
+    found = []
+    for name, model in default_candidates().items():
+        for param in model.get_params():
+            found.append((name, type(model), param))
+    return found
+
+
+@pytest.mark.parametrize(("candidate", "cls", "param"), _defaults(), ids=lambda v: v if isinstance(v, str) else "")
+def test_changing_any_hyperparameter_default_changes_the_run_key(candidate: str, cls: type, param: str, monkeypatch) -> None:
+    before = _production_hash()
+    assert _production_hash() == before  # stable for an unchanged configuration
+    init = cls.__init__
+    signature = inspect.signature(init)
+    names = [p.name for p in signature.parameters.values() if p.default is not inspect.Parameter.empty]
+    defaults = [signature.parameters[n].default for n in names]
+    index = names.index(param)
+    changed = (*defaults[:index], _changed(defaults[index]), *defaults[index + 1 :])
+    monkeypatch.setattr(init, "__defaults__", changed)
+    assert getattr(default_candidates()[candidate], param) == changed[index], "the default was not changed"
+    assert _production_hash() != before, f"changing {cls.__name__}({param}=...) must change the run key"
+
+
+def test_run_key_moves_with_package_version_policy_and_spec(monkeypatch) -> None:
+    before = _production_hash()
+    candidates = default_candidates()
+    spec = ForecastSpec(horizon_end=2050)
+    assert config_hash(run_config(candidates, NewestFamilyChampion(champion="lstm"), spec)) != before
+    assert config_hash(run_config(candidates, NewestFamilyChampion(), dataclasses.replace(spec, backtest_origins=6))) != before
+    assert config_hash(run_config({**candidates, "mean": MeanForecaster()}, NewestFamilyChampion(), spec)) != before
+    monkeypatch.setattr(core, "__version__", "99.0")
+    assert _production_hash() != before
+
+
+def test_candidates_are_instances_and_the_lineup_matches_the_registry_contract() -> None:
+    lineup = default_candidates()
+    assert list(lineup) == ["arima", "lstm", "rnn", "drift", "naive"]
+    assert all(isinstance(model, Forecaster) and not model.is_fitted for model in lineup.values())
+    assert lineup_module.NewestFamilyChampion().champion == "arima"
+
+
+def test_the_core_imports_no_io_framework() -> None:
+    code = (
+        "import sys, pipeline.core, pipeline.candidates, pipeline.plan, pipeline.payloads, pipeline.layout;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'mlflow', 'airflow', 'great_expectations', 'boto3', 'matplotlib'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,225 @@
+"""The task layer against the real adapters: MLflow's SQLite store and registry, the object store
+(local and S3 over HTTP), with a cheap line-up so a series trains in seconds.
+
+Also the Airflow boundary's error mapping: permanent → fail without retry, transient → retry.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from pipeline import ingest, runner, tasks, tracking
+from pipeline.candidates import NewestFamilyChampion
+from pipeline.config import Settings
+from pipeline.core import ForecastSpec
+from pipeline.errors import PermanentError, TransientError
+from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
+from pipeline.payloads import RunTrigger, TrainedSeries
+from pipeline.series import SeriesError
+from pipeline.store import S3Store, StoreUnavailable, open_store
+
+
+def _lineup(settings: Settings, champion: str = "drift") -> tasks.Lineup:
+    return tasks.Lineup(
+        candidates={"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster()},
+        select=NewestFamilyChampion(champion=champion, always_register=("drift", "naive")),
+        spec=ForecastSpec(horizon_end=settings.horizon_end),
+    )
+
+
+@pytest.fixture(params=["local", "s3"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path, small_owid: Path) -> Settings:
+    if request.param == "local":
+        store_uri = (tmp_path / "store").as_uri()
+    else:
+        store_uri = f"s3://{request.getfixturevalue('s3_bucket')}/co2cast"
+    settings = Settings(home=tmp_path / "home", store_uri=store_uri, mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    ingest.ingest(settings, tasks.open_store(settings), str(small_owid))
+    return settings
+
+
+def _versions(client, sid: str) -> list[str]:
+    return sorted(str(v.version) for v in client.search_model_versions(f"name = '{tracking.registered_name(sid)}'"))
+
+
+def test_train_publish_and_rerun_create_nothing_new(settings: Settings) -> None:
+    lineup = _lineup(settings)
+    plan = tasks.plan_run(settings, RunTrigger(series="World:co2"), lineup)
+    item = plan.series[0]
+    trained = tasks.train_series(settings, plan.to_xcom(), item.to_xcom(), {"dag_id": "d", "run_id": "r"}, lineup=lineup)
+    assert trained.champion_family == "drift" and set(trained.versions) == {"drift", "naive"}
+    assert set(trained.scores) == {"naive", "drift", "mean"}
+    assert trained.best_backtest_family == min(trained.scores, key=lambda name: trained.scores[name]["mase"])
+
+    client = tracking.configure(settings)
+    champion = tracking.alias_version(client, item.series_id, "champion")
+    assert str(champion.version) == trained.versions["drift"] == trained.champion_version
+    assert champion.tags["alias.champion.reason"] == "newest drift: no promotion gate yet"
+    run = mlflow.get_run(trained.run_id)
+    assert run.data.tags[tracking.COMPLETE_TAG] == "true" and run.data.tags["airflow.run_id"] == "r"
+    assert run.data.params["series_id"] == "world.co2" and "implied_d" in run.data.metrics
+    children = client.search_runs([run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{trained.run_id}'")
+    assert sorted(c.data.tags[tracking.FAMILY_TAG] for c in children) == ["drift", "mean", "naive"]
+    assert all(c.data.metrics["backtest_mase"] > 0 for c in children)
+    assert json.loads(tracking.read_artifact(trained.run_id, tracking.SUMMARY_ARTIFACT)) == trained.to_xcom()
+    diagnostics = json.loads(tracking.read_artifact(trained.run_id, tracking.DIAGNOSTICS_ARTIFACT))
+    assert {"series", "stationarity", "plots"} <= set(diagnostics)
+
+    published = tasks.publish_series(settings, plan, trained.to_xcom(), lineup=lineup)
+    store = tasks.open_store(settings)
+    assert published.first_year == plan.as_of_year + 1 and published.last_year == settings.horizon_end
+    manifest = store.read_json(published.manifest)
+    assert published.uri == store.uri(published.manifest)
+    assert manifest["model_family"] == "drift" and manifest["model_version"] == trained.champion_version
+    # The published mean is the registered drift model's forecast (worked out from the data here).
+    tidy = ingest.read_curated(store, plan.vintage)
+    world = tidy[(tidy["entity"] == "World") & (tidy["variable"] == "co2")].sort_values("year")["value"].to_numpy()
+    table = tasks.show_forecast(settings, "world.co2")[1]
+    slope = (world[-1] - world[0]) / (world.size - 1)
+    np.testing.assert_allclose(table["mean"], world[-1] + slope * np.arange(1, len(table) + 1), rtol=1e-9)
+
+    versions = _versions(client, item.series_id)
+    files = {k: store.read_bytes(k) for k in store.list("forecasts/")}
+    again = tasks.train_series(settings, plan, item, lineup=lineup)
+    assert again == trained
+    assert tasks.publish_series(settings, plan, again, lineup=lineup) == published
+    assert _versions(client, item.series_id) == versions
+    assert {k: store.read_bytes(k) for k in store.list("forecasts/")} == files
+    lines = tasks.summarize_run(settings, plan)
+    assert [line.published for line in lines] == [True]
+
+
+def test_a_plan_from_another_configuration_is_refused(settings: Settings) -> None:
+    plan = tasks.plan_run(settings, RunTrigger(series="World:co2"), _lineup(settings))
+    with pytest.raises(tasks.ConfigMismatch, match="plan the run again"):
+        tasks.train_series(settings, plan, plan.series[0], lineup=_lineup(settings, champion="naive"))
+
+
+def test_an_unpublished_series_fails_the_summary(settings: Settings) -> None:
+    plan = tasks.plan_run(settings, RunTrigger(series="World:co2,France:co2", as_of_year=2010), _lineup(settings))
+    with pytest.raises(SeriesError, match="has a gap"):
+        tasks.train_series(settings, plan, plan.series[1], lineup=_lineup(settings))
+    with pytest.raises(tasks.RunIncomplete, match=r"not published: world\.co2, france\.co2"):
+        tasks.summarize_run(settings, plan)
+
+
+# -- the Airflow boundary ----------------------------------------------------------------------
+
+
+def test_runner_maps_errors_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.sources import SourceError
+
+    monkeypatch.setenv("CO2CAST_HOME", str(tmp_path))
+
+    def permanent(settings: Settings) -> None:
+        raise SeriesError("no series 'Atlantis:co2'")
+
+    def transient(settings: Settings) -> None:
+        raise StoreUnavailable("cannot read s3://b/k: the store answered 503; retry later")
+
+    def network(settings: Settings) -> None:
+        raise SourceError("cannot reach https://example.org: timed out", transient=True)
+
+    def fine(settings: Settings, plan: dict) -> TrainedSeries:
+        return TrainedSeries.of(plan)
+
+    with pytest.raises(AirflowFailException, match="Atlantis"):
+        runner.call(permanent)
+    with pytest.raises(StoreUnavailable):
+        runner.call(transient)
+    with pytest.raises(SourceError):
+        runner.call(network)
+    payload = {
+        "series_id": "s", "run_key": "k", "run_id": "r", "model_name": "m", "champion_family": "arima", "champion_version": "1",
+        "versions": {"arima": "1"}, "best_backtest_family": "arima", "scores": {"arima": {"mase": 1.0}}, "as_of_year": 2014,
+        "vintage": "v",
+    }  # fmt: skip
+    assert runner.call(fine, payload) == payload
+    assert issubclass(StoreUnavailable, TransientError) and issubclass(SeriesError, PermanentError)
+
+
+def test_s3_network_failure_is_transient(tmp_path: Path) -> None:
+    import boto3
+    from botocore.config import Config
+
+    from tests.conftest import _free_port
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{_free_port()}",  # nothing listens there
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )
+    store = S3Store("bucket", client=client)
+    with pytest.raises(StoreUnavailable, match="retry later"):
+        store.read_bytes("curated/latest.json")
+    with pytest.raises(StoreUnavailable):
+        store.write_bytes("a/b", b"x")
+
+
+def test_s3_server_errors_are_transient_and_denials_permanent(s3_bucket: str, s3_endpoint: str) -> None:
+    from botocore.exceptions import ClientError
+
+    from pipeline.store import StoreError
+
+    store = open_store(f"s3://{s3_bucket}/p", endpoint_url=s3_endpoint)
+
+    def fail(status: int, code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")
+
+    assert isinstance(store._failure("read", "k", fail(503, "SlowDown")), StoreUnavailable)
+    assert isinstance(store._failure("read", "k", fail(500, "InternalError")), StoreUnavailable)
+    denied = store._failure("read", "k", fail(403, "AccessDenied"))
+    assert isinstance(denied, StoreError) and not denied.transient
+    with pytest.raises(StoreError, match="NoSuchBucket"):
+        open_store("s3://no-such-bucket-here/p", endpoint_url=s3_endpoint).write_bytes("k", b"x")
+
+
+def test_tracking_store_busy_is_transient() -> None:
+    with pytest.raises(tracking.TrackingUnavailable, match="retry later"), tracking.transient_errors():
+        raise RuntimeError("(sqlite3.OperationalError) database is locked")
+    with pytest.raises(KeyError), tracking.transient_errors():
+        raise KeyError("a bug keeps its traceback")
+
+
+def test_runner_reads_the_trigger_from_the_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the DAG no longer parses itself: run type, logical date, params, the asset event's vintage.
+
+    The context is a stand-in with the shapes Airflow gives (the end-to-end tests run the real one).
+    """
+    import datetime as dt
+    from types import SimpleNamespace
+
+    import airflow.sdk
+    from airflow.sdk import Asset
+    from airflow.utils.types import DagRunType
+
+    curated = Asset("co2_emissions_curated")
+    context = {
+        "params": {"as_of_year": None, "series": "World:co2", "vintage": None},
+        "dag_run": SimpleNamespace(run_type=DagRunType.ASSET_TRIGGERED),
+        "logical_date": dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
+        "triggering_asset_events": {curated: [SimpleNamespace(extra={"vintage": "old"}), SimpleNamespace(extra={"vintage": "new"})]},
+    }
+    monkeypatch.setattr(airflow.sdk, "get_current_context", lambda: context)
+    trigger = runner.trigger(curated)
+    assert trigger == RunTrigger(
+        run_type="asset_triggered", logical_date=context["logical_date"], series="World:co2", asset_vintage="new"
+    )
+    context["dag_run"] = SimpleNamespace(run_type=DagRunType.BACKFILL_JOB)
+    context["triggering_asset_events"] = {}
+    backfill = runner.trigger(curated)
+    assert backfill.run_type == "backfill" and backfill.asset_vintage is None
+    from pipeline.plan import as_of_year_for
+
+    assert as_of_year_for(backfill.run_type, backfill.logical_date, latest_year=2014) == 2014  # 2025 capped at the data
+    assert as_of_year_for(backfill.run_type, dt.datetime(2001, 1, 1), latest_year=2014) == 2000
