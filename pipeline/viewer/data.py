@@ -50,6 +50,10 @@ SCORECARD_COLUMNS = ["as_of_year", "year", "mean", "actual"]
 #: Read when present: the 95 % band and the model that made the forecast.
 SCORECARD_OPTIONAL = ["lo_95", "hi_95", "model_family"]
 
+#: OWID's own codes for countries without an ISO 3166 code; every other entity without an ISO
+#: code, and ``OWID_WRL``, is a region or group ("aggregate").
+OWID_COUNTRY_CODES = frozenset({"OWID_KOS", "OWID_CYN"})
+
 #: The columns of the table the viewer shows and downloads for a year range.
 RANGE_COLUMNS = ["year", "kind", "value", *BAND_COLUMNS, "provisional"]
 
@@ -317,9 +321,17 @@ def _series_names(store: ObjectStore, vintage: str) -> dict[str, tuple[str, str,
         return {}
     pairs = tidy[["entity", "variable", "iso_code"]].drop_duplicates(["entity", "variable"])
     return {
-        series_id(str(row.entity), str(row.variable)): (str(row.entity), str(row.variable), pd.isna(row.iso_code))
+        series_id(str(row.entity), str(row.variable)): (str(row.entity), str(row.variable), is_aggregate(row.iso_code))
         for row in pairs.itertuples(index=False)
     }
+
+
+def is_aggregate(iso_code: object) -> bool:
+    """Whether an entity is a region or group: no ISO code, or an OWID code that is no country."""
+    if iso_code is None or pd.isna(iso_code) or not str(iso_code).strip():
+        return True
+    code = str(iso_code)
+    return code.startswith("OWID_") and code not in OWID_COUNTRY_CODES
 
 
 def _split_id(sid: str) -> tuple[str, str, bool]:
