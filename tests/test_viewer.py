@@ -130,6 +130,7 @@ def test_load_series_reads_the_published_forecast_scores_and_history(published_h
     assert set(view.scores["family"]) == set(scores)
     assert view.scores.loc[view.scores["champion"], "family"].tolist() == [manifest["model_family"]]
     assert view.scores["mase"].is_monotonic_increasing
+    assert view.scores.columns[:3].tolist() == ["family", "champion", "mase"]
     assert view.candidates is None and view.scorecard is None  # the pipeline publishes neither yet
 
 

@@ -54,6 +54,9 @@ SCORECARD_OPTIONAL = ["lo_95", "hi_95", "model_family"]
 #: code, and ``OWID_WRL``, is a region or group ("aggregate").
 OWID_COUNTRY_CODES = frozenset({"OWID_KOS", "OWID_CYN"})
 
+#: The backtest table's leading columns, in this order (the selection metric first).
+SCORE_ORDER = ["family", "champion", "mase", "rmse", "mae", "mape", "smape", "coverage_80", "coverage_95"]
+
 #: The columns of the table the viewer shows and downloads for a year range.
 RANGE_COLUMNS = ["year", "kind", "value", *BAND_COLUMNS, "provisional"]
 
@@ -291,6 +294,8 @@ def _scores_table(scores: dict[str, dict[str, float]], champion_family: str | No
     """``backtest.json`` (family -> metrics) as a table, best MASE first."""
     rows = [{"family": family, "champion": family == champion_family, **metrics} for family, metrics in scores.items()]
     frame = pd.DataFrame(rows, columns=["family", "champion"] if not rows else None)
+    first = [c for c in SCORE_ORDER if c in frame.columns]
+    frame = frame[first + sorted(c for c in frame.columns if c not in first)]
     if "mase" in frame.columns:
         frame = frame.sort_values("mase", ignore_index=True, na_position="last")
     return frame
