@@ -18,6 +18,8 @@ from pipeline.viewer import data
 
 HISTORY = "History"
 FORECAST = "Forecast (champion)"
+#: Shown first when it is published: the study's series.
+STUDY_SERIES = "canada.co2_per_capita"
 #: How long the series list is reused before the store is listed again (seconds).
 LIST_TTL = 30
 
@@ -58,17 +60,14 @@ def _pick_series(published: list[data.PublishedSeries]) -> data.PublishedSeries:
         if not choices:
             st.info("No published series matches these filters.")
             st.stop()
-        ids = [s.series_id for s in choices]
-        default = ids.index("canada.co2_per_capita") if "canada.co2_per_capita" in ids else 0
+        by_id = {s.series_id: s for s in choices}
+        ids = list(by_id)
+        default = ids.index(STUDY_SERIES) if STUDY_SERIES in by_id else 0
         chosen = st.selectbox(
-            "Country or aggregate (type to search)",
-            ids,
-            index=default,
-            format_func=lambda sid: next(s.label for s in choices if s.series_id == sid),
-            key="series",
+            "Country or aggregate (type to search)", ids, index=default, format_func=lambda sid: by_id[sid].label, key="series"
         )
         st.caption(f"{len(published)} published series in `{data.open_store().uri()}`")
-    return next(s for s in choices if s.series_id == chosen)
+    return by_id[chosen]
 
 
 def _pick_range(view: data.SeriesView) -> tuple[int, int]:
