@@ -14,6 +14,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from pipeline.errors import Co2castError
 from pipeline.viewer import data
 
 HISTORY = "History"
@@ -150,12 +151,12 @@ def main() -> None:
     try:
         store_uri = data.open_store().uri()
         published = _published(store_uri)
-    except (data.ViewerError, data.StoreUnreachable) as error:
+    except Co2castError as error:  # every known failure (data.ViewerError, data.StoreUnreachable…)
         _fail(error)
     series = _pick_series(published)
     try:
         view = data.load_series(data.open_store(), series)
-    except (data.ViewerError, data.StoreUnreachable) as error:
+    except Co2castError as error:  # every known failure (data.ViewerError, data.StoreUnreachable…)
         _fail(error)
     start, end = _pick_range(view)
 

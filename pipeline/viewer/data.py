@@ -198,7 +198,10 @@ def load_series(store: ObjectStore, series: PublishedSeries) -> SeriesView:
         except KeyError:
             raise NothingPublished(f"no forecast is published for {series.series_id} in {store.uri()}") from None
         except RuntimeError as error:  # read_latest's word for a sha256 mismatch
-            raise IntegrityError(f"{error}; the forecast is not shown. Republish it (`co2cast forecast`).") from None
+            raise IntegrityError(
+                f"{series.series_id}: a published file does not match its sha256 in the manifest ({_one_line(error)}); "
+                "the forecast is not shown. Republish it (`co2cast forecast`)."
+            ) from None
         forecast = table[["year", *BAND_COLUMNS]].sort_values("year", ignore_index=True)
         raw_scores = _manifest_file(store, manifest, "backtest.json")
         scores = _scores_table(json.loads(raw_scores) if raw_scores else {}, manifest.get("model_family"))
