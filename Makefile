@@ -11,7 +11,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: run test install install-dev lint bench lock mlflow-ui clean
+.PHONY: run test install install-dev lint bench lock mlflow-ui viewer clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,11 @@ lock:
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CO2CAST_HOME)/mlflow/mlflow.db" --port 5000
+
+# The forecast viewer on what `make run` published: http://127.0.0.1:$(VIEWER_PORT)
+VIEWER_PORT ?= 8501
+viewer: install
+	$(BIN)/co2cast view --port $(VIEWER_PORT)
 
 clean:
 	rm -rf $(CO2CAST_HOME)

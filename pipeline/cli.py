@@ -137,6 +137,18 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _view(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve the forecast viewer on 127.0.0.1 (replaces this process with Streamlit)."""
+    import os
+
+    from pipeline.viewer import streamlit_command
+
+    command = streamlit_command(args.port)
+    print(f"co2cast viewer: http://127.0.0.1:{args.port}  (store {settings.resolved_store_uri})", flush=True)
+    os.execv(command[0], command)  # noqa: S606 (a fixed argv: this interpreter running streamlit)
+    return 0  # not reached
+
+
 def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import tasks, tracking
 
@@ -154,6 +166,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], str]] =
     "forecast": (_forecast, "train, register and publish forecasts from the latest curated vintage"),
     "show": (_show, "print the latest published forecast of a series"),
     "rollback": (_rollback, "move a model alias (default @champion) back to its previous version"),
+    "view": (_view, "serve the forecast viewer (Streamlit) on 127.0.0.1"),
 }
 
 
@@ -180,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--csv", action="store_true", help="print CSV")
         if name == "rollback":
             command.add_argument("--alias", default="champion")
+        if name == "view":
+            command.add_argument("--port", type=int, default=8501, help="port on 127.0.0.1 (default 8501)")
     return parser
 
 

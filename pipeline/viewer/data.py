@@ -1,0 +1,359 @@
+"""What the forecast viewer reads, and nothing else: what the pipeline published.
+
+Every forecast is read by following ``forecasts/<series_id>/latest.json`` to its manifest and
+checking each listed file's sha256 (:func:`pipeline.publish.read_latest`); the history is the
+curated vintage the manifest names; a scorecard is read when ``scorecards/<series_id>.parquet``
+exists. The store is the one the pipeline is configured with
+(:func:`pipeline.store.store_from_settings`), local directory or S3.
+
+This module has no Streamlit in it: ``app.py`` draws what these functions return, and the
+tests call them directly. Every failure a person can meet is one :class:`ViewerError` whose
+message says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from pipeline.config import Settings, get_settings
+from pipeline.errors import PermanentError, TransientError
+from pipeline.ingest import read_curated
+from pipeline.publish import read_latest
+from pipeline.store import ObjectStore, StoreError, store_from_settings
+
+#: Display name and units of each variable the pipeline forecasts (OWID's units).
+VARIABLES: dict[str, tuple[str, str]] = {
+    "co2": ("CO2 emissions", "Mt CO2"),
+    "co2_per_capita": ("CO2 per capita", "t CO2 per person"),
+}
+
+#: The published forecast's columns the viewer shows (a subset of ``publish.FORECAST_COLUMNS``).
+BAND_COLUMNS = ["mean", "lo_80", "hi_80", "lo_95", "hi_95"]
+
+#: A published file, listed in the manifest, with every candidate's forecast to the horizon
+#: (forecast schema, one row per family and year). The pipeline does not publish it yet; the
+#: viewer overlays candidates only when it is there.
+CANDIDATES_FILE = "candidates.parquet"
+
+#: The scorecard of a series (docs/design.md, "Object store layout"), and the columns the viewer
+#: reads from it: one row per earlier published forecast year that has an actual since.
+SCORECARD_KEY = "scorecards/{series_id}.parquet"
+SCORECARD_COLUMNS = ["as_of_year", "year", "mean", "actual"]
+#: Read when present: the 95 % band and the model that made the forecast.
+SCORECARD_OPTIONAL = ["lo_95", "hi_95", "model_family"]
+
+#: OWID's own codes for countries without an ISO 3166 code; every other entity without an ISO
+#: code, and ``OWID_WRL``, is a region or group ("aggregate").
+OWID_COUNTRY_CODES = frozenset({"OWID_KOS", "OWID_CYN"})
+
+#: The backtest table's leading columns, in this order (the selection metric first).
+SCORE_ORDER = ["family", "champion", "mase", "rmse", "mae", "mape", "smape", "coverage_80", "coverage_95"]
+
+#: The columns of the table the viewer shows and downloads for a year range.
+RANGE_COLUMNS = ["year", "kind", "value", *BAND_COLUMNS, "provisional"]
+
+
+class ViewerError(PermanentError):
+    """Something the viewer cannot show; the message says why and what to do."""
+
+
+class NothingPublished(ViewerError):
+    """No forecast is published in the store (or not for the series asked for)."""
+
+
+class IntegrityError(ViewerError):
+    """A published file does not match the sha256 its manifest records."""
+
+
+class StoreUnreachable(TransientError):
+    """The object store could not be read (network, credentials, S3 error)."""
+
+
+@dataclass(frozen=True)
+class PublishedSeries:
+    """One series with a published forecast, as the series picker lists it.
+
+    Attributes:
+        series_id: e.g. ``canada.co2_per_capita``.
+        entity: the entity as in the data (``Canada``, ``World``, ``Europe``).
+        variable: ``co2`` or ``co2_per_capita``.
+        aggregate: whether the entity is a region or group rather than a country (no ISO code).
+        as_of_year: the last year of data the published forecast used.
+        vintage: the curated vintage it was trained on.
+    """
+
+    series_id: str
+    entity: str
+    variable: str
+    aggregate: bool
+    as_of_year: int
+    vintage: str
+
+    @property
+    def variable_name(self) -> str:
+        """``CO2 per capita`` for ``co2_per_capita``; the raw name for an unknown variable."""
+        return VARIABLES.get(self.variable, (self.variable, ""))[0]
+
+    @property
+    def units(self) -> str:
+        """``t CO2 per person`` for ``co2_per_capita``; empty for an unknown variable."""
+        return VARIABLES.get(self.variable, (self.variable, ""))[1]
+
+    @property
+    def label(self) -> str:
+        """What the picker shows: ``Canada — CO2 per capita (t CO2 per person)``."""
+        kind = " (aggregate)" if self.aggregate else ""
+        units = f" ({self.units})" if self.units else ""
+        return f"{self.entity}{kind} — {self.variable_name}{units}"
+
+
+@dataclass(frozen=True)
+class SeriesView:
+    """Everything the viewer shows for one series, read and checked.
+
+    Attributes:
+        series: the series.
+        manifest: the published manifest (model name, version, family, vintage, as-of year…).
+        forecast: the champion's forecast (``year`` and :data:`BAND_COLUMNS`).
+        scores: one row per candidate family: ``family``, ``champion`` and its backtest metrics.
+        history: the curated actuals: ``year``, ``value``, ``provisional``.
+        candidates: every candidate's forecast (``family``, ``year``, :data:`BAND_COLUMNS`), or
+            ``None`` when the published files do not include them.
+        scorecard: earlier forecasts against actuals (:data:`SCORECARD_COLUMNS`), or ``None``.
+    """
+
+    series: PublishedSeries
+    manifest: dict[str, Any]
+    forecast: pd.DataFrame
+    scores: pd.DataFrame
+    history: pd.DataFrame
+    candidates: pd.DataFrame | None
+    scorecard: pd.DataFrame | None
+
+    @property
+    def first_year(self) -> int:
+        """The first year of history."""
+        return int(self.history["year"].min()) if len(self.history) else int(self.forecast["year"].min())
+
+    @property
+    def horizon_end(self) -> int:
+        """The last forecast year."""
+        return int(self.forecast["year"].max())
+
+    @property
+    def provisional_year(self) -> int | None:
+        """The history's provisional (likely to be revised) last year, if any."""
+        marked = self.history.loc[self.history["provisional"], "year"]
+        return int(marked.max()) if len(marked) else None
+
+
+def open_store(settings: Settings | None = None) -> ObjectStore:
+    """The object store the pipeline is configured with (``CO2CAST_STORE_URI`` or the home)."""
+    return store_from_settings(settings or get_settings())
+
+
+def list_published(store: ObjectStore) -> list[PublishedSeries]:
+    """Every series with a ``latest.json``, sorted by entity then variable.
+
+    Raises:
+        NothingPublished: the store holds no published forecast.
+        StoreUnreachable: the store cannot be read.
+    """
+    with _store_errors(store):
+        pointers = [k for k in store.list("forecasts/") if k.endswith("/latest.json") and k.count("/") == 2]
+        if not pointers:
+            raise NothingPublished(f"no forecast is published in {store.uri()} yet: run `make run` (or `co2cast forecast`) first")
+        found = []
+        names: dict[str, dict[str, tuple[str, str, bool]]] = {}
+        for key in pointers:
+            sid = key.split("/")[1]
+            pointer = store.read_json(key)
+            vintage = str(pointer.get("vintage") or "")
+            if vintage not in names:
+                names[vintage] = _series_names(store, vintage)
+            entity, variable, aggregate = names[vintage].get(sid) or _split_id(sid)
+            found.append(PublishedSeries(sid, entity, variable, aggregate, int(pointer["as_of_year"]), vintage))
+    return sorted(found, key=lambda s: (s.entity.lower(), s.variable))
+
+
+def load_series(store: ObjectStore, series: PublishedSeries) -> SeriesView:
+    """Read a series' published forecast, backtest scores, candidates, history and scorecard.
+
+    Raises:
+        NothingPublished: the series has no published forecast.
+        IntegrityError: a published file does not match its sha256.
+        StoreUnreachable: the store cannot be read.
+    """
+    with _store_errors(store):
+        try:
+            manifest, table = read_latest(store, series.series_id)
+        except KeyError:
+            raise NothingPublished(f"no forecast is published for {series.series_id} in {store.uri()}") from None
+        except RuntimeError as error:  # read_latest's word for a sha256 mismatch
+            raise IntegrityError(
+                f"{series.series_id}: a published file does not match its sha256 in the manifest ({_one_line(error)}); "
+                "the forecast is not shown. Republish it (`co2cast forecast`)."
+            ) from None
+        forecast = table[["year", *BAND_COLUMNS]].sort_values("year", ignore_index=True)
+        raw_scores = _manifest_file(store, manifest, "backtest.json")
+        scores = _scores_table(json.loads(raw_scores) if raw_scores else {}, manifest.get("model_family"))
+        raw_candidates = _manifest_file(store, manifest, CANDIDATES_FILE)
+        candidates = pd.read_parquet(io.BytesIO(raw_candidates))[["family", "year", *BAND_COLUMNS]] if raw_candidates else None
+        history = _history(store, manifest["vintage"], series)
+        scorecard = read_scorecard(store, series.series_id)
+    return SeriesView(series, manifest, forecast, scores, history, candidates, scorecard)
+
+
+def read_scorecard(store: ObjectStore, series_id: str) -> pd.DataFrame | None:
+    """A series' scorecard (:data:`SCORECARD_COLUMNS` and whichever optional ones it has), or ``None``.
+
+    Raises:
+        ViewerError: the scorecard lacks a column the viewer needs.
+    """
+    key = SCORECARD_KEY.format(series_id=series_id)
+    try:
+        data = store.read_bytes(key)
+    except KeyError:
+        return None
+    frame = pd.read_parquet(io.BytesIO(data))
+    missing = [c for c in SCORECARD_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ViewerError(f"{store.uri(key)} lacks the column(s) {missing}; expected at least {SCORECARD_COLUMNS}")
+    keep = SCORECARD_COLUMNS + [c for c in SCORECARD_OPTIONAL if c in frame.columns]
+    return frame[keep].sort_values(["as_of_year", "year"], ignore_index=True)
+
+
+def shown_range(view: SeriesView, start: int, end: int) -> pd.DataFrame:
+    """History and forecast rows for ``start..end`` in one table (:data:`RANGE_COLUMNS`).
+
+    History rows carry ``value`` (and ``provisional``); forecast rows carry ``mean`` and the
+    bands. A year with an actual is shown as history, never also as forecast.
+
+    Raises:
+        ValueError: ``start`` is after ``end``.
+    """
+    if start > end:
+        raise ValueError(f"the start year {start} is after the end year {end}")
+    history = view.history[(view.history["year"] >= start) & (view.history["year"] <= end)].assign(kind="history")
+    forecast = view.forecast[(view.forecast["year"] >= start) & (view.forecast["year"] <= end)]
+    forecast = forecast[~forecast["year"].isin(history["year"])].assign(kind="forecast", provisional=False)
+    frame = pd.concat([history, forecast], ignore_index=True).reindex(columns=RANGE_COLUMNS)
+    frame["year"] = frame["year"].astype("int64")
+    frame["provisional"] = frame["provisional"].astype(bool)
+    return frame.sort_values("year", ignore_index=True)
+
+
+def range_csv(frame: pd.DataFrame, view: SeriesView) -> bytes:
+    """The shown range as CSV, each row naming the series, units, model and vintage."""
+    out = frame.assign(
+        series_id=view.series.series_id,
+        units=view.series.units,
+        model_name=view.manifest.get("model_name"),
+        model_version=view.manifest.get("model_version"),
+        vintage=view.manifest.get("vintage"),
+        as_of_year=view.manifest.get("as_of_year"),
+    )
+    return out.to_csv(index=False, float_format="%.6g").encode()
+
+
+# -- pieces ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _store_errors(store: ObjectStore) -> Iterator[None]:
+    """Turn the store's own failures into :class:`StoreUnreachable` (one line for a person)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (StoreError, BotoCoreError, ClientError, OSError) as error:
+        raise StoreUnreachable(f"cannot read the object store {store.uri()}: {_one_line(error)}") from error
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _manifest_file(store: ObjectStore, manifest: dict[str, Any], name: str) -> bytes | None:
+    """A file the manifest lists, checked against its sha256; ``None`` when it is not listed."""
+    entry = next((e for e in manifest["files"] if e["name"] == name), None)
+    if entry is None:
+        return None
+    data = store.read_bytes(entry["key"])
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise IntegrityError(f"{store.uri(entry['key'])} does not match its sha256 in the manifest; the forecast is not shown")
+    return data
+
+
+def _scores_table(scores: dict[str, dict[str, float]], champion_family: str | None) -> pd.DataFrame:
+    """``backtest.json`` (family -> metrics) as a table, best MASE first."""
+    rows = [{"family": family, "champion": family == champion_family, **metrics} for family, metrics in scores.items()]
+    frame = pd.DataFrame(rows, columns=["family", "champion"] if not rows else None)
+    first = [c for c in SCORE_ORDER if c in frame.columns]
+    frame = frame[first + sorted(c for c in frame.columns if c not in first)]
+    if "mase" in frame.columns:
+        frame = frame.sort_values("mase", ignore_index=True, na_position="last")
+    return frame
+
+
+def _curated(store: ObjectStore, vintage: str) -> pd.DataFrame:
+    """A curated vintage's tidy table, kept in memory: a vintage never changes once curated."""
+    key = (store.uri(), vintage)
+    if key not in _CURATED:
+        if len(_CURATED) >= 4:
+            _CURATED.pop(next(iter(_CURATED)))
+        _CURATED[key] = read_curated(store, vintage)
+    return _CURATED[key]
+
+
+_CURATED: dict[tuple[str, str], pd.DataFrame] = {}
+
+
+def _series_names(store: ObjectStore, vintage: str) -> dict[str, tuple[str, str, bool]]:
+    """series_id -> (entity, variable, aggregate) for every series of a curated vintage."""
+    from pipeline.series import series_id
+
+    if not vintage:
+        return {}
+    try:
+        tidy = _curated(store, vintage)
+    except KeyError:
+        return {}
+    pairs = tidy[["entity", "variable", "iso_code"]].drop_duplicates(["entity", "variable"])
+    return {
+        series_id(str(row.entity), str(row.variable)): (str(row.entity), str(row.variable), is_aggregate(row.iso_code))
+        for row in pairs.itertuples(index=False)
+    }
+
+
+def is_aggregate(iso_code: object) -> bool:
+    """Whether an entity is a region or group: no ISO code, or an OWID code that is no country."""
+    if iso_code is None or pd.isna(iso_code) or not str(iso_code).strip():
+        return True
+    code = str(iso_code)
+    return code.startswith("OWID_") and code not in OWID_COUNTRY_CODES
+
+
+def _split_id(sid: str) -> tuple[str, str, bool]:
+    """A readable fallback when the vintage is gone: ``canada.co2`` -> ``("Canada", "co2", False)``."""
+    entity, _, variable = sid.partition(".")
+    return entity.replace("_", " ").title(), variable, False
+
+
+def _history(store: ObjectStore, vintage: str, series: PublishedSeries) -> pd.DataFrame:
+    """The curated actuals of a series in the vintage its forecast was trained on."""
+    try:
+        tidy = _curated(store, vintage)
+    except KeyError:
+        raise NothingPublished(f"the curated vintage {vintage} named by the manifest is missing from {store.uri()}") from None
+    rows = tidy[(tidy["entity"] == series.entity) & (tidy["variable"] == series.variable)].dropna(subset=["value"])
+    history = rows[["year", "value", "provisional"]].astype({"year": "int64", "value": "float64", "provisional": bool})
+    return history.sort_values("year", ignore_index=True)

@@ -1,0 +1,379 @@
+"""The forecast viewer: its reader (pipeline.viewer.data) and its page, through Streamlit's AppTest.
+
+A session fixture runs the real pipeline once (ingest of the repository's OWID file, then
+``forecast_all`` for Canada's CO2 per capita and the World's CO2) into a temporary home, so
+every test reads files the pipeline really published. Tests that change the store (tamper,
+add a scorecard, move it to S3) work on a copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pipeline import forecast, ingest
+from pipeline.config import Settings
+from pipeline.publish import publish, read_latest
+from pipeline.store import LocalStore, S3Store
+from pipeline.viewer import APP, data
+
+SERIES = "Canada:co2_per_capita,World:co2"
+ENTITIES = {"Canada", "World", "Europe", "Germany"}
+CANADA = "canada.co2_per_capita"
+WORLD = "world.co2"
+
+
+@pytest.fixture(scope="session")
+def published_home(tmp_path_factory: pytest.TempPathFactory, owid_csv: Path) -> Path:
+    """A co2cast home where the real pipeline ingested and published two series."""
+    root = tmp_path_factory.mktemp("viewer")
+    lines = owid_csv.read_text().splitlines()
+    rows = [line for line in lines[1:] if line.split(",")[1] in ENTITIES]
+    source = root / "owid-small.csv"
+    source.write_text("\n".join([lines[0], *rows]) + "\n")
+    settings = Settings(home=root / "home")
+    store = LocalStore(root / "home" / "store")
+    assert ingest.ingest(settings, store, str(source))["status"] == "curated"
+    result = forecast.forecast_all(settings, series=SERIES)
+    assert [r["series_id"] for r in result["results"]] == [CANADA, WORLD]
+    return root / "home"
+
+
+@pytest.fixture
+def home_copy(published_home: Path, tmp_path: Path) -> Path:
+    """A private copy of the published home, for tests that change the store."""
+    target = tmp_path / "home"
+    shutil.copytree(published_home / "store", target / "store")
+    return target
+
+
+def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> LocalStore:
+    """Point the settings (what the page reads) at a home with the default local store."""
+    for name in ("CO2CAST_STORE_URI", "CO2CAST_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CO2CAST_HOME", str(home))
+    return LocalStore(home / "store")
+
+
+def _app() -> AppTest:
+    return AppTest.from_file(str(APP), default_timeout=120)
+
+
+def _charts(at: AppTest) -> list[list[pd.DataFrame]]:
+    """Each Altair chart on the page as the data frames it plots (Streamlit ships them as Arrow)."""
+    return [
+        [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.proto.datasets] for chart in at.get("vega_lite_chart")
+    ]
+
+
+def _lines(at: AppTest) -> pd.DataFrame:
+    """The lines of the main chart: ``year, value, line``."""
+    frames = [f for f in _charts(at)[0] if "line" in f.columns and "note" not in f.columns]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _owid_values(owid_csv: Path, entity: str, variable: str) -> pd.Series:
+    """The series as the OWID CSV has it, read independently of the pipeline."""
+    raw = pd.read_csv(owid_csv, usecols=["country", "year", variable])
+    rows = raw[raw["country"] == entity].dropna(subset=[variable])
+    return rows.set_index("year")[variable].astype(float)
+
+
+# -- the reader ------------------------------------------------------------------------------
+
+
+def test_lists_published_series_with_names_kinds_and_units(published_home: Path) -> None:
+    published = data.list_published(LocalStore(published_home / "store"))
+    by_id = {s.series_id: s for s in published}
+    assert list(by_id) == [CANADA, WORLD]  # sorted by entity; only what was published
+    canada, world = by_id[CANADA], by_id[WORLD]
+    assert (canada.entity, canada.variable, canada.aggregate, canada.units) == ("Canada", "co2_per_capita", False, "t CO2 per person")
+    assert (world.entity, world.variable, world.aggregate, world.units) == ("World", "co2", True, "Mt CO2")
+    assert canada.label == "Canada — CO2 per capita (t CO2 per person)"
+    assert world.label == "World (aggregate) — CO2 emissions (Mt CO2)"
+    assert canada.as_of_year == world.as_of_year == 2014
+
+
+def test_aggregates_are_regions_and_groups_not_countries() -> None:
+    assert data.is_aggregate(None) and data.is_aggregate(pd.NA) and data.is_aggregate("OWID_WRL") and data.is_aggregate("")
+    assert not data.is_aggregate("CAN") and not data.is_aggregate("OWID_KOS")
+
+
+def test_load_series_reads_the_published_forecast_scores_and_history(published_home: Path, owid_csv: Path) -> None:
+    store = LocalStore(published_home / "store")
+    canada = next(s for s in data.list_published(store) if s.series_id == CANADA)
+    view = data.load_series(store, canada)
+    manifest, table = read_latest(store, CANADA)
+    assert view.manifest == manifest
+    assert view.forecast["year"].tolist() == list(range(2015, 2051)) == table["year"].tolist()
+    np.testing.assert_allclose(view.forecast["mean"], table["mean"])
+    assert view.horizon_end == 2050
+    # History is the curated vintage's actuals: the OWID file's own numbers, last year provisional.
+    expected = _owid_values(owid_csv, "Canada", "co2_per_capita")
+    assert view.history["year"].tolist() == expected.index.tolist()
+    np.testing.assert_allclose(view.history["value"], expected.to_numpy())
+    assert view.provisional_year == 2014 and view.history["provisional"].sum() == 1
+    # Scores: every family of backtest.json, the champion flagged, best MASE first.
+    entry = next(e for e in manifest["files"] if e["name"] == "backtest.json")
+    scores = json.loads((published_home / "store" / entry["key"]).read_text())
+    assert set(view.scores["family"]) == set(scores)
+    assert view.scores.loc[view.scores["champion"], "family"].tolist() == [manifest["model_family"]]
+    assert view.scores["mase"].is_monotonic_increasing
+    assert view.scores.columns[:3].tolist() == ["family", "champion", "mase"]
+    assert view.candidates is None and view.scorecard is None  # the pipeline publishes neither yet
+
+
+def test_shown_range_joins_history_and_forecast(published_home: Path) -> None:
+    store = LocalStore(published_home / "store")
+    view = data.load_series(store, next(s for s in data.list_published(store) if s.series_id == CANADA))
+    shown = data.shown_range(view, 2000, 2030)
+    assert shown["year"].tolist() == list(range(2000, 2031))
+    history, ahead = shown[shown["kind"] == "history"], shown[shown["kind"] == "forecast"]
+    assert history["year"].max() == 2014 and ahead["year"].min() == 2015
+    assert history["value"].notna().all() and history["mean"].isna().all()
+    assert ahead["value"].isna().all()
+    assert (ahead["lo_95"] <= ahead["lo_80"]).all() and (ahead["lo_80"] <= ahead["mean"]).all()
+    assert (ahead["mean"] <= ahead["hi_80"]).all() and (ahead["hi_80"] <= ahead["hi_95"]).all()
+    assert shown.loc[shown["provisional"], "year"].tolist() == [2014]
+    back = pd.read_csv(io.BytesIO(data.range_csv(shown, view)))
+    assert back["year"].tolist() == list(range(2000, 2031))
+    assert set(back["series_id"]) == {CANADA} and set(back["units"]) == {"t CO2 per person"}
+    np.testing.assert_allclose(back.loc[back["year"] == 2030, "mean"], view.forecast.loc[view.forecast["year"] == 2030, "mean"], rtol=1e-5)
+    assert data.shown_range(view, 2040, 2050)["kind"].eq("forecast").all()
+    with pytest.raises(ValueError, match="after the end year"):
+        data.shown_range(view, 2031, 2030)
+
+
+# -- the page --------------------------------------------------------------------------------
+
+
+def test_page_shows_the_champion_forecast(published_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _use_home(monkeypatch, published_home)
+    manifest, table = read_latest(store, CANADA)
+    at = _app().run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="series").value == CANADA  # the study's series first
+    assert at.selectbox(key="series").options == [
+        "Canada — CO2 per capita (t CO2 per person)",
+        "World (aggregate) — CO2 emissions (Mt CO2)",
+    ]
+    end = at.number_input(key="end")
+    assert end.value == 2050 and end.max == 2050  # the end year goes up to the horizon
+    assert at.subheader[0].value == "Canada — CO2 per capita (t CO2 per person)"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Champion"] == f"v{manifest['model_version']} · {manifest['model_family']}"
+    assert metrics["Vintage"] == manifest["vintage"] and metrics["As of year"] == "2014" and metrics["Provisional year"] == "2014"
+    assert manifest["model_name"] in at.caption[0].value
+    lines = _lines(at)
+    forecast_line = lines[lines["line"] == "Forecast (champion)"].set_index("year")["value"]
+    np.testing.assert_allclose(forecast_line.loc[2015:].to_numpy(), table["mean"].to_numpy())
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert "CO2 per capita (t CO2 per person)" in json.dumps(spec)  # the axis names the units
+    assert at.download_button[0].label == f"Download {at.number_input(key='start').value}–2050 as CSV"
+
+
+def test_page_follows_the_chosen_range(published_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _use_home(monkeypatch, published_home)
+    at = _app().run()
+    at.number_input(key="start").set_value(1990)
+    at.number_input(key="end").set_value(2030).run()
+    assert not at.exception and not at.error
+    shown = at.dataframe[0].value
+    assert shown["year"].tolist() == list(range(1990, 2031))
+    lines = _lines(at)
+    assert lines["year"].min() == 1990 and lines["year"].max() == 2030
+    assert at.download_button[0].label == "Download 1990–2030 as CSV"
+    at.number_input(key="start").set_value(2040)
+    at.number_input(key="end").set_value(2020).run()
+    assert "after the end year" in at.warning[0].value and not at.get("vega_lite_chart")
+
+
+def test_page_filters_by_variable_and_kind(published_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _use_home(monkeypatch, published_home)
+    at = _app().run()
+    at.selectbox(key="variable").set_value("co2").run()
+    assert at.selectbox(key="series").value == WORLD
+    assert at.subheader[0].value == "World (aggregate) — CO2 emissions (Mt CO2)"
+    assert "CO2 emissions (Mt CO2)" in at.get("vega_lite_chart")[0].proto.spec
+    at.selectbox(key="variable").set_value("all")
+    at.radio(key="kind").set_value("countries").run()
+    assert at.selectbox(key="series").options == ["Canada — CO2 per capita (t CO2 per person)"]
+    at.selectbox(key="variable").set_value("co2").run()
+    assert "No published series matches" in at.info[0].value and not at.get("vega_lite_chart")
+
+
+def test_page_shows_candidates_scores_and_says_their_forecasts_are_not_published(
+    published_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _use_home(monkeypatch, published_home)
+    manifest, _ = read_latest(store, CANADA)
+    entry = next(e for e in manifest["files"] if e["name"] == "backtest.json")
+    scores = json.loads(store.read_bytes(entry["key"]))
+    at = _app().run()
+    table = at.dataframe[1].value
+    assert set(table["family"]) == set(scores)
+    for family, metrics in scores.items():
+        assert table.loc[table["family"] == family, "mase"].item() == pytest.approx(metrics["mase"])
+    assert not at.toggle  # nothing to overlay
+    assert any("candidates' own forecasts are not among the published files" in i.value for i in at.info)
+    assert any(i.value.startswith("No scorecard yet") for i in at.info)
+
+
+def test_page_overlays_candidates_when_they_are_published(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publish (through the real publish path) candidate forecasts made by real baselines."""
+    store = _use_home(monkeypatch, home_copy)
+    manifest, table = read_latest(store, CANADA)
+    history = data.load_series(store, next(s for s in data.list_published(store) if s.series_id == CANADA)).history
+    years = np.arange(2015, 2051)
+    frames = []
+    for family in ("drift", "naive"):
+        model = forecast.make_model(family).fit(history["value"].to_numpy(), history["year"].to_numpy())
+        frames.append(model.predict(len(years), levels=(80, 95)).to_frame().assign(family=family))
+    candidates = pd.concat(frames, ignore_index=True)
+    buffer = io.BytesIO()
+    candidates.to_parquet(buffer, index=False)
+    extras = {e["name"]: store.read_bytes(e["key"]) for e in manifest["files"] if e["name"] not in ("forecast.csv", "forecast.parquet")}
+    meta = {k: manifest[k] for k in ("vintage", "as_of_year", "model_name", "model_version", "model_family")}
+    publish(
+        store,
+        table,
+        series_id=CANADA,
+        run_key="with-candidates",
+        horizon_end=2050,
+        meta=meta,
+        extras={**extras, data.CANDIDATES_FILE: buffer.getvalue()},
+    )
+    at = _app().run()
+    assert not at.exception and not at.error
+    assert not any("not among the published files" in i.value for i in at.info)
+    assert set(_lines(at)["line"]) == {"History", "Forecast (champion)"}  # overlay only on request
+    at.toggle(key="overlay").set_value(True).run()
+    lines = _lines(at)
+    assert set(lines["line"]) == {"History", "Forecast (champion)", "candidate: drift", "candidate: naive"}
+    drift = lines[lines["line"] == "candidate: drift"].set_index("year")["value"]
+    expected = candidates[candidates["family"] == "drift"].set_index("year")["mean"]
+    np.testing.assert_allclose(drift.to_numpy(), expected.loc[drift.index].to_numpy())
+
+
+def _scorecard(history: pd.DataFrame) -> pd.DataFrame:
+    """Past forecasts of a real baseline (as of 2004 and 2009) against the actuals since."""
+    rows = []
+    for as_of in (2004, 2009):
+        past = history[history["year"] <= as_of]
+        model = forecast.make_model("drift").fit(past["value"].to_numpy(), past["year"].to_numpy())
+        predicted = model.predict(2014 - as_of, levels=(80, 95)).to_frame()
+        actual = history.set_index("year")["value"]
+        for row in predicted.itertuples(index=False):
+            rows.append(
+                {"series_id": CANADA, "as_of_year": as_of, "year": int(row.year), "mean": row.mean, "lo_95": row.lo_95, "hi_95": row.hi_95}
+                | {"actual": float(actual[int(row.year)]), "model_family": "drift"}
+            )
+    return pd.DataFrame(rows)
+
+
+def test_page_shows_the_track_record_when_a_scorecard_exists(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _use_home(monkeypatch, home_copy)
+    history = data.load_series(store, next(s for s in data.list_published(store) if s.series_id == CANADA)).history
+    scorecard = _scorecard(history)
+    buffer = io.BytesIO()
+    scorecard.to_parquet(buffer, index=False)
+    store.write_bytes(data.SCORECARD_KEY.format(series_id=CANADA), buffer.getvalue())
+    at = _app().run()
+    assert not at.exception and not at.error
+    assert not any(i.value.startswith("No scorecard yet") for i in at.info)
+    shown = at.dataframe[2].value
+    assert len(shown) == len(scorecard) == 15 and set(shown["as_of_year"]) == {2004, 2009}
+    np.testing.assert_allclose(shown["actual"], scorecard.sort_values(["as_of_year", "year"])["actual"])
+    assert len(at.get("vega_lite_chart")) == 2  # the forecast and the track record
+
+    # A scorecard without the columns the viewer reads is an error a person can act on.
+    store.write_bytes(data.SCORECARD_KEY.format(series_id=CANADA), _parquet(scorecard.drop(columns=["actual"])))
+    at = _app().run()
+    assert not at.exception and "lacks the column(s) ['actual']" in at.error[0].value
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def test_empty_store_says_nothing_is_published(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _use_home(monkeypatch, tmp_path / "empty")
+    at = _app().run()
+    assert not at.exception and not at.error
+    assert "no forecast is published" in at.info[0].value and "make run" in at.info[0].value
+    assert not at.get("vega_lite_chart") and not at.selectbox
+
+
+@pytest.mark.parametrize("name", ["forecast.parquet", "backtest.json"])
+def test_tampered_file_is_refused_with_a_message(home_copy: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    store = _use_home(monkeypatch, home_copy)
+    manifest, _ = read_latest(store, CANADA)
+    entry = next(e for e in manifest["files"] if e["name"] == name)
+    path = home_copy / "store" / entry["key"]
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one bit of one published byte
+    path.write_bytes(bytes(raw))
+    assert hashlib.sha256(raw).hexdigest() != entry["sha256"]
+    at = _app().run()
+    assert not at.exception
+    assert "does not match its sha256" in at.error[0].value
+    assert not at.get("vega_lite_chart") and not at.download_button and not at.metric
+    # The other series is untouched and still shown.
+    at.selectbox(key="series").set_value(WORLD).run()
+    assert not at.error and at.get("vega_lite_chart")
+
+
+def test_unreachable_store_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _use_home(monkeypatch, tmp_path / "home")
+    monkeypatch.setenv("CO2CAST_STORE_URI", "s3://nowhere/co2cast")
+    monkeypatch.setenv("CO2CAST_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    at = _app().run()
+    assert not at.exception
+    assert at.error[0].value.startswith("cannot read the object store s3://nowhere/co2cast:")
+    assert "\n" not in at.error[0].value and not at.get("vega_lite_chart")
+
+
+def test_page_reads_an_s3_store(published_home: Path, s3_bucket: str, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The published files copied byte for byte to S3 (moto over HTTP) read the same."""
+    local = LocalStore(published_home / "store")
+    s3 = S3Store(s3_bucket, "co2cast", endpoint_url=s3_env["CO2CAST_S3_ENDPOINT_URL"])
+    for key in local.list("forecasts/") + local.list("curated/"):
+        s3.write_bytes(key, local.read_bytes(key))
+    _use_home(monkeypatch, published_home.parent / "unused")
+    monkeypatch.setenv("CO2CAST_S3_ENDPOINT_URL", s3_env["CO2CAST_S3_ENDPOINT_URL"])
+    monkeypatch.setenv("CO2CAST_STORE_URI", f"s3://{s3_bucket}/co2cast")
+    manifest, table = read_latest(local, CANADA)
+    at = _app().run()
+    assert not at.exception and not at.error
+    assert f"s3://{s3_bucket}/co2cast" in at.sidebar.caption[0].value
+    assert manifest["model_name"] in at.caption[0].value
+    forecast_line = _lines(at).query("line == 'Forecast (champion)'").set_index("year")["value"]
+    np.testing.assert_allclose(forecast_line.loc[2015:].to_numpy(), table["mean"].to_numpy())
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> Iterator[None]:
+    """Each test sees the store as it is now, not a series list cached by an earlier test."""
+    import streamlit as st
+
+    st.cache_data.clear()
+    yield
