@@ -18,6 +18,7 @@ RAW = "raw/"
 QUARANTINE = "quarantine/"
 CURATED = "curated/"
 FORECASTS = "forecasts/"
+SCORECARDS = "scorecards/"
 
 #: The pointer to the last good vintage, written last by a curation.
 CURATED_LATEST = "curated/latest.json"
@@ -81,6 +82,11 @@ def forecast_manifest(series_id: str, as_of_year: int, run_key: str) -> str:
 def forecast_latest(series_id: str) -> str:
     """The pointer to a series' newest manifest, written last."""
     return f"{FORECASTS}{series_id}/latest.json"
+
+
+def scorecard(series_id: str) -> str:
+    """The track record of a series' published forecasts against later actuals."""
+    return f"{SCORECARDS}{series_id}.parquet"
 
 
 def series_forecasts(series_id: str, as_of_year: int | None = None) -> str:

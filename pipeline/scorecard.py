@@ -13,6 +13,7 @@ actual value is now known:
 ``horizon``               ``year - as_of_year`` (1 = one year ahead)
 ``actual``                the value the scoring vintage holds for ``year``
 ``mean``                  the published point forecast
+``lo_80`` … ``hi_95``     the published 80 / 95 % interval
 ``error``                 ``actual - mean``
 ``abs_error``             ``|error|``
 ``hit_80``, ``hit_95``    whether ``actual`` fell inside the published 80 / 95 % interval
@@ -40,6 +41,10 @@ SCORECARD_COLUMNS: tuple[str, ...] = (
     "horizon",
     "actual",
     "mean",
+    "lo_80",
+    "hi_80",
+    "lo_95",
+    "hi_95",
     "error",
     "abs_error",
     "hit_80",
@@ -153,6 +158,10 @@ _DTYPES: dict[str, str] = {
     "horizon": "int64",
     "actual": "float64",
     "mean": "float64",
+    "lo_80": "float64",
+    "hi_80": "float64",
+    "lo_95": "float64",
+    "hi_95": "float64",
     "error": "float64",
     "abs_error": "float64",
     "hit_80": "bool",

@@ -22,8 +22,10 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pipeline import forecast, ingest
+from pipeline import ingest, layout, tasks
 from pipeline.config import Settings
+from pipeline.models.baselines import DriftForecaster, NaiveForecaster
+from pipeline.payloads import RunTrigger
 from pipeline.publish import publish, read_latest
 from pipeline.store import LocalStore, S3Store
 from pipeline.viewer import APP, data
@@ -45,8 +47,8 @@ def published_home(tmp_path_factory: pytest.TempPathFactory, owid_csv: Path) -> 
     settings = Settings(home=root / "home")
     store = LocalStore(root / "home" / "store")
     assert ingest.ingest(settings, store, str(source))["status"] == "curated"
-    result = forecast.forecast_all(settings, series=SERIES)
-    assert [r["series_id"] for r in result["results"]] == [CANADA, WORLD]
+    result = tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES))
+    assert [trained.series_id for trained, _ in result] == [CANADA, WORLD]
     return root / "home"
 
 
@@ -56,6 +58,12 @@ def home_copy(published_home: Path, tmp_path: Path) -> Path:
     target = tmp_path / "home"
     shutil.copytree(published_home / "store", target / "store")
     return target
+
+
+def _latest(store: LocalStore, series_id: str) -> tuple[dict, pd.DataFrame]:
+    """The published manifest (as the plain dict the viewer holds) and forecast table."""
+    manifest, table = read_latest(store, series_id)
+    return manifest.to_xcom(), table
 
 
 def _use_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> LocalStore:
@@ -114,7 +122,7 @@ def test_load_series_reads_the_published_forecast_scores_and_history(published_h
     store = LocalStore(published_home / "store")
     canada = next(s for s in data.list_published(store) if s.series_id == CANADA)
     view = data.load_series(store, canada)
-    manifest, table = read_latest(store, CANADA)
+    manifest, table = _latest(store, CANADA)
     assert view.manifest == manifest
     assert view.forecast["year"].tolist() == list(range(2015, 2051)) == table["year"].tolist()
     np.testing.assert_allclose(view.forecast["mean"], table["mean"])
@@ -160,7 +168,7 @@ def test_shown_range_joins_history_and_forecast(published_home: Path) -> None:
 
 def test_page_shows_the_champion_forecast(published_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = _use_home(monkeypatch, published_home)
-    manifest, table = read_latest(store, CANADA)
+    manifest, table = _latest(store, CANADA)
     at = _app().run()
     assert not at.exception and not at.error
     assert at.selectbox(key="series").value == CANADA  # the study's series first
@@ -217,7 +225,7 @@ def test_page_shows_candidates_scores_and_says_their_forecasts_are_not_published
     published_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = _use_home(monkeypatch, published_home)
-    manifest, _ = read_latest(store, CANADA)
+    manifest, _ = _latest(store, CANADA)
     entry = next(e for e in manifest["files"] if e["name"] == "backtest.json")
     scores = json.loads(store.read_bytes(entry["key"]))
     at = _app().run()
@@ -233,12 +241,12 @@ def test_page_shows_candidates_scores_and_says_their_forecasts_are_not_published
 def test_page_overlays_candidates_when_they_are_published(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Publish (through the real publish path) candidate forecasts made by real baselines."""
     store = _use_home(monkeypatch, home_copy)
-    manifest, table = read_latest(store, CANADA)
+    manifest, table = _latest(store, CANADA)
     history = data.load_series(store, next(s for s in data.list_published(store) if s.series_id == CANADA)).history
     years = np.arange(2015, 2051)
     frames = []
     for family in ("drift", "naive"):
-        model = forecast.make_model(family).fit(history["value"].to_numpy(), history["year"].to_numpy())
+        model = {"drift": DriftForecaster, "naive": NaiveForecaster}[family]().fit(history["value"].to_numpy(), history["year"].to_numpy())
         frames.append(model.predict(len(years), levels=(80, 95)).to_frame().assign(family=family))
     candidates = pd.concat(frames, ignore_index=True)
     buffer = io.BytesIO()
@@ -271,13 +279,13 @@ def _scorecard(history: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for as_of in (2004, 2009):
         past = history[history["year"] <= as_of]
-        model = forecast.make_model("drift").fit(past["value"].to_numpy(), past["year"].to_numpy())
+        model = DriftForecaster().fit(past["value"].to_numpy(), past["year"].to_numpy())
         predicted = model.predict(2014 - as_of, levels=(80, 95)).to_frame()
         actual = history.set_index("year")["value"]
         for row in predicted.itertuples(index=False):
             rows.append(
                 {"series_id": CANADA, "as_of_year": as_of, "year": int(row.year), "mean": row.mean, "lo_95": row.lo_95, "hi_95": row.hi_95}
-                | {"actual": float(actual[int(row.year)]), "model_family": "drift"}
+                | {"actual": float(actual[int(row.year)]), "family": "drift"}
             )
     return pd.DataFrame(rows)
 
@@ -288,7 +296,7 @@ def test_page_shows_the_track_record_when_a_scorecard_exists(home_copy: Path, mo
     scorecard = _scorecard(history)
     buffer = io.BytesIO()
     scorecard.to_parquet(buffer, index=False)
-    store.write_bytes(data.SCORECARD_KEY.format(series_id=CANADA), buffer.getvalue())
+    store.write_bytes(layout.scorecard(CANADA), buffer.getvalue())
     at = _app().run()
     assert not at.exception and not at.error
     assert not any(i.value.startswith("No scorecard yet") for i in at.info)
@@ -298,7 +306,7 @@ def test_page_shows_the_track_record_when_a_scorecard_exists(home_copy: Path, mo
     assert len(at.get("vega_lite_chart")) == 2  # the forecast and the track record
 
     # A scorecard without the columns the viewer reads is an error a person can act on.
-    store.write_bytes(data.SCORECARD_KEY.format(series_id=CANADA), _parquet(scorecard.drop(columns=["actual"])))
+    store.write_bytes(layout.scorecard(CANADA), _parquet(scorecard.drop(columns=["actual"])))
     at = _app().run()
     assert not at.exception and "lacks the column(s) ['actual']" in at.error[0].value
 
@@ -320,7 +328,7 @@ def test_empty_store_says_nothing_is_published(tmp_path: Path, monkeypatch: pyte
 @pytest.mark.parametrize("name", ["forecast.parquet", "backtest.json"])
 def test_tampered_file_is_refused_with_a_message(home_copy: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     store = _use_home(monkeypatch, home_copy)
-    manifest, _ = read_latest(store, CANADA)
+    manifest, _ = _latest(store, CANADA)
     entry = next(e for e in manifest["files"] if e["name"] == name)
     path = home_copy / "store" / entry["key"]
     raw = bytearray(path.read_bytes())
@@ -361,7 +369,7 @@ def test_page_reads_an_s3_store(published_home: Path, s3_bucket: str, s3_env: di
     _use_home(monkeypatch, published_home.parent / "unused")
     monkeypatch.setenv("CO2CAST_S3_ENDPOINT_URL", s3_env["CO2CAST_S3_ENDPOINT_URL"])
     monkeypatch.setenv("CO2CAST_STORE_URI", f"s3://{s3_bucket}/co2cast")
-    manifest, table = read_latest(local, CANADA)
+    manifest, table = _latest(local, CANADA)
     at = _app().run()
     assert not at.exception and not at.error
     assert f"s3://{s3_bucket}/co2cast" in at.sidebar.caption[0].value

@@ -23,11 +23,13 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline import layout
 from pipeline.config import Settings, get_settings
 from pipeline.errors import PermanentError, TransientError
 from pipeline.ingest import read_curated
-from pipeline.publish import read_latest
-from pipeline.store import ObjectStore, StoreError, store_from_settings
+from pipeline.publish import IntegrityError as PublishIntegrityError
+from pipeline.publish import NotPublished, read_latest
+from pipeline.store import ObjectStore, StoreError, StoreUnavailable, store_from_settings
 
 #: Display name and units of each variable the pipeline forecasts (OWID's units).
 VARIABLES: dict[str, tuple[str, str]] = {
@@ -43,12 +45,11 @@ BAND_COLUMNS = ["mean", "lo_80", "hi_80", "lo_95", "hi_95"]
 #: viewer overlays candidates only when it is there.
 CANDIDATES_FILE = "candidates.parquet"
 
-#: The scorecard of a series (docs/design.md, "Object store layout"), and the columns the viewer
+#: The scorecard of a series (``layout.scorecard``, written by ``pipeline.scorecard``): the columns the viewer
 #: reads from it: one row per earlier published forecast year that has an actual since.
-SCORECARD_KEY = "scorecards/{series_id}.parquet"
 SCORECARD_COLUMNS = ["as_of_year", "year", "mean", "actual"]
 #: Read when present: the 95 % band and the model that made the forecast.
-SCORECARD_OPTIONAL = ["lo_95", "hi_95", "model_family"]
+SCORECARD_OPTIONAL = ["lo_95", "hi_95", "family"]
 
 #: OWID's own codes for countries without an ISO 3166 code; every other entity without an ISO
 #: code, and ``OWID_WRL``, is a region or group ("aggregate").
@@ -168,7 +169,7 @@ def list_published(store: ObjectStore) -> list[PublishedSeries]:
         StoreUnreachable: the store cannot be read.
     """
     with _store_errors(store):
-        pointers = [k for k in store.list("forecasts/") if k.endswith("/latest.json") and k.count("/") == 2]
+        pointers = [layout.forecast_latest(sid) for sid in layout.published_series(store.list(layout.FORECASTS))]
         if not pointers:
             raise NothingPublished(f"no forecast is published in {store.uri()} yet: run `make run` (or `co2cast forecast`) first")
         found = []
@@ -194,14 +195,15 @@ def load_series(store: ObjectStore, series: PublishedSeries) -> SeriesView:
     """
     with _store_errors(store):
         try:
-            manifest, table = read_latest(store, series.series_id)
-        except KeyError:
+            checked, table = read_latest(store, series.series_id)
+        except NotPublished:
             raise NothingPublished(f"no forecast is published for {series.series_id} in {store.uri()}") from None
-        except RuntimeError as error:  # read_latest's word for a sha256 mismatch
+        except PublishIntegrityError as error:
             raise IntegrityError(
                 f"{series.series_id}: a published file does not match its sha256 in the manifest ({_one_line(error)}); "
                 "the forecast is not shown. Republish it (`co2cast forecast`)."
             ) from None
+        manifest = checked.to_xcom()
         forecast = table[["year", *BAND_COLUMNS]].sort_values("year", ignore_index=True)
         raw_scores = _manifest_file(store, manifest, "backtest.json")
         scores = _scores_table(json.loads(raw_scores) if raw_scores else {}, manifest.get("model_family"))
@@ -218,7 +220,7 @@ def read_scorecard(store: ObjectStore, series_id: str) -> pd.DataFrame | None:
     Raises:
         ViewerError: the scorecard lacks a column the viewer needs.
     """
-    key = SCORECARD_KEY.format(series_id=series_id)
+    key = layout.scorecard(series_id)
     try:
         data = store.read_bytes(key)
     except KeyError:
@@ -274,7 +276,7 @@ def _store_errors(store: ObjectStore) -> Iterator[None]:
 
     try:
         yield
-    except (StoreError, BotoCoreError, ClientError, OSError) as error:
+    except (StoreError, StoreUnavailable, BotoCoreError, ClientError, OSError) as error:
         raise StoreUnreachable(f"cannot read the object store {store.uri()}: {_one_line(error)}") from error
 
 
