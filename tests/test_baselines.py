@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy import stats
 
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
