@@ -211,7 +211,7 @@ def _run(
         seconds += time.perf_counter() - start
         frames.append(window_frame(forecast, split, values, years))
     forecasts = pd.concat(frames, ignore_index=True)
-    by_horizon, per_origin = _grouped_scores(forecasts, levels)
+    by_horizon, per_origin = grouped_scores(forecasts, levels)
     return BacktestResult(
         model=description,
         family=family,
@@ -245,7 +245,16 @@ def window_frame(forecast: Forecast, split: Split, values: np.ndarray, years: np
     return frame
 
 
-def _grouped_scores(forecasts: pd.DataFrame, levels: tuple[int, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def grouped_scores(forecasts: pd.DataFrame, levels: tuple[int, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Metrics of backtest rows by horizon step and by origin (see :func:`score`).
+
+    Args:
+        forecasts: backtest rows.
+        levels: interval levels present.
+
+    Returns:
+        ``(by_horizon, per_origin)`` frames indexed by ``step`` and ``origin_year``.
+    """
     by_horizon = pd.DataFrame({step: score(group, levels) for step, group in forecasts.groupby("step")}).T
     by_horizon.index.name = "step"
     per_origin = pd.DataFrame({origin: score(group, levels) for origin, group in forecasts.groupby("origin_year")}).T
@@ -563,7 +572,7 @@ def evaluate_candidates(
         if name in failed:
             continue
         forecasts = pd.concat(frames[name], ignore_index=True)
-        by_horizon, _ = _grouped_scores(forecasts, checked)
+        by_horizon, _ = grouped_scores(forecasts, checked)
         results[name] = CandidateResult(
             name=name,
             family=model.family,
