@@ -68,13 +68,18 @@ def test_forecaster_contract(name: str, tmp_path: Path, monkeypatch: pytest.Monk
     assert not _fitted_attributes(model)
     assert set(vars(model)) <= set(model.get_params())
     assert to_spec(clone(model)) == to_spec(model) and clone(model) is not model
-    # __init__ validates nothing: nonsense is accepted until fit.
-    cls(**{name: "not-a-value" for name in model.get_params()})
-
     with pytest.raises(NotFittedError):
         model.predict(3)
 
     y, years = _series(0)
+    # __init__ validates nothing: nonsense is stored as given, and refused once it is used.
+    nonsense = {name: "not-a-value" for name in model.get_params()}
+    odd = cls(**nonsense)
+    assert odd.get_params() == nonsense
+    if nonsense:
+        with pytest.raises((ValueError, TypeError, AttributeError, KeyError, RuntimeError)):
+            odd.fit(y, years).predict(3)
+
     assert model.fit(y, years) is model
     assert {"y_", "years_"} <= _fitted_attributes(model)
     # A wrapper fits clones: the templates it was given stay unfitted and shareable.
