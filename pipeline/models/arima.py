@@ -260,7 +260,7 @@ class ArmaForecaster(ArimaForecaster):
     max_d: ClassVar[int] = 0
     search: ClassVar[str] = "stepwise"
 
-    def __init__(self, max_p: int = 2, max_q: int = 2, trend: str = "ct", maxiter: int = 50) -> None:
+    def __init__(self, max_p: int = 1, max_q: int = 1, trend: str = "ct", maxiter: int = 50) -> None:
         self.max_p = max_p
         self.max_q = max_q
         self.trend = trend
