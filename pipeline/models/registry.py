@@ -5,6 +5,13 @@ unfitted instance per candidate name, sized for the shortest series it will be f
 Everything a family needs to know about itself (its minimum history, how it persists, how
 its intervals are made) lives in its class; this module only lists them and holds the
 defaults, so no code elsewhere branches on a family name.
+
+Left out of the study's list, on purpose: Prophet, LightGBM and XGBoost. Prophet needs a Stan
+toolchain and is built for daily/weekly seasonality that yearly emissions do not have; tree
+ensembles on lags cannot extrapolate beyond the values they were trained on (a tree predicts
+an average of seen targets), which is exactly what a trending yearly series needs, and with
+12–60 points per series they have almost nothing to learn from. The "machine learning on lags"
+idea is covered by Ridge and Lasso on lagged differences.
 """
 
 from __future__ import annotations
