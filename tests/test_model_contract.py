@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.models.arima import ArimaForecaster
+from pipeline.models.arima import ArimaForecaster, ArmaForecaster
 from pipeline.models.base import Forecaster, NotFittedError, clone, load_forecaster, to_spec
 from pipeline.models.baselines import DriftForecaster, NaiveForecaster
 from pipeline.models.calibrated import CalibratedForecaster
@@ -21,7 +21,8 @@ from pipeline.models.theta import ThetaForecaster
 from pipeline.models.transformed import TransformedForecaster
 
 N = 60
-WRAPPERS: dict[str, Callable[[], Forecaster]] = {
+EXTRA: dict[str, Callable[[], Forecaster]] = {
+    "arma": ArmaForecaster,  # a family, though not a default candidate
     "log_drift_d1": lambda: TransformedForecaster(DriftForecaster(), transform="log", d=1),
     "boxcox_arima": lambda: TransformedForecaster(ArimaForecaster(max_p=1, max_q=1), transform="boxcox"),
     "sqrt_naive_d1": lambda: TransformedForecaster(NaiveForecaster(), transform="sqrt", d=1),
@@ -31,7 +32,7 @@ WRAPPERS: dict[str, Callable[[], Forecaster]] = {
 }
 CASES: dict[str, Callable[[], Forecaster]] = {
     **{name: (lambda name=name: default_candidates(N)[name]) for name in default_candidates(N)},
-    **WRAPPERS,
+    **EXTRA,
 }
 
 

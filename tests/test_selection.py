@@ -24,13 +24,13 @@ def _evaluation(years: np.ndarray, values: np.ndarray, **candidates):
     return evaluate_candidates(candidates, years, values, horizon=4, n_origins=4)
 
 
-def test_select_takes_the_best_mase_that_beats_naive(trending) -> None:
+def test_without_a_default_the_best_mase_that_beats_naive_wins(trending) -> None:
     years, values = trending
     evaluation = _evaluation(years, values, naive=NaiveForecaster(), drift=DriftForecaster(), mean=MeanForecaster())
     mase = {name: result.metrics["mase"] for name, result in evaluation.results.items()}
     # A steady upward drift: drift beats naive beats mean (checked, not assumed).
     assert mase["drift"] < mase["naive"] < mase["mean"]
-    selection = select(evaluation)
+    selection = select(evaluation, default=None)
     assert selection.winner == "drift" and selection.score == mase["drift"] and selection.benchmark_score == mase["naive"]
     assert [name for name, _ in selection.ranking] == ["drift", "naive", "mean"]
     assert "beating naive" in selection.reason
@@ -41,11 +41,29 @@ def test_select_takes_the_best_mase_that_beats_naive(trending) -> None:
     assert selection.to_dict()["winner"] == "drift"
 
 
-def test_naive_is_published_when_nothing_beats_it(trending) -> None:
+def test_the_default_stays_unless_another_beats_it_by_the_margin(trending) -> None:
+    years, values = trending
+    combo = CombinationForecaster([DriftForecaster(), MeanForecaster()], "mean")
+    evaluation = _evaluation(years, values, naive=NaiveForecaster(), drift=DriftForecaster(), mean=MeanForecaster(), combo=combo)
+    mase = {name: result.metrics["mase"] for name, result in evaluation.results.items()}
+    ratio = mase["drift"] / mase["combo"]
+    assert ratio < 1  # drift is better than its blend with the mean
+    # margin 0 is the plain backtest winner; a margin larger than drift's lead keeps the default.
+    assert select(evaluation, default="combo", margin=0.0).winner == "drift"
+    kept = select(evaluation, default="combo", margin=(1 - ratio) + 0.01)
+    assert kept.winner == ("combo" if mase["combo"] < mase["naive"] else "naive")
+    assert select(evaluation, default="combo", margin=(1 - ratio) - 0.01).winner == "drift"
+
+
+def test_naive_is_published_when_the_choice_does_not_beat_it(trending) -> None:
     years, values = trending
     evaluation = _evaluation(years, values, naive=NaiveForecaster(), mean=MeanForecaster())
-    selection = select(evaluation)
-    assert selection.winner == "naive" and "no candidate beat naive" in selection.reason
+    assert evaluation.results["mean"].metrics["mase"] > evaluation.results["naive"].metrics["mase"]
+    selection = select(evaluation, default="mean", margin=1.0)
+    assert selection.winner == "naive" and "mean (mase" in selection.reason and "did not beat naive" in selection.reason
+    # On a short series (fewer windows than min_windows) the comparison is skipped, and said so.
+    short = select(evaluation, default="mean", margin=1.0, min_windows=5)
+    assert short.winner == "mean" and "too few to test it against naive" in short.reason
     with pytest.raises(ValueError, match="benchmark"):
         select(_evaluation(years, values, mean=MeanForecaster()))
     with pytest.raises(ValueError, match="cannot select on 'coverage_95'"):
@@ -58,7 +76,7 @@ def test_the_metric_is_configurable(trending) -> None:
     by_rmse = ranking(evaluation, "rmse")
     expected = sorted(evaluation.results, key=lambda name: evaluation.results[name].metrics["rmse"])
     assert [name for name, _ in by_rmse] == expected
-    assert select(evaluation, metric="rmse").metric == "rmse"
+    assert select(evaluation, metric="rmse", default=None).winner == expected[0]
 
 
 def test_best_k_combination_equals_fitting_the_combination(trending) -> None:
