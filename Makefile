@@ -41,7 +41,7 @@ lint: install-dev
 	$(BIN)/ruff check .
 
 $(VENV)/.installed-bench: $(VENV)/.installed-dev requirements-bench.txt
-	$(BIN)/pip install -q -r requirements-bench.txt
+	$(BIN)/pip install -q --no-deps -r requirements-bench.txt  # see the file's header
 	$(BIN)/pip install -q torch==2.13.0  # the CPU build on this kind of machine; benchmarks only
 	touch $@
 
@@ -49,6 +49,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_arima.py
 	$(BIN)/python benchmarks/bench_lstm.py
 	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/accuracy.py
 
 # Re-resolve the pinned runtime set from pyproject.toml's direct dependencies.
 lock:

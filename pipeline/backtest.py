@@ -8,15 +8,23 @@ same arguments see identical training and test years. Each origin refits a fresh
 
 Aggregate metrics pool every (origin, step) point. MASE scales each point's absolute error by
 the in-sample naive one-step MAE of *its own* training window, then averages, so origins with
-different histories are comparable; interval coverage is the share of actual values inside
-the interval.
+different histories are comparable (MSIS scales the interval score the same way); interval
+coverage is the share of actual values inside the interval.
+
+Many candidates at once: :func:`evaluate_candidates` runs every candidate on the same
+windows (:func:`plan_windows`, which also copes with short series), drops a candidate that
+fails in any window with the reason recorded while the others go on, reuses member forecasts
+for combinations, and learns each candidate's interval calibration
+(:func:`calibration_factors`) from its backtest errors.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +32,25 @@ import numpy as np
 import pandas as pd
 
 from pipeline import metrics
-from pipeline.models.base import DEFAULT_LEVELS, Forecaster, check_levels, check_series
+from pipeline.errors import PermanentError
+from pipeline.models.base import DEFAULT_LEVELS, Forecast, Forecaster, check_levels, check_series, clone, to_spec
+from pipeline.models.combination import CombinationForecaster, combine
+
+#: Fewest yearly points a series needs to be backtested (and forecast) at all.
+MIN_POINTS = 12
+#: Fewest training points the earliest window of a short series may keep.
+MIN_TRAIN_SHORT = 7
+#: A horizon step needs this many backtest points for its own calibration factor;
+#: otherwise all steps share one pooled factor.
+MIN_POINTS_PER_STEP = 20
+
+
+class SeriesTooShortError(PermanentError, ValueError):
+    """A series with fewer than :data:`MIN_POINTS` values: too short to backtest or forecast."""
+
+
+class NoCandidateError(PermanentError, RuntimeError):
+    """Every candidate failed in the backtest of a series: there is nothing to select."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +164,8 @@ def score(frame: pd.DataFrame, levels: tuple[int, ...]) -> dict[str, float]:
         levels: interval levels present in the frame.
 
     Returns:
-        ``rmse, mae, mape, smape, mase`` and ``coverage_<level>`` per level.
+        ``rmse, mae, mape, smape, mase``, and ``coverage_<level>`` and ``msis_<level>`` per
+        level.
     """
     actual = frame["actual"].to_numpy()
     mean = frame["mean"].to_numpy()
@@ -158,6 +185,10 @@ def score(frame: pd.DataFrame, levels: tuple[int, ...]) -> dict[str, float]:
     }
     for level in levels:
         result[f"coverage_{level}"] = metrics.coverage(actual, frame[f"lo_{level}"], frame[f"hi_{level}"])
+    for level in levels:
+        interval = metrics.interval_score(actual, frame[f"lo_{level}"], frame[f"hi_{level}"], level)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            result[f"msis_{level}"] = float(np.mean(interval / scale))
     return result
 
 
@@ -175,21 +206,12 @@ def _run(
         model = make_model()
         description, family = repr(model), model.family
         train_y, train_years = values[split.train], years[split.train]
-        horizon = split.test_end - split.train_end
         start = time.perf_counter()
-        forecast = model.fit(train_y, train_years).predict(horizon, levels)
+        forecast = model.fit(train_y, train_years).predict(split.test_end - split.train_end, levels)
         seconds += time.perf_counter() - start
-        frame = forecast.to_frame()
-        frame.insert(0, "origin_year", int(train_years[-1]))
-        frame.insert(2, "step", np.arange(1, horizon + 1))
-        frame.insert(3, "actual", values[split.test])
-        frame["scale"] = metrics.naive_scale(train_y)
-        frames.append(frame)
+        frames.append(window_frame(forecast, split, values, years))
     forecasts = pd.concat(frames, ignore_index=True)
-    by_horizon = pd.DataFrame({step: score(group, levels) for step, group in forecasts.groupby("step")}).T
-    by_horizon.index.name = "step"
-    per_origin = pd.DataFrame({origin: score(group, levels) for origin, group in forecasts.groupby("origin_year")}).T
-    per_origin.index.name = "origin_year"
+    by_horizon, per_origin = grouped_scores(forecasts, levels)
     return BacktestResult(
         model=description,
         family=family,
@@ -200,6 +222,44 @@ def _run(
         per_origin=per_origin,
         fit_seconds=seconds,
     )
+
+
+def window_frame(forecast: Forecast, split: Split, values: np.ndarray, years: np.ndarray) -> pd.DataFrame:
+    """One window's forecast as backtest rows (columns of :attr:`BacktestResult.forecasts`).
+
+    Args:
+        forecast: the forecast made at the split's origin.
+        split: the window.
+        values: the whole series.
+        years: its years.
+
+    Returns:
+        ``origin_year, year, step, actual, mean, lo_*, hi_*, scale``, one row per step.
+    """
+    horizon = split.test_end - split.train_end
+    frame = forecast.to_frame()
+    frame.insert(0, "origin_year", int(years[split.train_end - 1]))
+    frame.insert(2, "step", np.arange(1, horizon + 1))
+    frame.insert(3, "actual", values[split.test])
+    frame["scale"] = metrics.naive_scale(values[split.train])
+    return frame
+
+
+def grouped_scores(forecasts: pd.DataFrame, levels: tuple[int, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Metrics of backtest rows by horizon step and by origin (see :func:`score`).
+
+    Args:
+        forecasts: backtest rows.
+        levels: interval levels present.
+
+    Returns:
+        ``(by_horizon, per_origin)`` frames indexed by ``step`` and ``origin_year``.
+    """
+    by_horizon = pd.DataFrame({step: score(group, levels) for step, group in forecasts.groupby("step")}).T
+    by_horizon.index.name = "step"
+    per_origin = pd.DataFrame({origin: score(group, levels) for origin, group in forecasts.groupby("origin_year")}).T
+    per_origin.index.name = "origin_year"
+    return by_horizon, per_origin
 
 
 def backtest(
@@ -258,3 +318,308 @@ def study_split(
     if not 0 < train < y.size:
         raise ValueError(f"train must be between 1 and {y.size - 1} for a series of {y.size} values, got {train}")
     return _run(make_model, year_arr, y, [Split(train_end=train, test_end=y.size)], check_levels(levels))
+
+
+# -- many candidates on one set of windows ---------------------------------------------------
+@dataclass(frozen=True)
+class WindowPlan:
+    """The backtest windows of one series, shared by every candidate.
+
+    Attributes:
+        splits: the windows, earliest origin first.
+        horizon: test years per window.
+        n_origins: origins asked for (``len(splits)`` may be fewer on a short series).
+        notes: why the plan differs from what was asked (fewer origins, shorter training).
+    """
+
+    splits: tuple[Split, ...]
+    horizon: int
+    n_origins: int
+    notes: tuple[str, ...] = ()
+
+    @property
+    def min_train(self) -> int:
+        """Training points of the earliest window: the fewest any candidate is fitted on."""
+        return self.splits[0].train_end
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return {
+            "splits": [[s.train_end, s.test_end] for s in self.splits],
+            "horizon": self.horizon,
+            "n_origins": self.n_origins,
+            "notes": list(self.notes),
+        }
+
+
+def plan_windows(n: int, horizon: int = 5, n_origins: int = 5, min_train: int = 10, step: int | None = None) -> WindowPlan:
+    """Rolling-origin windows for a series of ``n`` points, shrunk for short series.
+
+    A long series gets :func:`rolling_origin_splits` as asked. A short one (as few as
+    :data:`MIN_POINTS`) keeps at least one window: the earliest training window may shrink to
+    :data:`MIN_TRAIN_SHORT` points, then the horizon shrinks; each reduction is noted.
+
+    Args:
+        n: series length.
+        horizon: test years per window.
+        n_origins: origins wanted.
+        min_train: fewest training points wanted for a window.
+        step: years between origins (default ``horizon``).
+
+    Returns:
+        The :class:`WindowPlan`.
+
+    Raises:
+        SeriesTooShortError: when ``n < MIN_POINTS``.
+    """
+    if n < MIN_POINTS:
+        raise SeriesTooShortError(
+            f"the series has {n} yearly values; at least {MIN_POINTS} are needed to backtest and forecast it"
+        )
+    notes = []
+    if n - horizon < min_train:
+        shorter = max(MIN_TRAIN_SHORT, n - horizon)
+        notes.append(f"short series ({n} values): earliest training window reduced from {min_train} to {shorter} values")
+        min_train = shorter
+    if n - horizon < min_train:
+        new_horizon = n - min_train
+        notes.append(f"short series ({n} values): backtest horizon reduced from {horizon} to {new_horizon} years")
+        horizon = new_horizon
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = rolling_origin_splits(n, horizon, n_origins, min_train=min_train, step=step)
+    if len(splits) < n_origins:
+        notes.append(f"{len(splits)} of {n_origins} backtest origins fit in {n} values ({min_train}+ training values each)")
+    del caught
+    return WindowPlan(splits=tuple(splits), horizon=horizon, n_origins=n_origins, notes=tuple(notes))
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One candidate's backtest on the shared windows.
+
+    Attributes:
+        name: the candidate's name in the candidate set.
+        family: its model family.
+        spec: class and every hyperparameter (:func:`pipeline.models.base.to_spec`).
+        metrics: pooled metrics (see :func:`score`).
+        by_horizon: step -> metrics at that step.
+        forecasts: the per-point rows (see :attr:`BacktestResult.forecasts`).
+        calibration: level -> interval multipliers by step (:func:`calibration_factors`).
+        fit_seconds: wall time in fit + predict over all windows.
+    """
+
+    name: str
+    family: str
+    spec: dict[str, Any]
+    metrics: dict[str, float]
+    by_horizon: dict[int, dict[str, float]]
+    forecasts: pd.DataFrame
+    calibration: dict[int, list[float]]
+    fit_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (no per-point rows)."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "spec": self.spec,
+            "metrics": {k: _finite(v) for k, v in self.metrics.items()},
+            "by_horizon": {int(step): {k: _finite(v) for k, v in row.items()} for step, row in self.by_horizon.items()},
+            "calibration": {int(level): [float(f) for f in factors] for level, factors in self.calibration.items()},
+            "fit_seconds": self.fit_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every candidate of one series on the same windows.
+
+    Attributes:
+        plan: the windows.
+        levels: interval levels scored.
+        results: name -> result of each candidate that ran in every window.
+        failed: name -> why it was dropped for this series (one line).
+    """
+
+    plan: WindowPlan
+    levels: tuple[int, ...]
+    results: dict[str, CandidateResult]
+    failed: dict[str, str]
+
+    def table(self, columns: tuple[str, ...] = ("mase", "smape", "coverage_80", "coverage_95", "msis_95")) -> pd.DataFrame:
+        """One row per candidate (index ``name``), the chosen metric columns, best MASE first."""
+        frame = pd.DataFrame({name: {c: r.metrics.get(c, math.nan) for c in columns} for name, r in self.results.items()}).T
+        frame.index.name = "name"
+        return frame.sort_values(columns[0]) if columns and not frame.empty else frame
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary for MLflow / XCom."""
+        return {
+            "plan": self.plan.to_dict(),
+            "levels": list(self.levels),
+            "results": {name: result.to_dict() for name, result in self.results.items()},
+            "failed": dict(self.failed),
+        }
+
+
+def calibration_factors(
+    forecasts: pd.DataFrame, levels: tuple[int, ...], min_points_per_step: int = MIN_POINTS_PER_STEP
+) -> dict[int, list[float]]:
+    """Split-conformal multipliers of interval half-widths, from backtest rows.
+
+    For each point the score is the error divided by the half-width on its side of the mean
+    (``(y - m) / (hi - m)`` above, ``(m - y) / (m - lo)`` below): the interval scaled by ``k``
+    contains the point exactly when ``score <= k``. The factor for a level is the
+    ``⌈(n + 1) · level / 100⌉``-th smallest of the ``n`` scores (the largest if that rank
+    exceeds ``n``), per horizon step when every step has ``min_points_per_step`` points, else
+    pooled over all steps.
+
+    Args:
+        forecasts: backtest rows with ``step, actual, mean, lo_<level>, hi_<level>``.
+        levels: interval levels.
+        min_points_per_step: points a step needs for a factor of its own.
+
+    Returns:
+        level -> factors by step (one pooled factor when steps are pooled).
+    """
+    counts = forecasts.groupby("step").size()
+    per_step = bool(len(counts)) and int(counts.min()) >= min_points_per_step
+    groups = [group for _, group in forecasts.groupby("step")] if per_step else [forecasts]
+    return {int(level): [_conformal_factor(group, level) for group in groups] for level in levels}
+
+
+def _conformal_factor(rows: pd.DataFrame, level: int) -> float:
+    actual = rows["actual"].to_numpy(dtype=np.float64)
+    mean = rows["mean"].to_numpy(dtype=np.float64)
+    upper_half = rows[f"hi_{level}"].to_numpy(dtype=np.float64) - mean
+    lower_half = mean - rows[f"lo_{level}"].to_numpy(dtype=np.float64)
+    error = actual - mean
+    half = np.where(error >= 0, upper_half, lower_half)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = np.where(error == 0, 0.0, np.abs(error) / half)
+    # A zero-width band that missed gives an infinite score: no multiplier can fix it.
+    scores = np.sort(scores[np.isfinite(scores) & (half >= 0)])
+    if scores.size == 0:
+        return 1.0
+    rank = math.ceil((scores.size + 1) * level / 100)
+    return float(scores[min(rank, scores.size) - 1])
+
+
+def evaluate_candidates(
+    candidates: Mapping[str, Forecaster],
+    years: Any,
+    values: Any,
+    horizon: int = 5,
+    n_origins: int = 5,
+    levels: Any = DEFAULT_LEVELS,
+    min_train: int = 10,
+    step: int | None = None,
+) -> Evaluation:
+    """Backtest every candidate on the same rolling-origin windows.
+
+    A candidate that raises, or forecasts a non-finite value, in any window is dropped for this
+    series with the reason in :attr:`Evaluation.failed`; the others go on. Combinations are
+    scored from their members' forecasts in each window (members already run as candidates
+    are not refitted). The candidates passed in are never fitted: each window fits a clone.
+
+    Args:
+        candidates: name -> unfitted forecaster.
+        years: consecutive years.
+        values: one value per year.
+        horizon: years forecast from each origin.
+        n_origins: origins wanted (fewer on a short series; see :func:`plan_windows`).
+        levels: interval levels in percent.
+        min_train: fewest training values wanted for a window.
+        step: years between origins (default ``horizon``).
+
+    Returns:
+        The :class:`Evaluation`.
+
+    Raises:
+        SeriesTooShortError: the series has fewer than :data:`MIN_POINTS` values.
+        NoCandidateError: every candidate failed.
+    """
+    y, year_arr = check_series(values, years, min_obs=1)
+    checked = check_levels(levels)
+    plan = plan_windows(y.size, horizon, n_origins, min_train=min_train, step=step)
+    keys = {name: _key(model) for name, model in candidates.items()}
+    # Plain models first, so a combination finds its members' forecasts in the cache.
+    order = sorted(candidates, key=lambda name: isinstance(candidates[name], CombinationForecaster))
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in candidates}
+    seconds = dict.fromkeys(candidates, 0.0)
+    failed: dict[str, str] = {}
+    for split in plan.splits:
+        window = _Window(y[split.train], year_arr[split.train], split.test_end - split.train_end, checked)
+        for name in order:
+            if name in failed:
+                continue
+            model = candidates[name]
+            start = time.perf_counter()
+            try:
+                if isinstance(model, CombinationForecaster):
+                    forecast = combine([window.forecast(member, _key(member)) for member in model.members], str(model.method))
+                else:
+                    forecast = window.forecast(model, keys[name])
+            except _CandidateFailed as failure:
+                failed[name] = f"{failure} (window {int(window.years[0])}-{int(window.years[-1])})"
+                continue
+            finally:
+                seconds[name] += time.perf_counter() - start
+            frames[name].append(window_frame(forecast, split, y, year_arr))
+    results = {}
+    for name, model in candidates.items():
+        if name in failed:
+            continue
+        forecasts = pd.concat(frames[name], ignore_index=True)
+        by_horizon, _ = grouped_scores(forecasts, checked)
+        results[name] = CandidateResult(
+            name=name,
+            family=model.family,
+            spec=to_spec(model),
+            metrics=score(forecasts, checked),
+            by_horizon={int(step): dict(row) for step, row in by_horizon.to_dict("index").items()},
+            forecasts=forecasts,
+            calibration=calibration_factors(forecasts, checked),
+            fit_seconds=seconds[name],
+        )
+    if not results:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in failed.items())
+        raise NoCandidateError(f"every candidate failed in the backtest: {reasons}")
+    return Evaluation(plan=plan, levels=checked, results=results, failed=failed)
+
+
+def _key(model: Forecaster) -> str:
+    return json.dumps(to_spec(model), sort_keys=True)
+
+
+class _Window:
+    """One training window; forecasts each distinct model (by spec) once, failures included."""
+
+    def __init__(self, y: np.ndarray, years: np.ndarray, h: int, levels: tuple[int, ...]) -> None:
+        self.y, self.years, self.h, self.levels = y, years, h, levels
+        self.cache: dict[str, Forecast | str] = {}
+
+    def forecast(self, model: Forecaster, key: str) -> Forecast:
+        if key not in self.cache:
+            try:
+                forecast = clone(model).fit(self.y, self.years).predict(self.h, self.levels)
+                _check_finite(forecast)
+                self.cache[key] = forecast
+            except Exception as error:
+                # Any failure drops this candidate for the series, never the series itself.
+                self.cache[key] = f"{type(error).__name__}: {error}"
+        outcome = self.cache[key]
+        if isinstance(outcome, str):
+            raise _CandidateFailed(outcome)
+        return outcome
+
+
+class _CandidateFailed(Exception):
+    """A candidate (or a combination's member) failed in a window; the message says why."""
+
+
+def _check_finite(forecast: Forecast) -> None:
+    arrays = [forecast.mean, *forecast.lower.values(), *forecast.upper.values()]
+    if not all(np.all(np.isfinite(a)) for a in arrays):
+        raise ValueError("the forecast has non-finite values")

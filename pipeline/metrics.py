@@ -145,3 +145,48 @@ def coverage(y_true: Any, lower: Any, upper: Any) -> float:
     actual, low = _pair(y_true, lower)
     _, high = _pair(y_true, upper)
     return float(np.mean((actual >= low) & (actual <= high)))
+
+
+def interval_score(y_true: Any, lower: Any, upper: Any, level: float) -> np.ndarray:
+    """Pointwise interval score of Gneiting & Raftery (2007), the numerator of MSIS.
+
+    Args:
+        y_true: actual values.
+        lower: lower bounds of the ``level`` % interval.
+        upper: upper bounds.
+        level: the interval's nominal coverage in percent, e.g. 95.
+
+    Returns:
+        ``(u - l) + (2 / α) (l - y) 1{y < l} + (2 / α) (y - u) 1{y > u}`` per point, with
+        ``α = 1 - level / 100``: the width plus a penalty for each miss.
+    """
+    actual, low = _pair(y_true, lower)
+    _, high = _pair(y_true, upper)
+    alpha = 1.0 - float(level) / 100.0
+    if not 0 < alpha < 1:
+        raise ValueError(f"level must be in (0, 100), got {level}")
+    below = np.where(actual < low, low - actual, 0.0)
+    above = np.where(actual > high, actual - high, 0.0)
+    return (high - low) + (2.0 / alpha) * (below + above)
+
+
+def msis(y_true: Any, lower: Any, upper: Any, y_train: Any, level: float = 95, m: int = 1) -> float:
+    """Mean scaled interval score (M4 competition): interval score over the naive MAE.
+
+    Args:
+        y_true: actual values over the forecast horizon.
+        lower: lower bounds of the ``level`` % interval.
+        upper: upper bounds.
+        y_train: the training series (its naive one-step MAE is the scale, as in MASE).
+        level: nominal coverage in percent.
+        m: seasonal period of the naive scale; 1 for yearly data.
+
+    Returns:
+        ``mean(interval_score) / naive_scale(y_train, m)``; lower is better, and a narrow
+        interval that misses is punished by ``2 / α`` times the miss.
+    """
+    scale = naive_scale(y_train, m)
+    total = float(np.mean(interval_score(y_true, lower, upper, level)))
+    if scale == 0:
+        return float("nan") if total == 0 else float("inf")
+    return total / scale

@@ -1,21 +1,20 @@
-"""Series transforms with exact inverses, and a wrapper that lets any model use them.
+"""Series transforms with exact inverses (log, sqrt, reciprocal, Box–Cox, differencing).
 
 Elementwise transforms (log, sqrt, reciprocal, Box–Cox) are monotone, so a quantile of the
 transformed forecast maps to the same quantile in levels exactly. Differencing of order ``d``
 is inverted the way the original study had to work it out: a forecast of differences is turned
 back into levels by cumulative sums starting from the last observed values.
+
+A leaf of the package: it imports nothing from ``pipeline``; the wrapper that lets any model
+use these transforms, :class:`pipeline.models.transformed.TransformedForecaster`, imports it.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 from scipy import optimize, special, stats
-
-from pipeline.models.base import Forecaster, _json_default, load_forecaster
 
 
 class Transform:
@@ -202,6 +201,7 @@ class Difference:
         return np.sqrt(variance)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able description (the order; the remembered values are arrays)."""
         return {"name": self.name, "order": self.order}
 
 
@@ -222,80 +222,20 @@ def make_transform(name: str, **kwargs: Any) -> Transform:
         raise ValueError(f"unknown transform {name!r}; choose one of {sorted(ELEMENTWISE)}") from None
 
 
-class TransformedForecaster(Forecaster):
-    """Run any forecaster on a transformed and/or differenced series, forecast in levels.
+def transform_from_dict(described: dict[str, Any]) -> Transform:
+    """Rebuild a fitted elementwise transform from :meth:`Transform.to_dict`."""
+    described = dict(described)
+    name = described.pop("name")
+    transform = make_transform(name, **described)
+    if isinstance(transform, BoxCox):
+        transform.lmbda_ = float(described["lmbda"])
+    return transform
 
-    Args:
-        model: the inner forecaster (unfitted); it is fitted on the transformed series.
-        transform: name of an elementwise transform applied first.
-        d: differencing order applied after the transform.
-        boxcox_lambda: Box–Cox lambda (``None`` estimates it).
-    """
 
-    family: ClassVar[str] = "transformed"
-
-    def __init__(self, model: Forecaster, transform: str = "identity", d: int = 0, boxcox_lambda: float | None = None) -> None:
-        self.model = model
-        self.transform = transform
-        self.d = d
-        self.boxcox_lambda = boxcox_lambda
-
-    @property
-    def min_obs(self) -> int:  # type: ignore[override]
-        return self.model.min_obs + self.d
-
-    def _fit(self, y: np.ndarray) -> None:
-        kwargs = {"lmbda": self.boxcox_lambda} if self.transform == "boxcox" else {}
-        self.transform_ = make_transform(self.transform, **kwargs).fit(y)
-        scaled = self.transform_.transform(y)
-        self.difference_ = Difference(self.d).fit(scaled)
-        self.model.fit(self.difference_.transform(scaled))
-
-    def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
-        inner = self.model.predict(h, levels)
-        mean = self.transform_.inverse_transform(self.difference_.inverse_forecast(inner.mean))
-        bounds = {}
-        for level in levels:
-            z = stats.norm.ppf(0.5 + level / 200)
-            std = (inner.upper[level] - inner.lower[level]) / (2 * z)
-            centre = self.difference_.inverse_forecast(inner.mean)
-            half = z * self.difference_.integrate_std(std)
-            lo = self.transform_.inverse_transform(centre - half)
-            hi = self.transform_.inverse_transform(centre + half)
-            # reciprocal is decreasing: keep lower <= upper on the level scale.
-            bounds[level] = (np.minimum(lo, hi), np.maximum(lo, hi))
-        return mean, bounds
-
-    # -- persistence: the inner model is saved beside the wrapper's own files -----------------
-    def save(self, path: str | Path) -> Path:
-        """Write ``model.json`` + ``arrays.npz`` and the inner model under ``inner/``."""
-        self._check_fitted()
-        directory = Path(path)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.model.save(directory / "inner")
-        document = {
-            "class": f"{type(self).__module__}.{type(self).__qualname__}",
-            "family": self.family,
-            "params": {"transform": self.transform, "d": self.d, "boxcox_lambda": self.boxcox_lambda},
-            "state": {"transform": self.transform_.to_dict()},
-        }
-        (directory / "model.json").write_text(json.dumps(document, indent=2, sort_keys=True, default=_json_default))
-        np.savez(directory / "arrays.npz", y_=self.y_, years_=self.years_, heads_=self.difference_.heads_, tails_=self.difference_.tails_)
-        return directory
-
-    @classmethod
-    def load(cls, path: str | Path) -> Self:
-        """Rebuild a wrapper saved with :meth:`save` (no pickle)."""
-        directory = Path(path)
-        document = json.loads((directory / "model.json").read_text())
-        model = cls(load_forecaster(directory / "inner"), **document["params"])
-        described = dict(document["state"]["transform"])
-        name = described.pop("name")
-        model.transform_ = make_transform(name, **described)
-        if name == "boxcox":
-            model.transform_.lmbda_ = float(described["lmbda"])
-        with np.load(directory / "arrays.npz", allow_pickle=False) as npz:
-            model.y_, model.years_ = npz["y_"], npz["years_"]
-            model.difference_ = Difference(int(document["params"]["d"]))
-            model.difference_.heads_, model.difference_.tails_ = npz["heads_"], npz["tails_"]
-        return model
+def allowed(name: str, y: np.ndarray) -> bool:
+    """Whether an elementwise transform's domain holds the whole series (e.g. log: all > 0)."""
+    try:
+        make_transform(name)._check_domain(np.asarray(y, dtype=np.float64))
+    except ValueError:
+        return False
+    return True

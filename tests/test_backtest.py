@@ -56,7 +56,7 @@ def test_naive_mase_by_hand() -> None:
     assert result.by_horizon.loc[1, "mase"] == pytest.approx((11 / 5 + 15 / 7) / 2)
     assert result.by_horizon.loc[2, "mae"] == pytest.approx((24 + 32) / 2)
     assert result.metrics["rmse"] == pytest.approx(np.sqrt(np.mean(np.square([11, 24, 15, 32]))))
-    assert set(result.metrics) == {"rmse", "mae", "mape", "smape", "mase", "coverage_80", "coverage_95"}
+    assert set(result.metrics) == {"rmse", "mae", "mape", "smape", "mase", "coverage_80", "coverage_95", "msis_80", "msis_95"}
     summary = result.to_dict()
     assert summary["origins"] == [5, 7] and summary["horizon"] == 2
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from scipy import stats
 
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
@@ -31,9 +30,3 @@ def test_mean_by_hand() -> None:
     forecast = MeanForecaster().fit(Y).predict(3)
     np.testing.assert_allclose(forecast.mean, [3.5] * 3)
     np.testing.assert_allclose(forecast.upper[95] - forecast.mean, Z95 * np.sqrt(7 * 1.25), rtol=1e-12)
-
-
-@pytest.mark.parametrize("cls", [NaiveForecaster, DriftForecaster, MeanForecaster])
-def test_family_names(cls: type) -> None:
-    assert cls.family in {"naive", "drift", "mean"}
-    assert cls.family == cls.__name__.removesuffix("Forecaster").lower()

@@ -60,3 +60,18 @@ def test_coverage_counts_bounds_as_inside() -> None:
 def test_length_mismatch_refused() -> None:
     with pytest.raises(ValueError, match="y_true has 2 values"):
         metrics.rmse([1.0, 2.0], [1.0])
+
+
+def test_msis_by_hand() -> None:
+    from pipeline.metrics import interval_score, msis
+
+    # 95 %: alpha = 0.05, penalty 2 / alpha = 40 per unit of miss.
+    actual = [10.0, 15.0, 3.0]
+    lower = [8.0, 9.0, 4.0]
+    upper = [12.0, 13.0, 6.0]
+    # widths 4, 4, 2; misses: 0, 15 - 13 = 2 above, 4 - 3 = 1 below
+    np.testing.assert_allclose(interval_score(actual, lower, upper, 95), [4.0, 4.0 + 40 * 2, 2.0 + 40 * 1])
+    train = [1.0, 3.0, 2.0, 6.0]  # naive MAE (2 + 1 + 4) / 3 = 7 / 3
+    assert msis(actual, lower, upper, train, level=95) == pytest.approx((4 + 84 + 42) / 3 / (7 / 3))
+    with pytest.raises(ValueError, match="level"):
+        interval_score(actual, lower, upper, 100)

@@ -134,7 +134,7 @@ def test_transformed_forecaster_round_trip_and_levels(tmp_path) -> None:
     """Log + first differences around a naive model: levels out, exact save/load, nested intervals."""
     from pipeline.models.base import load_forecaster
     from pipeline.models.baselines import NaiveForecaster
-    from pipeline.transforms import TransformedForecaster
+    from pipeline.models.transformed import TransformedForecaster
 
     years = np.arange(1950, 2015)
     y = np.exp(0.03 * (years - 1950)) * (1 + 0.01 * np.sin(years))

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
+from statsmodels.tsa.ar_model import AutoReg, ar_select_order
 from statsmodels.tsa.arima.model import ARIMA
 
 from pipeline.blas import single_threaded_blas
@@ -238,3 +239,81 @@ class ArimaForecaster(Forecaster):
         self.param_names_ = list(state["param_names"])
         self.search_ = list(state["search"])
         self.results_ = self._rebuild(self.y_)
+
+
+class ArmaForecaster(ArimaForecaster):
+    """ARMA(p, q) on the levels around a linear trend (``d = 0``), (p, q) by a stepwise AIC search.
+
+    A trend-stationary alternative to ARIMA's differencing: deviations from a straight line
+    revert, instead of every shock persisting.
+
+    Args:
+        max_p: largest AR order searched.
+        max_q: largest MA order searched.
+        trend: statsmodels trend term (``"ct"``: constant and linear trend).
+        maxiter: optimiser iterations per candidate.
+    """
+
+    family: ClassVar[str] = "arma"
+    order: ClassVar[None] = None
+    d: ClassVar[int] = 0
+    max_d: ClassVar[int] = 0
+    search: ClassVar[str] = "stepwise"
+
+    def __init__(self, max_p: int = 1, max_q: int = 1, trend: str = "ct", maxiter: int = 50) -> None:
+        self.max_p = max_p
+        self.max_q = max_q
+        self.trend = trend
+        self.maxiter = maxiter
+
+
+class ArForecaster(Forecaster):
+    """AR(p) on the levels around a trend, by least squares (statsmodels ``AutoReg``).
+
+    The lags are chosen by AIC with ``ar_select_order`` (all lags up to ``max_p`` compared on
+    the same sample); intervals are ``AutoReg``'s dynamic forecast intervals. Least squares is
+    deterministic, so loading refits on the saved series.
+
+    Args:
+        max_p: largest AR order searched.
+        trend: ``"c"``, ``"t"``, ``"ct"`` (constant and linear trend) or ``"n"``.
+
+    Attributes:
+        lags_: the chosen lags (empty: trend only).
+    """
+
+    family: ClassVar[str] = "ar"
+    min_obs: ClassVar[int] = 10
+
+    def __init__(self, max_p: int = 3, trend: str = "ct") -> None:
+        self.max_p = max_p
+        self.trend = trend
+
+    def _fit(self, y: np.ndarray) -> None:
+        with warnings.catch_warnings(), single_threaded_blas():
+            warnings.simplefilter("ignore")
+            max_p = max(0, min(int(self.max_p), y.size // 3))
+            selected = ar_select_order(y, maxlag=max_p, trend=str(self.trend), ic="aic").ar_lags
+            self.lags_ = [int(lag) for lag in (selected or [])]
+            self.results_ = AutoReg(y, lags=self.lags_ or 0, trend=str(self.trend)).fit()
+        self.params_ = np.asarray(self.results_.params, dtype=np.float64)
+
+    def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
+        n = self.y_.size
+        with warnings.catch_warnings(), single_threaded_blas():
+            warnings.simplefilter("ignore")
+            prediction = self.results_.get_prediction(start=n, end=n + h - 1)
+            mean = np.asarray(prediction.predicted_mean, dtype=np.float64)
+            bounds = {}
+            for level in levels:
+                interval = np.asarray(prediction.conf_int(alpha=1 - level / 100), dtype=np.float64)
+                bounds[level] = (interval[:, 0], interval[:, 1])
+        return mean, bounds
+
+    def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"lags": self.lags_, "params": [float(v) for v in self.params_]}, {}
+
+    def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self._fit(self.y_)
+        if self.lags_ != list(state["lags"]) or not np.allclose(self.params_, state["params"], rtol=1e-9, atol=1e-12):
+            raise ValueError("refitting the saved series did not reproduce the saved AR model")

@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
+from pipeline.maths import json_default
+
 DEFAULT_LEVELS: tuple[int, ...] = (80, 95)
 
 
@@ -174,12 +176,15 @@ class Forecaster(ABC):
         directory.mkdir(parents=True, exist_ok=True)
         state, arrays = self._get_state()
         document = {
-            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "class": class_path(type(self)),
             "family": self.family,
-            "params": self.get_params(),
+            "params": {name: encode_param(value) for name, value in self.get_params().items()},
             "state": state,
+            "children": sorted(self._fitted_children()),
         }
-        (directory / "model.json").write_text(json.dumps(document, indent=2, sort_keys=True, default=_json_default))
+        for name, child in self._fitted_children().items():
+            child.save(directory / "children" / name)
+        (directory / "model.json").write_text(json.dumps(document, indent=2, sort_keys=True, default=json_default))
         np.savez(directory / "arrays.npz", y_=self.y_, years_=self.years_, **arrays)
         return directory
 
@@ -188,14 +193,15 @@ class Forecaster(ABC):
         """Rebuild a model saved with :meth:`save` (``allow_pickle=False``)."""
         directory = Path(path)
         document = json.loads((directory / "model.json").read_text())
-        expected = f"{cls.__module__}.{cls.__qualname__}"
+        expected = class_path(cls)
         if document["class"] != expected:
             raise ValueError(f"{directory} holds a {document['class']}, not a {expected}")
-        model = cls(**document["params"])
+        model = cls(**{name: decode_param(value) for name, value in document["params"].items()})
         with np.load(directory / "arrays.npz", allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
         model.y_ = arrays.pop("y_")
         model.years_ = arrays.pop("years_")
+        model._set_children({name: load_forecaster(directory / "children" / name) for name in document.get("children", [])})
         model._set_state(document["state"], arrays)
         return model
 
@@ -214,6 +220,14 @@ class Forecaster(ABC):
 
     def _set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Restore what :meth:`_get_state` returned."""
+        return None
+
+    def _fitted_children(self) -> dict[str, Forecaster]:
+        """Fitted inner models a wrapper holds; each is saved in its own sub-directory."""
+        return {}
+
+    def _set_children(self, children: dict[str, Forecaster]) -> None:
+        """Take back the inner models :meth:`_fitted_children` returned (before ``_set_state``)."""
         return None
 
     def _reset(self) -> None:
@@ -236,24 +250,81 @@ ALLOWED_MODULE_PREFIX = "pipeline."
 
 def load_forecaster(path: str | Path) -> Forecaster:
     """Rebuild any saved co2cast forecaster; ``model.json`` names its class."""
-    import importlib
-
     directory = Path(path)
     name = json.loads((directory / "model.json").read_text())["class"]
+    return _import_forecaster_class(name).load(directory)
+
+
+def class_path(cls: type) -> str:
+    """``module.QualifiedName`` of a class, as written to ``model.json``."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _import_forecaster_class(name: str) -> type[Forecaster]:
+    import importlib
+
     module_name, _, class_name = name.rpartition(".")
     if not module_name.startswith(ALLOWED_MODULE_PREFIX):
-        raise ValueError(f"{directory}/model.json names {name}, which is not a co2cast forecaster")
-    cls = getattr(importlib.import_module(module_name), class_name)
+        raise ValueError(f"{name} is not a co2cast forecaster (only classes under {ALLOWED_MODULE_PREFIX!r} load)")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Forecaster)):
         raise ValueError(f"{name} is not a Forecaster")
-    return cls.load(directory)
+    return cls
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+def to_spec(model: Forecaster) -> dict[str, Any]:
+    """A JSON-able description of an (unfitted) model: its class and every hyperparameter.
+
+    Nested forecasters (a wrapper's inner model, a combination's members) are described the
+    same way, recursively, so the spec is complete: hashing it identifies the model.
+
+    Args:
+        model: any forecaster.
+
+    Returns:
+        ``{"class": "pipeline.models....", "params": {...}}``.
+    """
+    return {"class": class_path(type(model)), "params": {name: encode_param(value) for name, value in model.get_params().items()}}
+
+
+def from_spec(spec: dict[str, Any]) -> Forecaster:
+    """Build the unfitted model a :func:`to_spec` document describes (package classes only)."""
+    cls = _import_forecaster_class(str(spec["class"]))
+    return cls(**{name: decode_param(value) for name, value in spec["params"].items()})
+
+
+def clone(model: Forecaster) -> Forecaster:
+    """A fresh, unfitted copy with the same hyperparameters (nested models cloned too)."""
+    return type(model)(**{name: _clone_param(value) for name, value in model.get_params().items()})
+
+
+def _clone_param(value: Any) -> Any:
+    if isinstance(value, Forecaster):
+        return clone(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_clone_param(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _clone_param(item) for key, item in value.items()}
+    return value
+
+
+def encode_param(value: Any) -> Any:
+    """A hyperparameter as JSON: forecasters become ``{"$forecaster": spec}``, tuples lists."""
+    if isinstance(value, Forecaster):
+        return {"$forecaster": to_spec(value)}
+    if isinstance(value, list | tuple):
+        return [encode_param(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): encode_param(item) for key, item in value.items()}
+    return json.loads(json.dumps(value, default=json_default))
+
+
+def decode_param(value: Any) -> Any:
+    """Inverse of :func:`encode_param` (lists stay lists; models are rebuilt unfitted)."""
+    if isinstance(value, dict):
+        if set(value) == {"$forecaster"}:
+            return from_spec(value["$forecaster"])
+        return {key: decode_param(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [decode_param(item) for item in value]
+    return value

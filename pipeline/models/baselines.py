@@ -10,17 +10,23 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import stats
 
+from pipeline.maths import z
 from pipeline.models.base import Forecaster
 
 
-def _z(level: int) -> float:
-    return float(stats.norm.ppf(0.5 + level / 200))
+def normal_bands(mean: np.ndarray, sigma_h: np.ndarray, levels: tuple[int, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``mean ± z(level) · σ_h`` for each level: normal prediction intervals.
 
+    Args:
+        mean: point forecasts.
+        sigma_h: forecast standard deviation per step.
+        levels: interval levels in percent.
 
-def _bands(mean: np.ndarray, sigma_h: np.ndarray, levels: tuple[int, ...]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    return {level: (mean - _z(level) * sigma_h, mean + _z(level) * sigma_h) for level in levels}
+    Returns:
+        ``{level: (lower, upper)}``.
+    """
+    return {level: (mean - z(level) * sigma_h, mean + z(level) * sigma_h) for level in levels}
 
 
 class NaiveForecaster(Forecaster):
@@ -43,7 +49,7 @@ class NaiveForecaster(Forecaster):
     def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
         steps = np.arange(1, h + 1, dtype=np.float64)
         mean = np.full(h, self.last_)
-        return mean, _bands(mean, self.sigma_ * np.sqrt(steps), levels)
+        return mean, normal_bands(mean, self.sigma_ * np.sqrt(steps), levels)
 
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"last": self.last_, "sigma": self.sigma_}, {}
@@ -78,7 +84,7 @@ class DriftForecaster(Forecaster):
         steps = np.arange(1, h + 1, dtype=np.float64)
         mean = self.last_ + self.drift_ * steps
         sigma_h = self.sigma_ * np.sqrt(steps * (1.0 + steps / (self.n_ - 1)))
-        return mean, _bands(mean, sigma_h, levels)
+        return mean, normal_bands(mean, sigma_h, levels)
 
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"drift": self.drift_, "sigma": self.sigma_, "last": self.last_, "n": self.n_}, {}
@@ -106,7 +112,7 @@ class MeanForecaster(Forecaster):
     def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
         mean = np.full(h, self.mean_)
         sigma_h = np.full(h, self.sigma_ * np.sqrt(1.0 + 1.0 / self.n_))
-        return mean, _bands(mean, sigma_h, levels)
+        return mean, normal_bands(mean, sigma_h, levels)
 
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {"mean": self.mean_, "sigma": self.sigma_, "n": self.n_}, {}

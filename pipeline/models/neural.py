@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import stats
 
 from pipeline.blas import single_threaded_blas
+from pipeline.maths import z as normal_quantile
 from pipeline.models.base import Forecaster
 from pipeline.transforms import Difference
 
@@ -632,7 +632,7 @@ class NeuralForecaster(Forecaster):
         spread = self.horizon_spread(h)
         bounds = {}
         for level in levels:
-            half = stats.norm.ppf(0.5 + level / 200) * spread
+            half = normal_quantile(level) * spread
             bounds[level] = (mean - half, mean + half)
         return mean, bounds
 

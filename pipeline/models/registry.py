@@ -1,0 +1,146 @@
+"""The candidate set: family name -> model class, and the default candidates for a series.
+
+The forecast core takes model *instances*: :func:`default_candidates` returns a fresh,
+unfitted instance per candidate name, sized for the shortest series it will be fitted on.
+Everything a family needs to know about itself (its minimum history, how it persists, how
+its intervals are made) lives in its class; this module only lists them and holds the
+defaults, so no code elsewhere branches on a family name.
+
+Left out of the study's list, on purpose: Prophet, LightGBM and XGBoost. Prophet needs a Stan
+toolchain and is built for daily/weekly seasonality that yearly emissions do not have; tree
+ensembles on lags cannot extrapolate beyond the values they were trained on (a tree predicts
+an average of seen targets), which is exactly what a trending yearly series needs, and with
+12–60 points per series they have almost nothing to learn from. The "machine learning on lags"
+idea is covered by Ridge and Lasso on lagged differences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from pipeline.models.arima import ArForecaster, ArimaForecaster, ArmaForecaster
+from pipeline.models.base import Forecaster
+from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
+from pipeline.models.calibrated import CalibratedForecaster
+from pipeline.models.combination import CombinationForecaster
+from pipeline.models.ets import AutoEtsForecaster, HoltForecaster, SesForecaster
+from pipeline.models.lstm import LSTMForecaster
+from pipeline.models.regression import LassoForecaster, RidgeForecaster, TrendForecaster
+from pipeline.models.rnn import RNNForecaster
+from pipeline.models.theta import ThetaForecaster
+from pipeline.models.transformed import TransformedForecaster
+from pipeline.transforms import allowed
+
+#: Every forecaster class by family name (the ``family`` class attribute).
+FAMILIES: dict[str, type[Forecaster]] = {
+    cls.family: cls
+    for cls in (
+        NaiveForecaster,
+        DriftForecaster,
+        MeanForecaster,
+        TrendForecaster,
+        SesForecaster,
+        HoltForecaster,
+        AutoEtsForecaster,
+        ArForecaster,
+        ArmaForecaster,
+        ArimaForecaster,
+        ThetaForecaster,
+        RidgeForecaster,
+        LassoForecaster,
+        LSTMForecaster,
+        RNNForecaster,
+        CombinationForecaster,
+        TransformedForecaster,
+        CalibratedForecaster,
+    )
+}
+
+#: The benchmark every candidate must beat (selection and the champion gate use it).
+BENCHMARK = "naive"
+
+#: Members of the fixed combinations: models that err differently (a damped trend, ARIMA's
+#: differences with drift, a penalised regression on recent differences). Chosen on a
+#: validation run of benchmarks/accuracy.py (train to 2006, forecast 2007-2010), not on the
+#: 2011-2014 years the benchmark reports: their mean had the best OWA on both panels.
+COMBINATION_MEMBERS = ("holt_damped", "arima", "ridge")
+
+#: The candidate published unless another beats it clearly (see pipeline.selection.select).
+DEFAULT_CHOICE = "combo_mean"
+
+#: Fewest points a neural model trains on: below this it is left out of the candidates.
+NEURAL_MIN_POINTS = 20
+
+
+def _neural_params(n_points: int) -> dict[str, int]:
+    """LSTM/RNN settings that fit a history of ``n_points``: a shorter window and fewer epochs."""
+    window = int(np.clip(n_points // 4, 4, 10))
+    return {"window": window, "hidden": 8, "epochs": 200, "patience": 20, "min_origins": min(10, max(3, n_points // 4))}
+
+
+def default_candidates(n_points: int) -> dict[str, Forecaster]:
+    """The default candidate set for a series, as fresh unfitted instances.
+
+    Args:
+        n_points: the fewest points any candidate will be fitted on (for a backtest, the
+            training length of its earliest window; see
+            :func:`pipeline.backtest.plan_windows`).
+
+    Returns:
+        Candidate name -> forecaster, every one able to fit ``n_points`` values. ``naive`` is
+        always there: selection and the champion gate measure everything against it. ARMA
+        (:class:`~pipeline.models.arima.ArmaForecaster`) is a family but not a default
+        candidate: it cost a third of the backtest time and never ranked well on the OWID series.
+    """
+    statistical: dict[str, Forecaster] = {
+        "naive": NaiveForecaster(),
+        "drift": DriftForecaster(),
+        "mean": MeanForecaster(),
+        "trend_linear": TrendForecaster(degree=1),
+        "trend_quadratic": TrendForecaster(degree=2),
+        "ses": SesForecaster(),
+        "holt": HoltForecaster(),
+        "holt_damped": HoltForecaster(damped=True),
+        "ets": AutoEtsForecaster(),
+        "theta": ThetaForecaster(),
+        "ar": ArForecaster(),
+        "arima": ArimaForecaster(max_p=2, max_q=2, search="stepwise"),
+        "ridge": RidgeForecaster(),
+        "lasso": LassoForecaster(),
+    }
+    if n_points >= NEURAL_MIN_POINTS:
+        statistical["lstm"] = LSTMForecaster(**_neural_params(n_points))
+        statistical["rnn"] = RNNForecaster(**_neural_params(n_points))
+    candidates = {name: model for name, model in statistical.items() if model.min_obs <= n_points}
+    members = [candidates[name] for name in COMBINATION_MEMBERS if name in candidates]
+    if len(members) >= 2:
+        candidates["combo_mean"] = CombinationForecaster(members=members, method="mean")
+        candidates["combo_median"] = CombinationForecaster(members=members, method="median")
+    return candidates
+
+
+def transformed_variants(
+    candidates: Mapping[str, Forecaster], values: np.ndarray, transforms: Iterable[str] = ("log", "sqrt", "boxcox")
+) -> dict[str, Forecaster]:
+    """The candidates on transformed scales, where the series allows the transform.
+
+    Not in the default set: on the OWID series a log transform made forecasts worse
+    (exponential extrapolation). Offered for studies and for series where it helps.
+
+    Args:
+        candidates: name -> forecaster to wrap.
+        values: the series (its domain decides: log and Box–Cox need all values > 0).
+        transforms: elementwise transform names.
+
+    Returns:
+        ``"<name>_<transform>"`` -> :class:`TransformedForecaster` for each allowed pair.
+    """
+    out: dict[str, Forecaster] = {}
+    for transform in transforms:
+        if not allowed(transform, values):
+            continue
+        for name, model in candidates.items():
+            out[f"{name}_{transform}"] = TransformedForecaster(model, transform=transform)
+    return out

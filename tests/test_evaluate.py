@@ -1,0 +1,157 @@
+"""Many candidates on one backtest: shared windows, robustness, short series, calibration."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.backtest import (
+    MIN_POINTS,
+    NoCandidateError,
+    SeriesTooShortError,
+    Split,
+    backtest,
+    calibration_factors,
+    evaluate_candidates,
+    plan_windows,
+)
+from pipeline.errors import PermanentError
+from pipeline.models.base import Forecaster
+from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
+from pipeline.models.calibrated import CalibratedForecaster
+from pipeline.models.combination import CombinationForecaster
+from pipeline.models.registry import default_candidates
+
+
+class Explodes(Forecaster):
+    """Fails to fit whenever the training window is shorter than ``below``."""
+
+    family: ClassVar[str] = "explodes"
+
+    def __init__(self, below: int = 1000) -> None:
+        self.below = below
+
+    def _fit(self, y: np.ndarray) -> None:
+        if y.size < self.below:
+            raise RuntimeError(f"cannot fit {y.size} values")
+
+    def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
+        mean = np.full(h, self.y_[-1])
+        return mean, {lv: (mean - 1, mean + 1) for lv in levels}
+
+
+def _walk(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return np.arange(2014 - n + 1, 2015), 50 + np.cumsum(rng.normal(0.5, 1.0, n))
+
+
+def test_a_failing_candidate_is_dropped_with_its_reason_and_the_others_go_on() -> None:
+    years, values = _walk(40)
+    candidates = {"naive": NaiveForecaster(), "explodes": Explodes(below=30), "drift": DriftForecaster()}
+    evaluation = evaluate_candidates(candidates, years, values, horizon=4, n_origins=3)
+    assert set(evaluation.results) == {"naive", "drift"}
+    # The earliest window trains on 28 values, so it fails there; the reason names the window.
+    assert evaluation.failed == {"explodes": "RuntimeError: cannot fit 28 values (window 1975-2002)"}
+    # The survivors' scores are exactly those of the one-model backtest on the same windows.
+    alone = backtest(DriftForecaster, years, values, horizon=4, n_origins=3)
+    assert evaluation.results["drift"].metrics == pytest.approx(alone.metrics)
+    pd.testing.assert_frame_equal(evaluation.results["drift"].forecasts, alone.forecasts)
+
+
+def test_every_candidate_failing_is_a_permanent_error() -> None:
+    years, values = _walk(30)
+    with pytest.raises(NoCandidateError, match="every candidate failed") as caught:
+        evaluate_candidates({"explodes": Explodes()}, years, values)
+    assert isinstance(caught.value, PermanentError)
+
+
+def test_a_twelve_point_series_gets_a_reduced_plan_and_eleven_are_refused() -> None:
+    years, values = _walk(12)
+    plan = plan_windows(12, horizon=5, n_origins=5, min_train=10)
+    assert plan.splits == (Split(7, 12),)
+    assert any("reduced from 10 to 7" in note for note in plan.notes)
+    assert any("1 of 5 backtest origins" in note for note in plan.notes)
+    evaluation = evaluate_candidates(default_candidates(plan.min_train), years, values)
+    assert evaluation.plan == plan
+    assert {"naive", "drift", "ets", "theta"} <= set(evaluation.results)
+    assert not evaluation.failed
+    with pytest.raises(SeriesTooShortError, match=f"has 11 yearly values; at least {MIN_POINTS}"):
+        evaluate_candidates({"naive": NaiveForecaster()}, years[1:], values[1:])
+    assert issubclass(SeriesTooShortError, PermanentError)
+
+
+def test_long_series_plan_is_the_plain_rolling_origin() -> None:
+    plan = plan_windows(60, horizon=5, n_origins=3)
+    assert plan.splits == (Split(45, 50), Split(50, 55), Split(55, 60)) and plan.notes == ()
+
+
+def test_combination_is_scored_from_its_members_and_equals_fitting_it() -> None:
+    years, values = _walk(45, seed=4)
+    members = [NaiveForecaster(), DriftForecaster(), MeanForecaster()]
+    candidates = {"naive": members[0], "combo": CombinationForecaster(members, "median"), "drift": members[1]}
+    evaluation = evaluate_candidates(candidates, years, values, horizon=3, n_origins=4)
+    direct = backtest(lambda: CombinationForecaster(members, "median"), years, values, horizon=3, n_origins=4)
+    pd.testing.assert_frame_equal(evaluation.results["combo"].forecasts, direct.forecasts)
+    # Independent answer: the median of naive, drift and mean is the middle one of the three.
+    rows = evaluation.results["combo"].forecasts
+    naive, drift = evaluation.results["naive"].forecasts, evaluation.results["drift"].forecasts
+    mean_only = backtest(MeanForecaster, years, values, horizon=3, n_origins=4).forecasts
+    stacked = np.stack([naive["mean"], drift["mean"], mean_only["mean"]])
+    np.testing.assert_allclose(rows["mean"], np.sort(stacked, axis=0)[1])
+
+
+def test_calibration_factor_is_the_conformal_order_statistic() -> None:
+    # Nine points with half-widths 1 and errors 0.1 .. 0.9 (alternating sides): scores 0.1 .. 0.9.
+    errors = np.arange(1, 10) / 10 * np.where(np.arange(9) % 2, 1, -1)
+    frame = pd.DataFrame({"step": [1] * 9, "actual": 5 + errors, "mean": 5.0, "lo_80": 4.0, "hi_80": 6.0, "lo_95": 3.0, "hi_95": 7.0})
+    factors = calibration_factors(frame, (80, 95))
+    # 80 %: rank ceil(10 * 0.8) = 8 -> 0.8; 95 %: scores / 2, rank ceil(9.5) = 10 > 9 -> the largest, 0.45.
+    assert factors == {80: [pytest.approx(0.8)], 95: [pytest.approx(0.45)]}
+
+
+def test_calibration_factors_by_step_when_each_step_has_enough_points() -> None:
+    rows = []
+    for step, spread in ((1, 1.0), (2, 3.0)):
+        for k in range(1, 21):
+            rows.append({"step": step, "actual": 10 + spread * k / 20, "mean": 10.0, "lo_80": 9.0, "hi_80": 11.0})
+    factors = calibration_factors(pd.DataFrame(rows), (80,), min_points_per_step=20)
+    # rank ceil(21 * 0.8) = 17 -> the 17th of spread * k / 20
+    assert factors[80] == [pytest.approx(17 / 20), pytest.approx(3 * 17 / 20)]
+    pooled = calibration_factors(pd.DataFrame(rows), (80,), min_points_per_step=21)
+    assert len(pooled[80]) == 1
+
+
+def test_calibrated_intervals_cover_random_walk_futures_at_the_nominal_rate() -> None:
+    """Intervals made 2x too narrow are widened back: coverage on simulated futures is near nominal."""
+    rng = np.random.default_rng(11)
+    too_narrow = CalibratedForecaster(NaiveForecaster(), factors={80: [0.5], 95: [0.5]}, floor=None)
+    covered = {80: [], 95: []}
+    raw = []
+    for _ in range(40):
+        y = np.cumsum(rng.standard_normal(80))
+        evaluation = evaluate_candidates({"narrow": too_narrow}, np.arange(80), y, horizon=4, n_origins=15, step=1)
+        factors = evaluation.results["narrow"].calibration
+        fixed = CalibratedForecaster(NaiveForecaster(), factors={lv: [0.5 * f for f in factors[lv]] for lv in factors}, floor=None)
+        forecast = fixed.fit(y).predict(4)
+        narrow = too_narrow.fit(y).predict(4)
+        futures = y[-1] + np.cumsum(rng.standard_normal((200, 4)), axis=1)
+        for level in covered:
+            covered[level].append(np.mean((futures >= forecast.lower[level]) & (futures <= forecast.upper[level])))
+        raw.append(np.mean((futures >= narrow.lower[95]) & (futures <= narrow.upper[95])))
+    assert np.mean(raw) < 0.75  # the uncalibrated bands really are too narrow
+    assert 0.74 <= np.mean(covered[80]) <= 0.88
+    assert 0.90 <= np.mean(covered[95]) <= 0.98
+
+
+def test_floor_clips_mean_and_bounds_at_zero() -> None:
+    y = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.2, 0.1, 0.05, 0.02])
+    raw = DriftForecaster().fit(y).predict(5)
+    assert raw.mean.min() < 0 and raw.lower[95].min() < 0
+    floored = CalibratedForecaster(DriftForecaster()).fit(y).predict(5)
+    np.testing.assert_array_equal(floored.mean, np.maximum(raw.mean, 0.0))
+    np.testing.assert_array_equal(floored.lower[95], np.maximum(raw.lower[95], 0.0))
+    np.testing.assert_array_equal(floored.upper[80], np.maximum(raw.upper[80], 0.0))
+    assert floored.mean.min() == 0.0

@@ -1,0 +1,126 @@
+"""Selection on the shared backtest and the champion gate: pure functions, independent answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.backtest import evaluate_candidates
+from pipeline.models.base import to_spec
+from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
+from pipeline.models.calibrated import CalibratedForecaster
+from pipeline.models.combination import CombinationForecaster
+from pipeline.selection import best_k_combination, champion_gate, ranking, select
+
+
+@pytest.fixture(scope="module")
+def trending() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return np.arange(1961, 2015), 100 + np.cumsum(rng.normal(2.0, 1.0, 54))
+
+
+def _evaluation(years: np.ndarray, values: np.ndarray, **candidates):
+    return evaluate_candidates(candidates, years, values, horizon=4, n_origins=4)
+
+
+def test_without_a_default_the_best_mase_that_beats_naive_wins(trending) -> None:
+    years, values = trending
+    evaluation = _evaluation(years, values, naive=NaiveForecaster(), drift=DriftForecaster(), mean=MeanForecaster())
+    mase = {name: result.metrics["mase"] for name, result in evaluation.results.items()}
+    # A steady upward drift: drift beats naive beats mean (checked, not assumed).
+    assert mase["drift"] < mase["naive"] < mase["mean"]
+    selection = select(evaluation, default=None)
+    assert selection.winner == "drift" and selection.score == mase["drift"] and selection.benchmark_score == mase["naive"]
+    assert [name for name, _ in selection.ranking] == ["drift", "naive", "mean"]
+    assert "beating naive" in selection.reason
+    # The published model is the winner, calibrated on its own backtest, floored at zero.
+    assert isinstance(selection.model, CalibratedForecaster)
+    assert to_spec(selection.model.model) == to_spec(DriftForecaster())
+    assert selection.model.factors == evaluation.results["drift"].calibration and selection.model.floor == 0.0
+    assert selection.to_dict()["winner"] == "drift"
+
+
+def test_the_default_stays_unless_another_beats_it_by_the_margin(trending) -> None:
+    years, values = trending
+    combo = CombinationForecaster([DriftForecaster(), MeanForecaster()], "mean")
+    evaluation = _evaluation(years, values, naive=NaiveForecaster(), drift=DriftForecaster(), mean=MeanForecaster(), combo=combo)
+    mase = {name: result.metrics["mase"] for name, result in evaluation.results.items()}
+    ratio = mase["drift"] / mase["combo"]
+    assert ratio < 1  # drift is better than its blend with the mean
+    # margin 0 is the plain backtest winner; a margin larger than drift's lead keeps the default.
+    assert select(evaluation, default="combo", margin=0.0).winner == "drift"
+    kept = select(evaluation, default="combo", margin=(1 - ratio) + 0.01)
+    assert kept.winner == ("combo" if mase["combo"] < mase["naive"] else "naive")
+    assert select(evaluation, default="combo", margin=(1 - ratio) - 0.01).winner == "drift"
+
+
+def test_naive_is_published_when_the_choice_does_not_beat_it(trending) -> None:
+    years, values = trending
+    evaluation = _evaluation(years, values, naive=NaiveForecaster(), mean=MeanForecaster())
+    assert evaluation.results["mean"].metrics["mase"] > evaluation.results["naive"].metrics["mase"]
+    selection = select(evaluation, default="mean", margin=1.0)
+    assert selection.winner == "naive" and "mean (mase" in selection.reason and "did not beat naive" in selection.reason
+    # On a short series (fewer windows than min_windows) the comparison is skipped, and said so.
+    short = select(evaluation, default="mean", margin=1.0, min_windows=5)
+    assert short.winner == "mean" and "too few to test it against naive" in short.reason
+    with pytest.raises(ValueError, match="benchmark"):
+        select(_evaluation(years, values, mean=MeanForecaster()))
+    with pytest.raises(ValueError, match="cannot select on 'coverage_95'"):
+        select(evaluation, metric="coverage_95")
+
+
+def test_the_metric_is_configurable(trending) -> None:
+    years, values = trending
+    evaluation = _evaluation(years, values, naive=NaiveForecaster(), drift=DriftForecaster(), mean=MeanForecaster())
+    by_rmse = ranking(evaluation, "rmse")
+    expected = sorted(evaluation.results, key=lambda name: evaluation.results[name].metrics["rmse"])
+    assert [name for name, _ in by_rmse] == expected
+    assert select(evaluation, metric="rmse", default=None).winner == expected[0]
+
+
+def test_best_k_combination_equals_fitting_the_combination(trending) -> None:
+    years, values = trending
+    evaluation = _evaluation(years, values, naive=NaiveForecaster(), drift=DriftForecaster(), mean=MeanForecaster())
+    extended = best_k_combination(evaluation, k=2, method="mean")
+    combo = extended.results["best2_mean"]
+    # Independent answer: the two best by MASE are drift and naive, and the mean of their
+    # forecasts is exactly what a fitted CombinationForecaster of the two forecasts per window.
+    assert [m["class"].rsplit(".", 1)[1] for m in (p["$forecaster"] for p in combo.spec["params"]["members"])] == [
+        "DriftForecaster",
+        "NaiveForecaster",
+    ]
+    direct = _evaluation(years, values, combo=CombinationForecaster([DriftForecaster(), NaiveForecaster()], "mean")).results["combo"]
+    pd.testing.assert_frame_equal(combo.forecasts, direct.forecasts)
+    assert combo.metrics == pytest.approx(direct.metrics)
+    np.testing.assert_allclose(
+        combo.forecasts["mean"], (evaluation.results["drift"].forecasts["mean"] + evaluation.results["naive"].forecasts["mean"]) / 2
+    )
+    assert set(evaluation.results) == {"naive", "drift", "mean"}  # the input is not modified
+
+
+@pytest.mark.parametrize(
+    ("current", "challenger", "naive", "promote", "words"),
+    [
+        (0.8, 0.9, 1.0, False, "does not beat the champion"),
+        (0.8, 0.8, 1.0, False, "does not beat the champion"),
+        (0.9, 0.8, 1.0, True, "beats the champion"),
+        (1.3, 1.1, 1.0, False, "worse than naive"),
+        (None, 0.95, 1.0, True, "no champion yet"),
+        (None, 1.05, 1.0, False, "worse than naive"),
+        (1.2, 1.0, 1.0, True, "beats the champion"),  # a naive challenger ties naive and may win
+        (0.9, float("nan"), 1.0, False, "not finite"),
+    ],
+)
+def test_champion_gate(current, challenger, naive, promote, words) -> None:
+    decision = champion_gate(
+        None if current is None else {"mase": current, "smape": 0.0}, {"mase": challenger, "smape": 5.0}, {"mase": naive, "smape": 9.0}
+    )
+    assert decision.promote is promote and words in decision.reason
+    assert (decision.current, decision.naive, decision.metric) == (current, naive, "mase")
+
+
+def test_champion_gate_on_another_metric() -> None:
+    decision = champion_gate({"mase": 0.5, "smape": 9.0}, {"mase": 0.9, "smape": 8.0}, {"mase": 1.0, "smape": 10.0}, metric="smape")
+    assert decision.promote and decision.challenger == 8.0
+    assert decision.to_dict()["promote"] is True
