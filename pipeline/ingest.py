@@ -29,8 +29,8 @@ import pandas as pd
 
 from pipeline import sources
 from pipeline.config import Settings
-from pipeline.errors import PermanentError
-from pipeline.store import ObjectStore
+from pipeline.errors import PermanentError, TransientError
+from pipeline.store import ObjectStore, StoreError
 from pipeline.validation import GateResult, run_suite
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,10 @@ CURATED_COLUMNS = ["entity", "iso_code", "year", "variable", "value", "provision
 
 class ValidationFailed(PermanentError):
     """A release was rejected; it is quarantined and nothing was curated."""
+
+
+class CurateFailed(TransientError):
+    """Writing a curated vintage failed part-way (disk full, store unreachable); nothing moved."""
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,13 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
         ``fetched_at``, ``changed`` (``False`` when this vintage was seen and settled before)
         and ``message``.
     """
-    fetched = sources.fetch(source or settings.source, settings.fetch_timeout)
+    fetched = sources.fetch(source or settings.source, policy=sources.SourcePolicy.from_settings(settings))
     vintage, digest = vintage_id(fetched.data)
+    content = sources.content_sha256(fetched.data, settings.max_source_bytes)
     info: dict[str, Any] = {
         "vintage": vintage,
         "sha256": digest,
+        "content_sha256": content,
         "file_name": fetched.file_name,
         "source": fetched.source,
         "size": len(fetched.data),
@@ -112,6 +118,16 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
         latest = latest_curated(store)
         current = f"; curated/latest.json points at {latest['vintage']}" if latest else ""
         info.update(changed=False, message=f"source unchanged: vintage {vintage} was already {status}{current}. Nothing new to ingest.")
+        logger.info(info["message"])
+        return info
+    latest = latest_curated(store)
+    if latest is not None and _content_of(store, latest, settings) == content:
+        # Same table, other bytes (a BOM, CRLF line ends, gzip): nothing to curate or retrain.
+        info.update(
+            changed=False,
+            message=f"source unchanged: its content equals vintage {latest['vintage']} (curated/latest.json); "
+            "only the bytes differ (byte order mark, line ends or compression). Nothing new to ingest.",
+        )
         logger.info(info["message"])
         return info
     ref = VintageRef(vintage, fetched.file_name)
@@ -134,7 +150,7 @@ def snapshot_raw(store: ObjectStore, fetched: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"{store.uri(ref.raw_key)} has sha256 {digest}, expected {fetched['sha256']}: the object was altered")
     meta_key = f"raw/{ref.vintage}/meta.json"
     if not store.exists(meta_key):
-        meta = {k: fetched[k] for k in ("vintage", "sha256", "file_name", "source", "size", "fetched_at")}
+        meta = {k: fetched[k] for k in ("vintage", "sha256", "content_sha256", "file_name", "source", "size", "fetched_at") if k in fetched}
         store.write_json(meta_key, meta)
     return {"vintage": ref.vintage, "file_name": ref.file_name, "raw_key": ref.raw_key}
 
@@ -158,7 +174,8 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
     ref = VintageRef(snapshot["vintage"], snapshot["file_name"])
     data = store.read_bytes(ref.raw_key)
     try:
-        staging = sources.read_source(data, ref.file_name)
+        staging = sources.read_source(data, ref.file_name, settings.max_source_bytes)
+        check_series_ids(staging["entity"])
     except sources.SourceError as error:
         _quarantine(store, ref, data, gates=[], reason=str(error))
         raise ValidationFailed(_failure_message(store, ref, str(error))) from error
@@ -190,13 +207,31 @@ def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, A
     revisions, revision_summary = revisions_report(prev_table, tidy)
 
     prefix = f"curated/{ref.vintage}"
-    store.write_bytes(f"{prefix}/emissions.parquet", _parquet_bytes(tidy))
-    store.write_bytes(f"{prefix}/revisions.parquet", _parquet_bytes(revisions))
-    store.write_json(f"{prefix}/revisions.json", revision_summary)
     raw_meta = store.read_json(f"raw/{ref.vintage}/meta.json")
+    written: list[str] = []
+
+    def write(key: str, data: bytes) -> None:
+        written.append(key)
+        store.write_bytes(key, data)
+
+    try:
+        write(f"{prefix}/emissions.parquet", _parquet_bytes(tidy))
+        write(f"{prefix}/revisions.parquet", _parquet_bytes(revisions))
+        write(f"{prefix}/revisions.json", _json_bytes(revision_summary))
+    except Exception as error:
+        if not _is_store_failure(error):
+            raise
+        # Out of disk, a store that went away: take back what was written so the vintage is
+        # not half there, and say the pointer did not move. A rerun heals it.
+        _remove_quietly(store, written)
+        raise CurateFailed(
+            f"could not write curated vintage {ref.vintage}: {sources.clean(error, 100)}. Nothing was curated and "
+            "curated/latest.json did not move; fix the store (space, permissions, endpoint) and run the ingest again."
+        ) from error
     pointer = {
         "vintage": ref.vintage,
         "sha256": raw_meta["sha256"],
+        "content_sha256": raw_meta.get("content_sha256"),
         "source": raw_meta["source"],
         "fetched_at": raw_meta["fetched_at"],
         "key": f"{prefix}/emissions.parquet",
@@ -244,6 +279,7 @@ def ingest(settings: Settings, store: ObjectStore, source: str | None = None) ->
 
 def curated_table(staging: pd.DataFrame) -> pd.DataFrame:
     """The validated staging table as the curated tidy table, newest year flagged provisional."""
+    check_series_ids(staging["entity"])
     tidy = staging[["entity", "iso_code", "year", "variable", "value"]].copy()
     tidy["year"] = tidy["year"].astype("int64")
     tidy["value"] = tidy["value"].astype("float64")
@@ -253,6 +289,26 @@ def curated_table(staging: pd.DataFrame) -> pd.DataFrame:
     # The newest year of a release is usually revised in the next one.
     tidy["provisional"] = tidy["year"] == tidy["year"].max()
     return tidy.sort_values(["entity", "variable", "year"], ignore_index=True)[CURATED_COLUMNS]
+
+
+def check_series_ids(entities: pd.Series) -> None:
+    """Two entity names must not share a series id (``pipeline.series.series_id``).
+
+    Raises:
+        PermanentSourceError: naming both entities and the id they share.
+    """
+    from pipeline.series import series_id
+
+    names = pd.Series(entities.dropna().unique(), dtype=object).astype(str)
+    ids = names.map(lambda name: series_id(name, "v").removesuffix(".v"))
+    clashes = ids[ids.duplicated(keep=False)]
+    if len(clashes):
+        first = clashes.iloc[0]
+        pair = names[ids == first].tolist()[:2]
+        raise sources.PermanentSourceError(
+            f"entities {sources.clean(pair[0], 40)!r} and {sources.clean(pair[1], 40)!r} have the same series id "
+            f"{sources.clean(first, 40)!r}; rename one in the source so each series can be named"
+        )
 
 
 def read_tidy_file(path: str | Path) -> pd.DataFrame:
@@ -391,6 +447,36 @@ def _quarantine(store: ObjectStore, ref: VintageRef, data: bytes, gates: list[Ga
 
 def _failure_message(store: ObjectStore, ref: VintageRef, reason: str) -> str:
     return f"vintage {ref.vintage} ({ref.file_name}) rejected and quarantined at {store.uri(f'quarantine/{ref.vintage}/')}\n{reason}"
+
+
+def _content_of(store: ObjectStore, pointer: dict[str, Any], settings: Settings) -> str | None:
+    """The normalised content hash of a curated vintage (older pointers lack it: hash the raw bytes)."""
+    if pointer.get("content_sha256"):
+        return str(pointer["content_sha256"])
+    meta = store.read_json_or_none(f"raw/{pointer['vintage']}/meta.json")
+    if not meta:
+        return None
+    try:
+        return sources.content_sha256(store.read_bytes(f"raw/{pointer['vintage']}/{meta['file_name']}"), settings.max_source_bytes)
+    except KeyError:
+        return None
+
+
+def _is_store_failure(error: BaseException) -> bool:
+    """A failure of the store itself (disk, permissions, S3 endpoint), not of our code."""
+    return isinstance(error, (OSError, StoreError)) or type(error).__module__.split(".")[0] in ("botocore", "boto3")
+
+
+def _remove_quietly(store: ObjectStore, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            store.delete(key)
+        except Exception:  # best effort: the original failure is what the user must see
+            logger.warning("could not remove %s after a failed curate", key)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=2, sort_keys=True, default=str).encode() + b"\n"
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
