@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import sources
+from pipeline import plausibility, sources
 from pipeline.config import Settings
 from pipeline.errors import PermanentError, TransientError
 from pipeline.store import ObjectStore, StoreError
@@ -321,25 +321,11 @@ def read_tidy_file(path: str | Path) -> pd.DataFrame:
 
 
 def history_table(previous: pd.DataFrame, staging: pd.DataFrame) -> pd.DataFrame:
-    """One row per (entity, variable) of the previous vintage: how many of its years are gone."""
-    prev = previous.groupby(["entity", "variable"])["year"].agg(lambda s: set(s.astype(int)))
-    current_years = staging.dropna(subset=["year"]).assign(year=lambda f: f["year"].astype(int))
-    cur = current_years.groupby(["entity", "variable"])["year"].agg(set)
-    rows = []
-    for (entity, variable), years in prev.items():
-        now = cur.get((entity, variable), set())
-        lost = sorted(years - now)
-        rows.append(
-            {
-                "entity": entity,
-                "variable": variable,
-                "previous_years": len(years),
-                "current_years": len(now),
-                "lost_years": len(lost),
-                "lost": _year_ranges(lost),
-            }
-        )
-    return pd.DataFrame(rows, columns=["entity", "variable", "previous_years", "current_years", "lost_years", "lost"])
+    """One row per (entity, variable) of the previous vintage: how many of its years are gone.
+
+    See :func:`pipeline.plausibility.history_table` (years lost in all and at the end).
+    """
+    return plausibility.history_table(previous, staging)
 
 
 def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -389,27 +375,67 @@ def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tu
     return report, summary
 
 
-def raw_gate_parameters(staging: pd.DataFrame, today: dt.date, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def raw_gate_parameters(
+    staging: pd.DataFrame, today: dt.date, previous: dict[str, Any] | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
     """Values for the ``emissions_raw`` suite's parameters.
 
     A long (OWID) release must carry the variables of the default series; a wide (Gapminder)
     file carries its one variable.
     """
+    settings = settings or Settings()
     is_long = (staging["variable"] != sources.WIDE_VARIABLE).any()
     return {
         "current_year": today.year,
         "previous_newest_year": previous["latest_year"] if previous else 1750,
         "required_variables": list(sources.REQUIRED_LONG_VARIABLES) if is_long else [sources.WIDE_VARIABLE],
+        "max_per_capita": settings.max_per_capita,
     }
+
+
+def plausibility_parameters(settings: Settings) -> dict[str, Any]:
+    """Values for the ``emissions_plausibility`` suite's parameters, from the settings."""
+    return {
+        "max_year_on_year_factor": settings.max_year_on_year_factor,
+        "max_history_factor": settings.max_history_factor,
+        "max_world_share": 1.0 + settings.world_tolerance,
+    }
+
+
+def run_raw_gates(
+    settings: Settings,
+    staging: pd.DataFrame,
+    today: dt.date,
+    previous: dict[str, Any] | None = None,
+    previous_table: pd.DataFrame | None = None,
+) -> list[GateResult]:
+    """Every gate on a release: form (``emissions_raw``), plausibility, and against the previous vintage.
+
+    Args:
+        settings: tolerances (``CO2CAST_*``).
+        staging: the release's staging table.
+        today: the date whose year is the latest allowed.
+        previous: ``curated/latest.json`` before this release, if any.
+        previous_table: that vintage's curated table (for ``emissions_history``).
+
+    Returns:
+        One :class:`GateResult` per suite run; all must succeed.
+    """
+    gates = [run_suite("emissions_raw", staging, raw_gate_parameters(staging, today, previous, settings))]
+    table = plausibility.plausibility_table(staging, settings.year_on_year_floor)
+    gates.append(run_suite("emissions_plausibility", table, plausibility_parameters(settings)))
+    del table
+    if previous_table is not None:
+        history = plausibility.history_table(previous_table, staging)
+        parameters = {"max_lost_years": settings.max_lost_years, "max_tail_lost_years": settings.max_tail_lost_years}
+        gates.append(run_suite("emissions_history", history, parameters))
+    return gates
 
 
 def _run_gates(settings: Settings, store: ObjectStore, staging: pd.DataFrame, today: dt.date) -> list[GateResult]:
     previous = latest_curated(store)
-    gates = [run_suite("emissions_raw", staging, raw_gate_parameters(staging, today, previous))]
-    if previous is not None:
-        history = history_table(read_curated(store, previous["vintage"]), staging)
-        gates.append(run_suite("emissions_history", history, {"max_lost_years": settings.max_lost_years}))
-    return gates
+    previous_table = read_curated(store, previous["vintage"]) if previous is not None else None
+    return run_raw_gates(settings, staging, today, previous, previous_table)
 
 
 def _quarantine(store: ObjectStore, ref: VintageRef, data: bytes, gates: list[GateResult], reason: str) -> None:
@@ -483,18 +509,3 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return buffer.getvalue()
-
-
-def _year_ranges(years: list[int]) -> str:
-    """``[1990, 1991, 1992, 2000]`` -> ``"1990-1992, 2000"``."""
-    if not years:
-        return ""
-    parts, start, prev = [], years[0], years[0]
-    for year in [*years[1:], None]:
-        if year is not None and year == prev + 1:
-            prev = year
-            continue
-        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
-        if year is not None:
-            start = prev = year
-    return ", ".join(parts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
 #: Columns that name a row in the summaries, per suite, when present in the batch.
 ROW_ID_COLUMNS = ("series_id", "entity", "year", "variable", "value_text", "lost")
 MAX_ROWS_SHOWN = 10
+MAX_TEXT_SHOWN = 60
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -101,6 +104,24 @@ def run_suite(name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None 
     return gate
 
 
+def _shown(value: Any) -> Any:
+    """A value from the data as it may appear in a summary: plain types, printable, capped.
+
+    Summaries go to logs, task failures and quarantine reports: they must never carry more of
+    a file than a short, sanitised excerpt.
+    """
+    if isinstance(value, dict):
+        return {str(k): _shown(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shown(v) for v in value[:MAX_ROWS_SHOWN]]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # numpy scalars print as np.float64(...)
+    if isinstance(value, str):
+        value = CONTROL.sub("?", value)
+        return value if len(value) <= MAX_TEXT_SHOWN else value[: MAX_TEXT_SHOWN - 1] + "…"
+    return value
+
+
 def _describe_failure(item: dict[str, Any]) -> dict[str, Any]:
     config = item["expectation_config"]
     res = item.get("result") or {}
@@ -111,7 +132,7 @@ def _describe_failure(item: dict[str, Any]) -> dict[str, Any]:
         "kwargs": kwargs,
         "why": (config.get("meta") or {}).get("why", ""),
         "unexpected_count": res.get("unexpected_count"),
-        "observed": res.get("observed_value"),
-        "rows": rows[:MAX_ROWS_SHOWN],
+        "observed": _shown(res.get("observed_value")),
+        "rows": [_shown(row) for row in rows[:MAX_ROWS_SHOWN]],
         "exception": (item.get("exception_info") or {}).get("exception_message"),
     }
