@@ -184,7 +184,7 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
     if not all(g.success for g in gates):
         summary = "\n".join(g.summary() for g in gates if not g.success)
         _quarantine(store, ref, data, gates=gates, reason=summary)
-        raise ValidationFailed(_failure_message(store, ref, summary))
+        raise ValidationFailed(_failure_message(store, ref, "; ".join(g.one_line() for g in gates if not g.success)))
     store.write_json(f"curated/{ref.vintage}/gx_result.json", {g.suite: g.result for g in gates})
     summary = "; ".join(g.summary() for g in gates)
     return {"vintage": ref.vintage, "file_name": ref.file_name, "success": True, "summary": summary}
@@ -472,7 +472,9 @@ def _quarantine(store: ObjectStore, ref: VintageRef, data: bytes, gates: list[Ga
 
 
 def _failure_message(store: ObjectStore, ref: VintageRef, reason: str) -> str:
-    return f"vintage {ref.vintage} ({ref.file_name}) rejected and quarantined at {store.uri(f'quarantine/{ref.vintage}/')}\n{reason}"
+    """One line: which vintage, where its report is, and why (the report has the details)."""
+    where = store.uri(f"quarantine/{ref.vintage}/")
+    return f"vintage {ref.vintage} ({sources.clean(ref.file_name, 80)}) rejected and quarantined at {where} (see report.md): {reason}"
 
 
 def _content_of(store: ObjectStore, pointer: dict[str, Any], settings: Settings) -> str | None:

@@ -505,10 +505,12 @@ def _read_csv(data: bytes, file_name: str) -> pd.DataFrame:
     if first_end >= 0 and not body.endswith((b"\n", b"\r")):
         last = body[body.rfind(b"\n") + 1 :].decode("utf-8")
         fields = next(csv.reader([last]), [])
-        if len(fields) < len(header):
+        # A last line that stops right after a separator, with no line end, was cut there too
+        # (a complete row ends with its line end).
+        if len(fields) < len(header) or last.endswith(","):
             raise PermanentSourceError(
-                f"{file_name} looks truncated: its last line has {len(fields)} of {len(header)} fields "
-                "and no line end. Fetch the release again."
+                f"{file_name} looks truncated: its last line has {len(fields)} of {len(header)} fields"
+                f"{', stops after a separator' if len(fields) >= len(header) else ''} and has no line end. Fetch the release again."
             )
     try:
         frame = pd.read_csv(

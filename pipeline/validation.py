@@ -26,6 +26,8 @@ EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
 ROW_ID_COLUMNS = ("series_id", "entity", "year", "variable", "value_text", "lost")
 MAX_ROWS_SHOWN = 10
 MAX_TEXT_SHOWN = 60
+#: The arguments of an expectation worth repeating in a one-line message.
+ONE_LINE_KWARGS = ("column", "column_list", "value_set", "min_value", "max_value")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -51,6 +53,31 @@ class GateResult:
                 lines.append(f"    {failure['unexpected_count']} row(s) fail, e.g.:")
                 lines.extend(f"      {row}" for row in failure["rows"])
         return "\n".join(lines)
+
+
+    def one_line(self, limit: int = 600) -> str:
+        """The failures on one line, for an error message (the full summary goes to the report)."""
+        if self.success:
+            return f"{self.suite}: all expectations met"
+        parts = []
+        for failure in self.failures:
+            args = ", ".join(f"{k}={_compact(v)}" for k, v in failure["kwargs"].items() if k in ONE_LINE_KWARGS)
+            part = f"{failure['expectation']}({args})"
+            if failure.get("unexpected_count"):
+                example = " ".join(f"{k}={_compact(v)}" for k, v in (failure["rows"][:1] or [{}])[0].items())
+                part += f" failed for {failure['unexpected_count']} row(s), e.g. {example}"
+            elif failure.get("observed") is not None:
+                part += f" failed, observed {_compact(failure['observed'])}"
+            parts.append(part)
+        line = f"{self.suite}: " + "; ".join(parts)
+        return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, dict) and "$PARAMETER" in value:
+        return str(value["$PARAMETER"])
+    text = CONTROL.sub("?", str(value))
+    return text if len(text) <= MAX_TEXT_SHOWN else text[: MAX_TEXT_SHOWN - 1] + "…"
 
 
 def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> Any:
