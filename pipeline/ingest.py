@@ -196,7 +196,29 @@ def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, A
     Returns:
         The pointer written: ``vintage``, ``latest_year``, ``rows``, ``entities``,
         ``previous_vintage``, ``revisions`` (summary counts), ``key``.
+
+    Raises:
+        CurateFailed: the store failed part-way (disk full, S3 unreachable). What was written
+            of the vintage is taken back where the store still answers, and
+            ``curated/latest.json`` did not move; a rerun heals it.
     """
+    written: list[str] = []
+    try:
+        return _curate(store, validated, written)
+    except Exception as error:
+        if not _is_store_failure(error):
+            raise
+        # Take back what was written so the vintage is not half there. The pointer is
+        # written last, so readers never saw any of it.
+        _remove_quietly(store, written)
+        raise CurateFailed(
+            f"could not write curated vintage {validated['vintage']}: {type(error).__name__}: {sources.clean(error, 160)}. "
+            "Nothing was curated and curated/latest.json did not move; fix the store (space, permissions, endpoint) "
+            "and run the ingest again."
+        ) from error
+
+
+def _curate(store: ObjectStore, validated: dict[str, Any], written: list[str]) -> dict[str, Any]:
     ref = VintageRef(validated["vintage"], validated["file_name"])
     gx_result = store.read_json_or_none(f"curated/{ref.vintage}/gx_result.json")
     if not gx_result or not all(r.get("success") for r in gx_result.values()):
@@ -208,26 +230,14 @@ def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, A
 
     prefix = f"curated/{ref.vintage}"
     raw_meta = store.read_json(f"raw/{ref.vintage}/meta.json")
-    written: list[str] = []
 
     def write(key: str, data: bytes) -> None:
         written.append(key)
         store.write_bytes(key, data)
 
-    try:
-        write(f"{prefix}/emissions.parquet", _parquet_bytes(tidy))
-        write(f"{prefix}/revisions.parquet", _parquet_bytes(revisions))
-        write(f"{prefix}/revisions.json", _json_bytes(revision_summary))
-    except Exception as error:
-        if not _is_store_failure(error):
-            raise
-        # Out of disk, a store that went away: take back what was written so the vintage is
-        # not half there, and say the pointer did not move. A rerun heals it.
-        _remove_quietly(store, written)
-        raise CurateFailed(
-            f"could not write curated vintage {ref.vintage}: {sources.clean(error, 100)}. Nothing was curated and "
-            "curated/latest.json did not move; fix the store (space, permissions, endpoint) and run the ingest again."
-        ) from error
+    write(f"{prefix}/emissions.parquet", _parquet_bytes(tidy))
+    write(f"{prefix}/revisions.parquet", _parquet_bytes(revisions))
+    write(f"{prefix}/revisions.json", _json_bytes(revision_summary))
     pointer = {
         "vintage": ref.vintage,
         "sha256": raw_meta["sha256"],
@@ -243,7 +253,11 @@ def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, A
         "revisions": revision_summary["counts"],
         "curated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    store.write_json(f"{prefix}/meta.json", pointer)
+    write(f"{prefix}/meta.json", _json_bytes(pointer))
+    # If the pointer write fails it may still have landed (an S3 PUT whose answer was lost):
+    # then keep the files it would point at, and take back only meta.json, the "settled"
+    # marker, so that a rerun curates the vintage again and rewrites the pointer.
+    written[:] = [f"{prefix}/meta.json"]
     # Written last: readers following the pointer only ever see a complete vintage.
     store.write_json(LATEST_KEY, pointer)
     logger.info(
