@@ -435,12 +435,13 @@ def run_raw_gates(
     Returns:
         One :class:`GateResult` per suite run; all must succeed.
     """
+    breaks = plausibility.load_allowed_breaks(settings.allowed_breaks or plausibility.ALLOWED_BREAKS)
     gates = [run_suite("emissions_raw", staging, raw_gate_parameters(staging, today, previous, settings))]
-    table = plausibility.plausibility_table(staging, settings.year_on_year_floor)
+    table = plausibility.plausibility_table(staging, settings.year_on_year_floor, breaks)
     gates.append(run_suite("emissions_plausibility", table, plausibility_parameters(settings)))
     del table
     if previous_table is not None:
-        history = plausibility.history_table(previous_table, staging)
+        history = plausibility.history_table(previous_table, staging, breaks)
         parameters = {"max_lost_years": settings.max_lost_years, "max_tail_lost_years": settings.max_tail_lost_years}
         gates.append(run_suite("emissions_history", history, parameters))
     return gates

@@ -74,9 +74,9 @@ def plausibility_table(staging: pd.DataFrame, floor: float = 1.0, entries: list[
     frame = frame.drop_duplicates(["entity", "variable", "year"])  # duplicates are the raw suite's to report
     frame = frame.sort_values(["entity", "variable", "year"], ignore_index=True)
     value = frame["value"].to_numpy(dtype="float64")
-    groups = frame.groupby(["entity", "variable"], sort=False)["value"]
+    groups = frame.groupby(["entity", "variable"], sort=False, observed=True)["value"]
     previous = groups.shift().to_numpy(dtype="float64")
-    earlier_max = groups.cummax().groupby([frame["entity"], frame["variable"]], sort=False).shift().to_numpy(dtype="float64")
+    earlier_max = groups.cummax().groupby([frame["entity"], frame["variable"]], sort=False, observed=True).shift().to_numpy(dtype="float64")
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         positive = (value > 0) & (previous > 0)
@@ -111,9 +111,9 @@ def history_table(previous: pd.DataFrame, staging: pd.DataFrame, entries: list[d
     that stopped short of the newest year). ``allowed_tail`` marks allow-listed series.
     """
     entries = load_allowed_breaks() if entries is None else entries
-    prev = previous.groupby(["entity", "variable"])["year"].agg(lambda s: set(s.astype(int)))
+    prev = previous.groupby(["entity", "variable"], observed=True)["year"].agg(lambda s: set(s.astype(int)))
     current_years = staging.dropna(subset=["year"]).assign(year=lambda f: f["year"].astype(int))
-    cur = current_years.groupby(["entity", "variable"])["year"].agg(set)
+    cur = current_years.groupby(["entity", "variable"], observed=True)["year"].agg(set)
     rows = []
     for (entity, variable), years in prev.items():
         now = cur.get((entity, variable), set())

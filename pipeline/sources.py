@@ -34,11 +34,13 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 
 from pipeline.errors import Co2castError, PermanentError, TransientError
@@ -69,6 +71,10 @@ DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 #: Paths never read as a source, whatever the allowed directories say.
 SYSTEM_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
 CHUNK = 1 << 20
+#: Rows of a CSV parsed at a time (bounded memory for large releases).
+CSV_CHUNK_ROWS = 200_000
+#: A CSV header longer than this is not a header (a one-line body, a binary file).
+MAX_HEADER_BYTES = 1 << 20
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -494,16 +500,31 @@ def _check_utf8(data: bytes, file_name: str) -> None:
 
 
 def _read_csv(data: bytes, file_name: str) -> pd.DataFrame:
+    chunks = list(_csv_chunks(data, file_name))
+    frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+    frame.attrs = dict(chunks[0].attrs)
+    return frame
+
+
+def _csv_chunks(data: bytes, file_name: str, rows: int = CSV_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """The CSV in chunks of ``rows`` rows, as text, after the checks on the whole file.
+
+    Streaming keeps only one chunk's Python strings alive at a time: a 200 MB release is read
+    in bounded memory (see ``benchmarks/bench_ingest_memory.py``).
+    """
     _check_utf8(data, file_name)
+    # BytesIO shares a bytes object's buffer until written to: no copy of the release.
     body = data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
-    first_end = body.find(b"\n")
+    first_end = body.find(b"\n", 0, MAX_HEADER_BYTES + 1)
+    if first_end < 0 and len(body) > MAX_HEADER_BYTES:
+        raise PermanentSourceError(f"{file_name}: its first line is longer than {MAX_HEADER_BYTES:,} bytes; that is not a CSV header")
     header_line = (body if first_end < 0 else body[:first_end]).decode("utf-8").rstrip("\r")
     header = next(csv.reader([header_line]), [])
     _check_header(header, file_name)
     # A download cut off mid-row ends without a newline and with a short last row; pandas
     # would fill the missing fields with NaN and hide it.
-    if first_end >= 0 and not body.endswith((b"\n", b"\r")):
-        last = body[body.rfind(b"\n") + 1 :].decode("utf-8")
+    if first_end >= 0 and not data.endswith((b"\n", b"\r")):
+        last = data[data.rfind(b"\n") + 1 :].decode("utf-8")
         fields = next(csv.reader([last]), [])
         # A last line that stops right after a separator, with no line end, was cut there too
         # (a complete row ends with its line end).
@@ -513,19 +534,28 @@ def _read_csv(data: bytes, file_name: str) -> pd.DataFrame:
                 f"{', stops after a separator' if len(fields) >= len(header) else ''} and has no line end. Fetch the release again."
             )
     try:
-        frame = pd.read_csv(
+        reader = pd.read_csv(
             io.BytesIO(body),
             encoding="utf-8",
             dtype=str,
             keep_default_na=False,
             na_values=[""],
             usecols=lambda c: _wanted(str(c)),
+            chunksize=rows,
         )
+        with reader:
+            produced = False
+            for chunk in reader:
+                chunk.columns = [str(c).strip() for c in chunk.columns]
+                chunk.attrs["header"] = [h.strip() for h in header]
+                produced = True
+                yield chunk
+            if not produced:
+                empty = pd.DataFrame(columns=[h.strip() for h in header if _wanted(h)], dtype=object)
+                empty.attrs["header"] = [h.strip() for h in header]
+                yield empty
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
         raise PermanentSourceError(f"{file_name} is not a readable CSV table: {clean(error, 120)}") from error
-    frame.columns = [str(c).strip() for c in frame.columns]
-    frame.attrs["header"] = [h.strip() for h in header]
-    return frame
 
 
 def to_staging(raw: pd.DataFrame, file_name: str = "source") -> pd.DataFrame:
@@ -548,9 +578,30 @@ def to_staging(raw: pd.DataFrame, file_name: str = "source") -> pd.DataFrame:
         staging = _wide_to_staging(raw, entity_col, year_cols)
     else:
         raise PermanentSourceError(_layout_message(header, file_name, raw.attrs.get("sheets", [])))
-    staging["year"] = pd.to_numeric(staging["year_text"], errors="coerce")
-    staging["value"] = pd.to_numeric(staging["value_text"], errors="coerce")
-    return staging[STAGING_COLUMNS].reset_index(drop=True)
+    return _compact(staging)
+
+
+def _compact(staging: pd.DataFrame) -> pd.DataFrame:
+    """Parse the numbers; keep the source's text only where it is not a clean number.
+
+    Names become categoricals and the text columns hold the source text only for the rows
+    the gate must look at (a value that is not a number, a year that is not a whole number),
+    which keeps a large release's staging table small.
+    """
+    year = pd.to_numeric(staging["year_text"], errors="coerce")
+    value = pd.to_numeric(staging["value_text"], errors="coerce")
+    year_clean = year.notna() & (year == year.round())
+    return pd.DataFrame(
+        {
+            "entity": staging["entity"].astype("category"),
+            "iso_code": staging["iso_code"].astype("category"),
+            "year_text": staging["year_text"].where(~year_clean).astype(object),
+            "year": year.astype("float64"),
+            "variable": staging["variable"].astype("category"),
+            "value_text": staging["value_text"].where(value.isna()).astype(object),
+            "value": value.astype("float64"),
+        }
+    ).reset_index(drop=True)[STAGING_COLUMNS]
 
 
 def _check_entities(names: pd.Series, file_name: str) -> None:
@@ -604,8 +655,23 @@ def _layout_message(columns: list[str], file_name: str, sheets: list[str] | None
 
 
 def read_source(data: bytes, file_name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
-    """Bytes of a release to the staging table (``read_raw`` then ``to_staging``)."""
-    return to_staging(read_raw(data, file_name, max_bytes), file_name)
+    """Bytes of a release to the staging table (``read_raw`` then ``to_staging``).
+
+    A CSV is read and staged chunk by chunk, so only one chunk of text is in memory at once.
+    """
+    if data.startswith(GZIP_MAGIC):
+        data, file_name = _gunzip(data, file_name, max_bytes)
+    suffix = Path(file_name).suffix.lower()
+    if not data.strip() or data.startswith(XLSX_MAGIC) or suffix not in ("", ".csv", ".txt"):
+        return to_staging(read_raw(data, file_name, max_bytes), file_name)
+    parts = [to_staging(chunk, file_name) for chunk in _csv_chunks(data, file_name)]
+    if len(parts) == 1:
+        return parts[0]
+    columns = {}
+    for column in STAGING_COLUMNS:
+        values = np.concatenate([p[column].to_numpy(dtype=object if p[column].dtype != "float64" else "float64") for p in parts])
+        columns[column] = pd.Categorical(values) if column in ("entity", "iso_code", "variable") else values
+    return pd.DataFrame(columns)[STAGING_COLUMNS]
 
 
 def content_sha256(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> str:

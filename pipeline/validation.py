@@ -116,7 +116,7 @@ def run_suite(name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None 
         context.data_sources.add_pandas(f"{name}_source")
         .add_dataframe_asset(f"{name}_asset")
         .add_batch_definition_whole_dataframe(f"{name}_batch")
-        .get_batch(batch_parameters={"dataframe": frame.reset_index(drop=True)})
+        .get_batch(batch_parameters={"dataframe": frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index(drop=True)})
     )
     id_columns = [c for c in ROW_ID_COLUMNS if c in frame.columns]
     result = batch.validate(
