@@ -6,6 +6,7 @@ and Airflow home, all under ``CO2CAST_HOME``.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from pydantic import Field
@@ -13,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: OWID's published release: the production source (docker-compose sets it).
 OWID_CO2_URL = "https://raw.githubusercontent.com/owid/co2-data/master/owid-co2-data.csv"
+#: Where OWID's releases live: the default allow-list for http(s) sources.
+OWID_URL_PREFIX = "https://raw.githubusercontent.com/owid/co2-data/"
 #: The release shipped with the package (OWID, up to 2014): the default, works offline.
 EMBEDDED_SOURCE = Path(__file__).resolve().parent / "data" / "owid-co2-data-to-2014.csv.gz"
 
@@ -30,7 +33,20 @@ class Settings(BaseSettings):
     series: str = Field(default="default", description="'default', 'all' or a comma list of entity:variable")
     horizon_end: int = Field(default=2050, description="last forecast year")
     max_lost_years: int = Field(default=3, description="years of history an entity may lose between vintages")
-    fetch_timeout: float = Field(default=60.0, description="seconds to wait for an HTTP source")
+    fetch_timeout: float = Field(default=60.0, description="seconds for a whole HTTP download (connect, headers and body)")
+    allowed_urls: str = Field(default=OWID_URL_PREFIX, description="comma list of URL prefixes an http(s) source may start with")
+    data_dirs: str = Field(
+        default_factory=lambda: f"{Path.cwd()},{tempfile.gettempdir()}",
+        description="comma list of directories a file source may be in (the embedded data directory is always allowed)",
+    )
+    max_source_bytes: int = Field(default=512 * 1024 * 1024, description="largest release read, fetched or decompressed")
+    max_year_on_year_factor: float = Field(default=100.0, description="largest year-on-year ratio (up or down) of a material value")
+    year_on_year_floor: float = Field(default=1.0, description="values below this (Mt, t/person) are too small for the ratio check")
+    max_history_factor: float = Field(default=20.0, description="largest multiple of an entity's earlier maximum a value may reach")
+    max_per_capita: float = Field(default=500.0, description="ceiling of co2_per_capita in t/person")
+    world_tolerance: float = Field(default=0.01, description="relative margin by which a country may exceed the World aggregate")
+    max_tail_lost_years: int = Field(default=0, description="newest years an entity may lose against the previous vintage")
+    allowed_breaks: Path | None = Field(default=None, description="allow-list of real breaks; default expectations/allowed_breaks.json")
 
     @property
     def resolved_store_uri(self) -> str:

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import layout, sources
+from pipeline import layout, plausibility, sources
 from pipeline.config import Settings
-from pipeline.errors import PermanentError
-from pipeline.store import ObjectStore
+from pipeline.errors import PermanentError, TransientError
+from pipeline.store import ObjectStore, StoreError, StoreUnavailable
 from pipeline.validation import GateResult, run_suite
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,10 @@ CURATED_COLUMNS = ["entity", "iso_code", "year", "variable", "value", "provision
 
 class ValidationFailed(PermanentError):
     """A release was rejected; it is quarantined and nothing was curated."""
+
+
+class CurateFailed(TransientError):
+    """Writing a curated vintage failed part-way (disk full, store unreachable); nothing moved."""
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,13 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
         ``fetched_at``, ``changed`` (``False`` when this vintage was seen and settled before)
         and ``message``.
     """
-    fetched = sources.fetch(source or settings.source, settings.fetch_timeout)
+    fetched = sources.fetch(source or settings.source, policy=sources.SourcePolicy.from_settings(settings))
     vintage, digest = vintage_id(fetched.data)
+    content = sources.content_sha256(fetched.data, settings.max_source_bytes)
     info: dict[str, Any] = {
         "vintage": vintage,
         "sha256": digest,
+        "content_sha256": content,
         "file_name": fetched.file_name,
         "source": fetched.source,
         "size": len(fetched.data),
@@ -112,6 +118,16 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
         latest = latest_curated(store)
         current = f"; curated/latest.json points at {latest['vintage']}" if latest else ""
         info.update(changed=False, message=f"source unchanged: vintage {vintage} was already {status}{current}. Nothing new to ingest.")
+        logger.info(info["message"])
+        return info
+    latest = latest_curated(store)
+    if latest is not None and _content_of(store, latest, settings) == content:
+        # Same table, other bytes (a BOM, CRLF line ends, gzip): nothing to curate or retrain.
+        info.update(
+            changed=False,
+            message=f"source unchanged: its content equals vintage {latest['vintage']} (curated/latest.json); "
+            "only the bytes differ (byte order mark, line ends or compression). Nothing new to ingest.",
+        )
         logger.info(info["message"])
         return info
     ref = VintageRef(vintage, fetched.file_name)
@@ -134,7 +150,7 @@ def snapshot_raw(store: ObjectStore, fetched: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"{store.uri(ref.raw_key)} has sha256 {digest}, expected {fetched['sha256']}: the object was altered")
     meta_key = layout.raw_meta(ref.vintage)
     if not store.exists(meta_key):
-        meta = {k: fetched[k] for k in ("vintage", "sha256", "file_name", "source", "size", "fetched_at")}
+        meta = {k: fetched[k] for k in ("vintage", "sha256", "content_sha256", "file_name", "source", "size", "fetched_at") if k in fetched}
         store.write_json(meta_key, meta)
     return {"vintage": ref.vintage, "file_name": ref.file_name, "raw_key": ref.raw_key}
 
@@ -158,7 +174,8 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
     ref = VintageRef(snapshot["vintage"], snapshot["file_name"])
     data = store.read_bytes(ref.raw_key)
     try:
-        staging = sources.read_source(data, ref.file_name)
+        staging = sources.read_source(data, ref.file_name, settings.max_source_bytes)
+        check_series_ids(staging["entity"])
     except sources.SourceError as error:
         _quarantine(store, ref, data, gates=[], reason=str(error))
         raise ValidationFailed(_failure_message(store, ref, str(error))) from error
@@ -167,7 +184,7 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
     if not all(g.success for g in gates):
         summary = "\n".join(g.summary() for g in gates if not g.success)
         _quarantine(store, ref, data, gates=gates, reason=summary)
-        raise ValidationFailed(_failure_message(store, ref, summary))
+        raise ValidationFailed(_failure_message(store, ref, "; ".join(g.one_line() for g in gates if not g.success)))
     store.write_json(layout.curated_gx_result(ref.vintage), {g.suite: g.result for g in gates})
     summary = "; ".join(g.summary() for g in gates)
     return {"vintage": ref.vintage, "file_name": ref.file_name, "success": True, "summary": summary}
@@ -179,7 +196,29 @@ def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, A
     Returns:
         The pointer written: ``vintage``, ``latest_year``, ``rows``, ``entities``,
         ``previous_vintage``, ``revisions`` (summary counts), ``key``.
+
+    Raises:
+        CurateFailed: the store failed part-way (disk full, S3 unreachable). What was written
+            of the vintage is taken back where the store still answers, and
+            ``curated/latest.json`` did not move; a rerun heals it.
     """
+    written: list[str] = []
+    try:
+        return _curate(store, validated, written)
+    except Exception as error:
+        if not _is_store_failure(error):
+            raise
+        # Take back what was written so the vintage is not half there. The pointer is
+        # written last, so readers never saw any of it.
+        _remove_quietly(store, written)
+        raise CurateFailed(
+            f"could not write curated vintage {validated['vintage']}: {type(error).__name__}: {sources.clean(error, 160)}. "
+            "Nothing was curated and curated/latest.json did not move; fix the store (space, permissions, endpoint) "
+            "and run the ingest again."
+        ) from error
+
+
+def _curate(store: ObjectStore, validated: dict[str, Any], written: list[str]) -> dict[str, Any]:
     ref = VintageRef(validated["vintage"], validated["file_name"])
     gx_result = store.read_json_or_none(layout.curated_gx_result(ref.vintage))
     if not gx_result or not all(r.get("success") for r in gx_result.values()):
@@ -189,13 +228,19 @@ def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, A
     prev_table = read_curated(store, previous["vintage"]) if previous and previous["vintage"] != ref.vintage else None
     revisions, revision_summary = revisions_report(prev_table, tidy)
 
-    store.write_bytes(layout.curated_table(ref.vintage), _parquet_bytes(tidy))
-    store.write_bytes(layout.curated_object(ref.vintage, "revisions.parquet"), _parquet_bytes(revisions))
-    store.write_json(layout.curated_object(ref.vintage, "revisions.json"), revision_summary)
     raw_meta = store.read_json(layout.raw_meta(ref.vintage))
+
+    def write(key: str, data: bytes) -> None:
+        written.append(key)
+        store.write_bytes(key, data)
+
+    write(layout.curated_table(ref.vintage), _parquet_bytes(tidy))
+    write(layout.curated_object(ref.vintage, "revisions.parquet"), _parquet_bytes(revisions))
+    write(layout.curated_object(ref.vintage, "revisions.json"), _json_bytes(revision_summary))
     pointer = {
         "vintage": ref.vintage,
         "sha256": raw_meta["sha256"],
+        "content_sha256": raw_meta.get("content_sha256"),
         "source": raw_meta["source"],
         "fetched_at": raw_meta["fetched_at"],
         "key": layout.curated_table(ref.vintage),
@@ -207,7 +252,11 @@ def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, A
         "revisions": revision_summary["counts"],
         "curated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    store.write_json(layout.curated_meta(ref.vintage), pointer)
+    write(layout.curated_meta(ref.vintage), _json_bytes(pointer))
+    # If the pointer write fails it may still have landed (an S3 PUT whose answer was lost):
+    # then keep the files it would point at, and take back only meta.json, the "settled"
+    # marker, so that a rerun curates the vintage again and rewrites the pointer.
+    written[:] = [layout.curated_meta(ref.vintage)]
     # Written last: readers following the pointer only ever see a complete vintage.
     store.write_json(LATEST_KEY, pointer)
     logger.info(
@@ -243,6 +292,7 @@ def ingest(settings: Settings, store: ObjectStore, source: str | None = None) ->
 
 def curated_table(staging: pd.DataFrame) -> pd.DataFrame:
     """The validated staging table as the curated tidy table, newest year flagged provisional."""
+    check_series_ids(staging["entity"])
     tidy = staging[["entity", "iso_code", "year", "variable", "value"]].copy()
     tidy["year"] = tidy["year"].astype("int64")
     tidy["value"] = tidy["value"].astype("float64")
@@ -252,6 +302,26 @@ def curated_table(staging: pd.DataFrame) -> pd.DataFrame:
     # The newest year of a release is usually revised in the next one.
     tidy["provisional"] = tidy["year"] == tidy["year"].max()
     return tidy.sort_values(["entity", "variable", "year"], ignore_index=True)[CURATED_COLUMNS]
+
+
+def check_series_ids(entities: pd.Series) -> None:
+    """Two entity names must not share a series id (``pipeline.series.series_id``).
+
+    Raises:
+        PermanentSourceError: naming both entities and the id they share.
+    """
+    from pipeline.series import series_id
+
+    names = pd.Series(entities.dropna().unique(), dtype=object).astype(str)
+    ids = names.map(lambda name: series_id(name, "v").removesuffix(".v"))
+    clashes = ids[ids.duplicated(keep=False)]
+    if len(clashes):
+        first = clashes.iloc[0]
+        pair = names[ids == first].tolist()[:2]
+        raise sources.PermanentSourceError(
+            f"entities {sources.clean(pair[0], 40)!r} and {sources.clean(pair[1], 40)!r} have the same series id "
+            f"{sources.clean(first, 40)!r}; rename one in the source so each series can be named"
+        )
 
 
 def read_tidy_file(path: str | Path) -> pd.DataFrame:
@@ -264,25 +334,11 @@ def read_tidy_file(path: str | Path) -> pd.DataFrame:
 
 
 def history_table(previous: pd.DataFrame, staging: pd.DataFrame) -> pd.DataFrame:
-    """One row per (entity, variable) of the previous vintage: how many of its years are gone."""
-    prev = previous.groupby(["entity", "variable"])["year"].agg(lambda s: set(s.astype(int)))
-    current_years = staging.dropna(subset=["year"]).assign(year=lambda f: f["year"].astype(int))
-    cur = current_years.groupby(["entity", "variable"])["year"].agg(set)
-    rows = []
-    for (entity, variable), years in prev.items():
-        now = cur.get((entity, variable), set())
-        lost = sorted(years - now)
-        rows.append(
-            {
-                "entity": entity,
-                "variable": variable,
-                "previous_years": len(years),
-                "current_years": len(now),
-                "lost_years": len(lost),
-                "lost": _year_ranges(lost),
-            }
-        )
-    return pd.DataFrame(rows, columns=["entity", "variable", "previous_years", "current_years", "lost_years", "lost"])
+    """One row per (entity, variable) of the previous vintage: how many of its years are gone.
+
+    See :func:`pipeline.plausibility.history_table` (years lost in all and at the end).
+    """
+    return plausibility.history_table(previous, staging)
 
 
 def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -332,27 +388,68 @@ def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tu
     return report, summary
 
 
-def raw_gate_parameters(staging: pd.DataFrame, today: dt.date, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def raw_gate_parameters(
+    staging: pd.DataFrame, today: dt.date, previous: dict[str, Any] | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
     """Values for the ``emissions_raw`` suite's parameters.
 
     A long (OWID) release must carry the variables of the default series; a wide (Gapminder)
     file carries its one variable.
     """
+    settings = settings or Settings()
     is_long = (staging["variable"] != sources.WIDE_VARIABLE).any()
     return {
         "current_year": today.year,
         "previous_newest_year": previous["latest_year"] if previous else 1750,
         "required_variables": list(sources.REQUIRED_LONG_VARIABLES) if is_long else [sources.WIDE_VARIABLE],
+        "max_per_capita": settings.max_per_capita,
     }
+
+
+def plausibility_parameters(settings: Settings) -> dict[str, Any]:
+    """Values for the ``emissions_plausibility`` suite's parameters, from the settings."""
+    return {
+        "max_year_on_year_factor": settings.max_year_on_year_factor,
+        "max_history_factor": settings.max_history_factor,
+        "max_world_share": 1.0 + settings.world_tolerance,
+    }
+
+
+def run_raw_gates(
+    settings: Settings,
+    staging: pd.DataFrame,
+    today: dt.date,
+    previous: dict[str, Any] | None = None,
+    previous_table: pd.DataFrame | None = None,
+) -> list[GateResult]:
+    """Every gate on a release: form (``emissions_raw``), plausibility, and against the previous vintage.
+
+    Args:
+        settings: tolerances (``CO2CAST_*``).
+        staging: the release's staging table.
+        today: the date whose year is the latest allowed.
+        previous: ``curated/latest.json`` before this release, if any.
+        previous_table: that vintage's curated table (for ``emissions_history``).
+
+    Returns:
+        One :class:`GateResult` per suite run; all must succeed.
+    """
+    breaks = plausibility.load_allowed_breaks(settings.allowed_breaks or plausibility.ALLOWED_BREAKS)
+    gates = [run_suite("emissions_raw", staging, raw_gate_parameters(staging, today, previous, settings))]
+    table = plausibility.plausibility_table(staging, settings.year_on_year_floor, breaks)
+    gates.append(run_suite("emissions_plausibility", table, plausibility_parameters(settings)))
+    del table
+    if previous_table is not None:
+        history = plausibility.history_table(previous_table, staging, breaks)
+        parameters = {"max_lost_years": settings.max_lost_years, "max_tail_lost_years": settings.max_tail_lost_years}
+        gates.append(run_suite("emissions_history", history, parameters))
+    return gates
 
 
 def _run_gates(settings: Settings, store: ObjectStore, staging: pd.DataFrame, today: dt.date) -> list[GateResult]:
     previous = latest_curated(store)
-    gates = [run_suite("emissions_raw", staging, raw_gate_parameters(staging, today, previous))]
-    if previous is not None:
-        history = history_table(read_curated(store, previous["vintage"]), staging)
-        gates.append(run_suite("emissions_history", history, {"max_lost_years": settings.max_lost_years}))
-    return gates
+    previous_table = read_curated(store, previous["vintage"]) if previous is not None else None
+    return run_raw_gates(settings, staging, today, previous, previous_table)
 
 
 def _quarantine(store: ObjectStore, ref: VintageRef, data: bytes, gates: list[GateResult], reason: str) -> None:
@@ -388,26 +485,42 @@ def _quarantine(store: ObjectStore, ref: VintageRef, data: bytes, gates: list[Ga
 
 
 def _failure_message(store: ObjectStore, ref: VintageRef, reason: str) -> str:
+    """One line: which vintage, where its report is, and why (the report has the details)."""
     where = store.uri(layout.quarantine_prefix(ref.vintage))
-    return f"vintage {ref.vintage} ({ref.file_name}) rejected and quarantined at {where}\n{reason}"
+    return f"vintage {ref.vintage} ({sources.clean(ref.file_name, 80)}) rejected and quarantined at {where} (see report.md): {reason}"
+
+
+def _content_of(store: ObjectStore, pointer: dict[str, Any], settings: Settings) -> str | None:
+    """The normalised content hash of a curated vintage (older pointers lack it: hash the raw bytes)."""
+    if pointer.get("content_sha256"):
+        return str(pointer["content_sha256"])
+    meta = store.read_json_or_none(layout.raw_meta(pointer["vintage"]))
+    if not meta:
+        return None
+    try:
+        return sources.content_sha256(store.read_bytes(layout.raw_object(pointer["vintage"], meta["file_name"])), settings.max_source_bytes)
+    except KeyError:
+        return None
+
+
+def _is_store_failure(error: BaseException) -> bool:
+    """A failure of the store itself (disk, permissions, S3 endpoint), not of our code."""
+    return isinstance(error, (OSError, StoreError, StoreUnavailable)) or type(error).__module__.split(".")[0] in ("botocore", "boto3")
+
+
+def _remove_quietly(store: ObjectStore, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            store.delete(key)
+        except Exception:  # best effort: the original failure is what the user must see
+            logger.warning("could not remove %s after a failed curate", key)
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value, indent=2, sort_keys=True, default=str).encode() + b"\n"
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return buffer.getvalue()
-
-
-def _year_ranges(years: list[int]) -> str:
-    """``[1990, 1991, 1992, 2000]`` -> ``"1990-1992, 2000"``."""
-    if not years:
-        return ""
-    parts, start, prev = [], years[0], years[0]
-    for year in [*years[1:], None]:
-        if year is not None and year == prev + 1:
-            prev = year
-            continue
-        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
-        if year is not None:
-            start = prev = year
-    return ", ".join(parts)

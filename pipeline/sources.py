@@ -8,23 +8,42 @@ Two layouts are understood, in CSV or XLSX:
 Both become a *staging* table, one row per (entity, year, variable), that keeps the source's
 text next to the parsed numbers so that the Great Expectations gate can point at a row whose
 text is not a number instead of silently turning it into a missing value.
+
+Fetching is bounded and confined (:class:`SourcePolicy`): only allowed URL prefixes and data
+directories, no system or special files, a size cap enforced while streaming, and one overall
+deadline for a download. Parsing is strict: anything ambiguous (duplicate columns, control
+characters in names, formulas without saved values, another encoding than UTF-8, data on
+another sheet than the first) is a one-line error. What is accepted on purpose: a UTF-8 byte
+order mark, CRLF line ends, gzip compression (``.csv.gz``, decompressed within the same cap).
+
+No message ever quotes the file's content beyond short, sanitised names (:func:`clean`).
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
+import datetime as dt
 import gzip
+import hashlib
 import io
+import os
 import re
+import stat
+import time
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 
-from pipeline.errors import Co2castError
+from pipeline.errors import Co2castError, PermanentError, TransientError
 
 #: The OWID variables kept in the curated table (emissions in Mt CO2, per capita in t/person).
 OWID_VARIABLES: tuple[str, ...] = (
@@ -47,18 +66,71 @@ YEAR_COLUMN = re.compile(r"^\d{4}$")
 STAGING_COLUMNS = ["entity", "iso_code", "year_text", "year", "variable", "value_text", "value"]
 XLSX_MAGIC = b"PK\x03\x04"
 GZIP_MAGIC = b"\x1f\x8b"
+#: Default cap on a release's size, fetched and decompressed (CO2CAST_MAX_SOURCE_BYTES).
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+#: Paths never read as a source, whatever the allowed directories say.
+SYSTEM_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
+CHUNK = 1 << 20
+#: Rows of a CSV parsed at a time (bounded memory for large releases).
+CSV_CHUNK_ROWS = 200_000
+#: A CSV header longer than this is not a header (a one-line body, a binary file).
+MAX_HEADER_BYTES = 1 << 20
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class SourceError(Co2castError, ValueError):
     """A source cannot be fetched or read; the message says what to do.
 
     ``transient`` is true for network failures, which a retry may cure; a missing file or a
-    malformed one will fail the same way again.
+    malformed one will fail the same way again. Raise :class:`PermanentSourceError` or
+    :class:`TransientSourceError`; ``SourceError(message, transient=True)`` still works.
     """
 
-    def __init__(self, message: str, transient: bool = False) -> None:
+    def __init__(self, message: str, transient: bool | None = None) -> None:
         super().__init__(message)
-        self.transient = transient
+        if transient is not None:
+            self.transient = transient
+
+
+class PermanentSourceError(SourceError, PermanentError):
+    """The source is refused or unreadable; a person has to change it or the settings."""
+
+
+class TransientSourceError(SourceError, TransientError):
+    """The source could not be fetched this time (network, 5xx, deadline); retry later."""
+
+
+def clean(text: object, limit: int = 60) -> str:
+    """Text derived from input, safe to put in a message: printable, one line, capped."""
+    value = CONTROL.sub("?", str(text))
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    """Where sources may come from and how much of them is read.
+
+    Attributes:
+        url_prefixes: an http(s) source must start with one of these.
+        directories: a file source must resolve (symlinks followed) to a regular file inside
+            one of these; the embedded data directory is always allowed.
+        max_bytes: the largest release read, fetched or decompressed.
+        timeout: seconds for a whole download (connect, headers and body), not per read.
+    """
+
+    url_prefixes: tuple[str, ...] = ()
+    directories: tuple[Path, ...] = ()
+    max_bytes: int = DEFAULT_MAX_BYTES
+    timeout: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SourcePolicy:
+        """The policy the settings describe (``allowed_urls``, ``data_dirs``, caps)."""
+        from pipeline.config import EMBEDDED_SOURCE
+
+        urls = tuple(u.strip() for u in settings.allowed_urls.split(",") if u.strip())
+        dirs = [EMBEDDED_SOURCE.parent, *(Path(d.strip()).expanduser() for d in settings.data_dirs.split(",") if d.strip())]
+        return cls(url_prefixes=urls, directories=tuple(dirs), max_bytes=settings.max_source_bytes, timeout=settings.fetch_timeout)
 
 
 @dataclass(frozen=True)
@@ -70,129 +142,487 @@ class Fetched:
     source: str
 
 
-def fetch(source: str, timeout: float = 60.0) -> Fetched:
-    """Fetch a release from a local path or an HTTP(S) URL.
+def fetch(source: str, timeout: float | None = None, policy: SourcePolicy | None = None) -> Fetched:
+    """Fetch a release from an allowed local path or HTTP(S) URL, bounded in size and time.
 
     Args:
         source: a file path (``file://`` URLs work too) or an ``http(s)://`` URL.
-        timeout: seconds to wait for an HTTP server.
+        timeout: seconds for the whole download; overrides the policy's.
+        policy: where sources may come from; by default built from the current settings.
 
     Returns:
         The bytes and the file name to keep them under.
 
     Raises:
-        SourceError: the URL is unreachable or the file does not exist or cannot be read.
+        PermanentSourceError: the source is not allowed, missing, not a regular file, too big,
+            or the server answered 4xx.
+        TransientSourceError: the server is unreachable, answered 5xx, was too slow, or cut
+            the body short.
     """
+    if policy is None:
+        from pipeline.config import get_settings
+
+        policy = SourcePolicy.from_settings(get_settings())
+    if timeout is not None:
+        policy = SourcePolicy(policy.url_prefixes, policy.directories, policy.max_bytes, timeout)
     parsed = urlparse(source)
     if parsed.scheme in ("http", "https"):
-        name = Path(parsed.path).name or "source.csv"
-        try:
-            with urllib.request.urlopen(source, timeout=timeout) as response:  # noqa: S310 (scheme checked)
-                return Fetched(response.read(), name, source)
-        except (urllib.error.URLError, TimeoutError, OSError) as error:
-            raise SourceError(
-                f"cannot download {source}: {error}. Without network access, set CO2CAST_SOURCE "
-                "to a local file (a path to a CSV or XLSX release).",
-                transient=True,
-            ) from error
-    path = Path(parsed.path) if parsed.scheme == "file" else Path(source).expanduser()
+        return _fetch_url(source, policy)
     if parsed.scheme not in ("", "file"):
-        raise SourceError(f"unsupported source {source!r}: give a file path or an http(s):// URL")
+        raise PermanentSourceError(f"unsupported source {clean(source, 120)!r}: give a file path or an http(s):// URL")
+    path = Path(parsed.path) if parsed.scheme == "file" else Path(source).expanduser()
+    return _fetch_file(path, source, policy)
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+def _within(path: Path, directory: Path) -> bool:
+    return path == directory or directory in path.parents
+
+
+def _fetch_file(path: Path, source: str, policy: SourcePolicy) -> Fetched:
+    absolute = path if path.is_absolute() else Path.cwd() / path
+    shown = clean(absolute, 160)
+    if any(_within(Path(os.path.normpath(absolute)), d) for d in SYSTEM_DIRS):
+        raise PermanentSourceError(f"source {shown} is a system path (/proc, /sys, /dev): co2cast reads release files only")
     try:
-        data = path.read_bytes()
+        resolved = absolute.resolve(strict=True)
     except FileNotFoundError:
-        raise SourceError(f"source file {path} does not exist (CO2CAST_SOURCE={source!r})") from None
+        raise PermanentSourceError(f"source file {shown} does not exist (CO2CAST_SOURCE={clean(source, 160)!r})") from None
     except OSError as error:
-        raise SourceError(f"cannot read source file {path}: {error}") from error
-    return Fetched(data, path.name, str(path.resolve()))
+        raise PermanentSourceError(f"cannot read source file {shown}: {clean(error.strerror or error, 80)}") from error
+    if any(_within(resolved, d) for d in SYSTEM_DIRS):
+        raise PermanentSourceError(f"source {shown} leads to {clean(resolved, 120)}, a system path: co2cast reads release files only")
+    allowed = [d.resolve() for d in policy.directories]
+    home = next((d for d in allowed if _within(resolved, d)), None)
+    if home is None:
+        where = ", ".join(clean(d, 80) for d in allowed)
+        link = f" (it is a link to {clean(resolved, 120)})" if resolved != Path(os.path.normpath(absolute)) else ""
+        raise PermanentSourceError(
+            f"source file {shown}{link} is outside the allowed data directories ({where}): "
+            "move it there or add its directory to CO2CAST_DATA_DIRS"
+        )
+    if any(part.startswith(".") for part in resolved.relative_to(home).parts):
+        raise PermanentSourceError(f"source {shown} is a hidden file or in a hidden directory: co2cast does not read those as releases")
+    try:
+        info = os.stat(resolved)
+        if not stat.S_ISREG(info.st_mode):
+            raise PermanentSourceError(f"source {shown} is not a regular file (a directory, device, FIFO or socket)")
+        if info.st_size > policy.max_bytes:
+            raise PermanentSourceError(_too_big(shown, f"{info.st_size:,} bytes", policy.max_bytes))
+        # O_NONBLOCK: a FIFO swapped in after the check must not block the open.
+        fd = os.open(resolved, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise PermanentSourceError(f"source {shown} is not a regular file")
+            data = handle.read(policy.max_bytes + 1)
+    except PermanentSourceError:
+        raise
+    except OSError as error:
+        raise PermanentSourceError(f"cannot read source file {shown}: {clean(error.strerror or error, 80)}") from error
+    if len(data) > policy.max_bytes:
+        raise PermanentSourceError(_too_big(shown, "more", policy.max_bytes))
+    return Fetched(data, resolved.name, str(resolved))
 
 
-def read_raw(data: bytes, file_name: str) -> pd.DataFrame:
+def _too_big(shown: str, size: str, cap: int) -> str:
+    return f"source {shown} is {size} than the {cap:,}-byte cap (CO2CAST_MAX_SOURCE_BYTES); raise the cap if the release is genuine"
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+
+def _url_allowed(url: str, policy: SourcePolicy) -> bool:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or parsed.username or parsed.password:
+        return False
+    normal = f"{parsed.scheme}://{(parsed.hostname or '').lower()}{f':{parsed.port}' if parsed.port else ''}{parsed.path}"
+    return any(normal.startswith(prefix) for prefix in policy.url_prefixes)
+
+
+def _refuse_url(url: str, policy: SourcePolicy, what: str = "source URL") -> PermanentSourceError:
+    allowed = ", ".join(clean(p, 80) for p in policy.url_prefixes) or "none"
+    return PermanentSourceError(
+        f"{what} {clean(url, 160)} is not an allowed source (allowed URL prefixes: {allowed}); "
+        "add its prefix to CO2CAST_ALLOWED_URLS to allow it"
+    )
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to an allowed URL: a redirect must not reach an internal host."""
+
+    def __init__(self, policy: SourcePolicy) -> None:
+        self.policy = policy
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # urllib's signature
+        if not _url_allowed(newurl, self.policy):
+            raise _refuse_url(newurl, self.policy, what=f"{clean(req.full_url, 120)} redirects to")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _fetch_url(source: str, policy: SourcePolicy) -> Fetched:
+    if not _url_allowed(source, policy):
+        raise _refuse_url(source, policy)
+    shown = clean(source, 160)
+    name = Path(urlparse(source).path).name or "source.csv"
+    deadline = time.monotonic() + policy.timeout
+    opener = urllib.request.build_opener(_CheckedRedirects(policy))
+    request = urllib.request.Request(source, headers={"User-Agent": "co2cast", "Accept-Encoding": "identity"})  # noqa: S310 (scheme checked)
+    try:
+        with opener.open(request, timeout=policy.timeout) as response:
+            data = _read_body(response, shown, policy, deadline)
+    except SourceError:
+        raise
+    except urllib.error.HTTPError as error:
+        raise _status_error(shown, error.code, error.reason) from None
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, SourceError):  # raised inside the redirect handler
+            raise reason from None
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            raise _deadline_error(shown, policy) from None
+        raise TransientSourceError(
+            f"cannot download {shown}: {clean(reason, 100)}. Without network access, set CO2CAST_SOURCE "
+            "to a local file (a path to a CSV or XLSX release)."
+        ) from None
+    return Fetched(data, name, source)
+
+
+def _status_error(shown: str, code: int, reason: object) -> SourceError:
+    text = f"{code} {clean(reason, 40)}".strip()
+    if 400 <= code < 500 and code not in (408, 425, 429):
+        return PermanentSourceError(f"{shown} answered HTTP {text}: check the URL (CO2CAST_SOURCE); retrying will not help")
+    return TransientSourceError(f"{shown} answered HTTP {text}: the server has a problem; try again later")
+
+
+def _deadline_error(shown: str, policy: SourcePolicy) -> TransientSourceError:
+    return TransientSourceError(
+        f"downloading {shown} took longer than {policy.timeout:g} s (CO2CAST_FETCH_TIMEOUT, the whole download); try again later"
+    )
+
+
+def _read_body(response: Any, shown: str, policy: SourcePolicy, deadline: float) -> bytes:
+    """The body in chunks: refused past the cap, abandoned at the deadline, checked for length."""
+    declared = response.headers.get("Content-Length")
+    expected = int(declared) if declared and declared.strip().isdigit() else None
+    if expected is not None and expected > policy.max_bytes:
+        raise PermanentSourceError(_too_big(shown, f"{expected:,} bytes (Content-Length)", policy.max_bytes))
+    sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _deadline_error(shown, policy)
+        if sock is not None:
+            sock.settimeout(remaining)  # each read waits at most until the overall deadline
+        try:
+            chunk = response.read1(CHUNK)
+        except (TimeoutError, OSError) as error:
+            if isinstance(error, TimeoutError) or "timed out" in str(error):
+                raise _deadline_error(shown, policy) from None
+            raise TransientSourceError(f"the connection to {shown} broke after {total:,} bytes: {clean(error, 80)}; try again") from None
+        except Exception as error:  # http.client.IncompleteRead and friends from a chunked body
+            what = type(error).__name__
+            raise TransientSourceError(f"the body from {shown} ended early after {total:,} bytes ({what}); try again") from None
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > policy.max_bytes:
+            raise PermanentSourceError(_too_big(shown, "more", policy.max_bytes))
+        parts.append(chunk)
+    if expected is not None and total < expected:
+        raise TransientSourceError(
+            f"the body from {shown} ended after {total:,} of {expected:,} bytes (connection closed early); try again"
+        )
+    return b"".join(parts)
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
+def read_raw(data: bytes, file_name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
     """Parse a CSV or XLSX release into a table of strings, as the source wrote them.
 
+    Only the columns co2cast reads are kept (entity, year, ``iso_code``, the OWID variables
+    or the year columns of a wide file); ``frame.attrs["header"]`` has every column name.
+
     Raises:
-        SourceError: empty, truncated, not text, not a table, or an unknown format.
+        PermanentSourceError: empty, truncated, not UTF-8 text, not a table, an unknown format,
+            or ambiguous (see the module docstring).
     """
     if data.startswith(GZIP_MAGIC):
-        data, file_name = _gunzip(data, file_name)
+        data, file_name = _gunzip(data, file_name, max_bytes)
     if not data.strip():
-        raise SourceError(f"{file_name} is empty: the release has no data")
+        raise PermanentSourceError(f"{file_name} is empty: the release has no data")
     suffix = Path(file_name).suffix.lower()
     if data.startswith(XLSX_MAGIC) or suffix in (".xlsx", ".xlsm"):
         return _read_xlsx(data, file_name)
     if suffix not in ("", ".csv", ".txt"):
-        raise SourceError(f"{file_name}: unknown format {suffix!r}; co2cast reads CSV and XLSX files")
+        raise PermanentSourceError(f"{file_name}: unknown format {clean(suffix, 20)!r}; co2cast reads CSV and XLSX files")
     return _read_csv(data, file_name)
 
 
-def _gunzip(data: bytes, file_name: str) -> tuple[bytes, str]:
-    """A gzip-compressed release (``.csv.gz``): its content, and its name without ``.gz``."""
+def _gunzip(data: bytes, file_name: str, max_bytes: int) -> tuple[bytes, str]:
+    """A gzip-compressed release (``.csv.gz``): its content within the cap, and its name without ``.gz``."""
+    parts: list[bytes] = []
+    total = 0
     try:
-        content = gzip.decompress(data)
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            while chunk := stream.read(CHUNK):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise PermanentSourceError(
+                        f"{file_name} decompresses to more than the {max_bytes:,}-byte cap (CO2CAST_MAX_SOURCE_BYTES); "
+                        "raise the cap if the release is genuine"
+                    )
+                parts.append(chunk)
     except (OSError, EOFError, zlib.error) as error:
-        raise SourceError(f"{file_name} is a damaged or truncated gzip file ({error}); fetch the release again") from error
+        what = clean(error, 80)
+        raise PermanentSourceError(f"{file_name} is a damaged or truncated gzip file ({what}); fetch the release again") from error
     name = file_name[: -len(".gz")] if file_name.lower().endswith(".gz") else file_name
-    return content, name
+    return b"".join(parts), name
+
+
+def _wanted(column: str) -> bool:
+    """A column co2cast reads from either layout."""
+    name = column.strip()
+    lower = name.lower()
+    return lower in ENTITY_COLUMNS or lower in ("year", "iso_code") or name in OWID_VARIABLES or bool(YEAR_COLUMN.match(name))
+
+
+def _check_header(header: list[str], file_name: str) -> None:
+    names = [h.strip() for h in header]
+    for name in names:
+        if CONTROL.search(name):
+            raise PermanentSourceError(f"{file_name}: a column name contains a control character ({clean(name, 40)!r}); fix the header")
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        key = name.lower()
+        if key and key in seen:
+            raise PermanentSourceError(
+                f"{file_name}: column {clean(name, 40)!r} appears twice (columns {seen[key]} and {position}); remove the duplicate"
+            )
+        seen.setdefault(key, position)
 
 
 def _read_xlsx(data: bytes, file_name: str) -> pd.DataFrame:
+    import openpyxl
+
     try:
-        frame = pd.read_excel(io.BytesIO(data), sheet_name=0, dtype=str, engine="openpyxl")
+        values_book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+        formula_book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=False)
+        sheets = list(values_book.sheetnames)
+        if not sheets:
+            raise PermanentSourceError(f"{file_name} has no sheet")
+        rows: list[list[Any]] = []
+        for values, formulas in zip(
+            values_book[sheets[0]].iter_rows(values_only=True), formula_book[sheets[0]].iter_rows(values_only=True), strict=False
+        ):
+            for column, (value, formula) in enumerate(zip(values, formulas, strict=False), start=1):
+                if value is None and isinstance(formula, str) and formula.startswith("="):
+                    cell = f"{openpyxl.utils.get_column_letter(column)}{len(rows) + 1}"
+                    raise PermanentSourceError(
+                        f"{file_name}: cell {cell} of sheet {clean(sheets[0], 40)!r} is a formula with no saved value; "
+                        "open the workbook in a spreadsheet program and save it so the values are stored"
+                    )
+            rows.append(list(values))
+        values_book.close()
+        formula_book.close()
+    except SourceError:
+        raise
     except Exception as error:  # openpyxl raises many types for a damaged workbook
-        raise SourceError(f"{file_name} is not a readable XLSX workbook: {error}") from error
+        raise PermanentSourceError(f"{file_name} is not a readable XLSX workbook ({type(error).__name__}: {clean(error, 80)})") from error
+    while rows and all(v is None for v in rows[-1]):
+        rows.pop()
+    if not rows:
+        raise PermanentSourceError(f"{file_name}: the first sheet {clean(sheets[0], 40)!r} is empty{_other_sheets(sheets)}")
     # Excel turns year headers into numbers: give them back their text.
-    frame.columns = [str(int(c)) if isinstance(c, float) and c.is_integer() else str(c).strip() for c in frame.columns]
+    header = [_cell_text(c) or "" for c in rows[0]]
+    _check_header(header, file_name)
+    frame = pd.DataFrame([[_cell_text(v) for v in row] for row in rows[1:]], columns=[h.strip() for h in header], dtype=object)
+    frame = frame[[c for c in frame.columns if _wanted(c)]]
+    frame.attrs["header"] = [h.strip() for h in header]
+    frame.attrs["sheets"] = sheets
     return frame
+
+
+def _other_sheets(sheets: list[str]) -> str:
+    if len(sheets) < 2:
+        return ""
+    names = ", ".join(repr(clean(s, 30)) for s in sheets)
+    return f"; co2cast reads the first sheet only, and the workbook has sheets {names}: move the data to the first sheet"
+
+
+def _cell_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    return str(value)
+
+
+def _guess_encoding(data: bytes) -> str:
+    """Name the encoding of text that is not UTF-8, when it can be told."""
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        return "UTF-32 text (byte order mark)"
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "UTF-16 text (byte order mark)"
+    head = data[:4096]
+    if head and head.count(0) * 3 > len(head):
+        odd, even = head[1::2], head[0::2]
+        if odd.count(0) * 2 > len(odd) or even.count(0) * 2 > len(even):
+            return "UTF-16 text (every other byte is zero)"
+        return "binary data"
+    if 0 in head:
+        return "binary data (it contains NUL bytes)"
+    try:
+        data[:CHUNK].decode("cp1252")
+    except UnicodeDecodeError:
+        return "neither UTF-8 nor a single-byte text encoding (binary data?)"
+    return "probably Windows-1252 or ISO-8859-1 (Latin-1) text"
+
+
+def _check_utf8(data: bytes, file_name: str) -> None:
+    """UTF-8 without NUL bytes, checked in chunks (no decoded copy of a large file is kept)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        for start in range(0, len(data), CHUNK):
+            decoder.decode(data[start : start + CHUNK], final=start + CHUNK >= len(data))
+    except UnicodeDecodeError as error:
+        raise PermanentSourceError(f"{file_name} is not UTF-8 text: it is {_guess_encoding(data)}; save it as UTF-8 CSV") from error
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise PermanentSourceError(f"{file_name} is not UTF-8 text: it is {_guess_encoding(data)} (NUL byte at offset {nul:,})")
 
 
 def _read_csv(data: bytes, file_name: str) -> pd.DataFrame:
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise SourceError(f"{file_name} is not UTF-8 text (byte {error.start}); is it a CSV file?") from error
-    lines = text.splitlines()
-    header_fields = lines[0].count(",")
+    chunks = list(_csv_chunks(data, file_name))
+    frame = pd.concat(chunks, ignore_index=True) if len(chunks) > 1 else chunks[0]
+    frame.attrs = dict(chunks[0].attrs)
+    return frame
+
+
+def _csv_chunks(data: bytes, file_name: str, rows: int = CSV_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """The CSV in chunks of ``rows`` rows, as text, after the checks on the whole file.
+
+    Streaming keeps only one chunk's Python strings alive at a time: a 200 MB release is read
+    in bounded memory (see ``benchmarks/bench_ingest_memory.py``).
+    """
+    _check_utf8(data, file_name)
+    # BytesIO shares a bytes object's buffer until written to: no copy of the release.
+    body = data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
+    first_end = body.find(b"\n", 0, MAX_HEADER_BYTES + 1)
+    if first_end < 0 and len(body) > MAX_HEADER_BYTES:
+        raise PermanentSourceError(f"{file_name}: its first line is longer than {MAX_HEADER_BYTES:,} bytes; that is not a CSV header")
+    header_line = (body if first_end < 0 else body[:first_end]).decode("utf-8").rstrip("\r")
+    header = next(csv.reader([header_line]), [])
+    _check_header(header, file_name)
     # A download cut off mid-row ends without a newline and with a short last row; pandas
     # would fill the missing fields with NaN and hide it.
-    if len(lines) > 1 and not text.endswith(("\n", "\r")) and lines[-1].count(",") < header_fields:
-        raise SourceError(
-            f"{file_name} looks truncated: its last line has {lines[-1].count(',') + 1} of "
-            f"{header_fields + 1} fields and no line end. Fetch the release again."
-        )
+    if first_end >= 0 and not data.endswith((b"\n", b"\r")):
+        last = data[data.rfind(b"\n") + 1 :].decode("utf-8")
+        fields = next(csv.reader([last]), [])
+        # A last line that stops right after a separator, with no line end, was cut there too
+        # (a complete row ends with its line end).
+        if len(fields) < len(header) or last.endswith(","):
+            raise PermanentSourceError(
+                f"{file_name} looks truncated: its last line has {len(fields)} of {len(header)} fields"
+                f"{', stops after a separator' if len(fields) >= len(header) else ''} and has no line end. Fetch the release again."
+            )
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise SourceError(f"{file_name} is not a readable CSV table: {error}") from error
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
+        reader = pd.read_csv(
+            io.BytesIO(body),
+            encoding="utf-8",
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            usecols=lambda c: _wanted(str(c)),
+            chunksize=rows,
+        )
+        with reader:
+            produced = False
+            for chunk in reader:
+                chunk.columns = [str(c).strip() for c in chunk.columns]
+                chunk.attrs["header"] = [h.strip() for h in header]
+                produced = True
+                yield chunk
+            if not produced:
+                empty = pd.DataFrame(columns=[h.strip() for h in header if _wanted(h)], dtype=object)
+                empty.attrs["header"] = [h.strip() for h in header]
+                yield empty
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
+        raise PermanentSourceError(f"{file_name} is not a readable CSV table: {clean(error, 120)}") from error
 
 
 def to_staging(raw: pd.DataFrame, file_name: str = "source") -> pd.DataFrame:
     """Turn a raw table (long or wide) into the staging table ``STAGING_COLUMNS``.
 
     Raises:
-        SourceError: the layout is neither OWID's long nor Gapminder's wide format, or
-            required columns are missing.
+        PermanentSourceError: the layout is neither OWID's long nor Gapminder's wide format,
+            required columns are missing, or an entity name holds a control character.
     """
     columns = list(raw.columns)
     lower = {c.lower(): c for c in columns}
     entity_col = next((lower[c] for c in ENTITY_COLUMNS if c in lower), None)
     year_cols = [c for c in columns if YEAR_COLUMN.match(c)]
+    header = raw.attrs.get("header", columns)
     if entity_col is not None and "year" in lower:
-        staging = _long_to_staging(raw, entity_col, lower["year"], lower.get("iso_code"), file_name)
+        _check_entities(raw[entity_col], file_name)
+        staging = _long_to_staging(raw, entity_col, lower["year"], lower.get("iso_code"), file_name, header)
     elif entity_col is not None and len(year_cols) >= 2:
+        _check_entities(raw[entity_col], file_name)
         staging = _wide_to_staging(raw, entity_col, year_cols)
     else:
-        raise SourceError(_layout_message(columns, file_name))
-    staging["year"] = pd.to_numeric(staging["year_text"], errors="coerce")
-    staging["value"] = pd.to_numeric(staging["value_text"], errors="coerce")
-    return staging[STAGING_COLUMNS].reset_index(drop=True)
+        raise PermanentSourceError(_layout_message(header, file_name, raw.attrs.get("sheets", [])))
+    return _compact(staging)
 
 
-def _long_to_staging(raw: pd.DataFrame, entity: str, year: str, iso: str | None, file_name: str) -> pd.DataFrame:
+def _compact(staging: pd.DataFrame) -> pd.DataFrame:
+    """Parse the numbers; keep the source's text only where it is not a clean number.
+
+    Names become categoricals and the text columns hold the source text only for the rows
+    the gate must look at (a value that is not a number, a year that is not a whole number),
+    which keeps a large release's staging table small.
+    """
+    year = pd.to_numeric(staging["year_text"], errors="coerce")
+    value = pd.to_numeric(staging["value_text"], errors="coerce")
+    year_clean = year.notna() & (year == year.round())
+    return pd.DataFrame(
+        {
+            "entity": staging["entity"].astype("category"),
+            "iso_code": staging["iso_code"].astype("category"),
+            "year_text": staging["year_text"].where(~year_clean).astype(object),
+            "year": year.astype("float64"),
+            "variable": staging["variable"].astype("category"),
+            "value_text": staging["value_text"].where(value.isna()).astype(object),
+            "value": value.astype("float64"),
+        }
+    ).reset_index(drop=True)[STAGING_COLUMNS]
+
+
+def _check_entities(names: pd.Series, file_name: str) -> None:
+    """Entity names are printable: a NUL, tab or line break inside a name is a broken file."""
+    unique = pd.Series(names.dropna().unique(), dtype=object).astype(str)
+    bad = unique[unique.str.contains(CONTROL.pattern, regex=True)]
+    if len(bad):
+        name = bad.iloc[0]
+        char = CONTROL.search(name).group()  # type: ignore[union-attr]
+        raise PermanentSourceError(
+            f"{file_name}: entity name {clean(name, 40)!r} contains the control character U+{ord(char):04X}"
+            f"{f' ({len(bad)} names do)' if len(bad) > 1 else ''}; fix the names in the source"
+        )
+
+
+def _long_to_staging(raw: pd.DataFrame, entity: str, year: str, iso: str | None, file_name: str, header: list[str]) -> pd.DataFrame:
     variables = [v for v in OWID_VARIABLES if v in raw.columns]
     if not variables:
-        raise SourceError(f"{file_name} has country and year columns but none of the variables co2cast uses ({', '.join(OWID_VARIABLES)})")
+        raise PermanentSourceError(
+            f"{file_name} has country and year columns but none of the variables co2cast uses ({', '.join(OWID_VARIABLES)})"
+        )
     frame = raw[[entity, year, *variables]].copy()
     frame["iso_code"] = raw[iso] if iso else pd.NA
     frame = frame.rename(columns={entity: "entity", year: "year_text"})
@@ -209,8 +639,8 @@ def _wide_to_staging(raw: pd.DataFrame, entity: str, year_cols: list[str]) -> pd
     return tidy
 
 
-def _layout_message(columns: list[str], file_name: str) -> str:
-    shown = ", ".join(repr(c) for c in columns[:8]) + (" …" if len(columns) > 8 else "")
+def _layout_message(columns: list[str], file_name: str, sheets: list[str] | None = None) -> str:
+    shown = ", ".join(repr(clean(c, 30)) for c in columns[:8]) + (" …" if len(columns) > 8 else "")
     message = (
         f"{file_name} is in no layout co2cast reads: it needs either 'country' and 'year' columns "
         f"(OWID long format) or a 'country' column and one column per year (Gapminder wide "
@@ -219,9 +649,50 @@ def _layout_message(columns: list[str], file_name: str) -> str:
     if len(columns) == 1 and any(sep in columns[0] for sep in (";", "\t", "|")):
         sep = next(sep for sep in (";", "\t", "|") if sep in columns[0])
         message += f" The header contains {sep!r}: the file seems to use another delimiter than ','."
+    if sheets and len(sheets) > 1:
+        message += _other_sheets(sheets) + "."
     return message
 
 
-def read_source(data: bytes, file_name: str) -> pd.DataFrame:
-    """Bytes of a release to the staging table (``read_raw`` then ``to_staging``)."""
-    return to_staging(read_raw(data, file_name), file_name)
+def read_source(data: bytes, file_name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """Bytes of a release to the staging table (``read_raw`` then ``to_staging``).
+
+    A CSV is read and staged chunk by chunk, so only one chunk of text is in memory at once.
+    """
+    if data.startswith(GZIP_MAGIC):
+        data, file_name = _gunzip(data, file_name, max_bytes)
+    suffix = Path(file_name).suffix.lower()
+    if not data.strip() or data.startswith(XLSX_MAGIC) or suffix not in ("", ".csv", ".txt"):
+        return to_staging(read_raw(data, file_name, max_bytes), file_name)
+    parts = [to_staging(chunk, file_name) for chunk in _csv_chunks(data, file_name)]
+    if len(parts) == 1:
+        return parts[0]
+    columns = {}
+    for column in STAGING_COLUMNS:
+        values = np.concatenate([p[column].to_numpy(dtype=object if p[column].dtype != "float64" else "float64") for p in parts])
+        columns[column] = pd.Categorical(values) if column in ("entity", "iso_code", "variable") else values
+    return pd.DataFrame(columns)[STAGING_COLUMNS]
+
+
+def content_sha256(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """sha256 of a release's content with encoding details normalised away.
+
+    gzip is decompressed, a UTF-8 byte order mark dropped, CRLF and CR line ends made LF,
+    and a final line end ensured, so a re-save of the same table hashes the same. XLSX and
+    other binary files hash as their bytes.
+    """
+    if data.startswith(GZIP_MAGIC):
+        try:
+            data, _ = _gunzip(data, "source.gz", max_bytes)
+        except SourceError:
+            return hashlib.sha256(data).hexdigest()
+    if data.startswith(XLSX_MAGIC):
+        return hashlib.sha256(data).hexdigest()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    return hashlib.sha256(data).hexdigest()
+

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,10 @@ EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
 #: Columns that name a row in the summaries, per suite, when present in the batch.
 ROW_ID_COLUMNS = ("series_id", "entity", "year", "variable", "value_text", "lost")
 MAX_ROWS_SHOWN = 10
+MAX_TEXT_SHOWN = 60
+#: The arguments of an expectation worth repeating in a one-line message.
+ONE_LINE_KWARGS = ("column", "column_list", "value_set", "min_value", "max_value")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -48,6 +53,31 @@ class GateResult:
                 lines.append(f"    {failure['unexpected_count']} row(s) fail, e.g.:")
                 lines.extend(f"      {row}" for row in failure["rows"])
         return "\n".join(lines)
+
+
+    def one_line(self, limit: int = 600) -> str:
+        """The failures on one line, for an error message (the full summary goes to the report)."""
+        if self.success:
+            return f"{self.suite}: all expectations met"
+        parts = []
+        for failure in self.failures:
+            args = ", ".join(f"{k}={_compact(v)}" for k, v in failure["kwargs"].items() if k in ONE_LINE_KWARGS)
+            part = f"{failure['expectation']}({args})"
+            if failure.get("unexpected_count"):
+                example = " ".join(f"{k}={_compact(v)}" for k, v in (failure["rows"][:1] or [{}])[0].items())
+                part += f" failed for {failure['unexpected_count']} row(s), e.g. {example}"
+            elif failure.get("observed") is not None:
+                part += f" failed, observed {_compact(failure['observed'])}"
+            parts.append(part)
+        line = f"{self.suite}: " + "; ".join(parts)
+        return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, dict) and "$PARAMETER" in value:
+        return str(value["$PARAMETER"])
+    text = CONTROL.sub("?", str(value))
+    return text if len(text) <= MAX_TEXT_SHOWN else text[: MAX_TEXT_SHOWN - 1] + "…"
 
 
 def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> Any:
@@ -86,7 +116,7 @@ def run_suite(name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None 
         context.data_sources.add_pandas(f"{name}_source")
         .add_dataframe_asset(f"{name}_asset")
         .add_batch_definition_whole_dataframe(f"{name}_batch")
-        .get_batch(batch_parameters={"dataframe": frame.reset_index(drop=True)})
+        .get_batch(batch_parameters={"dataframe": frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index(drop=True)})
     )
     id_columns = [c for c in ROW_ID_COLUMNS if c in frame.columns]
     result = batch.validate(
@@ -101,6 +131,24 @@ def run_suite(name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None 
     return gate
 
 
+def _shown(value: Any) -> Any:
+    """A value from the data as it may appear in a summary: plain types, printable, capped.
+
+    Summaries go to logs, task failures and quarantine reports: they must never carry more of
+    a file than a short, sanitised excerpt.
+    """
+    if isinstance(value, dict):
+        return {str(k): _shown(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shown(v) for v in value[:MAX_ROWS_SHOWN]]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()  # numpy scalars print as np.float64(...)
+    if isinstance(value, str):
+        value = CONTROL.sub("?", value)
+        return value if len(value) <= MAX_TEXT_SHOWN else value[: MAX_TEXT_SHOWN - 1] + "…"
+    return value
+
+
 def _describe_failure(item: dict[str, Any]) -> dict[str, Any]:
     config = item["expectation_config"]
     res = item.get("result") or {}
@@ -111,7 +159,7 @@ def _describe_failure(item: dict[str, Any]) -> dict[str, Any]:
         "kwargs": kwargs,
         "why": (config.get("meta") or {}).get("why", ""),
         "unexpected_count": res.get("unexpected_count"),
-        "observed": res.get("observed_value"),
-        "rows": rows[:MAX_ROWS_SHOWN],
+        "observed": _shown(res.get("observed_value")),
+        "rows": [_shown(row) for row in rows[:MAX_ROWS_SHOWN]],
         "exception": (item.get("exception_info") or {}).get("exception_message"),
     }

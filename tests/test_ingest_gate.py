@@ -6,6 +6,7 @@ curated for it, and ``curated/latest.json`` exactly as it was.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 from collections.abc import Callable
@@ -41,6 +42,14 @@ def _set(frame: pd.DataFrame, mask: pd.Series, column: str, value: str) -> pd.Da
 
 def _canada(frame: pd.DataFrame) -> pd.Series:
     return frame["country"] == "Canada"
+
+
+def _canada_in(frame: pd.DataFrame, year: str) -> pd.Series:
+    return _canada(frame) & (frame["year"] == year)
+
+
+def _france_2014(frame: pd.DataFrame) -> pd.Series:
+    return (frame["country"] == "France") & (frame["year"] == "2014")
 
 
 def _negate(frame: pd.DataFrame) -> pd.DataFrame:
@@ -102,6 +111,19 @@ BAD_INPUTS: list[tuple[str, str, Callable[[Path], tuple[str, bytes]]]] = [
     ("not_text", "UTF-8", lambda p: ("owid.csv", bytes(range(256)) * 10)),
     ("damaged_xlsx", "XLSX", lambda p: ("owid.xlsx", b"PK\x03\x04" + b"\x00garbage" * 50)),
     ("unknown_format", "unknown format", lambda p: ("owid.json", b'{"country": "Canada"}')),
+    (
+        "unit_slip_1000x",
+        "jump",
+        lambda p: ("owid.csv", _rewrite(p, "x", lambda f: _set(f, _canada(f) & (f["year"] == "2014"), "co2", "577360"))),
+    ),
+    (
+        "per_capita_1000x",
+        "jump",
+        lambda p: ("owid.csv", _rewrite(p, "x", lambda f: _set(f, _france_2014(f), "co2_per_capita", "5010"))),
+    ),
+    ("overflow_1e308", "100000", lambda p: ("owid.csv", _rewrite(p, "x", lambda f: _set(f, _canada_in(f, "2014"), "co2", "1e308")))),
+    ("cut_at_line_end", "tail_lost_years", lambda p: ("owid.csv", "".join(p.read_text().splitlines(keepends=True)[:-2]).encode())),
+    ("above_world", "world_share", lambda p: ("owid.csv", _rewrite(p, "x", lambda f: _set(f, _canada_in(f, "1990"), "co2", "30000")))),
 ]
 
 
@@ -151,10 +173,63 @@ def test_quarantined_release_is_not_retried_until_it_changes(curated_once, small
 def test_full_owid_file_passes_the_gate(owid_csv: Path) -> None:
     staging = sources.read_source(owid_csv.read_bytes(), owid_csv.name)
     gate = run_suite(
-        "emissions_raw", staging, {"current_year": 2026, "previous_newest_year": 2014, "required_variables": ["co2", "co2_per_capita"]}
+        "emissions_raw",
+        staging,
+        {"current_year": 2026, "previous_newest_year": 2014, "required_variables": ["co2", "co2_per_capita"], "max_per_capita": 500},
     )
     assert gate.success, gate.summary()
-    assert gate.result["statistics"]["evaluated_expectations"] == 12
+    assert gate.result["statistics"]["evaluated_expectations"] == 14
+
+
+def test_full_owid_and_gapminder_files_pass_every_gate_against_themselves(owid_csv: Path, gapminder_csv: Path, tmp_path: Path) -> None:
+    """The real releases, each compared with itself as the previous vintage: plausibility and history hold."""
+    settings = _settings(tmp_path)
+    for path in (owid_csv, gapminder_csv):
+        staging = sources.read_source(path.read_bytes(), path.name)
+        previous = ingest.curated_table(staging)
+        gates = ingest.run_raw_gates(settings, staging, dt.date(2026, 1, 1), {"latest_year": 2014}, previous)
+        assert [g.suite for g in gates] == ["emissions_raw", "emissions_plausibility", "emissions_history"]
+        assert all(g.success for g in gates), "\n".join(g.summary() for g in gates)
+
+
+def test_every_allowed_break_is_needed(owid_csv: Path, gapminder_csv: Path, tmp_path: Path) -> None:
+    """Without the allow-list the real files fail on exactly the listed breaks: no entry is dead weight."""
+    from pipeline import plausibility
+
+    entries = plausibility.load_allowed_breaks()
+    settings = _settings(tmp_path)
+    used: set[int] = set()
+    for path in (owid_csv, gapminder_csv):
+        table = plausibility.plausibility_table(sources.read_source(path.read_bytes(), path.name), settings.year_on_year_floor, entries=[])
+        flagged = table[
+            (table["jump"] > settings.max_year_on_year_factor)
+            | (table["history_ratio"] > settings.max_history_factor)
+            | (table["world_share"] > 1 + settings.world_tolerance)
+        ]
+        for _, row in flagged.iterrows():
+            covering = [
+                i
+                for i, e in enumerate(entries)
+                if e["entity"] == row["entity"]
+                and e["years"][0] <= row["year"] <= e["years"][1]
+                and row["variable"] in e.get("variables", [row["variable"]])
+            ]
+            assert covering, f"{row['entity']} {row['variable']} {row['year']} is flagged and not allow-listed"
+            used.update(covering)
+    assert used == set(range(len(entries))), [entries[i]["entity"] for i in set(range(len(entries))) - used]
+
+
+def test_tolerances_come_from_the_settings(small_owid: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 12x jump passes at the default factor (100) and fails at CO2CAST_MAX_YEAR_ON_YEAR_FACTOR=10."""
+    frame = pd.read_csv(small_owid, dtype=str, keep_default_na=False)
+    mask = (frame["country"] == "Canada") & (frame["year"] == "1990")
+    frame.loc[mask, "co2_per_capita"] = str(float(frame.loc[mask, "co2_per_capita"].item()) * 12)
+    staging = sources.to_staging(frame)
+    default = ingest.run_raw_gates(_settings(tmp_path), staging, dt.date(2026, 1, 1))
+    assert default[1].suite == "emissions_plausibility" and default[1].success
+    monkeypatch.setenv("CO2CAST_MAX_YEAR_ON_YEAR_FACTOR", "10")
+    strict = ingest.run_raw_gates(_settings(tmp_path), staging, dt.date(2026, 1, 1))
+    assert not strict[1].success and "Canada" in strict[1].summary()
 
 
 def test_gapminder_file_is_ingested(gapminder_csv: Path, tmp_path: Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import http.server
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,24 +72,131 @@ def test_xlsx_gives_the_same_table_as_csv(gapminder_csv: Path, tmp_path: Path) -
     )
 
 
+def _allow(*prefixes: str, dirs: tuple[Path, ...] = (), max_bytes: int = sources.DEFAULT_MAX_BYTES) -> sources.SourcePolicy:
+    return sources.SourcePolicy(url_prefixes=prefixes, directories=dirs, max_bytes=max_bytes, timeout=10)
+
+
 def test_fetch_over_http(http_dir: tuple[str, Path], gapminder_csv: Path) -> None:
     url, root = http_dir
     (root / "co2.csv").write_bytes(gapminder_csv.read_bytes())
-    fetched = sources.fetch(f"{url}/co2.csv")
+    fetched = sources.fetch(f"{url}/co2.csv", policy=_allow(f"{url}/"))
     assert fetched.data == gapminder_csv.read_bytes() and fetched.file_name == "co2.csv"
 
 
-def test_unreachable_url_says_to_use_a_local_file(http_dir: tuple[str, Path]) -> None:
+def test_unreachable_url_says_to_use_a_local_file() -> None:
+    with pytest.raises(sources.TransientSourceError, match="set CO2CAST_SOURCE to a local file") as raised:
+        sources.fetch("http://127.0.0.1:9/none.csv", policy=_allow("http://127.0.0.1:9/"))
+    assert raised.value.transient
+
+
+def test_404_is_permanent_and_says_so(http_dir: tuple[str, Path]) -> None:
     url, _ = http_dir
-    with pytest.raises(sources.SourceError, match="set CO2CAST_SOURCE to a local file"):
-        sources.fetch(f"{url}/missing.csv", timeout=5)
-    with pytest.raises(sources.SourceError, match="set CO2CAST_SOURCE to a local file"):
-        sources.fetch("http://127.0.0.1:9/none.csv", timeout=5)
+    with pytest.raises(sources.PermanentSourceError, match="404") as raised:
+        sources.fetch(f"{url}/missing.csv", policy=_allow(f"{url}/"))
+    assert not raised.value.transient and "retrying will not help" in str(raised.value)
+    assert isinstance(raised.value, sources.SourceError)
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(sources.SourceError, match="does not exist"):
-        sources.fetch(str(tmp_path / "nope.csv"))
+        sources.fetch(str(tmp_path / "nope.csv"), policy=_allow(dirs=(tmp_path,)))
+
+
+def test_default_policy_allows_owid_the_embedded_file_and_the_working_tree(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pipeline.config import EMBEDDED_SOURCE, OWID_CO2_URL, Settings
+
+    for key in ("CO2CAST_DATA_DIRS", "CO2CAST_ALLOWED_URLS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    policy = sources.SourcePolicy.from_settings(Settings())
+    assert sources._url_allowed(OWID_CO2_URL, policy)
+    assert not sources._url_allowed("http://127.0.0.1:8080/owid-co2-data.csv", policy)
+    assert not sources._url_allowed("https://raw.githubusercontent.com/someone/else/owid.csv", policy)
+    assert sources.fetch(str(EMBEDDED_SOURCE), policy=policy).data == EMBEDDED_SOURCE.read_bytes()
+    (tmp_path / "mine.csv").write_bytes(b"country,year,co2\n")
+    assert sources.fetch("mine.csv", policy=policy).file_name == "mine.csv"
+
+
+@pytest.mark.parametrize("path", ["/proc/self/environ", "/proc/self/cmdline", "/dev/zero", "/sys/kernel/mm/transparent_hugepage/enabled"])
+def test_system_paths_are_refused_without_reading(path: str) -> None:
+    everything = _allow(dirs=(Path("/"),))
+    with pytest.raises(sources.PermanentSourceError, match="system path") as raised:
+        sources.fetch(path, policy=everything)
+    assert "\n" not in str(raised.value)
+
+
+def test_files_outside_the_data_directories_and_escaping_links_are_refused(tmp_path: Path) -> None:
+    allowed, outside = tmp_path / "data", tmp_path / "secret"
+    allowed.mkdir()
+    outside.mkdir()
+    (outside / "token.csv").write_text("country,year,co2\nSECRET-VALUE,2000,1\n")
+    (allowed / "link.csv").symlink_to(outside / "token.csv")
+    policy = _allow(dirs=(allowed,))
+    with pytest.raises(sources.PermanentSourceError, match="outside the allowed data directories") as raised:
+        sources.fetch(str(outside / "token.csv"), policy=policy)
+    assert "SECRET" not in str(raised.value)
+    with pytest.raises(sources.PermanentSourceError, match="is a link to") as raised:
+        sources.fetch(str(allowed / "link.csv"), policy=policy)
+    assert "SECRET" not in str(raised.value)
+    (allowed / ".env").write_text("country,year,co2\nX,2000,1\n")
+    with pytest.raises(sources.PermanentSourceError, match="hidden"):
+        sources.fetch(str(allowed / ".env"), policy=policy)
+
+
+def test_special_files_are_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(sources.PermanentSourceError, match="not a regular file"):
+        sources.fetch(str(fifo), policy=_allow(dirs=(tmp_path,)))
+    with pytest.raises(sources.PermanentSourceError, match="not a regular file"):
+        sources.fetch(str(tmp_path), policy=_allow(dirs=(tmp_path,)))
+
+
+def test_a_file_over_the_cap_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"country,year,co2\n" + b"X,2000,1\n" * 1000)
+    with pytest.raises(sources.PermanentSourceError, match="cap") as raised:
+        sources.fetch(str(big), policy=_allow(dirs=(tmp_path,), max_bytes=1000))
+    assert "X,2000" not in str(raised.value)
+
+
+def test_gzip_is_decompressed_within_the_cap(owid_csv: Path) -> None:
+    data = gzip.compress(owid_csv.read_bytes())
+    assert len(sources.read_source(data, "owid.csv.gz")) > 100_000
+    with pytest.raises(sources.PermanentSourceError, match="decompresses to more than"):
+        sources.read_source(gzip.compress(b"country,year,co2\n" + b"\n" * 5_000_000), "bomb.csv.gz", max_bytes=1_000_000)
+
+
+def test_same_content_other_bytes_has_the_same_content_hash(small_owid: Path) -> None:
+    data = small_owid.read_bytes()
+    variants = [codecs.BOM_UTF8 + data, data.replace(b"\n", b"\r\n"), gzip.compress(data), data.rstrip(b"\n")]
+    assert {sources.content_sha256(v) for v in variants} == {sources.content_sha256(data)}
+    assert sources.content_sha256(data.replace(b"Canada", b"Kanada")) != sources.content_sha256(data)
+
+
+def _xlsx(path: Path, sheets: dict[str, list[list[object]]]) -> bytes:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for name, rows in sheets.items():
+        sheet = book.create_sheet(name)
+        for row in rows:
+            sheet.append(row)
+    book.save(path)
+    return path.read_bytes()
+
+
+def test_xlsx_formula_without_saved_value_is_refused(tmp_path: Path) -> None:
+    data = _xlsx(tmp_path / "f.xlsx", {"data": [["country", "year", "co2", "co2_per_capita"], ["X", 2000, "=1+1", 1.0]]})
+    with pytest.raises(sources.PermanentSourceError, match=r"cell C2 .* formula with no saved value"):
+        sources.read_source(data, "f.xlsx")
+
+
+def test_xlsx_data_on_another_sheet_names_the_sheets(tmp_path: Path) -> None:
+    data = _xlsx(tmp_path / "s.xlsx", {"Notes": [["About this file"]], "Data": [["country", "year", "co2"], ["X", 2000, 1.0]]})
+    with pytest.raises(sources.PermanentSourceError, match="'Notes', 'Data'"):
+        sources.read_source(data, "s.xlsx")
 
 
 @pytest.mark.parametrize(
@@ -99,8 +209,30 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         ("a.csv", b"country;year;co2\nX;2000;1\n", "another delimiter"),
         ("a.csv", b"country,year,gdp\nX,2000,1\n", "none of the variables"),
         ("a.csv", b"country,year,co2\nX,2000,1\nY,20", "truncated"),
+        ("a.csv", b"country,year,co2,co2\nX,2000,1,2\n", r"column 'co2' appears twice \(columns 3 and 4\)"),
+        ("a.csv", b"country,year,co2\nX\x00Y,2000,1\n", "NUL byte"),
+        ("a.csv", b'country,year,co2\n"Foo, ""Bar""\nBaz",2000,1\n', "control character U[+]000A"),
+        ("a.csv", b"country,year,co2\nFoo\tBar,2000,1\n", "control character U[+]0009"),
+        ("a.csv", "country,year,co2\nCura\u00e7ao,2000,1\n".encode("cp1252"), "Windows-1252"),
+        ("a.csv", "country,year,co2\nX,2000,1\n".encode("utf-16"), "UTF-16"),
+        ("a.csv.gz", b"\x1f\x8b\x08\x00garbage", "damaged or truncated gzip"),
     ],
 )
 def test_unreadable_sources_raise_clear_errors(name: str, data: bytes, message: str) -> None:
-    with pytest.raises(sources.SourceError, match=message):
+    with pytest.raises(sources.PermanentSourceError, match=message) as raised:
         sources.read_source(data, name)
+    assert "\n" not in str(raised.value) and len(str(raised.value)) < 400
+
+
+def test_accepted_variants_give_the_same_table(small_owid: Path) -> None:
+    data = small_owid.read_bytes()
+    expected = sources.read_source(data, "a.csv")
+    for variant in (codecs.BOM_UTF8 + data, data.replace(b"\n", b"\r\n"), gzip.compress(data)):
+        pd.testing.assert_frame_equal(sources.read_source(variant, "a.csv"), expected)
+
+
+def test_column_names_in_messages_are_capped_and_sanitised() -> None:
+    secret = "AWS_SECRET=" + "x" * 500
+    with pytest.raises(sources.PermanentSourceError) as raised:
+        sources.read_source(f"{secret}\n1\n".encode(), "environ.csv")
+    assert len(str(raised.value)) < 400 and "x" * 100 not in str(raised.value)

@@ -1,0 +1,166 @@
+"""Plausibility of a release's numbers: the tables the ``emissions_plausibility`` suite checks.
+
+A number can be well-formed and still wrong: a unit slip (Mt written as kt) multiplies a value
+by 1000, an overflow writes ``1e308``. :func:`plausibility_table` gives each value the context
+those errors break, and the GX suite ``expectations/emissions_plausibility.json`` bounds it:
+
+* ``jump``: the ratio (up or down, always >= 1) to the entity's previous reported value, when
+  both are positive and one is at least the materiality floor (small series start and stop);
+* ``history_ratio``: the value over the largest earlier value of the same series;
+* ``world_share``: the value over the World aggregate of the same year and variable (additive
+  variables only; per-capita values are not shares).
+
+Real breaks in the record (a new fuel's statistics starting, a territory changing) are listed
+in ``expectations/allowed_breaks.json`` with the reason; the rows they cover are exempt from
+the checks they name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.validation import EXPECTATIONS_DIR
+
+ALLOWED_BREAKS = EXPECTATIONS_DIR / "allowed_breaks.json"
+CHECKS = ("jump", "history", "world", "tail")
+#: Variables that add up across countries (a country cannot exceed the World).
+ADDITIVE_EXCLUDED = ("co2_per_capita",)
+WORLD = "World"
+
+
+def load_allowed_breaks(path: Path = ALLOWED_BREAKS) -> list[dict[str, Any]]:
+    """The allow-list: entries ``{entity, variables?, years: [first, last], checks?, why}``."""
+    entries = json.loads(path.read_text())["breaks"]
+    for entry in entries:
+        unknown = set(entry.get("checks", CHECKS)) - set(CHECKS)
+        if unknown or not entry.get("why") or len(entry.get("years", [])) != 2:
+            raise ValueError(f"{path}: entry for {entry.get('entity')!r} needs years [first, last], a why, and checks among {CHECKS}")
+    return entries
+
+
+def allowed_mask(frame: pd.DataFrame, check: str, entries: list[dict[str, Any]]) -> np.ndarray:
+    """Rows of ``frame`` (entity, variable, year) that an allow-list entry exempts from ``check``."""
+    mask = np.zeros(len(frame), dtype=bool)
+    for entry in entries:
+        if check not in entry.get("checks", CHECKS):
+            continue
+        first, last = entry["years"]
+        hit = (frame["entity"] == entry["entity"]).to_numpy() & frame["year"].between(first, last).to_numpy()
+        if entry.get("variables"):
+            hit &= frame["variable"].isin(entry["variables"]).to_numpy()
+        mask |= hit
+    return mask
+
+
+def plausibility_table(staging: pd.DataFrame, floor: float = 1.0, entries: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per numeric (entity, variable, year) of a staging table, with its context.
+
+    Args:
+        staging: the staging table of :mod:`pipeline.sources` (``value`` parsed).
+        floor: values below this on both sides of a year-on-year step are not compared.
+        entries: the allow-list; :func:`load_allowed_breaks` when ``None``.
+
+    Returns:
+        Columns ``entity, variable, year, value, previous_value, jump, history_ratio,
+        world_share`` and ``allowed_jump``, ``allowed_history``, ``allowed_world``.
+    """
+    entries = load_allowed_breaks() if entries is None else entries
+    frame = staging.loc[staging["value"].notna() & staging["year"].notna(), ["entity", "variable", "year", "value"]]
+    frame = frame.drop_duplicates(["entity", "variable", "year"])  # duplicates are the raw suite's to report
+    frame = frame.sort_values(["entity", "variable", "year"], ignore_index=True)
+    value = frame["value"].to_numpy(dtype="float64")
+    groups = frame.groupby(["entity", "variable"], sort=False, observed=True)["value"]
+    previous = groups.shift().to_numpy(dtype="float64")
+    earlier_max = groups.cummax().groupby([frame["entity"], frame["variable"]], sort=False, observed=True).shift().to_numpy(dtype="float64")
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        positive = (value > 0) & (previous > 0)
+        material = np.fmax(value, previous) >= floor
+        jump = np.where(positive & material, np.maximum(value / previous, previous / value), np.nan)
+        history_ratio = np.where(earlier_max >= floor, value / earlier_max, np.nan)
+
+    world = frame[frame["entity"] == WORLD].set_index(["year", "variable"])["value"]
+    world = world[~world.index.duplicated()]
+    keys = pd.MultiIndex.from_arrays([frame["year"], frame["variable"]])
+    world_value = world.reindex(keys).to_numpy(dtype="float64") if len(world) else np.full(len(frame), np.nan)
+    additive = (~frame["variable"].isin(ADDITIVE_EXCLUDED) & (frame["entity"] != WORLD)).to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        world_share = np.where(additive & (world_value > 0), value / world_value, np.nan)
+
+    return frame.assign(
+        previous_value=previous,
+        jump=jump,
+        history_ratio=history_ratio,
+        world_share=world_share,
+        allowed_jump=allowed_mask(frame, "jump", entries),
+        allowed_history=allowed_mask(frame, "history", entries),
+        allowed_world=allowed_mask(frame, "world", entries),
+    )
+
+
+def history_table(previous: pd.DataFrame, staging: pd.DataFrame, entries: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per (entity, variable) of the previous vintage: what this release lost of it.
+
+    ``lost_years`` counts the previous years missing now; ``tail_lost_years`` those after
+    the series' last year now (rows gone from the end: a file cut at a line end, an entity
+    that stopped short of the newest year). ``allowed_tail`` marks allow-listed series.
+    """
+    entries = load_allowed_breaks() if entries is None else entries
+    prev = previous.groupby(["entity", "variable"], observed=True)["year"].agg(lambda s: set(s.astype(int)))
+    current_years = staging.dropna(subset=["year"]).assign(year=lambda f: f["year"].astype(int))
+    cur = current_years.groupby(["entity", "variable"], observed=True)["year"].agg(set)
+    rows = []
+    for (entity, variable), years in prev.items():
+        now = cur.get((entity, variable), set())
+        lost = sorted(years - now)
+        last_now = max(now) if now else None
+        tail = [y for y in lost if last_now is None or y > last_now]
+        rows.append(
+            {
+                "entity": entity,
+                "variable": variable,
+                "year": max(years),
+                "previous_years": len(years),
+                "current_years": len(now),
+                "lost_years": len(lost),
+                "lost": _year_ranges(lost),
+                "previous_last_year": max(years),
+                "current_last_year": last_now,
+                "tail_lost_years": len(tail),
+            }
+        )
+    columns = [
+        "entity",
+        "variable",
+        "year",
+        "previous_years",
+        "current_years",
+        "lost_years",
+        "lost",
+        "previous_last_year",
+        "current_last_year",
+        "tail_lost_years",
+    ]
+    table = pd.DataFrame(rows, columns=columns)
+    table["allowed_tail"] = allowed_mask(table, "tail", entries) if len(table) else np.zeros(0, dtype=bool)
+    return table.drop(columns=["year"])
+
+
+def _year_ranges(years: list[int]) -> str:
+    """``[1990, 1991, 1992, 2000]`` -> ``"1990-1992, 2000"``."""
+    if not years:
+        return ""
+    parts, start, prev = [], years[0], years[0]
+    for year in [*years[1:], None]:
+        if year is not None and year == prev + 1:
+            prev = year
+            continue
+        parts.append(f"{start}-{prev}" if prev != start else f"{start}")
+        if year is not None:
+            start = prev = year
+    return ", ".join(parts)

@@ -1,0 +1,469 @@
+"""Fault injection for the ingest half: every ingest-side case of issue #9, and the faults around it.
+
+Each case starts from a store with one good vintage curated, feeds one bad input or fault, and
+checks the same four things: the error is one line a person can act on; nothing new is curated;
+``curated/latest.json`` is byte-identical; the input is quarantined when it was read (and
+nothing at all is stored when the source itself was refused). Faults of the machinery (disk
+full, S3 down) end with a rerun that heals.
+"""
+
+from __future__ import annotations
+
+import codecs
+import errno
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from pipeline import ingest, sources
+from pipeline.config import Settings
+from pipeline.store import LocalStore, ObjectStore, S3Store
+
+ENTITIES = {"Canada", "World", "Kenya", "Germany", "Zimbabwe"}
+
+
+# -- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def release(tmp_path: Path, owid_csv: Path) -> Path:
+    """A few entities of the embedded OWID release, Zimbabwe last as in the real file."""
+    lines = owid_csv.read_text().splitlines()
+    rows = [line for line in lines[1:] if line.split(",")[1] in ENTITIES]
+    path = tmp_path / "source" / "owid.csv"
+    path.parent.mkdir()
+    path.write_text("\n".join([lines[0], *rows]) + "\n")
+    return path
+
+
+def _settings(tmp_path: Path, **overrides: Any) -> Settings:
+    return Settings(home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri(), **overrides)
+
+
+@pytest.fixture
+def curated(tmp_path: Path, release: Path) -> tuple[Settings, LocalStore]:
+    settings = _settings(tmp_path)
+    store = LocalStore(tmp_path / "store")
+    assert ingest.ingest(settings, store, str(release))["status"] == "curated"
+    return settings, store
+
+
+def _snapshot(store: ObjectStore) -> dict[str, bytes]:
+    return {key: store.read_bytes(key) for key in store.list()}
+
+
+def _one_line(error: BaseException) -> str:
+    message = str(error)
+    assert "\n" not in message and len(message) < 1500, message
+    assert "Traceback" not in message
+    return message
+
+
+def _assert_nothing_curated(store: ObjectStore, before: dict[str, bytes]) -> None:
+    assert store.read_bytes(ingest.LATEST_KEY) == before[ingest.LATEST_KEY], "curated/latest.json moved"
+    now = {k for k in store.list("curated/")}
+    assert now == {k for k in before if k.startswith("curated/")}, f"new curated keys: {now - set(before)}"
+
+
+def _rewrite(path: Path, change: Callable[[pd.DataFrame], None]) -> bytes:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    change(frame)
+    return frame.to_csv(index=False).encode()
+
+
+def _set(entity: str, year: str, column: str, value: str) -> Callable[[Path], bytes]:
+    def build(path: Path) -> bytes:
+        def change(frame: pd.DataFrame) -> None:
+            mask = (frame["country"] == entity) & (frame["year"] == year)
+            assert mask.sum() == 1
+            frame.loc[mask, column] = value
+
+        return _rewrite(path, change)
+
+    return build
+
+
+def _duplicate_co2(path: Path) -> bytes:
+    lines = path.read_text().splitlines()
+    return "\n".join(f"{line},{line.split(',')[3]}" for line in lines).encode() + b"\n"
+
+
+def _rename(old: str, new: str) -> Callable[[Path], bytes]:
+    return lambda path: path.read_bytes().replace(f",{old},".encode(), f",{new},".encode())
+
+
+def _drop_last_lines(path: Path, count: int) -> bytes:
+    """The file cut cleanly at a line end: its last rows are missing, nothing else is wrong."""
+    return "".join(path.read_text().splitlines(keepends=True)[:-count]).encode()
+
+
+def _slug_twin(path: Path) -> bytes:
+    """Kenya's rows once more under a name that slugifies like another entity's."""
+    lines = path.read_text().splitlines()
+    extra = [line.replace(",Kenya,", ',"Canada!",', 1) for line in lines if ",Kenya," in line]
+    return "\n".join([*lines, *extra]).encode() + b"\n"
+
+
+# -- bad releases: read, quarantined, nothing curated ----------------------------------------
+
+# (case, builder(release path) -> bytes, file name, words the one-line message must contain)
+BAD_RELEASES: list[tuple[str, Callable[[Path], bytes], str, tuple[str, ...]]] = [
+    ("canada_co2_1000x", _set("Canada", "2014", "co2", "577360"), "owid.csv", ("jump", "Canada")),
+    ("kenya_per_capita_1000x", _set("Kenya", "2014", "co2_per_capita", "295"), "owid.csv", ("jump", "Kenya")),
+    ("co2_1e308", _set("Canada", "2014", "co2", "1e308"), "owid.csv", ("100000", "Canada")),
+    ("co2_infinite", _set("Canada", "2014", "co2", "1e999"), "owid.csv", ("100000",)),
+    ("cut_at_line_end", lambda p: _drop_last_lines(p, 2), "owid.csv", ("tail_lost_years", "Zimbabwe")),
+    ("duplicated_co2_column", _duplicate_co2, "owid.csv", ("'co2' appears twice",)),
+    ("nul_in_entity_name", _rename("Kenya", "Ken\x00ya"), "owid.csv", ("NUL byte",)),
+    ("line_break_in_entity_name", _rename("Kenya", '"Ken\nya"'), "owid.csv", ("control character U+000A",)),
+    ("two_names_one_series_id", _slug_twin, "owid.csv", ("same series id", "'canada'", "Canada!")),
+    ("latin1_encoding", _rename("Kenya", "K\u00e9nya"), "owid.csv", ("Windows-1252",)),
+]
+
+
+@pytest.mark.parametrize(("case", "build", "name", "words"), BAD_RELEASES, ids=[c[0] for c in BAD_RELEASES])
+def test_bad_release_is_quarantined_and_nothing_moves(
+    case: str, build: Callable[[Path], bytes], name: str, words: tuple[str, ...], curated, release: Path, tmp_path: Path
+) -> None:
+    settings, store = curated
+    data = build(release)
+    if case == "latin1_encoding":
+        data = data.decode().encode("cp1252")
+    bad = tmp_path / "bad" / name
+    bad.parent.mkdir()
+    bad.write_bytes(data)
+    before = _snapshot(store)
+
+    with pytest.raises(ingest.ValidationFailed) as raised:
+        ingest.ingest(settings, store, str(bad))
+
+    message = _one_line(raised.value)
+    for word in words:
+        assert word in message, message
+    _assert_nothing_curated(store, before)
+    vintage, _ = ingest.vintage_id(data)
+    assert store.read_bytes(f"quarantine/{vintage}/{name}") == data
+    assert "rejected" in store.read_bytes(f"quarantine/{vintage}/report.md").decode()
+
+
+def _xlsx(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    book.save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "sheets", "words"),
+    [
+        (
+            "formula_without_saved_value",
+            {"data": [["country", "year", "co2", "co2_per_capita"], ["Kenya", 2013, 12.1, 0.28], ["Kenya", 2014, "=C2*1.1", 0.29]]},
+            ("cell C3", "formula with no saved value"),
+        ),
+        (
+            "data_on_second_sheet",
+            {"About": [["see the next sheet"]], "Data": [["country", "year", "co2", "co2_per_capita"], ["Kenya", 2014, 12.1, 0.29]]},
+            ("'About', 'Data'",),
+        ),
+    ],
+)
+def test_xlsx_first_ingest_refuses_what_it_cannot_read_faithfully(case: str, sheets: dict, words: tuple[str, ...], tmp_path: Path) -> None:
+    """On a first ingest there is no previous vintage to compare with: the file itself must be refused."""
+    settings = _settings(tmp_path)
+    store = LocalStore(tmp_path / "store")
+    path = _xlsx(tmp_path / f"{case}.xlsx", sheets)
+    with pytest.raises(ingest.ValidationFailed) as raised:
+        ingest.ingest(settings, store, str(path))
+    message = _one_line(raised.value)
+    for word in words:
+        assert word in message, message
+    assert store.list("curated/") == [] and not store.exists(ingest.LATEST_KEY)
+    vintage, _ = ingest.vintage_id(path.read_bytes())
+    assert store.read_bytes(f"quarantine/{vintage}/{path.name}") == path.read_bytes()
+
+
+def test_same_content_other_bytes_is_not_a_new_vintage(curated, release: Path, tmp_path: Path) -> None:
+    settings, store = curated
+    before = _snapshot(store)
+    resaved = tmp_path / "resaved.csv"
+    resaved.write_bytes(codecs.BOM_UTF8 + release.read_bytes().replace(b"\n", b"\r\n"))
+    result = ingest.ingest(settings, store, str(resaved))
+    assert result["status"] == "unchanged" and "content equals vintage" in result["message"]
+    assert _snapshot(store) == before, "a BOM/CRLF re-save must write nothing"
+
+
+# -- refused sources: nothing read, nothing stored -------------------------------------------
+
+
+def test_process_environment_is_never_read(curated, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, store = curated
+    monkeypatch.setenv("CO2CAST_TEST_SECRET", "hunter2-do-not-leak")
+    before = _snapshot(store)
+    for source in ("/proc/self/environ", "file:///proc/self/environ", "/proc/../proc/self/environ", "/dev/zero"):
+        with pytest.raises(sources.PermanentSourceError) as raised:
+            ingest.ingest(settings, store, source)
+        message = _one_line(raised.value)
+        assert "system path" in message and "hunter2" not in message
+    assert _snapshot(store) == before, "a refused source must store nothing (no raw/, no quarantine/)"
+
+
+def test_link_out_of_the_data_directories_is_refused(curated, tmp_path: Path) -> None:
+    settings, store = curated
+    link = tmp_path / "innocent.csv"
+    link.symlink_to("/etc/passwd")
+    before = _snapshot(store)
+    with pytest.raises(sources.PermanentSourceError) as raised:
+        ingest.ingest(settings, store, str(link))
+    assert "outside the allowed data directories" in _one_line(raised.value) and "root:" not in str(raised.value)
+    assert _snapshot(store) == before
+
+
+# -- HTTP sources, against a server on loopback ----------------------------------------------
+
+
+class _Server:
+    """A loopback HTTP server whose answers the test chooses per path; counts the requests."""
+
+    def __init__(self, routes: dict[str, Callable[[http.server.BaseHTTPRequestHandler], None]]) -> None:
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.requests.append(self.path)
+                try:
+                    routes[self.path](self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up, as it should
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _send(status: int, body: bytes, length: int | None = None) -> Callable[[http.server.BaseHTTPRequestHandler], None]:
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Length", str(len(body) if length is None else length))
+        handler.end_headers()
+        handler.wfile.write(body)
+        handler.wfile.flush()
+        if length is not None and length > len(body):
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+
+    return answer
+
+
+def _trickle(handler: http.server.BaseHTTPRequestHandler) -> None:
+    """Headers, then one byte every 0.2 s for a minute: each read is quick, the whole is not."""
+    handler.send_response(200)
+    handler.end_headers()
+    for _ in range(300):
+        handler.wfile.write(b"x")
+        handler.wfile.flush()
+        time.sleep(0.2)
+
+
+def _endless(handler: http.server.BaseHTTPRequestHandler) -> None:
+    """A one-line body with no Content-Length that goes on for 50 MB."""
+    handler.send_response(200)
+    handler.end_headers()
+    block = b"A" * 65536
+    for _ in range(800):
+        handler.wfile.write(block)
+
+
+def _redirect(to: str) -> Callable[[http.server.BaseHTTPRequestHandler], None]:
+    def answer(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", to)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    return answer
+
+
+@pytest.fixture
+def web(release: Path) -> Iterator[_Server]:
+    good = release.read_bytes()
+    server = _Server(
+        {
+            "/owid.csv": _send(200, good),
+            "/missing.csv": _send(404, b"<html>Not Found</html>"),
+            "/broken.csv": _send(500, b"<html>oops</html>"),
+            "/short.csv": _send(200, good[:1000], length=len(good)),
+            "/trickle.csv": _trickle,
+            "/huge.csv": _endless,
+            "/declared-huge.csv": _send(200, b"", length=10**12),
+            "/away.csv": _redirect("http://127.0.0.1:9/internal/secret.csv"),
+        }
+    )
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_internal_endpoint_is_refused_by_default(curated, web: _Server) -> None:
+    settings, store = curated
+    before = _snapshot(store)
+    with pytest.raises(sources.PermanentSourceError) as raised:
+        ingest.ingest(settings, store, f"{web.url}/owid.csv")
+    assert "not an allowed source" in _one_line(raised.value)
+    assert web.requests == [], "a refused URL must not even be requested"
+    assert _snapshot(store) == before
+
+
+# (path, error class, words, settings)
+HTTP_FAULTS = [
+    ("/missing.csv", sources.PermanentSourceError, ("404", "check the URL"), {}),
+    ("/broken.csv", sources.TransientSourceError, ("500", "try again later"), {}),
+    ("/short.csv", sources.TransientSourceError, ("ended after 1,000 of",), {}),
+    ("/trickle.csv", sources.TransientSourceError, ("took longer than 1.5 s",), {"fetch_timeout": 1.5}),
+    ("/huge.csv", sources.PermanentSourceError, ("1,000,000-byte cap",), {"max_source_bytes": 1_000_000}),
+    ("/declared-huge.csv", sources.PermanentSourceError, ("Content-Length", "cap"), {}),
+    ("/away.csv", sources.PermanentSourceError, ("redirects to", "not an allowed source"), {}),
+]
+
+
+@pytest.mark.parametrize(("path", "kind", "words", "overrides"), HTTP_FAULTS, ids=[c[0].strip("/") for c in HTTP_FAULTS])
+def test_http_faults_are_classified_in_one_line_and_store_nothing(
+    path: str, kind: type, words: tuple[str, ...], overrides: dict, curated, web: _Server, tmp_path: Path
+) -> None:
+    _, store = curated
+    settings = _settings(tmp_path, allowed_urls=f"{web.url}/", **overrides)
+    before = _snapshot(store)
+    with pytest.raises(kind) as raised:
+        ingest.ingest(settings, store, f"{web.url}{path}")
+    message = _one_line(raised.value)
+    for word in words:
+        assert word in message, message
+    assert raised.value.transient is (kind is sources.TransientSourceError)
+    assert "Not Found</html>" not in message and "AAAA" not in message, "the body must not be echoed"
+    assert _snapshot(store) == before
+
+
+def test_allowed_http_source_is_ingested(curated, web: _Server, tmp_path: Path, release: Path) -> None:
+    """The same server and settings serve a good file: the faults above are the server's, not the client's."""
+    _, store = curated
+    settings = _settings(tmp_path, allowed_urls=f"{web.url}/")
+    result = ingest.ingest(settings, store, f"{web.url}/owid.csv")
+    assert result["status"] == "unchanged"  # the same bytes as the curated vintage
+    assert result["vintage"] == ingest.vintage_id(release.read_bytes())[0]
+
+
+# -- the machinery fails: disk full, S3 down -------------------------------------------------
+
+
+def _revised(release: Path, tmp_path: Path) -> Path:
+    """A good new release: Canada's 2013 value revised."""
+    path = tmp_path / "revised" / "owid.csv"
+    path.parent.mkdir()
+    path.write_bytes(_set("Canada", "2013", "co2", "560.0")(release))
+    return path
+
+
+class _FullDisk(LocalStore):
+    """A local store whose disk fills up after ``room`` more curated files."""
+
+    def __init__(self, root: Path, room: int) -> None:
+        super().__init__(root)
+        self.room = room
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if key.startswith("curated/") and not key.endswith("gx_result.json"):
+            if self.room <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.room -= 1
+        super().write_bytes(key, data)
+
+
+@pytest.mark.parametrize("room", [0, 1, 3, 4], ids=["first-file", "second-file", "meta", "pointer"])
+def test_disk_full_during_curate_leaves_nothing_and_a_rerun_heals(room: int, curated, release: Path, tmp_path: Path) -> None:
+    settings, store = curated
+    before = _snapshot(store)
+    revised = _revised(release, tmp_path)
+    vintage, _ = ingest.vintage_id(revised.read_bytes())
+
+    with pytest.raises(ingest.CurateFailed) as raised:
+        ingest.ingest(settings, _FullDisk(store.root, room), str(revised))
+
+    message = _one_line(raised.value)
+    assert "No space left on device" in message and "did not move" in message and raised.value.transient
+    assert store.read_bytes(ingest.LATEST_KEY) == before[ingest.LATEST_KEY]
+    assert ingest.vintage_status(store, vintage) is None, "a half-written vintage must not count as settled"
+    if room < 4:  # a failed pointer write may have landed: then the files it names stay
+        assert not store.exists(f"curated/{vintage}/emissions.parquet"), "a half-written vintage must be taken back"
+    assert not any(p.name.endswith(".tmp") for p in store.root.rglob("*")), "no temporary file left behind"
+
+    healed = ingest.ingest(settings, store, str(revised))
+    assert healed["status"] == "curated" and healed["vintage"] == vintage
+    assert store.read_json(ingest.LATEST_KEY)["vintage"] == vintage
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_s3_down_mid_ingest_leaves_nothing_and_a_rerun_heals(s3_env: dict[str, str], release: Path, tmp_path: Path) -> None:
+    """moto's server stops between validation and curation; a new endpoint serves the same state."""
+    import boto3
+    from botocore.config import Config
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    first = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    first.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    quick = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=2, read_timeout=5)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="faults")
+    settings = _settings(tmp_path)
+    store = S3Store("faults", "co2cast", client=boto3.client("s3", endpoint_url=endpoint, config=quick))
+    assert ingest.ingest(settings, store, str(release))["status"] == "curated"
+    latest_before = store.read_bytes(ingest.LATEST_KEY)
+
+    revised = _revised(release, tmp_path)
+    fetched = ingest.fetch_source(settings, store, str(revised))
+    validated = ingest.validate_raw(settings, store, ingest.snapshot_raw(store, fetched))
+    first.stop()
+    with pytest.raises(ingest.CurateFailed) as raised:
+        ingest.curate_vintage(store, validated)
+    message = _one_line(raised.value)
+    assert "did not move" in message and raised.value.transient
+
+    port = _free_port()
+    second = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    second.start()
+    try:
+        back = S3Store("faults", "co2cast", client=boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", config=quick))
+        assert back.read_bytes(ingest.LATEST_KEY) == latest_before
+        assert ingest.vintage_status(back, fetched["vintage"]) is None
+        healed = ingest.ingest(settings, back, str(revised))
+        assert healed["status"] == "curated" and back.read_json(ingest.LATEST_KEY)["vintage"] == fetched["vintage"]
+    finally:
+        second.stop()
