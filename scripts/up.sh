@@ -123,6 +123,7 @@ mlflow_runs="$MLFLOW_URL/#/experiments${experiment:+/$experiment/runs}?workflowT
 cat >"$STATE/urls.env" <<EOF
 AIRFLOW_URL=$AIRFLOW_URL
 MLFLOW_URL=$MLFLOW_URL
+MLFLOW_EXPERIMENT_URL=$mlflow_runs
 AIRFLOW_PASSWORDS_FILE=$PASSWORDS
 EOF
 echo
