@@ -72,5 +72,18 @@ up: install
 down:
 	bash scripts/down.sh
 
+$(VENV)/.installed-stack: $(VENV)/.installed-dev requirements-stack.txt
+	$(BIN)/pip install -q -r requirements-stack.txt
+	touch $@
+
+# The services docker-compose declares, natively (PostgreSQL and Redis from Debian packages,
+# moto for S3, MLflow with basic auth, Airflow with the CeleryExecutor and two workers).
+stack-test: $(VENV)/.installed-stack
+	$(BIN)/pytest -m stack tests/stack
+
+# Headless Chromium against make run + make up on a fresh home (Debian: chromium chromium-driver).
+ui-test: install-dev
+	$(BIN)/pytest -m browser tests/test_browser_ui.py
+
 clean:
 	rm -rf $(CO2CAST_HOME)
