@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import urllib.error
@@ -42,11 +43,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pytest.skip(f"the native stack needs {', '.join(missing)} (Debian: apt-get install postgresql redis-server)")
     running = Stack(base=tmp_path_factory.mktemp("stack"), series="Germany:co2")
     print(f"\nstack state and logs: {running.base}")
-    running.start()
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(f"stopped by signal {signum}")  # so the finally below still cleans up
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
+        running.start()
         yield running
     finally:
         running.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 class AirflowApi:
