@@ -107,6 +107,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     SHOTS.mkdir(parents=True, exist_ok=True)
+    for stale in SHOTS.glob("*.png"):  # only this session's pictures
+        stale.unlink()
     print(f"\nscreenshots: {SHOTS}")
     try:
         yield driver
