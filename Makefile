@@ -11,7 +11,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: run test install install-dev lint bench lock mlflow-ui viewer clean
+.PHONY: run test install install-dev lint bench lock mlflow-ui up down stack-test ui-test viewer clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,8 +61,31 @@ lock:
 	  .venv-lock/bin/pip freeze --exclude co2cast; } > requirements.txt
 	rm -rf .venv-lock
 
+# The MLflow UI alone, in the foreground (make up starts it with Airflow, in the background).
 mlflow-ui: install
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CO2CAST_HOME)/mlflow/mlflow.db" --port 5000
+	$(BIN)/mlflow server --host 127.0.0.1 --port 5000 --workers 1 \
+	  --backend-store-uri "sqlite:///$(CO2CAST_HOME)/mlflow/mlflow.db" --default-artifact-root "$(CO2CAST_HOME)/mlflow/artifacts"
+
+# Airflow 3 (api-server, scheduler, dag-processor, triggerer) and the MLflow UI on 127.0.0.1,
+# on the same home as make run; make down stops them.
+up: install
+	bash scripts/up.sh
+
+down:
+	bash scripts/down.sh
+
+$(VENV)/.installed-stack: $(VENV)/.installed-dev requirements-stack.txt
+	$(BIN)/pip install -q -r requirements-stack.txt
+	touch $@
+
+# The services docker-compose declares, natively (PostgreSQL and Redis from Debian packages,
+# moto for S3, MLflow with basic auth, Airflow with the CeleryExecutor and two workers).
+stack-test: $(VENV)/.installed-stack
+	$(BIN)/pytest -m stack tests/stack
+
+# Headless Chromium against make run + make up on a fresh home (Debian: chromium chromium-driver).
+ui-test: install-dev
+	$(BIN)/pytest -m browser tests/test_browser_ui.py
 
 # The forecast viewer on what `make run` published: http://127.0.0.1:$(VIEWER_PORT)
 VIEWER_PORT ?= 8501

@@ -110,7 +110,9 @@ def configure(settings: Settings) -> Any:
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     if client.get_experiment_by_name(EXPERIMENT) is None:
         try:
-            client.create_experiment(EXPERIMENT, artifact_location=artifact_location)
+            # The kind tag makes the MLflow UI open the experiment on its runs, not the GenAI view.
+            tags = {"mlflow.experimentKind": "custom_model_development"}
+            client.create_experiment(EXPERIMENT, artifact_location=artifact_location, tags=tags)
         except Exception:  # created by a parallel task in the meantime
             if client.get_experiment_by_name(EXPERIMENT) is None:
                 raise

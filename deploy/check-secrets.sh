@@ -1,0 +1,22 @@
+#!/bin/sh
+# docker-compose's first job: refuse to start while a secret is missing, still the placeholder
+# from .env.example, or too short. Every other service waits for this one to succeed.
+# Usage: check-secrets.sh ENV_EXAMPLE (the secrets themselves come from the environment).
+example=${1:-/co2cast/.env.example}
+failed=0
+while IFS= read -r line; do
+  case "$line" in ''|'#'*) continue ;; esac
+  name=${line%%=*}
+  placeholder=${line#*=}
+  case "$name" in *PASSWORD*|*SECRET*) ;; *) continue ;; esac
+  eval "value=\${$name:-}"
+  if [ -z "$value" ]; then
+    echo "co2cast: $name is not set: put a secret in .env" >&2; failed=1
+  elif [ "$value" = "$placeholder" ]; then
+    echo "co2cast: $name is still the .env.example placeholder: replace it in .env" >&2; failed=1
+  elif [ ${#value} -lt 16 ]; then
+    echo "co2cast: $name is shorter than 16 characters: use a long random value" >&2; failed=1
+  fi
+done < "$example"
+[ $failed -eq 0 ] && echo "co2cast: secrets set"
+exit $failed

@@ -1,0 +1,161 @@
+"""docker-compose.yaml's invariants, read from the file (CI also runs `docker-compose config -q`).
+
+Images pinned, every secret required and checked against the .env.example placeholders, health
+checks on long-running services, `depends_on` with conditions, published ports on 127.0.0.1
+unless a variable asks otherwise, the MinIO root credentials only where they are needed, MLflow
+behind its basic-auth app, and the same variable names as the native stack test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.stack.stack import COMPOSE_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+ONE_SHOT = {"check-secrets", "minio-init", "mlflow-init", "airflow-init"}
+VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?])?([^}]*)\}")
+SECRET = re.compile(r"PASSWORD|SECRET")
+
+
+def example_env() -> dict[str, str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    return {k: str(v) for k, v in env.items()} if isinstance(env, dict) else dict(item.split("=", 1) for item in env)
+
+
+def all_references(node: Any) -> list[tuple[str, str, str]]:
+    """Every ``${NAME…}`` in the file: (name, operator, argument)."""
+    if isinstance(node, dict):
+        return [ref for value in node.values() for ref in all_references(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in all_references(value)]
+    return VARIABLE.findall(node) if isinstance(node, str) else []
+
+
+def test_images_are_pinned() -> None:
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for name, service in SERVICES.items():
+        image = service["image"]
+        repository, _, tag = image.rpartition(":")
+        assert repository and tag and tag != "latest" and re.search(r"\d", tag), f"{name}: {image} is not pinned"
+        if repository == "co2cast":
+            assert tag == version, f"{name}: the co2cast image is tagged {tag}, the package is {version}"
+
+
+def test_every_secret_is_required() -> None:
+    for name, operator, _ in all_references(COMPOSE):
+        if SECRET.search(name):
+            assert operator == ":?", f"${{{name}}} must be required (${{{name}:?…}}), not defaulted"
+    secrets = {name for name, _, _ in all_references(COMPOSE) if SECRET.search(name)}
+    assert secrets == {name for name in example_env() if SECRET.search(name)}, "docker-compose.yaml and .env.example name different secrets"
+
+
+def test_placeholder_secrets_are_refused(tmp_path: Path) -> None:
+    """check-secrets, the job every service waits for, rejects .env.example's values."""
+    check = SERVICES["check-secrets"]
+    assert set(environment(check)) == {name for name in example_env() if SECRET.search(name)}
+    script = ROOT / "deploy" / "check-secrets.sh"
+    base = {"PATH": os.environ["PATH"]}
+    example = str(ROOT / ".env.example")
+    placeholders = subprocess.run(["sh", str(script), example], env={**base, **example_env()}, capture_output=True, text=True)
+    assert placeholders.returncode != 0
+    assert "POSTGRES_PASSWORD is still the .env.example placeholder" in placeholders.stderr
+    real = {name: f"{name.lower()}-0123456789abcdef" for name in example_env() if SECRET.search(name)}
+    good = subprocess.run(["sh", str(script), str(ROOT / ".env.example")], env={**base, **real}, capture_output=True, text=True)
+    assert good.returncode == 0, good.stderr
+    short = subprocess.run(
+        ["sh", str(script), str(ROOT / ".env.example")], env={**base, **real, "REDIS_PASSWORD": "short"}, capture_output=True, text=True
+    )
+    assert short.returncode != 0 and "REDIS_PASSWORD is shorter" in short.stderr
+    for name, service in SERVICES.items():
+        if name != "check-secrets" and "depends_on" not in service:
+            pytest.fail(f"{name} starts without waiting for anything (check-secrets first)")
+
+
+def test_long_running_services_have_health_checks() -> None:
+    for name, service in SERVICES.items():
+        if name not in ONE_SHOT:
+            assert "healthcheck" in service, f"{name} has no health check"
+            assert service.get("restart") == "unless-stopped", f"{name} is not restarted"
+
+
+def test_depends_on_with_conditions() -> None:
+    conditions = {"service_healthy", "service_completed_successfully", "service_started"}
+    for name, service in SERVICES.items():
+        for dependency, spec in (service.get("depends_on") or {}).items():
+            assert dependency in SERVICES, f"{name} depends on unknown {dependency}"
+            assert isinstance(spec, dict) and spec.get("condition") in conditions, f"{name} -> {dependency} has no condition"
+            expected = "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+            assert spec["condition"] == expected, f"{name} -> {dependency}: {spec['condition']}, expected {expected}"
+
+
+def test_ports_on_localhost_unless_asked() -> None:
+    published = 0
+    for name, service in SERVICES.items():
+        for port in service.get("ports", []):
+            published += 1
+            assert isinstance(port, str) and port.count(":") >= 2, f"{name}: {port} binds every interface"
+            assert port.startswith(("127.0.0.1:", "${CO2CAST_BIND_ADDRESS:-127.0.0.1}:")), f"{name}: {port}"
+    assert published >= 3
+    assert example_env()["CO2CAST_BIND_ADDRESS"] == "127.0.0.1"
+
+
+def test_minio_root_credentials_only_in_minio_and_its_init() -> None:
+    for name, service in SERVICES.items():
+        refs = {ref for ref, _, _ in all_references(service)}
+        if name not in {"minio", "minio-init", "check-secrets"}:
+            assert not refs & {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}, f"{name} sees MinIO's root credentials"
+    init = (ROOT / "deploy" / "minio-init.sh").read_text()
+    assert "mc admin user add" in init and "mc admin policy attach" in init
+    for policy in ("pipeline", "mlflow"):
+        text = (ROOT / "deploy" / f"minio-policy-{policy}.json").read_text()
+        assert '"s3:*"' not in text and "arn:aws:s3:::*" not in text, f"{policy} policy is not limited to its bucket"
+
+
+def test_mlflow_behind_basic_auth_and_pipeline_not_admin() -> None:
+    mlflow = SERVICES["mlflow"]
+    script = (ROOT / "deploy" / "mlflow-server.sh").read_text()
+    assert "--app-name basic-auth" in script
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in environment(mlflow)
+    pipeline_env = environment(SERVICES["airflow-scheduler"])
+    assert "MLFLOW_PIPELINE_PASSWORD" in pipeline_env["MLFLOW_TRACKING_PASSWORD"]
+    assert "MINIO_PIPELINE_PASSWORD" in pipeline_env["AWS_SECRET_ACCESS_KEY"]
+    assert "FabAuthManager" in pipeline_env["AIRFLOW__CORE__AUTH_MANAGER"]
+
+
+def test_same_variables_as_the_native_stack() -> None:
+    compose_env = set(COMPOSE["x-co2cast-env"])
+    assert compose_env == set(COMPOSE_ENV)
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"):
+        assert set(environment(SERVICES[name])) == compose_env, name
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Debian package) is not installed; CI installs it")
+def test_docker_compose_config_parses(tmp_path: Path) -> None:
+    for path in ("docker-compose.yaml", ".env.example"):
+        shutil.copy(ROOT / path, tmp_path / path)
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    env = {name: ("x" * 20 if SECRET.search(name) else value) for name, value in example_env().items()}
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    for profile in ([], ["--profile", "celery"]):
+        result = subprocess.run(["docker-compose", *profile, "config", "-q"], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    (tmp_path / ".env").write_text("")
+    missing = subprocess.run(["docker-compose", "config", "-q"], cwd=tmp_path, capture_output=True, text=True)
+    assert missing.returncode != 0 and "set " in missing.stderr
