@@ -48,6 +48,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed-dev requirements-bench.txt
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_arima.py
 	$(BIN)/python benchmarks/bench_lstm.py
+	$(BIN)/python benchmarks/bench_ingest_memory.py
 
 # Re-resolve the pinned runtime set from pyproject.toml's direct dependencies.
 lock:

@@ -308,3 +308,17 @@ def test_gates_in_chunks_of_whole_entities_find_what_the_whole_table_finds(
     assert [g.success for g in whole] == [True, False, False]
     failed = {f["kwargs"].get("column") for g in whole for f in g.failures}
     assert {"value_text", "jump", "history_ratio", "world_share"} <= failed
+
+
+def test_curated_table_is_sorted_like_a_string_sort_and_read_back_as_strings(curated_once, owid_csv: Path) -> None:
+    """Sorting on the codes of alphabetical categories gives the plain string sort's table."""
+    staging = sources.read_source(owid_csv.read_bytes(), owid_csv.name)
+    plain = staging[["entity", "iso_code", "year", "variable", "value"]].astype(
+        {"entity": "string", "iso_code": "string", "variable": "string", "year": "int64"}
+    )
+    plain = plain.assign(provisional=plain["year"] == plain["year"].max())
+    plain = plain.sort_values(["entity", "variable", "year"], ignore_index=True)[ingest.CURATED_COLUMNS]
+    pd.testing.assert_frame_equal(ingest.read_tidy_file(owid_csv), plain)
+    _, store, latest = curated_once
+    table = ingest.read_curated(store, json.loads(latest)["vintage"])
+    assert all(table[c].dtype == "string" for c in ("entity", "iso_code", "variable"))
