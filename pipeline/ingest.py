@@ -487,8 +487,8 @@ def run_raw_gates(
     breaks = plausibility.load_allowed_breaks(settings.allowed_breaks or plausibility.ALLOWED_BREAKS)
     raw_parameters = raw_gate_parameters(staging, today, previous, settings)
     gates = [
-        run_suite("emissions_release", plausibility.release_table(staging), raw_parameters),
-        run_suite_chunked("emissions_raw", plausibility.entity_chunks(staging), raw_parameters),
+        run_suite("emissions_raw", plausibility.release_table(staging), raw_parameters, scope="release"),
+        run_suite_chunked("emissions_raw", plausibility.entity_chunks(staging), raw_parameters, scope="rows"),
     ]
     world = plausibility.world_values(staging)
     tables = (

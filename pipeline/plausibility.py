@@ -92,9 +92,14 @@ def world_values(staging: pd.DataFrame) -> pd.DataFrame:
 
 
 def release_table(staging: pd.DataFrame) -> pd.DataFrame:
-    """One row per (entity, variable) of a release: ``first_year``, ``last_year``, ``rows``."""
+    """One row per (entity, variable) of a release: ``first_year``, ``year`` (the last), ``rows``.
+
+    The release-level expectations of ``emissions_raw`` (``meta.scope = "release"``: not
+    empty, the required variables, the newest year) hold on it exactly when they hold on the
+    whole staging table.
+    """
     frame = staging.loc[staging["year"].notna(), ["entity", "variable", "year"]]
-    table = frame.groupby(["entity", "variable"], observed=True)["year"].agg(first_year="min", last_year="max", rows="size")
+    table = frame.groupby(["entity", "variable"], observed=True)["year"].agg(first_year="min", year="max", rows="size")
     table = table.reset_index()
     return table.assign(entity=table["entity"].astype(object), variable=table["variable"].astype(object))
 

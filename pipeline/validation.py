@@ -81,12 +81,22 @@ def _compact(value: Any) -> str:
     return text if len(text) <= MAX_TEXT_SHOWN else text[: MAX_TEXT_SHOWN - 1] + "…"
 
 
-def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> Any:
-    """Load an ``ExpectationSuite`` from ``<directory>/<name>.json``."""
+def load_suite(name: str, directory: Path = EXPECTATIONS_DIR, scope: str | None = None) -> Any:
+    """Load an ``ExpectationSuite`` from ``<directory>/<name>.json``.
+
+    Args:
+        name: the suite's file name without ``.json``.
+        directory: where the suites are.
+        scope: keep only the expectations whose ``meta.scope`` is this (``"rows"`` for those
+            without one); ``None`` keeps them all.
+    """
     import great_expectations as gx
 
     document = json.loads((directory / f"{name}.json").read_text())
-    return gx.ExpectationSuite(name=document["name"], expectations=document["expectations"], meta=document.get("meta", {}))
+    expectations = document["expectations"]
+    if scope is not None:
+        expectations = [e for e in expectations if (e.get("meta") or {}).get("scope", "rows") == scope]
+    return gx.ExpectationSuite(name=document["name"], expectations=expectations, meta=document.get("meta", {}))
 
 
 def _context() -> Any:
@@ -100,23 +110,26 @@ def _context() -> Any:
     return context
 
 
-def run_suite(name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None = None) -> GateResult:
+def run_suite(name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None = None, scope: str | None = None) -> GateResult:
     """Validate a DataFrame against a suite from ``expectations/``.
 
     Args:
         name: the suite's file name without ``.json``.
         frame: the table to validate.
         parameters: values for the suite's ``$PARAMETER`` placeholders.
+        scope: run only the expectations of this ``meta.scope`` (see :func:`load_suite`).
 
     Returns:
         The :class:`GateResult`; check ``success``.
     """
-    gate = _validate(name, frame, parameters, _context())
+    gate = _validate(name, frame, parameters, _context(), scope=scope)
     logger.info("%s", gate.summary())
     return gate
 
 
-def run_suite_chunked(name: str, frames: Iterable[pd.DataFrame], parameters: dict[str, Any] | None = None) -> GateResult:
+def run_suite_chunked(
+    name: str, frames: Iterable[pd.DataFrame], parameters: dict[str, Any] | None = None, scope: str | None = None
+) -> GateResult:
     """Validate a large table chunk by chunk against a suite of row-wise expectations.
 
     Only suites whose every expectation holds for a table when it holds for each chunk may be
@@ -128,6 +141,7 @@ def run_suite_chunked(name: str, frames: Iterable[pd.DataFrame], parameters: dic
         name: the suite's file name without ``.json``.
         frames: the chunks, produced one at a time so only one is in memory.
         parameters: values for the suite's ``$PARAMETER`` placeholders.
+        scope: run only the expectations of this ``meta.scope`` (``"rows"``: the row-wise ones).
 
     Returns:
         One :class:`GateResult` for the whole table.
@@ -135,7 +149,7 @@ def run_suite_chunked(name: str, frames: Iterable[pd.DataFrame], parameters: dic
     context = _context()
     merged: GateResult | None = None
     for index, frame in enumerate(frames):
-        gate = _validate(name, frame, parameters, context, suffix=f"_{index}")
+        gate = _validate(name, frame, parameters, context, suffix=f"_{index}", scope=scope)
         context.data_sources.delete(f"{name}_source_{index}")  # let the chunk go
         del frame
         release_memory()
@@ -184,8 +198,10 @@ def _merge(first: GateResult, second: GateResult) -> GateResult:
     return GateResult(suite=first.suite, success=bool(document["success"]), result=document, failures=failures)
 
 
-def _validate(name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None, context: Any, suffix: str = "") -> GateResult:
-    suite = load_suite(name)
+def _validate(
+    name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None, context: Any, suffix: str = "", scope: str | None = None
+) -> GateResult:
+    suite = load_suite(name, scope=scope)
     batch = (
         context.data_sources.add_pandas(f"{name}_source{suffix}")
         .add_dataframe_asset(f"{name}_asset")
@@ -200,7 +216,8 @@ def _validate(name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None,
     )
     document = result.to_json_dict()
     failures = [_describe_failure(r) for r in document["results"] if not r["success"]]
-    return GateResult(suite=name, success=bool(result.success), result=document, failures=failures)
+    label = name if scope in (None, "rows") else f"{name}[{scope}]"
+    return GateResult(suite=label, success=bool(result.success), result=document, failures=failures)
 
 
 def _shown(value: Any) -> Any:
