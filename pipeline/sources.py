@@ -234,10 +234,14 @@ def _too_big(shown: str, size: str, cap: int) -> str:
 
 
 def _url_allowed(url: str, policy: SourcePolicy) -> bool:
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+        port = parsed.port
+    except ValueError:  # a malformed host or port
+        return False
     if parsed.scheme not in ("http", "https") or parsed.username or parsed.password:
         return False
-    normal = f"{parsed.scheme}://{(parsed.hostname or '').lower()}{f':{parsed.port}' if parsed.port else ''}{parsed.path}"
+    normal = f"{parsed.scheme}://{(parsed.hostname or '').lower()}{f':{port}' if port else ''}{parsed.path}"
     return any(normal.startswith(prefix) for prefix in policy.url_prefixes)
 
 
