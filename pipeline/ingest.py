@@ -108,14 +108,20 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
     """Fetch the source; stage its bytes under ``raw/<vintage>/`` unless already settled.
 
     Args:
-        settings: the run's settings (``source`` and ``fetch_timeout`` are used).
+        settings: the run's settings (``source`` and the source policy: allowed URLs and
+            directories, size cap, deadline).
         store: the object store.
         source: overrides ``settings.source``.
 
     Returns:
-        A small dict for XCom: ``vintage``, ``sha256``, ``file_name``, ``source``, ``size``,
-        ``fetched_at``, ``changed`` (``False`` when this vintage was seen and settled before)
-        and ``message``.
+        A small dict for XCom: ``vintage``, ``sha256``, ``content_sha256`` (of the content with
+        BOM, line ends and gzip normalised away), ``file_name``, ``source``, ``size``,
+        ``fetched_at``, ``changed`` (``False`` when this vintage was seen and settled before,
+        or when its content equals the curated vintage's) and ``message``.
+
+    Raises:
+        sources.SourceError: the source is refused or cannot be fetched; ``transient`` says
+            whether a retry may help. Nothing is stored.
     """
     fetched = sources.fetch(source or settings.source, policy=sources.SourcePolicy.from_settings(settings))
     vintage, digest = vintage_id(fetched.data)
