@@ -222,12 +222,13 @@ def _fetch_file(path: Path, source: str, policy: SourcePolicy) -> Fetched:
     except OSError as error:
         raise PermanentSourceError(f"cannot read source file {shown}: {clean(error.strerror or error, 80)}") from error
     if len(data) > policy.max_bytes:
-        raise PermanentSourceError(_too_big(shown, "more", policy.max_bytes))
+        raise PermanentSourceError(_too_big(shown, None, policy.max_bytes))
     return Fetched(data, resolved.name, str(resolved))
 
 
-def _too_big(shown: str, size: str, cap: int) -> str:
-    return f"source {shown} is {size} than the {cap:,}-byte cap (CO2CAST_MAX_SOURCE_BYTES); raise the cap if the release is genuine"
+def _too_big(shown: str, size: str | None, cap: int) -> str:
+    amount = f"{size}, more" if size else "more"
+    return f"source {shown} is {amount} than the {cap:,}-byte cap (CO2CAST_MAX_SOURCE_BYTES); raise the cap if the release is genuine"
 
 
 # -- HTTP ------------------------------------------------------------------------------------
@@ -334,7 +335,7 @@ def _read_body(response: Any, shown: str, policy: SourcePolicy, deadline: float)
             break
         total += len(chunk)
         if total > policy.max_bytes:
-            raise PermanentSourceError(_too_big(shown, "more", policy.max_bytes))
+            raise PermanentSourceError(_too_big(shown, None, policy.max_bytes))
         parts.append(chunk)
     if expected is not None and total < expected:
         raise TransientSourceError(
