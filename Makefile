@@ -50,6 +50,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_lstm.py
 	$(BIN)/python benchmarks/bench_core.py
 	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/bench_ingest_memory.py
 
 # Re-resolve the pinned runtime set from pyproject.toml's direct dependencies.
 lock:

@@ -31,13 +31,14 @@ from pipeline import layout, plausibility, sources
 from pipeline.config import Settings
 from pipeline.errors import PermanentError, TransientError
 from pipeline.store import ObjectStore, StoreError, StoreUnavailable
-from pipeline.validation import GateResult, run_suite
+from pipeline.validation import GateResult, release_memory, run_suite, run_suite_chunked
 
 logger = logging.getLogger(__name__)
 
 LATEST_KEY = layout.CURATED_LATEST
 VINTAGE_CHARS = 16  # a vintage id is the first 16 hex digits of the sha256 of the bytes
 CURATED_COLUMNS = ["entity", "iso_code", "year", "variable", "value", "provisional"]
+NAME_COLUMNS = ("entity", "iso_code", "variable")
 
 
 class ValidationFailed(PermanentError):
@@ -81,8 +82,23 @@ def latest_curated(store: ObjectStore) -> dict[str, Any] | None:
 
 
 def read_curated(store: ObjectStore, vintage: str) -> pd.DataFrame:
-    """The curated tidy table of a vintage."""
-    return pd.read_parquet(io.BytesIO(store.read_bytes(layout.curated_table(vintage))))
+    """The curated tidy table of a vintage (names as ``string`` columns)."""
+    return _with_string_names(_read_curated_compact(store, vintage))
+
+
+def _read_curated_compact(store: ObjectStore, vintage: str) -> pd.DataFrame:
+    """The curated table with names as categoricals: what ingest compares a release with."""
+    frame = pd.read_parquet(io.BytesIO(store.read_bytes(layout.curated_table(vintage))))
+    for column in NAME_COLUMNS:
+        if not isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].astype("category")
+    return frame
+
+
+def _with_string_names(frame: pd.DataFrame) -> pd.DataFrame:
+    for column in NAME_COLUMNS:
+        frame[column] = frame[column].astype("string")
+    return frame
 
 
 # -- steps -----------------------------------------------------------------------------------
@@ -92,14 +108,20 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
     """Fetch the source; stage its bytes under ``raw/<vintage>/`` unless already settled.
 
     Args:
-        settings: the run's settings (``source`` and ``fetch_timeout`` are used).
+        settings: the run's settings (``source`` and the source policy: allowed URLs and
+            directories, size cap, deadline).
         store: the object store.
         source: overrides ``settings.source``.
 
     Returns:
-        A small dict for XCom: ``vintage``, ``sha256``, ``file_name``, ``source``, ``size``,
-        ``fetched_at``, ``changed`` (``False`` when this vintage was seen and settled before)
-        and ``message``.
+        A small dict for XCom: ``vintage``, ``sha256``, ``content_sha256`` (of the content with
+        BOM, line ends and gzip normalised away), ``file_name``, ``source``, ``size``,
+        ``fetched_at``, ``changed`` (``False`` when this vintage was seen and settled before,
+        or when its content equals the curated vintage's) and ``message``.
+
+    Raises:
+        sources.SourceError: the source is refused or cannot be fetched; ``transient`` says
+            whether a retry may help. Nothing is stored.
     """
     fetched = sources.fetch(source or settings.source, policy=sources.SourcePolicy.from_settings(settings))
     vintage, digest = vintage_id(fetched.data)
@@ -172,18 +194,20 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
             ``quarantine/<vintage>/`` with the GX result and a report; nothing was curated.
     """
     ref = VintageRef(snapshot["vintage"], snapshot["file_name"])
-    data = store.read_bytes(ref.raw_key)
     try:
-        staging = sources.read_source(data, ref.file_name, settings.max_source_bytes)
+        staging = sources.read_source(store.read_bytes(ref.raw_key), ref.file_name, settings.max_source_bytes)
         check_series_ids(staging["entity"])
     except sources.SourceError as error:
-        _quarantine(store, ref, data, gates=[], reason=str(error))
+        _quarantine(store, ref, store.read_bytes(ref.raw_key), gates=[], reason=str(error))
         raise ValidationFailed(_failure_message(store, ref, str(error))) from error
 
+    # The raw bytes are not kept while gating (a large release would be held twice).
     gates = _run_gates(settings, store, staging, today or dt.date.today())
+    del staging
+    release_memory()
     if not all(g.success for g in gates):
         summary = "\n".join(g.summary() for g in gates if not g.success)
-        _quarantine(store, ref, data, gates=gates, reason=summary)
+        _quarantine(store, ref, store.read_bytes(ref.raw_key), gates=gates, reason=summary)
         raise ValidationFailed(_failure_message(store, ref, "; ".join(g.one_line() for g in gates if not g.success)))
     store.write_json(layout.curated_gx_result(ref.vintage), {g.suite: g.result for g in gates})
     summary = "; ".join(g.summary() for g in gates)
@@ -225,7 +249,7 @@ def _curate(store: ObjectStore, validated: dict[str, Any], written: list[str]) -
         raise RuntimeError(f"vintage {ref.vintage} has no passing GX result: run validate_raw first")
     tidy = curated_table(sources.read_source(store.read_bytes(ref.raw_key), ref.file_name))
     previous = latest_curated(store)
-    prev_table = read_curated(store, previous["vintage"]) if previous and previous["vintage"] != ref.vintage else None
+    prev_table = _read_curated_compact(store, previous["vintage"]) if previous and previous["vintage"] != ref.vintage else None
     revisions, revision_summary = revisions_report(prev_table, tidy)
 
     raw_meta = store.read_json(layout.raw_meta(ref.vintage))
@@ -291,17 +315,35 @@ def ingest(settings: Settings, store: ObjectStore, source: str | None = None) ->
 
 
 def curated_table(staging: pd.DataFrame) -> pd.DataFrame:
-    """The validated staging table as the curated tidy table, newest year flagged provisional."""
+    """The validated staging table as the curated tidy table, newest year flagged provisional.
+
+    Names stay categoricals (alphabetical categories), which keeps a large release small in
+    memory and in Parquet (dictionary-encoded); :func:`read_curated` gives them back as
+    ``string`` columns.
+    """
     check_series_ids(staging["entity"])
-    tidy = staging[["entity", "iso_code", "year", "variable", "value"]].copy()
-    tidy["year"] = tidy["year"].astype("int64")
-    tidy["value"] = tidy["value"].astype("float64")
-    tidy["iso_code"] = tidy["iso_code"].astype("string")
-    tidy["entity"] = tidy["entity"].astype("string")
-    tidy["variable"] = tidy["variable"].astype("string")
+    # Sorted on integer codes of alphabetically ordered categories: the order of a string
+    # sort, without sorting millions of strings.
+    entity, variable = _alphabetical(staging["entity"]), _alphabetical(staging["variable"])
+    year = staging["year"].to_numpy().astype("int64")
+    order = np.lexsort((year, variable.codes, entity.codes))
+    tidy = pd.DataFrame(
+        {
+            "entity": entity.take(order),
+            "iso_code": _alphabetical(staging["iso_code"]).take(order),
+            "year": year[order],
+            "variable": variable.take(order),
+            "value": staging["value"].to_numpy(dtype="float64")[order],
+        }
+    )
     # The newest year of a release is usually revised in the next one.
     tidy["provisional"] = tidy["year"] == tidy["year"].max()
-    return tidy.sort_values(["entity", "variable", "year"], ignore_index=True)[CURATED_COLUMNS]
+    return tidy[CURATED_COLUMNS]
+
+
+def _alphabetical(column: pd.Series) -> pd.Categorical:
+    categorical = pd.Categorical(column)
+    return categorical.reorder_categories(sorted(categorical.categories))
 
 
 def check_series_ids(entities: pd.Series) -> None:
@@ -330,7 +372,7 @@ def read_tidy_file(path: str | Path) -> pd.DataFrame:
     For tests, benchmarks and notebooks that want the curated table without a store.
     """
     path = Path(path)
-    return curated_table(sources.read_source(path.read_bytes(), path.name))
+    return _with_string_names(curated_table(sources.read_source(path.read_bytes(), path.name)))
 
 
 def history_table(previous: pd.DataFrame, staging: pd.DataFrame) -> pd.DataFrame:
@@ -358,6 +400,7 @@ def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tu
         }
         return pd.DataFrame(columns=columns), summary
     keys = ["entity", "variable", "year"]
+    previous, current = _same_categories(previous[[*keys, "value"]], current[[*keys, "value"]], ["entity", "variable"])
     merged = previous[[*keys, "value"]].merge(current[[*keys, "value"]], on=keys, how="outer", suffixes=("_old", "_new"), indicator=True)
     both = merged[merged["_merge"] == "both"]
     changed = both[~np.isclose(both["value_old"], both["value_new"], rtol=1e-9, atol=1e-12)]
@@ -372,7 +415,7 @@ def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tu
             "relative": (changed["value_new"] - changed["value_old"]) / changed["value_old"].abs().replace(0, np.nan),
         }
     ).reset_index(drop=True)
-    prev_entities, cur_entities = set(previous["entity"]), set(current["entity"])
+    prev_entities, cur_entities = set(previous["entity"].unique()), set(current["entity"].unique())
     summary = {
         "entities_added": sorted(cur_entities - prev_entities),
         "entities_removed": sorted(prev_entities - cur_entities),
@@ -386,6 +429,16 @@ def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tu
         ),
     }
     return report, summary
+
+
+def _same_categories(left: pd.DataFrame, right: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both tables' name columns as categoricals over one category set, so they merge on codes."""
+    left, right = left.copy(), right.copy()
+    for column in columns:
+        a, b = pd.Categorical(left[column]), pd.Categorical(right[column])
+        categories = sorted(set(a.categories) | set(b.categories))
+        left[column], right[column] = a.set_categories(categories), b.set_categories(categories)
+    return left, right
 
 
 def raw_gate_parameters(
@@ -422,7 +475,9 @@ def run_raw_gates(
     previous: dict[str, Any] | None = None,
     previous_table: pd.DataFrame | None = None,
 ) -> list[GateResult]:
-    """Every gate on a release: form (``emissions_raw``), plausibility, and against the previous vintage.
+    """Every gate on a release: as a whole, row by row, plausibility, and against the previous vintage.
+
+    A large release is gated in chunks of whole entities, so memory stays bounded.
 
     Args:
         settings: tolerances (``CO2CAST_*``).
@@ -435,10 +490,16 @@ def run_raw_gates(
         One :class:`GateResult` per suite run; all must succeed.
     """
     breaks = plausibility.load_allowed_breaks(settings.allowed_breaks or plausibility.ALLOWED_BREAKS)
-    gates = [run_suite("emissions_raw", staging, raw_gate_parameters(staging, today, previous, settings))]
-    table = plausibility.plausibility_table(staging, settings.year_on_year_floor, breaks)
-    gates.append(run_suite("emissions_plausibility", table, plausibility_parameters(settings)))
-    del table
+    raw_parameters = raw_gate_parameters(staging, today, previous, settings)
+    gates = [
+        run_suite("emissions_raw", plausibility.release_table(staging), raw_parameters, scope="release"),
+        run_suite_chunked("emissions_raw", plausibility.entity_chunks(staging), raw_parameters, scope="rows"),
+    ]
+    world = plausibility.world_values(staging)
+    tables = (
+        plausibility.plausibility_table(chunk, settings.year_on_year_floor, breaks, world) for chunk in plausibility.entity_chunks(staging)
+    )
+    gates.append(run_suite_chunked("emissions_plausibility", tables, plausibility_parameters(settings)))
     if previous_table is not None:
         history = plausibility.history_table(previous_table, staging, breaks)
         parameters = {"max_lost_years": settings.max_lost_years, "max_tail_lost_years": settings.max_tail_lost_years}
@@ -448,7 +509,7 @@ def run_raw_gates(
 
 def _run_gates(settings: Settings, store: ObjectStore, staging: pd.DataFrame, today: dt.date) -> list[GateResult]:
     previous = latest_curated(store)
-    previous_table = read_curated(store, previous["vintage"]) if previous is not None else None
+    previous_table = _read_curated_compact(store, previous["vintage"]) if previous is not None else None
     return run_raw_gates(settings, staging, today, previous, previous_table)
 
 

@@ -17,7 +17,9 @@ the checks they name.
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,8 @@ CHECKS = ("jump", "history", "world", "tail")
 #: Variables that add up across countries (a country cannot exceed the World).
 ADDITIVE_EXCLUDED = ("co2_per_capita",)
 WORLD = "World"
+#: Rows per chunk when a large release is gated (bounded memory; whole entities per chunk).
+CHUNK_ROWS = 250_000
 
 
 def load_allowed_breaks(path: Path = ALLOWED_BREAKS) -> list[dict[str, Any]]:
@@ -46,8 +50,9 @@ def load_allowed_breaks(path: Path = ALLOWED_BREAKS) -> list[dict[str, Any]]:
 def allowed_mask(frame: pd.DataFrame, check: str, entries: list[dict[str, Any]]) -> np.ndarray:
     """Rows of ``frame`` (entity, variable, year) that an allow-list entry exempts from ``check``."""
     mask = np.zeros(len(frame), dtype=bool)
+    present = set(pd.unique(frame["entity"].astype(object))) if len(entries) > 20 else None
     for entry in entries:
-        if check not in entry.get("checks", CHECKS):
+        if check not in entry.get("checks", CHECKS) or (present is not None and entry["entity"] not in present):
             continue
         first, last = entry["years"]
         hit = (frame["entity"] == entry["entity"]).to_numpy() & frame["year"].between(first, last).to_numpy()
@@ -57,13 +62,58 @@ def allowed_mask(frame: pd.DataFrame, check: str, entries: list[dict[str, Any]])
     return mask
 
 
-def plausibility_table(staging: pd.DataFrame, floor: float = 1.0, entries: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+def entity_chunks(frame: pd.DataFrame, rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """``frame`` in chunks of about ``rows`` rows, each holding whole entities (in row order).
+
+    Every check that looks at one entity's rows together (uniqueness, year-on-year steps,
+    the series' own maximum) is exact on such chunks, and memory stays bounded by ``rows``.
+    """
+    rows = rows or CHUNK_ROWS
+    if len(frame) <= rows:
+        yield frame
+        return
+    codes = pd.Categorical(frame["entity"]).codes.astype(np.int64) + 1  # 0: a missing name
+    counts = np.bincount(codes)
+    chunk_of_code = (np.cumsum(counts) - counts) // rows
+    ids = chunk_of_code[codes]
+    order = np.argsort(ids, kind="stable")
+    bounds = np.searchsorted(ids[order], np.arange(ids.max() + 2))
+    del codes
+    for start, stop in itertools.pairwise(bounds):
+        if stop > start:
+            yield frame.iloc[order[start:stop]].reset_index(drop=True)
+
+
+def world_values(staging: pd.DataFrame) -> pd.DataFrame:
+    """The World aggregate's value per (year, variable), for :func:`plausibility_table` on chunks."""
+    world = staging.loc[(staging["entity"] == WORLD) & staging["value"].notna(), ["year", "variable", "value"]]
+    world = world.assign(variable=world["variable"].astype(object)).drop_duplicates(["year", "variable"])
+    return world.rename(columns={"value": "world_value"}).reset_index(drop=True)
+
+
+def release_table(staging: pd.DataFrame) -> pd.DataFrame:
+    """One row per (entity, variable) of a release: ``first_year``, ``year`` (the last), ``rows``.
+
+    The release-level expectations of ``emissions_raw`` (``meta.scope = "release"``: not
+    empty, the required variables, the newest year) hold on it exactly when they hold on the
+    whole staging table.
+    """
+    frame = staging.loc[staging["year"].notna(), ["entity", "variable", "year"]]
+    table = frame.groupby(["entity", "variable"], observed=True)["year"].agg(first_year="min", year="max", rows="size")
+    table = table.reset_index()
+    return table.assign(entity=table["entity"].astype(object), variable=table["variable"].astype(object))
+
+
+def plausibility_table(
+    staging: pd.DataFrame, floor: float = 1.0, entries: list[dict[str, Any]] | None = None, world: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per numeric (entity, variable, year) of a staging table, with its context.
 
     Args:
         staging: the staging table of :mod:`pipeline.sources` (``value`` parsed).
         floor: values below this on both sides of a year-on-year step are not compared.
         entries: the allow-list; :func:`load_allowed_breaks` when ``None``.
+        world: :func:`world_values` of the whole release when ``staging`` is a chunk of it.
 
     Returns:
         Columns ``entity, variable, year, value, previous_value, jump, history_ratio,
@@ -84,10 +134,10 @@ def plausibility_table(staging: pd.DataFrame, floor: float = 1.0, entries: list[
         jump = np.where(positive & material, np.maximum(value / previous, previous / value), np.nan)
         history_ratio = np.where(earlier_max >= floor, value / earlier_max, np.nan)
 
-    world = frame[frame["entity"] == WORLD].set_index(["year", "variable"])["value"]
-    world = world[~world.index.duplicated()]
-    keys = pd.MultiIndex.from_arrays([frame["year"], frame["variable"]])
-    world_value = world.reindex(keys).to_numpy(dtype="float64") if len(world) else np.full(len(frame), np.nan)
+    world = world_values(frame) if world is None else world
+    keys = pd.DataFrame({"year": frame["year"].to_numpy(), "variable": frame["variable"].astype(object).to_numpy()})
+    world_value = keys.merge(world, on=["year", "variable"], how="left")["world_value"].to_numpy(dtype="float64")
+    del keys
     additive = (~frame["variable"].isin(ADDITIVE_EXCLUDED) & (frame["entity"] != WORLD)).to_numpy()
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         world_share = np.where(additive & (world_value > 0), value / world_value, np.nan)

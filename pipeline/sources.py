@@ -72,7 +72,7 @@ DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 SYSTEM_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
 CHUNK = 1 << 20
 #: Rows of a CSV parsed at a time (bounded memory for large releases).
-CSV_CHUNK_ROWS = 200_000
+CSV_CHUNK_ROWS = 100_000
 #: A CSV header longer than this is not a header (a one-line body, a binary file).
 MAX_HEADER_BYTES = 1 << 20
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -222,22 +222,27 @@ def _fetch_file(path: Path, source: str, policy: SourcePolicy) -> Fetched:
     except OSError as error:
         raise PermanentSourceError(f"cannot read source file {shown}: {clean(error.strerror or error, 80)}") from error
     if len(data) > policy.max_bytes:
-        raise PermanentSourceError(_too_big(shown, "more", policy.max_bytes))
+        raise PermanentSourceError(_too_big(shown, None, policy.max_bytes))
     return Fetched(data, resolved.name, str(resolved))
 
 
-def _too_big(shown: str, size: str, cap: int) -> str:
-    return f"source {shown} is {size} than the {cap:,}-byte cap (CO2CAST_MAX_SOURCE_BYTES); raise the cap if the release is genuine"
+def _too_big(shown: str, size: str | None, cap: int) -> str:
+    amount = f"{size}, more" if size else "more"
+    return f"source {shown} is {amount} than the {cap:,}-byte cap (CO2CAST_MAX_SOURCE_BYTES); raise the cap if the release is genuine"
 
 
 # -- HTTP ------------------------------------------------------------------------------------
 
 
 def _url_allowed(url: str, policy: SourcePolicy) -> bool:
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+        port = parsed.port
+    except ValueError:  # a malformed host or port
+        return False
     if parsed.scheme not in ("http", "https") or parsed.username or parsed.password:
         return False
-    normal = f"{parsed.scheme}://{(parsed.hostname or '').lower()}{f':{parsed.port}' if parsed.port else ''}{parsed.path}"
+    normal = f"{parsed.scheme}://{(parsed.hostname or '').lower()}{f':{port}' if port else ''}{parsed.path}"
     return any(normal.startswith(prefix) for prefix in policy.url_prefixes)
 
 
@@ -330,7 +335,7 @@ def _read_body(response: Any, shown: str, policy: SourcePolicy, deadline: float)
             break
         total += len(chunk)
         if total > policy.max_bytes:
-            raise PermanentSourceError(_too_big(shown, "more", policy.max_bytes))
+            raise PermanentSourceError(_too_big(shown, None, policy.max_bytes))
         parts.append(chunk)
     if expected is not None and total < expected:
         raise TransientSourceError(
@@ -593,15 +598,29 @@ def _compact(staging: pd.DataFrame) -> pd.DataFrame:
     year_clean = year.notna() & (year == year.round())
     return pd.DataFrame(
         {
-            "entity": staging["entity"].astype("category"),
-            "iso_code": staging["iso_code"].astype("category"),
-            "year_text": staging["year_text"].where(~year_clean).astype(object),
-            "year": year.astype("float64"),
-            "variable": staging["variable"].astype("category"),
-            "value_text": staging["value_text"].where(value.isna()).astype(object),
-            "value": value.astype("float64"),
+            "entity": _category(staging["entity"]),
+            "iso_code": _category(staging["iso_code"]),
+            "year_text": _category(staging["year_text"].where(~year_clean)),
+            "year": year.astype("float64").to_numpy(),
+            "variable": _category(staging["variable"]),
+            "value_text": _category(staging["value_text"].where(value.isna())),
+            "value": value.astype("float64").to_numpy(),
         }
-    ).reset_index(drop=True)[STAGING_COLUMNS]
+    )[STAGING_COLUMNS]
+
+
+def _category(column: pd.Series) -> pd.Categorical:
+    """Text as a categorical over ``str`` categories (also when every value is missing).
+
+    Factorised without turning every value into a Python object (pandas' ``str`` columns
+    are Arrow-backed): only the distinct names become categories.
+    """
+    if not isinstance(column.dtype, pd.StringDtype):
+        column = column.astype("str")
+    categorical = column.astype("category").array
+    if categorical.categories.dtype != "str":
+        categorical = categorical.set_categories(categorical.categories.astype("str"))
+    return categorical
 
 
 def _check_entities(names: pd.Series, file_name: str) -> None:
@@ -667,10 +686,16 @@ def read_source(data: bytes, file_name: str, max_bytes: int = DEFAULT_MAX_BYTES)
     parts = [to_staging(chunk, file_name) for chunk in _csv_chunks(data, file_name)]
     if len(parts) == 1:
         return parts[0]
-    columns = {}
+    from pandas.api.types import union_categoricals
+
+    columns: dict[str, Any] = {}
     for column in STAGING_COLUMNS:
-        values = np.concatenate([p[column].to_numpy(dtype=object if p[column].dtype != "float64" else "float64") for p in parts])
-        columns[column] = pd.Categorical(values) if column in ("entity", "iso_code", "variable") else values
+        pieces = [p.pop(column) for p in parts]  # hand each column over, chunk by chunk
+        if isinstance(pieces[0].dtype, pd.CategoricalDtype):
+            columns[column] = union_categoricals(pieces)
+        else:
+            columns[column] = np.concatenate([piece.to_numpy() for piece in pieces])
+        del pieces
     return pd.DataFrame(columns)[STAGING_COLUMNS]
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,22 @@ def _compact(value: Any) -> str:
     return text if len(text) <= MAX_TEXT_SHOWN else text[: MAX_TEXT_SHOWN - 1] + "…"
 
 
-def load_suite(name: str, directory: Path = EXPECTATIONS_DIR) -> Any:
-    """Load an ``ExpectationSuite`` from ``<directory>/<name>.json``."""
+def load_suite(name: str, directory: Path = EXPECTATIONS_DIR, scope: str | None = None) -> Any:
+    """Load an ``ExpectationSuite`` from ``<directory>/<name>.json``.
+
+    Args:
+        name: the suite's file name without ``.json``.
+        directory: where the suites are.
+        scope: keep only the expectations whose ``meta.scope`` is this (``"rows"`` for those
+            without one); ``None`` keeps them all.
+    """
     import great_expectations as gx
 
     document = json.loads((directory / f"{name}.json").read_text())
-    return gx.ExpectationSuite(name=document["name"], expectations=document["expectations"], meta=document.get("meta", {}))
+    expectations = document["expectations"]
+    if scope is not None:
+        expectations = [e for e in expectations if (e.get("meta") or {}).get("scope", "rows") == scope]
+    return gx.ExpectationSuite(name=document["name"], expectations=expectations, meta=document.get("meta", {}))
 
 
 def _context() -> Any:
@@ -99,21 +110,100 @@ def _context() -> Any:
     return context
 
 
-def run_suite(name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None = None) -> GateResult:
+def run_suite(name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None = None, scope: str | None = None) -> GateResult:
     """Validate a DataFrame against a suite from ``expectations/``.
 
     Args:
         name: the suite's file name without ``.json``.
         frame: the table to validate.
         parameters: values for the suite's ``$PARAMETER`` placeholders.
+        scope: run only the expectations of this ``meta.scope`` (see :func:`load_suite`).
 
     Returns:
         The :class:`GateResult`; check ``success``.
     """
-    suite = load_suite(name)
+    gate = _validate(name, frame, parameters, _context(), scope=scope)
+    logger.info("%s", gate.summary())
+    return gate
+
+
+def run_suite_chunked(
+    name: str, frames: Iterable[pd.DataFrame], parameters: dict[str, Any] | None = None, scope: str | None = None
+) -> GateResult:
+    """Validate a large table chunk by chunk against a suite of row-wise expectations.
+
+    Only suites whose every expectation holds for a table when it holds for each chunk may be
+    run this way (value bounds, regexes, non-null, and uniqueness when every key lives in one
+    chunk). The chunks' results are merged: unexpected counts add up, example rows come from
+    the first chunks that have them.
+
+    Args:
+        name: the suite's file name without ``.json``.
+        frames: the chunks, produced one at a time so only one is in memory.
+        parameters: values for the suite's ``$PARAMETER`` placeholders.
+        scope: run only the expectations of this ``meta.scope`` (``"rows"``: the row-wise ones).
+
+    Returns:
+        One :class:`GateResult` for the whole table.
+    """
     context = _context()
+    merged: GateResult | None = None
+    for index, frame in enumerate(frames):
+        gate = _validate(name, frame, parameters, context, suffix=f"_{index}", scope=scope)
+        context.data_sources.delete(f"{name}_source_{index}")  # let the chunk go
+        del frame
+        release_memory()
+        merged = gate if merged is None else _merge(merged, gate)
+    if merged is None:
+        raise ValueError(f"{name}: no table to validate")
+    logger.info("%s", merged.summary())
+    return merged
+
+
+def release_memory() -> None:
+    """Give freed heap pages back to the system (glibc only; elsewhere a no-op).
+
+    Gating a large release frees and allocates many chunk-sized arrays; glibc keeps the freed
+    pages mapped, so without this the resident size only grows from chunk to chunk.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _merge(first: GateResult, second: GateResult) -> GateResult:
+    """Two chunks' results of one suite as one result."""
+    document = {**first.result, "results": [], "success": first.success and second.success}
+    for a, b in zip(first.result["results"], second.result["results"], strict=True):
+        if a["success"] and b["success"]:
+            document["results"].append(a)
+            continue
+        res_a, res_b = a.get("result") or {}, b.get("result") or {}
+        combined = {**(res_a if not a["success"] else res_b)}
+        for key in ("unexpected_count", "element_count", "missing_count"):
+            if key in res_a or key in res_b:
+                combined[key] = (res_a.get(key) or 0) + (res_b.get(key) or 0)
+        for key in ("partial_unexpected_list", "partial_unexpected_index_list"):
+            if key in res_a or key in res_b:
+                combined[key] = ((res_a.get(key) or []) + (res_b.get(key) or []))[:MAX_ROWS_SHOWN]
+        document["results"].append({**(a if not a["success"] else b), "success": False, "result": combined})
+    statistics = dict(first.result.get("statistics") or {})
+    successful = sum(1 for r in document["results"] if r["success"])
+    statistics.update(successful_expectations=successful, unsuccessful_expectations=len(document["results"]) - successful)
+    document["statistics"] = statistics
+    failures = [_describe_failure(r) for r in document["results"] if not r["success"]]
+    return GateResult(suite=first.suite, success=bool(document["success"]), result=document, failures=failures)
+
+
+def _validate(
+    name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None, context: Any, suffix: str = "", scope: str | None = None
+) -> GateResult:
+    suite = load_suite(name, scope=scope)
     batch = (
-        context.data_sources.add_pandas(f"{name}_source")
+        context.data_sources.add_pandas(f"{name}_source{suffix}")
         .add_dataframe_asset(f"{name}_asset")
         .add_batch_definition_whole_dataframe(f"{name}_batch")
         .get_batch(batch_parameters={"dataframe": frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index(drop=True)})
@@ -126,9 +216,8 @@ def run_suite(name: str, frame: pd.DataFrame, parameters: dict[str, Any] | None 
     )
     document = result.to_json_dict()
     failures = [_describe_failure(r) for r in document["results"] if not r["success"]]
-    gate = GateResult(suite=name, success=bool(result.success), result=document, failures=failures)
-    logger.info("%s", gate.summary())
-    return gate
+    label = name if scope in (None, "rows") else f"{name}[{scope}]"
+    return GateResult(suite=label, success=bool(result.success), result=document, failures=failures)
 
 
 def _shown(value: Any) -> Any:

@@ -112,6 +112,9 @@ def test_default_policy_allows_owid_the_embedded_file_and_the_working_tree(monke
     assert sources._url_allowed(OWID_CO2_URL, policy)
     assert not sources._url_allowed("http://127.0.0.1:8080/owid-co2-data.csv", policy)
     assert not sources._url_allowed("https://raw.githubusercontent.com/someone/else/owid.csv", policy)
+    assert not sources._url_allowed("https://raw.githubusercontent.com:99999/owid/co2-data/x.csv", policy)
+    assert not sources._url_allowed("https://user:pw@raw.githubusercontent.com/owid/co2-data/x.csv", policy)
+    assert not sources._url_allowed("https://raw.githubusercontent.com.evil.example/owid/co2-data/x.csv", policy)
     assert sources.fetch(str(EMBEDDED_SOURCE), policy=policy).data == EMBEDDED_SOURCE.read_bytes()
     (tmp_path / "mine.csv").write_bytes(b"country,year,co2\n")
     assert sources.fetch("mine.csv", policy=policy).file_name == "mine.csv"
