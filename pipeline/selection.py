@@ -188,7 +188,7 @@ def select(
        when its score is below ``(1 - margin)`` times the default's (``margin=0``: the plain
        backtest winner), and the choice must score below the benchmark, or the benchmark is
        published. With fewer windows (a short series) neither comparison has any power: the
-       default is published and the reason says so.
+       default is published (naive when there is no default) and the reason says so.
 
     Args:
         evaluation: every candidate on the same windows (:func:`best_k_combination` can add a
@@ -223,6 +223,10 @@ def select(
             winner, winner_score = best, best_score
         else:
             reason = f"the default {default} ({metric} {winner_score:.4g}; best single {best} {best_score:.4g})"
+    elif windows < min_windows:
+        # No default and too few windows to trust a backtest winner: the benchmark is safest.
+        winner, winner_score = benchmark, bench_score
+        reason = f"no default candidate and only {windows} backtest window(s); {benchmark} is published"
     else:
         winner, winner_score = best, best_score
         reason = f"{best} has the best backtest {metric} ({best_score:.4g})"
