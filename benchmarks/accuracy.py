@@ -183,6 +183,7 @@ def summarise(rows: pd.DataFrame, group: pd.DataFrame) -> pd.DataFrame:
         smape=("smape", "mean"),
         mase=("mase", "mean"),
         msis_95=("msis_95", "mean"),
+        msis_95_median=("msis_95", "median"),
         hits_80=("hits_80", "sum"),
         hits_95=("hits_95", "sum"),
         points=("points", "sum"),
@@ -195,7 +196,8 @@ def summarise(rows: pd.DataFrame, group: pd.DataFrame) -> pd.DataFrame:
     table["cov_80"] = table["hits_80"] / table["points"]
     table["cov_95"] = table["hits_95"] / table["points"]
     del series_with_all
-    return table[["series", "smape", "mase", "owa", "cov_80", "cov_95", "msis_95", "seconds", "cpu", "negative"]].sort_values("owa")
+    columns = ["series", "smape", "mase", "owa", "cov_80", "cov_95", "msis_95", "msis_95_median", "seconds", "cpu", "negative"]
+    return table[columns].sort_values("owa")
 
 
 def report(rows: pd.DataFrame, all_candidates: bool) -> None:

@@ -184,11 +184,11 @@ def select(
     """Choose the candidate to publish on ``metric``; it must beat the benchmark when that can be told.
 
     1. Start from ``default`` (if it was evaluated; otherwise the best-scoring candidate).
-    2. The best-scoring candidate replaces it when its score is below ``(1 - margin)`` times
-       the default's (``margin=0``: the plain backtest winner).
-    3. With at least ``min_windows`` backtest windows, the choice must score below the
-       benchmark, or the benchmark is published. With fewer (a short series) the comparison
-       has no power, and is skipped with the reason saying so.
+    2. With at least ``min_windows`` backtest windows, the best-scoring candidate replaces it
+       when its score is below ``(1 - margin)`` times the default's (``margin=0``: the plain
+       backtest winner), and the choice must score below the benchmark, or the benchmark is
+       published. With fewer windows (a short series) neither comparison has any power: the
+       default is published (naive when there is no default) and the reason says so.
 
     Args:
         evaluation: every candidate on the same windows (:func:`best_k_combination` can add a
@@ -213,18 +213,23 @@ def select(
     scores = dict(order)
     bench_score = scores[benchmark]
     best, best_score = order[0]
+    windows = len(evaluation.plan.splits)
     if default in scores and math.isfinite(scores[default]):
         winner, winner_score = default, scores[default]
-        if best != default and best_score < (1.0 - float(margin)) * winner_score:
+        # Fewer windows than min_windows cannot tell candidates apart: the default stays.
+        if best != default and windows >= min_windows and best_score < (1.0 - float(margin)) * winner_score:
             reason = f"{best}'s backtest {metric} {best_score:.4g} beats the default {default}'s {winner_score:.4g}"
             reason += f" by more than {margin:.0%}"
             winner, winner_score = best, best_score
         else:
             reason = f"the default {default} ({metric} {winner_score:.4g}; best single {best} {best_score:.4g})"
+    elif windows < min_windows:
+        # No default and too few windows to trust a backtest winner: the benchmark is safest.
+        winner, winner_score = benchmark, bench_score
+        reason = f"no default candidate and only {windows} backtest window(s); {benchmark} is published"
     else:
         winner, winner_score = best, best_score
         reason = f"{best} has the best backtest {metric} ({best_score:.4g})"
-    windows = len(evaluation.plan.splits)
     if winner != benchmark:
         if windows < min_windows:
             reason += f"; {windows} backtest window(s) are too few to test it against {benchmark}"

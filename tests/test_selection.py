@@ -53,6 +53,11 @@ def test_the_default_stays_unless_another_beats_it_by_the_margin(trending) -> No
     kept = select(evaluation, default="combo", margin=(1 - ratio) + 0.01)
     assert kept.winner == ("combo" if mase["combo"] < mase["naive"] else "naive")
     assert select(evaluation, default="combo", margin=(1 - ratio) - 0.01).winner == "drift"
+    # Too few windows to tell candidates apart: the default stays whatever the scores, and
+    # without a default the benchmark is published rather than a lucky backtest winner.
+    assert select(evaluation, default="combo", margin=0.0, min_windows=5).winner == "combo"
+    fallback = select(evaluation, default="absent", min_windows=5)
+    assert fallback.winner == "naive" and "no default candidate" in fallback.reason
 
 
 def test_naive_is_published_when_the_choice_does_not_beat_it(trending) -> None:
