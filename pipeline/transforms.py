@@ -133,14 +133,23 @@ class BoxCox(Transform):
         if np.any(y <= 0):
             raise ValueError("Box-Cox needs strictly positive values; the series has zeros or negatives")
 
+    def _lambda_for_maths(self) -> float:
+        # The transform is continuous in lambda with log at 0. scipy's inv_boxcox loses the
+        # value for subnormal lambdas (5e-324 * z underflows to 0 and the inverse returns
+        # exp(z)), so a lambda that small is the log transform it converges to.
+        lmbda = self._fitted_lambda()
+        return 0.0 if abs(lmbda) < TINY_LAMBDA else lmbda
+
     def _forward(self, y: np.ndarray) -> np.ndarray:
-        return special.boxcox(y, self._fitted_lambda())
+        return special.boxcox(y, self._lambda_for_maths())
 
     def _inverse(self, z: np.ndarray) -> np.ndarray:
-        return special.inv_boxcox(z, self._fitted_lambda())
+        return special.inv_boxcox(z, self._lambda_for_maths())
 
 
 LAMBDA_BOUNDS = (-1.0, 2.0)
+#: Below this |lambda| Box–Cox is computed as its limit, the log (within 1e-12 relative).
+TINY_LAMBDA = 1e-12
 
 
 def _bounded_lambda(objective: Any) -> Any:

@@ -57,6 +57,14 @@ def test_boxcox_inverts(y: np.ndarray, lmbda: float | None) -> None:
     np.testing.assert_allclose(boxcox.inverse_transform(boxcox.transform(y)), y, rtol=1e-8)
 
 
+@pytest.mark.parametrize("lmbda", [5e-324, -5e-324, 1e-300, 1e-13])
+def test_boxcox_with_a_vanishing_lambda_is_the_log(lmbda: float) -> None:
+    y = np.array([0.5, 0.5, 2.0, 7.25])
+    boxcox = BoxCox(lmbda).fit(y)
+    np.testing.assert_allclose(boxcox.transform(y), np.log(y), rtol=1e-9)
+    np.testing.assert_allclose(boxcox.inverse_transform(boxcox.transform(y)), y, rtol=1e-12)
+
+
 @SETTINGS
 @given(_series(-1e3, 1e3, min_size=5), st.integers(0, 3))
 def test_difference_inverts(y: np.ndarray, order: int) -> None:
