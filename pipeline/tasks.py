@@ -453,6 +453,7 @@ def forecasts_as_of(settings: Settings, series_id: str, as_of_year: int) -> list
                 "family": version.tags.get(tracking.FAMILY_TAG, "?"),
                 "vintage": version.tags.get("co2cast.vintage", "?"),
                 "run_key": version.tags.get(tracking.RUN_KEY_TAG, "?"),
+                "manifest": manifest["key"] if manifest else "",
                 "published": store.uri(manifest["key"]) if manifest else "",
             }
         )
@@ -523,7 +524,7 @@ def publish_series(
         first_year=manifest.first_year,
         last_year=manifest.last_year,
         model_version=trained.champion_version,
-        mase=trained.scores[trained.champion_family].get("mase"),
+        mase=trained.scores.get(trained.champion_family, {}).get("mase"),
     )
 
 
