@@ -261,10 +261,9 @@ def train_series(
     }
     with tracking.transient_errors(), mlflow.start_run(run_name=f"{series.series_id} asof={plan.as_of_year}", tags=tags) as parent:
         infos = tracking.log_series_result(result, lineup.spec, tags)
-        versions = tracking.register_selection(
-            client, result, infos, item.run_key, {**tags, "co2cast.mlflow_run_id": parent.info.run_id}
-        )
-        family, version = champion_gate(settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup)
+        versions = tracking.register_selection(client, result, infos, item.run_key, {**tags, "co2cast.mlflow_run_id": parent.info.run_id})
+        version_tags = {**tags, "co2cast.mlflow_run_id": parent.info.run_id}
+        family, version = champion_gate(settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup, version_tags)
         mlflow.set_tag("co2cast.champion", f"v{version} ({family})")
         trained = TrainedSeries(
             series_id=series.series_id,
@@ -287,7 +286,7 @@ def _metric(lineup: Lineup) -> str:
     return str(getattr(lineup.select, "metric", "mase"))
 
 
-def current_champion_scores(client: Any, result: Any, current: Any, lineup: Lineup) -> dict[str, float] | None:
+def current_champion_scores(client: Any, result: Any, current: Any, lineup: Lineup) -> tuple[dict[str, float] | None, Any]:
     """The current ``@champion``'s scores on *this* run's backtest windows.
 
     Honest comparison: the champion's recipe (its class and hyperparameters, without its
@@ -297,7 +296,8 @@ def current_champion_scores(client: Any, result: Any, current: Any, lineup: Line
     recipe is one of this run's candidates its result on these windows is reused (identical).
 
     Returns:
-        The metrics, or ``None`` when the recipe cannot be rebuilt or fails on these windows.
+        ``(metrics, backtest result)``, or ``(None, None)`` when the recipe cannot be rebuilt or
+        fails on these windows.
     """
     from pipeline import tracking
     from pipeline.backtest import evaluate_candidates
@@ -308,13 +308,13 @@ def current_champion_scores(client: Any, result: Any, current: Any, lineup: Line
         model = tracking.load_registered(current.name, str(current.version))
     except Exception as error:  # an unreadable old version cannot defend its title
         logger.warning("cannot load the current champion v%s: %s", current.version, error)
-        return None
+        return None, None
     inner = model.model if isinstance(model, CalibratedForecaster) else model
     recipe = to_spec(inner)
     for candidate in result.evaluation.results.values():
         inner_spec = candidate.spec
         if inner_spec == recipe:
-            return dict(candidate.metrics)
+            return dict(candidate.metrics), candidate
     plan = result.evaluation.plan
     try:
         evaluation = evaluate_candidates(
@@ -327,11 +327,11 @@ def current_champion_scores(client: Any, result: Any, current: Any, lineup: Line
         )
     except Exception as error:
         logger.warning("the current champion v%s failed on this run's windows: %s", current.version, error)
-        return None
+        return None, None
     if [s.train_end for s in evaluation.plan.splits] != [s.train_end for s in plan.splits]:
-        return None
+        return None, None
     found = evaluation.results.get("champion")
-    return dict(found.metrics) if found is not None else None
+    return (dict(found.metrics), found) if found is not None else (None, None)
 
 
 def champion_gate(
@@ -343,6 +343,7 @@ def champion_gate(
     run_key: str,
     as_of_year: int,
     lineup: Lineup,
+    tags: Mapping[str, str],
 ) -> tuple[str, str]:
     """Decide who holds ``@champion`` after this run; returns the ``(family, version)`` this run publishes.
 
@@ -352,7 +353,10 @@ def champion_gate(
     * Otherwise the challenger (the selection's winner) takes ``@champion`` only if
       :func:`pipeline.selection.champion_gate` says so: it beats the current champion on the
       same windows on the selection metric and is no worse than naive. If not, the champion
-      stays and its version's forecast is published.
+      stays and its version's forecast is published; when this run is for a newer as-of year
+      than the champion's, the champion's *recipe* stays: refitted (and calibrated) on this
+      as-of year's data and registered under its family, so ``@champion`` and ``latest.json``
+      always belong to the newest as-of year published.
 
     Every decision (moved or not) is appended to the alias history (``history/<series_id>.json``).
     """
@@ -376,7 +380,7 @@ def champion_gate(
         return current.tags.get(tracking.FAMILY_TAG, challenger), str(current.version)
     metric = _metric(lineup)
     scores = result.candidates
-    current_scores = current_champion_scores(client, result, current, lineup) if current is not None else None
+    current_scores, recipe = current_champion_scores(client, result, current, lineup) if current is not None else (None, None)
     if current is not None and current_scores is None:
         current_scores = {metric: float("nan")}
     decision = gate(current_scores, scores[challenger].scores, scores["naive"].scores, metric=metric)
@@ -404,8 +408,21 @@ def champion_gate(
         tracking.move_alias(client, sid, "champion", challenger_version, reason=decision.reason)
         family, version = challenger, challenger_version
         record["moved"], record["to_version"] = True, challenger_version
+    elif recipe is not None and current_as_of is not None and current_as_of < as_of_year:
+        from pipeline.selection import publishable
+
+        family = current.tags.get(tracking.FAMILY_TAG, "champion")
+        model = publishable(recipe, floor=getattr(lineup.select, "floor", 0.0)).fit(result.series.values, result.series.years)
+        info = tracking.log_forecaster(model, lineup.spec.horizon_end, lineup.spec.levels, name="champion_refit")
+        version = str(tracking.register(client, info.model_uri, sid, run_key, family, dict(tags)).version)
+        reason = f"{decision.reason}; its recipe ({family}) refitted as of {as_of_year}"
+        tracking.move_alias(client, sid, "champion", version, reason=reason)
+        record.update(moved=True, to_version=version, reason=reason)
     else:
         family, version = current.tags.get(tracking.FAMILY_TAG, "?"), str(current.version)
+    settled = tracking.settle_champion(client, sid)
+    if settled is not None:  # a concurrent run of a newer as-of year holds it: this run serves its own
+        record.update(moved=False, reason=f"{record['reason']}; v{settled} of a newer as-of year holds @champion")
     append_history(store, sid, record)
     return family, version
 

@@ -154,7 +154,7 @@ def test_two_as_of_years_concurrently(settings: Settings) -> None:
     def run(year: int | None) -> None:
         try:
             _run(settings, lineup, as_of_year=year)
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=run, args=(year,)) for year in (None, 2009)]
@@ -165,7 +165,8 @@ def test_two_as_of_years_concurrently(settings: Settings) -> None:
     assert not errors, errors
     state = _state(settings)
     client = tracking.configure(settings)
-    keys = [(v.tags[tracking.RUN_KEY_TAG], v.tags[tracking.FAMILY_TAG]) for v in client.search_model_versions(f"name = '{tracking.registered_name(SID)}'")]
+    found = client.search_model_versions(f"name = '{tracking.registered_name(SID)}'")
+    keys = [(v.tags[tracking.RUN_KEY_TAG], v.tags[tracking.FAMILY_TAG]) for v in found]
     assert len(keys) == len(set(keys)) == 2
     champion = client.get_model_version_by_alias(tracking.registered_name(SID), "champion")
     assert tracking.version_as_of(champion) == state["latest"]["as_of_year"] > 2009
