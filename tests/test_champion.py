@@ -171,3 +171,12 @@ def test_two_as_of_years_concurrently(settings: Settings) -> None:
     champion = client.get_model_version_by_alias(tracking.registered_name(SID), "champion")
     assert tracking.version_as_of(champion) == state["latest"]["as_of_year"] > 2009
     _assert_pointer_agrees(settings)
+
+
+def test_selection_metric_setting_is_part_of_the_run_key_and_checked(tmp_path: Path) -> None:
+    base = tasks.production_lineup(Settings(home=tmp_path))
+    smape = tasks.production_lineup(Settings(home=tmp_path, selection_metric="smape"))
+    assert base.select.metric == "mase" and smape.select.metric == "smape"
+    assert base.config_hash != smape.config_hash
+    with pytest.raises(tasks.PermanentError, match="CO2CAST_SELECTION_METRIC"):
+        tasks.production_lineup(Settings(home=tmp_path, selection_metric="r2"))
