@@ -284,7 +284,7 @@ def publish_series(
     Raises:
         PublishRefused: the table failed the ``forecast_output`` suite; nothing was written.
     """
-    from pipeline import core, tracking
+    from pipeline import artifacts, core, tracking
     from pipeline.publish import forecast_table, publish
 
     plan, trained = RunPlan.of(plan), TrainedSeries.of(trained)
@@ -294,6 +294,7 @@ def publish_series(
     with tracking.transient_errors():
         tracking.configure(settings)
         model = tracking.load_registered(trained.model_name, trained.champion_version)
+        digest = artifacts.registered_digest(trained.model_name, trained.champion_version)
         diagnostics = tracking.read_artifact(trained.run_id, tracking.DIAGNOSTICS_ARTIFACT)
     table = forecast_table(
         core.forecast_frame(model, plan.as_of_year, plan.horizon_end, lineup.spec.levels),
@@ -311,6 +312,7 @@ def publish_series(
         "model_name": trained.model_name,
         "model_version": trained.champion_version,
         "model_family": trained.champion_family,
+        "model_sha256": json.loads(digest or "{}"),
         "mlflow_run_id": trained.run_id,
         "airflow": ids.to_xcom() if ids else {},
     }

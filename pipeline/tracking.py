@@ -1,7 +1,10 @@
 """MLflow: one run per (series, run key), nested runs per candidate, a registry per series.
 
-Models are logged as pyfunc "models from code" (``pipeline/pyfunc_model.py``) whose artefact is
-the forecaster's own JSON + npz files: loading one unpickles nothing. Runs and model versions
+Models are logged with the package's own loader (:mod:`pipeline.pyfunc_loader`, see
+:mod:`pipeline.artifacts`): the artefact is the forecaster's JSON + npz files and no code, every
+registered version carries the sha256 of each file as tag ``co2cast.artifact_sha256``, and every
+load goes through :func:`pipeline.artifacts.load_verified`, which refuses a changed, missing or
+extra file. Loading one unpickles nothing. Runs and model versions
 carry the run key as a tag, so a rerun of the same key finds them and creates nothing new.
 MLflow keeps no alias history, so every alias move is recorded as tags on the version it
 moves to (previous version, reason, scores), and :func:`rollback_alias` moves an alias back.
@@ -17,9 +20,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +35,6 @@ if TYPE_CHECKING:
     from pipeline.models.base import Forecaster
 
 EXPERIMENT = "co2cast"
-PYFUNC_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"
 RUN_KEY_TAG = "co2cast.run_key"
 FAMILY_TAG = "co2cast.family"
 #: Set last on a parent run: its presence means the run is complete and can be reused.
@@ -143,36 +145,34 @@ def find_run(client: Any, run_key: str, parent_only: bool = True) -> Any | None:
     return runs[0] if runs else None
 
 
-def log_forecaster(model: Any, horizon_end: int, levels: tuple[int, ...] = (80, 95), name: str = "model") -> Any:
-    """Log a fitted forecaster in the active run as a pyfunc model from code.
+@dataclass(frozen=True)
+class LoggedModel:
+    """A forecaster logged in a run: its MLflow ``ModelInfo`` and the digest of its stored files."""
 
-    Returns:
-        MLflow's ``ModelInfo`` (``model_uri`` is what :func:`register` takes).
-    """
-    import mlflow
-    import pandas as pd
-    from mlflow.models import infer_signature
+    info: Any
+    digest: dict[str, str]
 
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = model.save(Path(tmp) / "forecaster")
-        first = int(model.years_[-1]) + 1
-        example = pd.DataFrame({"year": [first, first + 1]})
-        output = model.predict(2, levels=levels).to_frame()
-        with warnings.catch_warnings():
-            # MLflow hints about integer columns and input examples; the signature is explicit.
-            warnings.simplefilter("ignore", UserWarning)
-            return mlflow.pyfunc.log_model(
-                name=name,
-                python_model=str(PYFUNC_CODE),
-                artifacts={"model": str(directory)},
-                model_config={"horizon_end": int(horizon_end), "levels": list(levels)},
-                signature=infer_signature(example, output),
-                pip_requirements=[],  # served from an environment with co2cast installed
-            )
+    @property
+    def model_uri(self) -> str:
+        """What :func:`register` takes."""
+        return str(self.info.model_uri)
 
 
-def register(client: Any, model_uri: str, series_id: str, run_key: str, family: str, tags: dict[str, str]) -> Any:
+def log_forecaster(model: Any, horizon_end: int, levels: tuple[int, ...] = (80, 95), name: str = "model") -> LoggedModel:
+    """Log a fitted forecaster in the active run (package-side loader, data only; see :mod:`pipeline.artifacts`)."""
+    from pipeline import artifacts
+
+    info, digest = artifacts.log_forecaster(model, horizon_end, levels, name)
+    return LoggedModel(info=info, digest=digest)
+
+
+def register(
+    client: Any, model_uri: str, series_id: str, run_key: str, family: str, tags: dict[str, str], digest: Mapping[str, str] | None = None
+) -> Any:
     """Register a logged model unless this run key already registered this family.
+
+    The version gets the artefact's digest as tag :data:`pipeline.artifacts.DIGEST_TAG`
+    (computed from the stored files when ``digest`` is not given), so it can be verified on load.
 
     Returns:
         The ``ModelVersion`` (existing or new).
@@ -183,7 +183,10 @@ def register(client: Any, model_uri: str, series_id: str, run_key: str, family: 
     existing = find_version(client, series_id, run_key, family)
     if existing is not None:
         return existing
-    all_tags = {RUN_KEY_TAG: run_key, FAMILY_TAG: family, **tags}
+    from pipeline import artifacts
+
+    digest = dict(digest) if digest is not None else artifacts.stored_digest(model_uri)
+    all_tags = {RUN_KEY_TAG: run_key, FAMILY_TAG: family, **tags, artifacts.DIGEST_TAG: json.dumps(digest, sort_keys=True)}
     return mlflow.register_model(model_uri, name, tags=all_tags)
 
 
@@ -260,7 +263,7 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
         tags: tags for the nested runs (the run key, series, vintage, …).
 
     Returns:
-        Candidate name -> MLflow ``ModelInfo`` of each fitted candidate.
+        Candidate name -> :class:`LoggedModel` of each fitted candidate.
     """
     import mlflow
 
@@ -314,7 +317,7 @@ def register_selection(
     sid, scores = result.series.series_id, result.scores()
     versions: dict[str, str] = {}
     for name in result.selection.register:
-        version = register(client, infos[name].model_uri, sid, run_key, name, dict(tags))
+        version = register(client, infos[name].model_uri, sid, run_key, name, dict(tags), digest=infos[name].digest)
         versions[name] = str(version.version)
         move_alias(client, sid, name, version.version, reason=f"newest {name} (run key {run_key})", scores=scores[name])
     champion = result.selection.champion
@@ -331,7 +334,11 @@ def mark_complete(summary: Mapping[str, Any]) -> None:
 
 
 def load_registered(model_name: str, version: str) -> Forecaster:
-    """The fitted forecaster inside a registered model version (its JSON + npz; no pickle)."""
-    import mlflow
+    """The fitted forecaster inside a registered model version, verified before it is loaded.
 
-    return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model().forecaster
+    Raises:
+        IntegrityError: a file of the artefact does not match the version's digest tag.
+    """
+    from pipeline import artifacts
+
+    return artifacts.served_forecaster(artifacts.load_registered(model_name, version))
