@@ -116,8 +116,7 @@ def _forecast(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.payloads import RunTrigger
 
     trigger = RunTrigger(run_type="cli", as_of_year=args.as_of_year, series=args.series, vintage=args.vintage)
-    for trained, published in tasks.forecast_all(settings, trigger):
-        print(f"{trained.series_id}: champion v{trained.champion_version} ({trained.champion_family}), published {published.uri}")
+    tasks.forecast_all(settings, trigger, progress=lambda line: print(line, flush=True))
     return 0
 
 

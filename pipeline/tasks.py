@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -373,15 +373,45 @@ def summarize_run(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[Su
 
 
 def forecast_all(
-    settings: Settings, trigger: RunTrigger | dict[str, Any] | None = None, lineup: Lineup | None = None
+    settings: Settings,
+    trigger: RunTrigger | dict[str, Any] | None = None,
+    lineup: Lineup | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[tuple[TrainedSeries, PublishedForecast]]:
-    """Plan a run, then train and publish every series in turn (``co2cast forecast``)."""
+    """Plan a run, then train and publish every series in turn (``co2cast forecast``).
+
+    A series that is refused (stale, gap, failed output gate, tampered model…) does not stop
+    the others; the run ends with :class:`RunIncomplete` naming each refused series and why.
+
+    Args:
+        settings: the run's settings.
+        trigger: why the run started (CLI flags).
+        lineup: candidates, policy and spec (default: :func:`production_lineup`).
+        progress: called with one line per series as it starts and as it ends.
+
+    Raises:
+        RunIncomplete: at least one series was refused (after every other one was done).
+    """
     lineup = lineup or production_lineup(settings)
     plan = plan_run(settings, trigger, lineup)
-    results = []
-    for item in plan.series:
-        trained = train_series(settings, plan, item, lineup=lineup)
-        results.append((trained, publish_series(settings, plan, trained, lineup=lineup)))
+    say = progress or (lambda line: None)
+    results, refused = [], []
+    total = len(plan.series)
+    for index, item in enumerate(plan.series, start=1):
+        say(f"[{index}/{total}] {item.series_id}: training and publishing (as of {plan.as_of_year})")
+        try:
+            trained = train_series(settings, plan, item, lineup=lineup)
+            published = publish_series(settings, plan, trained, lineup=lineup)
+        except PermanentError as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            say(f"[{index}/{total}] {item.series_id}: REFUSED: {reason}")
+            refused.append(f"{item.series_id} ({reason})")
+            continue
+        champion = f"champion v{trained.champion_version} ({trained.champion_family})"
+        say(f"[{index}/{total}] {item.series_id}: {champion}, published {published.uri}")
+        results.append((trained, published))
+    if refused:
+        raise RunIncomplete(f"{len(refused)} of {total} series refused, the others were published: " + "; ".join(refused))
     return results
 
 
