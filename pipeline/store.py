@@ -86,6 +86,10 @@ def _check_key(key: str) -> str:
     return key
 
 
+#: Mode of every file the local store writes (rw-r--r--).
+FILE_MODE = 0o644
+
+
 class LocalStore(ObjectStore):
     """Objects as files under a root directory (the embedded default)."""
 
@@ -108,6 +112,8 @@ class LocalStore(ObjectStore):
         # object or the new one, never a partial write.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            # mkstemp creates 0600; a published dataset is world-readable like any other file.
+            os.fchmod(fd, FILE_MODE)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -130,7 +136,9 @@ class LocalStore(ObjectStore):
         self._path(key).unlink(missing_ok=True)
 
     def uri(self, key: str = "") -> str:
-        return (self.root.resolve() / key).as_uri() if key else self.root.resolve().as_uri()
+        # Not Path.as_uri(): it percent-encodes (asof%3D2014), which a person cannot paste into a shell.
+        path = self.root.resolve() / key if key else self.root.resolve()
+        return f"file://{path.as_posix()}"
 
 
 class S3Store(ObjectStore):
