@@ -42,7 +42,17 @@ FORECAST_COLUMNS = [
     "family",
     "vintage",
     "as_of_year",
+    "unit",
 ]
+
+#: The forecast output bounds relative to the series' history (``forecast_output`` suite):
+#: no year's mean above this multiple of the historic maximum, no 95 % upper bound above
+#: :data:`MAX_HI95_FACTOR` times it. Wide enough for fast growth over 36 years, tight enough to
+#: refuse a forecast driven by a unit slip or an exploding model.
+MAX_MEAN_FACTOR = 4.0
+MAX_HI95_FACTOR = 20.0
+#: Parquet schema metadata key holding the unit of the values.
+PARQUET_UNIT_KEY = b"co2cast.unit"
 
 
 class PublishRefused(PermanentError):
@@ -58,13 +68,24 @@ class IntegrityError(PermanentError):
 
 
 def forecast_table(
-    forecast: pd.DataFrame, *, series_id: str, model_name: str, model_version: str, family: str, vintage: str, as_of_year: int
+    forecast: pd.DataFrame,
+    *,
+    series_id: str,
+    model_name: str,
+    model_version: str,
+    family: str,
+    vintage: str,
+    as_of_year: int,
+    unit: str | None = None,
 ) -> pd.DataFrame:
     """Give a forecaster's output (``year, mean, lo_80, …``) the published schema.
 
     Interval bounds are cut at zero: emissions cannot be negative, and a symmetric interval
-    around a small positive forecast would otherwise reach below it.
+    around a small positive forecast would otherwise reach below it. ``unit`` defaults to the
+    unit of the series' variable (:func:`pipeline.series.unit_of`).
     """
+    from pipeline.series import unit_of, variable_of
+
     table = forecast.copy()
     for column in ("lo_80", "lo_95", "hi_80", "hi_95"):
         table[column] = np.maximum(table[column].astype(float), 0.0)
@@ -74,17 +95,32 @@ def forecast_table(
     table["family"] = family
     table["vintage"] = vintage
     table["as_of_year"] = int(as_of_year)
+    table["unit"] = unit if unit is not None else unit_of(variable_of(series_id))
     table["year"] = table["year"].astype("int64")
     return table[FORECAST_COLUMNS]
 
 
-def validate_forecast(table: pd.DataFrame, series_id: str, as_of_year: int, horizon_end: int) -> GateResult:
-    """Run the ``forecast_output`` suite on a forecast table."""
+def validate_forecast(
+    table: pd.DataFrame, series_id: str, as_of_year: int, horizon_end: int, history_max: float | None = None
+) -> GateResult:
+    """Run the ``forecast_output`` suite on a forecast table.
+
+    Args:
+        table: the forecast table.
+        series_id: the series it must be for.
+        as_of_year: its first year is the next one.
+        horizon_end: its last year.
+        history_max: the series' largest historic value; bounds ``mean`` and ``hi_95`` at
+            :data:`MAX_MEAN_FACTOR` / :data:`MAX_HI95_FACTOR` times it (unbounded when ``None``).
+    """
+    unbounded = history_max is None or not np.isfinite(history_max) or history_max <= 0
     parameters = {
         "series_ids": [series_id],
         "first_year": as_of_year + 1,
         "last_year": horizon_end,
         "n_years": horizon_end - as_of_year,
+        "max_mean": float(np.finfo(float).max) if unbounded else MAX_MEAN_FACTOR * float(history_max),  # type: ignore[arg-type]
+        "max_hi_95": float(np.finfo(float).max) if unbounded else MAX_HI95_FACTOR * float(history_max),  # type: ignore[arg-type]
     }
     return run_suite("forecast_output", table, parameters)
 
@@ -98,6 +134,7 @@ def publish(
     horizon_end: int,
     meta: dict[str, Any],
     extras: dict[str, bytes] | None = None,
+    history_max: float | None = None,
 ) -> Manifest:
     """Gate and publish a forecast table.
 
@@ -109,6 +146,7 @@ def publish(
         horizon_end: the last year the table must reach.
         meta: what the manifest records besides the files (model, MLflow run, Airflow run…).
         extras: more files to publish beside the forecast (name -> bytes).
+        history_max: the series' historic maximum, bounding the forecast (see :func:`validate_forecast`).
 
     Returns:
         The manifest (existing one when this run key was already published).
@@ -123,9 +161,13 @@ def publish(
         _move_latest(store, series_id, existing)
         return Manifest.of(existing)
 
-    gate = validate_forecast(table, series_id, as_of_year, horizon_end)
+    gate = validate_forecast(table, series_id, as_of_year, horizon_end, history_max)
     if not gate.success:
-        raise PublishRefused(f"forecast for {series_id} (as of {as_of_year}) failed its checks; nothing published.\n{gate.summary()}")
+        logger.warning("forecast for %s refused:\n%s", series_id, gate.summary())
+        whys = "; ".join(dict.fromkeys(str(failure["why"]) for failure in gate.failures))
+        raise PublishRefused(
+            f"forecast for {series_id} (as of {as_of_year}) refused, nothing published: {whys} [{gate.one_line(300)}]"
+        )
 
     files = {"forecast.csv": table.to_csv(index=False).encode(), "forecast.parquet": _parquet(table), **(extras or {})}
     entries = []
@@ -141,6 +183,7 @@ def publish(
         "first_year": int(table["year"].min()),
         "last_year": int(table["year"].max()),
         "files": entries,
+        "unit": str(table["unit"].iloc[0]) if "unit" in table.columns and len(table) else None,
         "gx_success": True,
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "key": manifest_key,
@@ -216,6 +259,13 @@ def read_file(store: ObjectStore, manifest: Manifest, name: str) -> bytes | None
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:
+    """The table as Parquet; the unit of its values also in the schema metadata (``co2cast.unit``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    if "unit" in frame.columns and len(frame):
+        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), PARQUET_UNIT_KEY: str(frame["unit"].iloc[0]).encode()})
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
+    pq.write_table(arrow, buffer)
     return buffer.getvalue()

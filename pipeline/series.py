@@ -26,6 +26,23 @@ DEFAULT_MIN_POINTS = 30
 TIDY_COLUMNS = ("entity", "iso_code", "year", "variable", "value")
 
 
+#: The unit of each variable co2cast forecasts: the one place units are defined (``show``, the
+#: CSV's ``unit`` column, the Parquet metadata and the manifest all read it through :func:`unit_of`).
+UNITS = {"co2": "Mt CO2", "co2_per_capita": "t CO2 per person", "population": "people"}
+
+
+def unit_of(variable: str) -> str:
+    """The unit of a variable: OWID's ``co2`` and every ``*_co2`` are in Mt CO2; ``""`` when unknown."""
+    if variable in UNITS:
+        return UNITS[variable]
+    return UNITS["co2"] if variable.endswith("_co2") else ""
+
+
+def variable_of(sid: str) -> str:
+    """The variable of a series id (``canada.co2_per_capita`` -> ``co2_per_capita``)."""
+    return sid.rsplit(".", 1)[-1]
+
+
 class SeriesError(PermanentError, ValueError):
     """A series cannot be prepared; the message says why and what to do."""
 

@@ -284,7 +284,7 @@ def publish_series(
     Raises:
         PublishRefused: the table failed the ``forecast_output`` suite; nothing was written.
     """
-    from pipeline import artifacts, core, tracking
+    from pipeline import artifacts, core, ingest, tracking
     from pipeline.publish import forecast_table, publish
 
     plan, trained = RunPlan.of(plan), TrainedSeries.of(trained)
@@ -317,8 +317,20 @@ def publish_series(
         "airflow": ids.to_xcom() if ids else {},
     }
     extras = {"diagnostics.json": diagnostics, "backtest.json": json.dumps(trained.scores, indent=2, sort_keys=True).encode()}
+    item = next((i for i in plan.series if i.series_id == trained.series_id), None)
+    history_max = None
+    if item is not None:  # the forecast is bounded relative to the history it was trained on
+        history = core.prepare(ingest.read_curated(store, plan.vintage), item.entity, item.variable, plan.as_of_year, lineup.spec)
+        history_max = float(history.values.max())
     manifest = publish(
-        store, table, series_id=trained.series_id, run_key=trained.run_key, horizon_end=plan.horizon_end, meta=meta, extras=extras
+        store,
+        table,
+        series_id=trained.series_id,
+        run_key=trained.run_key,
+        horizon_end=plan.horizon_end,
+        meta=meta,
+        extras=extras,
+        history_max=history_max,
     )
     return PublishedForecast(
         series_id=trained.series_id,
