@@ -8,6 +8,7 @@ Keys are ``/``-separated and identical on the local store and on S3::
     curated/latest.json
     forecasts/<series_id>/asof=<year>/<run_key>/forecast.csv, forecast.parquet, <extras>, manifest.json
     forecasts/<series_id>/latest.json
+    locks/<run_key>.json
 
 A leaf module: plain string functions, no I/O.
 """
@@ -19,6 +20,7 @@ QUARANTINE = "quarantine/"
 CURATED = "curated/"
 FORECASTS = "forecasts/"
 SCORECARDS = "scorecards/"
+LOCKS = "locks/"
 
 #: The pointer to the last good vintage, written last by a curation.
 CURATED_LATEST = "curated/latest.json"
@@ -82,6 +84,11 @@ def forecast_manifest(series_id: str, as_of_year: int, run_key: str) -> str:
 def forecast_latest(series_id: str) -> str:
     """The pointer to a series' newest manifest, written last."""
     return f"{FORECASTS}{series_id}/latest.json"
+
+
+def run_lock(run_key: str) -> str:
+    """The lock object of a run key while one process trains it (see :mod:`pipeline.locks`)."""
+    return f"{LOCKS}{run_key}.json"
 
 
 def scorecard(series_id: str) -> str:

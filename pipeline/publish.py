@@ -25,6 +25,7 @@ from pipeline import layout
 from pipeline.errors import PermanentError
 from pipeline.payloads import Manifest
 from pipeline.store import ObjectStore
+from pipeline.testhooks import pause_point
 from pipeline.validation import GateResult, run_suite
 
 logger = logging.getLogger(__name__)
@@ -175,6 +176,7 @@ def publish(
         key = layout.forecast_object(series_id, as_of_year, run_key, name)
         store.write_bytes(key, data)
         entries.append({"name": name, "key": key, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    pause_point("after_files")
     manifest = {
         **meta,
         "series_id": series_id,
@@ -189,6 +191,7 @@ def publish(
         "key": manifest_key,
     }
     store.write_json(manifest_key, manifest)
+    pause_point("after_manifest")
     _move_latest(store, series_id, manifest)
     logger.info("published %s", store.uri(manifest_key))
     return Manifest.of(manifest)
@@ -213,16 +216,21 @@ def _move_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any]) -
     )
 
 
-def verify_manifest(store: ObjectStore, manifest: dict[str, Any]) -> bool:
-    """Whether every file a manifest lists is present with its recorded sha256."""
-    for entry in manifest["files"]:
+def manifest_problem(store: ObjectStore, manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a manifest's files (the first missing or changed one, named), or ``None``."""
+    for entry in manifest.get("files", []):
         try:
             data = store.read_bytes(entry["key"])
         except KeyError:
-            return False
+            return f"{entry['name']} is missing"
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            return False
-    return True
+            return f"{entry['name']} does not match its sha256 in the manifest"
+    return None
+
+
+def verify_manifest(store: ObjectStore, manifest: dict[str, Any]) -> bool:
+    """Whether every file a manifest lists is present with its recorded sha256."""
+    return manifest_problem(store, manifest) is None
 
 
 def read_manifest(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> Manifest | None:
@@ -236,16 +244,26 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
 
     Raises:
         NotPublished: nothing was published for the series (the message lists what is).
-        IntegrityError: a file does not match its manifest.
+        IntegrityError: the manifest is missing or invalid, or a file is missing or does not
+            match its sha256 (named in the message).
     """
     pointer = store.read_json_or_none(layout.forecast_latest(series_id))
     if pointer is None:
         published = layout.published_series(store.list(layout.FORECASTS))
         raise NotPublished(f"no forecast published for {series_id!r}; published: {', '.join(published) or 'none'}")
-    manifest = store.read_json(pointer["manifest"])
-    if not verify_manifest(store, manifest):
-        raise IntegrityError(f"{store.uri(pointer['manifest'])}: a file does not match its sha256 in the manifest")
-    checked = Manifest.of(manifest)
+    try:
+        manifest = store.read_json_or_none(pointer["manifest"])
+    except ValueError:  # not JSON any more
+        manifest = {"files": [{"name": "manifest.json", "key": pointer["manifest"], "sha256": ""}]}
+    if manifest is None:
+        raise IntegrityError(f"{series_id}: latest.json points at {store.uri(pointer['manifest'])}, which is missing; republish it")
+    problem = manifest_problem(store, manifest)
+    if problem is not None:
+        raise IntegrityError(f"{store.uri(pointer['manifest'])}: {problem}; the forecast is not shown, republish it")
+    try:
+        checked = Manifest.of(manifest)
+    except PermanentError as error:
+        raise IntegrityError(f"{store.uri(pointer['manifest'])}: not a valid manifest ({str(error).splitlines()[0]})") from None
     entry = checked.file("forecast.parquet")
     if entry is None:
         raise IntegrityError(f"{store.uri(pointer['manifest'])} lists no forecast.parquet")

@@ -27,6 +27,7 @@ from pipeline import layout
 from pipeline.config import Settings
 from pipeline.errors import PermanentError
 from pipeline.payloads import AirflowIds, PublishedForecast, RunPlan, RunTrigger, SummaryLine, TrainedSeries, WorkItem
+from pipeline.testhooks import pause_point
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -205,9 +206,7 @@ def train_series(
         ConfigMismatch: the plan was made with another configuration.
         TrackingUnavailable: MLflow's store is busy or unreachable (transient).
     """
-    import mlflow
-
-    from pipeline import core, ingest, tracking
+    from pipeline import locks, tracking
 
     plan, item = RunPlan.of(plan), WorkItem.of(item)
     ids = AirflowIds.of(airflow) if airflow is not None else None
@@ -216,14 +215,33 @@ def train_series(
         raise ConfigMismatch(
             f"the run plan was made with configuration {plan.config_hash}, this worker has {lineup.config_hash}: plan the run again"
         )
-    with tracking.transient_errors():
-        client = tracking.configure(settings)
-        done = tracking.find_complete_run(client, item.run_key)
-        if done is not None:
-            logger.info("run key %s already trained in MLflow run %s: reusing it", item.run_key, done.info.run_id)
-            return TrainedSeries.of(json.loads(tracking.read_artifact(done.info.run_id, tracking.SUMMARY_ARTIFACT)))
-
     store = open_store(settings)
+
+    def waiting(lock: dict[str, Any]) -> None:
+        logger.warning("run key %s is being trained by %s: waiting to reuse its result", item.run_key, lock.get("owner"))
+
+    # One trainer per run key; dead runs of the key are healed only while holding its lock.
+    with locks.run_key_lock(store, item.run_key, stale_after=settings.lock_stale_seconds, on_wait=waiting):
+        with tracking.transient_errors():
+            client = tracking.configure(settings)
+            done = tracking.find_complete_run(client, item.run_key)
+            if done is not None:
+                logger.info("run key %s already trained in MLflow run %s: reusing it", item.run_key, done.info.run_id)
+                return TrainedSeries.of(json.loads(tracking.read_artifact(done.info.run_id, tracking.SUMMARY_ARTIFACT)))
+            dead = tracking.heal_dead_runs(client, item.series_id, item.run_key)
+            if dead:
+                logger.warning("run key %s: marked %d dead MLflow run(s) FAILED: %s", item.run_key, len(dead), ", ".join(dead))
+        return _train_and_register(settings, store, client, plan, item, ids, lineup)
+
+
+def _train_and_register(
+    settings: Settings, store: ObjectStore, client: Any, plan: RunPlan, item: WorkItem, ids: AirflowIds | None, lineup: Lineup
+) -> TrainedSeries:
+    """The body of :func:`train_series` once it holds the run key's lock and found nothing to reuse."""
+    import mlflow
+
+    from pipeline import core, ingest, tracking
+
     tidy = ingest.read_curated(store, plan.vintage)
     series = core.prepare(tidy, item.entity, item.variable, plan.as_of_year, lineup.spec)
     result = core.run_series(series, lineup.candidates, lineup.select, lineup.spec)
@@ -242,9 +260,11 @@ def train_series(
     }
     with tracking.transient_errors(), mlflow.start_run(run_name=f"{series.series_id} asof={plan.as_of_year}", tags=tags) as parent:
         infos = tracking.log_series_result(result, lineup.spec, tags)
+        pause_point("after_log")
         versions = tracking.register_selection(
             client, result, infos, item.run_key, {**tags, "co2cast.mlflow_run_id": parent.info.run_id}
         )
+        pause_point("after_register")
         trained = TrainedSeries(
             series_id=series.series_id,
             run_key=item.run_key,
@@ -344,13 +364,16 @@ def publish_series(
     )
 
 
-def run_summary(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[SummaryLine]:
-    """One line per series of a run: published for its run key, or not.
+def run_summary(
+    settings: Settings, plan: RunPlan | dict[str, Any], progress: Callable[[str], None] | None = None
+) -> list[SummaryLine]:
+    """One line per series of a run: published for its run key (and why its champion won), or not.
 
     Read from the object store, not from task results, so it also reports series whose tasks
-    failed.
+    failed. ``progress`` gets each series' text as soon as it is read, prefixed ``[i/n]``.
     """
-    from pipeline.publish import read_manifest
+    from pipeline.publish import read_file, read_manifest
+    from pipeline.report import champion_reason
 
     plan = RunPlan.of(plan)
     store = open_store(settings)
@@ -360,12 +383,18 @@ def run_summary(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[Summ
         if manifest is None:
             text = f"{item.series_id}: NOT published for run key {item.run_key} (see the failed task's log)"
             lines.append(SummaryLine(series_id=item.series_id, published=False, text=text))
+            if progress:
+                progress(f"[{len(lines)}/{len(plan.series)}] {text}")
             continue
+        scores = read_file(store, manifest, "backtest.json")
         text = (
             f"{item.series_id}: {manifest.model_name} v{manifest.model_version} ({manifest.model_family}), "
-            f"{manifest.first_year}-{manifest.last_year}, published {store.uri(manifest.key)}"
+            f"{manifest.first_year}-{manifest.last_year}, published {store.uri(manifest.key)}\n"
+            f"    {champion_reason(manifest.model_family, json.loads(scores) if scores else {})}"
         )
         lines.append(SummaryLine(series_id=item.series_id, published=True, manifest=manifest.key, text=text))
+        if progress:
+            progress(f"[{len(lines)}/{len(plan.series)}] {text}")
     return lines
 
 
@@ -375,9 +404,7 @@ def summarize_run(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[Su
     Raises:
         RunIncomplete: a series of the run was not published (the run must not look green).
     """
-    lines = run_summary(settings, plan)
-    for line in lines:
-        print(line.text)
+    lines = run_summary(settings, plan, progress=lambda text: print(text, flush=True))
     missing = [line.series_id for line in lines if not line.published]
     if missing:
         raise RunIncomplete(f"not published: {', '.join(missing)}")
@@ -437,17 +464,25 @@ def show_forecast(settings: Settings, series_id: str) -> tuple[Manifest, pd.Data
     return read_latest(open_store(settings), series_id)
 
 
-def published_forecasts(settings: Settings) -> list[tuple[Manifest, dict[str, dict[str, float]]]]:
-    """Every series' latest manifest with its candidates' backtest scores (``backtest.json``)."""
-    from pipeline.payloads import Manifest
-    from pipeline.publish import read_file
+def published_forecasts(settings: Settings) -> list[tuple[str, Manifest | None, dict[str, dict[str, float]], str | None]]:
+    """Every series' latest forecast: ``(series_id, manifest, backtest scores, problem)``.
+
+    The files are verified (:func:`pipeline.publish.read_latest`); a series whose manifest or
+    files are missing or changed has ``manifest=None`` and the problem in one line, so one
+    broken series does not hide the others.
+    """
+    from pipeline.publish import read_file, read_latest
 
     store = open_store(settings)
-    out = []
+    out: list[tuple[str, Manifest | None, dict[str, dict[str, float]], str | None]] = []
     for sid in layout.published_series(store.list(layout.FORECASTS)):
-        manifest = Manifest.of(store.read_json(store.read_json(layout.forecast_latest(sid))["manifest"]))
+        try:
+            manifest, _ = read_latest(store, sid)
+        except PermanentError as error:
+            out.append((sid, None, {}, str(error).splitlines()[0]))
+            continue
         scores = read_file(store, manifest, "backtest.json")
-        out.append((manifest, json.loads(scores) if scores else {}))
+        out.append((sid, manifest, json.loads(scores) if scores else {}, None))
     return out
 
 

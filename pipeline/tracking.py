@@ -126,6 +126,46 @@ def find_complete_run(client: Any, run_key: str) -> Any | None:
     return run if run is not None and run.data.tags.get(COMPLETE_TAG) == "true" else None
 
 
+#: Tag set on a run that was found dead (RUNNING with no live owner) and marked FAILED.
+ABANDONED_TAG = "co2cast.abandoned"
+
+
+def heal_dead_runs(client: Any, series_id: str, run_key: str) -> list[str]:
+    """Mark a run key's dead runs FAILED and undo what they registered.
+
+    Call it while holding the run key's lock (:mod:`pipeline.locks`): then no live process owns
+    a RUNNING run of this key, so any such run died (killed, machine lost). It is marked FAILED
+    and tagged :data:`ABANDONED_TAG`. A model version the key registered from a run that is not
+    complete is removed, after its aliases are moved back to the versions they pointed at
+    before it (recorded on it), so the rerun registers afresh and no alias or lineage points
+    at a dead run.
+
+    Returns:
+        The ids of the runs marked FAILED.
+    """
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    query = f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'RUNNING'"
+    dead = [r.info.run_id for r in client.search_runs([experiment.experiment_id], filter_string=query, max_results=200)]
+    for run_id in dead:
+        client.set_tag(run_id, ABANDONED_TAG, "true")
+        client.set_terminated(run_id, "FAILED")
+    name = registered_name(series_id)
+    complete = find_complete_run(client, run_key)
+    keep = complete.info.run_id if complete is not None else None
+    for version in client.search_model_versions(f"name = '{name}' and tags.`{RUN_KEY_TAG}` = '{run_key}'"):
+        if version.tags.get("co2cast.mlflow_run_id") == keep and keep is not None:
+            continue
+        full = client.get_model_version(name, version.version)
+        for alias in full.aliases:
+            previous = full.tags.get(f"alias.{alias}.previous_version")
+            if previous:
+                client.set_registered_model_alias(name, alias, previous)
+            else:
+                client.delete_registered_model_alias(name, alias)
+        client.delete_model_version(name, version.version)
+    return dead
+
+
 def read_artifact(run_id: str, path: str) -> bytes:
     """The bytes of one artefact of a run."""
     import mlflow
