@@ -103,21 +103,41 @@ def configure(settings: Settings) -> Any:
 
     uri = settings.resolved_tracking_uri
     artifact_location = None
+    database = None
     if uri.startswith("sqlite:///"):
         database = Path(uri.removeprefix("sqlite:///"))
         database.parent.mkdir(parents=True, exist_ok=True)
         artifact_location = (database.parent / "artifacts").as_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    if client.get_experiment_by_name(EXPERIMENT) is None:
-        try:
-            client.create_experiment(EXPERIMENT, artifact_location=artifact_location)
-        except Exception:  # created by a parallel task in the meantime
-            if client.get_experiment_by_name(EXPERIMENT) is None:
-                raise
-    mlflow.set_experiment(EXPERIMENT)
+    # Two first runs at once would both create (migrate) the SQLite schema and race; one at a
+    # time, under a file lock beside the database. A server store migrates on its own side.
+    with _file_lock(database.with_name(database.name + ".init.lock") if database is not None else None):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        if client.get_experiment_by_name(EXPERIMENT) is None:
+            try:
+                client.create_experiment(EXPERIMENT, artifact_location=artifact_location)
+            except Exception:  # created by a parallel task in the meantime
+                if client.get_experiment_by_name(EXPERIMENT) is None:
+                    raise
+        mlflow.set_experiment(EXPERIMENT)
     return client
+
+
+@contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` for the body (nothing when ``None``)."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def find_complete_run(client: Any, run_key: str) -> Any | None:
