@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import layout
-from pipeline.errors import PermanentError
+from pipeline.errors import PermanentError, TransientError
 from pipeline.payloads import Manifest
 from pipeline.store import ObjectStore
 from pipeline.testhooks import pause_point
@@ -58,6 +58,10 @@ PARQUET_UNIT_KEY = b"co2cast.unit"
 
 class PublishRefused(PermanentError):
     """The forecast table failed its GX gate; nothing was published."""
+
+
+class PublishFailed(TransientError):
+    """Writing a forecast failed part-way (disk full, store unreachable); ``latest.json`` did not move."""
 
 
 class NotPublished(PermanentError):
@@ -154,6 +158,8 @@ def publish(
 
     Raises:
         PublishRefused: the table failed the ``forecast_output`` suite; nothing was written.
+        PublishFailed: the store failed part-way (transient); ``latest.json`` did not move.
+        StoreUnavailable: S3 could not be reached (transient); ``latest.json`` did not move.
     """
     as_of_year = int(meta["as_of_year"])
     manifest_key = layout.forecast_manifest(series_id, as_of_year, run_key)
@@ -171,6 +177,27 @@ def publish(
         )
 
     files = {"forecast.csv": table.to_csv(index=False).encode(), "forecast.parquet": _parquet(table), **(extras or {})}
+    try:
+        return _write_forecast(store, table, files, series_id=series_id, run_key=run_key, meta=meta, manifest_key=manifest_key)
+    except OSError as error:  # disk full, read-only file system: files may be written, nothing is visible
+        raise PublishFailed(
+            f"publishing {series_id} (as of {as_of_year}) failed while writing ({error.strerror or error}); "
+            "nothing was published (latest.json did not move); rerun when there is room"
+        ) from error
+
+
+def _write_forecast(
+    store: ObjectStore,
+    table: pd.DataFrame,
+    files: dict[str, bytes],
+    *,
+    series_id: str,
+    run_key: str,
+    meta: dict[str, Any],
+    manifest_key: str,
+) -> Manifest:
+    """Write the files, then the manifest, then ``latest.json`` (readers follow the last two)."""
+    as_of_year = int(meta["as_of_year"])
     entries = []
     for name, data in files.items():
         key = layout.forecast_object(series_id, as_of_year, run_key, name)
