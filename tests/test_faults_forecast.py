@@ -325,7 +325,8 @@ def test_a_tampered_model_json_is_refused_on_publish(settings: Settings) -> None
     source = client.get_model_version(trained.model_name, trained.champion_version).source
     stored = Path(unquote(urlparse(mlflow.get_logged_model(source.rsplit("/", 1)[-1]).artifact_location).path))
     model_json = next(stored.rglob("model.json"))
-    document = json.loads(model_json.read_text())
+    original = model_json.read_bytes()
+    document = json.loads(original)
     model_json.write_text(json.dumps(document).replace("1", "7", 1))  # one digit changed
 
     with pytest.raises(IntegrityError, match=r"model\.json does not match its recorded sha256") as raised:
@@ -335,7 +336,7 @@ def test_a_tampered_model_json_is_refused_on_publish(settings: Settings) -> None
     assert store.read_bytes(f"forecasts/{SID}/latest.json") == before["latest"]
     assert store.list(f"forecasts/{SID}/asof=2014/") == []
 
-    model_json.write_text(json.dumps(document))  # restored from a backup: publishing heals
+    model_json.write_bytes(original)  # restored from a backup: publishing heals
     tasks.publish_series(settings, plan, trained, lineup=lineup)
     _assert_healed(settings, trained.run_key)
 
