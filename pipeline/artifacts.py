@@ -122,3 +122,38 @@ def load_verified(model_uri: str, expected: Mapping[str, str] | str | None, what
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
         verify_tree(local, digest, label)
         return mlflow.pyfunc.load_model(local)
+
+
+def registered_digest(model_name: str, version: str) -> str | None:
+    """The digest tag recorded on a registered model version, or ``None``."""
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_model_version(model_name, str(version)).tags.get(DIGEST_TAG)
+
+
+def load_registered(model_name: str, version_or_alias: str | int) -> Any:
+    """Load a registered co2cast model, verified against the digest on its version.
+
+    The one way to load a registered model: ``load_registered("co2cast.canada.co2_per_capita",
+    "champion")`` (an alias) or ``load_registered(name, 3)`` (a version).
+
+    Returns:
+        The MLflow ``PyFuncModel`` (``predict`` takes a DataFrame with a ``year`` column).
+
+    Raises:
+        IntegrityError: no digest on the version, or a file of its artefact was changed,
+            removed or added (the message names it).
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    text = str(version_or_alias)
+    version = client.get_model_version(model_name, text) if text.isdigit() else client.get_model_version_by_alias(model_name, text)
+    return load_verified(
+        f"models:/{model_name}/{version.version}", version.tags.get(DIGEST_TAG), what=f"{model_name} v{version.version}"
+    )
+
+
+def served_forecaster(model: Any) -> Any:
+    """The fitted forecaster inside a loaded co2cast pyfunc model."""
+    return model.get_raw_model()

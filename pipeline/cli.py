@@ -73,6 +73,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 def _summary(args: argparse.Namespace, settings: Settings) -> int:
     """What the last run produced, for a person: vintage, and per series the champion."""
     from pipeline import tasks
+    from pipeline.report import champion_reason
 
     store = tasks.open_store(settings)
     latest = tasks.latest_vintage(settings)
@@ -94,14 +95,16 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
         print("forecasts:     none published yet")
         return 0
     print("forecasts:")
-    for manifest, every in published:
-        scores = every.get(manifest.model_family or "", {})
-        mase = f"{scores['mase']:.3f}" if scores.get("mase") is not None else "n/a"
+    for sid, manifest, every, problem in published:
+        if manifest is None:
+            print(f"  {sid}: NOT READABLE: {problem}")
+            continue
+        unit = f" [{manifest.unit}]" if manifest.unit else ""
         print(
-            f"  {manifest.series_id}: champion {manifest.model_name} v{manifest.model_version} "
-            f"({manifest.model_family}), backtest MASE {mase}, as of {manifest.as_of_year}, "
-            f"{manifest.first_year}-{manifest.last_year}"
+            f"  {manifest.series_id}{unit}: champion {manifest.model_name} v{manifest.model_version} "
+            f"({manifest.model_family}), as of {manifest.as_of_year}, {manifest.first_year}-{manifest.last_year}"
         )
+        print(f"      {champion_reason(manifest.model_family, every)}")
         print(f"      {store.uri(manifest.key)}")
         if every:
             ranked = sorted(every.items(), key=lambda kv: kv[1].get("mase", float("inf")))
@@ -116,8 +119,7 @@ def _forecast(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.payloads import RunTrigger
 
     trigger = RunTrigger(run_type="cli", as_of_year=args.as_of_year, series=args.series, vintage=args.vintage)
-    for trained, published in tasks.forecast_all(settings, trigger):
-        print(f"{trained.series_id}: champion v{trained.champion_version} ({trained.champion_family}), published {published.uri}")
+    tasks.forecast_all(settings, trigger, progress=lambda line: print(line, flush=True))
     return 0
 
 
@@ -128,12 +130,18 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     manifest, table = tasks.show_forecast(settings, args.series_id)
     if args.start or args.end:
         table = table[(table["year"] >= (args.start or 0)) & (table["year"] <= (args.end or 9999))]
-    print(f"{manifest.series_id}: {manifest.model_name} v{manifest.model_version}, vintage {manifest.vintage}, as of {manifest.as_of_year}")
     columns = ["year", "mean", "lo_80", "hi_80", "lo_95", "hi_95"]
-    if args.csv:
-        print(table[columns].to_csv(index=False, float_format="%.4f"), end="")
-    else:
-        print(table[columns].to_string(index=False, float_format="%.3f"))
+    if args.csv:  # only CSV, so it can be piped into a file or another tool; the unit is a column
+        if "unit" not in table.columns:
+            table = table.assign(unit=manifest.unit or "")
+        print(table[[*columns, "unit"]].to_csv(index=False, float_format="%.4f"), end="")
+        return 0
+    unit = manifest.unit or (table["unit"].iloc[0] if "unit" in table.columns and len(table) else "")
+    print(
+        f"{manifest.series_id}: {manifest.model_name} v{manifest.model_version}, vintage {manifest.vintage}, "
+        f"as of {manifest.as_of_year}; values in {unit or 'unknown units'}"
+    )
+    print(table[columns].to_string(index=False, float_format="%.3f"))
     return 0
 
 

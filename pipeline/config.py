@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     max_per_capita: float = Field(default=500.0, description="ceiling of co2_per_capita in t/person")
     world_tolerance: float = Field(default=0.01, description="relative margin by which a country may exceed the World aggregate")
     max_tail_lost_years: int = Field(default=0, description="newest years an entity may lose against the previous vintage")
+    lock_stale_seconds: float = Field(default=3600.0, description="age after which a run key's lock counts as abandoned")
     allowed_breaks: Path | None = Field(default=None, description="allow-list of real breaks; default expectations/allowed_breaks.json")
 
     @property

@@ -9,6 +9,7 @@ Keys are ``/``-separated and identical on the local store and on S3::
     forecasts/<series_id>/asof=<year>/<run_key>/forecast.csv, forecast.parquet, <extras>, manifest.json
     forecasts/<series_id>/latest.json
     history/<series_id>.json  (alias history: champion decisions and rollbacks)
+    locks/<run_key>.json
 
 A leaf module: plain string functions, no I/O.
 """
@@ -21,6 +22,7 @@ CURATED = "curated/"
 FORECASTS = "forecasts/"
 SCORECARDS = "scorecards/"
 HISTORY = "history/"
+LOCKS = "locks/"
 
 #: The pointer to the last good vintage, written last by a curation.
 CURATED_LATEST = "curated/latest.json"
@@ -84,6 +86,11 @@ def forecast_manifest(series_id: str, as_of_year: int, run_key: str) -> str:
 def forecast_latest(series_id: str) -> str:
     """The pointer to a series' newest manifest, written last."""
     return f"{FORECASTS}{series_id}/latest.json"
+
+
+def run_lock(run_key: str) -> str:
+    """The lock object of a run key while one process trains it (see :mod:`pipeline.locks`)."""
+    return f"{LOCKS}{run_key}.json"
 
 
 def scorecard(series_id: str) -> str:

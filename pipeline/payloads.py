@@ -142,6 +142,7 @@ class Manifest(Payload):
     model_name: str | None = None
     model_version: str | None = None
     model_family: str | None = None
+    unit: str | None = None
     mlflow_run_id: str | None = None
     airflow: dict[str, str] = Field(default_factory=dict)
 

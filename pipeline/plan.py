@@ -81,11 +81,16 @@ def plan_run(
         The :class:`RunPlan`.
 
     Raises:
-        PlanError: the as-of year is not before the horizon end or is before the data.
+        PlanError: the as-of year is not before the horizon end, or is before or after the data.
         SeriesError: the spec names no series or an unknown one.
     """
     if as_of_year >= horizon_end:
         raise PlanError(f"as-of year {as_of_year} is not before the horizon end {horizon_end}")
+    if as_of_year > int(tidy["year"].max()):
+        raise PlanError(
+            f"as-of year {as_of_year} is after the latest year {int(tidy['year'].max())} of vintage {vintage}: "
+            "a forecast cannot be made as of a year with no data"
+        )
     if as_of_year < int(tidy["year"].min()):
         raise PlanError(f"as-of year {as_of_year} is before the first year of vintage {vintage}")
     items = []

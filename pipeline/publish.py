@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline import layout
-from pipeline.errors import PermanentError
+from pipeline.errors import PermanentError, TransientError
 from pipeline.payloads import Manifest
 from pipeline.store import ObjectStore
+from pipeline.testhooks import pause_point
 from pipeline.validation import GateResult, run_suite
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,25 @@ FORECAST_COLUMNS = [
     "family",
     "vintage",
     "as_of_year",
+    "unit",
 ]
+
+#: The forecast output bounds relative to the series' history (``forecast_output`` suite):
+#: no year's mean above this multiple of the historic maximum, no 95 % upper bound above
+#: :data:`MAX_HI95_FACTOR` times it. Wide enough for fast growth over 36 years, tight enough to
+#: refuse a forecast driven by a unit slip or an exploding model.
+MAX_MEAN_FACTOR = 4.0
+MAX_HI95_FACTOR = 20.0
+#: Parquet schema metadata key holding the unit of the values.
+PARQUET_UNIT_KEY = b"co2cast.unit"
 
 
 class PublishRefused(PermanentError):
     """The forecast table failed its GX gate; nothing was published."""
+
+
+class PublishFailed(TransientError):
+    """Writing a forecast failed part-way (disk full, store unreachable); ``latest.json`` did not move."""
 
 
 class NotPublished(PermanentError):
@@ -58,13 +73,24 @@ class IntegrityError(PermanentError):
 
 
 def forecast_table(
-    forecast: pd.DataFrame, *, series_id: str, model_name: str, model_version: str, family: str, vintage: str, as_of_year: int
+    forecast: pd.DataFrame,
+    *,
+    series_id: str,
+    model_name: str,
+    model_version: str,
+    family: str,
+    vintage: str,
+    as_of_year: int,
+    unit: str | None = None,
 ) -> pd.DataFrame:
     """Give a forecaster's output (``year, mean, lo_80, …``) the published schema.
 
     Interval bounds are cut at zero: emissions cannot be negative, and a symmetric interval
-    around a small positive forecast would otherwise reach below it.
+    around a small positive forecast would otherwise reach below it. ``unit`` defaults to the
+    unit of the series' variable (:func:`pipeline.series.unit_of`).
     """
+    from pipeline.series import unit_of, variable_of
+
     table = forecast.copy()
     for column in ("lo_80", "lo_95", "hi_80", "hi_95"):
         table[column] = np.maximum(table[column].astype(float), 0.0)
@@ -74,17 +100,32 @@ def forecast_table(
     table["family"] = family
     table["vintage"] = vintage
     table["as_of_year"] = int(as_of_year)
+    table["unit"] = unit if unit is not None else unit_of(variable_of(series_id))
     table["year"] = table["year"].astype("int64")
     return table[FORECAST_COLUMNS]
 
 
-def validate_forecast(table: pd.DataFrame, series_id: str, as_of_year: int, horizon_end: int) -> GateResult:
-    """Run the ``forecast_output`` suite on a forecast table."""
+def validate_forecast(
+    table: pd.DataFrame, series_id: str, as_of_year: int, horizon_end: int, history_max: float | None = None
+) -> GateResult:
+    """Run the ``forecast_output`` suite on a forecast table.
+
+    Args:
+        table: the forecast table.
+        series_id: the series it must be for.
+        as_of_year: its first year is the next one.
+        horizon_end: its last year.
+        history_max: the series' largest historic value; bounds ``mean`` and ``hi_95`` at
+            :data:`MAX_MEAN_FACTOR` / :data:`MAX_HI95_FACTOR` times it (unbounded when ``None``).
+    """
+    unbounded = history_max is None or not np.isfinite(history_max) or history_max <= 0
     parameters = {
         "series_ids": [series_id],
         "first_year": as_of_year + 1,
         "last_year": horizon_end,
         "n_years": horizon_end - as_of_year,
+        "max_mean": float(np.finfo(float).max) if unbounded else MAX_MEAN_FACTOR * float(history_max),  # type: ignore[arg-type]
+        "max_hi_95": float(np.finfo(float).max) if unbounded else MAX_HI95_FACTOR * float(history_max),  # type: ignore[arg-type]
     }
     return run_suite("forecast_output", table, parameters)
 
@@ -98,6 +139,7 @@ def publish(
     horizon_end: int,
     meta: dict[str, Any],
     extras: dict[str, bytes] | None = None,
+    history_max: float | None = None,
 ) -> Manifest:
     """Gate and publish a forecast table.
 
@@ -109,12 +151,15 @@ def publish(
         horizon_end: the last year the table must reach.
         meta: what the manifest records besides the files (model, MLflow run, Airflow run…).
         extras: more files to publish beside the forecast (name -> bytes).
+        history_max: the series' historic maximum, bounding the forecast (see :func:`validate_forecast`).
 
     Returns:
         The manifest (existing one when this run key was already published).
 
     Raises:
         PublishRefused: the table failed the ``forecast_output`` suite; nothing was written.
+        PublishFailed: the store failed part-way (transient); ``latest.json`` did not move.
+        StoreUnavailable: S3 could not be reached (transient); ``latest.json`` did not move.
     """
     as_of_year = int(meta["as_of_year"])
     manifest_key = layout.forecast_manifest(series_id, as_of_year, run_key)
@@ -123,16 +168,42 @@ def publish(
         _move_latest(store, series_id, existing)
         return Manifest.of(existing)
 
-    gate = validate_forecast(table, series_id, as_of_year, horizon_end)
+    gate = validate_forecast(table, series_id, as_of_year, horizon_end, history_max)
     if not gate.success:
-        raise PublishRefused(f"forecast for {series_id} (as of {as_of_year}) failed its checks; nothing published.\n{gate.summary()}")
+        logger.warning("forecast for %s refused:\n%s", series_id, gate.summary())
+        whys = "; ".join(dict.fromkeys(str(failure["why"]) for failure in gate.failures))
+        raise PublishRefused(
+            f"forecast for {series_id} (as of {as_of_year}) refused, nothing published: {whys} [{gate.one_line(300)}]"
+        )
 
     files = {"forecast.csv": table.to_csv(index=False).encode(), "forecast.parquet": _parquet(table), **(extras or {})}
+    try:
+        return _write_forecast(store, table, files, series_id=series_id, run_key=run_key, meta=meta, manifest_key=manifest_key)
+    except OSError as error:  # disk full, read-only file system: files may be written, nothing is visible
+        raise PublishFailed(
+            f"publishing {series_id} (as of {as_of_year}) failed while writing ({error.strerror or error}); "
+            "nothing was published (latest.json did not move); rerun when there is room"
+        ) from error
+
+
+def _write_forecast(
+    store: ObjectStore,
+    table: pd.DataFrame,
+    files: dict[str, bytes],
+    *,
+    series_id: str,
+    run_key: str,
+    meta: dict[str, Any],
+    manifest_key: str,
+) -> Manifest:
+    """Write the files, then the manifest, then ``latest.json`` (readers follow the last two)."""
+    as_of_year = int(meta["as_of_year"])
     entries = []
     for name, data in files.items():
         key = layout.forecast_object(series_id, as_of_year, run_key, name)
         store.write_bytes(key, data)
         entries.append({"name": name, "key": key, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    pause_point("after_files")
     manifest = {
         **meta,
         "series_id": series_id,
@@ -141,11 +212,13 @@ def publish(
         "first_year": int(table["year"].min()),
         "last_year": int(table["year"].max()),
         "files": entries,
+        "unit": str(table["unit"].iloc[0]) if "unit" in table.columns and len(table) else None,
         "gx_success": True,
         "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "key": manifest_key,
     }
     store.write_json(manifest_key, manifest)
+    pause_point("after_manifest")
     _move_latest(store, series_id, manifest)
     logger.info("published %s", store.uri(manifest_key))
     return Manifest.of(manifest)
@@ -180,16 +253,21 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
     )
 
 
-def verify_manifest(store: ObjectStore, manifest: dict[str, Any]) -> bool:
-    """Whether every file a manifest lists is present with its recorded sha256."""
-    for entry in manifest["files"]:
+def manifest_problem(store: ObjectStore, manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a manifest's files (the first missing or changed one, named), or ``None``."""
+    for entry in manifest.get("files", []):
         try:
             data = store.read_bytes(entry["key"])
         except KeyError:
-            return False
+            return f"{entry['name']} is missing"
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            return False
-    return True
+            return f"{entry['name']} does not match its sha256 in the manifest"
+    return None
+
+
+def verify_manifest(store: ObjectStore, manifest: dict[str, Any]) -> bool:
+    """Whether every file a manifest lists is present with its recorded sha256."""
+    return manifest_problem(store, manifest) is None
 
 
 def read_manifest(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> Manifest | None:
@@ -203,16 +281,26 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
 
     Raises:
         NotPublished: nothing was published for the series (the message lists what is).
-        IntegrityError: a file does not match its manifest.
+        IntegrityError: the manifest is missing or invalid, or a file is missing or does not
+            match its sha256 (named in the message).
     """
     pointer = store.read_json_or_none(layout.forecast_latest(series_id))
     if pointer is None:
         published = layout.published_series(store.list(layout.FORECASTS))
         raise NotPublished(f"no forecast published for {series_id!r}; published: {', '.join(published) or 'none'}")
-    manifest = store.read_json(pointer["manifest"])
-    if not verify_manifest(store, manifest):
-        raise IntegrityError(f"{store.uri(pointer['manifest'])}: a file does not match its sha256 in the manifest")
-    checked = Manifest.of(manifest)
+    try:
+        manifest = store.read_json_or_none(pointer["manifest"])
+    except ValueError:  # not JSON any more
+        manifest = {"files": [{"name": "manifest.json", "key": pointer["manifest"], "sha256": ""}]}
+    if manifest is None:
+        raise IntegrityError(f"{series_id}: latest.json points at {store.uri(pointer['manifest'])}, which is missing; republish it")
+    problem = manifest_problem(store, manifest)
+    if problem is not None:
+        raise IntegrityError(f"{store.uri(pointer['manifest'])}: {problem}; the forecast is not shown, republish it")
+    try:
+        checked = Manifest.of(manifest)
+    except PermanentError as error:
+        raise IntegrityError(f"{store.uri(pointer['manifest'])}: not a valid manifest ({str(error).splitlines()[0]})") from None
     entry = checked.file("forecast.parquet")
     if entry is None:
         raise IntegrityError(f"{store.uri(pointer['manifest'])} lists no forecast.parquet")
@@ -226,6 +314,13 @@ def read_file(store: ObjectStore, manifest: Manifest, name: str) -> bytes | None
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:
+    """The table as Parquet; the unit of its values also in the schema metadata (``co2cast.unit``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    if "unit" in frame.columns and len(frame):
+        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), PARQUET_UNIT_KEY: str(frame["unit"].iloc[0]).encode()})
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
+    pq.write_table(arrow, buffer)
     return buffer.getvalue()

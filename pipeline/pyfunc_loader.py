@@ -36,6 +36,10 @@ class ServedForecaster:
         self.horizon_end = horizon_end
         self.levels = levels
 
+    def get_raw_model(self) -> Forecaster:
+        """The fitted forecaster (MLflow's ``PyFuncModel.get_raw_model`` returns it)."""
+        return self.forecaster
+
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """The forecast rows for the requested years."""
         years = requested_years(model_input)

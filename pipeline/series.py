@@ -26,8 +26,29 @@ DEFAULT_MIN_POINTS = 30
 TIDY_COLUMNS = ("entity", "iso_code", "year", "variable", "value")
 
 
+#: The unit of each variable co2cast forecasts: the one place units are defined (``show``, the
+#: CSV's ``unit`` column, the Parquet metadata and the manifest all read it through :func:`unit_of`).
+UNITS = {"co2": "Mt CO2", "co2_per_capita": "t CO2 per person", "population": "people"}
+
+
+def unit_of(variable: str) -> str:
+    """The unit of a variable: OWID's ``co2`` and every ``*_co2`` are in Mt CO2; ``""`` when unknown."""
+    if variable in UNITS:
+        return UNITS[variable]
+    return UNITS["co2"] if variable.endswith("_co2") else ""
+
+
+def variable_of(sid: str) -> str:
+    """The variable of a series id (``canada.co2_per_capita`` -> ``co2_per_capita``)."""
+    return sid.rsplit(".", 1)[-1]
+
+
 class SeriesError(PermanentError, ValueError):
     """A series cannot be prepared; the message says why and what to do."""
+
+
+class StaleSeries(SeriesError):
+    """A series' data end before the as-of year: a forecast from it would be published as current."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +156,7 @@ def prepare_series(
     Raises:
         SeriesError: for an unknown entity or variable (with close names suggested), duplicate
             years, a gap in the years (the missing years are named), or too short a history.
+        StaleSeries: the data end before ``as_of_year`` (e.g. Czechoslovakia, ending 1991).
     """
     _check_tidy(tidy)
     entities = sorted(tidy["entity"].dropna().astype(str).unique())
@@ -167,6 +189,11 @@ def prepare_series(
         raise SeriesError(
             f"{sid}: the history {years[0]}-{years[-1]} has a gap, no value for {_describe_missing(missing)}; "
             "fill the source or start the series after the gap"
+        )
+    if years[-1] < int(as_of_year):
+        raise StaleSeries(
+            f"{sid}: its data end in {years[-1]}, before the as-of year {as_of_year}; "
+            f"a forecast \"as of {as_of_year}\" from it would be stale: refused"
         )
     if years.size < min_points:
         raise SeriesError(
@@ -218,8 +245,10 @@ def resolve_series(
         found: list[tuple[str, str]] = []
         for (variable, entity), group in rows.groupby(["variable", "entity"], sort=True):
             years = np.unique(group["year"].to_numpy(dtype=np.int64))
-            # prepare_series would refuse an inner gap, so count only a gap-free history.
-            if years.size >= min_points and _longest_tail_run(years) == years.size:
+            # prepare_series would refuse an inner gap or a stale end, so count only a gap-free
+            # history that reaches the as-of year.
+            stale = as_of_year is not None and years[-1] < as_of_year
+            if years.size >= min_points and _longest_tail_run(years) == years.size and not stale:
                 found.append((str(entity), str(variable)))
         return found
 

@@ -63,6 +63,14 @@ class ObjectStore(ABC):
     def uri(self, key: str = "") -> str:
         """A URI a person can paste to find the object."""
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create an object only if it does not exist (a conditional write, atomic on the backend).
+
+        Returns:
+            ``True`` when this call created it, ``False`` when it already existed.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no conditional write")
+
     def read_json(self, key: str) -> Any:
         """Read and parse a JSON object."""
         return json.loads(self.read_bytes(key))
@@ -84,6 +92,10 @@ def _check_key(key: str) -> str:
     if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
         raise StoreConfigError(f"invalid object key {key!r}")
     return key
+
+
+#: Mode of every file the local store writes (rw-r--r--).
+FILE_MODE = 0o644
 
 
 class LocalStore(ObjectStore):
@@ -108,6 +120,8 @@ class LocalStore(ObjectStore):
         # object or the new one, never a partial write.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            # mkstemp creates 0600; a published dataset is world-readable like any other file.
+            os.fchmod(fd, FILE_MODE)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -120,6 +134,17 @@ class LocalStore(ObjectStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return True
+
     def list(self, prefix: str = "") -> list[str]:
         if not self.root.exists():
             return []
@@ -130,7 +155,9 @@ class LocalStore(ObjectStore):
         self._path(key).unlink(missing_ok=True)
 
     def uri(self, key: str = "") -> str:
-        return (self.root.resolve() / key).as_uri() if key else self.root.resolve().as_uri()
+        # Not Path.as_uri(): it percent-encodes (asof%3D2014), which a person cannot paste into a shell.
+        path = self.root.resolve() / key if key else self.root.resolve()
+        return f"file://{path.as_posix()}"
 
 
 class S3Store(ObjectStore):
@@ -202,6 +229,22 @@ class S3Store(ObjectStore):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         except (ClientError, BotoCoreError) as error:
             raise self._failure("write", key, error) from error
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            # S3 conditional write: refused with 412 when the key exists (AWS, MinIO, moto).
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return False
+            raise self._failure("write", key, error) from error
+        except BotoCoreError as error:
+            raise self._failure("write", key, error) from error
+        return True
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from pipeline import layout
 from pipeline.config import Settings
 from pipeline.errors import PermanentError
 from pipeline.payloads import AirflowIds, PublishedForecast, RunPlan, RunTrigger, SummaryLine, TrainedSeries, WorkItem
+from pipeline.testhooks import pause_point
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -226,9 +227,7 @@ def train_series(
         ConfigMismatch: the plan was made with another configuration.
         TrackingUnavailable: MLflow's store is busy or unreachable (transient).
     """
-    import mlflow
-
-    from pipeline import core, ingest, tracking
+    from pipeline import locks, tracking
 
     plan, item = RunPlan.of(plan), WorkItem.of(item)
     ids = AirflowIds.of(airflow) if airflow is not None else None
@@ -237,14 +236,33 @@ def train_series(
         raise ConfigMismatch(
             f"the run plan was made with configuration {plan.config_hash}, this worker has {lineup.config_hash}: plan the run again"
         )
-    with tracking.transient_errors():
-        client = tracking.configure(settings)
-        done = tracking.find_complete_run(client, item.run_key)
-        if done is not None:
-            logger.info("run key %s already trained in MLflow run %s: reusing it", item.run_key, done.info.run_id)
-            return TrainedSeries.of(json.loads(tracking.read_artifact(done.info.run_id, tracking.SUMMARY_ARTIFACT)))
-
     store = open_store(settings)
+
+    def waiting(lock: dict[str, Any]) -> None:
+        logger.warning("run key %s is being trained by %s: waiting to reuse its result", item.run_key, lock.get("owner"))
+
+    # One trainer per run key; dead runs of the key are healed only while holding its lock.
+    with locks.run_key_lock(store, item.run_key, stale_after=settings.lock_stale_seconds, on_wait=waiting):
+        with tracking.transient_errors():
+            client = tracking.configure(settings)
+            done = tracking.find_complete_run(client, item.run_key)
+            if done is not None:
+                logger.info("run key %s already trained in MLflow run %s: reusing it", item.run_key, done.info.run_id)
+                return TrainedSeries.of(json.loads(tracking.read_artifact(done.info.run_id, tracking.SUMMARY_ARTIFACT)))
+            dead = tracking.heal_dead_runs(client, item.series_id, item.run_key)
+            if dead:
+                logger.warning("run key %s: marked %d dead MLflow run(s) FAILED: %s", item.run_key, len(dead), ", ".join(dead))
+        return _train_and_register(settings, store, client, plan, item, ids, lineup)
+
+
+def _train_and_register(
+    settings: Settings, store: ObjectStore, client: Any, plan: RunPlan, item: WorkItem, ids: AirflowIds | None, lineup: Lineup
+) -> TrainedSeries:
+    """The body of :func:`train_series` once it holds the run key's lock and found nothing to reuse."""
+    import mlflow
+
+    from pipeline import core, ingest, tracking
+
     tidy = ingest.read_curated(store, plan.vintage)
     series = core.prepare(tidy, item.entity, item.variable, plan.as_of_year, lineup.spec)
     result = core.run_series(series, lineup.per_series, lineup.select, lineup.spec)
@@ -263,7 +281,9 @@ def train_series(
     }
     with tracking.transient_errors(), mlflow.start_run(run_name=f"{series.series_id} asof={plan.as_of_year}", tags=tags) as parent:
         infos = tracking.log_series_result(result, lineup.spec, tags)
+        pause_point("after_log")
         versions = tracking.register_selection(client, result, infos, item.run_key, {**tags, "co2cast.mlflow_run_id": parent.info.run_id})
+        pause_point("after_register")
         version_tags = {**tags, "co2cast.mlflow_run_id": parent.info.run_id}
         family, version = champion_gate(settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup, version_tags)
         mlflow.set_tag("co2cast.champion", f"v{version} ({family})")
@@ -501,7 +521,7 @@ def publish_series(
     Raises:
         PublishRefused: the table failed the ``forecast_output`` suite; nothing was written.
     """
-    from pipeline import core, tracking
+    from pipeline import artifacts, core, ingest, tracking
     from pipeline.publish import forecast_table, publish
 
     plan, trained = RunPlan.of(plan), TrainedSeries.of(trained)
@@ -511,6 +531,7 @@ def publish_series(
     with tracking.transient_errors():
         tracking.configure(settings)
         model = tracking.load_registered(trained.model_name, trained.champion_version)
+        digest = artifacts.registered_digest(trained.model_name, trained.champion_version)
         diagnostics = tracking.read_artifact(trained.run_id, tracking.DIAGNOSTICS_ARTIFACT)
     table = forecast_table(
         core.forecast_frame(model, plan.as_of_year, plan.horizon_end, lineup.spec.levels),
@@ -528,12 +549,25 @@ def publish_series(
         "model_name": trained.model_name,
         "model_version": trained.champion_version,
         "model_family": trained.champion_family,
+        "model_sha256": json.loads(digest or "{}"),
         "mlflow_run_id": trained.run_id,
         "airflow": ids.to_xcom() if ids else {},
     }
     extras = {"diagnostics.json": diagnostics, "backtest.json": json.dumps(trained.scores, indent=2, sort_keys=True).encode()}
+    item = next((i for i in plan.series if i.series_id == trained.series_id), None)
+    history_max = None
+    if item is not None:  # the forecast is bounded relative to the history it was trained on
+        history = core.prepare(ingest.read_curated(store, plan.vintage), item.entity, item.variable, plan.as_of_year, lineup.spec)
+        history_max = float(history.values.max())
     manifest = publish(
-        store, table, series_id=trained.series_id, run_key=trained.run_key, horizon_end=plan.horizon_end, meta=meta, extras=extras
+        store,
+        table,
+        series_id=trained.series_id,
+        run_key=trained.run_key,
+        horizon_end=plan.horizon_end,
+        meta=meta,
+        extras=extras,
+        history_max=history_max,
     )
     return PublishedForecast(
         series_id=trained.series_id,
@@ -547,13 +581,16 @@ def publish_series(
     )
 
 
-def run_summary(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[SummaryLine]:
-    """One line per series of a run: published for its run key, or not.
+def run_summary(
+    settings: Settings, plan: RunPlan | dict[str, Any], progress: Callable[[str], None] | None = None
+) -> list[SummaryLine]:
+    """One line per series of a run: published for its run key (and why its champion won), or not.
 
     Read from the object store, not from task results, so it also reports series whose tasks
-    failed.
+    failed. ``progress`` gets each series' text as soon as it is read, prefixed ``[i/n]``.
     """
-    from pipeline.publish import read_manifest
+    from pipeline.publish import read_file, read_manifest
+    from pipeline.report import champion_reason
 
     plan = RunPlan.of(plan)
     store = open_store(settings)
@@ -563,12 +600,18 @@ def run_summary(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[Summ
         if manifest is None:
             text = f"{item.series_id}: NOT published for run key {item.run_key} (see the failed task's log)"
             lines.append(SummaryLine(series_id=item.series_id, published=False, text=text))
+            if progress:
+                progress(f"[{len(lines)}/{len(plan.series)}] {text}")
             continue
+        scores = read_file(store, manifest, "backtest.json")
         text = (
             f"{item.series_id}: {manifest.model_name} v{manifest.model_version} ({manifest.model_family}), "
-            f"{manifest.first_year}-{manifest.last_year}, published {store.uri(manifest.key)}"
+            f"{manifest.first_year}-{manifest.last_year}, published {store.uri(manifest.key)}\n"
+            f"    {champion_reason(manifest.model_family, json.loads(scores) if scores else {})}"
         )
         lines.append(SummaryLine(series_id=item.series_id, published=True, manifest=manifest.key, text=text))
+        if progress:
+            progress(f"[{len(lines)}/{len(plan.series)}] {text}")
     return lines
 
 
@@ -578,9 +621,7 @@ def summarize_run(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[Su
     Raises:
         RunIncomplete: a series of the run was not published (the run must not look green).
     """
-    lines = run_summary(settings, plan)
-    for line in lines:
-        print(line.text)
+    lines = run_summary(settings, plan, progress=lambda text: print(text, flush=True))
     missing = [line.series_id for line in lines if not line.published]
     if missing:
         raise RunIncomplete(f"not published: {', '.join(missing)}")
@@ -588,15 +629,45 @@ def summarize_run(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[Su
 
 
 def forecast_all(
-    settings: Settings, trigger: RunTrigger | dict[str, Any] | None = None, lineup: Lineup | None = None
+    settings: Settings,
+    trigger: RunTrigger | dict[str, Any] | None = None,
+    lineup: Lineup | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[tuple[TrainedSeries, PublishedForecast]]:
-    """Plan a run, then train and publish every series in turn (``co2cast forecast``)."""
+    """Plan a run, then train and publish every series in turn (``co2cast forecast``).
+
+    A series that is refused (stale, gap, failed output gate, tampered model…) does not stop
+    the others; the run ends with :class:`RunIncomplete` naming each refused series and why.
+
+    Args:
+        settings: the run's settings.
+        trigger: why the run started (CLI flags).
+        lineup: candidates, policy and spec (default: :func:`production_lineup`).
+        progress: called with one line per series as it starts and as it ends.
+
+    Raises:
+        RunIncomplete: at least one series was refused (after every other one was done).
+    """
     lineup = lineup or production_lineup(settings)
     plan = plan_run(settings, trigger, lineup)
-    results = []
-    for item in plan.series:
-        trained = train_series(settings, plan, item, lineup=lineup)
-        results.append((trained, publish_series(settings, plan, trained, lineup=lineup)))
+    say = progress or (lambda line: None)
+    results, refused = [], []
+    total = len(plan.series)
+    for index, item in enumerate(plan.series, start=1):
+        say(f"[{index}/{total}] {item.series_id}: training and publishing (as of {plan.as_of_year})")
+        try:
+            trained = train_series(settings, plan, item, lineup=lineup)
+            published = publish_series(settings, plan, trained, lineup=lineup)
+        except PermanentError as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            say(f"[{index}/{total}] {item.series_id}: REFUSED: {reason}")
+            refused.append(f"{item.series_id} ({reason})")
+            continue
+        champion = f"champion v{trained.champion_version} ({trained.champion_family})"
+        say(f"[{index}/{total}] {item.series_id}: {champion}, published {published.uri}")
+        results.append((trained, published))
+    if refused:
+        raise RunIncomplete(f"{len(refused)} of {total} series refused, the others were published: " + "; ".join(refused))
     return results
 
 
@@ -610,17 +681,25 @@ def show_forecast(settings: Settings, series_id: str) -> tuple[Manifest, pd.Data
     return read_latest(open_store(settings), series_id)
 
 
-def published_forecasts(settings: Settings) -> list[tuple[Manifest, dict[str, dict[str, float]]]]:
-    """Every series' latest manifest with its candidates' backtest scores (``backtest.json``)."""
-    from pipeline.payloads import Manifest
-    from pipeline.publish import read_file
+def published_forecasts(settings: Settings) -> list[tuple[str, Manifest | None, dict[str, dict[str, float]], str | None]]:
+    """Every series' latest forecast: ``(series_id, manifest, backtest scores, problem)``.
+
+    The files are verified (:func:`pipeline.publish.read_latest`); a series whose manifest or
+    files are missing or changed has ``manifest=None`` and the problem in one line, so one
+    broken series does not hide the others.
+    """
+    from pipeline.publish import read_file, read_latest
 
     store = open_store(settings)
-    out = []
+    out: list[tuple[str, Manifest | None, dict[str, dict[str, float]], str | None]] = []
     for sid in layout.published_series(store.list(layout.FORECASTS)):
-        manifest = Manifest.of(store.read_json(store.read_json(layout.forecast_latest(sid))["manifest"]))
+        try:
+            manifest, _ = read_latest(store, sid)
+        except PermanentError as error:
+            out.append((sid, None, {}, str(error).splitlines()[0]))
+            continue
         scores = read_file(store, manifest, "backtest.json")
-        out.append((manifest, json.loads(scores) if scores else {}))
+        out.append((sid, manifest, json.loads(scores) if scores else {}, None))
     return out
 
 

@@ -1,7 +1,10 @@
 """MLflow: one run per (series, run key), nested runs per candidate, a registry per series.
 
-Models are logged as pyfunc "models from code" (``pipeline/pyfunc_model.py``) whose artefact is
-the forecaster's own JSON + npz files: loading one unpickles nothing. Runs and model versions
+Models are logged with the package's own loader (:mod:`pipeline.pyfunc_loader`, see
+:mod:`pipeline.artifacts`): the artefact is the forecaster's JSON + npz files and no code, every
+registered version carries the sha256 of each file as tag ``co2cast.artifact_sha256``, and every
+load goes through :func:`pipeline.artifacts.load_verified`, which refuses a changed, missing or
+extra file. Loading one unpickles nothing. Runs and model versions
 carry the run key as a tag, so a rerun of the same key finds them and creates nothing new.
 MLflow keeps no alias history: every alias move leaves one short tag on the version it moves
 to (previous version and reason; :func:`alias_tag`), the task layer keeps the full record
@@ -18,9 +21,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +36,6 @@ if TYPE_CHECKING:
     from pipeline.models.base import Forecaster
 
 EXPERIMENT = "co2cast"
-PYFUNC_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"
 RUN_KEY_TAG = "co2cast.run_key"
 FAMILY_TAG = "co2cast.family"
 #: Set last on a parent run: its presence means the run is complete and can be reused.
@@ -102,29 +104,89 @@ def configure(settings: Settings) -> Any:
 
     uri = settings.resolved_tracking_uri
     artifact_location = None
+    database = None
     if uri.startswith("sqlite:///"):
         database = Path(uri.removeprefix("sqlite:///"))
         database.parent.mkdir(parents=True, exist_ok=True)
         artifact_location = (database.parent / "artifacts").as_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    if client.get_experiment_by_name(EXPERIMENT) is None:
-        try:
-            # The kind tag makes the MLflow UI open the experiment on its runs, not the GenAI view.
-            tags = {"mlflow.experimentKind": "custom_model_development"}
-            client.create_experiment(EXPERIMENT, artifact_location=artifact_location, tags=tags)
-        except Exception:  # created by a parallel task in the meantime
-            if client.get_experiment_by_name(EXPERIMENT) is None:
-                raise
-    mlflow.set_experiment(EXPERIMENT)
+    # Two first runs at once would both create (migrate) the SQLite schema and race; one at a
+    # time, under a file lock beside the database. A server store migrates on its own side.
+    with _file_lock(database.with_name(database.name + ".init.lock") if database is not None else None):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        if client.get_experiment_by_name(EXPERIMENT) is None:
+            try:
+                # The kind tag makes the MLflow UI open the experiment on its runs, not the GenAI view.
+                tags = {"mlflow.experimentKind": "custom_model_development"}
+                client.create_experiment(EXPERIMENT, artifact_location=artifact_location, tags=tags)
+            except Exception:  # created by a parallel task in the meantime
+                if client.get_experiment_by_name(EXPERIMENT) is None:
+                    raise
+        mlflow.set_experiment(EXPERIMENT)
     return client
+
+
+@contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` for the body (nothing when ``None``)."""
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def find_complete_run(client: Any, run_key: str) -> Any | None:
     """The finished parent run of a run key that was marked complete, or ``None``."""
     run = find_run(client, run_key)
     return run if run is not None and run.data.tags.get(COMPLETE_TAG) == "true" else None
+
+
+#: Tag set on a run that was found dead (RUNNING with no live owner) and marked FAILED.
+ABANDONED_TAG = "co2cast.abandoned"
+
+
+def heal_dead_runs(client: Any, series_id: str, run_key: str) -> list[str]:
+    """Mark a run key's dead runs FAILED and undo what they registered.
+
+    Call it while holding the run key's lock (:mod:`pipeline.locks`): then no live process owns
+    a RUNNING run of this key, so any such run died (killed, machine lost). It is marked FAILED
+    and tagged :data:`ABANDONED_TAG`. A model version the key registered from a run that is not
+    complete is removed, after its aliases are moved back to the versions they pointed at
+    before it (recorded on it), so the rerun registers afresh and no alias or lineage points
+    at a dead run.
+
+    Returns:
+        The ids of the runs marked FAILED.
+    """
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    query = f"tags.`{RUN_KEY_TAG}` = '{run_key}' and attributes.status = 'RUNNING'"
+    dead = [r.info.run_id for r in client.search_runs([experiment.experiment_id], filter_string=query, max_results=200)]
+    for run_id in dead:
+        client.set_tag(run_id, ABANDONED_TAG, "true")
+        client.set_terminated(run_id, "FAILED")
+    name = registered_name(series_id)
+    complete = find_complete_run(client, run_key)
+    keep = complete.info.run_id if complete is not None else None
+    for version in client.search_model_versions(f"name = '{name}' and tags.`{RUN_KEY_TAG}` = '{run_key}'"):
+        if version.tags.get("co2cast.mlflow_run_id") == keep and keep is not None:
+            continue
+        full = client.get_model_version(name, version.version)
+        for alias in full.aliases:
+            previous = full.tags.get(f"alias.{alias}.previous_version")
+            if previous:
+                client.set_registered_model_alias(name, alias, previous)
+            else:
+                client.delete_registered_model_alias(name, alias)
+        client.delete_model_version(name, version.version)
+    return dead
 
 
 def read_artifact(run_id: str, path: str) -> bytes:
@@ -146,36 +208,34 @@ def find_run(client: Any, run_key: str, parent_only: bool = True) -> Any | None:
     return runs[0] if runs else None
 
 
-def log_forecaster(model: Any, horizon_end: int, levels: tuple[int, ...] = (80, 95), name: str = "model") -> Any:
-    """Log a fitted forecaster in the active run as a pyfunc model from code.
+@dataclass(frozen=True)
+class LoggedModel:
+    """A forecaster logged in a run: its MLflow ``ModelInfo`` and the digest of its stored files."""
 
-    Returns:
-        MLflow's ``ModelInfo`` (``model_uri`` is what :func:`register` takes).
-    """
-    import mlflow
-    import pandas as pd
-    from mlflow.models import infer_signature
+    info: Any
+    digest: dict[str, str]
 
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = model.save(Path(tmp) / "forecaster")
-        first = int(model.years_[-1]) + 1
-        example = pd.DataFrame({"year": [first, first + 1]})
-        output = model.predict(2, levels=levels).to_frame()
-        with warnings.catch_warnings():
-            # MLflow hints about integer columns and input examples; the signature is explicit.
-            warnings.simplefilter("ignore", UserWarning)
-            return mlflow.pyfunc.log_model(
-                name=name,
-                python_model=str(PYFUNC_CODE),
-                artifacts={"model": str(directory)},
-                model_config={"horizon_end": int(horizon_end), "levels": list(levels)},
-                signature=infer_signature(example, output),
-                pip_requirements=[],  # served from an environment with co2cast installed
-            )
+    @property
+    def model_uri(self) -> str:
+        """What :func:`register` takes."""
+        return str(self.info.model_uri)
 
 
-def register(client: Any, model_uri: str, series_id: str, run_key: str, family: str, tags: dict[str, str]) -> Any:
+def log_forecaster(model: Any, horizon_end: int, levels: tuple[int, ...] = (80, 95), name: str = "model") -> LoggedModel:
+    """Log a fitted forecaster in the active run (package-side loader, data only; see :mod:`pipeline.artifacts`)."""
+    from pipeline import artifacts
+
+    info, digest = artifacts.log_forecaster(model, horizon_end, levels, name)
+    return LoggedModel(info=info, digest=digest)
+
+
+def register(
+    client: Any, model_uri: str, series_id: str, run_key: str, family: str, tags: dict[str, str], digest: Mapping[str, str] | None = None
+) -> Any:
     """Register a logged model unless this run key already registered this family.
+
+    The version gets the artefact's digest as tag :data:`pipeline.artifacts.DIGEST_TAG`
+    (computed from the stored files when ``digest`` is not given), so it can be verified on load.
 
     Returns:
         The ``ModelVersion`` (existing or new).
@@ -186,7 +246,10 @@ def register(client: Any, model_uri: str, series_id: str, run_key: str, family: 
     existing = find_version(client, series_id, run_key, family)
     if existing is not None:
         return existing
-    all_tags = {RUN_KEY_TAG: run_key, FAMILY_TAG: family, **tags}
+    from pipeline import artifacts
+
+    digest = dict(digest) if digest is not None else artifacts.stored_digest(model_uri)
+    all_tags = {RUN_KEY_TAG: run_key, FAMILY_TAG: family, **tags, artifacts.DIGEST_TAG: json.dumps(digest, sort_keys=True)}
     return mlflow.register_model(model_uri, name, tags=all_tags)
 
 
@@ -332,7 +395,7 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
         tags: tags for the nested runs (the run key, series, vintage, …).
 
     Returns:
-        Candidate name -> MLflow ``ModelInfo`` of each fitted candidate.
+        Candidate name -> :class:`LoggedModel` of each fitted candidate.
     """
     import mlflow
 
@@ -433,7 +496,7 @@ def register_selection(
     as_of = int(tags[AS_OF_TAG]) if AS_OF_TAG in tags else None
     versions: dict[str, str] = {}
     for name in result.selection.register:
-        version = register(client, infos[name].model_uri, sid, run_key, name, dict(tags))
+        version = register(client, infos[name].model_uri, sid, run_key, name, dict(tags), digest=infos[name].digest)
         versions[name] = str(version.version)
         current = version_as_of(alias_version(client, sid, name))
         if as_of is None or current is None or current <= as_of:
@@ -450,7 +513,11 @@ def mark_complete(summary: Mapping[str, Any]) -> None:
 
 
 def load_registered(model_name: str, version: str) -> Forecaster:
-    """The fitted forecaster inside a registered model version (its JSON + npz; no pickle)."""
-    import mlflow
+    """The fitted forecaster inside a registered model version, verified before it is loaded.
 
-    return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model().forecaster
+    Raises:
+        IntegrityError: a file of the artefact does not match the version's digest tag.
+    """
+    from pipeline import artifacts
+
+    return artifacts.served_forecaster(artifacts.load_registered(model_name, version))

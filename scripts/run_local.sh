@@ -22,7 +22,8 @@ run_step() {
 # Fail in seconds, not after Airflow's retries, when the source cannot be reached.
 echo "==> source: ${CO2CAST_SOURCE:-(the embedded OWID release, data up to 2014)}"
 "$BIN/co2cast" check-source || exit 1
-run_step airflow-db "$BIN/airflow" db migrate
+# Two first runs on one home would migrate the same database at once (a traceback): one at a time.
+run_step airflow-db flock "$CO2CAST_HOME/.airflow-migrate.lock" "$BIN/airflow" db migrate
 run_step co2_ingest "$BIN/airflow" dags test co2_ingest
 grep -h "source unchanged\|new vintage" "$logs/$stamp-co2_ingest.log" | grep -v "Returned value" | tail -n 1 || true
 if [ -f dags/co2_forecast.py ]; then

@@ -11,7 +11,7 @@ CO2CAST = Path(sys.executable).parent / "co2cast"
 
 
 def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CO2CAST_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "MLFLOW_"))}
     env["CO2CAST_HOME"] = str(tmp_path / "home")
     return subprocess.run([str(CO2CAST), *args], capture_output=True, text=True, env=env, timeout=300)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.artifacts import load_registered
 from tests.conftest import run_dag
 
 pytestmark = pytest.mark.e2e
@@ -74,7 +75,7 @@ def test_forecast_dag_registers_and_publishes(dag_backend, airflow_home: Path, o
     for module in (pickle, cloudpickle):
         monkeypatch.setattr(module, "load", lambda *a, **k: pytest.fail("pickle load called while loading a model"))
         monkeypatch.setattr(module, "loads", lambda *a, **k: pytest.fail("pickle loads called while loading a model"))
-    champion = mlflow.pyfunc.load_model("models:/co2cast.canada.co2_per_capita@champion")
+    champion = load_registered("co2cast.canada.co2_per_capita", "champion")
     part = champion.predict(pd.DataFrame({"year": [2030, 2031, 2032]}))
     assert part["year"].tolist() == [2030, 2031, 2032]
     published = store.read_json("forecasts/canada.co2_per_capita/latest.json")
@@ -83,7 +84,7 @@ def test_forecast_dag_registers_and_publishes(dag_backend, airflow_home: Path, o
     assert part["mean"].to_numpy() == pytest.approx(expected, rel=1e-12)
     with pytest.raises(Exception, match=r"2015\.\.2050"):
         champion.predict(pd.DataFrame({"year": [2051]}))
-    lstm = mlflow.pyfunc.load_model("models:/co2cast.canada.co2_per_capita@lstm")
+    lstm = load_registered("co2cast.canada.co2_per_capita", "lstm")
     assert len(lstm.predict(pd.DataFrame({"year": [2015]}))) == 1
 
     # A rerun of the same key: no new version, no file rewritten.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,34 @@ def test_failed_forecast_validation_publishes_nothing(store: ObjectStore, case: 
     assert store.list() == keys, "a refused forecast must not write a single file"
     assert store.read_bytes(f"forecasts/{SID}/latest.json") == pointer
     assert store.read_json(f"forecasts/{SID}/latest.json")["manifest"] == good.key
+
+
+@pytest.mark.parametrize(("column", "factor"), [("mean", 4.0), ("hi_95", 20.0)])
+def test_a_forecast_far_above_its_history_is_refused_in_one_line(store: ObjectStore, column: str, factor: float) -> None:
+    table = _table()
+    history_max = 10.1  # the series behind _table() never exceeds 10.1
+    within = table.copy()
+    publish(store, within, series_id=SID, run_key="ok", horizon_end=2050, meta={"as_of_year": 2014}, history_max=history_max)
+    keys = store.list()
+    bad = table.copy()
+    bad.loc[bad.index[-1], column] = factor * history_max * 1.01
+    if column == "mean":
+        bad.loc[bad.index[-1], ["hi_80", "hi_95"]] = factor * history_max * 1.02
+    with pytest.raises(PublishRefused, match=r"historic maximum") as raised:
+        publish(store, bad, series_id=SID, run_key="bad", horizon_end=2050, meta={"as_of_year": 2014}, history_max=history_max)
+    assert "\n" not in str(raised.value)
+    assert store.list() == keys
+
+
+def test_units_in_the_csv_the_parquet_metadata_and_the_manifest(store: ObjectStore) -> None:
+    import pyarrow.parquet as pq
+
+    manifest = _publish(store, _table())
+    assert manifest.unit == "t CO2 per person"
+    csv = pd.read_csv(io.BytesIO(store.read_bytes(manifest.file("forecast.csv").key)))
+    assert set(csv["unit"]) == {"t CO2 per person"}
+    schema = pq.read_schema(io.BytesIO(store.read_bytes(manifest.file("forecast.parquet").key)))
+    assert schema.metadata[b"co2cast.unit"] == b"t CO2 per person"
 
 
 def test_latest_follows_the_newest_as_of_year(store: ObjectStore) -> None:

@@ -78,3 +78,15 @@ def test_open_store_uris(tmp_path: Path) -> None:
         open_store("s3://")
     with pytest.raises(ValueError, match="unsupported"):
         open_store("gs://bucket/x")
+
+
+def test_local_files_are_world_readable_and_uris_plain(tmp_path: Path) -> None:
+    import stat
+
+    store = LocalStore(tmp_path / "root")
+    store.write_bytes("forecasts/x/asof=2014/k/manifest.json", b"{}")
+    mode = stat.S_IMODE((tmp_path / "root/forecasts/x/asof=2014/k/manifest.json").stat().st_mode)
+    assert mode == 0o644
+    uri = store.uri("forecasts/x/asof=2014/k/manifest.json")
+    assert "asof=2014" in uri and "%" not in uri
+    assert isinstance(open_store(store.uri()), LocalStore) and open_store(store.uri()).root == (tmp_path / "root").resolve()

@@ -1,4 +1,4 @@
-"""MLflow registry: models from code, per-family aliases, alias history as tags, rollback."""
+"""MLflow registry: verified artefacts, per-family aliases, alias history as tags, rollback."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from pipeline import tracking
+from pipeline.artifacts import DIGEST_TAG, load_registered
 from pipeline.config import Settings
 from pipeline.models.baselines import DriftForecaster, NaiveForecaster
 
@@ -56,7 +57,7 @@ def test_alias_moves_are_recorded_and_roll_back(client, tmp_path: Path) -> None:
     assert str(tracking.alias_version(client, SID, "champion").version) == str(v1.version)
 
     # The pyfunc serves any year range after the data up to the horizon end; nothing else.
-    model = mlflow.pyfunc.load_model(f"models:/{tracking.registered_name(SID)}@champion")
+    model = load_registered(tracking.registered_name(SID), "champion")
     out = model.predict(pd.DataFrame({"year": [2012, 2011]}))
     assert out["year"].tolist() == [2011, 2012]
     expected = NaiveForecaster().fit(np.linspace(1, 5, years.size), years).predict(2).mean
@@ -74,3 +75,21 @@ def test_rollback_without_history_is_refused(client) -> None:
     with pytest.raises(ValueError, match="no previous version"):
         tracking.rollback_alias(client, SID)
     assert str(tracking.alias_version(client, SID, "champion").version) == str(v1.version)
+
+
+def test_every_version_carries_its_digest_and_a_tampered_one_is_refused(client) -> None:
+    from urllib.parse import unquote, urlparse
+
+    from pipeline.artifacts import IntegrityError
+
+    years = np.arange(1950, 2011)
+    version = _register(client, DriftForecaster().fit(np.linspace(1, 5, years.size), years), "k1", "drift")
+    assert DIGEST_TAG in client.get_model_version(tracking.registered_name(SID), version.version).tags
+    forecaster = tracking.load_registered(tracking.registered_name(SID), str(version.version))
+    assert forecaster.predict(1).mean[0] == pytest.approx(5 + 4 / 60)
+    source = client.get_model_version(tracking.registered_name(SID), version.version).source  # models:/m-<id>
+    stored = Path(unquote(urlparse(mlflow.get_logged_model(source.rsplit("/", 1)[-1]).artifact_location).path))
+    model_json = next(stored.rglob("model.json"))
+    model_json.write_text(model_json.read_text().replace("1", "2", 1))
+    with pytest.raises(IntegrityError, match=r"model\.json does not match"):
+        tracking.load_registered(tracking.registered_name(SID), str(version.version))

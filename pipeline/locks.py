@@ -1,0 +1,106 @@
+"""One trainer per run key: a lock object created with the store's conditional write.
+
+A run key trains once. Before training, :func:`run_key_lock` creates ``locks/<run_key>.json``
+with a conditional write (S3 ``IfNoneMatch='*'``, an ``O_EXCL`` file locally), which exactly one
+of several concurrent callers wins. The others wait for the lock to go away and then find the
+winner's complete MLflow run and reuse it. A lock whose owner died is broken: at once when the
+owner was a process on this machine that no longer exists, otherwise when it is older than the
+stale timeout (``CO2CAST_LOCK_STALE_SECONDS``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pipeline import layout
+from pipeline.errors import TransientError
+from pipeline.store import ObjectStore
+
+logger = logging.getLogger(__name__)
+
+#: A lock older than this is considered abandoned (its owner died on another machine).
+DEFAULT_STALE_SECONDS = 3600.0
+#: How long a second caller waits for the first to finish before giving up (transient: retried).
+DEFAULT_WAIT_SECONDS = 3600.0
+POLL_SECONDS = 2.0
+
+
+class RunKeyBusy(TransientError):
+    """Another process is training this run key and did not finish in time; a retry will reuse its result."""
+
+
+def owner_id() -> str:
+    """``host:pid`` of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def owner_is_dead(lock: dict[str, Any], now: float, stale_after: float) -> bool:
+    """Whether a lock's owner is gone: a dead local process, or a lock older than ``stale_after``."""
+    host, _, pid = str(lock.get("owner", "")).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+        return True
+    return now - float(lock.get("created", 0.0)) > stale_after
+
+
+@contextmanager
+def run_key_lock(
+    store: ObjectStore,
+    run_key: str,
+    *,
+    stale_after: float = DEFAULT_STALE_SECONDS,
+    wait: float = DEFAULT_WAIT_SECONDS,
+    on_wait: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[bool]:
+    """Hold the lock of a run key while the body runs.
+
+    Yields:
+        ``True`` when this caller took the lock at once; ``False`` when it had to wait for
+        another owner first (the caller should then look for that owner's result before training).
+
+    Raises:
+        RunKeyBusy: another live owner held the lock for longer than ``wait`` seconds.
+    """
+    key = layout.run_lock(run_key)
+    waited = False
+    deadline = time.monotonic() + wait
+    while True:
+        record = {"owner": owner_id(), "created": time.time(), "run_key": run_key}
+        if store.create_exclusive(key, json.dumps(record).encode()):
+            break
+        current = store.read_json_or_none(key)
+        if current is None:  # released between our attempt and the read
+            continue
+        if owner_is_dead(current, time.time(), stale_after):
+            logger.warning("breaking the lock of run key %s held by %s (its owner is gone)", run_key, current.get("owner"))
+            store.delete(key)
+            continue
+        if time.monotonic() > deadline:
+            raise RunKeyBusy(f"run key {run_key} is being trained by {current.get('owner')}; retry later to reuse its result")
+        if not waited and on_wait is not None:
+            on_wait(current)
+        waited = True
+        time.sleep(POLL_SECONDS)
+    try:
+        yield not waited
+    finally:
+        # Only our own lock: if ours was broken as stale meanwhile, the new owner's stays.
+        current = store.read_json_or_none(key)
+        if current is not None and current.get("owner") == record["owner"] and current.get("created") == record["created"]:
+            store.delete(key)

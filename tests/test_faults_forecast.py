@@ -1,0 +1,393 @@
+"""Fault injection for the forecast half of issue #9.
+
+Each case starts from a store with a curated vintage and (mostly) one forecast already published
+as of 2013, injects one fault into a run as of 2014, and checks: the error is one line; nothing
+is published, registered or moved that should not be (``latest.json`` and ``@champion`` as
+before, no manifest a reader can follow); and a rerun heals (one version per family for the run
+key, lineage on a FINISHED run, the forecast published and verified).
+
+Kills are made deterministic with the test-only hook of :mod:`pipeline.testhooks`: the run
+sleeps at a named point, the test waits for its "paused at" line and sends SIGKILL. The
+subprocess runs the real forecast code (``tasks.forecast_all``) with a cheap baseline line-up
+so a case takes seconds; one case runs the ``co2cast forecast`` command itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import ingest, tasks, tracking
+from pipeline.candidates import NewestFamilyChampion
+from pipeline.config import Settings
+from pipeline.core import ForecastSpec
+from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
+from pipeline.payloads import RunTrigger
+from pipeline.publish import PublishFailed, read_latest
+from pipeline.store import LocalStore, StoreUnavailable, open_store
+
+SERIES = "Canada:co2_per_capita"
+SID = "canada.co2_per_capita"
+ROOT = Path(__file__).resolve().parents[1]
+CO2CAST = Path(sys.executable).parent / "co2cast"
+
+#: The subprocess: the real forecast steps with a cheap line-up, for the series and as-of year given.
+DRIVER = """
+import sys
+from pipeline import tasks
+from pipeline.candidates import NewestFamilyChampion
+from pipeline.config import get_settings
+from pipeline.core import ForecastSpec
+from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
+from pipeline.payloads import RunTrigger
+
+settings = get_settings()
+lineup = tasks.Lineup(
+    candidates={"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster()},
+    select=NewestFamilyChampion(champion="drift", always_register=("drift", "naive")),
+    spec=ForecastSpec(horizon_end=settings.horizon_end),
+)
+trigger = RunTrigger(run_type="cli", series=sys.argv[1], as_of_year=int(sys.argv[2]))
+tasks.forecast_all(settings, trigger, lineup, progress=lambda line: print(line, flush=True))
+"""
+
+
+def _lineup(settings: Settings) -> tasks.Lineup:
+    return tasks.Lineup(
+        candidates={"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster()},
+        select=NewestFamilyChampion(champion="drift", always_register=("drift", "naive")),
+        spec=ForecastSpec(horizon_end=settings.horizon_end),
+    )
+
+
+def _env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "MLFLOW_"))}
+    env.update(
+        CO2CAST_HOME=str(settings.home),
+        CO2CAST_STORE_URI=settings.resolved_store_uri,
+        MLFLOW_TRACKING_URI=settings.resolved_tracking_uri,
+        **extra,
+    )
+    return env
+
+
+def _driver(settings: Settings, as_of: int = 2014, **extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, SERIES, str(as_of)],
+        env=_env(settings, **extra),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_pause(process: subprocess.Popen[str], point: str) -> None:
+    assert process.stderr is not None
+    for line in process.stderr:  # blocks until the line comes (or the process ends)
+        if f"co2cast-test: paused at {point}" in line:
+            return
+    pytest.fail(f"the run ended without pausing at {point}: {process.wait()}")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, small_owid: Path) -> Settings:
+    """A curated vintage and a forecast published as of 2013 (the previous champion)."""
+    settings = Settings(home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    ingest.ingest(settings, tasks.open_store(settings), str(small_owid))
+    tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2013), _lineup(settings))
+    return settings
+
+
+def _state(settings: Settings) -> dict[str, Any]:
+    """What a reader or a model user can see: latest.json, @champion, the registry's versions."""
+    store = tasks.open_store(settings)
+    client = tracking.configure(settings)
+    champion = tracking.alias_version(client, SID, "champion")
+    return {
+        "latest": store.read_bytes(f"forecasts/{SID}/latest.json"),
+        "champion": str(champion.version) if champion else None,
+        "versions": sorted(str(v.version) for v in client.search_model_versions(f"name = '{tracking.registered_name(SID)}'")),
+    }
+
+
+def _run_key(settings: Settings, as_of: int = 2014) -> str:
+    plan = tasks.plan_run(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=as_of), _lineup(settings))
+    return plan.series[0].run_key
+
+
+def _assert_healed(settings: Settings, run_key: str) -> None:
+    """One version per registered family for the key, lineage on a FINISHED complete run, published and verified."""
+    client = tracking.configure(settings)
+    versions = client.search_model_versions(f"name = '{tracking.registered_name(SID)}' and tags.`{tracking.RUN_KEY_TAG}` = '{run_key}'")
+    families = [v.tags[tracking.FAMILY_TAG] for v in versions]
+    assert sorted(families) == sorted(set(families)) == ["drift", "naive"], families
+    champion = tracking.alias_version(client, SID, "champion")
+    assert champion.tags[tracking.RUN_KEY_TAG] == run_key
+    lineage = client.get_run(champion.tags["co2cast.mlflow_run_id"])
+    assert lineage.info.status == "FINISHED" and lineage.data.tags.get(tracking.COMPLETE_TAG) == "true"
+    manifest, table = read_latest(tasks.open_store(settings), SID)
+    assert manifest.run_key == run_key and manifest.as_of_year == 2014 and table["year"].min() == 2015
+    runs = client.search_runs(
+        [client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id], filter_string=f"tags.`{tracking.RUN_KEY_TAG}` = '{run_key}'"
+    )
+    assert not [r for r in runs if r.info.status == "RUNNING"], "no run of the key may stay RUNNING"
+
+
+# -- kill -9 ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("point", ["after_log", "after_register", "after_files", "after_manifest"])
+def test_kill_9_then_a_healed_rerun(settings: Settings, point: str) -> None:
+    before = _state(settings)
+    run_key = _run_key(settings)
+    process = _driver(settings, CO2CAST_TEST_PAUSE_AT=point)
+    _wait_for_pause(process, point)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+
+    # Nothing visible moved: a reader still follows latest.json to the 2013 forecast.
+    store = tasks.open_store(settings)
+    assert store.read_bytes(f"forecasts/{SID}/latest.json") == before["latest"]
+    assert read_latest(store, SID)[0].as_of_year == 2013
+    client = tracking.configure(settings)
+    if point in ("after_log", "after_register"):
+        assert tracking.find_complete_run(client, run_key) is None
+        assert store.list(f"forecasts/{SID}/asof=2014/") == []
+
+    healed = _driver(settings)
+    out, err = healed.communicate(timeout=600)
+    assert healed.returncode == 0, err[-3000:]
+    assert f"[1/1] {SID}: champion" in out
+    _assert_healed(settings, run_key)
+    if point in ("after_log", "after_register"):
+        dead = client.search_runs(
+            [client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id],
+            filter_string=f"tags.`{tracking.RUN_KEY_TAG}` = '{run_key}' and tags.`{tracking.ABANDONED_TAG}` = 'true'",
+        )
+        assert dead and all(r.info.status == "FAILED" for r in dead)
+    # The previous champion is the rollback target of the new one, as after a clean run.
+    champion = tracking.alias_version(client, SID, "champion")
+    assert champion.tags["alias.champion.previous_version"] == before["champion"]
+
+
+# -- two runs of one key at once ----------------------------------------------------------------
+
+
+def test_two_concurrent_runs_of_one_key_train_once(settings: Settings) -> None:
+    run_key = _run_key(settings)
+    first = _driver(settings, CO2CAST_TEST_PAUSE_AT="after_log", CO2CAST_TEST_PAUSE_SECONDS="6")
+    _wait_for_pause(first, "after_log")  # the first holds the key's lock now
+    second = _driver(settings)
+    out2, err2 = second.communicate(timeout=600)
+    first.wait(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, err2[-3000:]
+    assert "waiting to reuse" in err2 and "reusing it" not in out2  # it waited, then found the result
+    client = tracking.configure(settings)
+    parents = [
+        r
+        for r in client.search_runs(
+            [client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id], filter_string=f"tags.`{tracking.RUN_KEY_TAG}` = '{run_key}'"
+        )
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
+    assert len(parents) == 1, "one run key trains once"
+    _assert_healed(settings, run_key)
+    assert tasks.open_store(settings).list("locks/") == []
+
+
+def test_a_lock_left_by_a_dead_owner_is_broken(settings: Settings) -> None:
+    run_key = _run_key(settings)
+    store = tasks.open_store(settings)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    owner = f"{socket.gethostname()}:{dead.stdout.strip()}"
+    store.write_json(f"locks/{run_key}.json", {"owner": owner, "created": time.time(), "run_key": run_key})
+    tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014), _lineup(settings))
+    _assert_healed(settings, run_key)
+
+
+# -- the store fails mid-publish ---------------------------------------------------------------
+
+
+class _FullDisk(LocalStore):
+    """A local store whose writes fail with ENOSPC after ``room`` more files."""
+
+    def __init__(self, root: Path, room: int) -> None:
+        super().__init__(root)
+        self.room = room
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        if key.startswith("forecasts/"):
+            if self.room <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.room -= 1
+        super().write_bytes(key, data)
+
+
+@pytest.mark.parametrize("room", [0, 2, 4, 5], ids=["first-file", "third-file", "manifest", "latest"])
+def test_disk_full_during_publish(settings: Settings, room: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = _state(settings)
+    run_key = _run_key(settings)
+    root = Path(settings.resolved_store_uri.removeprefix("file://"))
+    monkeypatch.setattr(tasks, "open_store", lambda s: _FullDisk(root, room))
+    with pytest.raises(PublishFailed) as raised:
+        tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014), _lineup(settings))
+    message = str(raised.value)
+    assert "\n" not in message and "No space left on device" in message and "latest.json did not move" in message
+    store = LocalStore(root)
+    assert store.read_bytes(f"forecasts/{SID}/latest.json") == before["latest"]
+    assert read_latest(store, SID)[0].as_of_year == 2013
+
+    monkeypatch.undo()
+    tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014), _lineup(settings))
+    _assert_healed(settings, run_key)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_s3_down_mid_publish(tmp_path: Path, small_owid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # fail in seconds while the server is down
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="down")
+        settings = Settings(
+            home=tmp_path / "home", store_uri="s3://down/co2cast", s3_endpoint_url=endpoint, mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"
+        )
+        ingest.ingest(settings, tasks.open_store(settings), str(small_owid))
+        tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2013), _lineup(settings))
+        before = _state(settings)
+        run_key = _run_key(settings)
+
+        from pipeline import publish
+
+        def stop_server(name: str) -> None:
+            if name == "after_files":
+                server.stop()
+
+        monkeypatch.setattr(publish, "pause_point", stop_server)
+        with pytest.raises(StoreUnavailable) as raised:
+            tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014), _lineup(settings))
+        assert "\n" not in str(raised.value) and "retry later" in str(raised.value)
+    finally:
+        server.stop()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)  # the same S3, back up
+    server.start()
+    try:
+        monkeypatch.undo()
+        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(key, value)
+        store = open_store("s3://down/co2cast", endpoint_url=endpoint)
+        assert store.read_bytes(f"forecasts/{SID}/latest.json") == before["latest"]
+        assert not [k for k in store.list(f"forecasts/{SID}/asof=2014/") if k.endswith("manifest.json")]
+        tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014), _lineup(settings))
+        _assert_healed(settings, run_key)
+    finally:
+        server.stop()
+
+
+# -- a tampered model in the registry -----------------------------------------------------------
+
+
+def test_a_tampered_model_json_is_refused_on_publish(settings: Settings) -> None:
+    from urllib.parse import unquote, urlparse
+
+    import mlflow
+
+    from pipeline.artifacts import IntegrityError
+
+    before = _state(settings)
+    lineup = _lineup(settings)
+    plan = tasks.plan_run(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014), lineup)
+    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    client = tracking.configure(settings)
+    source = client.get_model_version(trained.model_name, trained.champion_version).source
+    stored = Path(unquote(urlparse(mlflow.get_logged_model(source.rsplit("/", 1)[-1]).artifact_location).path))
+    model_json = next(stored.rglob("model.json"))
+    original = model_json.read_bytes()
+    document = json.loads(original)
+    model_json.write_text(json.dumps(document).replace("1", "7", 1))  # one digit changed
+
+    with pytest.raises(IntegrityError, match=r"model\.json does not match its recorded sha256") as raised:
+        tasks.publish_series(settings, plan, trained, lineup=lineup)
+    assert "\n" not in str(raised.value) and trained.model_name in str(raised.value)
+    store = tasks.open_store(settings)
+    assert store.read_bytes(f"forecasts/{SID}/latest.json") == before["latest"]
+    assert store.list(f"forecasts/{SID}/asof=2014/") == []
+
+    model_json.write_bytes(original)  # restored from a backup: publishing heals
+    tasks.publish_series(settings, plan, trained, lineup=lineup)
+    _assert_healed(settings, trained.run_key)
+
+
+# -- refusals and what a person reads -----------------------------------------------------------
+
+
+def test_stale_series_and_an_as_of_year_beyond_the_data_are_refused(tmp_path: Path, owid_csv: Path) -> None:
+    lines = owid_csv.read_text().splitlines()
+    source = tmp_path / "owid.csv"
+    source.write_text("\n".join([lines[0], *[ln for ln in lines[1:] if ln.split(",")[1] in {"Canada", "Czechoslovakia", "World"}]]) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "MLFLOW_"))}
+    env["CO2CAST_HOME"] = str(tmp_path / "home")
+    env["CO2CAST_DATA_DIRS"] = str(tmp_path)
+
+    def co2cast(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(CO2CAST), *args], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    assert co2cast("ingest", "--source", str(source)).returncode == 0
+    beyond = co2cast("forecast", "--as-of-year", "2049")
+    assert beyond.returncode == 1 and "Traceback" not in beyond.stderr
+    assert beyond.stderr.strip().splitlines()[-1].startswith("error: as-of year 2049 is after the latest year 2014")
+    assert not (tmp_path / "home" / "store" / "forecasts").exists()
+
+    run = co2cast("forecast", "--series", "Czechoslovakia:co2,Canada:co2_per_capita")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of 2 series refused") and "czechoslovakia.co2" in last and "data end in 1991" in last
+    assert "[2/2] canada.co2_per_capita: champion" in run.stdout  # the other series was done
+    store = LocalStore(tmp_path / "home" / "store")
+    assert [k for k in store.list("forecasts/") if k.endswith("latest.json")] == [f"forecasts/{SID}/latest.json"]
+
+    show = co2cast("show", SID, "--csv")
+    assert show.returncode == 0 and show.stdout.splitlines()[0] == "year,mean,lo_80,hi_80,lo_95,hi_95,unit"
+    assert all(line.endswith(",t CO2 per person") for line in show.stdout.splitlines()[1:])
+    summary = co2cast("summary")
+    assert "asof=2014" in summary.stdout and "%3D" not in summary.stdout
+    assert "champion arima: backtest MASE" in summary.stdout and "naive" in summary.stdout
+
+    # A tampered or deleted published file: one line each, no traceback.
+    manifest = store.read_json(f"forecasts/{SID}/latest.json")["manifest"]
+    parquet = manifest.replace("manifest.json", "forecast.parquet")
+    store.write_bytes(parquet, store.read_bytes(parquet) + b"x")
+    for command in (("show", SID), ("summary",)):
+        result = co2cast(*command)
+        assert "Traceback" not in result.stderr
+        text = result.stderr if command[0] == "show" else result.stdout
+        assert "forecast.parquet does not match its sha256" in text, text
+    store.delete(manifest)
+    shown = co2cast("show", SID)
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr and "which is missing" in shown.stderr.strip().splitlines()[-1]
+    summary = co2cast("summary")
+    assert "Traceback" not in summary.stderr and f"{SID}: NOT READABLE" in summary.stdout and "which is missing" in summary.stdout
+
