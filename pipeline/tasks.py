@@ -318,6 +318,9 @@ def publish_series(
     manifest = publish(
         store, table, series_id=trained.series_id, run_key=trained.run_key, horizon_end=plan.horizon_end, meta=meta, extras=extras
     )
+    item = next((i for i in plan.series if i.series_id == trained.series_id), None)
+    if item is not None:  # the track record: every earlier forecast against this vintage's actuals
+        score_series(settings, plan, item, trained.run_id)
     return PublishedForecast(
         series_id=trained.series_id,
         manifest=manifest.key,
@@ -328,6 +331,32 @@ def publish_series(
         model_version=trained.champion_version,
         mase=trained.scores[trained.champion_family].get("mase"),
     )
+
+
+def score_series(settings: Settings, plan: RunPlan | dict[str, Any], item: WorkItem | dict[str, Any], run_id: str | None = None) -> Any:
+    """Score every published forecast of a series against the plan vintage's actuals.
+
+    Writes ``scorecards/<series_id>.parquet`` (:mod:`pipeline.track_record`; unchanged bytes
+    are not rewritten) and logs the summary (errors by family and horizon, interval hits,
+    MAE relative to naive) as metrics ``scorecard.<family>.h<horizon>.*`` of the series'
+    MLflow run ``run_id`` in one batch.
+
+    Returns:
+        The :class:`pipeline.track_record.ScorecardResult`.
+    """
+    from pipeline import ingest, track_record, tracking
+
+    plan, item = RunPlan.of(plan), WorkItem.of(item)
+    store = open_store(settings)
+    actuals = track_record.actuals_of(ingest.read_curated(store, plan.vintage), item.entity, item.variable)
+    result = track_record.score_and_write(store, item.series_id, actuals, plan.vintage)
+    logger.info("%s", result.describe())
+    if run_id and result.rows:
+        with tracking.transient_errors():
+            client = tracking.configure(settings)
+            tags = {"co2cast.scorecard": store.uri(result.key), "co2cast.scorecard_rows": str(result.rows)}
+            tracking.log_metrics_once(client, run_id, track_record.summary_metrics(result.summary), tags)
+    return result
 
 
 def run_summary(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[SummaryLine]:

@@ -335,3 +335,24 @@ def load_registered(model_name: str, version: str) -> Forecaster:
     import mlflow
 
     return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model().forecaster
+
+
+def log_metrics_once(client: Any, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None) -> int:
+    """Log metrics (and tags) to a run in one batch, leaving out values the run already holds.
+
+    A rerun with the same values logs nothing, so a metric's history gains a step only when its
+    value changes. Returns how many metrics were logged.
+    """
+    import time
+
+    from mlflow.entities import Metric, RunTag
+
+    data = client.get_run(run_id).data
+    now = int(time.time() * 1000)
+    fresh = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items()) if data.metrics.get(k) != float(v)]
+    new_tags = [RunTag(k, str(v)) for k, v in sorted((tags or {}).items()) if data.tags.get(k) != str(v)]
+    for start in range(0, max(len(fresh), 1), 1000):  # MLflow takes at most 1000 metrics per batch
+        chunk = fresh[start : start + 1000]
+        if chunk or (start == 0 and new_tags):
+            client.log_batch(run_id, metrics=chunk, tags=new_tags if start == 0 else [])
+    return len(fresh)
