@@ -113,6 +113,8 @@ class TrainedSeries(Payload):
     scores: dict[str, dict[str, float]]
     as_of_year: int
     vintage: str
+    revision: dict[str, Any] | None = None
+    provisional: bool = False
 
 
 class ManifestFile(Payload):

@@ -150,7 +150,7 @@ def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = N
         SeriesError: the series spec names no series or an unknown one.
     """
     from pipeline import ingest
-    from pipeline.plan import PlanError, as_of_year_for
+    from pipeline.plan import PlanError, as_of_year_for, without_aggregates
     from pipeline.plan import plan_run as build_plan
 
     trigger = RunTrigger.of(trigger) if trigger is not None else RunTrigger(run_type="cli")
@@ -166,11 +166,15 @@ def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = N
         if pointer is None:
             raise PlanError(f"no curated vintage in {store.uri()}: run co2_ingest (or `co2cast ingest`) first")
     as_of_year = as_of_year_for(trigger.run_type, trigger.logical_date, int(pointer["latest_year"]), trigger.as_of_year)
+    tidy = ingest.read_curated(store, pointer["vintage"])
+    spec = trigger.series or settings.series
+    if spec.strip() == "all" and not settings.include_aggregates:
+        tidy = without_aggregates(tidy)
     return build_plan(
-        ingest.read_curated(store, pointer["vintage"]),
+        tidy,
         vintage=pointer["vintage"],
         as_of_year=as_of_year,
-        series_spec=trigger.series or settings.series,
+        series_spec=spec,
         horizon_end=settings.horizon_end,
         cfg_hash=lineup.config_hash,
         min_points=lineup.spec.min_points,
@@ -205,11 +209,17 @@ def train_series(
         ConfigMismatch: the plan was made with another configuration.
         TrackingUnavailable: MLflow's store is busy or unreachable (transient).
     """
+    plan, item = RunPlan.of(plan), WorkItem.of(item)
+    # The cheap path first: a run key already published carries what it trained (no MLflow, no model).
+    published = _published_training(settings, plan, item)
+    if published is not None:
+        logger.info("%s: run key %s already published (%s): skipped", item.series_id, item.run_key, published.run_id)
+        return published
+
     import mlflow
 
     from pipeline import core, ingest, tracking
 
-    plan, item = RunPlan.of(plan), WorkItem.of(item)
     ids = AirflowIds.of(airflow) if airflow is not None else None
     lineup = lineup or production_lineup(settings)
     if lineup.config_hash != plan.config_hash:
@@ -226,6 +236,8 @@ def train_series(
     store = open_store(settings)
     tidy = ingest.read_curated(store, plan.vintage)
     series = core.prepare(tidy, item.entity, item.variable, plan.as_of_year, lineup.spec)
+    revision = history_revision(settings, store, plan, item, series)
+    provisional = _is_provisional(tidy, item, plan.as_of_year)
     result = core.run_series(series, lineup.candidates, lineup.select, lineup.spec)
     assert result.selection is not None
 
@@ -240,7 +252,11 @@ def train_series(
         "co2cast.gx_result": store.uri(layout.curated_gx_result(plan.vintage)),
         **({f"airflow.{k}": v for k, v in ids.to_xcom().items()} if ids else {}),
     }
+    if revision is not None:
+        tags |= {"co2cast.revision": revision.describe(), "co2cast.revision_material": str(revision.material).lower()}
     with tracking.transient_errors(), mlflow.start_run(run_name=f"{series.series_id} asof={plan.as_of_year}", tags=tags) as parent:
+        if revision is not None:
+            mlflow.log_params({f"revision_{k}": v for k, v in revision.to_dict().items()})
         infos = tracking.log_series_result(result, lineup.spec, tags)
         versions = tracking.register_selection(
             client, result, infos, item.run_key, {**tags, "co2cast.mlflow_run_id": parent.info.run_id}
@@ -257,9 +273,61 @@ def train_series(
             scores={name: {k: round(float(v), 6) for k, v in s.items()} for name, s in result.scores().items()},
             as_of_year=plan.as_of_year,
             vintage=plan.vintage,
+            revision=revision.to_dict() | {"text": revision.describe()} if revision is not None else None,
+            provisional=provisional,
         )
         tracking.mark_complete(trained.to_xcom())
     return trained
+
+
+def _published_training(settings: Settings, plan: RunPlan, item: WorkItem) -> TrainedSeries | None:
+    """What a run key's published manifest says was trained, or ``None`` (not published, or an older manifest)."""
+    found = open_store(settings).read_json_or_none(layout.forecast_manifest(item.series_id, plan.as_of_year, item.run_key))
+    if found is None or "trained" not in found:
+        return None
+    return TrainedSeries.of(found["trained"])
+
+
+def _is_provisional(tidy: pd.DataFrame, item: WorkItem, as_of_year: int) -> bool:
+    """Whether the vintage flags the series' as-of year provisional (its newest year)."""
+    if "provisional" not in tidy.columns:
+        return False
+    row = tidy.loc[(tidy["entity"] == item.entity) & (tidy["variable"] == item.variable) & (tidy["year"] == as_of_year), "provisional"]
+    return bool(row.any())
+
+
+def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item: WorkItem, series: Any) -> Any:
+    """How this vintage revised the history the series' last published forecast was trained on.
+
+    Compares (:func:`pipeline.revisions.compare_histories`, threshold
+    ``CO2CAST_REVISION_THRESHOLD``) the series as the last published forecast's vintage held
+    it, up to that forecast's as-of year, with the prepared series of this run. Logs a warning
+    when the revision is material.
+
+    Returns:
+        The :class:`pipeline.revisions.Revision`, or ``None`` when nothing was published yet,
+        the last forecast used this very vintage, or its vintage is no longer readable.
+    """
+    import pandas as pd
+
+    from pipeline import ingest, track_record
+    from pipeline.revisions import compare_histories
+
+    pointer = store.read_json_or_none(layout.forecast_latest(item.series_id))
+    manifest = store.read_json_or_none(pointer["manifest"]) if pointer else None
+    if not manifest or manifest.get("vintage") in (None, plan.vintage):
+        return None
+    try:
+        old = ingest.read_curated(store, manifest["vintage"])
+    except (KeyError, PermanentError):
+        logger.info("%s: vintage %s of the last forecast is not readable; no revision check", item.series_id, manifest["vintage"])
+        return None
+    previous = track_record.actuals_of(old, item.entity, item.variable)
+    previous = previous[previous.index <= int(manifest["as_of_year"])]
+    revision = compare_histories(previous, pd.Series(series.values, index=series.years), settings.revision_threshold)
+    line = f"{item.series_id}: vintage {plan.vintage} against {manifest['vintage']}: {revision.describe()}"
+    (logger.warning if revision.material else logger.info)("%s", line)
+    return revision
 
 
 def publish_series(
@@ -284,13 +352,19 @@ def publish_series(
     Raises:
         PublishRefused: the table failed the ``forecast_output`` suite; nothing was written.
     """
+    from pipeline.publish import republish_existing
+
+    plan, trained = RunPlan.of(plan), TrainedSeries.of(trained)
+    store = open_store(settings)
+    existing = republish_existing(store, trained.series_id, plan.as_of_year, trained.run_key)
+    if existing is not None:  # the cheap path: this run key is published and verifies
+        return _published(store, trained, existing)
+
     from pipeline import core, tracking
     from pipeline.publish import forecast_table, publish
 
-    plan, trained = RunPlan.of(plan), TrainedSeries.of(trained)
     ids = AirflowIds.of(airflow) if airflow is not None else None
     lineup = lineup or production_lineup(settings)
-    store = open_store(settings)
     with tracking.transient_errors():
         tracking.configure(settings)
         model = tracking.load_registered(trained.model_name, trained.champion_version)
@@ -303,6 +377,7 @@ def publish_series(
         family=trained.champion_family,
         vintage=plan.vintage,
         as_of_year=plan.as_of_year,
+        provisional=trained.provisional,
     )
     meta = {
         "series_id": trained.series_id,
@@ -313,6 +388,9 @@ def publish_series(
         "model_family": trained.champion_family,
         "mlflow_run_id": trained.run_id,
         "airflow": ids.to_xcom() if ids else {},
+        "provisional": trained.provisional,
+        "revision": trained.revision,
+        "trained": trained.to_xcom(),
     }
     extras = {"diagnostics.json": diagnostics, "backtest.json": json.dumps(trained.scores, indent=2, sort_keys=True).encode()}
     manifest = publish(
@@ -321,6 +399,10 @@ def publish_series(
     item = next((i for i in plan.series if i.series_id == trained.series_id), None)
     if item is not None:  # the track record: every earlier forecast against this vintage's actuals
         score_series(settings, plan, item, trained.run_id)
+    return _published(store, trained, manifest)
+
+
+def _published(store: ObjectStore, trained: TrainedSeries, manifest: Manifest) -> PublishedForecast:
     return PublishedForecast(
         series_id=trained.series_id,
         manifest=manifest.key,
@@ -380,6 +462,9 @@ def run_summary(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[Summ
             f"{item.series_id}: {manifest.model_name} v{manifest.model_version} ({manifest.model_family}), "
             f"{manifest.first_year}-{manifest.last_year}, published {store.uri(manifest.key)}"
         )
+        revision = (manifest.model_extra or {}).get("revision")
+        if revision and revision.get("material"):
+            text += f"; {revision.get('text', 'history revised (material: retrained)')}"
         lines.append(SummaryLine(series_id=item.series_id, published=True, manifest=manifest.key, text=text))
     return lines
 
