@@ -115,6 +115,7 @@ class TrainedSeries(Payload):
     vintage: str
     revision: dict[str, Any] | None = None
     provisional: bool = False
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
 class ManifestFile(Payload):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -209,11 +210,13 @@ def train_series(
         ConfigMismatch: the plan was made with another configuration.
         TrackingUnavailable: MLflow's store is busy or unreachable (transient).
     """
+    started = time.perf_counter()
     plan, item = RunPlan.of(plan), WorkItem.of(item)
     # The cheap path first: a run key already published carries what it trained (no MLflow, no model).
     published = _published_training(settings, plan, item)
     if published is not None:
         logger.info("%s: run key %s already published (%s): skipped", item.series_id, item.run_key, published.run_id)
+        log_timings(item.series_id, "train_skipped", {"total": time.perf_counter() - started})
         return published
 
     import mlflow
@@ -238,8 +241,10 @@ def train_series(
     series = core.prepare(tidy, item.entity, item.variable, plan.as_of_year, lineup.spec)
     revision = history_revision(settings, store, plan, item, series)
     provisional = _is_provisional(tidy, item, plan.as_of_year)
+    fit_started = time.perf_counter()
     result = core.run_series(series, lineup.candidates, lineup.select, lineup.spec)
     assert result.selection is not None
+    fit_seconds = time.perf_counter() - fit_started
 
     gx = store.read_json_or_none(layout.curated_gx_result(plan.vintage)) or {}
     tags = {
@@ -254,6 +259,7 @@ def train_series(
     }
     if revision is not None:
         tags |= {"co2cast.revision": revision.describe(), "co2cast.revision_material": str(revision.material).lower()}
+    mlflow_started = time.perf_counter()
     with tracking.transient_errors(), mlflow.start_run(run_name=f"{series.series_id} asof={plan.as_of_year}", tags=tags) as parent:
         if revision is not None:
             mlflow.log_params({f"revision_{k}": v for k, v in revision.to_dict().items()})
@@ -276,8 +282,21 @@ def train_series(
             revision=revision.to_dict() | {"text": revision.describe()} if revision is not None else None,
             provisional=provisional,
         )
+        timings = {"fit": fit_seconds, "mlflow": time.perf_counter() - mlflow_started}
+        trained = trained.model_copy(update={"timings": {k: round(v, 3) for k, v in timings.items()}})
         tracking.mark_complete(trained.to_xcom())
+    log_timings(item.series_id, "train", {**timings, "total": time.perf_counter() - started})
     return trained
+
+
+#: The marker of a timing line in task logs (``benchmarks/bench_all_series.py`` reads them).
+TIMING_MARKER = "co2cast timing"
+
+
+def log_timings(series_id: str, step: str, seconds: Mapping[str, float]) -> None:
+    """Log a step's timings as one JSON line after :data:`TIMING_MARKER`."""
+    record = {"series_id": series_id, "step": step, **{k: round(float(v), 3) for k, v in seconds.items()}}
+    logger.info("%s %s", TIMING_MARKER, json.dumps(record, sort_keys=True))
 
 
 def _published_training(settings: Settings, plan: RunPlan, item: WorkItem) -> TrainedSeries | None:
@@ -354,10 +373,12 @@ def publish_series(
     """
     from pipeline.publish import republish_existing
 
+    started = time.perf_counter()
     plan, trained = RunPlan.of(plan), TrainedSeries.of(trained)
     store = open_store(settings)
     existing = republish_existing(store, trained.series_id, plan.as_of_year, trained.run_key)
     if existing is not None:  # the cheap path: this run key is published and verifies
+        log_timings(trained.series_id, "publish_skipped", {"total": time.perf_counter() - started})
         return _published(store, trained, existing)
 
     from pipeline import core, tracking
@@ -369,6 +390,7 @@ def publish_series(
         tracking.configure(settings)
         model = tracking.load_registered(trained.model_name, trained.champion_version)
         diagnostics = tracking.read_artifact(trained.run_id, tracking.DIAGNOSTICS_ARTIFACT)
+    mlflow_seconds = time.perf_counter() - started
     table = forecast_table(
         core.forecast_frame(model, plan.as_of_year, plan.horizon_end, lineup.spec.levels),
         series_id=trained.series_id,
@@ -397,8 +419,13 @@ def publish_series(
         store, table, series_id=trained.series_id, run_key=trained.run_key, horizon_end=plan.horizon_end, meta=meta, extras=extras
     )
     item = next((i for i in plan.series if i.series_id == trained.series_id), None)
+    publish_seconds = time.perf_counter() - started - mlflow_seconds
     if item is not None:  # the track record: every earlier forecast against this vintage's actuals
         score_series(settings, plan, item, trained.run_id)
+    total = time.perf_counter() - started
+    score_seconds = total - mlflow_seconds - publish_seconds
+    timings = {"mlflow": mlflow_seconds, "publish": publish_seconds, "score": score_seconds, "total": total}
+    log_timings(trained.series_id, "publish", timings)
     return _published(store, trained, manifest)
 
 

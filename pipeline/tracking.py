@@ -252,7 +252,8 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
 
     The parent gets the series' parameters, the diagnostics (plots and ``diagnostics.json``
     under ``diagnostics/``) and ``implied_d``; each candidate gets a nested run with its
-    backtest metrics, ``backtest.json``, hyperparameters and, when fitted, its model.
+    backtest metrics, ``backtest.json``, hyperparameters and, when fitted and registered by the
+    selection policy, its model.
 
     Args:
         result: what :func:`pipeline.core.run_series` returned.
@@ -285,13 +286,16 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
         mlflow.log_artifacts(tmp, "diagnostics")
     mlflow.log_metric("implied_d", result.diagnostics["stationarity"]["implied_d"])
 
+    # Only the candidates the policy registers are logged as models: logging a model is the
+    # costliest MLflow call, and an unregistered one was never loaded again.
+    registered = set(result.selection.register) if result.selection is not None else set(result.candidates)
     infos: dict[str, Any] = {}
     for name, candidate in result.candidates.items():
         with mlflow.start_run(run_name=name, nested=True, tags={**tags, FAMILY_TAG: name}):
             mlflow.log_metrics(candidate.metrics)
             mlflow.log_dict(candidate.backtest.to_dict(), "backtest.json")
             mlflow.log_params({k: _param_value(v) for k, v in candidate.prototype.get_params().items()})
-            if candidate.model is not None:
+            if candidate.model is not None and name in registered:
                 order = getattr(candidate.model, "order_", None)  # the order an ARIMA search settled on
                 if order is not None:
                     mlflow.log_param("fitted_order", json.dumps([int(v) for v in order]))
