@@ -57,8 +57,12 @@ def _run(env: dict[str, str], *command: str, timeout: float = 900) -> str:
 def _runs(env: dict[str, str]) -> list[dict[str, str]]:
     command = [str(BIN / "airflow"), "dags", "list-runs", "co2_forecast", "-o", "json"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
-    start = result.stdout.find("[")
-    return json.loads(result.stdout[start:]) if result.returncode == 0 and start >= 0 else []
+    if result.returncode != 0:
+        return []
+    for line in reversed(result.stdout.splitlines()):  # the JSON list, after any log lines
+        if line.startswith("[{") or line.strip() == "[]":
+            return json.loads(line)
+    return []
 
 
 def _wait(env: dict[str, str], processes: dict[str, subprocess.Popen[bytes]], run_id_prefix: str, timeout: float) -> dict[str, str]:

@@ -88,8 +88,12 @@ def _runs(env: dict[str, str]) -> list[dict[str, str]]:
     """The DAG's runs, or none when the CLI could not read them this time (SQLite busy)."""
     command = [str(BIN / "airflow"), "dags", "list-runs", "co2_forecast", "-o", "json"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
-    start = result.stdout.find("[")
-    return json.loads(result.stdout[start:]) if result.returncode == 0 and start >= 0 else []
+    if result.returncode != 0:
+        return []
+    for line in reversed(result.stdout.splitlines()):  # the JSON list, after any log lines
+        if line.startswith("[{") or line.strip() == "[]":
+            return json.loads(line)
+    return []
 
 
 def test_backfill_through_a_scheduler(tmp_path: Path, owid_csv: Path) -> None:
@@ -135,7 +139,7 @@ def test_backfill_through_a_scheduler(tmp_path: Path, owid_csv: Path) -> None:
         deadline = time.monotonic() + 600
         while True:
             _alive(processes, logs)
-            backfilled = [run for run in _runs(env) if run.get("run_type") == "backfill"]
+            backfilled = [run for run in _runs(env) if run["run_id"].startswith("backfill__")]
             states = sorted(run["state"] for run in backfilled)
             if len(backfilled) == len(AS_OF_BACKFILLED) and all(s in ("success", "failed") for s in states):
                 break
