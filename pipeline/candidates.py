@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.core import CandidateResult, Selection
 from pipeline.models.arima import ArimaForecaster
@@ -64,4 +65,69 @@ class NewestFamilyChampion:
             register=register,
             fit=tuple(results),
             reason=f"newest {self.champion}: no promotion gate yet",
+        )
+
+
+#: Metric the production selection and the champion gate use unless ``CO2CAST_SELECTION_METRIC`` says otherwise.
+DEFAULT_METRIC = "mase"
+
+#: How many training points the reference candidate set (the one the run key hashes) is sized for.
+REFERENCE_POINTS = 60
+
+
+def zoo_candidates(n_points: int) -> dict[str, Forecaster]:
+    """The model zoo sized for a series whose earliest backtest window has ``n_points`` values.
+
+    See :func:`pipeline.models.registry.default_candidates`: every family of issue #8, the
+    neural ones only from 20 points, and the fixed combinations.
+    """
+    from pipeline.models.registry import default_candidates as zoo
+
+    return zoo(n_points)
+
+
+@dataclass(frozen=True)
+class ZooSelection:
+    """The production policy: every candidate on one backtest, the winner published calibrated.
+
+    Unlike :class:`NewestFamilyChampion` it works on the shared-window
+    :class:`~pipeline.backtest.Evaluation` (``uses_evaluation``): failing candidates are
+    dropped with their reason, short series get fewer windows, and
+    :func:`pipeline.selection.select` chooses on ``metric`` (the default combination unless
+    another candidate beats it by ``margin``; it must beat naive when there are enough
+    windows). The champion gate against the current ``@champion`` runs in the task layer,
+    where the registry is.
+
+    Attributes:
+        metric: lower-is-better backtest metric (``CO2CAST_SELECTION_METRIC``; MASE by default).
+        always_register: families registered every run besides the winner (their aliases exist).
+        margin: see :func:`pipeline.selection.select`.
+        floor: the forecasts' floor (emissions are never negative).
+    """
+
+    metric: str = DEFAULT_METRIC
+    always_register: tuple[str, ...] = ("arima", "lstm")
+    margin: float = 0.5
+    floor: float = 0.0
+    uses_evaluation: bool = True
+
+    def choose(self, evaluation: Any) -> tuple[Selection, dict[str, Forecaster]]:
+        """Decide for one series; returns the :class:`Selection` and name -> unfitted publishable model.
+
+        Every registered model is the candidate wrapped in
+        :class:`~pipeline.models.calibrated.CalibratedForecaster` with its own backtest's
+        interval factors and the zero floor.
+        """
+        from pipeline.selection import publishable, select
+
+        chosen = select(evaluation, metric=self.metric, margin=self.margin, floor=self.floor)
+        register = tuple(name for name in self.always_register if name in evaluation.results)
+        if chosen.winner not in register:
+            register += (chosen.winner,)
+        models = {name: publishable(evaluation.results[name], floor=self.floor) for name in register}
+        notes = [*evaluation.plan.notes, *(f"{name} dropped: {why}" for name, why in evaluation.failed.items())]
+        reason = chosen.reason + (f" [{'; '.join(notes)}]" if notes else "")
+        return (
+            Selection(champion=chosen.winner, best=chosen.ranking[0][0], register=register, fit=register, reason=reason),
+            models,
         )

@@ -180,6 +180,40 @@ def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
+
+
+def _history(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import tasks
+
+    records = tasks.alias_history(settings, args.series_id)
+    if not records:
+        print(f"no alias history for {args.series_id}")
+        return 0
+    print(f"{'at':<26}{'as of':<7}{'from':<6}{'to':<6}{'moved':<7}{'metric':<7}{'champion':<10}{'challenger':<11}{'naive':<8}reason")
+    for r in records:
+        print(
+            f"{_fmt(r.get('at')):<26}{_fmt(r.get('as_of_year')):<7}{_fmt(r.get('from_version')):<6}{_fmt(r.get('to_version')):<6}"
+            f"{'yes' if r.get('moved') else 'no':<7}{_fmt(r.get('metric')):<7}{_fmt(r.get('champion_score')):<10}"
+            f"{_fmt(r.get('challenger_score')):<11}{_fmt(r.get('naive_score')):<8}{r.get('reason', '')}"
+        )
+    return 0
+
+
+def _forecasts(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import tasks
+
+    rows = tasks.forecasts_as_of(settings, args.series_id, args.as_of)
+    if not rows:
+        print(f"nothing registered for {args.series_id} as of {args.as_of}")
+        return 0
+    print(f"{'version':<9}{'family':<16}{'vintage':<22}published")
+    for row in rows:
+        print(f"{row['version']:<9}{row['family']:<16}{row['vintage']:<22}{row['published'] or '-'}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], str]] = {
     "ingest": (_ingest, "fetch, snapshot, validate and curate a release"),
     "check-source": (_check_source, "fetch the configured source once, writing nothing"),
@@ -190,6 +224,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], str]] =
     "show": (_show, "print the latest published forecast of a series"),
     "scorecard": (_scorecard, "score earlier published forecasts of a series against later actuals (by family and horizon)"),
     "rollback": (_rollback, "move a model alias (default @champion) back to its previous version"),
+    "history": (_history, "print a series' alias history: every champion decision and rollback"),
+    "forecasts": (_forecasts, "what was forecast for a series as of a year (versions and published files)"),
     "view": (_view, "serve the forecast viewer (Streamlit) on 127.0.0.1"),
 }
 
@@ -209,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--as-of-year", type=int, help="last year of data to use (default: the vintage's latest)")
             command.add_argument("--series", help="default | all | Entity:variable,… (default: CO2CAST_SERIES)")
             command.add_argument("--vintage", help="a curated vintage id (default: the latest)")
-        if name in ("show", "rollback", "scorecard"):
+        if name in ("show", "rollback", "history", "forecasts", "scorecard"):
             command.add_argument("series_id", help="e.g. canada.co2_per_capita")
         if name == "show":
             command.add_argument("--start", type=int, help="first year to print")
@@ -219,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--alias", default="champion")
         if name == "scorecard":
             command.add_argument("--rows", action="store_true", help="also print every scored year")
+        if name == "forecasts":
+            command.add_argument("--as-of", type=int, required=True, help="the as-of year, e.g. 2010")
         if name == "view":
             command.add_argument("--port", type=int, default=8501, help="port on 127.0.0.1 (default 8501)")
     return parser

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint, e.g. http://localhost:9000 for MinIO")
     series: str = Field(default="default", description="'default', 'all' or a comma list of entity:variable")
     horizon_end: int = Field(default=2050, description="last forecast year")
+    selection_metric: str = Field(default="mase", description="backtest metric for selection and the champion gate (lower is better)")
     max_lost_years: int = Field(default=3, description="years of history an entity may lose between vintages")
     fetch_timeout: float = Field(default=60.0, description="seconds for a whole HTTP download (connect, headers and body)")
     allowed_urls: str = Field(default=OWID_URL_PREFIX, description="comma list of URL prefixes an http(s) source may start with")

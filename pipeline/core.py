@@ -126,12 +126,15 @@ class SeriesResult:
         diagnostics: :func:`pipeline.diagnostics.compute_diagnostics` of it.
         candidates: every candidate's result, in candidate order; selected ones are fitted.
         selection: the policy's decision.
+        evaluation: the shared-window :class:`~pipeline.backtest.Evaluation` (policies that
+            use one, e.g. :class:`pipeline.candidates.ZooSelection`), else ``None``.
     """
 
     series: PreparedSeries
     diagnostics: dict[str, Any]
     candidates: dict[str, CandidateResult] = field(default_factory=dict)
     selection: Selection | None = None
+    evaluation: Any = None
 
     @property
     def champion(self) -> Forecaster:
@@ -195,6 +198,8 @@ def run_series(
     Returns:
         The :class:`SeriesResult`; candidates named in ``selection.fit`` carry a fitted model.
     """
+    if getattr(select, "uses_evaluation", False):
+        return run_zoo(series, candidates, select, spec)
     if not candidates:
         raise ValueError("no candidates to run")
     diagnostics = compute_diagnostics(series.years, series.values)
@@ -210,6 +215,46 @@ def run_series(
         for name, result in evaluated.items()
     }
     return SeriesResult(series=series, diagnostics=diagnostics, candidates=fitted, selection=selection)
+
+
+def run_zoo(series: PreparedSeries, candidates: Any, select: Any, spec: ForecastSpec) -> SeriesResult:
+    """Every candidate on one rolling-origin backtest, then the policy's choice fitted calibrated.
+
+    Args:
+        series: the prepared series.
+        candidates: name -> unfitted model, or a callable ``n_points -> candidates`` sized
+            for the earliest backtest window (see :func:`pipeline.candidates.zoo_candidates`).
+        select: a policy with ``choose(evaluation) -> (Selection, name -> unfitted model)``.
+        spec: horizon, levels, backtest windows.
+
+    Returns:
+        The :class:`SeriesResult`; registered candidates carry their fitted publishable model.
+
+    Raises:
+        SeriesTooShortError: fewer points than the backtest needs.
+        NoCandidateError: every candidate failed.
+    """
+    from pipeline.backtest import evaluate_candidates, plan_windows
+
+    windows = plan_windows(len(series.values), spec.backtest_horizon, spec.backtest_origins)
+    prototypes = candidates(windows.min_train) if callable(candidates) else dict(candidates)
+    if not prototypes:
+        raise ValueError("no candidates to run")
+    diagnostics = compute_diagnostics(series.years, series.values)
+    evaluation = evaluate_candidates(
+        prototypes, series.years, series.values, horizon=spec.backtest_horizon, n_origins=spec.backtest_origins, levels=spec.levels
+    )
+    selection, models = select.choose(evaluation)
+    results = {
+        name: CandidateResult(
+            name=name,
+            prototype=models.get(name, prototypes[name]),
+            backtest=outcome,  # type: ignore[arg-type]  # same metrics/to_dict surface
+            model=clone(models[name]).fit(series.values, series.years) if name in models else None,
+        )
+        for name, outcome in evaluation.results.items()
+    }
+    return SeriesResult(series=series, diagnostics=diagnostics, candidates=results, selection=selection, evaluation=evaluation)
 
 
 def forecast_frame(model: Forecaster, as_of_year: int, horizon_end: int, levels: tuple[int, ...]) -> pd.DataFrame:

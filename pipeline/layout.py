@@ -8,6 +8,7 @@ Keys are ``/``-separated and identical on the local store and on S3::
     curated/latest.json
     forecasts/<series_id>/asof=<year>/<run_key>/forecast.csv, forecast.parquet, <extras>, manifest.json
     forecasts/<series_id>/latest.json
+    history/<series_id>.json  (alias history: champion decisions and rollbacks)
 
 A leaf module: plain string functions, no I/O.
 """
@@ -19,6 +20,7 @@ QUARANTINE = "quarantine/"
 CURATED = "curated/"
 FORECASTS = "forecasts/"
 SCORECARDS = "scorecards/"
+HISTORY = "history/"
 
 #: The pointer to the last good vintage, written last by a curation.
 CURATED_LATEST = "curated/latest.json"
@@ -87,6 +89,11 @@ def forecast_latest(series_id: str) -> str:
 def scorecard(series_id: str) -> str:
     """The track record of a series' published forecasts against later actuals."""
     return f"{SCORECARDS}{series_id}.parquet"
+
+
+def alias_history(series_id: str) -> str:
+    """The series' alias history: one record per champion decision and rollback (a JSON list)."""
+    return f"{HISTORY}{series_id}.json"
 
 
 def series_forecasts(series_id: str, as_of_year: int | None = None) -> str:

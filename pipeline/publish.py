@@ -176,9 +176,19 @@ def republish_existing(store: ObjectStore, series_id: str, as_of_year: int, run_
 
 def _move_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any]) -> None:
     """Point ``latest.json`` at a manifest unless it already points at a newer as-of year."""
+    point_latest(store, series_id, manifest)
+
+
+def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], force: bool = False) -> None:
+    """Point ``latest.json`` at a manifest; without ``force`` never back to an older as-of year.
+
+    ``force`` is for a rollback, which serves an earlier champion's forecast again.
+    """
     key = layout.forecast_latest(series_id)
     current = store.read_json_or_none(key)
-    if current is not None and (current["manifest"] == manifest["key"] or current["as_of_year"] > manifest["as_of_year"]):
+    if current is not None and current["manifest"] == manifest["key"]:
+        return
+    if current is not None and not force and current["as_of_year"] > manifest["as_of_year"]:
         return
     store.write_json(
         key,

@@ -55,6 +55,14 @@ class Lineup:
     candidates: Mapping[str, Forecaster]
     select: SelectPolicy
     spec: ForecastSpec
+    #: ``n_points -> candidates`` sized per series (the zoo); ``candidates`` is then the
+    #: reference set the run key hashes (every class and hyperparameter the factory uses).
+    factory: Any = None
+
+    @property
+    def per_series(self) -> Any:
+        """What the core runs: the factory when there is one, else the fixed candidates."""
+        return self.factory or self.candidates
 
     @property
     def config_hash(self) -> str:
@@ -66,10 +74,21 @@ class Lineup:
 
 def production_lineup(settings: Settings) -> Lineup:
     """The candidates, policy and spec every production run uses."""
-    from pipeline.candidates import NewestFamilyChampion, default_candidates
+    from pipeline.backtest import MIN_POINTS
+    from pipeline.candidates import REFERENCE_POINTS, ZooSelection, zoo_candidates
     from pipeline.core import ForecastSpec
+    from pipeline.selection import _check_metric
 
-    return Lineup(candidates=default_candidates(), select=NewestFamilyChampion(), spec=ForecastSpec(horizon_end=settings.horizon_end))
+    try:
+        _check_metric(settings.selection_metric)
+    except ValueError as error:
+        raise PermanentError(f"CO2CAST_SELECTION_METRIC: {error}") from None
+    return Lineup(
+        candidates=zoo_candidates(REFERENCE_POINTS),
+        select=ZooSelection(metric=settings.selection_metric),
+        spec=ForecastSpec(horizon_end=settings.horizon_end, min_points=MIN_POINTS),
+        factory=zoo_candidates,
+    )
 
 
 def open_store(settings: Settings) -> ObjectStore:
@@ -242,7 +261,7 @@ def train_series(
     revision = history_revision(settings, store, plan, item, series)
     provisional = _is_provisional(tidy, item, plan.as_of_year)
     fit_started = time.perf_counter()
-    result = core.run_series(series, lineup.candidates, lineup.select, lineup.spec)
+    result = core.run_series(series, lineup.per_series, lineup.select, lineup.spec)
     assert result.selection is not None
     fit_seconds = time.perf_counter() - fit_started
 
@@ -264,16 +283,17 @@ def train_series(
         if revision is not None:
             mlflow.log_params({f"revision_{k}": v for k, v in revision.to_dict().items()})
         infos = tracking.log_series_result(result, lineup.spec, tags)
-        versions = tracking.register_selection(
-            client, result, infos, item.run_key, {**tags, "co2cast.mlflow_run_id": parent.info.run_id}
-        )
+        versions = tracking.register_selection(client, result, infos, item.run_key, {**tags, "co2cast.mlflow_run_id": parent.info.run_id})
+        version_tags = {**tags, "co2cast.mlflow_run_id": parent.info.run_id}
+        family, version = champion_gate(settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup, version_tags)
+        mlflow.set_tag("co2cast.champion", f"v{version} ({family})")
         trained = TrainedSeries(
             series_id=series.series_id,
             run_key=item.run_key,
             run_id=parent.info.run_id,
             model_name=tracking.registered_name(series.series_id),
-            champion_family=result.selection.champion,
-            champion_version=versions[result.selection.champion],
+            champion_family=family,
+            champion_version=version,
             versions=versions,
             best_backtest_family=result.selection.best,
             scores={name: {k: round(float(v), 6) for k, v in s.items()} for name, s in result.scores().items()},
@@ -347,6 +367,201 @@ def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item
     line = f"{item.series_id}: vintage {plan.vintage} against {manifest['vintage']}: {revision.describe()}"
     (logger.warning if revision.material else logger.info)("%s", line)
     return revision
+
+
+def _metric(lineup: Lineup) -> str:
+    return str(getattr(lineup.select, "metric", "mase"))
+
+
+def current_champion_scores(client: Any, result: Any, current: Any, lineup: Lineup) -> tuple[dict[str, float] | None, Any]:
+    """The current ``@champion``'s scores on *this* run's backtest windows.
+
+    Honest comparison: the champion's recipe (its class and hyperparameters, without its
+    calibration wrapper) is refitted through the same rolling-origin windows as the challenger.
+    Its own recorded backtest was on the windows of its as-of year, and its frozen weights were
+    fitted on data that includes this run's test years, so neither is comparable. When the
+    recipe is one of this run's candidates its result on these windows is reused (identical).
+
+    Returns:
+        ``(metrics, backtest result)``, or ``(None, None)`` when the recipe cannot be rebuilt or
+        fails on these windows.
+    """
+    from pipeline import tracking
+    from pipeline.backtest import evaluate_candidates
+    from pipeline.models.base import from_spec, to_spec
+    from pipeline.models.calibrated import CalibratedForecaster
+
+    try:
+        model = tracking.load_registered(current.name, str(current.version))
+    except Exception as error:  # an unreadable old version cannot defend its title
+        logger.warning("cannot load the current champion v%s: %s", current.version, error)
+        return None, None
+    inner = model.model if isinstance(model, CalibratedForecaster) else model
+    recipe = to_spec(inner)
+    for candidate in result.evaluation.results.values():
+        inner_spec = candidate.spec
+        if inner_spec == recipe:
+            return dict(candidate.metrics), candidate
+    plan = result.evaluation.plan
+    try:
+        evaluation = evaluate_candidates(
+            {"champion": from_spec(recipe)},
+            result.series.years,
+            result.series.values,
+            horizon=plan.horizon,
+            n_origins=plan.n_origins,
+            levels=lineup.spec.levels,
+        )
+    except Exception as error:
+        logger.warning("the current champion v%s failed on this run's windows: %s", current.version, error)
+        return None, None
+    if [s.train_end for s in evaluation.plan.splits] != [s.train_end for s in plan.splits]:
+        return None, None
+    found = evaluation.results.get("champion")
+    return (dict(found.metrics), found) if found is not None else (None, None)
+
+
+def champion_gate(
+    settings: Settings,
+    client: Any,
+    store: ObjectStore,
+    result: Any,
+    versions: Mapping[str, str],
+    run_key: str,
+    as_of_year: int,
+    lineup: Lineup,
+    tags: Mapping[str, str],
+) -> tuple[str, str]:
+    """Decide who holds ``@champion`` after this run; returns the ``(family, version)`` this run publishes.
+
+    * A run for an older as-of year than ``@champion``'s (a backfill) never moves it: it
+      publishes its own winner under its ``asof=`` prefix (``latest.json`` does not move either).
+    * A rerun of the same run key finds ``@champion`` already decided and moves nothing.
+    * Otherwise the challenger (the selection's winner) takes ``@champion`` only if
+      :func:`pipeline.selection.champion_gate` says so: it beats the current champion on the
+      same windows on the selection metric and is no worse than naive. If not, the champion
+      stays and its version's forecast is published; when this run is for a newer as-of year
+      than the champion's, the champion's *recipe* stays: refitted (and calibrated) on this
+      as-of year's data and registered under its family, so ``@champion`` and ``latest.json``
+      always belong to the newest as-of year published.
+
+    Every decision (moved or not) is appended to the alias history (``history/<series_id>.json``).
+    """
+    from pipeline import tracking
+    from pipeline.selection import champion_gate as gate
+
+    del settings
+    sid, selection = result.series.series_id, result.selection
+    challenger, challenger_version = selection.champion, versions[selection.champion]
+    current = tracking.alias_version(client, sid, "champion")
+    if result.evaluation is None:  # a fixed policy (tests, studies): its champion takes the alias
+        tracking.move_alias(client, sid, "champion", challenger_version, reason=selection.reason)
+        return challenger, challenger_version
+    if current is not None and current.tags.get(tracking.RUN_KEY_TAG) == run_key:
+        return current.tags.get(tracking.FAMILY_TAG, challenger), str(current.version)
+    current_as_of = tracking.version_as_of(current)
+    if current is not None and current_as_of is not None and current_as_of > as_of_year:
+        logger.info("as of %s is older than @champion's as of %s: @champion stays v%s", as_of_year, current_as_of, current.version)
+        return challenger, challenger_version
+    if current is not None and str(current.version) in versions.values():
+        return current.tags.get(tracking.FAMILY_TAG, challenger), str(current.version)
+    metric = _metric(lineup)
+    scores = result.candidates
+    current_scores, recipe = current_champion_scores(client, result, current, lineup) if current is not None else (None, None)
+    if current is not None and current_scores is None:
+        current_scores = {metric: float("nan")}
+    decision = gate(current_scores, scores[challenger].scores, scores["naive"].scores, metric=metric)
+    windows = [[int(result.series.years[s.train_end]), int(result.series.years[s.test_end - 1])] for s in result.evaluation.plan.splits]
+    record = {
+        "at": _now(),
+        "alias": "champion",
+        "moved": decision.promote,
+        "from_version": str(current.version) if current is not None else None,
+        "from_family": current.tags.get(tracking.FAMILY_TAG) if current is not None else None,
+        "to_version": challenger_version if decision.promote else (str(current.version) if current is not None else None),
+        "challenger_version": challenger_version,
+        "challenger_family": challenger,
+        "metric": metric,
+        "champion_score": decision.current,
+        "challenger_score": decision.challenger,
+        "naive_score": decision.naive,
+        "windows": windows,
+        "reason": decision.reason,
+        "selection": selection.reason,
+        "run_key": run_key,
+        "as_of_year": as_of_year,
+    }
+    if decision.promote or current is None:
+        tracking.move_alias(client, sid, "champion", challenger_version, reason=decision.reason)
+        family, version = challenger, challenger_version
+        record["moved"], record["to_version"] = True, challenger_version
+    elif recipe is not None and current_as_of is not None and current_as_of < as_of_year:
+        from pipeline.selection import publishable
+
+        family = current.tags.get(tracking.FAMILY_TAG, "champion")
+        model = publishable(recipe, floor=getattr(lineup.select, "floor", 0.0)).fit(result.series.values, result.series.years)
+        info = tracking.log_forecaster(model, lineup.spec.horizon_end, lineup.spec.levels, name="champion_refit")
+        version = str(tracking.register(client, info.model_uri, sid, run_key, family, dict(tags)).version)
+        reason = f"{decision.reason}; its recipe ({family}) refitted as of {as_of_year}"
+        tracking.move_alias(client, sid, "champion", version, reason=reason)
+        record.update(moved=True, to_version=version, reason=reason)
+    else:
+        family, version = current.tags.get(tracking.FAMILY_TAG, "?"), str(current.version)
+    settled = tracking.settle_champion(client, sid)
+    if settled is not None:  # a concurrent run of a newer as-of year holds it: this run serves its own
+        record.update(moved=False, reason=f"{record['reason']}; v{settled} of a newer as-of year holds @champion")
+    append_history(store, sid, record)
+    return family, version
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def append_history(store: ObjectStore, series_id: str, record: Mapping[str, Any]) -> None:
+    """Append one record to the series' alias history in the store."""
+    key = layout.alias_history(series_id)
+    history = store.read_json_or_none(key) or []
+    store.write_json(key, [*history, dict(record)])
+
+
+def alias_history(settings: Settings, series_id: str) -> list[dict[str, Any]]:
+    """The series' alias history (``co2cast history``), oldest first."""
+    return list(open_store(settings).read_json_or_none(layout.alias_history(series_id)) or [])
+
+
+def forecasts_as_of(settings: Settings, series_id: str, as_of_year: int) -> list[dict[str, Any]]:
+    """What was forecast for a series as of a year: every registered version and published manifest.
+
+    One MLflow search on the ``co2cast.as_of_year`` tag, plus the manifests under ``asof=<year>``.
+    """
+    from pipeline import tracking
+
+    store = open_store(settings)
+    with tracking.transient_errors():
+        client = tracking.configure(settings)
+        versions = tracking.versions_as_of(client, series_id, as_of_year)
+    published: dict[str, dict[str, Any]] = {}
+    for key in store.list(layout.series_forecasts(series_id, as_of_year)):
+        if key.endswith("/manifest.json"):
+            manifest = store.read_json(key)
+            published[str(manifest.get("model_version"))] = manifest
+    rows = []
+    for version in versions:
+        manifest = published.get(str(version.version))
+        rows.append(
+            {
+                "version": str(version.version),
+                "family": version.tags.get(tracking.FAMILY_TAG, "?"),
+                "vintage": version.tags.get("co2cast.vintage", "?"),
+                "run_key": version.tags.get(tracking.RUN_KEY_TAG, "?"),
+                "manifest": manifest["key"] if manifest else "",
+                "published": store.uri(manifest["key"]) if manifest else "",
+            }
+        )
+    return rows
 
 
 def publish_series(
@@ -438,7 +653,7 @@ def _published(store: ObjectStore, trained: TrainedSeries, manifest: Manifest) -
         first_year=manifest.first_year,
         last_year=manifest.last_year,
         model_version=trained.champion_version,
-        mase=trained.scores[trained.champion_family].get("mase"),
+        mase=trained.scores.get(trained.champion_family, {}).get("mase"),
     )
 
 
@@ -554,8 +769,55 @@ def quarantined_vintages(settings: Settings) -> list[str]:
 
 
 def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tuple[str, str]:
-    """Move a model alias back to its previous version; returns ``(from_version, to_version)``."""
-    from pipeline import tracking
+    """Move a model alias back to its previous version; returns ``(from_version, to_version)``.
 
+    For ``@champion`` the forecast that version published is served again: ``latest.json``
+    moves to its newest manifest, so the store and the registry agree; the move goes into the
+    alias history.
+
+    Raises:
+        RegistryError: no alias, no recorded previous version, or (``@champion``) the version
+            it would move to never published a forecast.
+    """
+    from pipeline import tracking
+    from pipeline.publish import point_latest
+
+    store = open_store(settings)
     with tracking.transient_errors():
-        return tracking.rollback_alias(tracking.configure(settings), series_id, alias)
+        client = tracking.configure(settings)
+        if alias != "champion":
+            return tracking.rollback_alias(client, series_id, alias)
+        current = tracking.alias_version(client, series_id, alias)
+        target = tracking.previous_version(current, alias) if current is not None else ""
+        manifest = _newest_manifest_of(store, series_id, target) if target else None
+        if current is not None and target and manifest is None:
+            raise tracking.RegistryError(
+                f"{tracking.registered_name(series_id)} v{target} published no forecast to serve again; @champion stays v{current.version}"
+            )
+        old, new = tracking.rollback_alias(client, series_id, alias)
+    assert manifest is not None
+    point_latest(store, series_id, manifest, force=True)
+    append_history(
+        store,
+        series_id,
+        {
+            "at": _now(),
+            "alias": "champion",
+            "moved": True,
+            "from_version": old,
+            "to_version": new,
+            "reason": f"rollback from version {old}; latest.json serves {manifest['key']} again",
+            "run_key": manifest.get("run_key"),
+            "as_of_year": manifest.get("as_of_year"),
+        },
+    )
+    return old, new
+
+
+def _newest_manifest_of(store: ObjectStore, series_id: str, version: str) -> dict[str, Any] | None:
+    """The newest (as-of year) manifest that published a model version, or ``None``."""
+    found = [
+        store.read_json(key) for key in store.list(layout.series_forecasts(series_id)) if key.endswith("/manifest.json")
+    ]
+    mine = [m for m in found if str(m.get("model_version")) == str(version)]
+    return max(mine, key=lambda m: (int(m["as_of_year"]), m.get("published_at", ""))) if mine else None

@@ -3,8 +3,9 @@
 Models are logged as pyfunc "models from code" (``pipeline/pyfunc_model.py``) whose artefact is
 the forecaster's own JSON + npz files: loading one unpickles nothing. Runs and model versions
 carry the run key as a tag, so a rerun of the same key finds them and creates nothing new.
-MLflow keeps no alias history, so every alias move is recorded as tags on the version it
-moves to (previous version, reason, scores), and :func:`rollback_alias` moves an alias back.
+MLflow keeps no alias history: every alias move leaves one short tag on the version it moves
+to (previous version and reason; :func:`alias_tag`), the task layer keeps the full record
+(``history/<series_id>.json``), and :func:`rollback_alias` moves an alias back.
 
 An adapter: :func:`log_series_result` records what the pure core (:mod:`pipeline.core`)
 returned, :func:`register_selection` registers what its selection policy chose, and
@@ -205,22 +206,47 @@ def alias_version(client: Any, series_id: str, alias: str) -> Any | None:
         return None
 
 
+#: The one tag an alias move leaves on the version it moved to: ``{"previous": "3", "reason": "…"}``.
+#: The full record of each move (both scores on the same windows, the windows, the run key,
+#: the as-of year) is the series' alias history in the store (``history/<series_id>.json``).
+def alias_tag(alias: str) -> str:
+    """The tag name of an alias move on a version, e.g. ``co2cast.alias.champion``."""
+    return f"co2cast.alias.{alias}"
+
+
+AS_OF_TAG = "co2cast.as_of_year"
+
+
+def version_as_of(version: Any) -> int | None:
+    """The as-of year a model version was trained for (its tag), or ``None`` for an untagged one."""
+    value = (version.tags or {}).get(AS_OF_TAG) if version is not None else None
+    return int(value) if value not in (None, "") else None
+
+
 def move_alias(client: Any, series_id: str, alias: str, version: str, reason: str, scores: dict[str, Any] | None = None) -> bool:
-    """Point an alias at a version, recording the move as tags on that version.
+    """Point an alias at a version, leaving one short tag on that version (previous version, reason).
+
+    ``scores`` are not written as tags (they flooded the MLflow UI); the task layer keeps them
+    in the alias history.
 
     Returns:
         ``True`` when the alias moved, ``False`` when it already pointed there.
     """
+    del scores
     name = registered_name(series_id)
     previous = alias_version(client, series_id, alias)
     if previous is not None and str(previous.version) == str(version):
         return False
     client.set_registered_model_alias(name, alias, str(version))
-    client.set_model_version_tag(name, str(version), f"alias.{alias}.previous_version", str(previous.version) if previous else "")
-    client.set_model_version_tag(name, str(version), f"alias.{alias}.reason", reason)
-    for metric, value in (scores or {}).items():
-        client.set_model_version_tag(name, str(version), f"alias.{alias}.{metric}", str(value))
+    record = {"previous": str(previous.version) if previous else "", "reason": reason[:300]}
+    client.set_model_version_tag(name, str(version), alias_tag(alias), json.dumps(record))
     return True
+
+
+def previous_version(version: Any, alias: str) -> str:
+    """The version an alias pointed at before it moved to ``version`` (``""`` when none is recorded)."""
+    raw = (version.tags or {}).get(alias_tag(alias))
+    return str(json.loads(raw).get("previous", "")) if raw else ""
 
 
 def rollback_alias(client: Any, series_id: str, alias: str = "champion") -> tuple[str, str]:
@@ -232,12 +258,56 @@ def rollback_alias(client: Any, series_id: str, alias: str = "champion") -> tupl
     current = alias_version(client, series_id, alias)
     if current is None:
         raise RegistryError(f"{registered_name(series_id)} has no @{alias}")
-    previous = current.tags.get(f"alias.{alias}.previous_version")
+    previous = previous_version(current, alias)
     if not previous:
         raise RegistryError(f"{registered_name(series_id)}@{alias} (version {current.version}) records no previous version to roll back to")
     client.set_registered_model_alias(registered_name(series_id), alias, previous)
-    client.set_model_version_tag(registered_name(series_id), previous, f"alias.{alias}.reason", f"rollback from version {current.version}")
+    back = client.get_model_version(registered_name(series_id), previous)
+    before = previous_version(back, alias)
+    record = {"previous": before, "reason": f"rollback from version {current.version}"}
+    client.set_model_version_tag(registered_name(series_id), previous, alias_tag(alias), json.dumps(record))
+    # The version rolled back from no longer counts as having held the alias (see settle_champion).
+    undone = json.loads(current.tags.get(alias_tag(alias)) or "{}")
+    undone["rolled_back"] = True
+    client.set_model_version_tag(registered_name(series_id), str(current.version), alias_tag(alias), json.dumps(undone))
     return str(current.version), previous
+
+
+def settle_champion(client: Any, series_id: str) -> str | None:
+    """Undo a lost race: point ``@champion`` at the newest as-of year any version held it for.
+
+    Two runs of different as-of years may both read ``@champion`` before either moves it; the
+    older one may then write last. Every champion carries :func:`alias_tag`, so the newest
+    as-of year that ever held the alias is known; when ``@champion`` points at an older one,
+    it moves back to that (no registry offers compare-and-set on aliases).
+
+    Returns:
+        The version ``@champion`` was moved to, or ``None`` when it was already right.
+    """
+    current = alias_version(client, series_id, "champion")
+    if current is None:
+        return None
+    held = client.search_model_versions(f"name = '{registered_name(series_id)}'")
+    held = [
+        v
+        for v in held
+        if alias_tag("champion") in (v.tags or {})
+        and not json.loads(v.tags[alias_tag("champion")]).get("rolled_back")
+        and version_as_of(v) is not None
+    ]
+    if not held:
+        return None
+    newest = max(held, key=lambda v: (version_as_of(v), int(v.version)))
+    if (version_as_of(current) or 0) >= (version_as_of(newest) or 0):
+        return None
+    client.set_registered_model_alias(registered_name(series_id), "champion", str(newest.version))
+    return str(newest.version)
+
+
+def versions_as_of(client: Any, series_id: str, as_of_year: int) -> list[Any]:
+    """Every registered version of a series trained for an as-of year (one MLflow search)."""
+    query = f"name = '{registered_name(series_id)}' and tags.`{AS_OF_TAG}` = '{int(as_of_year)}'"
+    return sorted(client.search_model_versions(query), key=lambda v: int(v.version))
 
 
 # -- one series' run ---------------------------------------------------------------------------
@@ -290,24 +360,70 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
     # costliest MLflow call, and an unregistered one was never loaded again.
     registered = set(result.selection.register) if result.selection is not None else set(result.candidates)
     infos: dict[str, Any] = {}
-    for name, candidate in result.candidates.items():
+    evaluation = result.evaluation
+    if evaluation is not None:
+        # Every candidate's metrics and every dropped one's reason in one artefact; nested runs
+        # (and pictures) only for the registered and the best few, to keep MLflow cheap.
+        mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
+        _log_figure(lambda: _plots().comparison_chart(evaluation, winner=result.selection.champion), "comparison.png")
+        ranked = sorted(result.candidates, key=lambda n: result.candidates[n].scores.get("mase", float("inf")))
+        logged = [n for n in result.candidates if result.candidates[n].model is not None or n in ranked[:TOP_CANDIDATES]]
+    else:
+        logged = list(result.candidates)
+    for name in logged:
+        candidate = result.candidates[name]
         with mlflow.start_run(run_name=name, nested=True, tags={**tags, FAMILY_TAG: name}):
             mlflow.log_metrics(candidate.metrics)
             mlflow.log_dict(candidate.backtest.to_dict(), "backtest.json")
             mlflow.log_params({k: _param_value(v) for k, v in candidate.prototype.get_params().items()})
+            if evaluation is not None:
+                title = f"{series.series_id}: {name}"
+                _log_figure(lambda c=candidate, t=title: _plots().errors_by_horizon(c.backtest, title=t), "errors_by_horizon.png")
             if candidate.model is not None and name in registered:
                 order = getattr(candidate.model, "order_", None)  # the order an ARIMA search settled on
                 if order is not None:
                     mlflow.log_param("fitted_order", json.dumps([int(v) for v in order]))
+                if evaluation is not None:
+                    forecast = candidate.model.predict(max(1, spec.horizon_end - series.last_year), levels=spec.levels)
+                    title = f"{series.series_id}: {name}"
+                    _log_figure(lambda m=forecast, t=title: _plots().fan_chart(series.years, series.values, m, title=t), "fan_chart.png")
                 infos[name] = log_forecaster(candidate.model, spec.horizon_end, spec.levels)
     return infos
+
+
+#: Candidates besides the registered ones that get a nested run (by backtest MASE).
+TOP_CANDIDATES = 3
+
+
+def _plots() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pipeline import plots
+
+    return plots
+
+
+def _log_figure(make: Any, name: str) -> None:
+    """Log a matplotlib figure in the active run and close it."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    figure = make()
+    try:
+        mlflow.log_figure(figure, name)
+    finally:
+        plt.close(figure)
 
 
 def register_selection(
     client: Any, result: SeriesResult, infos: Mapping[str, Any], run_key: str, tags: Mapping[str, str]
 ) -> dict[str, str]:
-    """Register the candidates the policy selected and move their aliases and ``@champion``.
+    """Register the candidates the policy selected and move their family aliases.
 
+    A family alias moves only forward in time: never to a version of an older as-of year than
+    the one it points at (a backfill registers its versions but moves nothing). ``@champion``
+    is moved by the caller (the champion gate; see :func:`pipeline.tasks.train_series`).
     Safe to repeat: a run key registers each candidate once, and an alias that already points
     at a version is not moved again.
 
@@ -315,14 +431,15 @@ def register_selection(
         Candidate name -> registered version.
     """
     assert result.selection is not None
-    sid, scores = result.series.series_id, result.scores()
+    sid = result.series.series_id
+    as_of = int(tags[AS_OF_TAG]) if AS_OF_TAG in tags else None
     versions: dict[str, str] = {}
     for name in result.selection.register:
         version = register(client, infos[name].model_uri, sid, run_key, name, dict(tags))
         versions[name] = str(version.version)
-        move_alias(client, sid, name, version.version, reason=f"newest {name} (run key {run_key})", scores=scores[name])
-    champion = result.selection.champion
-    move_alias(client, sid, "champion", versions[champion], reason=result.selection.reason, scores=scores[champion])
+        current = version_as_of(alias_version(client, sid, name))
+        if as_of is None or current is None or current <= as_of:
+            move_alias(client, sid, name, version.version, reason=f"newest {name} (run key {run_key})")
     return versions
 
 

@@ -1,0 +1,173 @@
+"""The champion gate, alias history, rollback and time-consistent aliases against the real adapters.
+
+MLflow's SQLite store and registry and the object store (local and S3 over HTTP), with cheap
+line-ups run through the production policy (:class:`pipeline.candidates.ZooSelection`): a
+line-up of naive + mean publishes naive, one of naive + drift publishes drift when drift beats
+naive on the series (checked here from the run's own scores, not assumed).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from pipeline import cli, ingest, tasks, tracking
+from pipeline.candidates import ZooSelection
+from pipeline.config import Settings
+from pipeline.core import ForecastSpec
+from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
+from pipeline.payloads import RunTrigger
+
+SERIES = "World:co2"
+SID = "world.co2"
+
+
+def _lineup(settings: Settings, *names: str) -> tasks.Lineup:
+    models = {"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster()}
+    return tasks.Lineup(
+        candidates={name: models[name] for name in ("naive", *names)},
+        select=ZooSelection(always_register=()),
+        spec=ForecastSpec(horizon_end=settings.horizon_end),
+    )
+
+
+@pytest.fixture(params=["local", "s3"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path, small_owid: Path) -> Settings:
+    if request.param == "local":
+        store_uri = (tmp_path / "store").as_uri()
+    else:
+        store_uri = f"s3://{request.getfixturevalue('s3_bucket')}/co2cast"
+    settings = Settings(home=tmp_path / "home", store_uri=store_uri, mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    ingest.ingest(settings, tasks.open_store(settings), str(small_owid))
+    return settings
+
+
+def _cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
+    monkeypatch.setenv("CO2CAST_HOME", str(settings.home))
+    monkeypatch.setenv("CO2CAST_STORE_URI", settings.resolved_store_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.resolved_tracking_uri)
+    if settings.s3_endpoint_url:
+        monkeypatch.setenv("CO2CAST_S3_ENDPOINT_URL", settings.s3_endpoint_url)
+
+
+def _run(settings: Settings, lineup: tasks.Lineup, as_of_year: int | None = None):
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES, as_of_year=as_of_year), lineup)
+    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    return trained, tasks.publish_series(settings, plan, trained, lineup=lineup)
+
+
+def _state(settings: Settings) -> dict:
+    client = tracking.configure(settings)
+    store = tasks.open_store(settings)
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{tracking.registered_name(SID)}'"))
+    aliases = dict(client.get_registered_model(tracking.registered_name(SID)).aliases)
+    return {"versions": versions, "aliases": aliases, "latest": store.read_json("forecasts/world.co2/latest.json")}
+
+
+def _assert_pointer_agrees(settings: Settings) -> None:
+    state = _state(settings)
+    manifest = tasks.open_store(settings).read_json(state["latest"]["manifest"])
+    assert str(state["aliases"]["champion"]) == str(manifest["model_version"]) == str(state["latest"]["model_version"])
+
+
+def test_worse_challenger_leaves_champion_and_forecast_better_one_moves_both(settings: Settings) -> None:
+    first, _ = _run(settings, _lineup(settings, "drift"))
+    assert first.scores["drift"]["mase"] < first.scores["naive"]["mase"], "precondition: drift beats naive on World"
+    assert first.champion_family == "drift"
+    before = _state(settings)
+    _, table_before = tasks.show_forecast(settings, SID)
+
+    # naive + mean: the run publishes naive, which is worse than drift on the same windows.
+    second, published = _run(settings, _lineup(settings, "mean"))
+    after = _state(settings)
+    assert after["aliases"]["champion"] == before["aliases"]["champion"] == int(first.champion_version)
+    assert second.champion_version == first.champion_version and published.model_version == first.champion_version
+    _, table_after = tasks.show_forecast(settings, SID)
+    assert table_after[["year", "mean"]].equals(table_before[["year", "mean"]])
+    _assert_pointer_agrees(settings)
+    stayed = tasks.alias_history(settings, SID)[-1]
+    assert stayed["moved"] is False and stayed["challenger_family"] == "naive"
+    assert stayed["champion_score"] == pytest.approx(first.scores["drift"]["mase"])  # same windows, same recipe
+    assert stayed["challenger_score"] == pytest.approx(second.scores["naive"]["mase"])
+
+
+def test_better_challenger_moves_champion_and_forecast_rollback_restores(settings: Settings, capsys, monkeypatch) -> None:
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    assert first.champion_family == "naive"
+    _, naive_table = tasks.show_forecast(settings, SID)
+    second, published = _run(settings, _lineup(settings, "drift"))
+    assert second.scores["drift"]["mase"] < second.scores["naive"]["mase"], "precondition: drift beats naive on World"
+    state = _state(settings)
+    assert second.champion_family == "drift" and state["aliases"]["champion"] == int(second.champion_version)
+    assert published.model_version == second.champion_version != first.champion_version
+    _assert_pointer_agrees(settings)
+    moved = tasks.alias_history(settings, SID)[-1]
+    assert moved["moved"] and moved["from_version"] == first.champion_version and moved["to_version"] == second.champion_version
+    assert moved["challenger_score"] < moved["champion_score"] and "beats the champion" in moved["reason"]
+    assert len(moved["windows"]) == 5
+
+    _cli_env(monkeypatch, settings)
+    assert cli.main(["history", SID]) == 0
+    assert "beats the champion" in capsys.readouterr().out
+
+    old, new = tasks.rollback(settings, SID)
+    assert (old, new) == (second.champion_version, first.champion_version)
+    _assert_pointer_agrees(settings)
+    _, table = tasks.show_forecast(settings, SID)
+    assert table[["year", "mean"]].equals(naive_table[["year", "mean"]])
+    assert "rollback" in tasks.alias_history(settings, SID)[-1]["reason"]
+
+
+def test_rerun_of_the_same_run_key_moves_nothing(settings: Settings) -> None:
+    lineup = _lineup(settings, "drift")
+    _run(settings, lineup)
+    before, history = _state(settings), tasks.alias_history(settings, SID)
+    _run(settings, lineup)
+    assert _state(settings) == before and tasks.alias_history(settings, SID) == history
+
+
+def test_backfill_leaves_champion_family_aliases_and_latest(settings: Settings, capsys, monkeypatch) -> None:
+    lineup = _lineup(settings, "drift")
+    newest, _ = _run(settings, lineup)
+    before = _state(settings)
+    for year in (2008, 2010):
+        old, published = _run(settings, lineup, as_of_year=year)
+        assert old.as_of_year == year and f"asof={year}" in published.manifest
+    after = _state(settings)
+    assert after["aliases"] == before["aliases"] and after["latest"] == before["latest"]
+    assert len(after["versions"]) == len(before["versions"]) + 2
+    _assert_pointer_agrees(settings)
+    rows = tasks.forecasts_as_of(settings, SID, 2010)
+    assert [r["family"] for r in rows] == ["drift"] and "asof=2010" in rows[0]["manifest"]
+    _cli_env(monkeypatch, settings)
+    assert cli.main(["forecasts", SID, "--as-of", "2008"]) == 0
+    assert "2008" in capsys.readouterr().out.splitlines()[1]
+    assert newest.as_of_year > 2010
+
+
+def test_two_as_of_years_concurrently(settings: Settings) -> None:
+    lineup = _lineup(settings, "drift")
+    errors: list[BaseException] = []
+
+    def run(year: int | None) -> None:
+        try:
+            _run(settings, lineup, as_of_year=year)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(year,)) for year in (None, 2009)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    state = _state(settings)
+    client = tracking.configure(settings)
+    found = client.search_model_versions(f"name = '{tracking.registered_name(SID)}'")
+    keys = [(v.tags[tracking.RUN_KEY_TAG], v.tags[tracking.FAMILY_TAG]) for v in found]
+    assert len(keys) == len(set(keys)) == 2
+    champion = client.get_model_version_by_alias(tracking.registered_name(SID), "champion")
+    assert tracking.version_as_of(champion) == state["latest"]["as_of_year"] > 2009
+    _assert_pointer_agrees(settings)
