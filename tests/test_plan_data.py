@@ -28,7 +28,8 @@ def _plan(tidy: pd.DataFrame, spec: str = "Canada:co2,World:co2", as_of_year: in
 def test_the_run_key_changes_with_the_series_history_only() -> None:
     tidy = _tidy(ENTITIES)
     keys = {item.series_id: item.run_key for item in _plan(tidy).series}
-    other = plan_run(tidy, vintage="another", as_of_year=1995, series_spec="Canada:co2,World:co2", horizon_end=2050, cfg_hash="c", min_points=30)
+    spec = "Canada:co2,World:co2"
+    other = plan_run(tidy, vintage="another", as_of_year=1995, series_spec=spec, horizon_end=2050, cfg_hash="c", min_points=30)
     assert {item.series_id: item.run_key for item in other.series} == keys  # a new vintage id alone changes nothing
 
     revised = tidy.copy()
