@@ -278,7 +278,11 @@ def forecast_frame(model: Forecaster, as_of_year: int, horizon_end: int, levels:
 
 def describe_candidate(model: Forecaster) -> dict[str, Any]:
     """A candidate's identity: its class and every effective hyperparameter (defaults included)."""
-    return {"class": f"{type(model).__module__}.{type(model).__qualname__}", "params": model.get_params()}
+    from pipeline.models.base import encode_param
+
+    # encode_param describes nested forecasters (a combination's members) by class and params too.
+    params = {name: encode_param(value) for name, value in model.get_params().items()}
+    return {"class": f"{type(model).__module__}.{type(model).__qualname__}", "params": params}
 
 
 def describe_policy(select: SelectPolicy) -> Any:

@@ -172,6 +172,7 @@ def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = N
     from pipeline import ingest
     from pipeline.plan import PlanError, as_of_year_for, without_aggregates
     from pipeline.plan import plan_run as build_plan
+    from pipeline.series import DEFAULT_MIN_POINTS
 
     trigger = RunTrigger.of(trigger) if trigger is not None else RunTrigger(run_type="cli")
     lineup = lineup or production_lineup(settings)
@@ -197,7 +198,8 @@ def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = N
         series_spec=spec,
         horizon_end=settings.horizon_end,
         cfg_hash=lineup.config_hash,
-        min_points=lineup.spec.min_points,
+        # ``all`` keeps its documented meaning (≥ 30 years); a named short series (≥ 12) is still modelled.
+        min_points=max(lineup.spec.min_points, DEFAULT_MIN_POINTS),
     )
 
 

@@ -22,10 +22,14 @@ pytestmark = pytest.mark.e2e
 SERIES = ("canada.co2_per_capita", "world.co2")
 
 
-def _versions(tracking_uri: str) -> dict[str, list[str]]:
+def _client(tracking_uri: str):
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _versions(tracking_uri: str) -> dict[str, list[str]]:
+    client = _client(tracking_uri)
     return {sid: sorted(str(v.version) for v in client.search_model_versions(f"name = 'co2cast.{sid}'")) for sid in SERIES}
 
 
@@ -39,7 +43,11 @@ def test_forecast_dag_registers_and_publishes(dag_backend, airflow_home: Path, o
     for sid in SERIES:
         pointer = store.read_json(f"forecasts/{sid}/latest.json")
         manifest = store.read_json(pointer["manifest"])
-        assert manifest["as_of_year"] == 2014 and manifest["model_family"] == "arima"
+        assert manifest["as_of_year"] == 2014
+        # Any family may be champion: the invariant is that @champion is the published version.
+        champion = _client(env["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(f"co2cast.{sid}", "champion")
+        assert str(champion.version) == str(manifest["model_version"]) == str(pointer["model_version"])
+        assert champion.tags["co2cast.family"] == manifest["model_family"] and champion.tags["co2cast.as_of_year"] == "2014"
         assert manifest["key"].startswith(f"forecasts/{sid}/asof=2014/{manifest['run_key']}/")
         for entry in manifest["files"]:
             data = store.read_bytes(entry["key"])

@@ -59,7 +59,7 @@ def test_train_publish_and_rerun_create_nothing_new(settings: Settings) -> None:
     client = tracking.configure(settings)
     champion = tracking.alias_version(client, item.series_id, "champion")
     assert str(champion.version) == trained.versions["drift"] == trained.champion_version
-    assert champion.tags["alias.champion.reason"] == "newest drift: no promotion gate yet"
+    assert json.loads(champion.tags[tracking.alias_tag("champion")])["reason"] == "newest drift: no promotion gate yet"
     run = mlflow.get_run(trained.run_id)
     assert run.data.tags[tracking.COMPLETE_TAG] == "true" and run.data.tags["airflow.run_id"] == "r"
     assert run.data.params["series_id"] == "world.co2" and "implied_d" in run.data.metrics
