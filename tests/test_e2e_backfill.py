@@ -145,8 +145,8 @@ def test_backfill_through_a_scheduler(tmp_path: Path, owid_csv: Path) -> None:
     _run(env, airflow, "dags", "reserialize")
     _run(env, airflow, "dags", "unpause", "co2_forecast")
     # One backfill run at a time: the test's MLflow store is a SQLite file.
-    backfill = ["backfill", "create", "--dag-id", "co2_forecast", "--from-date", BACKFILL[0], "--to-date", BACKFILL[1], "--max-active-runs", "1"]
-    _run(env, airflow, *backfill)
+    dates = ["--from-date", BACKFILL[0], "--to-date", BACKFILL[1]]
+    _run(env, airflow, "backfill", "create", "--dag-id", "co2_forecast", *dates, "--max-active-runs", "1")
     with _services(env, logs) as processes:
         deadline = time.monotonic() + 600
         while True:
