@@ -314,6 +314,9 @@ def versions_as_of(client: Any, series_id: str, as_of_year: int) -> list[Any]:
 
 
 def _param_value(value: Any) -> Any:
+    from pipeline.models.base import encode_param
+
+    value = encode_param(value)  # nested forecasters (a combination's members) as their specs
     return json.dumps(value, default=json_default) if isinstance(value, (list, tuple, dict)) else value
 
 
