@@ -13,7 +13,10 @@ over years reproduces what would have been forecast at each point in time).
    - `train_series`: diagnostics, rolling-origin backtest of every candidate, fits, MLflow
      runs, registration with `@arima`, `@lstm` and `@champion`;
    - `publish_forecast`: forecast with the champion to the horizon end, gate the table with the
-     GX suite `forecast_output`, publish to `forecasts/<series_id>/` atomically.
+     GX suite `forecast_output`, publish to `forecasts/<series_id>/` atomically, then score
+     every earlier forecast of the series against this vintage (`scorecards/<series_id>.parquet`).
+   Both are bounded to two running at once (`max_active_tis_per_dag`); a series whose run key
+   is already published is skipped with one read.
 3. `summarize`: one line per series, read from what was published for this run's keys.
 
 Rerunning the same run key creates no MLflow version and rewrites no file.
@@ -67,7 +70,7 @@ def co2_forecast() -> None:
 
         return runner.call(tasks.train_series, run, item, airflow=runner.airflow_ids())
 
-    @task
+    @task(max_active_tis_per_dag=2)
     def publish_forecast(trained: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         from pipeline import runner, tasks
 

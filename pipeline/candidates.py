@@ -38,7 +38,7 @@ def default_candidates() -> dict[str, Forecaster]:
 class NewestFamilyChampion:
     """Until a promotion gate exists, the newest model of one family serves forecasts.
 
-    Every candidate is fitted (each MLflow candidate run carries its model); ``always_register``
+    Every candidate is fitted (each registered candidate's MLflow run carries its model); ``always_register``
     are registered every run, and the backtest winner too when it is not among them.
 
     Attributes:

@@ -145,6 +145,29 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _scorecard(args: argparse.Namespace, settings: Settings) -> int:
+    """The track record of a series' published forecasts: errors by family and horizon."""
+    from pipeline import tasks, track_record
+    from pipeline.scorecard import summarize
+
+    store = tasks.open_store(settings)
+    card = track_record.read_scorecard(store, args.series_id)
+    if card is None or card.empty:
+        print(f"no scorecard for {args.series_id} yet: it is written when a run finds actuals for years an earlier forecast covered")
+        return 1
+    print(
+        f"{args.series_id}: {len(card)} scored years from {card.groupby(['as_of_year', 'vintage', 'model_version']).ngroups} "
+        f"forecasts (as of {card['as_of_year'].min()}-{card['as_of_year'].max()}), actuals of vintage {card['scored_vintage'].iloc[0]}"
+    )
+    print("relative_mae < 1: the published forecasts beat carrying the last value forward (naive)")
+    print(summarize(card).to_string(index=False, float_format="%.4g"))
+    if args.rows:
+        columns = ["as_of_year", "family", "model_version", "year", "horizon", "actual", "mean", "error", "hit_80", "hit_95", "naive"]
+        print(card[columns].to_string(index=False, float_format="%.4g"))
+    print(f"file: {store.uri(layout.scorecard(args.series_id))}")
+    return 0
+
+
 def _view(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the forecast viewer on 127.0.0.1 (replaces this process with Streamlit)."""
     import os
@@ -207,6 +230,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], str]] =
     "summary": (_summary, "what the last run produced"),
     "forecast": (_forecast, "train, register and publish forecasts from the latest curated vintage"),
     "show": (_show, "print the latest published forecast of a series"),
+    "scorecard": (_scorecard, "score earlier published forecasts of a series against later actuals (by family and horizon)"),
     "rollback": (_rollback, "move a model alias (default @champion) back to its previous version"),
     "history": (_history, "print a series' alias history: every champion decision and rollback"),
     "forecasts": (_forecasts, "what was forecast for a series as of a year (versions and published files)"),
@@ -229,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--as-of-year", type=int, help="last year of data to use (default: the vintage's latest)")
             command.add_argument("--series", help="default | all | Entity:variable,… (default: CO2CAST_SERIES)")
             command.add_argument("--vintage", help="a curated vintage id (default: the latest)")
-        if name in ("show", "rollback", "history", "forecasts"):
+        if name in ("show", "rollback", "history", "forecasts", "scorecard"):
             command.add_argument("series_id", help="e.g. canada.co2_per_capita")
         if name == "show":
             command.add_argument("--start", type=int, help="first year to print")
@@ -237,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--csv", action="store_true", help="print CSV")
         if name == "rollback":
             command.add_argument("--alias", default="champion")
+        if name == "scorecard":
+            command.add_argument("--rows", action="store_true", help="also print every scored year")
         if name == "forecasts":
             command.add_argument("--as-of", type=int, required=True, help="the as-of year, e.g. 2010")
         if name == "view":

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     world_tolerance: float = Field(default=0.01, description="relative margin by which a country may exceed the World aggregate")
     max_tail_lost_years: int = Field(default=0, description="newest years an entity may lose against the previous vintage")
     lock_stale_seconds: float = Field(default=3600.0, description="age after which a run key's lock counts as abandoned")
+    revision_threshold: float = Field(
+        default=0.02, description="relative change of a series' history between vintages that is material (reported, retrained)"
+    )
+    include_aggregates: bool = Field(
+        default=True, description="whether the 'all' series set includes aggregates (World, continents, income groups)"
+    )
     allowed_breaks: Path | None = Field(default=None, description="allow-list of real breaks; default expectations/allowed_breaks.json")
 
     @property

@@ -308,6 +308,20 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def run_key(series_id: str, vintage: str, as_of_year: int, cfg_hash: str) -> str:
-    """The identity of a forecast run: ``(series_id, vintage, as_of_year, config hash)``."""
-    return hashlib.sha256(f"{series_id}|{vintage}|{as_of_year}|{cfg_hash}".encode()).hexdigest()[:16]
+def run_key(series_id: str, data_id: str, as_of_year: int, cfg_hash: str) -> str:
+    """The identity of a forecast run: ``(series_id, data_id, as_of_year, config hash)``.
+
+    ``data_id`` is :func:`history_hash` of the series' own history up to the as-of year (not
+    the vintage id): a new vintage that leaves a series untouched keeps its run key (the run
+    is skipped), one that revises it gets a new key (the series retrains).
+    """
+    return hashlib.sha256(f"{series_id}|{data_id}|{as_of_year}|{cfg_hash}".encode()).hexdigest()[:16]
+
+
+def history_hash(years: Any, values: Any, provisional_last: bool = False) -> str:
+    """A digest of a series' history: every (year, value) exactly (float hex), and whether its last year is provisional."""
+    digest = hashlib.sha256()
+    for year, value in zip(years, values, strict=True):
+        digest.update(f"{int(year)}:{float(value).hex()};".encode())
+    digest.update(b"provisional" if provisional_last else b"final")
+    return digest.hexdigest()[:16]

@@ -113,6 +113,9 @@ class TrainedSeries(Payload):
     scores: dict[str, dict[str, float]]
     as_of_year: int
     vintage: str
+    revision: dict[str, Any] | None = None
+    provisional: bool = False
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
 class ManifestFile(Payload):

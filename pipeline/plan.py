@@ -10,7 +10,7 @@ import datetime as dt
 
 import pandas as pd
 
-from pipeline.core import run_key
+from pipeline.core import history_hash, run_key
 from pipeline.errors import PermanentError
 from pipeline.payloads import RunPlan, WorkItem
 from pipeline.series import resolve_series, series_id
@@ -94,7 +94,49 @@ def plan_run(
     if as_of_year < int(tidy["year"].min()):
         raise PlanError(f"as-of year {as_of_year} is before the first year of vintage {vintage}")
     items = []
-    for entity, variable in resolve_series(tidy, series_spec, min_points=min_points, as_of_year=as_of_year):
+    pairs = resolve_series(tidy, series_spec, min_points=min_points, as_of_year=as_of_year)
+    data_ids = series_data_ids(tidy, pairs, as_of_year)
+    for entity, variable in pairs:
         sid = series_id(entity, variable)
-        items.append(WorkItem(entity=entity, variable=variable, series_id=sid, run_key=run_key(sid, vintage, as_of_year, cfg_hash)))
+        key = run_key(sid, data_ids[(entity, variable)], as_of_year, cfg_hash)
+        items.append(WorkItem(entity=entity, variable=variable, series_id=sid, run_key=key))
     return RunPlan(vintage=vintage, as_of_year=as_of_year, config_hash=cfg_hash, horizon_end=horizon_end, series=tuple(items))
+
+
+def series_data_ids(tidy: pd.DataFrame, pairs: list[tuple[str, str]], as_of_year: int) -> dict[tuple[str, str], str]:
+    """:func:`pipeline.core.history_hash` of each series' rows up to the as-of year (one pass over the table).
+
+    The rows hashed are those :func:`pipeline.series.prepare_series` would use (values present,
+    by year), plus whether the as-of year is flagged provisional in the vintage.
+    """
+    wanted = set(pairs)
+    rows = tidy.loc[(tidy["year"] <= as_of_year) & tidy["value"].notna()]
+    rows = rows.loc[rows["entity"].isin({e for e, _ in wanted}) & rows["variable"].isin({v for _, v in wanted})]
+    has_flag = "provisional" in rows.columns
+    out: dict[tuple[str, str], str] = {}
+    for (entity, variable), group in rows.groupby(["entity", "variable"], sort=False, observed=True):
+        if (str(entity), str(variable)) not in wanted:
+            continue
+        group = group.sort_values("year")
+        last = group.iloc[-1]
+        provisional = bool(has_flag and last["provisional"] and int(last["year"]) == as_of_year)
+        out[(str(entity), str(variable))] = history_hash(group["year"].to_numpy(), group["value"].to_numpy(dtype=float), provisional)
+    for pair in pairs:
+        out.setdefault(pair, "no-history")  # unknown series are refused by the training step itself
+    return out
+
+
+#: OWID codes that name a real country although they are not ISO 3166 (Kosovo).
+COUNTRY_OWID_CODES = frozenset({"OWID_KOS"})
+
+
+def without_aggregates(tidy: pd.DataFrame) -> pd.DataFrame:
+    """The rows of entities with a country code (``CO2CAST_INCLUDE_AGGREGATES=false``).
+
+    An aggregate is an entity without an ISO 3166 code: OWID's World (``OWID_WRL``), continents,
+    income and treaty groups (no code), and the non-country rows such as International transport
+    (historical entities like the USSR have no code either and go with them).
+    """
+    code = tidy["iso_code"].astype("string").fillna("")
+    keep = (code != "") & (~code.str.startswith("OWID_") | code.isin(COUNTRY_OWID_CODES))
+    return tidy.loc[keep.to_numpy()]

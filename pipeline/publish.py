@@ -44,6 +44,7 @@ FORECAST_COLUMNS = [
     "vintage",
     "as_of_year",
     "unit",
+    "provisional",
 ]
 
 #: The forecast output bounds relative to the series' history (``forecast_output`` suite):
@@ -82,12 +83,16 @@ def forecast_table(
     vintage: str,
     as_of_year: int,
     unit: str | None = None,
+    provisional: bool = False,
 ) -> pd.DataFrame:
     """Give a forecaster's output (``year, mean, lo_80, …``) the published schema.
 
     Interval bounds are cut at zero: emissions cannot be negative, and a symmetric interval
     around a small positive forecast would otherwise reach below it. ``unit`` defaults to the
     unit of the series' variable (:func:`pipeline.series.unit_of`).
+    around a small positive forecast would otherwise reach below it. ``provisional`` (every
+    row) says the forecast starts from a provisional last year: the vintage's newest year,
+    which the next release usually revises.
     """
     from pipeline.series import unit_of, variable_of
 
@@ -101,6 +106,7 @@ def forecast_table(
     table["vintage"] = vintage
     table["as_of_year"] = int(as_of_year)
     table["unit"] = unit if unit is not None else unit_of(variable_of(series_id))
+    table["provisional"] = bool(provisional)
     table["year"] = table["year"].astype("int64")
     return table[FORECAST_COLUMNS]
 
@@ -163,10 +169,9 @@ def publish(
     """
     as_of_year = int(meta["as_of_year"])
     manifest_key = layout.forecast_manifest(series_id, as_of_year, run_key)
-    existing = store.read_json_or_none(manifest_key)
-    if existing is not None and verify_manifest(store, existing):
-        _move_latest(store, series_id, existing)
-        return Manifest.of(existing)
+    existing = republish_existing(store, series_id, as_of_year, run_key)
+    if existing is not None:
+        return existing
 
     gate = validate_forecast(table, series_id, as_of_year, horizon_end, history_max)
     if not gate.success:
@@ -222,6 +227,18 @@ def _write_forecast(
     _move_latest(store, series_id, manifest)
     logger.info("published %s", store.uri(manifest_key))
     return Manifest.of(manifest)
+
+
+def republish_existing(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> Manifest | None:
+    """The verified manifest already published for a run key (its pointer settled), or ``None``.
+
+    The cheap path of a rerun: one or two small reads, no model, no GX.
+    """
+    existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
+    if existing is None or not verify_manifest(store, existing):
+        return None
+    _move_latest(store, series_id, existing)
+    return Manifest.of(existing)
 
 
 def _move_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -170,7 +171,7 @@ def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = N
         SeriesError: the series spec names no series or an unknown one.
     """
     from pipeline import ingest
-    from pipeline.plan import PlanError, as_of_year_for
+    from pipeline.plan import PlanError, as_of_year_for, without_aggregates
     from pipeline.plan import plan_run as build_plan
     from pipeline.series import DEFAULT_MIN_POINTS
 
@@ -187,11 +188,15 @@ def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = N
         if pointer is None:
             raise PlanError(f"no curated vintage in {store.uri()}: run co2_ingest (or `co2cast ingest`) first")
     as_of_year = as_of_year_for(trigger.run_type, trigger.logical_date, int(pointer["latest_year"]), trigger.as_of_year)
+    tidy = ingest.read_curated(store, pointer["vintage"])
+    spec = trigger.series or settings.series
+    if spec.strip() == "all" and not settings.include_aggregates:
+        tidy = without_aggregates(tidy)
     return build_plan(
-        ingest.read_curated(store, pointer["vintage"]),
+        tidy,
         vintage=pointer["vintage"],
         as_of_year=as_of_year,
-        series_spec=trigger.series or settings.series,
+        series_spec=spec,
         horizon_end=settings.horizon_end,
         cfg_hash=lineup.config_hash,
         # ``all`` keeps its documented meaning (≥ 30 years); a named short series (≥ 12) is still modelled.
@@ -227,9 +232,17 @@ def train_series(
         ConfigMismatch: the plan was made with another configuration.
         TrackingUnavailable: MLflow's store is busy or unreachable (transient).
     """
+    started = time.perf_counter()
+    plan, item = RunPlan.of(plan), WorkItem.of(item)
+    # The cheap path first: a run key already published carries what it trained (no MLflow, no model).
+    published = _published_training(settings, plan, item)
+    if published is not None:
+        logger.info("%s: run key %s already published (%s): skipped", item.series_id, item.run_key, published.run_id)
+        log_timings(item.series_id, "train_skipped", {"total": time.perf_counter() - started})
+        return published
+
     from pipeline import locks, tracking
 
-    plan, item = RunPlan.of(plan), WorkItem.of(item)
     ids = AirflowIds.of(airflow) if airflow is not None else None
     lineup = lineup or production_lineup(settings)
     if lineup.config_hash != plan.config_hash:
@@ -252,11 +265,18 @@ def train_series(
             dead = tracking.heal_dead_runs(client, item.series_id, item.run_key)
             if dead:
                 logger.warning("run key %s: marked %d dead MLflow run(s) FAILED: %s", item.run_key, len(dead), ", ".join(dead))
-        return _train_and_register(settings, store, client, plan, item, ids, lineup)
+        return _train_and_register(settings, store, client, plan, item, ids, lineup, started)
 
 
 def _train_and_register(
-    settings: Settings, store: ObjectStore, client: Any, plan: RunPlan, item: WorkItem, ids: AirflowIds | None, lineup: Lineup
+    settings: Settings,
+    store: ObjectStore,
+    client: Any,
+    plan: RunPlan,
+    item: WorkItem,
+    ids: AirflowIds | None,
+    lineup: Lineup,
+    started: float,
 ) -> TrainedSeries:
     """The body of :func:`train_series` once it holds the run key's lock and found nothing to reuse."""
     import mlflow
@@ -265,8 +285,12 @@ def _train_and_register(
 
     tidy = ingest.read_curated(store, plan.vintage)
     series = core.prepare(tidy, item.entity, item.variable, plan.as_of_year, lineup.spec)
+    revision = history_revision(settings, store, plan, item, series)
+    provisional = _is_provisional(tidy, item, plan.as_of_year)
+    fit_started = time.perf_counter()
     result = core.run_series(series, lineup.per_series, lineup.select, lineup.spec)
     assert result.selection is not None
+    fit_seconds = time.perf_counter() - fit_started
 
     gx = store.read_json_or_none(layout.curated_gx_result(plan.vintage)) or {}
     tags = {
@@ -279,7 +303,12 @@ def _train_and_register(
         "co2cast.gx_result": store.uri(layout.curated_gx_result(plan.vintage)),
         **({f"airflow.{k}": v for k, v in ids.to_xcom().items()} if ids else {}),
     }
+    if revision is not None:
+        tags |= {"co2cast.revision": revision.describe(), "co2cast.revision_material": str(revision.material).lower()}
+    mlflow_started = time.perf_counter()
     with tracking.transient_errors(), mlflow.start_run(run_name=f"{series.series_id} asof={plan.as_of_year}", tags=tags) as parent:
+        if revision is not None:
+            mlflow.log_params({f"revision_{k}": v for k, v in revision.to_dict().items()})
         infos = tracking.log_series_result(result, lineup.spec, tags)
         pause_point("after_log")
         versions = tracking.register_selection(client, result, infos, item.run_key, {**tags, "co2cast.mlflow_run_id": parent.info.run_id})
@@ -299,9 +328,74 @@ def _train_and_register(
             scores={name: {k: round(float(v), 6) for k, v in s.items()} for name, s in result.scores().items()},
             as_of_year=plan.as_of_year,
             vintage=plan.vintage,
+            revision=revision.to_dict() | {"text": revision.describe()} if revision is not None else None,
+            provisional=provisional,
         )
+        timings = {"fit": fit_seconds, "mlflow": time.perf_counter() - mlflow_started}
+        trained = trained.model_copy(update={"timings": {k: round(v, 3) for k, v in timings.items()}})
         tracking.mark_complete(trained.to_xcom())
+    log_timings(item.series_id, "train", {**timings, "total": time.perf_counter() - started})
     return trained
+
+
+#: The marker of a timing line in task logs (``benchmarks/bench_all_series.py`` reads them).
+TIMING_MARKER = "co2cast timing"
+
+
+def log_timings(series_id: str, step: str, seconds: Mapping[str, float]) -> None:
+    """Log a step's timings as one JSON line after :data:`TIMING_MARKER`."""
+    record = {"series_id": series_id, "step": step, **{k: round(float(v), 3) for k, v in seconds.items()}}
+    logger.info("%s %s", TIMING_MARKER, json.dumps(record, sort_keys=True))
+
+
+def _published_training(settings: Settings, plan: RunPlan, item: WorkItem) -> TrainedSeries | None:
+    """What a run key's published manifest says was trained, or ``None`` (not published, or an older manifest)."""
+    found = open_store(settings).read_json_or_none(layout.forecast_manifest(item.series_id, plan.as_of_year, item.run_key))
+    if found is None or "trained" not in found:
+        return None
+    return TrainedSeries.of(found["trained"])
+
+
+def _is_provisional(tidy: pd.DataFrame, item: WorkItem, as_of_year: int) -> bool:
+    """Whether the vintage flags the series' as-of year provisional (its newest year)."""
+    if "provisional" not in tidy.columns:
+        return False
+    row = tidy.loc[(tidy["entity"] == item.entity) & (tidy["variable"] == item.variable) & (tidy["year"] == as_of_year), "provisional"]
+    return bool(row.any())
+
+
+def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item: WorkItem, series: Any) -> Any:
+    """How this vintage revised the history the series' last published forecast was trained on.
+
+    Compares (:func:`pipeline.revisions.compare_histories`, threshold
+    ``CO2CAST_REVISION_THRESHOLD``) the series as the last published forecast's vintage held
+    it, up to that forecast's as-of year, with the prepared series of this run. Logs a warning
+    when the revision is material.
+
+    Returns:
+        The :class:`pipeline.revisions.Revision`, or ``None`` when nothing was published yet,
+        the last forecast used this very vintage, or its vintage is no longer readable.
+    """
+    import pandas as pd
+
+    from pipeline import ingest, track_record
+    from pipeline.revisions import compare_histories
+
+    pointer = store.read_json_or_none(layout.forecast_latest(item.series_id))
+    manifest = store.read_json_or_none(pointer["manifest"]) if pointer else None
+    if not manifest or manifest.get("vintage") in (None, plan.vintage):
+        return None
+    try:
+        old = ingest.read_curated(store, manifest["vintage"])
+    except (KeyError, PermanentError):
+        logger.info("%s: vintage %s of the last forecast is not readable; no revision check", item.series_id, manifest["vintage"])
+        return None
+    previous = track_record.actuals_of(old, item.entity, item.variable)
+    previous = previous[previous.index <= int(manifest["as_of_year"])]
+    revision = compare_histories(previous, pd.Series(series.values, index=series.years), settings.revision_threshold)
+    line = f"{item.series_id}: vintage {plan.vintage} against {manifest['vintage']}: {revision.describe()}"
+    (logger.warning if revision.material else logger.info)("%s", line)
+    return revision
 
 
 def _metric(lineup: Lineup) -> str:
@@ -521,18 +615,27 @@ def publish_series(
     Raises:
         PublishRefused: the table failed the ``forecast_output`` suite; nothing was written.
     """
+    from pipeline.publish import republish_existing
+
+    started = time.perf_counter()
+    plan, trained = RunPlan.of(plan), TrainedSeries.of(trained)
+    store = open_store(settings)
+    existing = republish_existing(store, trained.series_id, plan.as_of_year, trained.run_key)
+    if existing is not None:  # the cheap path: this run key is published and verifies
+        log_timings(trained.series_id, "publish_skipped", {"total": time.perf_counter() - started})
+        return _published(store, trained, existing)
+
     from pipeline import artifacts, core, ingest, tracking
     from pipeline.publish import forecast_table, publish
 
-    plan, trained = RunPlan.of(plan), TrainedSeries.of(trained)
     ids = AirflowIds.of(airflow) if airflow is not None else None
     lineup = lineup or production_lineup(settings)
-    store = open_store(settings)
     with tracking.transient_errors():
         tracking.configure(settings)
         model = tracking.load_registered(trained.model_name, trained.champion_version)
         digest = artifacts.registered_digest(trained.model_name, trained.champion_version)
         diagnostics = tracking.read_artifact(trained.run_id, tracking.DIAGNOSTICS_ARTIFACT)
+    mlflow_seconds = time.perf_counter() - started
     table = forecast_table(
         core.forecast_frame(model, plan.as_of_year, plan.horizon_end, lineup.spec.levels),
         series_id=trained.series_id,
@@ -541,6 +644,7 @@ def publish_series(
         family=trained.champion_family,
         vintage=plan.vintage,
         as_of_year=plan.as_of_year,
+        provisional=trained.provisional,
     )
     meta = {
         "series_id": trained.series_id,
@@ -552,6 +656,9 @@ def publish_series(
         "model_sha256": json.loads(digest or "{}"),
         "mlflow_run_id": trained.run_id,
         "airflow": ids.to_xcom() if ids else {},
+        "provisional": trained.provisional,
+        "revision": trained.revision,
+        "trained": trained.to_xcom(),
     }
     extras = {"diagnostics.json": diagnostics, "backtest.json": json.dumps(trained.scores, indent=2, sort_keys=True).encode()}
     item = next((i for i in plan.series if i.series_id == trained.series_id), None)
@@ -569,6 +676,18 @@ def publish_series(
         extras=extras,
         history_max=history_max,
     )
+    item = next((i for i in plan.series if i.series_id == trained.series_id), None)
+    publish_seconds = time.perf_counter() - started - mlflow_seconds
+    if item is not None:  # the track record: every earlier forecast against this vintage's actuals
+        score_series(settings, plan, item, trained.run_id)
+    total = time.perf_counter() - started
+    score_seconds = total - mlflow_seconds - publish_seconds
+    timings = {"mlflow": mlflow_seconds, "publish": publish_seconds, "score": score_seconds, "total": total}
+    log_timings(trained.series_id, "publish", timings)
+    return _published(store, trained, manifest)
+
+
+def _published(store: ObjectStore, trained: TrainedSeries, manifest: Manifest) -> PublishedForecast:
     return PublishedForecast(
         series_id=trained.series_id,
         manifest=manifest.key,
@@ -579,6 +698,32 @@ def publish_series(
         model_version=trained.champion_version,
         mase=trained.scores.get(trained.champion_family, {}).get("mase"),
     )
+
+
+def score_series(settings: Settings, plan: RunPlan | dict[str, Any], item: WorkItem | dict[str, Any], run_id: str | None = None) -> Any:
+    """Score every published forecast of a series against the plan vintage's actuals.
+
+    Writes ``scorecards/<series_id>.parquet`` (:mod:`pipeline.track_record`; unchanged bytes
+    are not rewritten) and logs the summary (errors by family and horizon, interval hits,
+    MAE relative to naive) as metrics ``scorecard.<family>.h<horizon>.*`` of the series'
+    MLflow run ``run_id`` in one batch.
+
+    Returns:
+        The :class:`pipeline.track_record.ScorecardResult`.
+    """
+    from pipeline import ingest, track_record, tracking
+
+    plan, item = RunPlan.of(plan), WorkItem.of(item)
+    store = open_store(settings)
+    actuals = track_record.actuals_of(ingest.read_curated(store, plan.vintage), item.entity, item.variable)
+    result = track_record.score_and_write(store, item.series_id, actuals, plan.vintage)
+    logger.info("%s", result.describe())
+    if run_id and result.rows:
+        with tracking.transient_errors():
+            client = tracking.configure(settings)
+            tags = {"co2cast.scorecard": store.uri(result.key), "co2cast.scorecard_rows": str(result.rows)}
+            tracking.log_metrics_once(client, run_id, track_record.summary_metrics(result.summary), tags)
+    return result
 
 
 def run_summary(
@@ -609,6 +754,9 @@ def run_summary(
             f"{manifest.first_year}-{manifest.last_year}, published {store.uri(manifest.key)}\n"
             f"    {champion_reason(manifest.model_family, json.loads(scores) if scores else {})}"
         )
+        revision = (manifest.model_extra or {}).get("revision")
+        if revision and revision.get("material"):
+            text += f"; {revision.get('text', 'history revised (material: retrained)')}"
         lines.append(SummaryLine(series_id=item.series_id, published=True, manifest=manifest.key, text=text))
         if progress:
             progress(f"[{len(lines)}/{len(plan.series)}] {text}")

@@ -379,6 +379,9 @@ def versions_as_of(client: Any, series_id: str, as_of_year: int) -> list[Any]:
 
 
 def _param_value(value: Any) -> Any:
+    from pipeline.models.base import encode_param
+
+    value = encode_param(value)  # nested forecasters (a combination's members) as their specs
     return json.dumps(value, default=json_default) if isinstance(value, (list, tuple, dict)) else value
 
 
@@ -387,7 +390,8 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
 
     The parent gets the series' parameters, the diagnostics (plots and ``diagnostics.json``
     under ``diagnostics/``) and ``implied_d``; each candidate gets a nested run with its
-    backtest metrics, ``backtest.json``, hyperparameters and, when fitted, its model.
+    backtest metrics, ``backtest.json``, hyperparameters and, when fitted and registered by the
+    selection policy, its model.
 
     Args:
         result: what :func:`pipeline.core.run_series` returned.
@@ -420,6 +424,9 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
         mlflow.log_artifacts(tmp, "diagnostics")
     mlflow.log_metric("implied_d", result.diagnostics["stationarity"]["implied_d"])
 
+    # Only the candidates the policy registers are logged as models: logging a model is the
+    # costliest MLflow call, and an unregistered one was never loaded again.
+    registered = set(result.selection.register) if result.selection is not None else set(result.candidates)
     infos: dict[str, Any] = {}
     evaluation = result.evaluation
     if evaluation is not None:
@@ -440,7 +447,7 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
             if evaluation is not None:
                 title = f"{series.series_id}: {name}"
                 _log_figure(lambda c=candidate, t=title: _plots().errors_by_horizon(c.backtest, title=t), "errors_by_horizon.png")
-            if candidate.model is not None:
+            if candidate.model is not None and name in registered:
                 order = getattr(candidate.model, "order_", None)  # the order an ARIMA search settled on
                 if order is not None:
                     mlflow.log_param("fitted_order", json.dumps([int(v) for v in order]))
@@ -521,3 +528,24 @@ def load_registered(model_name: str, version: str) -> Forecaster:
     from pipeline import artifacts
 
     return artifacts.served_forecaster(artifacts.load_registered(model_name, version))
+
+
+def log_metrics_once(client: Any, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None) -> int:
+    """Log metrics (and tags) to a run in one batch, leaving out values the run already holds.
+
+    A rerun with the same values logs nothing, so a metric's history gains a step only when its
+    value changes. Returns how many metrics were logged.
+    """
+    import time
+
+    from mlflow.entities import Metric, RunTag
+
+    data = client.get_run(run_id).data
+    now = int(time.time() * 1000)
+    fresh = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items()) if data.metrics.get(k) != float(v)]
+    new_tags = [RunTag(k, str(v)) for k, v in sorted((tags or {}).items()) if data.tags.get(k) != str(v)]
+    for start in range(0, max(len(fresh), 1), 1000):  # MLflow takes at most 1000 metrics per batch
+        chunk = fresh[start : start + 1000]
+        if chunk or (start == 0 and new_tags):
+            client.log_batch(run_id, metrics=chunk, tags=new_tags if start == 0 else [])
+    return len(fresh)

@@ -178,7 +178,7 @@ def test_kill_9_then_a_healed_rerun(settings: Settings, point: str) -> None:
         assert dead and all(r.info.status == "FAILED" for r in dead)
     # The previous champion is the rollback target of the new one, as after a clean run.
     champion = tracking.alias_version(client, SID, "champion")
-    assert champion.tags["alias.champion.previous_version"] == before["champion"]
+    assert json.loads(champion.tags[tracking.alias_tag("champion")])["previous"] == before["champion"]
 
 
 # -- two runs of one key at once ----------------------------------------------------------------

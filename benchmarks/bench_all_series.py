@@ -1,0 +1,193 @@
+"""Benchmark ``co2_forecast`` on the ``all`` series set through a real scheduler (LocalExecutor).
+
+Starts ``airflow api-server``, ``scheduler`` and ``dag-processor`` in a temporary home (SQLite
+metadata, LocalExecutor, ``parallelism`` 2 by default, the DAG's own ``max_active_tis_per_dag``),
+ingests the embedded OWID file, unpauses ``co2_forecast`` (its scheduled run forecasts as of the
+data's last year: the cold run, every series trained with the production line-up, LSTM
+included), then triggers it again (the unchanged rerun: every run key already published).
+Prints each run's wall time as Airflow recorded it, and the split between training (model
+fitting and backtests), MLflow (logging, registration, loading the champion) and publishing
+(forecast, GX gate, files, scorecard), summed and per series (median), from the timing lines
+the tasks log (``co2cast timing {...}``, :func:`pipeline.tasks.log_timings`).
+
+``--limit N`` runs N series spread evenly over the ``all`` set and extrapolates linearly to the
+whole set (an estimate: it assumes the run's throughput stays what it was for N series).
+Target (issue #11): every series with >= 30 years, both variables (about 390), under 20 minutes on
+2 cores; an unchanged rerun under 2 minutes. Run from the repository root::
+
+    python benchmarks/bench_all_series.py --limit 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+MARKER = "co2cast timing"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run(env: dict[str, str], *command: str, timeout: float = 900) -> str:
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def _runs(env: dict[str, str]) -> list[dict[str, str]]:
+    command = [str(BIN / "airflow"), "dags", "list-runs", "co2_forecast", "-o", "json"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    if result.returncode != 0:
+        return []
+    for line in reversed(result.stdout.splitlines()):  # the JSON list, after any log lines
+        if line.startswith("[{") or line.strip() == "[]":
+            return json.loads(line)
+    return []
+
+
+def _wait(env: dict[str, str], processes: dict[str, subprocess.Popen[bytes]], run_id_prefix: str, timeout: float) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                raise SystemExit(f"airflow {name} exited with {process.returncode}")
+        for run in _runs(env):
+            if run["run_id"].startswith(run_id_prefix) and run["state"] in ("success", "failed"):
+                return run
+        time.sleep(5)
+    raise SystemExit(f"no finished run {run_id_prefix}* within {timeout:.0f} s")
+
+
+def _seconds(run: dict[str, str]) -> float:
+    start, end = (dt.datetime.fromisoformat(run[k]) for k in ("start_date", "end_date"))
+    return (end - start).total_seconds()
+
+
+def _timings(log_root: Path, run_id: str) -> list[dict[str, float]]:
+    records = []
+    for path in log_root.rglob("*.log"):
+        if f"run_id={run_id}" not in str(path):
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            match = re.search(re.escape(MARKER) + r" (\{.*?\})", line)
+            if match:
+                records.append(json.loads(match.group(1).replace('\\"', '"')))
+    return records
+
+
+def _report(name: str, run: dict[str, str], records: list[dict[str, float]], n: int, total: int) -> None:
+    wall = _seconds(run)
+    print(f"\n{name}: run {run['run_id']} {run['state']}, {n} series, wall {wall:.1f} s ({wall / max(n, 1):.2f} s per series)")
+    if n < total:
+        print(f"  extrapolated to all {total} series: {wall * total / max(n, 1) / 60:.1f} min (linear in the series count)")
+    for step in ("train", "publish", "train_skipped", "publish_skipped"):
+        rows = [r for r in records if r.get("step") == step]
+        if not rows:
+            continue
+        keys = sorted({k for r in rows for k in r if k not in ("series_id", "step")})
+        parts = ", ".join(
+            f"{k} sum {sum(r.get(k, 0.0) for r in rows):.1f} s / median {statistics.median(r.get(k, 0.0) for r in rows):.2f} s"
+            for k in keys
+        )
+        print(f"  {step} ({len(rows)} tasks): {parts}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--limit", type=int, help="run N series spread over the `all` set (default: all of them)")
+    parser.add_argument("--parallelism", type=int, default=2, help="LocalExecutor slots (default 2: two cores)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for a run")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary home (logs, store, MLflow)")
+    args = parser.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="co2cast-bench-all-"))
+    home, logs = base / "co2cast", base / "logs"
+    logs.mkdir()
+    (home / "mlflow").mkdir(parents=True)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "AIRFLOW", "MLFLOW_"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(base / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(args.parallelism),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(16),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(logs / "tasks"),
+            "GX_ANALYTICS_ENABLED": "false",
+            "CO2CAST_HOME": str(home),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow/mlflow.db",
+            "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        }
+    )
+    _run(env, str(BIN / "airflow"), "db", "migrate")
+    _run(env, str(BIN / "co2cast"), "ingest")
+
+    from pipeline import tasks
+    from pipeline.config import Settings
+    from pipeline.payloads import RunTrigger
+
+    settings = Settings(home=home, mlflow_tracking_uri=env["MLFLOW_TRACKING_URI"])
+    every = [item.series_id for item in tasks.plan_run(settings, RunTrigger(series="all")).series]
+    chosen = every if not args.limit or args.limit >= len(every) else [every[i * len(every) // args.limit] for i in range(args.limit)]
+    env["CO2CAST_SERIES"] = "all" if chosen == every else ",".join(chosen)
+    print(f"co2_forecast on {len(chosen)} of the {len(every)} series of the `all` set; parallelism {args.parallelism}; home {base}")
+
+    _run(env, str(BIN / "airflow"), "dags", "reserialize")
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name in ("api-server", "scheduler", "dag-processor"):
+            command = [str(BIN / "airflow"), name] + (["--port", str(port)] if name == "api-server" else [])
+            with (logs / f"{name}.log").open("wb") as log:
+                processes[name] = subprocess.Popen(
+                    command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True
+                )
+        _run(env, str(BIN / "airflow"), "dags", "unpause", "co2_forecast")  # the scheduled run: the cold one
+        cold = _wait(env, processes, "scheduled__", args.timeout)
+        _report("cold run", cold, _timings(logs / "tasks", cold["run_id"]), len(chosen), len(every))
+        _run(env, str(BIN / "airflow"), "dags", "trigger", "co2_forecast", "--run-id", "manual__rerun")
+        rerun = _wait(env, processes, "manual__rerun", args.timeout)
+        _report("unchanged rerun", rerun, _timings(logs / "tasks", rerun["run_id"]), len(chosen), len(every))
+    finally:
+        for process in processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=20)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

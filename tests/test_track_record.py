@@ -1,0 +1,121 @@
+"""The scorecard wired in: a backfill over a few as-of years, scored against the vintage's actuals.
+
+The expected errors are computed here from the published CSV files and the source CSV itself,
+not through :mod:`pipeline.scorecard`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from pipeline import cli, ingest, layout, tasks, track_record
+from pipeline.candidates import NewestFamilyChampion
+from pipeline.config import Settings
+from pipeline.core import ForecastSpec
+from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
+from pipeline.payloads import RunTrigger
+
+AS_OF_YEARS = (2008, 2010, 2012)
+
+
+def _lineup(settings: Settings) -> tasks.Lineup:
+    return tasks.Lineup(
+        candidates={"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster()},
+        select=NewestFamilyChampion(champion="drift", always_register=("drift", "naive")),
+        spec=ForecastSpec(horizon_end=settings.horizon_end),
+    )
+
+
+@pytest.fixture
+def backfilled(tmp_path: Path, small_owid: Path) -> tuple[Settings, dict[int, str]]:
+    settings = Settings(home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    ingest.ingest(settings, tasks.open_store(settings), str(small_owid))
+    run_ids = {}
+    for year in AS_OF_YEARS:
+        trigger = RunTrigger(run_type="backfill", series="Canada:co2", as_of_year=year)
+        [(trained, _)] = tasks.forecast_all(settings, trigger, _lineup(settings))
+        run_ids[year] = trained.run_id
+    return settings, run_ids
+
+
+def _source_actuals(source: Path, entity: str, column: str) -> dict[int, float]:
+    with source.open() as handle:
+        return {int(row["year"]): float(row[column]) for row in csv.DictReader(handle) if row["country"] == entity and row[column]}
+
+
+def test_backfill_scorecard_has_the_independently_computed_errors(backfilled, small_owid: Path) -> None:
+    settings, run_ids = backfilled
+    store = tasks.open_store(settings)
+    actual = _source_actuals(small_owid, "Canada", "co2")
+    latest_year = max(actual)
+
+    expected = []
+    for key in store.list(layout.series_forecasts("canada.co2")):
+        if not key.endswith("manifest.json"):
+            continue
+        manifest = json.loads(store.read_bytes(key))
+        csv_key = next(f["key"] for f in manifest["files"] if f["name"] == "forecast.csv")
+        for row in csv.DictReader(io.StringIO(store.read_bytes(csv_key).decode())):
+            year, as_of = int(row["year"]), int(row["as_of_year"])
+            if year > latest_year:
+                continue
+            error = actual[year] - float(row["mean"])
+            hit = float(row["lo_95"]) <= actual[year] <= float(row["hi_95"])
+            expected.append((as_of, year, year - as_of, error, hit, abs(actual[year] - actual[as_of])))
+    expected.sort()
+    # as of 2008: 2009..2014 (6 years), 2010: 4, 2012: 2
+    assert len(expected) == sum(latest_year - year for year in AS_OF_YEARS) == 12
+
+    card = pd.read_parquet(io.BytesIO(store.read_bytes(layout.scorecard("canada.co2"))))
+    columns = ["as_of_year", "year", "horizon", "error", "hit_95", "naive_abs_error"]
+    got = sorted(card[columns].itertuples(index=False, name=None))
+    assert [g[:3] for g in got] == [e[:3] for e in expected]
+    assert [g[3] for g in got] == pytest.approx([e[3] for e in expected], rel=1e-9, abs=1e-9)
+    assert [bool(g[4]) for g in got] == [e[4] for e in expected]
+    assert [g[5] for g in got] == pytest.approx([e[5] for e in expected], rel=1e-9)
+    assert set(card["family"]) == {"drift"} and set(card["scored_vintage"]) == {tasks.latest_vintage(settings)["vintage"]}
+
+    # The summary is on the newest series run in MLflow: drift's one-year-ahead MAE over the three forecasts.
+    h1 = [abs(e[3]) for e in expected if e[2] == 1]
+    metrics = mlflow.get_run(run_ids[AS_OF_YEARS[-1]]).data.metrics
+    assert metrics["scorecard.drift.h1.mae"] == pytest.approx(sum(h1) / len(h1))
+    assert metrics["scorecard.drift.h1.n"] == 3
+
+
+def test_rescoring_is_idempotent_and_the_cli_prints_the_table(
+    backfilled, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, run_ids = backfilled
+    store = tasks.open_store(settings)
+    before = store.read_bytes(layout.scorecard("canada.co2"))
+    plan = tasks.plan_run(settings, RunTrigger(series="Canada:co2", as_of_year=AS_OF_YEARS[-1]), _lineup(settings))
+    client = mlflow.MlflowClient(settings.resolved_tracking_uri)
+    history = len(client.get_metric_history(run_ids[AS_OF_YEARS[-1]], "scorecard.drift.h1.mae"))
+    result = tasks.score_series(settings, plan, plan.series[0], run_ids[AS_OF_YEARS[-1]])
+    assert not result.written and store.read_bytes(layout.scorecard("canada.co2")) == before
+    assert len(client.get_metric_history(run_ids[AS_OF_YEARS[-1]], "scorecard.drift.h1.mae")) == history
+
+    monkeypatch.setenv("CO2CAST_HOME", str(settings.home))
+    monkeypatch.setenv("CO2CAST_STORE_URI", settings.resolved_store_uri)
+    assert cli.main(["scorecard", "canada.co2", "--rows"]) == 0
+    out = capsys.readouterr().out
+    assert "relative_mae" in out and "12 scored years from 3 forecasts" in out
+    assert cli.main(["scorecard", "world.co2"]) == 1
+
+
+def test_a_tampered_forecast_is_not_scored(backfilled) -> None:
+    settings, _ = backfilled
+    store = tasks.open_store(settings)
+    first = next(k for k in store.list(layout.series_forecasts("canada.co2", AS_OF_YEARS[0])) if k.endswith("forecast.parquet"))
+    store.write_bytes(first, store.read_bytes(first) + b"x")
+    actuals = track_record.actuals_of(ingest.read_curated(store, tasks.latest_vintage(settings)["vintage"]), "Canada", "co2")
+    result = track_record.score_and_write(store, "canada.co2", actuals, "v")
+    assert result.skipped == (first.rsplit("/", 1)[0] + "/manifest.json",)
+    assert sorted(set(track_record.read_scorecard(store, "canada.co2")["as_of_year"])) == list(AS_OF_YEARS[1:])

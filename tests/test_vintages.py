@@ -1,0 +1,111 @@
+"""Vintage awareness: a new vintage that revises a series retrains it and says so; one that leaves
+it untouched skips it (same run key); the newest year is flagged provisional in the published table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from pipeline import ingest, layout, tasks, tracking
+from pipeline.candidates import NewestFamilyChampion
+from pipeline.config import Settings
+from pipeline.core import ForecastSpec
+from pipeline.models.baselines import DriftForecaster, NaiveForecaster
+from pipeline.payloads import RunTrigger
+
+
+def _lineup(settings: Settings) -> tasks.Lineup:
+    return tasks.Lineup(
+        candidates={"naive": NaiveForecaster(), "drift": DriftForecaster()},
+        select=NewestFamilyChampion(champion="drift", always_register=("drift",)),
+        spec=ForecastSpec(horizon_end=settings.horizon_end),
+    )
+
+
+def _revised(source: Path, into: Path, entity: str, year: int, factor: float) -> Path:
+    """A copy of the source with one entity's co2 of one year scaled (a revision of history)."""
+    with source.open() as handle:
+        reader = csv.DictReader(handle)
+        rows, fields = list(reader), reader.fieldnames
+    for row in rows:
+        if row["country"] == entity and int(row["year"]) == year:
+            row["co2"] = repr(float(row["co2"]) * factor)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    into.write_text(buffer.getvalue())
+    return into
+
+
+@pytest.fixture
+def settings(tmp_path: Path, small_owid: Path) -> Settings:
+    settings = Settings(
+        home=tmp_path / "home",
+        store_uri=(tmp_path / "store").as_uri(),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+        data_dirs=str(tmp_path),
+    )
+    ingest.ingest(settings, tasks.open_store(settings), str(small_owid))
+    return settings
+
+
+def _forecast(settings: Settings, year: int, series: str = "Canada:co2,World:co2"):
+    return tasks.forecast_all(settings, RunTrigger(series=series, as_of_year=year), _lineup(settings))
+
+
+def _parent_runs(settings: Settings) -> int:
+    client = tracking.configure(settings)
+    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
+    return len(client.search_runs([experiment.experiment_id], filter_string="tags.`co2cast.complete` = 'true'"))
+
+
+def test_a_revision_retrains_the_revised_series_only_and_says_so(
+    settings: Settings, small_owid: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = {t.series_id: t for t, _ in _forecast(settings, 2012)}
+    assert _parent_runs(settings) == 2
+
+    # A new vintage that revises Canada's 2005 by 10 % and leaves World untouched.
+    ingest.ingest(settings, tasks.open_store(settings), str(_revised(small_owid, tmp_path / "v2.csv", "Canada", 2005, 1.10)))
+    plan = tasks.plan_run(settings, RunTrigger(series="Canada:co2,World:co2", as_of_year=2012), _lineup(settings))
+    keys = {item.series_id: item.run_key for item in plan.series}
+    assert keys["world.co2"] == first["world.co2"].run_key and keys["canada.co2"] != first["canada.co2"].run_key
+
+    second = {t.series_id: t for t, _ in _forecast(settings, 2012)}
+    assert _parent_runs(settings) == 3  # only Canada retrained
+    assert second["world.co2"].run_id == first["world.co2"].run_id
+    revision = second["canada.co2"].revision
+    assert revision is not None and revision["material"] and revision["year_of_max_change"] == 2005
+    assert revision["max_relative_change"] > settings.revision_threshold
+    run = mlflow.get_run(second["canada.co2"].run_id)
+    assert run.data.tags["co2cast.revision_material"] == "true" and run.data.params["revision_year_of_max_change"] == "2005"
+
+    store = tasks.open_store(settings)
+    manifest = store.read_json(layout.forecast_manifest("canada.co2", 2012, keys["canada.co2"]))
+    assert manifest["revision"]["material"] and manifest["vintage"] == plan.vintage
+    lines = {line.series_id: line.text for line in tasks.run_summary(settings, plan)}
+    assert "history revised" in lines["canada.co2"] and "history revised" not in lines["world.co2"]
+
+
+def test_a_tiny_revision_is_reported_but_not_material(settings: Settings, small_owid: Path, tmp_path: Path) -> None:
+    _forecast(settings, 2012, "Canada:co2")
+    ingest.ingest(settings, tasks.open_store(settings), str(_revised(small_owid, tmp_path / "v2.csv", "Canada", 2005, 1.001)))
+    [(trained, _)] = _forecast(settings, 2012, "Canada:co2")
+    assert trained.revision is not None and not trained.revision["material"] and trained.revision["changed_years"] == 1
+
+
+def test_the_newest_year_is_provisional_in_the_published_table(settings: Settings) -> None:
+    _, newest = _forecast(settings, 2014, "Canada:co2")[0]
+    _, older = _forecast(settings, 2012, "Canada:co2")[0]
+    store = tasks.open_store(settings)
+    for published, flag in ((newest, True), (older, False)):
+        manifest = store.read_json(published.manifest)
+        csv_key = next(f["key"] for f in manifest["files"] if f["name"] == "forecast.csv")
+        rows = list(csv.DictReader(io.StringIO(store.read_bytes(csv_key).decode())))
+        assert {row["provisional"] for row in rows} == {str(flag)} and manifest["provisional"] is flag
