@@ -284,6 +284,11 @@ class Decision:
         }
 
 
+def _score(scores: Mapping[str, float], metric: str) -> float:
+    value = scores.get(metric)
+    return float("nan") if value is None else float(value)
+
+
 def champion_gate(
     current_scores: Mapping[str, float] | None,
     challenger_scores: Mapping[str, float],
@@ -306,9 +311,11 @@ def champion_gate(
         The :class:`Decision`.
     """
     _check_metric(metric)
-    challenger = float(challenger_scores[metric])
-    naive = float(naive_scores[metric])
-    current = None if current_scores is None else float(current_scores[metric])
+    # A metric can be undefined on a series (MASE of a constant history: naive's in-sample
+    # error is zero); it is then missing from the scores and counts as not finite.
+    challenger = _score(challenger_scores, metric)
+    naive = _score(naive_scores, metric)
+    current = None if current_scores is None else _score(current_scores, metric)
 
     def decide(promote: bool, reason: str) -> Decision:
         return Decision(promote=promote, reason=reason, metric=metric, current=current, challenger=challenger, naive=naive)

@@ -530,7 +530,7 @@ def champion_gate(
         family = current.tags.get(tracking.FAMILY_TAG, "champion")
         model = publishable(recipe, floor=getattr(lineup.select, "floor", 0.0)).fit(result.series.values, result.series.years)
         info = tracking.log_forecaster(model, lineup.spec.horizon_end, lineup.spec.levels, name="champion_refit")
-        version = str(tracking.register(client, info.model_uri, sid, run_key, family, dict(tags)).version)
+        version = str(tracking.register(client, info.model_uri, sid, run_key, family, dict(tags), digest=info.digest).version)
         reason = f"{decision.reason}; its recipe ({family}) refitted as of {as_of_year}"
         tracking.move_alias(client, sid, "champion", version, reason=reason)
         record.update(moved=True, to_version=version, reason=reason)

@@ -129,3 +129,11 @@ def test_champion_gate_on_another_metric() -> None:
     decision = champion_gate({"mase": 0.5, "smape": 9.0}, {"mase": 0.9, "smape": 8.0}, {"mase": 1.0, "smape": 10.0}, metric="smape")
     assert decision.promote and decision.challenger == 8.0
     assert decision.to_dict()["promote"] is True
+
+
+def test_gate_with_an_undefined_metric_keeps_the_champion_and_does_not_crash() -> None:
+    # MASE is undefined (missing from the scores) on a constant history.
+    decision = champion_gate({"mase": 1.0}, {"rmse": 0.1}, {"rmse": 0.2}, metric="mase")
+    assert not decision.promote and "not finite" in decision.reason
+    first = champion_gate(None, {"rmse": 0.1}, {"rmse": 0.2}, metric="mase")
+    assert not first.promote and first.current is None
