@@ -149,3 +149,18 @@ def dag_backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[dict[st
     env.update(s3_env)
     env["CO2CAST_STORE_URI"] = f"s3://{bucket}/co2cast"
     return env, open_store(env["CO2CAST_STORE_URI"], endpoint_url=s3_env["CO2CAST_S3_ENDPOINT_URL"])
+
+
+@pytest.fixture(params=["local", "s3"])
+def curated_settings(request: pytest.FixtureRequest, tmp_path: Path, small_owid: Path) -> Any:
+    """Settings on a fresh local or S3 store and MLflow SQLite store, with ``small_owid`` curated."""
+    from pipeline import ingest, tasks
+    from pipeline.config import Settings
+
+    if request.param == "local":
+        store_uri = (tmp_path / "store").as_uri()
+    else:
+        store_uri = f"s3://{request.getfixturevalue('s3_bucket')}/co2cast"
+    settings = Settings(home=tmp_path / "home", store_uri=store_uri, mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    ingest.ingest(settings, tasks.open_store(settings), str(small_owid))
+    return settings

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import cli, ingest, tasks, tracking
+from pipeline import cli, tasks, tracking
 from pipeline.candidates import ZooSelection
 from pipeline.config import Settings
 from pipeline.core import ForecastSpec
@@ -33,15 +33,9 @@ def _lineup(settings: Settings, *names: str) -> tasks.Lineup:
     )
 
 
-@pytest.fixture(params=["local", "s3"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path, small_owid: Path) -> Settings:
-    if request.param == "local":
-        store_uri = (tmp_path / "store").as_uri()
-    else:
-        store_uri = f"s3://{request.getfixturevalue('s3_bucket')}/co2cast"
-    settings = Settings(home=tmp_path / "home", store_uri=store_uri, mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    ingest.ingest(settings, tasks.open_store(settings), str(small_owid))
-    return settings
+@pytest.fixture
+def settings(curated_settings: Settings) -> Settings:
+    return curated_settings
 
 
 def _cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
