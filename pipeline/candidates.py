@@ -36,7 +36,7 @@ def default_candidates() -> dict[str, Forecaster]:
 
 @dataclass(frozen=True)
 class NewestFamilyChampion:
-    """Until a promotion gate exists, the newest model of one family serves forecasts.
+    """A fixed policy for tests and studies: the newest model of one family serves forecasts.
 
     Every candidate is fitted (each registered candidate's MLflow run carries its model); ``always_register``
     are registered every run, and the backtest winner too when it is not among them.
