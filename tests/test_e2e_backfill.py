@@ -172,7 +172,8 @@ def test_backfill_through_a_scheduler(tmp_path: Path, owid_csv: Path) -> None:
     assert pointer == pointer_before
     import mlflow
 
-    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    # Both URIs explicit: an earlier test in this process may have set a global registry URI.
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
     champion = client.get_model_version_by_alias(f"co2cast.{SID}", "champion")
     manifest = json.loads((store / pointer["manifest"]).read_text())
     assert str(champion.version) == str(manifest["model_version"]) == str(pointer["model_version"])

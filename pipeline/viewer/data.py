@@ -217,6 +217,9 @@ def load_series(store: ObjectStore, series: PublishedSeries) -> SeriesView:
 def read_scorecard(store: ObjectStore, series_id: str) -> pd.DataFrame | None:
     """A series' scorecard (:data:`SCORECARD_COLUMNS` and whichever optional ones it has), or ``None``.
 
+    ``None`` too when the scorecard has no rows yet: the pipeline writes one after every publish,
+    and it stays empty until a later vintage brings actuals for a published forecast's years.
+
     Raises:
         ViewerError: the scorecard lacks a column the viewer needs.
     """
@@ -229,6 +232,8 @@ def read_scorecard(store: ObjectStore, series_id: str) -> pd.DataFrame | None:
     missing = [c for c in SCORECARD_COLUMNS if c not in frame.columns]
     if missing:
         raise ViewerError(f"{store.uri(key)} lacks the column(s) {missing}; expected at least {SCORECARD_COLUMNS}")
+    if frame.empty:
+        return None
     keep = SCORECARD_COLUMNS + [c for c in SCORECARD_OPTIONAL if c in frame.columns]
     return frame[keep].sort_values(["as_of_year", "year"], ignore_index=True)
 
