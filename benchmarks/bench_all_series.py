@@ -21,14 +21,10 @@ Target (issue #11): every series with >= 30 years, both variables (about 390), u
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
 import re
-import secrets
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,13 +34,12 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # runnable without installing: the package and the scheduler helper
+
+from tests.stack.scheduler import airflow_services, dag_runs, local_executor_settings  # noqa: E402
+from tests.stack.stack import free_port  # noqa: E402
+
 MARKER = "co2cast timing"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(env: dict[str, str], *command: str, timeout: float = 900) -> str:
@@ -54,24 +49,13 @@ def _run(env: dict[str, str], *command: str, timeout: float = 900) -> str:
     return result.stdout
 
 
-def _runs(env: dict[str, str]) -> list[dict[str, str]]:
-    command = [str(BIN / "airflow"), "dags", "list-runs", "co2_forecast", "-o", "json"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
-    if result.returncode != 0:
-        return []
-    for line in reversed(result.stdout.splitlines()):  # the JSON list, after any log lines
-        if line.startswith("[{") or line.strip() == "[]":
-            return json.loads(line)
-    return []
-
-
 def _wait(env: dict[str, str], processes: dict[str, subprocess.Popen[bytes]], run_id_prefix: str, timeout: float) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name, process in processes.items():
             if process.poll() is not None:
                 raise SystemExit(f"airflow {name} exited with {process.returncode}")
-        for run in _runs(env):
+        for run in dag_runs(env, "co2_forecast"):
             if run["run_id"].startswith(run_id_prefix) and run["state"] in ("success", "failed"):
                 return run
         time.sleep(5)
@@ -124,22 +108,13 @@ def main() -> None:
     home, logs = base / "co2cast", base / "logs"
     logs.mkdir()
     (home / "mlflow").mkdir(parents=True)
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "AIRFLOW", "MLFLOW_"))}
     env.update(
         {
             "AIRFLOW_HOME": str(base / "airflow"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": str(args.parallelism),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(16),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(logs / "tasks"),
+            **local_executor_settings(free_port(), parallelism=args.parallelism, logs=logs),
             "GX_ANALYTICS_ENABLED": "false",
             "CO2CAST_HOME": str(home),
             "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow/mlflow.db",
@@ -160,29 +135,15 @@ def main() -> None:
     print(f"co2_forecast on {len(chosen)} of the {len(every)} series of the `all` set; parallelism {args.parallelism}; home {base}")
 
     _run(env, str(BIN / "airflow"), "dags", "reserialize")
-    processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        for name in ("api-server", "scheduler", "dag-processor"):
-            command = [str(BIN / "airflow"), name] + (["--port", str(port)] if name == "api-server" else [])
-            with (logs / f"{name}.log").open("wb") as log:
-                processes[name] = subprocess.Popen(
-                    command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True
-                )
-        _run(env, str(BIN / "airflow"), "dags", "unpause", "co2_forecast")  # the scheduled run: the cold one
-        cold = _wait(env, processes, "scheduled__", args.timeout)
-        _report("cold run", cold, _timings(logs / "tasks", cold["run_id"]), len(chosen), len(every))
-        _run(env, str(BIN / "airflow"), "dags", "trigger", "co2_forecast", "--run-id", "manual__rerun")
-        rerun = _wait(env, processes, "manual__rerun", args.timeout)
-        _report("unchanged rerun", rerun, _timings(logs / "tasks", rerun["run_id"]), len(chosen), len(every))
+        with airflow_services(env, logs) as processes:
+            _run(env, str(BIN / "airflow"), "dags", "unpause", "co2_forecast")  # the scheduled run: the cold one
+            cold = _wait(env, processes, "scheduled__", args.timeout)
+            _report("cold run", cold, _timings(logs / "tasks", cold["run_id"]), len(chosen), len(every))
+            _run(env, str(BIN / "airflow"), "dags", "trigger", "co2_forecast", "--run-id", "manual__rerun")
+            rerun = _wait(env, processes, "manual__rerun", args.timeout)
+            _report("unchanged rerun", rerun, _timings(logs / "tasks", rerun["run_id"]), len(chosen), len(every))
     finally:
-        for process in processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in processes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=20)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
         if not args.keep:
             import shutil
 

@@ -9,6 +9,7 @@ class retrains instead of reusing an old run. A new candidate is one more entry 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -103,20 +104,24 @@ class ZooSelection:
         always_register: families registered every run besides the winner (their aliases exist).
         margin: see :func:`pipeline.selection.select`.
         floor: the forecasts' floor (emissions are never negative).
+        overlay: how many of the best-ranked candidates besides the registered ones are also
+            fitted on the whole history, so their forecasts can be published beside the
+            champion's (``candidates.parquet``, the viewer's overlay); they are not registered.
     """
 
     metric: str = DEFAULT_METRIC
     always_register: tuple[str, ...] = ("arima", "lstm")
     margin: float = 0.5
     floor: float = 0.0
+    overlay: int = 3
     uses_evaluation: bool = True
 
     def choose(self, evaluation: Any) -> tuple[Selection, dict[str, Forecaster]]:
         """Decide for one series; returns the :class:`Selection` and name -> unfitted publishable model.
 
-        Every registered model is the candidate wrapped in
-        :class:`~pipeline.models.calibrated.CalibratedForecaster` with its own backtest's
-        interval factors and the zero floor.
+        Every fitted model (the registered ones, then the ``overlay`` best of the rest) is the
+        candidate wrapped in :class:`~pipeline.models.calibrated.CalibratedForecaster` with its
+        own backtest's interval factors and the zero floor.
         """
         from pipeline.selection import publishable, select
 
@@ -124,10 +129,12 @@ class ZooSelection:
         register = tuple(name for name in self.always_register if name in evaluation.results)
         if chosen.winner not in register:
             register += (chosen.winner,)
-        models = {name: publishable(evaluation.results[name], floor=self.floor) for name in register}
+        ranked = [name for name, value in chosen.ranking if math.isfinite(value) and name not in register]
+        fit = register + tuple(ranked[: self.overlay])
+        models = {name: publishable(evaluation.results[name], floor=self.floor) for name in fit}
         notes = [*evaluation.plan.notes, *(f"{name} dropped: {why}" for name, why in evaluation.failed.items())]
         reason = chosen.reason + (f" [{'; '.join(notes)}]" if notes else "")
         return (
-            Selection(champion=chosen.winner, best=chosen.ranking[0][0], register=register, fit=register, reason=reason),
+            Selection(champion=chosen.winner, best=chosen.ranking[0][0], register=register, fit=fit, reason=reason),
             models,
         )

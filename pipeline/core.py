@@ -228,7 +228,8 @@ def run_zoo(series: PreparedSeries, candidates: Any, select: Any, spec: Forecast
         spec: horizon, levels, backtest windows.
 
     Returns:
-        The :class:`SeriesResult`; registered candidates carry their fitted publishable model.
+        The :class:`SeriesResult`; the candidates the policy fits (``selection.fit``: the
+        registered ones and the overlay) carry their fitted publishable model.
 
     Raises:
         SeriesTooShortError: fewer points than the backtest needs.
@@ -271,6 +272,27 @@ def forecast_frame(model: Forecaster, as_of_year: int, horizon_end: int, levels:
         raise ValueError(f"the horizon end {horizon_end} is not after the data ({last}) and the as-of year ({as_of_year})")
     frame = model.predict(horizon_end - last, levels=levels).to_frame()
     return frame[frame["year"] > as_of_year].reset_index(drop=True)
+
+
+def candidate_forecasts(result: SeriesResult, as_of_year: int, horizon_end: int, levels: tuple[int, ...]) -> pd.DataFrame:
+    """Every fitted candidate's forecast of ``as_of_year + 1 .. horizon_end`` in one table.
+
+    What is published beside the champion's forecast (``candidates.parquet``), so a person can
+    see the challengers' forecasts next to it.
+
+    Returns:
+        Columns ``family, year, mean, lo_<level>, hi_<level>``; one row per fitted candidate and
+        year, candidates in the series' candidate order.
+    """
+    frames = [
+        forecast_frame(candidate.model, as_of_year, horizon_end, levels).assign(family=name)
+        for name, candidate in result.candidates.items()
+        if candidate.model is not None
+    ]
+    if not frames:
+        raise ValueError(f"{result.series.series_id}: no candidate was fitted")
+    table = pd.concat(frames, ignore_index=True)
+    return table[["family", *[c for c in table.columns if c != "family"]]]
 
 
 # -- identity ----------------------------------------------------------------------------------

@@ -52,6 +52,11 @@ FORECAST_COLUMNS = [
 #: :data:`MAX_HI95_FACTOR` times it. Wide enough for fast growth over 36 years, tight enough to
 #: refuse a forecast driven by a unit slip or an exploding model.
 MAX_MEAN_FACTOR = 4.0
+
+#: A published file beside the forecast: every fitted candidate's forecast to the horizon
+#: (``family``, then the forecast's ``year, mean, lo_*, hi_*``; see
+#: :func:`pipeline.core.candidate_forecasts`). For showing challengers, not for serving.
+CANDIDATES_FILE = "candidates.parquet"
 MAX_HI95_FACTOR = 20.0
 #: Parquet schema metadata key holding the unit of the values.
 PARQUET_UNIT_KEY = b"co2cast.unit"

@@ -310,6 +310,8 @@ def _train_and_register(
         if revision is not None:
             mlflow.log_params({f"revision_{k}": v for k, v in revision.to_dict().items()})
         infos = tracking.log_series_result(result, lineup.spec, tags)
+        candidates = core.candidate_forecasts(result, plan.as_of_year, plan.horizon_end, lineup.spec.levels)
+        tracking.log_table(candidates, tracking.CANDIDATES_ARTIFACT)
         pause_point("after_log")
         versions = tracking.register_selection(client, result, infos, item.run_key, {**tags, "co2cast.mlflow_run_id": parent.info.run_id})
         pause_point("after_register")
@@ -626,15 +628,16 @@ def publish_series(
         return _published(store, trained, existing)
 
     from pipeline import artifacts, core, ingest, tracking
-    from pipeline.publish import forecast_table, publish
+    from pipeline.publish import CANDIDATES_FILE, forecast_table, publish
 
     ids = AirflowIds.of(airflow) if airflow is not None else None
     lineup = lineup or production_lineup(settings)
     with tracking.transient_errors():
-        tracking.configure(settings)
+        client = tracking.configure(settings)
         model = tracking.load_registered(trained.model_name, trained.champion_version)
         digest = artifacts.registered_digest(trained.model_name, trained.champion_version)
         diagnostics = tracking.read_artifact(trained.run_id, tracking.DIAGNOSTICS_ARTIFACT)
+        candidates = tracking.read_artifact_or_none(client, trained.run_id, tracking.CANDIDATES_ARTIFACT)
     mlflow_seconds = time.perf_counter() - started
     table = forecast_table(
         core.forecast_frame(model, plan.as_of_year, plan.horizon_end, lineup.spec.levels),
@@ -661,6 +664,8 @@ def publish_series(
         "trained": trained.to_xcom(),
     }
     extras = {"diagnostics.json": diagnostics, "backtest.json": json.dumps(trained.scores, indent=2, sort_keys=True).encode()}
+    if candidates is not None:  # the fitted candidates' forecasts (a run logged before they were has none)
+        extras[CANDIDATES_FILE] = candidates
     item = next((i for i in plan.series if i.series_id == trained.series_id), None)
     history_max = None
     if item is not None:  # the forecast is bounded relative to the history it was trained on

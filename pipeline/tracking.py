@@ -32,6 +32,8 @@ from pipeline.errors import Co2castError, PermanentError, TransientError
 from pipeline.maths import json_default
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from pipeline.core import ForecastSpec, SeriesResult
     from pipeline.models.base import Forecaster
 
@@ -42,6 +44,8 @@ FAMILY_TAG = "co2cast.family"
 COMPLETE_TAG = "co2cast.complete"
 SUMMARY_ARTIFACT = "summary.json"
 DIAGNOSTICS_ARTIFACT = "diagnostics/diagnostics.json"
+#: Every fitted candidate's forecast to the horizon (:func:`pipeline.core.candidate_forecasts`), in the parent run.
+CANDIDATES_ARTIFACT = "forecasts/candidates.parquet"
 
 #: Fragments of errors that a retry may cure: a busy SQLite file, an unreachable or overloaded server.
 _TRANSIENT_MARKERS = (
@@ -196,6 +200,24 @@ def read_artifact(run_id: str, path: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)
         return Path(local).read_bytes()
+
+
+def read_artifact_or_none(client: Any, run_id: str, path: str) -> bytes | None:
+    """The bytes of one artefact of a run, or ``None`` when the run has no such artefact."""
+    folder, _, _ = path.rpartition("/")
+    if path not in {item.path for item in client.list_artifacts(run_id, folder or None)}:
+        return None
+    return read_artifact(run_id, path)
+
+
+def log_table(frame: pd.DataFrame, path: str) -> None:
+    """Log a table as a Parquet artefact of the active run."""
+    import mlflow
+
+    folder, _, name = path.rpartition("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        frame.to_parquet(Path(tmp) / name, index=False)
+        mlflow.log_artifact(str(Path(tmp) / name), folder or None)
 
 
 def find_run(client: Any, run_key: str, parent_only: bool = True) -> Any | None:

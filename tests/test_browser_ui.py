@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,31 +19,20 @@ from typing import Any
 
 import pytest
 
+from tests.chromium import MISSING, headless_chromium
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1440,1600",
-)
 PAGE_TIMEOUT = 90
 SHOTS = Path(os.environ.get("CO2CAST_HOME", ROOT / ".co2cast")) / "test-artifacts" / "browser"
 
 
 
 def require_chromium() -> None:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("chromium and chromium-driver are not installed (Debian: apt-get install chromium chromium-driver)")
+    if MISSING is not None:
+        pytest.skip(MISSING)
 
 
 def stack_env(home: Path) -> dict[str, str]:
@@ -95,25 +83,14 @@ def read_urls(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
+def browser() -> Iterator[Any]:
     require_chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    for stale in SHOTS.glob("*.png"):  # only this session's pictures
-        stale.unlink()
-    print(f"\nscreenshots: {SHOTS}")
-    try:
+    with headless_chromium(window="1440,1600") as driver:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        for stale in SHOTS.glob("*.png"):  # only this session's pictures
+            stale.unlink()
+        print(f"\nscreenshots: {SHOTS}")
         yield driver
-    finally:
-        driver.quit()
 
 
 def page_text(driver: Any) -> str:

@@ -20,7 +20,7 @@ import pytest
 
 from pipeline import candidates as lineup_module
 from pipeline import core
-from pipeline.candidates import NewestFamilyChampion, default_candidates
+from pipeline.candidates import NewestFamilyChampion, ZooSelection, default_candidates
 from pipeline.core import CandidateResult, ForecastSpec, Selection, clone, config_hash, forecast_frame, run_config, run_series
 from pipeline.models.base import Forecaster
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
@@ -86,6 +86,33 @@ def test_production_policy_registers_a_winning_baseline() -> None:
     assert all(r.model is not None for r in result.candidates.values())  # every candidate run carries its model
     with pytest.raises(ValueError, match="not among the candidates"):
         run_series(series, {"drift": DriftForecaster()}, NewestFamilyChampion(), SPEC)
+
+
+def test_zoo_policy_fits_the_overlay_and_candidate_forecasts_are_their_forecasts() -> None:
+    values = _trending()
+    series = core.prepare(_tidy(values), "Testland", "co2", as_of_year=1989, spec=SPEC)
+    prototypes: dict[str, Forecaster] = {"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster()}
+    policy = ZooSelection(always_register=("naive",), overlay=1)
+    result = run_series(series, prototypes, policy, SPEC)
+    ranked = sorted(result.candidates, key=lambda n: result.candidates[n].scores["mase"])
+    register = result.selection.register
+    # Registered: naive, plus the winner; fitted besides: the best-ranked one not registered.
+    overlay = [name for name in ranked if name not in register][:1]
+    assert result.selection.fit == (*register, *overlay)
+    assert {n for n, r in result.candidates.items() if r.model is not None} == set(result.selection.fit)
+
+    table = core.candidate_forecasts(result, 1989, SPEC.horizon_end, SPEC.levels)
+    assert table.columns.tolist() == ["family", "year", "mean", "lo_80", "hi_80", "lo_95", "hi_95"]
+    assert table["family"].unique().tolist() == [n for n in prototypes if n in result.selection.fit]
+    for name, rows in table.groupby("family"):
+        expected = forecast_frame(result.candidates[name].model, 1989, SPEC.horizon_end, SPEC.levels)
+        pd.testing.assert_frame_equal(rows.drop(columns="family").reset_index(drop=True), expected)
+    # Naive's forecast, worked out here: the last value, every year.
+    np.testing.assert_allclose(table.loc[table["family"] == "naive", "mean"], values[-1], rtol=1e-12)
+
+    unfitted = dataclasses.replace(result, candidates={n: dataclasses.replace(r, model=None) for n, r in result.candidates.items()})
+    with pytest.raises(ValueError, match="no candidate was fitted"):
+        core.candidate_forecasts(unfitted, 1989, SPEC.horizon_end, SPEC.levels)
 
 
 def test_a_policy_that_names_an_unfitted_champion_is_refused() -> None:

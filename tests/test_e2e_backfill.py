@@ -11,23 +11,19 @@ stopped, also on failure.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import os
-import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tests.conftest import airflow_env
+from tests.stack.scheduler import airflow_services, dag_runs, local_executor_settings
+from tests.stack.stack import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -40,38 +36,6 @@ AS_OF_BACKFILLED = (2010, 2011, 2012)
 LATEST_YEAR = 2014
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _services(env: dict[str, str], logs: Path) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        for name in ("api-server", "scheduler", "dag-processor"):
-            command = [str(BIN / "airflow"), name] + (["--port", env["AIRFLOW__API__PORT"]] if name == "api-server" else [])
-            with (logs / f"{name}.log").open("wb") as log:
-                processes[name] = subprocess.Popen(
-                    command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True
-                )
-        yield processes
-    finally:
-        for process in processes.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for process in processes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        for process in processes.values():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
-
-
 def _run(env: dict[str, str], *command: str, timeout: float = 600) -> str:
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -82,18 +46,6 @@ def _alive(processes: dict[str, subprocess.Popen[bytes]], logs: Path) -> None:
     for name, process in processes.items():
         if process.poll() is not None:
             pytest.fail(f"airflow {name} exited with {process.returncode}:\n{(logs / f'{name}.log').read_text(errors='replace')[-3000:]}")
-
-
-def _runs(env: dict[str, str]) -> list[dict[str, str]]:
-    """The DAG's runs, or none when the CLI could not read them this time (SQLite busy)."""
-    command = [str(BIN / "airflow"), "dags", "list-runs", "co2_forecast", "-o", "json"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
-    if result.returncode != 0:
-        return []
-    for line in reversed(result.stdout.splitlines()):  # the JSON list, after any log lines
-        if line.startswith("[{") or line.strip() == "[]":
-            return json.loads(line)
-    return []
 
 
 def _task_errors(root: Path) -> str:
@@ -109,7 +61,6 @@ def _task_errors(root: Path) -> str:
 def test_backfill_through_a_scheduler(tmp_path: Path, owid_csv: Path) -> None:
     home, logs = tmp_path / "co2cast", tmp_path / "logs"
     logs.mkdir()
-    port = _free_port()
     env = airflow_env(
         tmp_path / "airflow",
         {
@@ -117,17 +68,9 @@ def test_backfill_through_a_scheduler(tmp_path: Path, owid_csv: Path) -> None:
             "CO2CAST_SERIES": SERIES,
             "CO2CAST_DATA_DIRS": f"{tmp_path},{owid_csv.parent}",
             "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow/mlflow.db",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "2",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(16),
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            **local_executor_settings(free_port(), parallelism=2, logs=logs),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(logs / "tasks"),
         },
     )
     (home / "mlflow").mkdir(parents=True)
@@ -147,11 +90,11 @@ def test_backfill_through_a_scheduler(tmp_path: Path, owid_csv: Path) -> None:
     # One backfill run at a time: the test's MLflow store is a SQLite file.
     dates = ["--from-date", BACKFILL[0], "--to-date", BACKFILL[1]]
     _run(env, airflow, "backfill", "create", "--dag-id", "co2_forecast", *dates, "--max-active-runs", "1")
-    with _services(env, logs) as processes:
+    with airflow_services(env, logs) as processes:
         deadline = time.monotonic() + 600
         while True:
             _alive(processes, logs)
-            backfilled = [run for run in _runs(env) if run["run_id"].startswith("backfill__")]
+            backfilled = [run for run in dag_runs(env, "co2_forecast") if run["run_id"].startswith("backfill__")]
             states = sorted(run["state"] for run in backfilled)
             if len(backfilled) == len(AS_OF_BACKFILLED) and all(s in ("success", "failed") for s in states):
                 break

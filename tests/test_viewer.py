@@ -24,7 +24,7 @@ from streamlit.testing.v1 import AppTest
 
 from pipeline import ingest, layout, tasks
 from pipeline.config import Settings
-from pipeline.models.baselines import DriftForecaster, NaiveForecaster
+from pipeline.models.baselines import DriftForecaster
 from pipeline.payloads import RunTrigger
 from pipeline.publish import publish, read_latest
 from pipeline.store import LocalStore, S3Store
@@ -139,7 +139,34 @@ def test_load_series_reads_the_published_forecast_scores_and_history(published_h
     assert view.scores.loc[view.scores["champion"], "family"].tolist() == [manifest["model_family"]]
     assert view.scores["mase"].is_monotonic_increasing
     assert view.scores.columns[:3].tolist() == ["family", "champion", "mase"]
-    assert view.candidates is None and view.scorecard is None  # the pipeline publishes neither yet
+    assert view.scorecard is None  # one vintage: no actual yet for any published year
+
+
+def test_published_candidates_are_the_fitted_challengers_forecasts(published_home: Path) -> None:
+    store = LocalStore(published_home / "store")
+    for series_id in (CANADA, WORLD):
+        manifest, table = _latest(store, series_id)
+        entry = next(e for e in manifest["files"] if e["name"] == data.CANDIDATES_FILE)
+        raw = pd.read_parquet(io.BytesIO(store.read_bytes(entry["key"])))
+        registered = manifest["trained"]["versions"]
+        # Every registered family, plus the best-ranked others, each forecast over the same years.
+        assert set(registered) < set(raw["family"])
+        for _, rows in raw.groupby("family"):
+            assert rows["year"].tolist() == table["year"].tolist()
+            assert (rows["lo_95"] <= rows["lo_80"]).all() and (rows["lo_80"] <= rows["mean"]).all()
+            assert (rows["mean"] <= rows["hi_80"]).all() and (rows["hi_80"] <= rows["hi_95"]).all()
+            assert (rows["lo_95"] >= 0).all()  # floored like the published forecast
+        family = manifest["model_family"]
+        if str(registered.get(family)) == str(manifest["model_version"]):
+            # The champion's row was made in training by the model the registry serves: the
+            # published forecast (from the loaded registered version) must be the same numbers.
+            mine = raw[raw["family"] == family].set_index("year")
+            for column in data.BAND_COLUMNS:
+                np.testing.assert_allclose(table.set_index("year")[column], mine[column], rtol=1e-9)
+        view = data.load_series(store, next(s for s in data.list_published(store) if s.series_id == series_id))
+        assert view.candidates is not None
+        expected = set(raw["family"]) - ({family} if str(registered.get(family)) == str(manifest["model_version"]) else set())
+        assert set(view.candidates["family"]) == expected
 
 
 def test_shown_range_joins_history_and_forecast(published_home: Path) -> None:
@@ -221,7 +248,7 @@ def test_page_filters_by_variable_and_kind(published_home: Path, monkeypatch: py
     assert "No published series matches" in at.info[0].value and not at.get("vega_lite_chart")
 
 
-def test_page_shows_candidates_scores_and_says_their_forecasts_are_not_published(
+def test_page_shows_candidates_scores_and_overlays_their_forecasts_on_request(
     published_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = _use_home(monkeypatch, published_home)
@@ -233,45 +260,36 @@ def test_page_shows_candidates_scores_and_says_their_forecasts_are_not_published
     assert set(table["family"]) == set(scores)
     for family, metrics in scores.items():
         assert table.loc[table["family"] == family, "mase"].item() == pytest.approx(metrics["mase"])
-    assert not at.toggle  # nothing to overlay
-    assert any("candidates' own forecasts are not among the published files" in i.value for i in at.info)
-    assert any(i.value.startswith("No scorecard yet") for i in at.info)
-
-
-def test_page_overlays_candidates_when_they_are_published(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Publish (through the real publish path) candidate forecasts made by real baselines."""
-    store = _use_home(monkeypatch, home_copy)
-    manifest, table = _latest(store, CANADA)
-    history = data.load_series(store, next(s for s in data.list_published(store) if s.series_id == CANADA)).history
-    years = np.arange(2015, 2051)
-    frames = []
-    for family in ("drift", "naive"):
-        model = {"drift": DriftForecaster, "naive": NaiveForecaster}[family]().fit(history["value"].to_numpy(), history["year"].to_numpy())
-        frames.append(model.predict(len(years), levels=(80, 95)).to_frame().assign(family=family))
-    candidates = pd.concat(frames, ignore_index=True)
-    buffer = io.BytesIO()
-    candidates.to_parquet(buffer, index=False)
-    extras = {e["name"]: store.read_bytes(e["key"]) for e in manifest["files"] if e["name"] not in ("forecast.csv", "forecast.parquet")}
-    meta = {k: manifest[k] for k in ("vintage", "as_of_year", "model_name", "model_version", "model_family")}
-    publish(
-        store,
-        table,
-        series_id=CANADA,
-        run_key="with-candidates",
-        horizon_end=2050,
-        meta=meta,
-        extras={**extras, data.CANDIDATES_FILE: buffer.getvalue()},
-    )
-    at = _app().run()
-    assert not at.exception and not at.error
     assert not any("not among the published files" in i.value for i in at.info)
+    assert any(i.value.startswith("No scorecard yet") for i in at.info)
     assert set(_lines(at)["line"]) == {"History", "Forecast (champion)"}  # overlay only on request
     at.toggle(key="overlay").set_value(True).run()
+    assert not at.exception and not at.error
     lines = _lines(at)
-    assert set(lines["line"]) == {"History", "Forecast (champion)", "candidate: drift", "candidate: naive"}
-    drift = lines[lines["line"] == "candidate: drift"].set_index("year")["value"]
-    expected = candidates[candidates["family"] == "drift"].set_index("year")["mean"]
-    np.testing.assert_allclose(drift.to_numpy(), expected.loc[drift.index].to_numpy())
+    view = data.load_series(store, next(s for s in data.list_published(store) if s.series_id == CANADA))
+    assert view.candidates is not None
+    assert set(lines["line"]) == {"History", "Forecast (champion)"} | {f"candidate: {f}" for f in view.candidates["family"]}
+    start, end = at.number_input(key="start").value, at.number_input(key="end").value
+    for family, rows in view.candidates.groupby("family"):
+        drawn = lines[lines["line"] == f"candidate: {family}"].set_index("year")["value"]
+        expected = rows[(rows["year"] >= start) & (rows["year"] <= end)].set_index("year")["mean"]
+        assert drawn.index.tolist() == expected.index.tolist()
+        np.testing.assert_allclose(drawn.to_numpy(), expected.to_numpy())
+
+
+def test_page_says_when_the_candidates_forecasts_are_not_published(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forecast published without ``candidates.parquet`` (through the real publish path)."""
+    store = _use_home(monkeypatch, home_copy)
+    manifest, table = _latest(store, CANADA)
+    keep = ("forecast.csv", "forecast.parquet", data.CANDIDATES_FILE)
+    extras = {e["name"]: store.read_bytes(e["key"]) for e in manifest["files"] if e["name"] not in keep}
+    meta = {k: manifest[k] for k in ("vintage", "as_of_year", "model_name", "model_version", "model_family")}
+    publish(store, table, series_id=CANADA, run_key="without-candidates", horizon_end=2050, meta=meta, extras=extras)
+    at = _app().run()
+    assert not at.exception and not at.error
+    assert not at.toggle  # nothing to overlay
+    assert any("candidates' own forecasts are not among the published files" in i.value for i in at.info)
+    assert len(at.dataframe[1].value)  # the backtest scores are still shown
 
 
 def _scorecard(history: pd.DataFrame) -> pd.DataFrame:

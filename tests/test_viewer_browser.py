@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -22,25 +20,10 @@ from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1400,1400",
-]
+from tests.chromium import MISSING, headless_chromium
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="Debian's chromium and chromium-driver are not installed (apt-get install -y chromium chromium-driver; .ci/run does)",
-)
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -101,19 +84,8 @@ def viewer(tmp_path_factory: pytest.TempPathFactory, owid_csv: Path) -> Iterator
 @pytest.fixture
 def browser() -> Iterator[object]:
     """Headless Chromium with a fresh profile, driven through Debian's chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
+    with headless_chromium(window="1400,1400") as driver:
+        yield driver
 
 
 def test_page_shows_chart_and_champion_in_chromium(viewer: tuple[str, Path], browser: object, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from pipeline import layout
 from pipeline.config import Settings, get_settings
 from pipeline.errors import PermanentError, TransientError
 from pipeline.ingest import read_curated
+from pipeline.publish import CANDIDATES_FILE as CANDIDATES_FILE
 from pipeline.publish import IntegrityError as PublishIntegrityError
 from pipeline.publish import NotPublished, read_latest
 from pipeline.store import ObjectStore, StoreError, StoreUnavailable, store_from_settings
@@ -39,11 +40,6 @@ VARIABLES: dict[str, tuple[str, str]] = {
 
 #: The published forecast's columns the viewer shows (a subset of ``publish.FORECAST_COLUMNS``).
 BAND_COLUMNS = ["mean", "lo_80", "hi_80", "lo_95", "hi_95"]
-
-#: A published file, listed in the manifest, with every candidate's forecast to the horizon
-#: (forecast schema, one row per family and year). The pipeline does not publish it yet; the
-#: viewer overlays candidates only when it is there.
-CANDIDATES_FILE = "candidates.parquet"
 
 #: The scorecard of a series (``layout.scorecard``, written by ``pipeline.scorecard``): the columns the viewer
 #: reads from it: one row per earlier published forecast year that has an actual since.
@@ -126,8 +122,9 @@ class SeriesView:
         forecast: the champion's forecast (``year`` and :data:`BAND_COLUMNS`).
         scores: one row per candidate family: ``family``, ``champion`` and its backtest metrics.
         history: the curated actuals: ``year``, ``value``, ``provisional``.
-        candidates: every candidate's forecast (``family``, ``year``, :data:`BAND_COLUMNS`), or
-            ``None`` when the published files do not include them.
+        candidates: the challengers' forecasts (``family``, ``year``, :data:`BAND_COLUMNS`):
+            every candidate the run fitted except the champion itself, or ``None`` when the
+            published files do not include them.
         scorecard: earlier forecasts against actuals (:data:`SCORECARD_COLUMNS`), or ``None``.
     """
 
@@ -208,7 +205,7 @@ def load_series(store: ObjectStore, series: PublishedSeries) -> SeriesView:
         raw_scores = _manifest_file(store, manifest, "backtest.json")
         scores = _scores_table(json.loads(raw_scores) if raw_scores else {}, manifest.get("model_family"))
         raw_candidates = _manifest_file(store, manifest, CANDIDATES_FILE)
-        candidates = pd.read_parquet(io.BytesIO(raw_candidates))[["family", "year", *BAND_COLUMNS]] if raw_candidates else None
+        candidates = _challengers(pd.read_parquet(io.BytesIO(raw_candidates)), manifest) if raw_candidates else None
         history = _history(store, manifest["vintage"], series)
         scorecard = read_scorecard(store, series.series_id)
     return SeriesView(series, manifest, forecast, scores, history, candidates, scorecard)
@@ -298,6 +295,20 @@ def _manifest_file(store: ObjectStore, manifest: dict[str, Any], name: str) -> b
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise IntegrityError(f"{store.uri(entry['key'])} does not match its sha256 in the manifest; the forecast is not shown")
     return data
+
+
+def _challengers(candidates: pd.DataFrame, manifest: dict[str, Any]) -> pd.DataFrame:
+    """The candidates' forecasts without the champion's own (the chart draws that already).
+
+    The champion is left out only when the published version is the one its run registered
+    for that family; a champion kept from an earlier run is a different model, and this run's
+    candidate of its family stays a challenger.
+    """
+    family, version = manifest.get("model_family"), str(manifest.get("model_version"))
+    registered = (manifest.get("trained") or {}).get("versions", {})
+    mine = family is not None and str(registered.get(family)) == version
+    shown = candidates[candidates["family"] != family] if mine else candidates
+    return shown[["family", "year", *BAND_COLUMNS]].reset_index(drop=True)
 
 
 def _scores_table(scores: dict[str, dict[str, float]], champion_family: str | None) -> pd.DataFrame:
