@@ -59,9 +59,12 @@ def co2_forecast() -> None:
 
         return runner.call(tasks.plan_run, runner.trigger(CURATED))
 
+    # Only series with work left: an unchanged rerun maps no task (the summary still lists them).
     @task
     def list_series(run: dict[str, Any]) -> list[dict[str, Any]]:
-        return run["series"]
+        from pipeline import runner, tasks
+
+        return runner.call(tasks.pending_series, run)
 
     # Two series train at once on a LocalExecutor; more with Celery/Kubernetes workers.
     @task(max_active_tis_per_dag=2)

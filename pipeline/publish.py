@@ -246,6 +246,19 @@ def republish_existing(store: ObjectStore, series_id: str, as_of_year: int, run_
     return Manifest.of(existing)
 
 
+def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> bool:
+    """Whether a run key has nothing left to do: its manifest (with what it trained) verifies and is served.
+
+    Served: ``latest.json`` points at it, or at a newer as-of year (a backfill's forecast is
+    never served). Exactly the case where training and publishing again would write nothing.
+    """
+    existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
+    if existing is None or "trained" not in existing or not verify_manifest(store, existing):
+        return False
+    current = store.read_json_or_none(layout.forecast_latest(series_id))
+    return current is not None and (current["manifest"] == existing["key"] or current["as_of_year"] > as_of_year)
+
+
 def _move_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any]) -> None:
     """Point ``latest.json`` at a manifest unless it already points at a newer as-of year."""
     point_latest(store, series_id, manifest)

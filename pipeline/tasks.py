@@ -204,6 +204,24 @@ def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = N
     )
 
 
+def pending_series(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[dict[str, Any]]:
+    """The plan's series that still need training or publishing, as work items for task mapping.
+
+    A series whose run key is published, verified and served (:func:`pipeline.publish.settled`)
+    is left out: an unchanged nightly run maps no task for it, and the run summary still lists
+    it from the store. Everything else (new, revised, half-published) is returned.
+    """
+    from pipeline.publish import settled
+
+    plan = RunPlan.of(plan)
+    store = open_store(settings)
+    pending = [item for item in plan.series if not settled(store, item.series_id, plan.as_of_year, item.run_key)]
+    done = len(plan.series) - len(pending)
+    if done:
+        logger.info("%d of %d series already published and served for their run keys: no task mapped for them", done, len(plan.series))
+    return [item.to_xcom() for item in pending]
+
+
 def train_series(
     settings: Settings,
     plan: RunPlan | dict[str, Any],

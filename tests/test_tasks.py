@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from pipeline import ingest, runner, tasks, tracking
+from pipeline import ingest, layout, runner, tasks, tracking
 from pipeline.candidates import NewestFamilyChampion
 from pipeline.config import Settings
 from pipeline.core import ForecastSpec
@@ -86,6 +86,41 @@ def test_train_publish_and_rerun_create_nothing_new(settings: Settings) -> None:
     assert {k: store.read_bytes(k) for k in store.list("forecasts/")} == files
     lines = tasks.summarize_run(settings, plan)
     assert [line.published for line in lines] == [True]
+
+
+def test_only_series_with_work_left_are_mapped(settings: Settings) -> None:
+    lineup = _lineup(settings)
+    store = tasks.open_store(settings)
+
+    def pending(plan: object) -> list[str]:
+        return [item["series_id"] for item in tasks.pending_series(settings, plan)]
+
+    def done(plan: object, series_id: str) -> None:
+        item = next(i for i in plan.series if i.series_id == series_id)
+        tasks.publish_series(settings, plan, tasks.train_series(settings, plan, item, lineup=lineup), lineup=lineup)
+
+    plan = tasks.plan_run(settings, RunTrigger(series="World:co2,Canada:co2"), lineup)
+    assert pending(plan) == ["world.co2", "canada.co2"]  # nothing published yet
+    done(plan, "world.co2")
+    assert pending(plan) == ["canada.co2"]
+    # A published file that no longer matches its manifest: the series has work again.
+    manifest = store.read_json(store.read_json(layout.forecast_latest("world.co2"))["manifest"])
+    csv = next(f["key"] for f in manifest["files"] if f["name"] == "forecast.csv")
+    original = store.read_bytes(csv)
+    store.write_bytes(csv, original + b"\n")
+    assert pending(plan) == ["world.co2", "canada.co2"]
+    store.write_bytes(csv, original)
+    # A published forecast that latest.json does not serve (pointer lost): work again.
+    latest = store.read_json(layout.forecast_latest("world.co2"))
+    store.delete(layout.forecast_latest("world.co2"))
+    assert pending(plan) == ["world.co2", "canada.co2"]
+    store.write_json(layout.forecast_latest("world.co2"), latest)
+    # A backfill's forecast is settled once published, though latest.json serves the newer one.
+    older = tasks.plan_run(settings, RunTrigger(series="World:co2", as_of_year=2010), lineup)
+    assert pending(older) == ["world.co2"]
+    done(older, "world.co2")
+    assert pending(older) == [] and pending(plan) == ["canada.co2"]
+    assert store.read_json(layout.forecast_latest("world.co2")) == latest
 
 
 def test_a_plan_from_another_configuration_is_refused(settings: Settings) -> None:
