@@ -52,14 +52,33 @@ FORECAST_COLUMNS = [
 #: :data:`MAX_HI95_FACTOR` times it. Wide enough for fast growth over 36 years, tight enough to
 #: refuse a forecast driven by a unit slip or an exploding model.
 MAX_MEAN_FACTOR = 4.0
+MAX_HI95_FACTOR = 20.0
+#: Parquet schema metadata key holding the unit of the values.
+PARQUET_UNIT_KEY = b"co2cast.unit"
 
 #: A published file beside the forecast: every fitted candidate's forecast to the horizon
 #: (``family``, then the forecast's ``year, mean, lo_*, hi_*``; see
 #: :func:`pipeline.core.candidate_forecasts`). For showing challengers, not for serving.
 CANDIDATES_FILE = "candidates.parquet"
-MAX_HI95_FACTOR = 20.0
-#: Parquet schema metadata key holding the unit of the values.
-PARQUET_UNIT_KEY = b"co2cast.unit"
+
+
+def plausible_candidates(candidates: pd.DataFrame, history_max: float | None) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the candidates' forecasts that pass the bounds the champion's must pass; name the others.
+
+    A candidate is left out when any of its values is not finite, a band is out of order, a
+    value is negative, or (when the history's maximum is known) its mean exceeds
+    :data:`MAX_MEAN_FACTOR` times that maximum or its 95 % upper bound :data:`MAX_HI95_FACTOR`
+    times it. Only what passes is published beside the forecast.
+
+    Returns:
+        The kept rows (in their order) and the families left out, sorted.
+    """
+    values = candidates[["lo_95", "lo_80", "mean", "hi_80", "hi_95"]].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values).all(axis=1) | (np.diff(values, axis=1) < 0).any(axis=1) | (values[:, 0] < 0)
+    if history_max is not None:
+        bad |= (values[:, 2] > MAX_MEAN_FACTOR * history_max) | (values[:, 4] > MAX_HI95_FACTOR * history_max)
+    dropped = sorted(set(candidates.loc[bad, "family"].astype(str)))
+    return candidates[~candidates["family"].isin(dropped)].reset_index(drop=True), dropped
 
 
 class PublishRefused(PermanentError):

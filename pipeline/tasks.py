@@ -17,6 +17,7 @@ Forecast steps, in order: :func:`plan_run` â†’ per series :func:`train_series` â
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -645,8 +646,10 @@ def publish_series(
         log_timings(trained.series_id, "publish_skipped", {"total": time.perf_counter() - started})
         return _published(store, trained, existing)
 
+    import pandas as pd
+
     from pipeline import artifacts, core, ingest, tracking
-    from pipeline.publish import CANDIDATES_FILE, forecast_table, publish
+    from pipeline.publish import CANDIDATES_FILE, forecast_table, plausible_candidates, publish
 
     ids = AirflowIds.of(airflow) if airflow is not None else None
     lineup = lineup or production_lineup(settings)
@@ -682,13 +685,17 @@ def publish_series(
         "trained": trained.to_xcom(),
     }
     extras = {"diagnostics.json": diagnostics, "backtest.json": json.dumps(trained.scores, indent=2, sort_keys=True).encode()}
-    if candidates is not None:  # the fitted candidates' forecasts (a run logged before they were has none)
-        extras[CANDIDATES_FILE] = candidates
     item = next((i for i in plan.series if i.series_id == trained.series_id), None)
     history_max = None
     if item is not None:  # the forecast is bounded relative to the history it was trained on
         history = core.prepare(ingest.read_curated(store, plan.vintage), item.entity, item.variable, plan.as_of_year, lineup.spec)
         history_max = float(history.values.max())
+    if candidates is not None:  # the fitted candidates' forecasts (a run logged before they were has none)
+        kept, left_out = plausible_candidates(pd.read_parquet(io.BytesIO(candidates)), history_max)
+        if left_out:
+            logger.warning("%s: candidates' forecasts out of bounds, not published: %s", trained.series_id, ", ".join(left_out))
+            meta["candidates_left_out"] = left_out
+        extras[CANDIDATES_FILE] = kept.to_parquet(index=False)
     manifest = publish(
         store,
         table,

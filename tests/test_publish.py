@@ -137,3 +137,30 @@ def test_interval_bounds_are_cut_at_zero() -> None:
     frame = pd.DataFrame({"year": [2015], "mean": [0.1], "lo_80": [-0.2], "hi_80": [0.4], "lo_95": [-0.5], "hi_95": [0.7]})
     table = forecast_table(frame, series_id=SID, model_name="m", model_version="1", family="naive", vintage="v", as_of_year=2014)
     assert table[["lo_80", "lo_95"]].iloc[0].tolist() == [0.0, 0.0]
+
+
+def test_only_plausible_candidate_forecasts_are_kept() -> None:
+    from pipeline.publish import MAX_HI95_FACTOR, MAX_MEAN_FACTOR, plausible_candidates
+
+    def rows(family: str, mean: float, lo95: float = 0.5, hi95: float = 3.0) -> list[dict]:
+        return [
+            {"family": family, "year": year, "mean": mean, "lo_80": min(mean, 0.8), "hi_80": max(mean, 2.0), "lo_95": lo95, "hi_95": hi95}
+            for year in (2015, 2016)
+        ]
+
+    history_max = 10.0
+    frame = pd.DataFrame(
+        rows("fine", 1.0)
+        + rows("nan", float("nan"))
+        + rows("huge", MAX_MEAN_FACTOR * history_max + 1, hi95=MAX_MEAN_FACTOR * history_max + 2)
+        + rows("negative", 1.0, lo95=-0.1)
+        + rows("wide", 1.0, hi95=MAX_HI95_FACTOR * history_max + 1)
+        + rows("crossed", 1.0, lo95=0.9)  # lo_95 above lo_80
+        + rows("also_fine", 2.5)
+    )
+    kept, dropped = plausible_candidates(frame, history_max)
+    assert dropped == ["crossed", "huge", "nan", "negative", "wide"]
+    assert kept["family"].tolist() == ["fine", "fine", "also_fine", "also_fine"]
+    # Without the history's maximum only the bounds that need none apply.
+    kept, dropped = plausible_candidates(frame, None)
+    assert dropped == ["crossed", "nan", "negative"]
