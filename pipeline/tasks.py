@@ -329,6 +329,7 @@ def _train_and_register(
             as_of_year=plan.as_of_year,
             vintage=plan.vintage,
             revision=revision.to_dict() | {"text": revision.describe()} if revision is not None else None,
+            left_out=series.left_out.to_dict() if series.left_out is not None else None,
             provisional=provisional,
         )
         timings = {"fit": fit_seconds, "mlflow": time.perf_counter() - mlflow_started}
@@ -658,6 +659,7 @@ def publish_series(
         "airflow": ids.to_xcom() if ids else {},
         "provisional": trained.provisional,
         "revision": trained.revision,
+        "left_out": trained.left_out,
         "trained": trained.to_xcom(),
     }
     extras = {"diagnostics.json": diagnostics, "backtest.json": json.dumps(trained.scores, indent=2, sort_keys=True).encode()}
@@ -735,7 +737,7 @@ def run_summary(
     failed. ``progress`` gets each series' text as soon as it is read, prefixed ``[i/n]``.
     """
     from pipeline.publish import read_file, read_manifest
-    from pipeline.report import champion_reason
+    from pipeline.report import champion_reason, left_out_line
 
     plan = RunPlan.of(plan)
     store = open_store(settings)
@@ -757,6 +759,9 @@ def run_summary(
         revision = (manifest.model_extra or {}).get("revision")
         if revision and revision.get("material"):
             text += f"; {revision.get('text', 'history revised (material: retrained)')}"
+        left_out = left_out_line((manifest.model_extra or {}).get("left_out"), plan.as_of_year)
+        if left_out:
+            text += f"\n    {left_out}"
         lines.append(SummaryLine(series_id=item.series_id, published=True, manifest=manifest.key, text=text))
         if progress:
             progress(f"[{len(lines)}/{len(plan.series)}] {text}")
@@ -796,6 +801,8 @@ def forecast_all(
     Raises:
         RunIncomplete: at least one series was refused (after every other one was done).
     """
+    from pipeline.report import left_out_line
+
     lineup = lineup or production_lineup(settings)
     plan = plan_run(settings, trigger, lineup)
     say = progress or (lambda line: None)
@@ -813,6 +820,9 @@ def forecast_all(
             continue
         champion = f"champion v{trained.champion_version} ({trained.champion_family})"
         say(f"[{index}/{total}] {item.series_id}: {champion}, published {published.uri}")
+        left_out = left_out_line(trained.left_out, plan.as_of_year)
+        if left_out:
+            say(f"[{index}/{total}] {item.series_id}: {left_out}")
         results.append((trained, published))
     if refused:
         raise RunIncomplete(f"{len(refused)} of {total} series refused, the others were published: " + "; ".join(refused))
