@@ -370,7 +370,8 @@ def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item
 
     Compares (:func:`pipeline.revisions.compare_histories`, threshold
     ``CO2CAST_REVISION_THRESHOLD``) the series as the last published forecast's vintage held
-    it, up to that forecast's as-of year, with the prepared series of this run. Logs a warning
+    it, up to that forecast's as-of year (its stretch after the last gap, what it was trained
+    on), with the prepared series of this run. Logs a warning
     when the revision is material.
 
     Returns:
@@ -381,6 +382,7 @@ def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item
 
     from pipeline import ingest, track_record
     from pipeline.revisions import compare_histories
+    from pipeline.series import recent_stretch_start
 
     pointer = store.read_json_or_none(layout.forecast_latest(item.series_id))
     manifest = store.read_json_or_none(pointer["manifest"]) if pointer else None
@@ -393,6 +395,7 @@ def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item
         return None
     previous = track_record.actuals_of(old, item.entity, item.variable)
     previous = previous[previous.index <= int(manifest["as_of_year"])]
+    previous = previous.iloc[recent_stretch_start(previous.index.to_numpy()) :]  # what it was trained on
     revision = compare_histories(previous, pd.Series(series.values, index=series.years), settings.revision_threshold)
     line = f"{item.series_id}: vintage {plan.vintage} against {manifest['vintage']}: {revision.describe()}"
     (logger.warning if revision.material else logger.info)("%s", line)
