@@ -371,8 +371,7 @@ def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item
     Compares (:func:`pipeline.revisions.compare_histories`, threshold
     ``CO2CAST_REVISION_THRESHOLD``) the series as the last published forecast's vintage held
     it, up to that forecast's as-of year (its stretch after the last gap, what it was trained
-    on), with the prepared series of this run. Logs a warning
-    when the revision is material.
+    on), with the prepared series of this run. Logs a warning when the revision is material.
 
     Returns:
         The :class:`pipeline.revisions.Revision`, or ``None`` when nothing was published yet,
