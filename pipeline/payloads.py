@@ -100,6 +100,8 @@ class TrainedSeries(Payload):
     Attributes:
         scores: candidate -> backtest metrics (``mase``, ``rmse``, …, ``study_*`` for the study series).
         versions: registered candidate -> model version.
+        left_out: the early history left out before a gap
+            (:meth:`pipeline.series.LeftOut.to_dict`), or ``None`` when the whole history was modelled.
     """
 
     series_id: str
@@ -114,6 +116,7 @@ class TrainedSeries(Payload):
     as_of_year: int
     vintage: str
     revision: dict[str, Any] | None = None
+    left_out: dict[str, Any] | None = None
     provisional: bool = False
     timings: dict[str, float] = Field(default_factory=dict)
 

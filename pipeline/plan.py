@@ -13,7 +13,7 @@ import pandas as pd
 from pipeline.core import history_hash, run_key
 from pipeline.errors import PermanentError
 from pipeline.payloads import RunPlan, WorkItem
-from pipeline.series import resolve_series, series_id
+from pipeline.series import recent_stretch_start, resolve_series, series_id
 
 #: Run types that stand for a point in time: they forecast from the year before their logical date.
 TIME_BASED_RUN_TYPES = frozenset({"scheduled", "backfill"})
@@ -106,8 +106,9 @@ def plan_run(
 def series_data_ids(tidy: pd.DataFrame, pairs: list[tuple[str, str]], as_of_year: int) -> dict[tuple[str, str], str]:
     """:func:`pipeline.core.history_hash` of each series' rows up to the as-of year (one pass over the table).
 
-    The rows hashed are those :func:`pipeline.series.prepare_series` would use (values present,
-    by year), plus whether the as-of year is flagged provisional in the vintage.
+    The rows hashed are those :func:`pipeline.series.prepare_series` models (values present, by
+    year, the most recent contiguous stretch: a revision before a gap that is left out does not
+    change the key), plus whether the as-of year is flagged provisional in the vintage.
     """
     wanted = set(pairs)
     rows = tidy.loc[(tidy["year"] <= as_of_year) & tidy["value"].notna()]
@@ -118,6 +119,7 @@ def series_data_ids(tidy: pd.DataFrame, pairs: list[tuple[str, str]], as_of_year
         if (str(entity), str(variable)) not in wanted:
             continue
         group = group.sort_values("year")
+        group = group.iloc[recent_stretch_start(group["year"].to_numpy()) :]
         last = group.iloc[-1]
         provisional = bool(has_flag and last["provisional"] and int(last["year"]) == as_of_year)
         out[(str(entity), str(variable))] = history_hash(group["year"].to_numpy(), group["value"].to_numpy(dtype=float), provisional)

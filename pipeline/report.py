@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
+
+from pipeline.series import LeftOut
 
 #: The score the champion line compares (lower is better), as the backtest records it.
 SCORE = "mase"
@@ -50,3 +53,16 @@ def champion_reason(champion: str | None, scores: Mapping[str, Mapping[str, floa
     if beaten:
         text += f"; kept by the selection policy although {', '.join(beaten)} scored better"
     return text
+
+
+def left_out_line(left_out: Mapping[str, Any] | None, last_year: int) -> str | None:
+    """The history line of a series that left out its early years, or ``None`` when it left out nothing.
+
+    Args:
+        left_out: :meth:`pipeline.series.LeftOut.to_dict` as a trained series or manifest carries it.
+        last_year: last modelled year (the as-of year).
+
+    Returns:
+        E.g. ``"modelled 1878-2014; left out 1751-1866 (116 values) before a gap in 1867-1877"``.
+    """
+    return LeftOut.from_dict(left_out).history_line(last_year) if left_out else None

@@ -3,16 +3,19 @@
 A series is one ``(entity, variable)`` pair of the curated long table (columns ``entity,
 iso_code, year, variable, value``), named by a stable id such as ``canada.co2_per_capita``.
 :func:`prepare_series` truncates it to the run's as-of year and refuses, with a message a person
-can act on, anything a model should not be fitted to: an unknown name, a gap inside the
-history, or too little history.
+can act on, anything a model should not be fitted to: an unknown name, a stale end, or too
+little history. A gap inside the history is not a refusal: the series keeps its most recent
+contiguous stretch (:func:`recent_stretch_start`), and what it left out is recorded
+(:class:`LeftOut`) and reported with the forecast.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,6 +55,59 @@ class StaleSeries(SeriesError):
 
 
 @dataclass(frozen=True)
+class LeftOut:
+    """The early part of a history left out because a gap separates it from the modelled stretch.
+
+    Attributes:
+        first_year: first year with a value in the left-out part.
+        last_year: last year with a value before the gap.
+        n_values: values left out (fewer than the years spanned when earlier gaps lie inside).
+        gap_first: first missing year of the gap (the last gap before the as-of year).
+        gap_last: last missing year of the gap; the modelled stretch starts the year after.
+    """
+
+    first_year: int
+    last_year: int
+    n_values: int
+    gap_first: int
+    gap_last: int
+
+    @property
+    def modelled_from(self) -> int:
+        """First year of the modelled stretch."""
+        return self.gap_last + 1
+
+    def gap_text(self) -> str:
+        """The gap's years: ``1881-1883`` or ``1881``."""
+        return str(self.gap_first) if self.gap_first == self.gap_last else f"{self.gap_first}-{self.gap_last}"
+
+    def describe(self) -> str:
+        """E.g. ``left out 1850-1880 (29 values) before a gap in 1881-1883``."""
+        values = "1 value" if self.n_values == 1 else f"{self.n_values} values"
+        return f"left out {self.first_year}-{self.last_year} ({values}) before a gap in {self.gap_text()}"
+
+    def history_line(self, last_year: int) -> str:
+        """E.g. ``modelled 1884-2014; left out 1850-1880 (29 values) before a gap in 1881-1883``."""
+        return f"modelled {self.modelled_from}-{last_year}; {self.describe()}"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LeftOut:
+        """Back from :meth:`to_dict` (as a payload or manifest carries it)."""
+        return cls(**{name: int(data[name]) for name in ("first_year", "last_year", "n_values", "gap_first", "gap_last")})
+
+    def to_dict(self) -> dict[str, int | str]:
+        """Plain data for payloads, manifests and MLflow (with :meth:`describe` as ``text``)."""
+        return {
+            "first_year": self.first_year,
+            "last_year": self.last_year,
+            "n_values": self.n_values,
+            "gap_first": self.gap_first,
+            "gap_last": self.gap_last,
+            "text": self.describe(),
+        }
+
+
+@dataclass(frozen=True)
 class PreparedSeries:
     """One yearly series ready for a model: consecutive years, finite values.
 
@@ -61,6 +117,7 @@ class PreparedSeries:
         variable: variable name as in the data (``co2_per_capita``).
         years: consecutive int64 years.
         values: float64 values, one per year, all finite.
+        left_out: the early history left out before a gap, or ``None`` when nothing was.
     """
 
     series_id: str
@@ -68,6 +125,7 @@ class PreparedSeries:
     variable: str
     years: np.ndarray
     values: np.ndarray
+    left_out: LeftOut | None = None
 
     @property
     def first_year(self) -> int:
@@ -81,6 +139,12 @@ class PreparedSeries:
 
     def __len__(self) -> int:
         return int(self.values.size)
+
+    def describe_history(self) -> str:
+        """E.g. ``modelled 1884-2014; left out …`` (see :meth:`LeftOut.history_line`), or ``modelled 1751-2014``."""
+        if self.left_out is not None:
+            return self.left_out.history_line(self.last_year)
+        return f"modelled {self.first_year}-{self.last_year}"
 
 
 def series_id(entity: str, variable: str) -> str:
@@ -115,20 +179,6 @@ def _suggest(name: str, choices: Sequence[str]) -> str:
     return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
-def _describe_missing(years: np.ndarray) -> str:
-    """Compress missing years into ranges: ``1914-1918, 1945``."""
-    parts: list[str] = []
-    start = prev = int(years[0])
-    for year in [int(y) for y in years[1:]] + [None]:
-        if year is not None and year == prev + 1:
-            prev = year
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if year is not None:
-            start = prev = year
-    return ", ".join(parts)
-
-
 def prepare_series(
     tidy: pd.DataFrame,
     entity: str,
@@ -139,8 +189,11 @@ def prepare_series(
     """Cut one series out of the tidy table, as known at ``as_of_year``.
 
     Rows after ``as_of_year`` are dropped (a backfill must not see the future); leading missing
-    years are dropped too, because a history that starts later is normal. What remains must be
-    a run of consecutive years with finite values, at least ``min_points`` long.
+    years are dropped too, because a history that starts later is normal. The data must reach
+    the as-of year. When a year is missing inside the history (an absent row or a NaN) the
+    series keeps only its most recent contiguous stretch, the years after the last gap:
+    fitting across a gap would treat two distant years as neighbours. What was left out is
+    recorded in :attr:`PreparedSeries.left_out`. The stretch must be at least ``min_points`` long.
 
     Args:
         tidy: long table with columns ``entity, iso_code, year, variable, value``; missing values
@@ -148,14 +201,14 @@ def prepare_series(
         entity: entity name, matched exactly.
         variable: variable name, matched exactly.
         as_of_year: the last year of data the run may use.
-        min_points: the fewest years accepted.
+        min_points: the fewest consecutive years accepted.
 
     Returns:
         The :class:`PreparedSeries`.
 
     Raises:
         SeriesError: for an unknown entity or variable (with close names suggested), duplicate
-            years, a gap in the years (the missing years are named), or too short a history.
+            years, or too short a history (after a gap: the gap and the stretch are named).
         StaleSeries: the data end before ``as_of_year`` (e.g. Czechoslovakia, ending 1991).
     """
     _check_tidy(tidy)
@@ -181,33 +234,46 @@ def prepare_series(
         raise SeriesError(f"{sid}: infinite values in the history")
     years = rows["year"].to_numpy(dtype=np.int64)
 
-    # NaN rows were dropped above, so leading NaNs are gone and any missing year left inside
-    # [first, last] is a real gap: fitting across it would treat two distant years as neighbours.
-    expected = np.arange(years[0], years[-1] + 1, dtype=np.int64)
-    if years.size != expected.size:
-        missing = np.setdiff1d(expected, years)
-        raise SeriesError(
-            f"{sid}: the history {years[0]}-{years[-1]} has a gap, no value for {_describe_missing(missing)}; "
-            "fill the source or start the series after the gap"
-        )
+    # A missing last value is a stale end, not a gap: the series has nothing as of the as-of year.
     if years[-1] < int(as_of_year):
         raise StaleSeries(
             f"{sid}: its data end in {years[-1]}, before the as-of year {as_of_year}; "
             f"a forecast \"as of {as_of_year}\" from it would be stale: refused"
         )
-    if years.size < min_points:
-        raise SeriesError(
-            f"{sid}: only {years.size} yearly values ({years[0]}-{years[-1]}) up to {as_of_year}, fewer than the {min_points} needed"
+    # NaN rows were dropped above, so any missing year left inside [first, last] is a gap.
+    start = recent_stretch_start(years)
+    left_out = None
+    if start:
+        left_out = LeftOut(
+            first_year=int(years[0]),
+            last_year=int(years[start - 1]),
+            n_values=start,
+            gap_first=int(years[start - 1]) + 1,
+            gap_last=int(years[start]) - 1,
         )
-    return PreparedSeries(series_id=sid, entity=entity, variable=variable, years=years, values=values)
+        years, values = years[start:], values[start:]
+    if years.size < min_points:
+        span = str(years[0]) if years.size == 1 else f"{years[0]}-{years[-1]}"
+        stretch = f"{years.size} yearly value{'s' if years.size != 1 else ''} ({span})"
+        if left_out is not None:
+            raise SeriesError(
+                f"{sid}: only {stretch} after the gap in {left_out.gap_text()} up to {as_of_year}, fewer than the "
+                f"{min_points} needed; the {left_out.n_values} values of {left_out.first_year}-{left_out.last_year} "
+                "before the gap cannot be joined across it (fill the gap in the source)"
+            )
+        raise SeriesError(f"{sid}: only {stretch} up to {as_of_year}, fewer than the {min_points} needed")
+    return PreparedSeries(series_id=sid, entity=entity, variable=variable, years=years, values=values, left_out=left_out)
 
 
-def _longest_tail_run(years: np.ndarray) -> int:
-    """Length of the run of consecutive years ending at the last year."""
-    if years.size == 0:
-        return 0
-    breaks = np.flatnonzero(np.diff(years) != 1)
-    return int(years.size - (breaks[-1] + 1 if breaks.size else 0))
+def recent_stretch_start(years: np.ndarray) -> int:
+    """Index where the most recent contiguous stretch of sorted, distinct years starts.
+
+    ``0`` when the years have no gap; otherwise the index just after the last gap. The one rule
+    for "the stretch a series models", shared by :func:`prepare_series`, :func:`resolve_series`
+    and the run plan's data ids (:func:`pipeline.plan.series_data_ids`).
+    """
+    breaks = np.flatnonzero(np.diff(np.asarray(years)) != 1)
+    return int(breaks[-1] + 1) if breaks.size else 0
 
 
 def resolve_series(
@@ -221,9 +287,10 @@ def resolve_series(
     Args:
         tidy: the tidy table (as for :func:`prepare_series`).
         spec: ``"default"`` (:data:`DEFAULT_SERIES`); ``"all"`` (every entity whose history of a
-            default variable, up to ``as_of_year``, has at least ``min_points`` consecutive
-            years with no gap); or a comma-separated list of ``entity:variable`` pairs or series
-            ids (``canada.co2_per_capita``).
+            default variable, up to ``as_of_year``, ends in at least ``min_points`` consecutive
+            years: an earlier gap is left out, as :func:`prepare_series` does); or a
+            comma-separated list of ``entity:variable`` pairs or series ids
+            (``canada.co2_per_capita``).
         min_points: history needed for ``"all"``.
         as_of_year: the last year considered for ``"all"`` (default: every year in the table).
 
@@ -245,10 +312,10 @@ def resolve_series(
         found: list[tuple[str, str]] = []
         for (variable, entity), group in rows.groupby(["variable", "entity"], sort=True):
             years = np.unique(group["year"].to_numpy(dtype=np.int64))
-            # prepare_series would refuse an inner gap or a stale end, so count only a gap-free
-            # history that reaches the as-of year.
+            # prepare_series refuses a stale end and models the stretch after the last gap, so
+            # count that stretch, for a history that reaches the as-of year.
             stale = as_of_year is not None and years[-1] < as_of_year
-            if years.size >= min_points and _longest_tail_run(years) == years.size and not stale:
+            if years.size - recent_stretch_start(years) >= min_points and not stale:
                 found.append((str(entity), str(variable)))
         return found
 

@@ -350,6 +350,7 @@ def _train_and_register(
             as_of_year=plan.as_of_year,
             vintage=plan.vintage,
             revision=revision.to_dict() | {"text": revision.describe()} if revision is not None else None,
+            left_out=series.left_out.to_dict() if series.left_out is not None else None,
             provisional=provisional,
         )
         timings = {"fit": fit_seconds, "mlflow": time.perf_counter() - mlflow_started}
@@ -390,8 +391,8 @@ def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item
 
     Compares (:func:`pipeline.revisions.compare_histories`, threshold
     ``CO2CAST_REVISION_THRESHOLD``) the series as the last published forecast's vintage held
-    it, up to that forecast's as-of year, with the prepared series of this run. Logs a warning
-    when the revision is material.
+    it, up to that forecast's as-of year (its stretch after the last gap, what it was trained
+    on), with the prepared series of this run. Logs a warning when the revision is material.
 
     Returns:
         The :class:`pipeline.revisions.Revision`, or ``None`` when nothing was published yet,
@@ -401,6 +402,7 @@ def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item
 
     from pipeline import ingest, track_record
     from pipeline.revisions import compare_histories
+    from pipeline.series import recent_stretch_start
 
     pointer = store.read_json_or_none(layout.forecast_latest(item.series_id))
     manifest = store.read_json_or_none(pointer["manifest"]) if pointer else None
@@ -413,6 +415,7 @@ def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item
         return None
     previous = track_record.actuals_of(old, item.entity, item.variable)
     previous = previous[previous.index <= int(manifest["as_of_year"])]
+    previous = previous.iloc[recent_stretch_start(previous.index.to_numpy()) :]  # what it was trained on
     revision = compare_histories(previous, pd.Series(series.values, index=series.years), settings.revision_threshold)
     line = f"{item.series_id}: vintage {plan.vintage} against {manifest['vintage']}: {revision.describe()}"
     (logger.warning if revision.material else logger.info)("%s", line)
@@ -682,6 +685,7 @@ def publish_series(
         "airflow": ids.to_xcom() if ids else {},
         "provisional": trained.provisional,
         "revision": trained.revision,
+        "left_out": trained.left_out,
         "trained": trained.to_xcom(),
     }
     extras = {"diagnostics.json": diagnostics, "backtest.json": json.dumps(trained.scores, indent=2, sort_keys=True).encode()}
@@ -765,7 +769,7 @@ def run_summary(
     failed. ``progress`` gets each series' text as soon as it is read, prefixed ``[i/n]``.
     """
     from pipeline.publish import read_file, read_manifest
-    from pipeline.report import champion_reason
+    from pipeline.report import champion_reason, left_out_line
 
     plan = RunPlan.of(plan)
     store = open_store(settings)
@@ -787,6 +791,9 @@ def run_summary(
         revision = (manifest.model_extra or {}).get("revision")
         if revision and revision.get("material"):
             text += f"; {revision.get('text', 'history revised (material: retrained)')}"
+        left_out = left_out_line((manifest.model_extra or {}).get("left_out"), plan.as_of_year)
+        if left_out:
+            text += f"\n    {left_out}"
         lines.append(SummaryLine(series_id=item.series_id, published=True, manifest=manifest.key, text=text))
         if progress:
             progress(f"[{len(lines)}/{len(plan.series)}] {text}")
@@ -826,6 +833,8 @@ def forecast_all(
     Raises:
         RunIncomplete: at least one series was refused (after every other one was done).
     """
+    from pipeline.report import left_out_line
+
     lineup = lineup or production_lineup(settings)
     plan = plan_run(settings, trigger, lineup)
     say = progress or (lambda line: None)
@@ -843,6 +852,9 @@ def forecast_all(
             continue
         champion = f"champion v{trained.champion_version} ({trained.champion_family})"
         say(f"[{index}/{total}] {item.series_id}: {champion}, published {published.uri}")
+        left_out = left_out_line(trained.left_out, plan.as_of_year)
+        if left_out:
+            say(f"[{index}/{total}] {item.series_id}: {left_out}")
         results.append((trained, published))
     if refused:
         raise RunIncomplete(f"{len(refused)} of {total} series refused, the others were published: " + "; ".join(refused))

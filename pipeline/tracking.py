@@ -436,6 +436,8 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
             "first_year": series.first_year,
             "last_year": series.last_year,
             "n_points": len(series.values),
+            # The early history left out before a gap, or "none" (see PreparedSeries.left_out).
+            "left_out": series.left_out.describe() if series.left_out is not None else "none",
             "horizon_end": spec.horizon_end,
             "backtest_horizon": spec.backtest_horizon,
             "backtest_origins": spec.backtest_origins,

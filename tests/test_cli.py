@@ -52,3 +52,23 @@ def test_known_failures_print_one_line(tmp_path: Path, small_owid: Path) -> None
     assert _run(tmp_path, "ingest", "--source", str(small_owid)).returncode == 0
     one_line_error(_run(tmp_path, "forecast", "--series", "Atlantis:co2"), "no series 'Atlantis:co2'")
     one_line_error(_run(tmp_path, "forecast", "--as-of-year", "2050"), "not before the horizon end")
+
+
+def test_forecast_goes_on_past_refused_series_and_says_what_a_gap_left_out(tmp_path: Path, owid_csv: Path) -> None:
+    """``co2cast forecast --series A,B,C``: a refused series does not stop the others."""
+    lines = owid_csv.read_text().splitlines()
+    source = tmp_path / "owid.csv"
+    source.write_text("\n".join([lines[0], *[ln for ln in lines[1:] if ln.split(",")[1] in {"France", "Kuwait"}]]) + "\n")
+    assert _run(tmp_path, "ingest", "--source", str(source)).returncode == 0
+    # As of 1975: Kuwait's oil CO2 misses 1968 (7 years after it), its coal CO2 ends in 1959,
+    # France's CO2 misses 1805-1809 early on and is modelled from 1810.
+    run = _run(tmp_path, "forecast", "--as-of-year", "1975", "--series", "Kuwait:oil_co2,France:co2,Kuwait:coal_co2")
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "[1/3] kuwait.oil_co2: REFUSED: kuwait.oil_co2: only 7 yearly values (1969-1975) after the gap in 1968" in run.stdout
+    assert "[2/3] france.co2: champion v" in run.stdout
+    assert "[2/3] france.co2: modelled 1810-1975; left out 1802-1804 (2 values) before a gap in 1805-1809" in run.stdout
+    assert "[3/3] kuwait.coal_co2: REFUSED: kuwait.coal_co2: its data end in 1959" in run.stdout
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 2 of 3 series refused, the others were published: kuwait.oil_co2") and "kuwait.coal_co2" in last
+    shown = _run(tmp_path, "show", "france.co2", "--csv")
+    assert shown.returncode == 0 and shown.stdout.splitlines()[1].startswith("1976,")

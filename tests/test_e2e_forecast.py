@@ -95,12 +95,12 @@ def test_forecast_dag_registers_and_publishes(dag_backend, airflow_home: Path, o
     assert _versions(tracking_uri) == versions
     assert {k: store.read_bytes(k) for k in store.list("forecasts/")} == files
 
-    # An older as-of year with one series that cannot be modelled (USSR's history has gaps):
+    # An older as-of year with one series that cannot be modelled (USSR's data end in 1958):
     # World is still published for 2010, latest.json keeps pointing at 2014, and the run fails.
     mixed = run_dag(airflow_home, "co2_forecast", env, conf='{"as_of_year": 2010, "series": "World:co2,USSR:co2"}')
     assert mixed.returncode != 0
     assert "ussr.co2: NOT published" in mixed.stdout + mixed.stderr
-    assert "has a gap" in mixed.stdout + mixed.stderr
+    assert "its data end in 1958, before the as-of year 2010" in mixed.stdout + mixed.stderr
     assert [k for k in store.list("forecasts/world.co2/asof=2010/") if k.endswith("manifest.json")]
     assert store.read_json("forecasts/world.co2/latest.json")["as_of_year"] == 2014
     assert not store.list("forecasts/ussr.co2/")

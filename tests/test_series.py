@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.config import EMBEDDED_SOURCE
 from pipeline.ingest import read_tidy_file
-from pipeline.series import DEFAULT_SERIES, SeriesError, prepare_series, resolve_series, series_id
+from pipeline.series import DEFAULT_SERIES, LeftOut, SeriesError, StaleSeries, prepare_series, resolve_series, series_id
 
 OWID_CSV = EMBEDDED_SOURCE  # the repository's own OWID release (gzip)
 
@@ -54,23 +54,51 @@ def test_truncates_to_as_of_and_drops_leading_nans(tidy: pd.DataFrame) -> None:
     assert series.years.dtype == np.int64 and series.values.dtype == np.float64
 
 
-def test_gap_is_refused_naming_missing_years(tidy: pd.DataFrame) -> None:
-    with pytest.raises(SeriesError, match=r"gapland\.co2_per_capita.*gap.*1950-1951, 1980"):
-        prepare_series(tidy, "Gapland", "co2_per_capita", as_of_year=2020)
+def test_a_gap_keeps_the_stretch_after_the_last_gap_and_records_what_was_left_out(tidy: pd.DataFrame) -> None:
+    # Gapland misses 1950-1951 and 1980: the stretch after the last gap, 1981-2020, is modelled.
+    series = prepare_series(tidy, "Gapland", "co2_per_capita", as_of_year=2020)
+    np.testing.assert_array_equal(series.years, np.arange(1981, 2021))
+    np.testing.assert_array_equal(series.values, np.arange(81, 121, dtype=float))
+    assert series.left_out == LeftOut(first_year=1900, last_year=1979, n_values=78, gap_first=1980, gap_last=1980)
+    assert series.describe_history() == "modelled 1981-2020; left out 1900-1979 (78 values) before a gap in 1980"
+    assert LeftOut.from_dict(series.left_out.to_dict()) == series.left_out
+    # As of 1979 the last gap is 1950-1951, and 1952-1979 is too short for 30 points.
+    with pytest.raises(
+        SeriesError,
+        match=r"^gapland\.co2_per_capita: only 28 yearly values \(1952-1979\) after the gap in 1950-1951 up to 1979, "
+        r"fewer than the 30 needed; the 50 values of 1900-1949 before the gap",
+    ):
+        prepare_series(tidy, "Gapland", "co2_per_capita", as_of_year=1979)
+    assert prepare_series(tidy, "Gapland", "co2_per_capita", as_of_year=1979, min_points=28).first_year == 1952
+    # Without a gap nothing is left out.
+    whole = prepare_series(tidy, "World", "co2", as_of_year=2020)
+    assert whole.left_out is None and whole.describe_history() == "modelled 1900-2020"
 
 
 def test_gap_after_as_of_is_irrelevant(tidy: pd.DataFrame) -> None:
     rows = tidy.loc[~((tidy["entity"] == "World") & (tidy["year"] == 2019))]
-    assert prepare_series(rows, "World", "co2", as_of_year=2018).last_year == 2018
-    with pytest.raises(SeriesError, match="no value for 2019"):
+    assert prepare_series(rows, "World", "co2", as_of_year=2018).left_out is None
+    # As of 2020 the gap is the year before: a stretch of one value, refused with the gap named.
+    with pytest.raises(SeriesError, match=r"only 1 yearly value \(2020\) after the gap in 2019 up to 2020, fewer than the 30"):
         prepare_series(rows, "World", "co2", as_of_year=2020)
+
+
+def test_a_missing_last_year_is_a_stale_end_not_a_gap(tidy: pd.DataFrame) -> None:
+    rows = tidy.loc[~((tidy["entity"] == "World") & (tidy["year"] == 2020))]
+    with pytest.raises(StaleSeries, match=r"world\.co2: its data end in 2019, before the as-of year 2020"):
+        prepare_series(rows, "World", "co2", as_of_year=2020)
+    # A gap earlier does not change that: stale is what the person must know first.
+    gapped = rows.loc[~((rows["entity"] == "World") & (rows["year"] == 1960))]
+    with pytest.raises(StaleSeries, match="its data end in 2019"):
+        prepare_series(gapped, "World", "co2", as_of_year=2020)
 
 
 def test_inner_nan_counts_as_a_gap(tidy: pd.DataFrame) -> None:
     rows = tidy.copy()
     rows.loc[(rows["entity"] == "World") & (rows["year"] == 1960), "value"] = np.nan
-    with pytest.raises(SeriesError, match="no value for 1960"):
-        prepare_series(rows, "World", "co2", as_of_year=2020)
+    series = prepare_series(rows, "World", "co2", as_of_year=2020)
+    assert series.first_year == 1961 and series.left_out is not None
+    assert (series.left_out.first_year, series.left_out.last_year, series.left_out.gap_text()) == (1900, 1959, "1960")
 
 
 def test_too_short_is_refused(tidy: pd.DataFrame) -> None:
@@ -103,13 +131,21 @@ def test_duplicate_years_refused(tidy: pd.DataFrame) -> None:
 
 def test_resolve_series(tidy: pd.DataFrame) -> None:
     assert resolve_series(tidy, "default") == DEFAULT_SERIES
-    assert resolve_series(tidy, "all") == [("Canada", "co2"), ("World", "co2"), ("Canada", "co2_per_capita")]
+    # Gapland's stretch after its last gap (1981-2020, 40 years) is long enough for "all".
+    assert resolve_series(tidy, "all") == [("Canada", "co2"), ("World", "co2"), ("Canada", "co2_per_capita"), ("Gapland", "co2_per_capita")]
     assert resolve_series(tidy, "all", min_points=20) == [
         ("Canada", "co2"),
         ("World", "co2"),
         ("Canada", "co2_per_capita"),
+        ("Gapland", "co2_per_capita"),
         ("Tiny", "co2_per_capita"),
     ]
+    # As of 1979 its stretch (1952-1979) is 28 years: in "all" for 28 points, not for 30.
+    assert ("Gapland", "co2_per_capita") not in resolve_series(tidy, "all", as_of_year=1979)
+    assert ("Gapland", "co2_per_capita") in resolve_series(tidy, "all", min_points=28, as_of_year=1979)
+    # Every series "all" names prepares (the two rules agree), and Tiny is out for 30 points.
+    for entity, variable in resolve_series(tidy, "all", as_of_year=1979):
+        assert len(prepare_series(tidy, entity, variable, as_of_year=1979)) >= 30
     assert resolve_series(tidy, "World:co2, canada.co2_per_capita,World:co2") == [("World", "co2"), ("Canada", "co2_per_capita")]
     with pytest.raises(SeriesError, match=r"no series 'Wrld:co2'; did you mean 'world\.co2'"):
         resolve_series(tidy, "Wrld:co2")
@@ -124,3 +160,24 @@ def test_study_series_from_owid() -> None:
     series = prepare_series(tidy, "Canada", "co2_per_capita", as_of_year=2014)
     assert (series.first_year, series.last_year, len(series)) == (1800, 2014, 215)
     assert prepare_series(tidy, "Canada", "co2_per_capita", as_of_year=1999).last_year == 1999
+
+
+@pytest.mark.parametrize(("entity", "variable"), [("India", "co2"), ("France", "co2"), ("Norway", "co2_per_capita")])
+def test_owid_series_with_an_early_gap_model_their_recent_stretch(entity: str, variable: str) -> None:
+    """The stretch starts the year after the last missing year, found here from the raw CSV."""
+    raw = pd.read_csv(OWID_CSV, usecols=["country", "year", variable])
+    raw = raw.loc[(raw["country"] == entity) & (raw["year"] <= 2014)]
+    present = raw.dropna(subset=[variable]).sort_values("year")
+    span = np.arange(int(present["year"].min()), 2015)
+    missing = sorted(set(span) - set(present["year"]))
+    assert missing, f"{entity}:{variable} has no gap in the raw file any more; this test needs one"
+    start = int(missing[-1]) + 1
+
+    series = prepare_series(read_tidy_file(OWID_CSV), entity, variable, as_of_year=2014, min_points=30)
+    assert (series.first_year, series.last_year) == (start, 2014)
+    expected = present.loc[present["year"] >= start, variable].to_numpy(dtype=float)
+    np.testing.assert_array_equal(series.values, expected)
+    assert series.left_out is not None
+    assert series.left_out.gap_last == int(missing[-1]) and series.left_out.first_year == int(present["year"].min())
+    assert series.left_out.n_values == int((present["year"] < start).sum())
+    assert series.left_out.last_year == int(present.loc[present["year"] < start, "year"].max())

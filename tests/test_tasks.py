@@ -130,11 +130,50 @@ def test_a_plan_from_another_configuration_is_refused(settings: Settings) -> Non
 
 
 def test_an_unpublished_series_fails_the_summary(settings: Settings) -> None:
-    plan = tasks.plan_run(settings, RunTrigger(series="World:co2,France:co2", as_of_year=2010), _lineup(settings))
-    with pytest.raises(SeriesError, match="has a gap"):
+    # France's flaring CO2 misses 1983-1989: the 21 years after the gap are fewer than 30.
+    plan = tasks.plan_run(settings, RunTrigger(series="World:co2,France:flaring_co2", as_of_year=2010), _lineup(settings))
+    with pytest.raises(SeriesError, match=r"only 21 yearly values \(1990-2010\) after the gap in 1983-1989"):
         tasks.train_series(settings, plan, plan.series[1], lineup=_lineup(settings))
-    with pytest.raises(tasks.RunIncomplete, match=r"not published: world\.co2, france\.co2"):
+    with pytest.raises(tasks.RunIncomplete, match=r"not published: world\.co2, france\.flaring_co2"):
         tasks.summarize_run(settings, plan)
+
+
+def test_what_a_gap_left_out_reaches_mlflow_the_manifest_and_the_summary(settings: Settings) -> None:
+    lineup = _lineup(settings)
+    plan = tasks.plan_run(settings, RunTrigger(series="France:co2", as_of_year=2014), lineup)
+    store = tasks.open_store(settings)
+    tidy = ingest.read_curated(store, plan.vintage)
+    france = tidy[(tidy["entity"] == "France") & (tidy["variable"] == "co2")].dropna(subset=["value"])
+    years = france["year"].sort_values().to_numpy()
+    last_gap = int(years[np.flatnonzero(np.diff(years) != 1)[-1] + 1]) - 1  # the last missing year, found here
+    expected = {
+        "first_year": int(years[0]),
+        "last_year": int(years[years <= last_gap].max()),
+        "n_values": int((years <= last_gap).sum()),
+        "gap_last": last_gap,
+    }
+
+    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    assert trained.left_out is not None and {k: trained.left_out[k] for k in expected} == expected
+    text = trained.left_out["text"]
+    assert text.startswith(f"left out {expected['first_year']}-{expected['last_year']} ({expected['n_values']} values) before a gap in ")
+    run = mlflow.get_run(trained.run_id)
+    assert run.data.params["left_out"] == text
+    assert run.data.params["first_year"] == str(last_gap + 1) and run.data.params["n_points"] == str(2014 - last_gap)
+
+    published = tasks.publish_series(settings, plan, trained, lineup=lineup)
+    manifest = store.read_json(published.manifest)
+    assert manifest["left_out"] == trained.left_out and manifest["trained"]["left_out"] == trained.left_out
+    [line] = tasks.run_summary(settings, plan)
+    assert f"modelled {last_gap + 1}-2014; {text}" in line.text
+
+    # A series without a gap says so in MLflow and carries nothing in its manifest.
+    world_plan = tasks.plan_run(settings, RunTrigger(series="World:co2", as_of_year=2014), lineup)
+    world = tasks.train_series(settings, world_plan, world_plan.series[0], lineup=lineup)
+    assert world.left_out is None and mlflow.get_run(world.run_id).data.params["left_out"] == "none"
+    world_manifest = store.read_json(tasks.publish_series(settings, world_plan, world, lineup=lineup).manifest)
+    assert world_manifest["left_out"] is None
+    assert "left out" not in tasks.run_summary(settings, world_plan)[0].text
 
 
 # -- the Airflow boundary ----------------------------------------------------------------------
@@ -168,7 +207,7 @@ def test_runner_maps_errors_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     payload = {
         "series_id": "s", "run_key": "k", "run_id": "r", "model_name": "m", "champion_family": "arima", "champion_version": "1",
         "versions": {"arima": "1"}, "best_backtest_family": "arima", "scores": {"arima": {"mase": 1.0}}, "as_of_year": 2014,
-        "vintage": "v", "revision": None, "provisional": False, "timings": {},
+        "vintage": "v", "revision": None, "left_out": None, "provisional": False, "timings": {},
     }  # fmt: skip
     assert runner.call(fine, payload) == payload
     assert issubclass(StoreUnavailable, TransientError) and issubclass(SeriesError, PermanentError)

@@ -109,3 +109,23 @@ def test_the_newest_year_is_provisional_in_the_published_table(settings: Setting
         csv_key = next(f["key"] for f in manifest["files"] if f["name"] == "forecast.csv")
         rows = list(csv.DictReader(io.StringIO(store.read_bytes(csv_key).decode())))
         assert {row["provisional"] for row in rows} == {str(flag)} and manifest["provisional"] is flag
+
+
+def test_a_revision_before_a_gap_does_not_retrain_one_after_it_does(settings: Settings, small_owid: Path, tmp_path: Path) -> None:
+    """France's CO2 misses 1803 and 1805-1809: the values of 1802 and 1804 are left out of its model."""
+    [(first, _)] = _forecast(settings, 2012, "France:co2")
+    assert first.left_out is not None and first.left_out["last_year"] == 1804
+    runs = _parent_runs(settings)
+
+    # A vintage that revises only the left-out 1804: same run key, nothing retrained.
+    ingest.ingest(settings, tasks.open_store(settings), str(_revised(small_owid, tmp_path / "v2.csv", "France", 1804, 1.5)))
+    [(early, _)] = _forecast(settings, 2012, "France:co2")
+    assert early.run_key == first.run_key and early.run_id == first.run_id and _parent_runs(settings) == runs
+
+    # One that revises 2005, inside the modelled stretch: retrained; the revision compares the
+    # modelled stretches, so the left-out years do not count as dropped.
+    ingest.ingest(settings, tasks.open_store(settings), str(_revised(small_owid, tmp_path / "v3.csv", "France", 2005, 1.10)))
+    [(late, _)] = _forecast(settings, 2012, "France:co2")
+    assert late.run_key != first.run_key and _parent_runs(settings) == runs + 1
+    assert late.revision is not None and late.revision["year_of_max_change"] == 2005 and late.revision["dropped_years"] == 0
+    assert late.revision["compared_years"] == 2012 - first.left_out["gap_last"]
