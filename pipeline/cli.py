@@ -73,7 +73,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 def _summary(args: argparse.Namespace, settings: Settings) -> int:
     """What the last run produced, for a person: vintage, and per series the champion."""
     from pipeline import tasks
-    from pipeline.report import champion_reason
+    from pipeline.report import champion_reason, left_out_line
 
     store = tasks.open_store(settings)
     latest = tasks.latest_vintage(settings)
@@ -105,6 +105,9 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
             f"({manifest.model_family}), as of {manifest.as_of_year}, {manifest.first_year}-{manifest.last_year}"
         )
         print(f"      {champion_reason(manifest.model_family, every)}")
+        history = left_out_line((manifest.model_extra or {}).get("left_out"), manifest.as_of_year)
+        if history:
+            print(f"      {history}")
         print(f"      {store.uri(manifest.key)}")
         if every:
             ranked = sorted(every.items(), key=lambda kv: kv[1].get("mase", float("inf")))
@@ -126,6 +129,7 @@ def _forecast(args: argparse.Namespace, settings: Settings) -> int:
 def _show(args: argparse.Namespace, settings: Settings) -> int:
     """Print the latest published forecast of a series, read through its manifest."""
     from pipeline import tasks
+    from pipeline.report import left_out_line
 
     manifest, table = tasks.show_forecast(settings, args.series_id)
     if args.start or args.end:
@@ -141,6 +145,9 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         f"{manifest.series_id}: {manifest.model_name} v{manifest.model_version}, vintage {manifest.vintage}, "
         f"as of {manifest.as_of_year}; values in {unit or 'unknown units'}"
     )
+    history = left_out_line((manifest.model_extra or {}).get("left_out"), manifest.as_of_year)
+    if history:
+        print(history)
     print(table[columns].to_string(index=False, float_format="%.3f"))
     return 0
 

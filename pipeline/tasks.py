@@ -695,10 +695,10 @@ def publish_series(
         history = core.prepare(ingest.read_curated(store, plan.vintage), item.entity, item.variable, plan.as_of_year, lineup.spec)
         history_max = float(history.values.max())
     if candidates is not None:  # the fitted candidates' forecasts (a run logged before they were has none)
-        kept, left_out = plausible_candidates(pd.read_parquet(io.BytesIO(candidates)), history_max)
-        if left_out:
-            logger.warning("%s: candidates' forecasts out of bounds, not published: %s", trained.series_id, ", ".join(left_out))
-            meta["candidates_left_out"] = left_out
+        kept, dropped = plausible_candidates(pd.read_parquet(io.BytesIO(candidates)), history_max)
+        if dropped:
+            logger.warning("%s: candidates' forecasts out of bounds, not published: %s", trained.series_id, ", ".join(dropped))
+            meta["candidates_dropped"] = dropped
         extras[CANDIDATES_FILE] = kept.to_parquet(index=False)
     manifest = publish(
         store,

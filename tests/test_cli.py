@@ -72,3 +72,8 @@ def test_forecast_goes_on_past_refused_series_and_says_what_a_gap_left_out(tmp_p
     assert last.startswith("error: 2 of 3 series refused, the others were published: kuwait.oil_co2") and "kuwait.coal_co2" in last
     shown = _run(tmp_path, "show", "france.co2", "--csv")
     assert shown.returncode == 0 and shown.stdout.splitlines()[1].startswith("1976,")
+    history = "modelled 1810-1975; left out 1802-1804 (2 values) before a gap in 1805-1809"
+    shown = _run(tmp_path, "show", "france.co2")
+    assert shown.returncode == 0 and shown.stdout.splitlines()[1] == history
+    summary = _run(tmp_path, "summary")
+    assert summary.returncode == 0 and f"      {history}" in summary.stdout.splitlines()
