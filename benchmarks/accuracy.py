@@ -63,6 +63,9 @@ LEVELS = (80, 95)
 BACKTEST = {"horizon": 5, "n_origins": 5}
 STATSFORECAST = ("Naive", "RandomWalkWithDrift", "AutoETS", "AutoTheta", "AutoARIMA")
 CHAMPION = "co2cast"
+#: With ``--dump``: every series' backtest and raw candidate forecasts, for offline policy studies.
+DUMP: list | None = None
+DUMP_PATH: Path | None = None
 
 
 Series = tuple[str, str, np.ndarray, np.ndarray, np.ndarray]
@@ -106,12 +109,16 @@ def co2cast_forecast(years: np.ndarray, values: np.ndarray) -> tuple[Forecast, t
     selection = select(evaluation, metric="mase")
     forecast = selection.model.fit(values, years).predict(H, LEVELS)
     seconds = (time.perf_counter() - start, time.process_time() - cpu)
-    per_candidate = {}
+    per_candidate, raw = {}, {}
     for name, result in evaluation.results.items():
         try:
-            per_candidate[name] = publishable(result).fit(values, years).predict(H, LEVELS)
+            fitted = publishable(result).fit(values, years)
+            per_candidate[name] = fitted.predict(H, LEVELS)
+            raw[name] = fitted.model_.predict(H, LEVELS)
         except Exception as error:  # a candidate failing on the whole series is reported, not fatal
             print(f"  {name} failed on the whole series: {error}", file=sys.stderr)
+    if DUMP is not None:
+        DUMP.append({"evaluation": evaluation, "raw": raw, "years": years, "values": values})
     return forecast, seconds, selection.winner, per_candidate
 
 
@@ -164,6 +171,8 @@ def run(series: list, panels: tuple[str, ...]) -> pd.DataFrame:
         for panel in panels:
             y, yrs = (values, years) if panel == "full" else (values[-SHORT:], years[-SHORT:])
             champion, (wall, cpu), winner, candidates = co2cast_forecast(yrs, y)
+            if DUMP is not None:
+                DUMP[-1].update(panel=panel, variable=variable, entity=entity, test=test)
             rows.append({**score_row(panel, variable, entity, CHAMPION, y, test, champion), "seconds": wall, "cpu": cpu, "winner": winner})
             for name, forecast in candidates.items():
                 row = score_row(panel, variable, entity, f"c_{name}", y, test, forecast)
@@ -172,6 +181,10 @@ def run(series: list, panels: tuple[str, ...]) -> pd.DataFrame:
                 rows.append({**score_row(panel, variable, entity, name, y, test, forecast), "seconds": wall, "cpu": cpu, "winner": ""})
         if i % 20 == 0 or i == len(series):
             print(f"  {i}/{len(series)} series done", file=sys.stderr, flush=True)
+            if DUMP_PATH is not None:
+                import pickle
+
+                DUMP_PATH.write_bytes(pickle.dumps(DUMP))
     return pd.DataFrame(rows)
 
 
@@ -237,6 +250,7 @@ def main() -> None:
     parser.add_argument("--load", type=Path, nargs="+", help="print saved rows instead of running")
     parser.add_argument("--candidates", action="store_true", help="also print every single candidate")
     parser.add_argument("--train-end", type=int, default=TRAIN_END, help="last training year (2006: a validation run on 2007-2010)")
+    parser.add_argument("--dump", type=Path, help="pickle every series' backtest and raw candidate forecasts here (policy studies)")
     parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU (default: the first allowed)")
     args = parser.parse_args()
     if args.load:
@@ -247,6 +261,8 @@ def main() -> None:
             os.sched_setaffinity(0, {args.cpu if args.cpu is not None else allowed[0]})
         series = load_series(args.variables, args.limit, args.train_end)
         print(f"{len(series)} series ({', '.join(args.variables)}), panels {args.panels}", file=sys.stderr)
+        global DUMP, DUMP_PATH
+        DUMP, DUMP_PATH = ([], args.dump) if args.dump else (None, None)
         rows = run(series, tuple(args.panels))
         if args.save:
             rows.to_csv(args.save, index=False)
