@@ -191,10 +191,11 @@ def select(
     2. With at least ``min_windows`` backtest windows, the best-scoring candidate replaces it
        when its score is below ``(1 - margin)`` times the default's (``margin=0``: the plain
        backtest winner), and the choice must score below the benchmark, or the benchmark is
-       published. With fewer windows (a short series) neither comparison has any power:
+       published. With fewer windows (a short series) the challengers' scores are too noisy:
        ``short_default`` is published when it was evaluated (by default a combination that
-       shrinks toward naive), else the default (naive when there is no default), and the
-       reason says so.
+       shrinks toward naive) and scores below the benchmark on the windows there are (else
+       the benchmark); without one, the default is published untested (naive when there is
+       no default), and the reason says so.
 
     Args:
         evaluation: every candidate on the same windows (:func:`best_k_combination` can add a
@@ -242,7 +243,7 @@ def select(
         winner, winner_score = best, best_score
         reason = f"{best} has the best backtest {metric} ({best_score:.4g})"
     if winner != benchmark:
-        if windows < min_windows:
+        if windows < min_windows and winner != short_default:
             reason += f"; {windows} backtest window(s) are too few to test it against {benchmark}"
         elif math.isfinite(winner_score) and winner_score < bench_score:
             reason += f", beating {benchmark} ({bench_score:.4g})"

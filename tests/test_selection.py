@@ -73,7 +73,12 @@ def test_a_short_series_publishes_the_short_series_default(trending) -> None:
     # scores (drift scores better here), and the reason says why.
     assert evaluation.results["drift"].metrics["mase"] < evaluation.results["shrunk"].metrics["mase"]
     short = select(evaluation, default="drift", short_default="shrunk", margin=0.0, min_windows=5)
-    assert short.winner == "shrunk" and "short-series default shrunk" in short.reason and "too few to test it" in short.reason
+    assert short.winner == "shrunk" and "short-series default shrunk" in short.reason and "beating naive" in short.reason
+    # ... but it must still beat naive on the windows there are: a short-series default
+    # worse than naive (the mean, on a trending series) gives way to naive.
+    assert evaluation.results["mean"].metrics["mase"] > evaluation.results["naive"].metrics["mase"]
+    worse = select(evaluation, default="drift", short_default="mean", min_windows=5)
+    assert worse.winner == "naive" and "did not beat naive" in worse.reason
     assert to_spec(short.model.model) == to_spec(shrunk)
     # A short-series default that was not evaluated falls back to the default.
     assert select(evaluation, default="drift", short_default="absent", min_windows=5).winner == "drift"
