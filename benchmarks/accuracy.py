@@ -8,7 +8,8 @@ contiguous history ("full") and the same series cut to their last 20 points ("la
 For each series co2cast runs what the forecast core runs: the default candidates on one
 rolling-origin backtest (:func:`pipeline.backtest.evaluate_candidates`), selection on MASE
 (:func:`pipeline.selection.select`: the default combination unless another candidate beats it
-clearly, and naive unless the choice beats naive where the backtest can tell), then fits the
+clearly, the short-series combination on series with few windows, and naive unless the choice
+beats naive on the backtest), then fits the
 calibrated, floored winner on the whole training series and forecasts. Its seconds per series
 cover all of that. Beside it, statsforecast's Naive, RandomWalkWithDrift, AutoETS, AutoTheta
 and AutoARIMA (a benchmark-only extra, ``requirements-bench.txt``) forecast the same series.
@@ -27,6 +28,12 @@ Run from the repository root::
     python benchmarks/accuracy.py --limit 20            # the first 20 series per variable
     python benchmarks/accuracy.py --variables co2 --save /tmp/co2.csv
     python benchmarks/accuracy.py --load /tmp/co2.csv /tmp/pc.csv   # print saved results
+    python benchmarks/accuracy.py --train-end 2006 --dump /tmp/val.pkl  # keep every backtest
+
+``--dump`` pickles each series' backtest (:class:`pipeline.backtest.Evaluation`) and every
+candidate's uncalibrated forecast of the held-out years, so selection and calibration rules can
+be compared offline on the validation run without refitting anything (the pickle is a
+throw-away study file, never a model store).
 """
 
 from __future__ import annotations
