@@ -8,7 +8,8 @@ contiguous history ("full") and the same series cut to their last 20 points ("la
 For each series co2cast runs what the forecast core runs: the default candidates on one
 rolling-origin backtest (:func:`pipeline.backtest.evaluate_candidates`), selection on MASE
 (:func:`pipeline.selection.select`: the default combination unless another candidate beats it
-clearly, and naive unless the choice beats naive where the backtest can tell), then fits the
+clearly, the short-series combination on series with few windows, and naive unless the choice
+beats naive on the backtest), then fits the
 calibrated, floored winner on the whole training series and forecasts. Its seconds per series
 cover all of that. Beside it, statsforecast's Naive, RandomWalkWithDrift, AutoETS, AutoTheta
 and AutoARIMA (a benchmark-only extra, ``requirements-bench.txt``) forecast the same series.
@@ -27,6 +28,12 @@ Run from the repository root::
     python benchmarks/accuracy.py --limit 20            # the first 20 series per variable
     python benchmarks/accuracy.py --variables co2 --save /tmp/co2.csv
     python benchmarks/accuracy.py --load /tmp/co2.csv /tmp/pc.csv   # print saved results
+    python benchmarks/accuracy.py --train-end 2006 --dump /tmp/val.pkl  # keep every backtest
+
+``--dump`` pickles each series' backtest (:class:`pipeline.backtest.Evaluation`) and every
+candidate's uncalibrated forecast of the held-out years, so selection and calibration rules can
+be compared offline on the validation run without refitting anything (the pickle is a
+throw-away study file, never a model store).
 """
 
 from __future__ import annotations
@@ -63,6 +70,9 @@ LEVELS = (80, 95)
 BACKTEST = {"horizon": 5, "n_origins": 5}
 STATSFORECAST = ("Naive", "RandomWalkWithDrift", "AutoETS", "AutoTheta", "AutoARIMA")
 CHAMPION = "co2cast"
+#: With ``--dump``: every series' backtest and raw candidate forecasts, for offline policy studies.
+DUMP: list | None = None
+DUMP_PATH: Path | None = None
 
 
 Series = tuple[str, str, np.ndarray, np.ndarray, np.ndarray]
@@ -106,12 +116,16 @@ def co2cast_forecast(years: np.ndarray, values: np.ndarray) -> tuple[Forecast, t
     selection = select(evaluation, metric="mase")
     forecast = selection.model.fit(values, years).predict(H, LEVELS)
     seconds = (time.perf_counter() - start, time.process_time() - cpu)
-    per_candidate = {}
+    per_candidate, raw = {}, {}
     for name, result in evaluation.results.items():
         try:
-            per_candidate[name] = publishable(result).fit(values, years).predict(H, LEVELS)
+            fitted = publishable(result).fit(values, years)
+            per_candidate[name] = fitted.predict(H, LEVELS)
+            raw[name] = fitted.model_.predict(H, LEVELS)
         except Exception as error:  # a candidate failing on the whole series is reported, not fatal
             print(f"  {name} failed on the whole series: {error}", file=sys.stderr)
+    if DUMP is not None:
+        DUMP.append({"evaluation": evaluation, "raw": raw, "years": years, "values": values})
     return forecast, seconds, selection.winner, per_candidate
 
 
@@ -164,6 +178,8 @@ def run(series: list, panels: tuple[str, ...]) -> pd.DataFrame:
         for panel in panels:
             y, yrs = (values, years) if panel == "full" else (values[-SHORT:], years[-SHORT:])
             champion, (wall, cpu), winner, candidates = co2cast_forecast(yrs, y)
+            if DUMP is not None:
+                DUMP[-1].update(panel=panel, variable=variable, entity=entity, test=test)
             rows.append({**score_row(panel, variable, entity, CHAMPION, y, test, champion), "seconds": wall, "cpu": cpu, "winner": winner})
             for name, forecast in candidates.items():
                 row = score_row(panel, variable, entity, f"c_{name}", y, test, forecast)
@@ -172,6 +188,10 @@ def run(series: list, panels: tuple[str, ...]) -> pd.DataFrame:
                 rows.append({**score_row(panel, variable, entity, name, y, test, forecast), "seconds": wall, "cpu": cpu, "winner": ""})
         if i % 20 == 0 or i == len(series):
             print(f"  {i}/{len(series)} series done", file=sys.stderr, flush=True)
+            if DUMP_PATH is not None:
+                import pickle
+
+                DUMP_PATH.write_bytes(pickle.dumps(DUMP))
     return pd.DataFrame(rows)
 
 
@@ -237,6 +257,7 @@ def main() -> None:
     parser.add_argument("--load", type=Path, nargs="+", help="print saved rows instead of running")
     parser.add_argument("--candidates", action="store_true", help="also print every single candidate")
     parser.add_argument("--train-end", type=int, default=TRAIN_END, help="last training year (2006: a validation run on 2007-2010)")
+    parser.add_argument("--dump", type=Path, help="pickle every series' backtest and raw candidate forecasts here (policy studies)")
     parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU (default: the first allowed)")
     args = parser.parse_args()
     if args.load:
@@ -247,6 +268,8 @@ def main() -> None:
             os.sched_setaffinity(0, {args.cpu if args.cpu is not None else allowed[0]})
         series = load_series(args.variables, args.limit, args.train_end)
         print(f"{len(series)} series ({', '.join(args.variables)}), panels {args.panels}", file=sys.stderr)
+        global DUMP, DUMP_PATH
+        DUMP, DUMP_PATH = ([], args.dump) if args.dump else (None, None)
         rows = run(series, tuple(args.panels))
         if args.save:
             rows.to_csv(args.save, index=False)

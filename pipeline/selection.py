@@ -7,7 +7,10 @@
   (``benchmarks/accuracy.py --train-end 2006``) picking each series' backtest winner among all
   candidates had an OWA of 0.97 (full histories) and 1.02 (last 20 points) against naive, the
   fixed combination 0.83 and 0.90: five windows are too few to tell sixteen models apart,
-  and the winner's score is the luckiest of sixteen.
+  and the winner's score is the luckiest of sixteen. A series too short for ``min_windows``
+  windows (e.g. 20 points: two windows) publishes the short-series default instead, the
+  median of naive, Theta, ETS and ARIMA (:data:`~pipeline.models.registry.SHORT_SERIES_CHOICE`),
+  which shrinks toward naive where nothing can be tested against it.
   The chosen model comes back wrapped in
   :class:`~pipeline.models.calibrated.CalibratedForecaster`, with its interval factors from
   the same backtest and a floor at zero.
@@ -34,7 +37,7 @@ from pipeline.backtest import CandidateResult, Evaluation, calibration_factors, 
 from pipeline.models.base import Forecaster, from_spec, to_spec
 from pipeline.models.calibrated import CalibratedForecaster
 from pipeline.models.combination import AGGREGATES, CombinationForecaster
-from pipeline.models.registry import BENCHMARK, DEFAULT_CHOICE
+from pipeline.models.registry import BENCHMARK, DEFAULT_CHOICE, SHORT_SERIES_CHOICE
 
 #: Metrics where lower is better: the ones a selection or a gate may use.
 METRICS = ("mase", "smape", "mae", "rmse", "mape", "msis_80", "msis_95")
@@ -180,6 +183,7 @@ def select(
     min_windows: int = 4,
     calibrate: bool = True,
     floor: float | None = 0.0,
+    short_default: str | None = SHORT_SERIES_CHOICE,
 ) -> Selection:
     """Choose the candidate to publish on ``metric``; it must beat the benchmark when that can be told.
 
@@ -187,8 +191,11 @@ def select(
     2. With at least ``min_windows`` backtest windows, the best-scoring candidate replaces it
        when its score is below ``(1 - margin)`` times the default's (``margin=0``: the plain
        backtest winner), and the choice must score below the benchmark, or the benchmark is
-       published. With fewer windows (a short series) neither comparison has any power: the
-       default is published (naive when there is no default) and the reason says so.
+       published. With fewer windows (a short series) the challengers' scores are too noisy:
+       ``short_default`` is published when it was evaluated (by default a combination that
+       shrinks toward naive) and scores below the benchmark on the windows there are (else
+       the benchmark); without one, the default is published untested (naive when there is
+       no default), and the reason says so.
 
     Args:
         evaluation: every candidate on the same windows (:func:`best_k_combination` can add a
@@ -200,6 +207,8 @@ def select(
         min_windows: fewest backtest windows for the benchmark comparison.
         calibrate: calibrate the chosen model's intervals on its backtest errors.
         floor: floor of the published forecasts (0: emissions are never negative).
+        short_default: the candidate published when there are fewer than ``min_windows``
+            windows (``None``, or not evaluated: ``default`` as for a long series).
 
     Returns:
         The :class:`Selection`.
@@ -214,7 +223,10 @@ def select(
     bench_score = scores[benchmark]
     best, best_score = order[0]
     windows = len(evaluation.plan.splits)
-    if default in scores and math.isfinite(scores[default]):
+    if windows < min_windows and short_default in scores and math.isfinite(scores[short_default]):
+        winner, winner_score = short_default, scores[short_default]
+        reason = f"the short-series default {short_default} ({metric} {winner_score:.4g}; best single {best} {best_score:.4g})"
+    elif default in scores and math.isfinite(scores[default]):
         winner, winner_score = default, scores[default]
         # Fewer windows than min_windows cannot tell candidates apart: the default stays.
         if best != default and windows >= min_windows and best_score < (1.0 - float(margin)) * winner_score:
@@ -231,7 +243,7 @@ def select(
         winner, winner_score = best, best_score
         reason = f"{best} has the best backtest {metric} ({best_score:.4g})"
     if winner != benchmark:
-        if windows < min_windows:
+        if windows < min_windows and winner != short_default:
             reason += f"; {windows} backtest window(s) are too few to test it against {benchmark}"
         elif math.isfinite(winner_score) and winner_score < bench_score:
             reason += f", beating {benchmark} ({bench_score:.4g})"

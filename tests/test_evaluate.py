@@ -107,9 +107,22 @@ def test_calibration_factor_is_the_conformal_order_statistic() -> None:
     # Nine points with half-widths 1 and errors 0.1 .. 0.9 (alternating sides): scores 0.1 .. 0.9.
     errors = np.arange(1, 10) / 10 * np.where(np.arange(9) % 2, 1, -1)
     frame = pd.DataFrame({"step": [1] * 9, "actual": 5 + errors, "mean": 5.0, "lo_80": 4.0, "hi_80": 6.0, "lo_95": 3.0, "hi_95": 7.0})
-    factors = calibration_factors(frame, (80, 95))
+    factors = calibration_factors(frame, (80, 95), min_factor=0.0)
     # 80 %: rank ceil(10 * 0.8) = 8 -> 0.8; 95 %: scores / 2, rank ceil(9.5) = 10 > 9 -> the largest, 0.45.
     assert factors == {80: [pytest.approx(0.8)], 95: [pytest.approx(0.45)]}
+
+
+def test_calibration_widens_bands_that_missed_but_never_narrows_by_default() -> None:
+    # Half-widths 1 (80 %) and 2 (95 %); errors 0.5 .. 2.5 by 0.5 -> 80 % scores 0.5 .. 2.5.
+    errors = np.array([0.5, -1.0, 1.5, -2.0, 2.5])
+    frame = pd.DataFrame({"step": [1] * 5, "actual": 5 + errors, "mean": 5.0, "lo_80": 4.0, "hi_80": 6.0, "lo_95": 3.0, "hi_95": 7.0})
+    factors = calibration_factors(frame, (80, 95))
+    # 80 %: rank ceil(6 * 0.8) = 5 -> 2.5 (widened); 95 %: scores 0.25 .. 1.25, rank 6 > 5 -> 1.25.
+    assert factors == {80: [pytest.approx(2.5)], 95: [pytest.approx(1.25)]}
+    # Bands three times too wide: the plain factor would narrow them (2.5 / 3); the default keeps 1.
+    wide = frame.assign(lo_80=2.0, hi_80=8.0, lo_95=-1.0, hi_95=11.0)
+    assert calibration_factors(wide, (80,))[80] == [1.0]
+    assert calibration_factors(wide, (80,), min_factor=0.0)[80] == [pytest.approx(2.5 / 3)]
 
 
 def test_calibration_factors_by_step_when_each_step_has_enough_points() -> None:
@@ -117,7 +130,7 @@ def test_calibration_factors_by_step_when_each_step_has_enough_points() -> None:
     for step, spread in ((1, 1.0), (2, 3.0)):
         for k in range(1, 21):
             rows.append({"step": step, "actual": 10 + spread * k / 20, "mean": 10.0, "lo_80": 9.0, "hi_80": 11.0})
-    factors = calibration_factors(pd.DataFrame(rows), (80,), min_points_per_step=20)
+    factors = calibration_factors(pd.DataFrame(rows), (80,), min_points_per_step=20, min_factor=0.0)
     # rank ceil(21 * 0.8) = 17 -> the 17th of spread * k / 20
     assert factors[80] == [pytest.approx(17 / 20), pytest.approx(3 * 17 / 20)]
     pooled = calibration_factors(pd.DataFrame(rows), (80,), min_points_per_step=21)

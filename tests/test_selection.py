@@ -11,6 +11,7 @@ from pipeline.models.base import to_spec
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
 from pipeline.models.calibrated import CalibratedForecaster
 from pipeline.models.combination import CombinationForecaster
+from pipeline.models.registry import SHORT_COMBINATION_MEMBERS, SHORT_SERIES_CHOICE, default_candidates
 from pipeline.selection import best_k_combination, champion_gate, ranking, select
 
 
@@ -58,6 +59,37 @@ def test_the_default_stays_unless_another_beats_it_by_the_margin(trending) -> No
     assert select(evaluation, default="combo", margin=0.0, min_windows=5).winner == "combo"
     fallback = select(evaluation, default="absent", min_windows=5)
     assert fallback.winner == "naive" and "no default candidate" in fallback.reason
+
+
+def test_a_short_series_publishes_the_short_series_default(trending) -> None:
+    years, values = trending
+    shrunk = CombinationForecaster([NaiveForecaster(), DriftForecaster()], "median")
+    candidates = {"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster(), "shrunk": shrunk}
+    evaluation = _evaluation(years, values, **candidates)
+    assert len(evaluation.plan.splits) == 4
+    # 4 windows are enough at min_windows=4: the short-series default plays no part.
+    assert select(evaluation, default="drift", short_default="shrunk", margin=0.0).winner == "drift"
+    # Fewer windows than min_windows: the short-series default is published whatever the
+    # scores (drift scores better here), and the reason says why.
+    assert evaluation.results["drift"].metrics["mase"] < evaluation.results["shrunk"].metrics["mase"]
+    short = select(evaluation, default="drift", short_default="shrunk", margin=0.0, min_windows=5)
+    assert short.winner == "shrunk" and "short-series default shrunk" in short.reason and "beating naive" in short.reason
+    # ... but it must still beat naive on the windows there are: a short-series default
+    # worse than naive (the mean, on a trending series) gives way to naive.
+    assert evaluation.results["mean"].metrics["mase"] > evaluation.results["naive"].metrics["mase"]
+    worse = select(evaluation, default="drift", short_default="mean", min_windows=5)
+    assert worse.winner == "naive" and "did not beat naive" in worse.reason
+    assert to_spec(short.model.model) == to_spec(shrunk)
+    # A short-series default that was not evaluated falls back to the default.
+    assert select(evaluation, default="drift", short_default="absent", min_windows=5).winner == "drift"
+
+
+def test_the_default_candidates_include_the_short_series_combination() -> None:
+    candidates = default_candidates(12)
+    short = candidates[SHORT_SERIES_CHOICE]
+    assert isinstance(short, CombinationForecaster) and short.method == "median"
+    assert [to_spec(m) for m in short.members] == [to_spec(candidates[name]) for name in SHORT_COMBINATION_MEMBERS]
+    assert candidates["naive"] in short.members
 
 
 def test_naive_is_published_when_the_choice_does_not_beat_it(trending) -> None:

@@ -8,8 +8,10 @@ split-conformal calibration of normalised errors. For a backtest point with actu
 forecast ``m`` and bounds ``[lo, hi]`` at a level, the score is ``(y - m) / (hi - m)`` above the
 mean and ``(m - y) / (m - lo)`` below; the factor is the ``⌈(n + 1) · level⌉``-th smallest of the
 ``n`` scores (:func:`pipeline.backtest.calibration_factors` computes it, per horizon step
-where a step has enough points, pooled otherwise). A factor below 1 narrows bands that were
-too wide.
+where a step has enough points, pooled otherwise). The wrapper accepts a factor below 1
+(it narrows bands that were too wide), but the backtest never learns one by default
+(:data:`pipeline.backtest.MIN_CALIBRATION_FACTOR`): a few windows are too little evidence to
+make a model's bands narrower than its own.
 
 The floor: CO2 emissions are never negative, so the mean and both bounds are clipped at
 ``floor`` (0 by default) in levels, and the publish gate never sees a negative forecast.
