@@ -62,6 +62,7 @@ from pipeline.ingest import read_tidy_file  # noqa: E402
 from pipeline.models.base import Forecast  # noqa: E402
 from pipeline.models.registry import default_candidates  # noqa: E402
 from pipeline.selection import publishable, select  # noqa: E402
+from pipeline.series import recent_stretch_start  # noqa: E402
 
 TRAIN_END, TEST_YEARS = 2010, (2011, 2012, 2013, 2014)
 H = len(TEST_YEARS)
@@ -95,9 +96,8 @@ def load_series(variables: list[str], limit: int | None, train_end: int = TRAIN_
             years = train.index.to_numpy()
             if years.size == 0 or years[-1] != train_end:
                 continue
-            # The most recent contiguous stretch: a gap early in the history is left out.
-            breaks = np.nonzero(np.diff(years) != 1)[0]
-            start = breaks[-1] + 1 if breaks.size else 0
+            # The most recent contiguous stretch, as the pipeline models it: an early gap is left out.
+            start = recent_stretch_start(years)
             years, values = years[start:], train.to_numpy()[start:]
             if years.size < MIN_YEARS:
                 continue
