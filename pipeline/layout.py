@@ -9,7 +9,7 @@ Keys are ``/``-separated and identical on the local store and on S3::
     forecasts/<series_id>/asof=<year>/<run_key>/forecast.csv, forecast.parquet, <extras>, manifest.json
     forecasts/<series_id>/latest.json
     history/<series_id>.json  (alias history: champion decisions and rollbacks)
-    locks/<run_key>.json
+    locks/<run_key>.json, locks/series/<series_id>.json  (one trainer per run key; one pointer writer per series)
 
 A leaf module: plain string functions, no I/O.
 """
@@ -91,6 +91,11 @@ def forecast_latest(series_id: str) -> str:
 def run_lock(run_key: str) -> str:
     """The lock object of a run key while one process trains it (see :mod:`pipeline.locks`)."""
     return f"{LOCKS}{run_key}.json"
+
+
+def series_lock(series_id: str) -> str:
+    """The lock object held while a series' ``latest.json`` or alias history is rewritten."""
+    return f"{LOCKS}series/{series_id}.json"
 
 
 def scorecard(series_id: str) -> str:

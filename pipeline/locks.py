@@ -1,4 +1,4 @@
-"""One trainer per run key: a lock object created with the store's conditional write.
+"""One trainer per run key, one pointer writer per series: lock objects created with the store's conditional write.
 
 A run key trains once. Before training, :func:`run_key_lock` creates ``locks/<run_key>.json``
 with a conditional write (S3 ``IfNoneMatch='*'``, an ``O_EXCL`` file locally), which exactly one
@@ -6,6 +6,9 @@ of several concurrent callers wins. The others wait for the lock to go away and 
 winner's complete MLflow run and reuse it. A lock whose owner died is broken: at once when the
 owner was a process on this machine that no longer exists, otherwise when it is older than the
 stale timeout (``CO2CAST_LOCK_STALE_SECONDS``).
+
+:func:`series_lock` is the same mechanism for a moment: held while a series' ``latest.json``
+or alias history is read and rewritten, so two runs of one series cannot interleave there.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ POLL_SECONDS = 2.0
 
 class RunKeyBusy(TransientError):
     """Another process is training this run key and did not finish in time; a retry will reuse its result."""
+
+
+class SeriesBusy(TransientError):
+    """Another process held a series' pointer lock for too long; a retry will find it free."""
 
 
 def owner_id() -> str:
@@ -77,26 +84,63 @@ def run_key_lock(
     Raises:
         RunKeyBusy: another live owner held the lock for longer than ``wait`` seconds.
     """
-    key = layout.run_lock(run_key)
+
+    def busy(owner: Any) -> TransientError:
+        return RunKeyBusy(f"run key {run_key} is being trained by {owner}; retry later to reuse its result")
+
+    with _exclusive(store, layout.run_lock(run_key), f"run key {run_key}", busy, stale_after, wait, on_wait) as first:
+        yield first
+
+
+@contextmanager
+def series_lock(store: ObjectStore, series_id: str, *, stale_after: float = 120.0, wait: float = 300.0) -> Iterator[bool]:
+    """Hold a series' short lock while its ``latest.json`` or alias history is read and rewritten.
+
+    Two runs of one series (two as-of years at once) must not both read the old pointer and
+    then both write: the later write could move it backwards. The lock is held for a read and a
+    write, so a lock older than ``stale_after`` seconds is abandoned.
+
+    Raises:
+        SeriesBusy: another live owner held it for longer than ``wait`` seconds.
+    """
+
+    def busy(owner: Any) -> TransientError:
+        return SeriesBusy(f"{series_id}: its forecast pointer is being moved by {owner}; retry later")
+
+    with _exclusive(store, layout.series_lock(series_id), series_id, busy, stale_after, wait, None) as first:
+        yield first
+
+
+@contextmanager
+def _exclusive(
+    store: ObjectStore,
+    key: str,
+    what: str,
+    busy: Callable[[Any], TransientError],
+    stale_after: float,
+    wait: float,
+    on_wait: Callable[[dict[str, Any]], None] | None,
+) -> Iterator[bool]:
+    """Hold the lock object ``key`` (created with the store's conditional write) while the body runs."""
     waited = False
     deadline = time.monotonic() + wait
     while True:
-        record = {"owner": owner_id(), "created": time.time(), "run_key": run_key}
+        record = {"owner": owner_id(), "created": time.time(), "what": what}
         if store.create_exclusive(key, json.dumps(record).encode()):
             break
         current = store.read_json_or_none(key)
         if current is None:  # released between our attempt and the read
             continue
         if owner_is_dead(current, time.time(), stale_after):
-            logger.warning("breaking the lock of run key %s held by %s (its owner is gone)", run_key, current.get("owner"))
+            logger.warning("breaking the lock of %s held by %s (its owner is gone)", what, current.get("owner"))
             store.delete(key)
             continue
         if time.monotonic() > deadline:
-            raise RunKeyBusy(f"run key {run_key} is being trained by {current.get('owner')}; retry later to reuse its result")
+            raise busy(current.get("owner"))
         if not waited and on_wait is not None:
             on_wait(current)
         waited = True
-        time.sleep(POLL_SECONDS)
+        time.sleep(POLL_SECONDS if stale_after > 600 else POLL_SECONDS / 20)
     try:
         yield not waited
     finally:

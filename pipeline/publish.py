@@ -288,23 +288,28 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
 
     ``force`` is for a rollback, which serves an earlier champion's forecast again.
     """
+    from pipeline.locks import series_lock
+
     key = layout.forecast_latest(series_id)
-    current = store.read_json_or_none(key)
-    if current is not None and current["manifest"] == manifest["key"]:
-        return
-    if current is not None and not force and current["as_of_year"] > manifest["as_of_year"]:
-        return
-    store.write_json(
-        key,
-        {
-            "manifest": manifest["key"],
-            "as_of_year": manifest["as_of_year"],
-            "run_key": manifest["run_key"],
-            "vintage": manifest.get("vintage"),
-            "model_name": manifest.get("model_name"),
-            "model_version": manifest.get("model_version"),
-        },
-    )
+    # Read and write under the series' lock: a concurrent run of an older as-of year could
+    # otherwise read the old pointer, then write after this one and move it backwards.
+    with series_lock(store, series_id):
+        current = store.read_json_or_none(key)
+        if current is not None and current["manifest"] == manifest["key"]:
+            return
+        if current is not None and not force and current["as_of_year"] > manifest["as_of_year"]:
+            return
+        store.write_json(
+            key,
+            {
+                "manifest": manifest["key"],
+                "as_of_year": manifest["as_of_year"],
+                "run_key": manifest["run_key"],
+                "vintage": manifest.get("vintage"),
+                "model_name": manifest.get("model_name"),
+                "model_version": manifest.get("model_version"),
+            },
+        )
 
 
 def manifest_problem(store: ObjectStore, manifest: dict[str, Any]) -> str | None:

@@ -575,9 +575,12 @@ def _now() -> str:
 
 def append_history(store: ObjectStore, series_id: str, record: Mapping[str, Any]) -> None:
     """Append one record to the series' alias history in the store."""
+    from pipeline.locks import series_lock
+
     key = layout.alias_history(series_id)
-    history = store.read_json_or_none(key) or []
-    store.write_json(key, [*history, dict(record)])
+    with series_lock(store, series_id):  # two runs of a series must not drop each other's record
+        history = store.read_json_or_none(key) or []
+        store.write_json(key, [*history, dict(record)])
 
 
 def alias_history(settings: Settings, series_id: str) -> list[dict[str, Any]]:

@@ -164,3 +164,40 @@ def test_only_plausible_candidate_forecasts_are_kept() -> None:
     # Without the history's maximum only the bounds that need none apply.
     kept, dropped = plausible_candidates(frame, None)
     assert dropped == ["crossed", "nan", "negative"]
+
+
+def test_two_runs_moving_the_pointer_at_once_never_move_it_backwards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The newer as-of year reads the pointer first, the older one reads it before the newer writes.
+
+    A slow read of ``latest.json`` widens the window so both read "no pointer yet": without the
+    series lock the older run's write lands last and the pointer goes back to 2009.
+    """
+    import threading
+    import time
+
+    from pipeline import layout
+    from pipeline.publish import point_latest
+
+    store = open_store((tmp_path / "store").as_uri())
+    real = store.read_json_or_none
+
+    def slow(key: str) -> object:
+        value = real(key)
+        if key == layout.forecast_latest("x.co2"):
+            time.sleep(0.4)
+        return value
+
+    monkeypatch.setattr(store, "read_json_or_none", slow)
+    manifests = {
+        year: {"key": f"forecasts/x.co2/asof={year}/k{year}/manifest.json", "as_of_year": year, "run_key": f"k{year}"}
+        for year in (2009, 2014)
+    }
+    newer = threading.Thread(target=point_latest, args=(store, "x.co2", manifests[2014]))
+    older = threading.Thread(target=point_latest, args=(store, "x.co2", manifests[2009]))
+    newer.start()
+    time.sleep(0.15)
+    older.start()
+    newer.join()
+    older.join()
+    assert real(layout.forecast_latest("x.co2"))["as_of_year"] == 2014
+    assert store.list("locks/") == []
