@@ -30,7 +30,8 @@ pytestmark = pytest.mark.stack
 
 #: Unpausing co2_forecast starts its latest scheduled run (catchup=False still runs the most
 #: recent interval): the stack's CO2CAST_SERIES makes that run forecast Germany only, and the
-#: run triggered here adds Canada through conf (Germany's key is reused, not retrained).
+#: run triggered here adds Canada through conf (Germany's key is reused, not retrained: when the
+#: scheduled run has already published it, the triggered run maps no task for it at all).
 SERIES = "Germany:co2,Canada:co2_per_capita"
 SERIES_IDS = ("germany.co2", "canada.co2_per_capita")
 RUN_TIMEOUT = 900
@@ -153,7 +154,9 @@ def test_both_workers_ran_tasks(stack: Stack, pipeline_runs: dict[str, Any]) -> 
 def test_every_task_succeeded_on_celery(pipeline_runs: dict[str, Any]) -> None:
     tis = pipeline_runs["task_instances"]
     mapped = [ti for ti in tis if ti["task_id"] == "forecast_series.train_series"]
-    assert sorted(ti["map_index"] for ti in mapped) == list(range(len(SERIES_IDS)))
+    # Canada always has work; Germany only if the scheduled run had not published it yet.
+    assert 1 <= len(mapped) <= len(SERIES_IDS)
+    assert sorted(ti["map_index"] for ti in mapped) == list(range(len(mapped)))
     assert {ti["state"] for ti in tis} <= {"success", "skipped"}
     assert {ti["executor"] or "CeleryExecutor" for ti in tis} == {"CeleryExecutor"}
 
