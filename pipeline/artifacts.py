@@ -149,9 +149,7 @@ def load_registered(model_name: str, version_or_alias: str | int) -> Any:
     client = MlflowClient()
     text = str(version_or_alias)
     version = client.get_model_version(model_name, text) if text.isdigit() else client.get_model_version_by_alias(model_name, text)
-    return load_verified(
-        f"models:/{model_name}/{version.version}", version.tags.get(DIGEST_TAG), what=f"{model_name} v{version.version}"
-    )
+    return load_verified(f"models:/{model_name}/{version.version}", version.tags.get(DIGEST_TAG), what=f"{model_name} v{version.version}")
 
 
 def served_forecaster(model: Any) -> Any:

@@ -379,9 +379,7 @@ def plan_windows(n: int, horizon: int = 5, n_origins: int = 5, min_train: int = 
         SeriesTooShortError: when ``n < MIN_POINTS``.
     """
     if n < MIN_POINTS:
-        raise SeriesTooShortError(
-            f"the series has {n} yearly values; at least {MIN_POINTS} are needed to backtest and forecast it"
-        )
+        raise SeriesTooShortError(f"the series has {n} yearly values; at least {MIN_POINTS} are needed to backtest and forecast it")
     notes = []
     if n - horizon < min_train:
         shorter = max(MIN_TRAIN_SHORT, n - horizon)

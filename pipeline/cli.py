@@ -293,5 +293,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

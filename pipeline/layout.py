@@ -93,9 +93,11 @@ def run_lock(run_key: str) -> str:
     return f"{LOCKS}{run_key}.json"
 
 
-def series_lock(series_id: str) -> str:
-    """The lock object held while a series' ``latest.json`` or alias history is rewritten."""
-    return f"{LOCKS}series/{series_id}.json"
+def series_lock(series_id: str, scope: str = "pointer") -> str:
+    """The lock object held while a series' ``latest.json`` and alias history (``pointer``) or
+    its registry aliases (``registry``) are read and rewritten."""
+    suffix = "" if scope == "pointer" else f".{scope}"
+    return f"{LOCKS}series/{series_id}{suffix}.json"
 
 
 def scorecard(series_id: str) -> str:

@@ -9,6 +9,8 @@ stale timeout (``CO2CAST_LOCK_STALE_SECONDS``).
 
 :func:`series_lock` is the same mechanism for a moment: held while a series' ``latest.json``
 or alias history is read and rewritten, so two runs of one series cannot interleave there.
+Its ``registry`` scope is held while a run reads and moves the series' model aliases (the
+registry offers no compare-and-set on an alias, and two first writes of one alias collide).
 """
 
 from __future__ import annotations
@@ -93,12 +95,16 @@ def run_key_lock(
 
 
 @contextmanager
-def series_lock(store: ObjectStore, series_id: str, *, stale_after: float = 120.0, wait: float = 300.0) -> Iterator[bool]:
+def series_lock(
+    store: ObjectStore, series_id: str, *, scope: str = "pointer", stale_after: float = 120.0, wait: float = 300.0
+) -> Iterator[bool]:
     """Hold a series' short lock while its ``latest.json`` or alias history is read and rewritten.
 
     Two runs of one series (two as-of years at once) must not both read the old pointer and
     then both write: the later write could move it backwards. The lock is held for a read and a
-    write, so a lock older than ``stale_after`` seconds is abandoned.
+    write, so a lock older than ``stale_after`` seconds is abandoned. ``scope="registry"`` is a
+    second lock of the series, held while its model aliases are decided and moved; it may be
+    held around code that takes the ``pointer`` lock.
 
     Raises:
         SeriesBusy: another live owner held it for longer than ``wait`` seconds.
@@ -107,7 +113,7 @@ def series_lock(store: ObjectStore, series_id: str, *, stale_after: float = 120.
     def busy(owner: Any) -> TransientError:
         return SeriesBusy(f"{series_id}: its forecast pointer is being moved by {owner}; retry later")
 
-    with _exclusive(store, layout.series_lock(series_id), series_id, busy, stale_after, wait, None) as first:
+    with _exclusive(store, layout.series_lock(series_id, scope), f"{series_id} ({scope})", busy, stale_after, wait, None) as first:
         yield first
 
 

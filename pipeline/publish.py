@@ -201,9 +201,7 @@ def publish(
     if not gate.success:
         logger.warning("forecast for %s refused:\n%s", series_id, gate.summary())
         whys = "; ".join(dict.fromkeys(str(failure["why"]) for failure in gate.failures))
-        raise PublishRefused(
-            f"forecast for {series_id} (as of {as_of_year}) refused, nothing published: {whys} [{gate.one_line(300)}]"
-        )
+        raise PublishRefused(f"forecast for {series_id} (as of {as_of_year}) refused, nothing published: {whys} [{gate.one_line(300)}]")
 
     files = {"forecast.csv": table.to_csv(index=False).encode(), "forecast.parquet": _parquet(table), **(extras or {})}
     try:

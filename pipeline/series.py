@@ -238,7 +238,7 @@ def prepare_series(
     if years[-1] < int(as_of_year):
         raise StaleSeries(
             f"{sid}: its data end in {years[-1]}, before the as-of year {as_of_year}; "
-            f"a forecast \"as of {as_of_year}\" from it would be stale: refused"
+            f'a forecast "as of {as_of_year}" from it would be stale: refused'
         )
     # NaN rows were dropped above, so any missing year left inside [first, last] is a gap.
     start = recent_stretch_start(years)

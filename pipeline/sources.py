@@ -720,4 +720,3 @@ def content_sha256(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     if data and not data.endswith(b"\n"):
         data += b"\n"
     return hashlib.sha256(data).hexdigest()
-

@@ -32,6 +32,7 @@ class StoreConfigError(StoreError, ValueError):
 class StoreUnavailable(TransientError):
     """The object store could not be reached or answered with a server error; a retry may cure it."""
 
+
 #: S3 error codes a retry may cure (besides any HTTP 5xx).
 _TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "RequestTimeTooSkewed"})
 

@@ -301,6 +301,7 @@ def _train_and_register(
     import mlflow
 
     from pipeline import core, ingest, tracking
+    from pipeline.locks import series_lock
 
     tidy = ingest.read_curated(store, plan.vintage)
     series = core.prepare(tidy, item.entity, item.variable, plan.as_of_year, lineup.spec)
@@ -332,10 +333,12 @@ def _train_and_register(
         candidates = core.candidate_forecasts(result, plan.as_of_year, plan.horizon_end, lineup.spec.levels)
         tracking.log_table(candidates, tracking.CANDIDATES_ARTIFACT)
         pause_point("after_log")
-        versions = tracking.register_selection(client, result, infos, item.run_key, {**tags, "co2cast.mlflow_run_id": parent.info.run_id})
-        pause_point("after_register")
         version_tags = {**tags, "co2cast.mlflow_run_id": parent.info.run_id}
-        family, version = champion_gate(settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup, version_tags)
+        # Two runs of one series (two as-of years at once) decide and move its aliases in turn.
+        with series_lock(store, series.series_id, scope="registry"):
+            versions = tracking.register_selection(client, result, infos, item.run_key, version_tags)
+            pause_point("after_register")
+            family, version = champion_gate(settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup, version_tags)
         mlflow.set_tag("co2cast.champion", f"v{version} ({family})")
         trained = TrainedSeries(
             series_id=series.series_id,
@@ -763,9 +766,7 @@ def score_series(settings: Settings, plan: RunPlan | dict[str, Any], item: WorkI
     return result
 
 
-def run_summary(
-    settings: Settings, plan: RunPlan | dict[str, Any], progress: Callable[[str], None] | None = None
-) -> list[SummaryLine]:
+def run_summary(settings: Settings, plan: RunPlan | dict[str, Any], progress: Callable[[str], None] | None = None) -> list[SummaryLine]:
     """One line per series of a run: published for its run key (and why its champion won), or not.
 
     Read from the object store, not from task results, so it also reports series whose tasks
@@ -913,10 +914,11 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
             it would move to never published a forecast.
     """
     from pipeline import tracking
+    from pipeline.locks import series_lock
     from pipeline.publish import point_latest
 
     store = open_store(settings)
-    with tracking.transient_errors():
+    with tracking.transient_errors(), series_lock(store, series_id, scope="registry"):
         client = tracking.configure(settings)
         if alias != "champion":
             return tracking.rollback_alias(client, series_id, alias)
@@ -949,8 +951,6 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
 
 def _newest_manifest_of(store: ObjectStore, series_id: str, version: str) -> dict[str, Any] | None:
     """The newest (as-of year) manifest that published a model version, or ``None``."""
-    found = [
-        store.read_json(key) for key in store.list(layout.series_forecasts(series_id)) if key.endswith("/manifest.json")
-    ]
+    found = [store.read_json(key) for key in store.list(layout.series_forecasts(series_id)) if key.endswith("/manifest.json")]
     mine = [m for m in found if str(m.get("model_version")) == str(version)]
     return max(mine, key=lambda m: (int(m["as_of_year"]), m.get("published_at", ""))) if mine else None

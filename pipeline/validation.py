@@ -55,7 +55,6 @@ class GateResult:
                 lines.extend(f"      {row}" for row in failure["rows"])
         return "\n".join(lines)
 
-
     def one_line(self, limit: int = 600) -> str:
         """The failures on one line, for an error message (the full summary goes to the report)."""
         if self.success:

@@ -29,7 +29,6 @@ PAGE_TIMEOUT = 90
 SHOTS = Path(os.environ.get("CO2CAST_HOME", ROOT / ".co2cast")) / "test-artifacts" / "browser"
 
 
-
 def require_chromium() -> None:
     if MISSING is not None:
         pytest.skip(MISSING)

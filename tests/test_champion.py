@@ -141,9 +141,26 @@ def test_backfill_leaves_champion_family_aliases_and_latest(settings: Settings, 
     assert newest.as_of_year > 2010
 
 
-def test_two_as_of_years_concurrently(settings: Settings) -> None:
+def test_two_as_of_years_concurrently(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both runs meet after reading an alias, so both see "no alias yet" unless the registry lock orders them.
+
+    Without the lock both then write the same first alias: the registry refuses the second
+    write, or the older as-of year moves it last.
+    """
     lineup = _lineup(settings, "drift")
     errors: list[BaseException] = []
+    read_alias = tracking.alias_version
+    meet = threading.Barrier(2)
+
+    def slow_read(*args, **kwargs):
+        found = read_alias(*args, **kwargs)
+        try:  # with the lock the other run cannot get here while this one holds it
+            meet.wait(timeout=3)
+        except threading.BrokenBarrierError:
+            pass
+        return found
+
+    monkeypatch.setattr(tracking, "alias_version", slow_read)
 
     def run(year: int | None) -> None:
         try:

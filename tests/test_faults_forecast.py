@@ -104,7 +104,9 @@ def _wait_for_pause(process: subprocess.Popen[str], point: str) -> None:
 @pytest.fixture
 def settings(tmp_path: Path, small_owid: Path) -> Settings:
     """A curated vintage and a forecast published as of 2013 (the previous champion)."""
-    settings = Settings(home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    settings = Settings(
+        home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"
+    )
     ingest.ingest(settings, tasks.open_store(settings), str(small_owid))
     tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2013), _lineup(settings))
     return settings
@@ -274,7 +276,10 @@ def test_s3_down_mid_publish(tmp_path: Path, small_owid: Path, monkeypatch: pyte
     try:
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="down")
         settings = Settings(
-            home=tmp_path / "home", store_uri="s3://down/co2cast", s3_endpoint_url=endpoint, mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"
+            home=tmp_path / "home",
+            store_uri="s3://down/co2cast",
+            s3_endpoint_url=endpoint,
+            mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
         )
         ingest.ingest(settings, tasks.open_store(settings), str(small_owid))
         tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2013), _lineup(settings))
@@ -391,4 +396,3 @@ def test_stale_series_and_an_as_of_year_beyond_the_data_are_refused(tmp_path: Pa
     assert shown.returncode == 1 and "Traceback" not in shown.stderr and "which is missing" in shown.stderr.strip().splitlines()[-1]
     summary = co2cast("summary")
     assert "Traceback" not in summary.stderr and f"{SID}: NOT READABLE" in summary.stdout and "which is missing" in summary.stdout
-

@@ -301,8 +301,9 @@ def test_gates_in_chunks_of_whole_entities_find_what_the_whole_table_finds(
     chunked = ingest.run_raw_gates(settings, staging, dt.date(2026, 1, 1))
 
     def counts(gates: list) -> list:
-        return [(g.suite, g.success, [(f["expectation"], f["kwargs"].get("column"), f["unexpected_count"]) for f in g.failures])
-                for g in gates]
+        return [
+            (g.suite, g.success, [(f["expectation"], f["kwargs"].get("column"), f["unexpected_count"]) for f in g.failures]) for g in gates
+        ]
 
     assert counts(chunked) == counts(whole)
     assert [g.success for g in whole] == [True, False, False]

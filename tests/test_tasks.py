@@ -280,9 +280,7 @@ def test_runner_reads_the_trigger_from_the_context(monkeypatch: pytest.MonkeyPat
     }
     monkeypatch.setattr(airflow.sdk, "get_current_context", lambda: context)
     trigger = runner.trigger(curated)
-    assert trigger == RunTrigger(
-        run_type="asset_triggered", logical_date=context["logical_date"], series="World:co2", asset_vintage="new"
-    )
+    assert trigger == RunTrigger(run_type="asset_triggered", logical_date=context["logical_date"], series="World:co2", asset_vintage="new")
     context["dag_run"] = SimpleNamespace(run_type=DagRunType.BACKFILL_JOB)
     context["triggering_asset_events"] = {}
     backfill = runner.trigger(curated)

@@ -35,7 +35,9 @@ def _lineup(settings: Settings) -> tasks.Lineup:
 
 @pytest.fixture
 def backfilled(tmp_path: Path, small_owid: Path) -> tuple[Settings, dict[int, str]]:
-    settings = Settings(home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    settings = Settings(
+        home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"
+    )
     ingest.ingest(settings, tasks.open_store(settings), str(small_owid))
     run_ids = {}
     for year in AS_OF_YEARS:

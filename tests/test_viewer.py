@@ -80,9 +80,7 @@ def _app() -> AppTest:
 
 def _charts(at: AppTest) -> list[list[pd.DataFrame]]:
     """Each Altair chart on the page as the data frames it plots (Streamlit ships them as Arrow)."""
-    return [
-        [pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.proto.datasets] for chart in at.get("vega_lite_chart")
-    ]
+    return [[pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.proto.datasets] for chart in at.get("vega_lite_chart")]
 
 
 def _lines(at: AppTest) -> pd.DataFrame:

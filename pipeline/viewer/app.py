@@ -55,8 +55,7 @@ def _pick_series(published: list[data.PublishedSeries]) -> data.PublishedSeries:
         choices = [
             s
             for s in published
-            if (variable == "all" or s.variable == variable)
-            and (kind == "all" or (kind == "aggregates") == s.aggregate)
+            if (variable == "all" or s.variable == variable) and (kind == "all" or (kind == "aggregates") == s.aggregate)
         ]
         if not choices:
             st.info("No published series matches these filters.")
