@@ -15,3 +15,5 @@ COPY --chown=airflow:root pipeline /opt/co2cast/pipeline
 COPY --chown=airflow:root expectations /opt/co2cast/expectations
 RUN pip install --no-cache-dir --no-deps -e /opt/co2cast
 COPY --chown=airflow:root dags /opt/airflow/dags
+# The scheduler and Celery workers pre-import the pipeline before forking tasks (pipeline/preload.py).
+COPY --chown=airflow:root deploy/airflow/airflow_local_settings.py /opt/airflow/config/airflow_local_settings.py

@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=2, help="LocalExecutor slots (default 2: two cores)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for a run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary home (logs, store, MLflow)")
+    parser.add_argument("--no-preload", action="store_true", help="tasks import the pipeline themselves (CO2CAST_PRELOAD=false)")
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="co2cast-bench-all-"))
@@ -156,7 +157,12 @@ def main() -> None:
     every = [item.series_id for item in tasks.plan_run(settings, RunTrigger(series="all")).series]
     chosen = every if not args.limit or args.limit >= len(every) else [every[i * len(every) // args.limit] for i in range(args.limit)]
     env["CO2CAST_SERIES"] = "all" if chosen == every else ",".join(chosen)
-    print(f"co2_forecast on {len(chosen)} of the {len(every)} series of the `all` set; parallelism {args.parallelism}; home {base}")
+    if args.no_preload:
+        env["CO2CAST_PRELOAD"] = "false"
+    print(
+        f"co2_forecast on {len(chosen)} of the {len(every)} series of the `all` set; parallelism {args.parallelism}; "
+        f"preload {'off' if args.no_preload else 'on'}; home {base}"
+    )
 
     _run(env, str(BIN / "airflow"), "dags", "reserialize")
     try:

@@ -48,6 +48,9 @@ export AIRFLOW__API__HOST=127.0.0.1
 export AIRFLOW__API__PORT="$AIRFLOW_PORT"
 export AIRFLOW__API__WORKERS=1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false MLFLOW_DISABLE_TELEMETRY=true
+# co2cast's airflow_local_settings: the scheduler pre-imports the pipeline once, so the tasks it
+# forks do not each import pandas, statsmodels, MLflow and GX (pipeline/preload.py).
+export PYTHONPATH="$ROOT/deploy/airflow${PYTHONPATH:+:$PYTHONPATH}"
 
 # start NAME COMMAND...: in its own session (process group), so `make down` stops it whole.
 start() {

@@ -35,6 +35,8 @@ def local_executor_settings(port: int, parallelism: int, logs: Path) -> dict[str
         "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(16),
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(logs / "tasks"),
+        # co2cast's airflow_local_settings: the scheduler pre-imports the pipeline (pipeline.preload).
+        "PYTHONPATH": str(ROOT / "deploy" / "airflow"),
     }
 
 

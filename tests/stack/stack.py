@@ -378,7 +378,7 @@ class Stack:
                 **env,
                 "CO2CAST_WORKER_NAME": name,
                 "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_hostname.hostname",
-                "PYTHONPATH": str(Path(__file__).parent),
+                "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(ROOT / "deploy" / "airflow")]),
             }
             command = [airflow, "celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "1", "--skip-serve-logs"]
             self.spawn(f"airflow-{name}", command, env=worker_env)

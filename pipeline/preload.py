@@ -1,0 +1,65 @@
+"""Import the pipeline and its heavy libraries once, in the process Airflow forks tasks from.
+
+Airflow's LocalExecutor (and a Celery worker's prefork pool) starts every task as a fork of a
+long-lived process. A module that process imported is already in memory in each task; one it
+did not is imported again by every mapped task: pandas, statsmodels, scikit-learn, MLflow and
+Great Expectations cost a few seconds of CPU per task, paid twice per series (train and
+publish). ``deploy/airflow/airflow_local_settings.py`` calls :func:`preload` in the scheduler and
+the Celery worker only; ``benchmarks/bench_all_series.py --no-preload`` measures the difference.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+
+logger = logging.getLogger(__name__)
+
+#: What a train or publish task imports on its way (the libraries first, then the pipeline).
+MODULES = (
+    "numpy",
+    "pandas",
+    "pyarrow.parquet",
+    "scipy.optimize",
+    "statsmodels.tsa.api",
+    "sklearn.linear_model",
+    "matplotlib.pyplot",
+    "boto3",
+    "mlflow",
+    "mlflow.pyfunc",
+    "great_expectations",
+    "pipeline.tasks",
+    "pipeline.core",
+    "pipeline.candidates",
+    "pipeline.tracking",
+    "pipeline.publish",
+    "pipeline.ingest",
+    "pipeline.scorecard",
+    "pipeline.plots",
+    "pipeline.diagnostics_plots",
+)
+
+#: Set to ``false`` to keep a scheduler lean (each task then imports what it needs itself).
+ENV = "CO2CAST_PRELOAD"
+
+
+def preload(modules: tuple[str, ...] = MODULES) -> list[str]:
+    """Import ``modules``; one that fails is logged and skipped (a task would then fail with its own error).
+
+    Returns:
+        The modules that could not be imported.
+    """
+    if os.environ.get(ENV, "true").strip().lower() in {"0", "false", "no", "off"}:
+        return []
+    os.environ.setdefault("MPLBACKEND", "Agg")  # no display in a scheduler
+    started, failed = time.perf_counter(), []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # never stop a scheduler for a module a task may not need
+            logger.warning("co2cast preload: could not import %s: %s", name, error)
+            failed.append(name)
+    logger.info("co2cast preload: %d modules in %.1f s", len(modules) - len(failed), time.perf_counter() - started)
+    return failed
