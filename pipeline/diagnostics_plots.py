@@ -20,7 +20,7 @@ def _figure(width: float = 8.0, height: float = 4.0) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), layout="constrained")
+    figure = Figure(figsize=(width, height))  # fixed margins at save (pipeline.plots.fixed_margins)
     FigureCanvasAgg(figure)
     return figure
 
@@ -53,8 +53,10 @@ def plot_diagnostics(years: np.ndarray, values: np.ndarray, report: dict[str, An
     prefix = f"{title}: " if title else ""
     plots: dict[str, str] = {}
 
+    from pipeline.plots import fixed_margins
+
     def save(figure: Any, name: str) -> None:
-        figure.savefig(out / f"{name}.png", dpi=100)
+        fixed_margins(figure, hspace=0.25).savefig(out / f"{name}.png", dpi=100)
         plots[name] = f"{name}.png"
 
     trend = report["linear_trend"]
