@@ -46,14 +46,14 @@ def plot_diagnostics(years: np.ndarray, values: np.ndarray, report: dict[str, An
     matplotlib.use("Agg", force=False)
     from statsmodels.graphics.tsaplots import plot_acf, plot_pacf
 
+    from pipeline.plots import fixed_margins
+
     year_arr = np.asarray(years, dtype=np.int64)
     y = np.asarray(values, dtype=np.float64)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prefix = f"{title}: " if title else ""
     plots: dict[str, str] = {}
-
-    from pipeline.plots import fixed_margins
 
     def save(figure: Any, name: str) -> None:
         fixed_margins(figure, hspace=0.25).savefig(out / f"{name}.png", dpi=100)

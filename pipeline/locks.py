@@ -111,7 +111,8 @@ def series_lock(
     """
 
     def busy(owner: Any) -> TransientError:
-        return SeriesBusy(f"{series_id}: its forecast pointer is being moved by {owner}; retry later")
+        what = "forecast pointer is" if scope == "pointer" else f"{scope} aliases are"
+        return SeriesBusy(f"{series_id}: its {what} being moved by {owner}; retry later")
 
     with _exclusive(store, layout.series_lock(series_id, scope), f"{series_id} ({scope})", busy, stale_after, wait, None) as first:
         yield first

@@ -219,6 +219,20 @@ def test_a_lock_left_by_a_dead_owner_is_broken(settings: Settings) -> None:
     _assert_healed(settings, run_key)
 
 
+def test_a_series_registry_lock_and_pointer_lock_are_separate(settings: Settings) -> None:
+    """The champion gate holds the registry lock and takes the pointer lock inside it; a live holder makes a waiter give up, retryably."""
+    from pipeline.locks import SeriesBusy, series_lock
+
+    store = tasks.open_store(settings)
+    with series_lock(store, "world.co2", scope="registry"):
+        with series_lock(store, "world.co2"):  # nested: a different lock object
+            assert sorted(store.list("locks/series/")) == ["locks/series/world.co2.json", "locks/series/world.co2.registry.json"]
+        with pytest.raises(SeriesBusy, match=r"world\.co2: its registry aliases are being moved by .*retry later"):
+            with series_lock(store, "world.co2", scope="registry", wait=0.5):
+                pass
+    assert store.list("locks/") == []
+
+
 # -- the store fails mid-publish ---------------------------------------------------------------
 
 
