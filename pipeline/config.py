@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         default=True, description="whether the 'all' series set includes aggregates (World, continents, income groups)"
     )
     allowed_breaks: Path | None = Field(default=None, description="allow-list of real breaks; default expectations/allowed_breaks.json")
+    preload: bool = Field(
+        default=True, description="whether the Airflow scheduler and Celery workers import the pipeline once before forking tasks"
+    )
 
     @property
     def resolved_store_uri(self) -> str:

@@ -58,9 +58,6 @@ MODULES = (
     "pipeline.diagnostics_plots",
 )
 
-#: Set to ``false`` to keep a scheduler lean (each task then imports what it needs itself).
-ENV = "CO2CAST_PRELOAD"
-
 
 def preload(modules: tuple[str, ...] = MODULES) -> list[str]:
     """Import ``modules``; one that fails is logged and skipped (a task would then fail with its own error).
@@ -68,8 +65,15 @@ def preload(modules: tuple[str, ...] = MODULES) -> list[str]:
     Returns:
         The modules that could not be imported.
     """
-    if os.environ.get(ENV, "true").strip().lower() in {"0", "false", "no", "off"}:
-        return []
+    from pydantic import ValidationError
+
+    from pipeline.config import Settings
+
+    try:
+        if not Settings().preload:  # CO2CAST_PRELOAD=false: each task imports what it needs itself
+            return []
+    except ValidationError as error:  # a bad setting fails each task with its own message; the scheduler starts
+        logger.warning("co2cast preload: settings are invalid (%s); preloading anyway", str(error).splitlines()[0])
     os.environ.setdefault("MPLBACKEND", "Agg")  # no display in a scheduler
     started, failed = time.perf_counter(), []
     for name in modules:

@@ -44,6 +44,10 @@ def test_preload_can_be_switched_off() -> None:
     assert not any(_loaded_after_local_settings(["airflow", "scheduler"], CO2CAST_PRELOAD="false").values())
 
 
+def test_an_invalid_setting_does_not_stop_the_scheduler_preloading() -> None:
+    assert all(_loaded_after_local_settings(["airflow", "scheduler"], CO2CAST_MAX_SOURCE_BYTES="lots").values())
+
+
 def test_a_module_that_cannot_be_imported_is_reported_not_raised(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CO2CAST_PRELOAD", raising=False)
     with caplog.at_level(logging.WARNING, logger="pipeline.preload"):
