@@ -502,6 +502,7 @@ def champion_gate(
       always belong to the newest as-of year published.
 
     Every decision (moved or not) is appended to the alias history (``history/<series_id>.json``).
+    The caller holds the series' registry lock, so two as-of years of a series decide in turn.
     """
     from pipeline import tracking
     from pipeline.selection import champion_gate as gate
@@ -563,9 +564,6 @@ def champion_gate(
         record.update(moved=True, to_version=version, reason=reason)
     else:
         family, version = current.tags.get(tracking.FAMILY_TAG, "?"), str(current.version)
-    settled = tracking.settle_champion(client, sid)
-    if settled is not None:  # a concurrent run of a newer as-of year holds it: this run serves its own
-        record.update(moved=False, reason=f"{record['reason']}; v{settled} of a newer as-of year holds @champion")
     append_history(store, sid, record)
     return family, version
 

@@ -353,42 +353,7 @@ def rollback_alias(client: Any, series_id: str, alias: str = "champion") -> tupl
     before = previous_version(back, alias)
     record = {"previous": before, "reason": f"rollback from version {current.version}"}
     client.set_model_version_tag(registered_name(series_id), previous, alias_tag(alias), json.dumps(record))
-    # The version rolled back from no longer counts as having held the alias (see settle_champion).
-    undone = json.loads(current.tags.get(alias_tag(alias)) or "{}")
-    undone["rolled_back"] = True
-    client.set_model_version_tag(registered_name(series_id), str(current.version), alias_tag(alias), json.dumps(undone))
     return str(current.version), previous
-
-
-def settle_champion(client: Any, series_id: str) -> str | None:
-    """Undo a lost race: point ``@champion`` at the newest as-of year any version held it for.
-
-    Two runs of different as-of years may both read ``@champion`` before either moves it; the
-    older one may then write last. Every champion carries :func:`alias_tag`, so the newest
-    as-of year that ever held the alias is known; when ``@champion`` points at an older one,
-    it moves back to that (no registry offers compare-and-set on aliases).
-
-    Returns:
-        The version ``@champion`` was moved to, or ``None`` when it was already right.
-    """
-    current = alias_version(client, series_id, "champion")
-    if current is None:
-        return None
-    held = client.search_model_versions(f"name = '{registered_name(series_id)}'")
-    held = [
-        v
-        for v in held
-        if alias_tag("champion") in (v.tags or {})
-        and not json.loads(v.tags[alias_tag("champion")]).get("rolled_back")
-        and version_as_of(v) is not None
-    ]
-    if not held:
-        return None
-    newest = max(held, key=lambda v: (version_as_of(v), int(v.version)))
-    if (version_as_of(current) or 0) >= (version_as_of(newest) or 0):
-        return None
-    client.set_registered_model_alias(registered_name(series_id), "champion", str(newest.version))
-    return str(newest.version)
 
 
 def versions_as_of(client: Any, series_id: str, as_of_year: int) -> list[Any]:
