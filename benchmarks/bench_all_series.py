@@ -82,6 +82,29 @@ def _timings(log_root: Path, run_id: str) -> list[dict[str, float]]:
     return records
 
 
+def _slots_held(log_root: Path, run_id: str) -> list[float]:
+    """Seconds each task's worker held its slot after the task's last log line.
+
+    The worker logs ``Workload finished`` (in the scheduler's log, for a LocalExecutor) once its
+    supervisor has noticed the task process exit; in between the slot is taken and idle.
+    """
+    last_line: dict[str, dt.datetime] = {}
+    for path in (log_root / "tasks").rglob("*.log"):
+        if f"run_id={run_id}" not in str(path):
+            continue
+        lines = path.read_text(errors="replace").strip().splitlines()
+        ti = next((m.group(1) for line in lines if (m := re.search(r'"ti_id":"([0-9a-f-]+)"', line))), None)
+        if ti and lines:
+            last_line[ti] = dt.datetime.fromisoformat(json.loads(lines[-1])["timestamp"].replace("Z", "+00:00"))
+    held = []
+    for line in (log_root / "scheduler.log").read_text(errors="replace").splitlines():
+        match = re.match(r"(\S+?)Z? \[info\s*\] Workload finished .*workload_id=([0-9a-f-]+)", line)
+        if match and match.group(2) in last_line:
+            finished = dt.datetime.fromisoformat(match.group(1) + "+00:00")
+            held.append((finished - last_line[match.group(2)]).total_seconds())
+    return held
+
+
 def _mapped_span(env: dict[str, str], run: dict[str, str]) -> float | None:
     """Seconds from the first mapped task's start to the last one's end (``None`` when the run mapped none)."""
     command = [str(BIN / "airflow"), "tasks", "states-for-dag-run", "co2_forecast", run["run_id"], "-o", "json"]
@@ -95,7 +118,14 @@ def _mapped_span(env: dict[str, str], run: dict[str, str]) -> float | None:
 
 
 def _report(
-    name: str, run: dict[str, str], records: list[dict[str, float]], n: int, total: int, span: float | None = None, linear: bool = True
+    name: str,
+    run: dict[str, str],
+    records: list[dict[str, float]],
+    n: int,
+    total: int,
+    span: float | None = None,
+    linear: bool = True,
+    held: list[float] | None = None,
 ) -> None:
     wall = _seconds(run)
     print(f"\n{name}: run {run['run_id']} {run['state']}, {n} series, wall {wall:.1f} s ({wall / max(n, 1):.2f} s per series)")
@@ -107,6 +137,12 @@ def _report(
                 f"  mapped tasks {span:.1f} s of the wall ({span / max(n, 1):.2f} s per series), the rest fixed: "
                 f"{estimate / 60:.1f} min for all {total} series"
             )
+    if held:
+        late = [h for h in held if h > 0.5]
+        print(
+            f"  slots held after a task's last log line: median {statistics.median(held):.2f} s; "
+            f"{len(late)} of {len(held)} tasks over 0.5 s, {sum(late):.0f} s in all"
+        )
     for step in ("train", "publish", "train_skipped", "publish_skipped"):
         rows = [r for r in records if r.get("step") == step]
         if not rows:
@@ -148,6 +184,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for a run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary home (logs, store, MLflow)")
     parser.add_argument("--no-preload", action="store_true", help="tasks import the pipeline themselves (CO2CAST_PRELOAD=false)")
+    parser.add_argument(
+        "--heartbeat", type=int, default=None, help="[workers] min_heartbeat_interval in seconds (default: co2cast's 1; Airflow's own is 5)"
+    )
     args = parser.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="co2cast-bench-all-"))
@@ -180,9 +219,11 @@ def main() -> None:
     env["CO2CAST_SERIES"] = "all" if chosen == every else ",".join(chosen)
     if args.no_preload:
         env["CO2CAST_PRELOAD"] = "false"
+    if args.heartbeat is not None:
+        env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = str(args.heartbeat)
     print(
         f"co2_forecast on {len(chosen)} of the {len(every)} series of the `all` set; parallelism {args.parallelism}; "
-        f"preload {'off' if args.no_preload else 'on'}; home {base}"
+        f"preload {'off' if args.no_preload else 'on'}; worker heartbeat {env['AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL']} s; home {base}"
     )
 
     _run(env, str(BIN / "airflow"), "dags", "reserialize")
@@ -190,7 +231,8 @@ def main() -> None:
         with airflow_services(env, logs) as processes:
             _run(env, str(BIN / "airflow"), "dags", "unpause", "co2_forecast")  # the scheduled run: the cold one
             cold = _wait(env, processes, "scheduled__", args.timeout)
-            _report("cold run", cold, _timings(logs / "tasks", cold["run_id"]), len(chosen), len(every), span=_mapped_span(env, cold))
+            records, held = _timings(logs / "tasks", cold["run_id"]), _slots_held(logs, cold["run_id"])
+            _report("cold run", cold, records, len(chosen), len(every), span=_mapped_span(env, cold), held=held)
             _run(env, str(BIN / "airflow"), "dags", "trigger", "co2_forecast", "--run-id", "manual__rerun")
             rerun = _wait(env, processes, "manual__rerun", args.timeout)
             _report("unchanged rerun", rerun, _timings(logs / "tasks", rerun["run_id"]), len(chosen), len(every), linear=False)
