@@ -15,8 +15,8 @@ over years reproduces what would have been forecast at each point in time).
    - `publish_forecast`: forecast with the champion to the horizon end, gate the table with the
      GX suite `forecast_output`, publish to `forecasts/<series_id>/` atomically, then score
      every earlier forecast of the series against this vintage (`scorecards/<series_id>.parquet`).
-   Both are bounded to two running at once (`max_active_tis_per_dag`); a series whose run key
-   is already published is skipped with one read.
+   Each is bounded to `CO2CAST_MAX_ACTIVE_SERIES` running at once (default 2,
+   `max_active_tis_per_dag`); a series whose run key is already published is skipped with one read.
 3. `summarize`: one line per series, read from what was published for this run's keys.
 
 Rerunning the same run key creates no MLflow version and rewrites no file.
@@ -29,6 +29,8 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task, task_group
+
+from pipeline.config import max_active_series
 
 # Assets are identified by name: this is the Asset that co2_ingest's curate_vintage updates.
 CURATED = Asset("co2_emissions_curated")
@@ -66,14 +68,15 @@ def co2_forecast() -> None:
 
         return runner.call(tasks.pending_series, run)
 
-    # Two series train at once on a LocalExecutor; more with Celery/Kubernetes workers.
-    @task(max_active_tis_per_dag=2)
+    # CO2CAST_MAX_ACTIVE_SERIES (default 2: one per core of a LocalExecutor machine); raise it
+    # with Celery/Kubernetes workers.
+    @task(max_active_tis_per_dag=max_active_series())
     def train_series(item: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         from pipeline import runner, tasks
 
         return runner.call(tasks.train_series, run, item, airflow=runner.airflow_ids())
 
-    @task(max_active_tis_per_dag=2)
+    @task(max_active_tis_per_dag=max_active_series())
     def publish_forecast(trained: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         from pipeline import runner, tasks
 

@@ -6,7 +6,9 @@ and Airflow home, all under ``CO2CAST_HOME``.
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import Field
@@ -58,6 +60,9 @@ class Settings(BaseSettings):
     preload: bool = Field(
         default=True, description="whether the Airflow scheduler and Celery workers import the pipeline once before forking tasks"
     )
+    max_active_series: int = Field(
+        default=2, ge=1, description="train_series (and publish_forecast) tasks running at once; read when Airflow parses the DAG"
+    )
 
     @property
     def resolved_store_uri(self) -> str:
@@ -68,6 +73,23 @@ class Settings(BaseSettings):
     def resolved_tracking_uri(self) -> str:
         """The MLflow tracking URI; defaults to a SQLite file under the home."""
         return self.mlflow_tracking_uri or f"sqlite:///{(self.home.resolve() / 'mlflow' / 'mlflow.db').as_posix()}"
+
+
+def max_active_series(environ: Mapping[str, str] = os.environ) -> int:
+    """``CO2CAST_MAX_ACTIVE_SERIES``: the one setting Airflow needs when it parses ``co2_forecast``.
+
+    Read alone, so that another invalid setting fails the run's first task with its own message
+    instead of the DAG's import.
+
+    Raises:
+        ValueError: not a whole number of at least 1 (the DAG's import error names the variable).
+    """
+    raw = environ.get("CO2CAST_MAX_ACTIVE_SERIES")
+    if raw is None:
+        return int(Settings.model_fields["max_active_series"].default)
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"CO2CAST_MAX_ACTIVE_SERIES={raw!r}: set a whole number of series at least 1, e.g. 2 (one per core)")
+    return int(raw)
 
 
 def get_settings() -> Settings:

@@ -95,6 +95,29 @@ def test_forecast_dag_shape() -> None:
     assert "co2_emissions_curated" in str(dag.timetable.asset_condition)
 
 
+def test_max_active_series_bounds_both_mapped_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("CO2CAST_MAX_ACTIVE_SERIES", "5")
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "co2_forecast.py")).dags["co2_forecast"]
+    assert dag.get_task("forecast_series.train_series").max_active_tis_per_dag == 5
+    assert dag.get_task("forecast_series.publish_forecast").max_active_tis_per_dag == 5
+
+    monkeypatch.setenv("CO2CAST_MAX_ACTIVE_SERIES", "two")
+    errors = DagBag(dag_folder=str(ROOT / "dags" / "co2_forecast.py")).import_errors
+    assert len(errors) == 1 and "CO2CAST_MAX_ACTIVE_SERIES='two'" in next(iter(errors.values()))
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "1.5", "", "many"])
+def test_max_active_series_refuses_what_is_not_a_count(raw: str) -> None:
+    from pipeline.config import max_active_series
+
+    with pytest.raises(ValueError, match="CO2CAST_MAX_ACTIVE_SERIES"):
+        max_active_series({"CO2CAST_MAX_ACTIVE_SERIES": raw})
+    assert max_active_series({}) == 2
+    assert max_active_series({"CO2CAST_MAX_ACTIVE_SERIES": " 3 "}) == 3
+
+
 def _task_bodies(path: Path) -> dict[str, list]:
     import ast
 
