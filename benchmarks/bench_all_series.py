@@ -1,7 +1,7 @@
 """Benchmark ``co2_forecast`` on the ``all`` series set through a real scheduler (LocalExecutor).
 
 Starts ``airflow api-server``, ``scheduler`` and ``dag-processor`` in a temporary home (SQLite
-metadata, LocalExecutor, ``parallelism`` 2 by default, the DAG's own ``max_active_tis_per_dag``),
+metadata, LocalExecutor, ``parallelism`` 2 by default, ``CO2CAST_MAX_ACTIVE_SERIES`` the same),
 ingests the embedded OWID file, unpauses ``co2_forecast`` (its scheduled run forecasts as of the
 data's last year: the cold run, every series trained with the production line-up, LSTM
 included), then triggers it again (the unchanged rerun: every run key already published).
@@ -180,7 +180,9 @@ def _rerun_estimate(settings: object, series: str, wall: float, n: int, total: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--limit", type=int, help="run N series spread over the `all` set (default: all of them)")
-    parser.add_argument("--parallelism", type=int, default=2, help="LocalExecutor slots (default 2: two cores)")
+    parser.add_argument(
+        "--parallelism", type=int, default=2, help="LocalExecutor slots and CO2CAST_MAX_ACTIVE_SERIES (default 2: two cores)"
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for a run")
     parser.add_argument("--keep", action="store_true", help="keep the temporary home (logs, store, MLflow)")
     parser.add_argument("--no-preload", action="store_true", help="tasks import the pipeline themselves (CO2CAST_PRELOAD=false)")
@@ -219,6 +221,7 @@ def main() -> None:
     env["CO2CAST_SERIES"] = "all" if chosen == every else ",".join(chosen)
     if args.no_preload:
         env["CO2CAST_PRELOAD"] = "false"
+    env["CO2CAST_MAX_ACTIVE_SERIES"] = str(args.parallelism)  # the DAG's bound follows the slots
     if args.heartbeat is not None:
         env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = str(args.heartbeat)
     print(
