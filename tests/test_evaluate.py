@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.backtest import (
+    MAX_CALIBRATION_FACTOR,
     MIN_POINTS,
     NoCandidateError,
     SeriesTooShortError,
@@ -24,6 +25,7 @@ from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveFore
 from pipeline.models.calibrated import CalibratedForecaster
 from pipeline.models.combination import CombinationForecaster
 from pipeline.models.registry import default_candidates
+from pipeline.selection import publishable
 
 
 class Explodes(Forecaster):
@@ -135,6 +137,38 @@ def test_calibration_factors_by_step_when_each_step_has_enough_points() -> None:
     assert factors[80] == [pytest.approx(17 / 20), pytest.approx(3 * 17 / 20)]
     pooled = calibration_factors(pd.DataFrame(rows), (80,), min_points_per_step=21)
     assert len(pooled[80]) == 1
+
+
+def test_calibration_factor_is_capped_so_one_outlier_cannot_set_it() -> None:
+    # 25 points with half-widths 1 (80 %) and 2 (95 %); one error of 5,000: the 95 % rank is the 25th, the outlier.
+    errors = np.r_[np.linspace(-0.9, 0.9, 24), 5000.0]
+    bands = {"mean": 5.0, "lo_80": 4.0, "hi_80": 6.0, "lo_95": 3.0, "hi_95": 7.0}
+    frame = pd.DataFrame({"step": np.tile(np.arange(1, 6), 5), "actual": 5 + errors, **bands})
+    assert calibration_factors(frame, (95,), max_factor=np.inf)[95] == [pytest.approx(2500.0)]
+    assert calibration_factors(frame, (80, 95)) == {80: [1.0], 95: [MAX_CALIBRATION_FACTOR]}
+    with pytest.raises(ValueError, match="below min_factor"):
+        calibration_factors(frame, (95,), min_factor=2.0, max_factor=1.0)
+
+
+def test_a_spike_in_the_backtest_does_not_blow_up_the_published_interval() -> None:
+    """OWID's "Statistical Difference": +-0.004 noise and one spike of 478 inside a backtest test window."""
+    rng = np.random.default_rng(3)
+    years = np.arange(1951, 2011)
+    values = np.round(rng.choice([-0.004, 0.0, 0.004], size=years.size), 3)
+    values[years == 1991] = 477.925
+    evaluation = evaluate_candidates({"naive": NaiveForecaster()}, years, values, horizon=5, n_origins=5)
+    result = evaluation.results["naive"]
+    # The window from 1990 forecast the spike with bands of +-0.01: a 95 % score of about 60,000.
+    assert calibration_factors(result.forecasts, (95,), max_factor=np.inf)[95][0] > 1000
+    assert max(result.calibration[95]) <= MAX_CALIBRATION_FACTOR
+    own = NaiveForecaster().fit(values).predict(4)
+    published = publishable(result, floor=None).fit(values, years).predict(4)
+    # The final fit has the spike in its own residuals (+-170 at one year ahead): the published band
+    # is at most ten of those half-widths, still centred and nested.
+    width = published.upper[95] - published.mean
+    assert np.all(width <= MAX_CALIBRATION_FACTOR * (own.upper[95] - own.mean) + 1e-9)
+    np.testing.assert_allclose(published.mean - published.lower[95], width)
+    assert np.all(published.lower[95] <= published.lower[80]) and np.all(published.upper[80] <= published.upper[95])
 
 
 def test_calibrated_intervals_cover_random_walk_futures_at_the_nominal_rate() -> None:

@@ -11,7 +11,9 @@ mean and ``(m - y) / (m - lo)`` below; the factor is the ``⌈(n + 1) · level�
 where a step has enough points, pooled otherwise). The wrapper accepts a factor below 1
 (it narrows bands that were too wide), but the backtest never learns one by default
 (:data:`pipeline.backtest.MIN_CALIBRATION_FACTOR`): a few windows are too little evidence to
-make a model's bands narrower than its own.
+make a model's bands narrower than its own. Nor does it learn one above
+:data:`pipeline.backtest.MAX_CALIBRATION_FACTOR`: a backtest point that far outside the bands
+is a break or an outlier, which the final fit has already seen in its own training years.
 
 The floor: CO2 emissions are never negative, so the mean and both bounds are clipped at
 ``floor`` (0 by default) in levels, and the publish gate never sees a negative forecast.
