@@ -47,8 +47,6 @@ export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="$AIRFLOW_URL/execution/"
 export AIRFLOW__API__HOST=127.0.0.1
 export AIRFLOW__API__PORT="$AIRFLOW_PORT"
 export AIRFLOW__API__WORKERS=1
-# A worker polls its finished task's exit at this interval (default 5 s): docs/design.md, "Scale".
-export AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=${AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL:-1}
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false MLFLOW_DISABLE_TELEMETRY=true
 # co2cast's airflow_local_settings: the scheduler pre-imports the pipeline once, so the tasks it
 # forks do not each import pandas, statsmodels, MLflow and GX (pipeline/preload.py).
