@@ -8,15 +8,17 @@ over years reproduces what would have been forecast at each point in time).
    else the latest), the as-of year (the `as_of_year` param wins; a scheduled or backfill run in
    year Y uses Y-1; any other run uses the vintage's latest year), the series (param `series`:
    `default`, `all`, or `Canada:co2_per_capita,World:co2`) and the run key of each series.
-2. `forecast_series`, a task group mapped over series, so one failing series does not hold
-   back the others:
-   - `train_series`: diagnostics, rolling-origin backtest of every candidate, fits, MLflow
-     runs, registration with `@arima`, `@lstm` and `@champion`;
-   - `publish_forecast`: forecast with the champion to the horizon end, gate the table with the
-     GX suite `forecast_output`, publish to `forecasts/<series_id>/` atomically, then score
-     every earlier forecast of the series against this vintage (`scorecards/<series_id>.parquet`).
-   Each is bounded to `CO2CAST_MAX_ACTIVE_SERIES` running at once (default 2,
-   `max_active_tis_per_dag`); a series whose run key is already published is skipped with one read.
+2. `forecast_series`, mapped over the series, one task per series (`pipeline.tasks.forecast_series`),
+   so one failing series fails its own task and does not hold back the others:
+   - train (`pipeline.tasks.train_series`): diagnostics, rolling-origin backtest of every
+     candidate, fits, MLflow runs, registration with `@arima`, `@lstm` and `@champion`;
+   - publish (`pipeline.tasks.publish_series`): forecast with the registered champion to the
+     horizon end, gate the table with the GX suite `forecast_output`, publish to
+     `forecasts/<series_id>/` atomically, then score every earlier forecast of the series against
+     this vintage (`scorecards/<series_id>.parquet`).
+   A retry after a transient failure (S3, a busy MLflow store) repeats neither: a trained run key
+   is reused from MLflow and a published one is skipped with one read. At most
+   `CO2CAST_MAX_ACTIVE_SERIES` run at once (default 2, `max_active_tis_per_dag`).
 3. `summarize`: one line per series, read from what was published for this run's keys.
 
 Rerunning the same run key creates no MLflow version and rewrites no file.
@@ -28,7 +30,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task, task_group
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from pipeline.config import max_active_series
 
@@ -68,24 +70,14 @@ def co2_forecast() -> None:
 
         return runner.call(tasks.pending_series, run)
 
-    # CO2CAST_MAX_ACTIVE_SERIES (default 2: one per core of a LocalExecutor machine); raise it
-    # with Celery/Kubernetes workers.
+    # One task per series, train then publish: half the task instances of a task per step, whose
+    # scheduling and start-up cost CPU on a two-core machine. CO2CAST_MAX_ACTIVE_SERIES (default 2:
+    # one per core of a LocalExecutor machine); raise it with Celery/Kubernetes workers.
     @task(max_active_tis_per_dag=max_active_series())
-    def train_series(item: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    def forecast_series(item: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         from pipeline import runner, tasks
 
-        return runner.call(tasks.train_series, run, item, airflow=runner.airflow_ids())
-
-    @task(max_active_tis_per_dag=max_active_series())
-    def publish_forecast(trained: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
-        from pipeline import runner, tasks
-
-        return runner.call(tasks.publish_series, run, trained, airflow=runner.airflow_ids())
-
-    # One group per series: a series that fails does not hold back the others' publication.
-    @task_group
-    def forecast_series(item: dict[str, Any], run: dict[str, Any]) -> Any:
-        return publish_forecast(train_series(item, run), run)
+        return runner.call(tasks.forecast_series, run, item, airflow=runner.airflow_ids())
 
     # all_done: report every series, published or not; fails when one went unpublished.
     @task(trigger_rule="all_done")

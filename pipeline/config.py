@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         default=True, description="whether the Airflow scheduler and Celery workers import the pipeline once before forking tasks"
     )
     max_active_series: int = Field(
-        default=2, ge=1, description="train_series (and publish_forecast) tasks running at once; read when Airflow parses the DAG"
+        default=2, ge=1, description="forecast_series tasks (one per series) running at once; read when Airflow parses the DAG"
     )
 
     @property

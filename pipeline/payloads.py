@@ -76,7 +76,7 @@ class AirflowIds(Payload):
 
 
 class WorkItem(Payload):
-    """One series of a run: what a mapped ``train_series`` task gets."""
+    """One series of a run: what a mapped ``forecast_series`` task gets."""
 
     entity: str
     variable: str
@@ -158,7 +158,7 @@ class Manifest(Payload):
 
 
 class PublishedForecast(Payload):
-    """What ``publish_forecast`` reports for one series."""
+    """What ``forecast_series`` reports for one series (:func:`pipeline.tasks.publish_series`)."""
 
     series_id: str
     manifest: str

@@ -12,7 +12,8 @@ publish, integrity) or :class:`pipeline.errors.TransientError` (network, S3 5xx,
 database). :mod:`pipeline.runner` maps them for Airflow; the CLI prints them as one line.
 
 Forecast steps, in order: :func:`plan_run` → per series :func:`train_series` →
-:func:`publish_series` → :func:`summarize_run`. :func:`forecast_all` runs them in a loop.
+:func:`publish_series` (the DAG's mapped task runs both: :func:`forecast_series`) →
+:func:`summarize_run`. :func:`forecast_all` runs them in a loop.
 """
 
 from __future__ import annotations
@@ -723,6 +724,23 @@ def publish_series(
     timings = {"mlflow": mlflow_seconds, "publish": publish_seconds, "score": score_seconds, "total": total}
     log_timings(trained.series_id, "publish", timings)
     return _published(store, trained, manifest)
+
+
+def forecast_series(
+    settings: Settings,
+    plan: RunPlan | dict[str, Any],
+    item: WorkItem | dict[str, Any],
+    airflow: AirflowIds | dict[str, Any] | None = None,
+    lineup: Lineup | None = None,
+) -> PublishedForecast:
+    """:func:`train_series`, then :func:`publish_series`: one series, the mapped task of ``co2_forecast``.
+
+    One task per series rather than one per step halves the task instances a scheduler starts
+    and tracks. A retry repeats neither step: a trained run key is reused from MLflow, a
+    published one is skipped with one read.
+    """
+    trained = train_series(settings, plan, item, airflow, lineup)
+    return publish_series(settings, plan, trained, airflow, lineup)
 
 
 def _published(store: ObjectStore, trained: TrainedSeries, manifest: Manifest) -> PublishedForecast:

@@ -84,24 +84,24 @@ def test_forecast_dag_shape() -> None:
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["co2_forecast"]
-    expected = {"resolve_run", "list_series", "forecast_series.train_series", "forecast_series.publish_forecast", "summarize"}
-    assert expected <= set(dag.task_ids)
-    assert dag.get_task("forecast_series.publish_forecast").upstream_task_ids == {"forecast_series.train_series", "resolve_run"}
-    assert dag.get_task("forecast_series.train_series").max_active_tis_per_dag == 2
+    assert set(dag.task_ids) == {"resolve_run", "list_series", "forecast_series", "summarize"}
+    # One mapped task per series (train, then publish), over what list_series returns.
+    assert dag.get_task("forecast_series").upstream_task_ids == {"list_series", "resolve_run"}
+    assert dag.task_dict["forecast_series"].op_kwargs_expand_input.value.keys() == {"item"}
+    assert dag.get_task("forecast_series").max_active_tis_per_dag == 2
     assert dag.get_task("summarize").trigger_rule == "all_done"
-    assert dag.get_task("summarize").upstream_task_ids == {"forecast_series.publish_forecast", "resolve_run"}
+    assert dag.get_task("summarize").upstream_task_ids == {"forecast_series", "resolve_run"}
     assert set(dag.params.keys()) == {"as_of_year", "series", "vintage"}
     # Scheduled on the curated Asset or yearly.
     assert "co2_emissions_curated" in str(dag.timetable.asset_condition)
 
 
-def test_max_active_series_bounds_both_mapped_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_max_active_series_bounds_the_mapped_task(monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
     monkeypatch.setenv("CO2CAST_MAX_ACTIVE_SERIES", "5")
     dag = DagBag(dag_folder=str(ROOT / "dags" / "co2_forecast.py")).dags["co2_forecast"]
-    assert dag.get_task("forecast_series.train_series").max_active_tis_per_dag == 5
-    assert dag.get_task("forecast_series.publish_forecast").max_active_tis_per_dag == 5
+    assert dag.get_task("forecast_series").max_active_tis_per_dag == 5
 
     monkeypatch.setenv("CO2CAST_MAX_ACTIVE_SERIES", "two")
     errors = DagBag(dag_folder=str(ROOT / "dags" / "co2_forecast.py")).import_errors

@@ -95,9 +95,11 @@ def test_only_series_with_work_left_are_mapped(settings: Settings) -> None:
     def pending(plan: object) -> list[str]:
         return [item["series_id"] for item in tasks.pending_series(settings, plan)]
 
-    def done(plan: object, series_id: str) -> None:
+    def done(plan: object, series_id: str) -> None:  # what the DAG's mapped task does
         item = next(i for i in plan.series if i.series_id == series_id)
-        tasks.publish_series(settings, plan, tasks.train_series(settings, plan, item, lineup=lineup), lineup=lineup)
+        published = tasks.forecast_series(settings, plan.to_xcom(), item.to_xcom(), {"dag_id": "d", "run_id": "r"}, lineup=lineup)
+        manifest = store.read_json(published.manifest)  # trained, then published, with the task's Airflow ids
+        assert manifest["series_id"] == series_id and manifest["airflow"] == {"dag_id": "d", "run_id": "r"}
 
     plan = tasks.plan_run(settings, RunTrigger(series="World:co2,Canada:co2"), lineup)
     assert pending(plan) == ["world.co2", "canada.co2"]  # nothing published yet
