@@ -100,6 +100,30 @@ def _timings(log_root: Path, run_id: str) -> list[dict[str, float]]:
     return records
 
 
+def _failures(log_root: Path, run_id: str) -> list[str]:
+    """``series_id: reason`` of each mapped task whose last try failed, from its task log."""
+    failed: dict[str, tuple[int, str]] = {}
+    for path in (log_root / "tasks").rglob("*.log"):
+        if f"run_id={run_id}" not in str(path) or "task_id=forecast_series" not in str(path):
+            continue
+        attempt = int(match.group(1)) if (match := re.search(r"attempt=(\d+)", path.name)) else 0
+        series, error = path.parent.name, None
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if timing := re.search(re.escape(MARKER) + r" (\{.*?\})", str(event.get("event", ""))):
+                series = json.loads(timing.group(1)).get("series_id", series)
+            if event.get("level") == "error" and error is None:
+                detail = event.get("error_detail") or [{}]
+                error = str(detail[0].get("exc_value") or event.get("event"))
+        key = str(path.parent)
+        if key not in failed or attempt > failed[key][0]:
+            failed[key] = (attempt, f"{series}: {error.splitlines()[0][:200]}" if error else "")
+    return sorted(text for _, text in failed.values() if text)
+
+
 def _slots_held(log_root: Path, run_id: str) -> list[float]:
     """Seconds each task's worker held its slot after the task's last log line.
 
@@ -144,6 +168,7 @@ def _report(
     span: float | None = None,
     linear: bool = True,
     held: list[float] | None = None,
+    failures: list[str] | None = None,
 ) -> None:
     wall = _seconds(run)
     print(f"\n{name}: run {run['run_id']} {run['state']}, {n} series, wall {wall:.1f} s ({wall / max(n, 1):.2f} s per series)")
@@ -161,6 +186,8 @@ def _report(
             f"  slots held after a task's last log line: median {statistics.median(held):.2f} s; "
             f"{len(late)} of {len(held)} tasks over 0.5 s, {sum(late):.0f} s in all"
         )
+    for failure in failures or []:
+        print(f"  FAILED: {failure}")
     for step in ("train", "publish", "train_skipped", "publish_skipped"):
         rows = [r for r in records if r.get("step") == step]
         if not rows:
@@ -251,7 +278,8 @@ def main() -> None:
             _run(env, str(BIN / "airflow"), "dags", "unpause", "co2_forecast")  # the scheduled run: the cold one
             cold = _wait(env, processes, "scheduled__", args.timeout)
             records, held = _timings(logs / "tasks", cold["run_id"]), _slots_held(logs, cold["run_id"])
-            _report("cold run", cold, records, len(chosen), len(every), span=_mapped_span(env, cold), held=held)
+            failures = _failures(logs, cold["run_id"])
+            _report("cold run", cold, records, len(chosen), len(every), span=_mapped_span(env, cold), held=held, failures=failures)
             _run(env, str(BIN / "airflow"), "dags", "trigger", "co2_forecast", "--run-id", "manual__rerun")
             rerun = _wait(env, processes, "manual__rerun", args.timeout)
             _report("unchanged rerun", rerun, _timings(logs / "tasks", rerun["run_id"]), len(chosen), len(every), linear=False)

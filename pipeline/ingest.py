@@ -81,9 +81,24 @@ def latest_curated(store: ObjectStore) -> dict[str, Any] | None:
     return store.read_json_or_none(LATEST_KEY)
 
 
-def read_curated(store: ObjectStore, vintage: str) -> pd.DataFrame:
-    """The curated tidy table of a vintage (names as ``string`` columns)."""
-    return _with_string_names(_read_curated_compact(store, vintage))
+def read_curated(store: ObjectStore, vintage: str, entity: str | None = None, variable: str | None = None) -> pd.DataFrame:
+    """The curated tidy table of a vintage (names as ``string`` columns).
+
+    Args:
+        store: the object store.
+        vintage: the vintage id.
+        entity: keep only this entity's rows (filtered before the names become strings, which
+            is most of the cost of a read: about 60 ms for the whole OWID table, against 10 ms).
+        variable: keep only this variable's rows.
+    """
+    frame = _read_curated_compact(store, vintage)
+    if entity is not None or variable is not None:
+        keep = np.ones(len(frame), dtype=bool)
+        for column, value in (("entity", entity), ("variable", variable)):
+            if value is not None:
+                keep &= (frame[column] == value).to_numpy(dtype=bool, na_value=False)
+        frame = frame.loc[keep].reset_index(drop=True)
+    return _with_string_names(frame)
 
 
 def _read_curated_compact(store: ObjectStore, vintage: str) -> pd.DataFrame:

@@ -304,7 +304,7 @@ def _train_and_register(
     from pipeline import core, ingest, tracking
     from pipeline.locks import series_lock
 
-    tidy = ingest.read_curated(store, plan.vintage)
+    tidy = ingest.read_curated(store, plan.vintage, item.entity, item.variable)  # the plan checked both exist
     series = core.prepare(tidy, item.entity, item.variable, plan.as_of_year, lineup.spec)
     revision = history_revision(settings, store, plan, item, series)
     provisional = _is_provisional(tidy, item, plan.as_of_year)
@@ -413,7 +413,7 @@ def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item
     if not manifest or manifest.get("vintage") in (None, plan.vintage):
         return None
     try:
-        old = ingest.read_curated(store, manifest["vintage"])
+        old = ingest.read_curated(store, manifest["vintage"], item.entity, item.variable)
     except (KeyError, PermanentError):
         logger.info("%s: vintage %s of the last forecast is not readable; no revision check", item.series_id, manifest["vintage"])
         return None
@@ -697,7 +697,8 @@ def publish_series(
     item = next((i for i in plan.series if i.series_id == trained.series_id), None)
     history_max = None
     if item is not None:  # the forecast is bounded relative to the history it was trained on
-        history = core.prepare(ingest.read_curated(store, plan.vintage), item.entity, item.variable, plan.as_of_year, lineup.spec)
+        tidy = ingest.read_curated(store, plan.vintage, item.entity, item.variable)
+        history = core.prepare(tidy, item.entity, item.variable, plan.as_of_year, lineup.spec)
         history_max = float(history.values.max())
     if candidates is not None:  # the fitted candidates' forecasts (a run logged before they were has none)
         kept, dropped = plausible_candidates(pd.read_parquet(io.BytesIO(candidates)), history_max)
@@ -771,7 +772,7 @@ def score_series(settings: Settings, plan: RunPlan | dict[str, Any], item: WorkI
 
     plan, item = RunPlan.of(plan), WorkItem.of(item)
     store = open_store(settings)
-    actuals = track_record.actuals_of(ingest.read_curated(store, plan.vintage), item.entity, item.variable)
+    actuals = track_record.actuals_of(ingest.read_curated(store, plan.vintage, item.entity, item.variable), item.entity, item.variable)
     result = track_record.score_and_write(store, item.series_id, actuals, plan.vintage)
     logger.info("%s", result.describe())
     if run_id and result.rows:

@@ -251,6 +251,12 @@ def test_curated_vintage_layout_and_revisions(curated_once, small_owid: Path, tm
     assert list(table.columns) == ingest.CURATED_COLUMNS
     assert table["provisional"].sum() > 0 and set(table.loc[table["provisional"], "year"]) == {2014}
     assert first["latest_year"] == 2014 and first["previous_vintage"] is None
+    # One series read on its own (what a forecast task reads) is exactly its rows of the whole table.
+    canada = table[(table["entity"] == "Canada") & (table["variable"] == "co2")].reset_index(drop=True)
+    assert len(canada) > 100
+    pd.testing.assert_frame_equal(ingest.read_curated(store, first["vintage"], "Canada", "co2"), canada)
+    assert ingest.read_curated(store, first["vintage"], "Atlantis", "co2").empty
+    assert set(ingest.read_curated(store, first["vintage"], variable="co2")["variable"]) == {"co2"}
 
     # A revised release: Canada's 2013 co2 changes, one entity is added.
     frame = pd.read_csv(small_owid, dtype=str, keep_default_na=False)
