@@ -115,9 +115,8 @@ def _failures(log_root: Path, run_id: str) -> list[str]:
                 continue
             if timing := re.search(re.escape(MARKER) + r" (\{.*?\})", str(event.get("event", ""))):
                 series = json.loads(timing.group(1)).get("series_id", series)
-            if event.get("level") == "error" and error is None:
-                detail = event.get("error_detail") or [{}]
-                error = str(detail[0].get("exc_value") or event.get("event"))
+            if event.get("error_detail") and error is None:  # the exception that failed the task (stderr is "error" too)
+                error = str(event["error_detail"][0].get("exc_value") or event.get("event"))
         key = str(path.parent)
         if key not in failed or attempt > failed[key][0]:
             failed[key] = (attempt, f"{series}: {error.splitlines()[0][:200]}" if error else "")
