@@ -716,7 +716,6 @@ def publish_series(
         extras=extras,
         history_max=history_max,
     )
-    item = next((i for i in plan.series if i.series_id == trained.series_id), None)
     publish_seconds = time.perf_counter() - started - mlflow_seconds
     if item is not None:  # the track record: every earlier forecast against this vintage's actuals
         score_series(settings, plan, item, trained.run_id)
