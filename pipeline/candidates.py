@@ -116,16 +116,18 @@ class ZooSelection:
     overlay: int = 3
     uses_evaluation: bool = True
 
-    def choose(self, evaluation: Any) -> tuple[Selection, dict[str, Forecaster]]:
+    def choose(self, evaluation: Any, refused: Mapping[str, str] | None = None) -> tuple[Selection, dict[str, Forecaster]]:
         """Decide for one series; returns the :class:`Selection` and name -> unfitted publishable model.
 
         Every fitted model (the registered ones, then the ``overlay`` best of the rest) is the
         candidate wrapped in :class:`~pipeline.models.calibrated.CalibratedForecaster` with its
-        own backtest's interval factors and the zero floor.
+        own backtest's interval factors and the zero floor. ``refused``: candidates whose
+        forecast on the whole series cannot be published, and why (the core asks again with
+        them when the first choice's forecast breaks the output bounds).
         """
         from pipeline.selection import publishable, select
 
-        chosen = select(evaluation, metric=self.metric, margin=self.margin, floor=self.floor)
+        chosen = select(evaluation, metric=self.metric, margin=self.margin, floor=self.floor, refused=refused)
         register = tuple(name for name in self.always_register if name in evaluation.results)
         if chosen.winner not in register:
             register += (chosen.winner,)

@@ -33,7 +33,7 @@ from pipeline.backtest import BacktestResult, backtest, study_split
 from pipeline.diagnostics import compute_diagnostics
 from pipeline.maths import json_default
 from pipeline.models.base import Forecaster
-from pipeline.series import PreparedSeries, prepare_series
+from pipeline.series import PreparedSeries, beyond_bounds, prepare_series
 
 #: The study's series: it gets the study's own 200/15 split besides the rolling backtest.
 STUDY_SERIES = "canada.co2_per_capita"
@@ -246,16 +246,43 @@ def run_zoo(series: PreparedSeries, candidates: Any, select: Any, spec: Forecast
         prototypes, series.years, series.values, horizon=spec.backtest_horizon, n_origins=spec.backtest_origins, levels=spec.levels
     )
     selection, models = select.choose(evaluation)
+    fitted: dict[str, Forecaster] = {}
+    refused: dict[str, str] = {}
+    while True:  # each pass refuses one more choice, so this ends (naive refused: NoCandidateError)
+        for name, model in models.items():
+            if name not in fitted:  # the same name is the same publishable model: fitted once
+                fitted[name] = clone(model).fit(series.values, series.years)
+        problem = _beyond_bounds(fitted[selection.champion], series, spec)
+        if problem is None:
+            break
+        refused[selection.champion] = problem
+        selection, models = select.choose(evaluation, refused=refused)
     results = {
         name: CandidateResult(
             name=name,
             prototype=models.get(name, prototypes[name]),
             backtest=outcome,  # type: ignore[arg-type]  # same metrics/to_dict surface
-            model=clone(models[name]).fit(series.values, series.years) if name in models else None,
+            model=fitted[name] if name in models else None,
         )
         for name, outcome in evaluation.results.items()
     }
     return SeriesResult(series=series, diagnostics=diagnostics, candidates=results, selection=selection, evaluation=evaluation)
+
+
+def _beyond_bounds(model: Forecaster, series: PreparedSeries, spec: ForecastSpec) -> str | None:
+    """Why a fitted model's forecast to the horizon end cannot be published, or ``None``.
+
+    The bounds the ``forecast_output`` gate enforces (:func:`pipeline.series.beyond_bounds`),
+    checked where another choice can still be made: a trend extrapolated from one jump year
+    (Mozambique's CO2, 4.1 Mt in 2013 and 8.3 in 2014) would otherwise be chosen, registered,
+    and refused at publishing, leaving the series without a forecast.
+    """
+    steps = spec.horizon_end - int(series.years[-1])
+    if steps < 1:
+        return None
+    forecast = model.predict(steps, levels=spec.levels)
+    hi_95 = forecast.upper.get(95)
+    return beyond_bounds(forecast.years, forecast.mean, hi_95, float(np.max(series.values)))
 
 
 def forecast_frame(model: Forecaster, as_of_year: int, horizon_end: int, levels: tuple[int, ...]) -> pd.DataFrame:

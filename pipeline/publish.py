@@ -24,6 +24,7 @@ import pandas as pd
 from pipeline import layout
 from pipeline.errors import PermanentError, TransientError
 from pipeline.payloads import Manifest
+from pipeline.series import MAX_HI95_FACTOR, MAX_MEAN_FACTOR
 from pipeline.store import ObjectStore
 from pipeline.testhooks import pause_point
 from pipeline.validation import GateResult, run_suite
@@ -47,12 +48,6 @@ FORECAST_COLUMNS = [
     "provisional",
 ]
 
-#: The forecast output bounds relative to the series' history (``forecast_output`` suite):
-#: no year's mean above this multiple of the historic maximum, no 95 % upper bound above
-#: :data:`MAX_HI95_FACTOR` times it. Wide enough for fast growth over 36 years, tight enough to
-#: refuse a forecast driven by a unit slip or an exploding model.
-MAX_MEAN_FACTOR = 4.0
-MAX_HI95_FACTOR = 20.0
 #: Parquet schema metadata key holding the unit of the values.
 PARQUET_UNIT_KEY = b"co2cast.unit"
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.backtest import CandidateResult, Evaluation, calibration_factors, grouped_scores, score
+from pipeline.backtest import CandidateResult, Evaluation, NoCandidateError, calibration_factors, grouped_scores, score
 from pipeline.models.base import Forecaster, from_spec, to_spec
 from pipeline.models.calibrated import CalibratedForecaster
 from pipeline.models.combination import AGGREGATES, CombinationForecaster
@@ -184,6 +184,7 @@ def select(
     calibrate: bool = True,
     floor: float | None = 0.0,
     short_default: str | None = SHORT_SERIES_CHOICE,
+    refused: Mapping[str, str] | None = None,
 ) -> Selection:
     """Choose the candidate to publish on ``metric``; it must beat the benchmark when that can be told.
 
@@ -196,6 +197,8 @@ def select(
        shrinks toward naive) and scores below the benchmark on the windows there are (else
        the benchmark); without one, the default is published untested (naive when there is
        no default), and the reason says so.
+    3. A choice named in ``refused`` (its forecast on the whole series broke the output bounds,
+       :func:`pipeline.series.beyond_bounds`) is replaced by the benchmark, and the reason says why.
 
     Args:
         evaluation: every candidate on the same windows (:func:`best_k_combination` can add a
@@ -209,13 +212,18 @@ def select(
         floor: floor of the published forecasts (0: emissions are never negative).
         short_default: the candidate published when there are fewer than ``min_windows``
             windows (``None``, or not evaluated: ``default`` as for a long series).
+        refused: candidate -> why its forecast cannot be published (see step 3).
 
     Returns:
         The :class:`Selection`.
 
     Raises:
         ValueError: on an unknown metric, or when the benchmark is missing from the evaluation.
+        NoCandidateError: the benchmark itself is refused.
     """
+    refused = dict(refused or {})
+    if benchmark in refused:
+        raise NoCandidateError(f"no forecast can be published: {benchmark} is the last resort and {refused[benchmark]}")
     order = ranking(evaluation, metric)
     if benchmark not in evaluation.results:
         raise ValueError(f"the benchmark {benchmark!r} is not among the evaluated candidates {sorted(evaluation.results)}")
@@ -250,6 +258,9 @@ def select(
         else:
             reason = f"{winner} ({metric} {winner_score:.4g}) did not beat {benchmark} ({bench_score:.4g}); {benchmark} is published"
             winner = benchmark
+    if winner in refused:
+        reason = f"{winner} was chosen ({reason}) but {refused[winner]}; {benchmark} is published"
+        winner = benchmark
     result = evaluation.results[winner]
     return Selection(
         winner=winner,

@@ -46,6 +46,44 @@ def variable_of(sid: str) -> str:
     return sid.rsplit(".", 1)[-1]
 
 
+#: How far a forecast may reach relative to the history it was fitted on: no year's mean above
+#: ``MAX_MEAN_FACTOR`` times the series' historic maximum, no 95 % upper bound above
+#: ``MAX_HI95_FACTOR`` times it. Wide enough for fast growth over 36 years, tight enough to refuse
+#: a forecast driven by a unit slip or an exploding model. The ``forecast_output`` gate enforces
+#: them before anything is published (:func:`pipeline.publish.validate_forecast`); the selection
+#: does not choose a model whose forecast breaks them (:func:`pipeline.selection.select`).
+MAX_MEAN_FACTOR = 4.0
+MAX_HI95_FACTOR = 20.0
+
+
+def beyond_bounds(years: np.ndarray, mean: np.ndarray, hi_95: np.ndarray | None, history_max: float) -> str | None:
+    """Why a forecast breaks the bounds above (one line), or ``None`` when it keeps them.
+
+    Args:
+        years: the forecast's years.
+        mean: its point forecast.
+        hi_95: its 95 % upper bound (``None``: not checked).
+        history_max: the largest value of the history it was fitted on; no bound unless positive.
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    if not np.isfinite(mean).all():
+        return "its forecast is not finite"
+    if not np.isfinite(history_max) or history_max <= 0:
+        return None
+    limits = [("mean", mean, MAX_MEAN_FACTOR)]
+    if hi_95 is not None:
+        limits.append(("95 % upper bound", np.asarray(hi_95, dtype=np.float64), MAX_HI95_FACTOR))
+    for name, values, factor in limits:
+        over = np.flatnonzero(~(values <= factor * history_max))
+        if over.size:
+            first = int(over[0])
+            return (
+                f"its forecast {name} reaches {values[first]:.4g} in {int(years[first])}, above {factor:g} times"
+                f" the historic maximum {history_max:.4g}"
+            )
+    return None
+
+
 class SeriesError(PermanentError, ValueError):
     """A series cannot be prepared; the message says why and what to do."""
 

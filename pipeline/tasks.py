@@ -340,7 +340,7 @@ def _train_and_register(
             versions = tracking.register_selection(client, result, infos, item.run_key, version_tags)
             pause_point("after_register")
             family, version = champion_gate(settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup, version_tags)
-        mlflow.set_tag("co2cast.champion", f"v{version} ({family})")
+        mlflow.set_tags({"co2cast.champion": f"v{version} ({family})", "co2cast.selection": result.selection.reason[:5000]})
         trained = TrainedSeries(
             series_id=series.series_id,
             run_key=item.run_key,

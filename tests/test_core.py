@@ -24,6 +24,7 @@ from pipeline.candidates import NewestFamilyChampion, ZooSelection, default_cand
 from pipeline.core import CandidateResult, ForecastSpec, Selection, clone, config_hash, forecast_frame, run_config, run_series
 from pipeline.models.base import Forecaster
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
+from pipeline.series import beyond_bounds
 
 SPEC = ForecastSpec(horizon_end=2000, backtest_horizon=3, backtest_origins=3, min_points=20)
 YEARS = np.arange(1950, 1990)
@@ -113,6 +114,25 @@ def test_zoo_policy_fits_the_overlay_and_candidate_forecasts_are_their_forecasts
     unfitted = dataclasses.replace(result, candidates={n: dataclasses.replace(r, model=None) for n, r in result.candidates.items()})
     with pytest.raises(ValueError, match="no candidate was fitted"):
         core.candidate_forecasts(unfitted, 1989, SPEC.horizon_end, SPEC.levels)
+
+
+def test_a_choice_whose_forecast_breaks_the_output_bounds_gives_way_to_naive() -> None:
+    values = _trending()  # 10 -> 29.5: drift (0.5 a year) wins the backtest
+    series = core.prepare(_tidy(values), "Testland", "co2", as_of_year=1989, spec=SPEC)
+    prototypes: dict[str, Forecaster] = {"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster()}
+    policy = ZooSelection(always_register=(), overlay=0)
+    spec = dataclasses.replace(SPEC, backtest_origins=4)  # enough windows to test a choice against naive
+    assert run_series(series, prototypes, policy, spec).selection.champion == "drift"
+    # To 2200 drift's line reaches about 29.5 + 0.5 * 211 = 135, above 4 times the history's
+    # maximum: the selection asks again with drift refused, and naive (the last value) serves.
+    far = dataclasses.replace(spec, horizon_end=2200)
+    result = run_series(series, prototypes, policy, far)
+    assert result.selection.champion == "naive" and result.selection.register == ("naive",)
+    assert "drift was chosen" in result.selection.reason and "above 4 times the historic maximum" in result.selection.reason
+    assert result.candidates["naive"].model is not None and result.candidates["drift"].model is None
+    forecast = result.champion.predict(far.horizon_end - 1989, levels=far.levels)
+    assert beyond_bounds(forecast.years, forecast.mean, forecast.upper[95], float(values.max())) is None
+    np.testing.assert_allclose(forecast.mean, values[-1], rtol=1e-12)
 
 
 def test_a_policy_that_names_an_unfitted_champion_is_refused() -> None:

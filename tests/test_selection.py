@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.backtest import evaluate_candidates
+from pipeline.backtest import NoCandidateError, evaluate_candidates
 from pipeline.models.base import to_spec
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
 from pipeline.models.calibrated import CalibratedForecaster
@@ -105,6 +105,20 @@ def test_naive_is_published_when_the_choice_does_not_beat_it(trending) -> None:
         select(_evaluation(years, values, mean=MeanForecaster()))
     with pytest.raises(ValueError, match="cannot select on 'coverage_95'"):
         select(evaluation, metric="coverage_95")
+
+
+def test_a_refused_choice_gives_way_to_naive(trending) -> None:
+    years, values = trending
+    evaluation = _evaluation(years, values, naive=NaiveForecaster(), drift=DriftForecaster())
+    assert select(evaluation, default=None).winner == "drift"
+    why = "its forecast mean reaches 500 in 2050, above 4 times the historic maximum 120"
+    refused = select(evaluation, default=None, refused={"drift": why})
+    assert refused.winner == "naive" and to_spec(refused.model.model) == to_spec(NaiveForecaster())
+    assert refused.reason.startswith("drift was chosen (drift has the best backtest mase") and refused.reason.endswith(f"{why}; naive is published")
+    # A refused candidate that was not the choice changes nothing.
+    assert select(evaluation, default=None, refused={"mean": why}).winner == "drift"
+    with pytest.raises(NoCandidateError, match="naive is the last resort and its forecast is not finite"):
+        select(evaluation, default=None, refused={"naive": "its forecast is not finite"})
 
 
 def test_the_metric_is_configurable(trending) -> None:

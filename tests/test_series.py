@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.config import EMBEDDED_SOURCE
 from pipeline.ingest import read_tidy_file
-from pipeline.series import DEFAULT_SERIES, LeftOut, SeriesError, StaleSeries, prepare_series, resolve_series, series_id
+from pipeline.series import DEFAULT_SERIES, LeftOut, SeriesError, StaleSeries, beyond_bounds, prepare_series, resolve_series, series_id
 
 OWID_CSV = EMBEDDED_SOURCE  # the repository's own OWID release (gzip)
 
@@ -181,3 +181,21 @@ def test_owid_series_with_an_early_gap_model_their_recent_stretch(entity: str, v
     assert series.left_out.gap_last == int(missing[-1]) and series.left_out.first_year == int(present["year"].min())
     assert series.left_out.n_values == int((present["year"] < start).sum())
     assert series.left_out.last_year == int(present.loc[present["year"] < start, "year"].max())
+
+
+def test_beyond_bounds_names_the_first_year_out_of_bounds() -> None:
+    years = np.arange(2015, 2020)
+    mean = np.array([10.0, 20.0, 41.0, 50.0, 60.0])
+    # Mean above 4 times the maximum 10 from 2017 on: the first such year is named.
+    assert beyond_bounds(years, mean, None, 10.0) == "its forecast mean reaches 41 in 2017, above 4 times the historic maximum 10"
+    assert beyond_bounds(years, mean, None, 15.0) is None  # 60 <= 4 * 15
+    hi_95 = np.array([20.0, 100.0, 301.0, 302.0, 303.0])
+    assert beyond_bounds(years, mean, hi_95, 15.0) == (
+        "its forecast 95 % upper bound reaches 301 in 2017, above 20 times the historic maximum 15"
+    )
+    assert beyond_bounds(years, np.array([1.0, np.nan, 1, 1, 1]), None, 10.0) == "its forecast is not finite"
+    assert beyond_bounds(years, np.array([1.0, 1, 1, 1, np.nan]), np.full(5, np.nan), 10.0) == "its forecast is not finite"
+    # A history without a positive maximum bounds nothing (as the forecast_output gate).
+    assert beyond_bounds(years, mean, hi_95, 0.0) is None and beyond_bounds(years, mean, hi_95, float("nan")) is None
+    # A non-finite upper bound is out of bounds when the history bounds it.
+    assert "95 % upper bound reaches inf in 2015" in beyond_bounds(years, mean, np.full(5, np.inf), 15.0)
