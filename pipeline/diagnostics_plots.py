@@ -2,7 +2,7 @@
 
 The numbers come from :func:`pipeline.diagnostics.compute_diagnostics` (pure); this module only
 draws them with matplotlib (``Figure`` objects on an Agg canvas: no pyplot, no global state, safe
-in worker threads) and writes the PNG files and ``diagnostics.json``.
+in worker threads) and writes the SVG files and ``diagnostics.json``.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ def _figure(width: float = 8.0, height: float = 4.0) -> Any:
 
 
 def plot_diagnostics(years: np.ndarray, values: np.ndarray, report: dict[str, Any], out_dir: str | Path, title: str = "") -> dict[str, str]:
-    """Draw the diagnostics of a series as PNG files in ``out_dir``.
+    """Draw the diagnostics of a series as SVG files in ``out_dir`` (:func:`pipeline.plots.save_chart`).
 
     Args:
         years: consecutive years.
         values: one value per year.
         report: what :func:`pipeline.diagnostics.compute_diagnostics` returned for them.
-        out_dir: directory for the PNG files (created if missing).
+        out_dir: directory for the SVG files (created if missing).
         title: plot title prefix, e.g. the series id.
 
     Returns:
@@ -46,7 +46,7 @@ def plot_diagnostics(years: np.ndarray, values: np.ndarray, report: dict[str, An
     matplotlib.use("Agg", force=False)
     from statsmodels.graphics.tsaplots import plot_acf, plot_pacf
 
-    from pipeline.plots import fixed_margins
+    from pipeline.plots import fixed_margins, save_chart
 
     year_arr = np.asarray(years, dtype=np.int64)
     y = np.asarray(values, dtype=np.float64)
@@ -56,8 +56,8 @@ def plot_diagnostics(years: np.ndarray, values: np.ndarray, report: dict[str, An
     plots: dict[str, str] = {}
 
     def save(figure: Any, name: str) -> None:
-        fixed_margins(figure, hspace=0.25).savefig(out / f"{name}.png", dpi=100)
-        plots[name] = f"{name}.png"
+        save_chart(fixed_margins(figure, hspace=0.25), out / f"{name}.svg")
+        plots[name] = f"{name}.svg"
 
     trend = report["linear_trend"]
     window = report["moving_average"]["window"]
@@ -118,7 +118,7 @@ def write_diagnostics(
     Args:
         years: consecutive years.
         values: one value per year.
-        out_dir: directory for the PNG files and ``diagnostics.json``.
+        out_dir: directory for the SVG files and ``diagnostics.json``.
         title: plot title prefix, e.g. the series id.
         report: an already computed report (the per-series core computes one); computed here
             with :func:`pipeline.diagnostics.compute_diagnostics` when ``None``.

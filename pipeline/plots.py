@@ -1,6 +1,6 @@
 """Pictures of candidates and their backtests, as matplotlib figures (pure: nothing is saved).
 
-The tracking adapter logs them to MLflow (``mlflow.log_figure``): each candidate's run gets its
+The tracking adapter logs them to MLflow as SVG (:func:`save_chart`): each candidate's run gets its
 :func:`fan_chart` and :func:`errors_by_horizon`, the parent run :func:`comparison_chart`, so a
 person browsing MLflow sees at a glance why the champion won. Figures are built with the
 object-oriented API on a non-interactive canvas: no global pyplot state, safe in a worker.
@@ -9,6 +9,7 @@ object-oriented API on a non-interactive canvas: no global pyplot state, safe in
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -17,6 +18,21 @@ from pipeline.backtest import CandidateResult, Evaluation
 from pipeline.models.base import Forecast
 
 BAND_ALPHA = {80: 0.35, 95: 0.18}
+
+#: How every chart is saved: SVG with its text kept as text. Against PNG at 100 dpi it skips the
+#: rasterising and the PNG compression: a series' pictures cost about a quarter less to save,
+#: the files are smaller, and they stay sharp at any zoom in the MLflow UI (which shows SVG).
+#: No timestamp and fixed element ids (``svg.hashsalt``): the same chart gives the same bytes.
+SVG_RC = {"svg.fonttype": "none", "svg.hashsalt": "co2cast"}
+SVG_SAVE = {"format": "svg", "metadata": {"Date": None}}
+
+
+def save_chart(figure: Figure, target: Any) -> None:
+    """Save a chart as SVG (see :data:`SVG_SAVE`) to a path or a binary file object."""
+    import matplotlib
+
+    with matplotlib.rc_context(SVG_RC):
+        figure.savefig(target, **SVG_SAVE)
 
 
 def fixed_margins(

@@ -422,7 +422,7 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
         # Every candidate's metrics and every dropped one's reason in one artefact; nested runs
         # (and pictures) only for the registered and the best few, to keep MLflow cheap.
         mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
-        _log_figure(lambda: _plots().comparison_chart(evaluation, winner=result.selection.champion), "comparison.png")
+        _log_figure(lambda: _plots().comparison_chart(evaluation, winner=result.selection.champion), "comparison.svg")
         ranked = sorted(result.candidates, key=lambda n: result.candidates[n].scores.get("mase", float("inf")))
         logged = [n for n in result.candidates if result.candidates[n].model is not None or n in ranked[:TOP_CANDIDATES]]
     else:
@@ -435,7 +435,7 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
             mlflow.log_params({k: _param_value(v) for k, v in candidate.prototype.get_params().items()})
             if evaluation is not None:
                 title = f"{series.series_id}: {name}"
-                _log_figure(lambda c=candidate, t=title: _plots().errors_by_horizon(c.backtest, title=t), "errors_by_horizon.png")
+                _log_figure(lambda c=candidate, t=title: _plots().errors_by_horizon(c.backtest, title=t), "errors_by_horizon.svg")
             if candidate.model is not None and name in registered:
                 order = getattr(candidate.model, "order_", None)  # the order an ARIMA search settled on
                 if order is not None:
@@ -443,7 +443,7 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
                 if evaluation is not None:
                     forecast = candidate.model.predict(max(1, spec.horizon_end - series.last_year), levels=spec.levels)
                     title = f"{series.series_id}: {name}"
-                    _log_figure(lambda m=forecast, t=title: _plots().fan_chart(series.years, series.values, m, title=t), "fan_chart.png")
+                    _log_figure(lambda m=forecast, t=title: _plots().fan_chart(series.years, series.values, m, title=t), "fan_chart.svg")
                 infos[name] = log_forecaster(candidate.model, spec.horizon_end, spec.levels)
     return infos
 
@@ -462,15 +462,14 @@ def _plots() -> Any:
 
 
 def _log_figure(make: Any, name: str) -> None:
-    """Log a matplotlib figure in the active run and close it."""
-    import matplotlib.pyplot as plt
+    """Log a matplotlib figure in the active run as SVG (:func:`pipeline.plots.save_chart`)."""
     import mlflow
 
-    figure = make()
-    try:
-        mlflow.log_figure(figure, name)
-    finally:
-        plt.close(figure)
+    plots = _plots()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        plots.save_chart(make(), path)
+        mlflow.log_artifact(str(path))
 
 
 def register_selection(
