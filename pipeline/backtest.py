@@ -175,24 +175,25 @@ def _finite(value: Any) -> float | None:
     return number if np.isfinite(number) else None
 
 
-def score(frame: pd.DataFrame, levels: tuple[int, ...]) -> dict[str, float]:
+def score(frame: pd.DataFrame | Mapping[str, np.ndarray], levels: tuple[int, ...]) -> dict[str, float]:
     """Pooled metrics of a forecast frame (columns as in :attr:`BacktestResult.forecasts`).
 
     Args:
-        frame: rows with ``actual, mean, scale`` and ``lo_<level>, hi_<level>``.
+        frame: rows with ``actual, mean, scale`` and ``lo_<level>, hi_<level>`` (a data frame,
+            or a mapping of those columns to arrays).
         levels: interval levels present in the frame.
 
     Returns:
         ``rmse, mae, mape, smape, mase``, and ``coverage_<level>`` and ``msis_<level>`` per
         level.
     """
-    actual = frame["actual"].to_numpy()
-    mean = frame["mean"].to_numpy()
+    actual = np.asarray(frame["actual"])
+    mean = np.asarray(frame["mean"])
     with warnings.catch_warnings():
         # zero actuals: mape skips them by design; the warning adds nothing per group.
         warnings.simplefilter("ignore", RuntimeWarning)
         mape = metrics.mape(actual, mean)
-    scale = frame["scale"].to_numpy()
+    scale = np.asarray(frame["scale"])
     with np.errstate(divide="ignore", invalid="ignore"):
         scaled = np.abs(actual - mean) / scale
     result = {
@@ -203,12 +204,24 @@ def score(frame: pd.DataFrame, levels: tuple[int, ...]) -> dict[str, float]:
         "mase": float(np.mean(scaled)),
     }
     for level in levels:
-        result[f"coverage_{level}"] = metrics.coverage(actual, frame[f"lo_{level}"], frame[f"hi_{level}"])
+        result[f"coverage_{level}"] = metrics.coverage(actual, np.asarray(frame[f"lo_{level}"]), np.asarray(frame[f"hi_{level}"]))
     for level in levels:
-        interval = metrics.interval_score(actual, frame[f"lo_{level}"], frame[f"hi_{level}"], level)
+        interval = metrics.interval_score(actual, np.asarray(frame[f"lo_{level}"]), np.asarray(frame[f"hi_{level}"]), level)
         with np.errstate(divide="ignore", invalid="ignore"):
             result[f"msis_{level}"] = float(np.mean(interval / scale))
     return result
+
+
+def step_scores(forecasts: pd.DataFrame, levels: tuple[int, ...]) -> dict[int, dict[str, float]]:
+    """:func:`score` of the backtest rows of each horizon step: the ``by_horizon`` of a candidate.
+
+    The same numbers as ``grouped_scores(forecasts, levels)[0]``, from column arrays rather
+    than one data frame per group (the backtest of a series scores some twenty candidates).
+    """
+    names = ("actual", "mean", "scale", *(f"{side}_{level}" for level in levels for side in ("lo", "hi")))
+    columns = {name: forecasts[name].to_numpy() for name in names}
+    steps = forecasts["step"].to_numpy()
+    return {int(step): score({name: values[steps == step] for name, values in columns.items()}, levels) for step in np.unique(steps)}
 
 
 def _run(
@@ -255,13 +268,24 @@ def window_frame(forecast: Forecast, split: Split, values: np.ndarray, years: np
     Returns:
         ``origin_year, year, step, actual, mean, lo_*, hi_*, scale``, one row per step.
     """
+    return pd.DataFrame(_window_columns(forecast, split, values, years))
+
+
+def _window_columns(forecast: Forecast, split: Split, values: np.ndarray, years: np.ndarray) -> dict[str, np.ndarray]:
+    """The columns of :func:`window_frame`, as arrays in their order."""
     horizon = split.test_end - split.train_end
-    frame = forecast.to_frame()
-    frame.insert(0, "origin_year", int(years[split.train_end - 1]))
-    frame.insert(2, "step", np.arange(1, horizon + 1))
-    frame.insert(3, "actual", values[split.test])
-    frame["scale"] = metrics.naive_scale(values[split.train])
-    return frame
+    columns = {
+        "origin_year": np.full(horizon, int(years[split.train_end - 1]), dtype=np.int64),
+        "year": np.asarray(forecast.years).astype(int),
+        "step": np.arange(1, horizon + 1),
+        "actual": values[split.test],
+        "mean": forecast.mean,
+    }
+    for level in sorted(forecast.lower):
+        columns[f"lo_{level}"] = forecast.lower[level]
+        columns[f"hi_{level}"] = forecast.upper[level]
+    columns["scale"] = np.full(horizon, metrics.naive_scale(values[split.train]), dtype=np.float64)
+    return columns
 
 
 def grouped_scores(forecasts: pd.DataFrame, levels: tuple[int, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -578,7 +602,7 @@ def evaluate_candidates(
     keys = {name: _key(model) for name, model in candidates.items()}
     # Plain models first, so a combination finds its members' forecasts in the cache.
     order = sorted(candidates, key=lambda name: isinstance(candidates[name], CombinationForecaster))
-    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in candidates}
+    rows: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in candidates}
     seconds = dict.fromkeys(candidates, 0.0)
     failed: dict[str, str] = {}
     for split in plan.splits:
@@ -598,19 +622,19 @@ def evaluate_candidates(
                 continue
             finally:
                 seconds[name] += time.perf_counter() - start
-            frames[name].append(window_frame(forecast, split, y, year_arr))
+            rows[name].append(_window_columns(forecast, split, y, year_arr))
     results = {}
     for name, model in candidates.items():
         if name in failed:
             continue
-        forecasts = pd.concat(frames[name], ignore_index=True)
-        by_horizon, _ = grouped_scores(forecasts, checked)
+        # One frame per candidate from its windows' arrays (a frame per window, concatenated, cost more than the scores).
+        forecasts = pd.DataFrame({column: np.concatenate([window[column] for window in rows[name]]) for column in rows[name][0]})
         results[name] = CandidateResult(
             name=name,
             family=model.family,
             spec=to_spec(model),
             metrics=score(forecasts, checked),
-            by_horizon={int(step): dict(row) for step, row in by_horizon.to_dict("index").items()},
+            by_horizon=step_scores(forecasts, checked),
             forecasts=forecasts,
             calibration=calibration_factors(forecasts, checked),
             fit_seconds=seconds[name],

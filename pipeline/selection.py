@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.backtest import CandidateResult, Evaluation, NoCandidateError, calibration_factors, grouped_scores, score
+from pipeline.backtest import CandidateResult, Evaluation, NoCandidateError, calibration_factors, score, step_scores
 from pipeline.models.base import Forecaster, from_spec, to_spec
 from pipeline.models.calibrated import CalibratedForecaster
 from pipeline.models.combination import AGGREGATES, CombinationForecaster
@@ -95,14 +95,13 @@ def best_k_combination(
     model = CombinationForecaster(members=[from_spec(m.spec) for m in members], method=method)
     forecasts = _combine_rows([m.forecasts for m in members], method)
     levels = evaluation.levels
-    by_horizon, _ = grouped_scores(forecasts, levels)
     name = f"best{int(k)}_{method}"
     result = CandidateResult(
         name=name,
         family=model.family,
         spec=to_spec(model),
         metrics=score(forecasts, levels),
-        by_horizon={int(step): dict(row) for step, row in by_horizon.to_dict("index").items()},
+        by_horizon=step_scores(forecasts, levels),
         forecasts=forecasts,
         calibration=calibration_factors(forecasts, levels),
         fit_seconds=float(sum(m.fit_seconds for m in members)),

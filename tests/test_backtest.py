@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.backtest import Split, backtest, rolling_origin_splits, study_split
+from pipeline.backtest import Split, backtest, grouped_scores, rolling_origin_splits, step_scores, study_split
 from pipeline.models.arima import ArimaForecaster
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
 
@@ -71,3 +71,15 @@ def test_study_split_is_first_200_then_the_rest() -> None:
     assert result.metrics["mae"] == pytest.approx(np.mean(np.abs(values[200:] - values[199])))
     with pytest.raises(ValueError, match="train must be between"):
         study_split(NaiveForecaster, years, values, train=215)
+
+
+def test_step_scores_are_the_grouped_scores_by_horizon() -> None:
+    rng = np.random.default_rng(11)
+    years, values = np.arange(1950, 2015), 30 + np.cumsum(rng.normal(0.4, 1.5, 65))
+    result = backtest(DriftForecaster, years, values, horizon=4, n_origins=5)
+    by_horizon, _ = grouped_scores(result.forecasts, (80, 95))  # pandas groupby, one frame per step
+    fast = step_scores(result.forecasts, (80, 95))
+    assert sorted(fast) == [1, 2, 3, 4] == by_horizon.index.tolist()
+    for step, row in by_horizon.iterrows():
+        assert list(fast[step]) == list(row.index)
+        np.testing.assert_allclose([fast[step][k] for k in row.index], row.to_numpy(dtype=float), rtol=0, atol=0)
