@@ -252,7 +252,7 @@ def run_zoo(series: PreparedSeries, candidates: Any, select: Any, spec: Forecast
         for name, model in models.items():
             if name not in fitted:  # the same name is the same publishable model: fitted once
                 fitted[name] = clone(model).fit(series.values, series.years)
-        problem = _beyond_bounds(fitted[selection.champion], series, spec)
+        problem = forecast_beyond_bounds(fitted[selection.champion], series, spec)
         if problem is None:
             break
         refused[selection.champion] = problem
@@ -269,13 +269,15 @@ def run_zoo(series: PreparedSeries, candidates: Any, select: Any, spec: Forecast
     return SeriesResult(series=series, diagnostics=diagnostics, candidates=results, selection=selection, evaluation=evaluation)
 
 
-def _beyond_bounds(model: Forecaster, series: PreparedSeries, spec: ForecastSpec) -> str | None:
+def forecast_beyond_bounds(model: Forecaster, series: PreparedSeries, spec: ForecastSpec) -> str | None:
     """Why a fitted model's forecast to the horizon end cannot be published, or ``None``.
 
     The bounds the ``forecast_output`` gate enforces (:func:`pipeline.series.beyond_bounds`),
     checked where another choice can still be made: a trend extrapolated from one jump year
     (Mozambique's CO2, 4.1 Mt in 2013 and 8.3 in 2014) would otherwise be chosen, registered,
-    and refused at publishing, leaving the series without a forecast.
+    and refused at publishing, leaving the series without a forecast. The champion gate checks
+    a kept champion's recipe, refitted on newer data, the same way
+    (:func:`pipeline.tasks.champion_gate`).
     """
     steps = spec.horizon_end - int(series.years[-1])
     if steps < 1:

@@ -1,4 +1,4 @@
-"""Pictures of candidates and their backtests, as matplotlib figures (pure: nothing is saved).
+"""Pictures of candidates and their backtests, as matplotlib figures (building one saves nothing).
 
 The tracking adapter logs them to MLflow as SVG (:func:`save_chart`): each candidate's run gets its
 :func:`fan_chart` and :func:`errors_by_horizon`, the parent run :func:`comparison_chart`, so a

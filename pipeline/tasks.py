@@ -500,7 +500,9 @@ def champion_gate(
       stays and its version's forecast is published; when this run is for a newer as-of year
       than the champion's, the champion's *recipe* stays: refitted (and calibrated) on this
       as-of year's data and registered under its family, so ``@champion`` and ``latest.json``
-      always belong to the newest as-of year published.
+      always belong to the newest as-of year published; when the refitted recipe's forecast
+      breaks the output bounds (:func:`pipeline.core.forecast_beyond_bounds`), the challenger
+      takes ``@champion`` instead.
 
     Every decision (moved or not) is appended to the alias history (``history/<series_id>.json``).
     The caller holds the series' registry lock, so two as-of years of a series decide in turn.
@@ -554,13 +556,19 @@ def champion_gate(
         family, version = challenger, challenger_version
         record["moved"], record["to_version"] = True, challenger_version
     elif recipe is not None and current_as_of is not None and current_as_of < as_of_year:
+        from pipeline.core import forecast_beyond_bounds
         from pipeline.selection import publishable
 
         family = current.tags.get(tracking.FAMILY_TAG, "champion")
         model = publishable(recipe, floor=getattr(lineup.select, "floor", 0.0)).fit(result.series.values, result.series.years)
-        info = tracking.log_forecaster(model, lineup.spec.horizon_end, lineup.spec.levels, name="champion_refit")
-        version = str(tracking.register(client, info.model_uri, sid, run_key, family, dict(tags), digest=info.digest).version)
-        reason = f"{decision.reason}; its recipe ({family}) refitted as of {as_of_year}"
+        problem = forecast_beyond_bounds(model, result.series, lineup.spec)
+        if problem is None:
+            info = tracking.log_forecaster(model, lineup.spec.horizon_end, lineup.spec.levels, name="champion_refit")
+            version = str(tracking.register(client, info.model_uri, sid, run_key, family, dict(tags), digest=info.digest).version)
+            reason = f"{decision.reason}; its recipe ({family}) refitted as of {as_of_year}"
+        else:  # the publish gate would refuse it: the challenger, which keeps the bounds, serves
+            reason = f"{decision.reason}; but its recipe ({family}) refitted as of {as_of_year}: {problem}; the challenger takes it"
+            family, version = challenger, challenger_version
         tracking.move_alias(client, sid, "champion", version, reason=reason)
         record.update(moved=True, to_version=version, reason=reason)
     else:

@@ -114,6 +114,25 @@ def test_better_challenger_moves_champion_and_forecast_rollback_restores(setting
     assert "rollback" in tasks.alias_history(settings, SID)[-1]["reason"]
 
 
+def test_a_kept_champion_whose_refitted_recipe_breaks_the_bounds_gives_way(settings: Settings) -> None:
+    first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2010)
+    assert first.champion_family == "drift"
+    # As of 2014, naive challenges and loses to drift on the same windows, so drift's recipe
+    # would be refitted on the 2014 data. To 3000 its line (about 136 Mt a year since 1750)
+    # passes 4 times World's maximum: the publish gate would refuse it, so naive takes
+    # @champion and is what is published.
+    far = settings.model_copy(update={"horizon_end": 3000})
+    second, published = _run(far, _lineup(far, "mean"))
+    record = tasks.alias_history(far, SID)[-1]
+    assert record["challenger_score"] > record["champion_score"], "precondition: naive loses to drift on the windows"
+    assert "refitted as of 2014" in record["reason"] and "above 4 times the historic maximum" in record["reason"]
+    assert record["moved"] and record["to_version"] == second.champion_version == published.model_version
+    assert second.champion_family == "naive" and second.as_of_year == 2014
+    _assert_pointer_agrees(far)
+    _, table = tasks.show_forecast(far, SID)
+    assert table["year"].iloc[-1] == 3000 and table["mean"].nunique() == 1  # naive: the last value, every year
+
+
 def test_rerun_of_the_same_run_key_moves_nothing(settings: Settings) -> None:
     lineup = _lineup(settings, "drift")
     _run(settings, lineup)
