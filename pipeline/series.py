@@ -50,8 +50,9 @@ def variable_of(sid: str) -> str:
 #: ``MAX_MEAN_FACTOR`` times the series' historic maximum, no 95 % upper bound above
 #: ``MAX_HI95_FACTOR`` times it. Wide enough for fast growth over 36 years, tight enough to refuse
 #: a forecast driven by a unit slip or an exploding model. The ``forecast_output`` gate enforces
-#: them before anything is published (:func:`pipeline.publish.validate_forecast`); the selection
-#: does not choose a model whose forecast breaks them (:func:`pipeline.selection.select`).
+#: them before anything is published (:func:`pipeline.publish.validate_forecast`); the core
+#: checks the chosen model against them first, so another is chosen instead
+#: (:func:`pipeline.core.forecast_beyond_bounds`).
 MAX_MEAN_FACTOR = 4.0
 MAX_HI95_FACTOR = 20.0
 
