@@ -118,7 +118,7 @@ def test_a_kept_champion_whose_refitted_recipe_breaks_the_bounds_gives_way(setti
     first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2010)
     assert first.champion_family == "drift"
     # As of 2014, naive challenges and loses to drift on the same windows, so drift's recipe
-    # would be refitted on the 2014 data. To 3000 its line (about 136 Mt a year since 1750)
+    # would be refitted on the 2014 data. To 3000 its line (about 135 Mt a year since 1751)
     # passes 4 times World's maximum: the publish gate would refuse it, so naive takes
     # @champion and is what is published.
     far = settings.model_copy(update={"horizon_end": 3000})
