@@ -24,7 +24,7 @@ import pandas as pd
 from pipeline import layout
 from pipeline.errors import PermanentError, TransientError
 from pipeline.payloads import Manifest
-from pipeline.series import MAX_HI95_FACTOR, MAX_MEAN_FACTOR
+from pipeline.series import MAX_HI95_FACTOR, MAX_MEAN_FACTOR, beyond_bounds
 from pipeline.store import ObjectStore
 from pipeline.testhooks import pause_point
 from pipeline.validation import GateResult, run_suite
@@ -61,18 +61,21 @@ def plausible_candidates(candidates: pd.DataFrame, history_max: float | None) ->
     """Keep the candidates' forecasts that pass the bounds the champion's must pass; name the others.
 
     A candidate is left out when any of its values is not finite, a band is out of order, a
-    value is negative, or (when the history's maximum is known) its mean exceeds
-    :data:`MAX_MEAN_FACTOR` times that maximum or its 95 % upper bound :data:`MAX_HI95_FACTOR`
-    times it. Only what passes is published beside the forecast.
+    value is negative, or (when the history's maximum is known) its forecast breaks the output
+    bounds of :func:`pipeline.series.beyond_bounds`, the same check the champion passed. Only
+    what passes is published beside the forecast.
 
     Returns:
         The kept rows (in their order) and the families left out, sorted.
     """
-    values = candidates[["lo_95", "lo_80", "mean", "hi_80", "hi_95"]].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values).all(axis=1) | (np.diff(values, axis=1) < 0).any(axis=1) | (values[:, 0] < 0)
-    if history_max is not None:
-        bad |= (values[:, 2] > MAX_MEAN_FACTOR * history_max) | (values[:, 4] > MAX_HI95_FACTOR * history_max)
-    dropped = sorted(set(candidates.loc[bad, "family"].astype(str)))
+    dropped = []
+    for family, rows in candidates.groupby("family", sort=True):
+        values = rows[["lo_95", "lo_80", "mean", "hi_80", "hi_95"]].to_numpy(dtype=np.float64)
+        broken = not np.isfinite(values).all() or (np.diff(values, axis=1) < 0).any() or (values[:, 0] < 0).any()
+        if not broken and history_max is not None:
+            broken = beyond_bounds(rows["year"].to_numpy(), values[:, 2], values[:, 4], history_max) is not None
+        if broken:
+            dropped.append(str(family))
     return candidates[~candidates["family"].isin(dropped)].reset_index(drop=True), dropped
 
 

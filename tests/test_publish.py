@@ -140,7 +140,8 @@ def test_interval_bounds_are_cut_at_zero() -> None:
 
 
 def test_only_plausible_candidate_forecasts_are_kept() -> None:
-    from pipeline.publish import MAX_HI95_FACTOR, MAX_MEAN_FACTOR, plausible_candidates
+    from pipeline.publish import plausible_candidates
+    from pipeline.series import MAX_HI95_FACTOR, MAX_MEAN_FACTOR
 
     def rows(family: str, mean: float, lo95: float = 0.5, hi95: float = 3.0) -> list[dict]:
         return [
