@@ -9,8 +9,8 @@
   fixed combination 0.83 and 0.90: five windows are too few to tell sixteen models apart,
   and the winner's score is the luckiest of sixteen. A series too short for ``min_windows``
   windows (e.g. 20 points: two windows) publishes the short-series default instead, the
-  median of naive, Theta, ETS and ARIMA (:data:`~pipeline.models.registry.SHORT_SERIES_CHOICE`),
-  which shrinks toward naive where nothing can be tested against it.
+  mean of naive and drift (:data:`~pipeline.models.registry.SHORT_SERIES_CHOICE`): half the
+  drift, which shrinks toward naive where a trend can hardly be tested.
   The chosen model comes back wrapped in
   :class:`~pipeline.models.calibrated.CalibratedForecaster`, with its interval factors from
   the same backtest and a floor at zero.

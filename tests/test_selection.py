@@ -11,7 +11,7 @@ from pipeline.models.base import to_spec
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
 from pipeline.models.calibrated import CalibratedForecaster
 from pipeline.models.combination import CombinationForecaster
-from pipeline.models.registry import SHORT_COMBINATION_MEMBERS, SHORT_SERIES_CHOICE, default_candidates
+from pipeline.models.registry import SHORT_COMBINATION_MEMBERS, SHORT_COMBINATION_METHOD, SHORT_SERIES_CHOICE, default_candidates
 from pipeline.selection import best_k_combination, champion_gate, ranking, select
 
 
@@ -87,9 +87,20 @@ def test_a_short_series_publishes_the_short_series_default(trending) -> None:
 def test_the_default_candidates_include_the_short_series_combination() -> None:
     candidates = default_candidates(12)
     short = candidates[SHORT_SERIES_CHOICE]
-    assert isinstance(short, CombinationForecaster) and short.method == "median"
+    assert isinstance(short, CombinationForecaster) and short.method == SHORT_COMBINATION_METHOD == "mean"
     assert [to_spec(m) for m in short.members] == [to_spec(candidates[name]) for name in SHORT_COMBINATION_MEMBERS]
     assert candidates["naive"] in short.members
+
+
+def test_the_short_series_combination_forecasts_half_the_drift() -> None:
+    """Independent answer: the last value plus half the mean yearly change, per year ahead."""
+    values = np.array([3.0, 3.4, 3.1, 3.9, 4.2, 4.0, 4.6, 5.1, 4.8, 5.5, 5.9, 6.3])
+    years = np.arange(2003, 2015)
+    short = default_candidates(values.size)[SHORT_SERIES_CHOICE]
+    forecast = short.fit(values, years).predict(4, levels=(80, 95))
+    slope = (values[-1] - values[0]) / (values.size - 1)
+    np.testing.assert_allclose(forecast.mean, values[-1] + 0.5 * slope * np.arange(1, 5), rtol=1e-12)
+    assert forecast.years.tolist() == [2015, 2016, 2017, 2018]
 
 
 def test_naive_is_published_when_the_choice_does_not_beat_it(trending) -> None:
