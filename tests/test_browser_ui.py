@@ -100,29 +100,37 @@ def page_text(driver: Any) -> str:
 
 def open_page(driver: Any, url: str, *texts: str, shot: str) -> str:
     """Open ``url``, wait until every one of ``texts`` is rendered, save a screenshot."""
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url)
+    # The UIs are single-page apps: the body read can be replaced while it is read; read it again.
+    wait = WebDriverWait(driver, PAGE_TIMEOUT, poll_frequency=1, ignored_exceptions=(StaleElementReferenceException,))
+
+    def rendered(d: Any) -> str | bool:
+        body = page_text(d)
+        return body if all(text in body for text in texts) else False
+
     try:
-        WebDriverWait(driver, PAGE_TIMEOUT, poll_frequency=1).until(lambda d: all(text in page_text(d) for text in texts))
+        body = wait.until(rendered)
     except TimeoutException:
         driver.save_screenshot(str(SHOTS / f"{shot}-FAILED.png"))
         missing = [text for text in texts if text not in page_text(driver)]
         raise AssertionError(f"{url} never showed {missing}; screenshot {SHOTS / shot}-FAILED.png") from None
     driver.save_screenshot(str(SHOTS / f"{shot}.png"))
-    return page_text(driver)
+    return body
 
 
 @pytest.fixture(scope="module")
 def airflow(ui: dict[str, str], browser: Any) -> Any:
     """The browser, signed in to the Airflow UI through its login form."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
     open_page(browser, ui["AIRFLOW_URL"] + "/", "Sign in", shot="airflow-login")
-    wait = WebDriverWait(browser, PAGE_TIMEOUT, poll_frequency=1)
+    wait = WebDriverWait(browser, PAGE_TIMEOUT, poll_frequency=1, ignored_exceptions=(StaleElementReferenceException,))
     wait.until(expected_conditions.element_to_be_clickable((By.NAME, "username"))).send_keys("admin")
     browser.find_element(By.NAME, "password").send_keys(ui["password"])
     wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, "button[type=submit]"))).click()
