@@ -25,7 +25,7 @@ from airflow.sdk.execution_time import supervisor
 from pipeline.task_exit import notice_task_exit_promptly
 
 ROOT = Path(__file__).resolve().parents[1]
-LINGER = 0.5  # seconds the task process lives on after closing its sockets
+LINGER = 2.0  # seconds the task process lives on after closing its sockets (longer than a stalled supervisor)
 
 
 def _closes_its_sockets_then_exits() -> None:
