@@ -29,7 +29,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-_MARK = "_co2cast_notices_exit_promptly"
+#: Set on the wrapped step, so a second call does not wrap the wrap (and tests can tell).
+MARK = "_co2cast_notices_exit_promptly"
 _PARAMETERS = ("self", "max_wait_time", "raise_on_timeout", "expect_signal")
 _ATTRIBUTES = ("_process", "_exit_code", "_open_sockets")
 
@@ -44,7 +45,7 @@ def notice_task_exit_promptly() -> bool:
     from airflow.sdk.execution_time.supervisor import ActivitySubprocess
 
     step = ActivitySubprocess._service_subprocess
-    if getattr(step, _MARK, False):
+    if getattr(step, MARK, False):
         return True
     fields = {field.name for field in ActivitySubprocess.__attrs_attrs__}
     if tuple(inspect.signature(step).parameters) != _PARAMETERS or not set(_ATTRIBUTES) <= fields:
@@ -61,6 +62,6 @@ def notice_task_exit_promptly() -> bool:
             max_wait_time = 0  # the selector has nothing left to wait on
         return step(self, max_wait_time, raise_on_timeout=raise_on_timeout, expect_signal=expect_signal)
 
-    setattr(service_subprocess, _MARK, True)
+    setattr(service_subprocess, MARK, True)
     ActivitySubprocess._service_subprocess = service_subprocess
     return True

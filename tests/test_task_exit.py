@@ -4,18 +4,15 @@ A task process that closes every socket to its supervisor some time before it ex
 for the moment, at the end of every task, between its sockets closing and the kernel letting it
 be reaped (:mod:`pipeline.task_exit`). The supervisor is Airflow's own ``ActivitySubprocess``,
 forking a real process; only the Execution API client is a stand-in, as in Airflow's own tests.
+Which processes apply the wrap is tested with the preload, in ``tests/test_preload.py``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -24,7 +21,6 @@ from airflow.sdk.execution_time import supervisor
 
 from pipeline.task_exit import notice_task_exit_promptly
 
-ROOT = Path(__file__).resolve().parents[1]
 LINGER = 2.0  # seconds the task process lives on after closing its sockets (longer than a stalled supervisor)
 
 
@@ -100,20 +96,3 @@ def test_a_supervisor_it_was_not_written_for_is_left_alone(unwrapped: None, monk
     monkeypatch.setattr(supervisor.ActivitySubprocess, "_service_subprocess", other_step)
     assert not notice_task_exit_promptly()
     assert supervisor.ActivitySubprocess._service_subprocess is other_step
-
-
-SUPERVISORS = [(["airflow", "scheduler"], True), (["airflow", "celery", "worker"], True), (["airflow", "api-server"], False)]
-
-
-@pytest.mark.parametrize(("argv", "wrapped"), SUPERVISORS)
-def test_the_processes_that_supervise_tasks_are_wrapped(argv: list[str], wrapped: bool) -> None:
-    code = (
-        "import json, sys\n"
-        f"sys.argv = {argv!r}\n"
-        "import airflow_local_settings\n"
-        "from airflow.sdk.execution_time.supervisor import ActivitySubprocess\n"
-        "print(json.dumps(getattr(ActivitySubprocess._service_subprocess, '_co2cast_notices_exit_promptly', False)))\n"
-    )
-    environment = {**os.environ, "PYTHONPATH": str(ROOT / "deploy" / "airflow"), "CO2CAST_PRELOAD": "false"}
-    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=300, check=True)
-    assert json.loads(result.stdout.strip().splitlines()[-1]) is wrapped
