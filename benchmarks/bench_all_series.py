@@ -148,16 +148,27 @@ def _slots_held(log_root: Path, run_id: str) -> list[float]:
     return held
 
 
-def _mapped_span(env: dict[str, str], run: dict[str, str]) -> float | None:
-    """Seconds from the first mapped task's start to the last one's end (``None`` when the run mapped none)."""
+def _mapped_span(env: dict[str, str], run: dict[str, str], slots: int) -> tuple[float, float] | None:
+    """The mapped tasks' span and the slot time left idle in it (``None`` when the run mapped none).
+
+    The span runs from the first mapped task's start to the last one's end. Idle slot time is
+    the time, within the span, that fewer than ``slots`` mapped tasks were running: mostly the
+    scheduler noticing that a task ended and starting the next (``--idle-sleep``).
+    """
     command = [str(BIN / "airflow"), "tasks", "states-for-dag-run", "co2_forecast", run["run_id"], "-o", "json"]
     out = _run(env, *command)
     rows = next((json.loads(line) for line in reversed(out.splitlines()) if line.startswith("[{")), [])
     mapped = [r for r in rows if r["task_id"] == "forecast_series" and r["start_date"] and r["end_date"]]
     if not mapped:
         return None
-    start = min(dt.datetime.fromisoformat(r["start_date"]) for r in mapped)
-    return (max(dt.datetime.fromisoformat(r["end_date"]) for r in mapped) - start).total_seconds()
+    events = sorted(
+        [(dt.datetime.fromisoformat(r["start_date"]), 1) for r in mapped] + [(dt.datetime.fromisoformat(r["end_date"]), -1) for r in mapped]
+    )
+    running, idle = 0, 0.0
+    for (moment, change), (following, _) in zip(events, events[1:] + events[-1:], strict=True):
+        running += change
+        idle += max(0, slots - running) * (following - moment).total_seconds()
+    return (events[-1][0] - events[0][0]).total_seconds(), idle
 
 
 def _report(
@@ -166,7 +177,7 @@ def _report(
     records: list[dict[str, float]],
     n: int,
     total: int,
-    span: float | None = None,
+    span: tuple[float, float] | None = None,
     linear: bool = True,
     held: list[float] | None = None,
     failures: list[str] | None = None,
@@ -176,11 +187,13 @@ def _report(
     if n < total and linear:
         print(f"  extrapolated to all {total} series: {wall * total / max(n, 1) / 60:.1f} min (linear in the series count)")
         if span is not None:  # the run's fixed tasks (resolve, list, summarize) once, the mapped span scaled
-            estimate = wall - span + span * total / max(n, 1)
+            estimate = wall - span[0] + span[0] * total / max(n, 1)
             print(
-                f"  mapped tasks {span:.1f} s of the wall ({span / max(n, 1):.2f} s per series), the rest fixed: "
+                f"  mapped tasks {span[0]:.1f} s of the wall ({span[0] / max(n, 1):.2f} s per series), the rest fixed: "
                 f"{estimate / 60:.1f} min for all {total} series"
             )
+    if span is not None:
+        print(f"  slot time idle between mapped tasks: {span[1]:.1f} s ({span[1] / max(n, 1):.2f} s per series)")
     if held:
         late = [h for h in held if h > 0.5]
         print(
@@ -234,6 +247,9 @@ def main() -> None:
     parser.add_argument("--no-preload", action="store_true", help="tasks import the pipeline themselves (CO2CAST_PRELOAD=false)")
     parser.add_argument("--heartbeat", type=int, default=None, help="[workers] min_heartbeat_interval in seconds (default: Airflow's, 5)")
     parser.add_argument(
+        "--idle-sleep", type=float, default=None, help="[scheduler] scheduler_idle_sleep_time in seconds (default: Airflow's, 1)"
+    )
+    parser.add_argument(
         "--no-aggregates",
         action="store_true",
         help="the `all` set without aggregates (CO2CAST_INCLUDE_AGGREGATES=false): countries only, the issue's ~390 series",
@@ -275,10 +291,13 @@ def main() -> None:
     env["CO2CAST_MAX_ACTIVE_SERIES"] = str(args.parallelism)  # the DAG's bound follows the slots
     if args.heartbeat is not None:
         env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = str(args.heartbeat)
+    if args.idle_sleep is not None:
+        env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] = str(args.idle_sleep)
     print(
         f"co2_forecast on {len(chosen)} of the {len(every)} series of the `all` set "
         f"({'without' if args.no_aggregates else 'with'} aggregates); parallelism {args.parallelism}; "
-        f"preload {'off' if args.no_preload else 'on'}; worker heartbeat {args.heartbeat or 5} s; home {base}"
+        f"preload {'off' if args.no_preload else 'on'}; worker heartbeat {args.heartbeat or 5} s; "
+        f"scheduler idle sleep {1 if args.idle_sleep is None else args.idle_sleep} s; home {base}"
     )
 
     _run(env, str(BIN / "airflow"), "dags", "reserialize")
@@ -288,7 +307,8 @@ def main() -> None:
             cold = _wait(env, processes, "scheduled__", args.timeout)
             records, held = _timings(logs / "tasks", cold["run_id"]), _slots_held(logs, cold["run_id"])
             failures = _failures(logs, cold["run_id"])
-            _report("cold run", cold, records, len(chosen), len(every), span=_mapped_span(env, cold), held=held, failures=failures)
+            span = _mapped_span(env, cold, args.parallelism)
+            _report("cold run", cold, records, len(chosen), len(every), span=span, held=held, failures=failures)
             _run(env, str(BIN / "airflow"), "dags", "trigger", "co2_forecast", "--run-id", "manual__rerun")
             rerun = _wait(env, processes, "manual__rerun", args.timeout)
             _report("unchanged rerun", rerun, _timings(logs / "tasks", rerun["run_id"]), len(chosen), len(every), linear=False)
