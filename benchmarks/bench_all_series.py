@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +149,14 @@ def _slots_held(log_root: Path, run_id: str) -> list[float]:
     return held
 
 
-def _mapped_span(env: dict[str, str], run: dict[str, str], slots: int) -> tuple[float, float] | None:
+class Span(NamedTuple):
+    """The mapped tasks of a run: first start to last end, and the slot time left idle in between."""
+
+    seconds: float
+    idle: float
+
+
+def _mapped_span(env: dict[str, str], run: dict[str, str], slots: int) -> Span | None:
     """The mapped tasks' span and the slot time left idle in it (``None`` when the run mapped none).
 
     The span runs from the first mapped task's start to the last one's end. Idle slot time is
@@ -168,7 +176,7 @@ def _mapped_span(env: dict[str, str], run: dict[str, str], slots: int) -> tuple[
     for (moment, change), (following, _) in zip(events, events[1:] + events[-1:], strict=True):
         running += change
         idle += max(0, slots - running) * (following - moment).total_seconds()
-    return (events[-1][0] - events[0][0]).total_seconds(), idle
+    return Span((events[-1][0] - events[0][0]).total_seconds(), idle)
 
 
 def _report(
@@ -177,7 +185,7 @@ def _report(
     records: list[dict[str, float]],
     n: int,
     total: int,
-    span: tuple[float, float] | None = None,
+    span: Span | None = None,
     linear: bool = True,
     held: list[float] | None = None,
     failures: list[str] | None = None,
@@ -187,13 +195,13 @@ def _report(
     if n < total and linear:
         print(f"  extrapolated to all {total} series: {wall * total / max(n, 1) / 60:.1f} min (linear in the series count)")
         if span is not None:  # the run's fixed tasks (resolve, list, summarize) once, the mapped span scaled
-            estimate = wall - span[0] + span[0] * total / max(n, 1)
+            estimate = wall - span.seconds + span.seconds * total / max(n, 1)
             print(
-                f"  mapped tasks {span[0]:.1f} s of the wall ({span[0] / max(n, 1):.2f} s per series), the rest fixed: "
+                f"  mapped tasks {span.seconds:.1f} s of the wall ({span.seconds / max(n, 1):.2f} s per series), the rest fixed: "
                 f"{estimate / 60:.1f} min for all {total} series"
             )
     if span is not None:
-        print(f"  slot time idle between mapped tasks: {span[1]:.1f} s ({span[1] / max(n, 1):.2f} s per series)")
+        print(f"  slot time idle between mapped tasks: {span.idle:.1f} s ({span.idle / max(n, 1):.2f} s per series)")
     if held:
         late = [h for h in held if h > 0.5]
         print(
