@@ -57,7 +57,9 @@ CURATED = Asset("co2_emissions_curated")
     tags=["co2cast", "forecast"],
 )
 def co2_forecast() -> None:
-    @task
+    # multiple_outputs=False: a task annotated as returning a dict would otherwise also push each
+    # key as its own XCom (one more call to the API server per key); nothing reads them by key.
+    @task(multiple_outputs=False)
     def resolve_run() -> dict[str, Any]:
         from pipeline import runner, tasks
 
@@ -73,7 +75,7 @@ def co2_forecast() -> None:
     # One task per series, train then publish: half the task instances of a task per step, whose
     # scheduling and start-up cost CPU on a two-core machine. CO2CAST_MAX_ACTIVE_SERIES (default 2:
     # one per core of a LocalExecutor machine); raise it with Celery/Kubernetes workers.
-    @task(max_active_tis_per_dag=max_active_series())
+    @task(max_active_tis_per_dag=max_active_series(), multiple_outputs=False)
     def forecast_series(item: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         from pipeline import runner, tasks
 

@@ -35,7 +35,8 @@ CURATED = Asset("co2_emissions_curated")
     tags=["co2cast", "ingest"],
 )
 def co2_ingest() -> None:
-    @task
+    # multiple_outputs=False: the dicts go to XCom whole, not also key by key (see co2_forecast).
+    @task(multiple_outputs=False)
     def fetch_source() -> dict[str, Any]:
         from pipeline import runner, tasks
 
@@ -46,19 +47,19 @@ def co2_ingest() -> None:
         print(fetched["message"])
         return bool(fetched["changed"])
 
-    @task
+    @task(multiple_outputs=False)
     def snapshot_raw(fetched: dict[str, Any]) -> dict[str, Any]:
         from pipeline import runner, tasks
 
         return runner.call(tasks.snapshot_raw, fetched)
 
-    @task
+    @task(multiple_outputs=False)
     def validate_raw(snapshot: dict[str, Any]) -> dict[str, Any]:
         from pipeline import runner, tasks
 
         return runner.call(tasks.validate_raw, snapshot)
 
-    @task(outlets=[CURATED])
+    @task(outlets=[CURATED], multiple_outputs=False)
     def curate_vintage(validated: dict[str, Any]) -> dict[str, Any]:
         from pipeline import runner, tasks
 

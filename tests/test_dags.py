@@ -55,6 +55,9 @@ def test_dagbag_has_no_import_errors(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert dag.catchup is False, dag_id
         assert dag.doc_md, f"{dag_id} has no doc_md"
         assert all(task.retries >= 2 for task in dag.tasks), dag_id
+        # A task annotated as returning a dict would push every key as one more XCom (one more
+        # call to the API server each, per mapped task); nothing reads them by key.
+        assert [task.task_id for task in dag.tasks if getattr(task, "multiple_outputs", False)] == [], dag_id
 
 
 def test_dag_parse_is_light_and_offline(tmp_path: Path) -> None:
