@@ -3,9 +3,11 @@
 Airflow's LocalExecutor (and a Celery worker's prefork pool) starts every task as a fork of a
 long-lived process. A module that process imported is already in memory in each task; one it
 did not is imported again by every mapped task: pandas, statsmodels, scikit-learn, MLflow and
-Great Expectations cost a few seconds of CPU per task, paid twice per series (train and
-publish). ``deploy/airflow/airflow_local_settings.py`` calls :func:`preload` in the scheduler and
-the Celery worker only; ``benchmarks/bench_all_series.py --no-preload`` measures the difference.
+Great Expectations cost a few seconds of CPU per task (paid once per series now, twice when
+train and publish were separate tasks). It also draws every chart kind once
+(:func:`pipeline.plots.warm_up`), so a task's charts go on figures whose axes and ticks already
+exist. ``deploy/airflow/airflow_local_settings.py`` calls :func:`preload` in the scheduler and the
+Celery worker only; ``benchmarks/bench_all_series.py --no-preload`` measures the difference.
 """
 
 from __future__ import annotations
@@ -82,5 +84,11 @@ def preload(modules: tuple[str, ...] = MODULES) -> list[str]:
         except Exception as error:  # never stop a scheduler for a module a task may not need
             logger.warning("co2cast preload: could not import %s: %s", name, error)
             failed.append(name)
-    logger.info("co2cast preload: %d modules in %.1f s", len(modules) - len(failed), time.perf_counter() - started)
+    if "pipeline.plots" in modules and "pipeline.plots" not in failed:
+        try:
+            # Every chart kind drawn once: the tasks forked from here draw on warm figures.
+            importlib.import_module("pipeline.plots").warm_up()
+        except Exception as error:  # a task then builds its figures itself
+            logger.warning("co2cast preload: could not warm up the charts: %s", error)
+    logger.info("co2cast preload: %d modules and the charts in %.1f s", len(modules) - len(failed), time.perf_counter() - started)
     return failed

@@ -388,6 +388,12 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
     Returns:
         Candidate name -> :class:`LoggedModel` of each fitted candidate.
     """
+    # Every chart on a pooled figure, saved before the next of its kind (pipeline.plots).
+    with _plots().reusing_figures():
+        return _log_series_result(result, spec, tags)
+
+
+def _log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[str, str]) -> dict[str, Any]:
     import mlflow
 
     from pipeline.diagnostics_plots import write_diagnostics

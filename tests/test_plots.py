@@ -57,3 +57,81 @@ def test_charts_are_svg_with_their_text_as_text_and_no_timestamp() -> None:
     assert b"Testland: drift" in first and b"80 % interval" in first
     # ... and the same chart gives the same bytes (no creation date in the metadata).
     assert first == second and b"<dc:date>" not in first
+
+
+def _every_chart(seed: int, n: int) -> dict[str, bytes]:
+    """Every chart kind (the diagnostics too) of one synthetic series, saved as SVG, in drawing order."""
+    from pipeline.diagnostics import compute_diagnostics
+    from pipeline.diagnostics_plots import draw_diagnostics
+
+    rng = np.random.default_rng(seed)
+    years = np.arange(2015 - n, 2015)
+    values = 20 + np.cumsum(rng.normal(0.2 * seed, 1 + seed, n)) + 10 * seed
+    evaluation = evaluate_candidates({"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster()}, years, values)
+    forecast = DriftForecaster().fit(values, years).predict(5 + seed)
+    charts = {
+        "fan": _svg(fan_chart(years, values, forecast, title=f"series {seed}")),
+        "errors naive": _svg(errors_by_horizon(evaluation.results["naive"], title=f"naive {seed}")),
+        "errors drift": _svg(errors_by_horizon(evaluation.results["drift"])),
+        "comparison": _svg(comparison_chart(evaluation, winner=["drift", "mean"][seed % 2])),
+        "forecasts": _svg(forecasts_chart(years, values, {"drift": forecast})),
+    }
+    for name, figure in draw_diagnostics(years, values, compute_diagnostics(years, values), title=f"series {seed}").items():
+        charts[f"diagnostics {name}"] = _svg(figure)
+    return charts
+
+
+def test_a_pooled_figure_saves_the_same_bytes_as_a_new_one() -> None:
+    from pipeline import plots
+
+    new = {seed: _every_chart(seed, n) for seed, n in ((1, 60), (2, 35))}
+    with plots.reusing_figures():
+        pooled_first = _every_chart(1, 60)
+        pooled_again = _every_chart(2, 35)  # drawn on figures the first series' charts used
+        assert plots.pooled_figures(), "nothing was pooled"
+    assert new[1] != new[2]  # the two series' charts differ, so a leftover would show
+    assert pooled_first == new[1]
+    for name in new[2]:
+        assert pooled_again[name] == new[2][name], name
+
+
+def test_outside_reusing_figures_every_chart_gets_a_new_figure() -> None:
+    years, values = np.arange(1970, 2015), np.linspace(10, 20, 45)
+    forecast = DriftForecaster().fit(values, years).predict(6)
+    assert fan_chart(years, values, forecast) is not fan_chart(years, values, forecast)
+
+
+def test_warm_up_pools_every_chart_kind_and_changes_no_chart() -> None:
+    from pipeline import plots
+
+    new = _every_chart(3, 50)
+    plots.pooled_figures().clear()
+    plots.warm_up()
+    kinds = {key[0] for key in plots.pooled_figures()}
+    assert {"fan", "errors_by_horizon", "diagnostics.series", "diagnostics.acf", "diagnostics.differences"} <= kinds
+    with plots.reusing_figures():
+        assert _every_chart(3, 50) == new
+
+
+def test_threads_drawing_at_once_never_share_a_pooled_figure() -> None:
+    import threading
+
+    from pipeline import plots
+
+    years, values = np.arange(1970, 2015), np.linspace(10, 20, 45)
+    forecast = DriftForecaster().fit(values, years).predict(6)
+    figures = []
+
+    def draw() -> None:
+        with plots.reusing_figures():
+            figures.append(fan_chart(years, values, forecast))
+
+    with plots.reusing_figures():
+        figures.append(fan_chart(years, values, forecast))
+    thread = threading.Thread(target=draw)
+    thread.start()
+    thread.join()
+    with plots.reusing_figures():
+        figures.append(fan_chart(years, values, forecast))
+    assert figures[0] is figures[2]  # this thread's pool hands its figure out again
+    assert figures[1] is not figures[0]  # the other thread drew on its own
