@@ -270,10 +270,7 @@ def main() -> None:
     parser.add_argument("--no-preload", action="store_true", help="tasks import the pipeline themselves (CO2CAST_PRELOAD=false)")
     parser.add_argument("--heartbeat", type=int, default=None, help="[workers] min_heartbeat_interval in seconds (default: Airflow's, 5)")
     parser.add_argument(
-        "--idle-sleep",
-        type=float,
-        default=None,
-        help="[scheduler] scheduler_idle_sleep_time in seconds (default: co2cast's SCHEDULER_IDLE_SLEEP; Airflow's is 1)",
+        "--idle-sleep", type=float, default=None, help="[scheduler] scheduler_idle_sleep_time in seconds (default: Airflow's, 1)"
     )
     parser.add_argument(
         "--no-aggregates",
@@ -323,7 +320,7 @@ def main() -> None:
         f"co2_forecast on {len(chosen)} of the {len(every)} series of the `all` set "
         f"({'without' if args.no_aggregates else 'with'} aggregates); parallelism {args.parallelism}; "
         f"preload {'off' if args.no_preload else 'on'}; worker heartbeat {args.heartbeat or 5} s; "
-        f"scheduler idle sleep {env['AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME']} s; home {base}"
+        f"scheduler idle sleep {1 if args.idle_sleep is None else args.idle_sleep} s; home {base}"
     )
 
     _run(env, str(BIN / "airflow"), "dags", "reserialize")

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.stack.stack import COMPOSE_ENV, SCHEDULER_IDLE_SLEEP
+from tests.stack.stack import COMPOSE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
@@ -144,12 +144,6 @@ def test_same_variables_as_the_native_stack() -> None:
     assert compose_env == set(COMPOSE_ENV)
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"):
         assert set(environment(SERVICES[name])) == compose_env, name
-
-
-def test_scheduler_idle_sleep_is_the_same_everywhere() -> None:
-    name = "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"
-    assert str(COMPOSE["x-co2cast-env"][name]) == SCHEDULER_IDLE_SLEEP
-    assert f"export {name}=${{{name}:-{SCHEDULER_IDLE_SLEEP}}}" in (ROOT / "scripts" / "up.sh").read_text()
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Debian package) is not installed; CI installs it")

@@ -19,8 +19,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.stack.stack import SCHEDULER_IDLE_SLEEP
-
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -37,7 +35,6 @@ def local_executor_settings(port: int, parallelism: int, logs: Path) -> dict[str
         "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(16),
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(logs / "tasks"),
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": SCHEDULER_IDLE_SLEEP,
         # co2cast's airflow_local_settings: the scheduler pre-imports the pipeline (pipeline.preload).
         "PYTHONPATH": str(ROOT / "deploy" / "airflow"),
     }

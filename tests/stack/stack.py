@@ -58,14 +58,7 @@ COMPOSE_ENV = (
     "AIRFLOW__CELERY__RESULT_BACKEND",
     "AIRFLOW__API__SECRET_KEY",
     "AIRFLOW__API_AUTH__JWT_SECRET",
-    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME",
 )
-
-#: co2cast's ``[scheduler] scheduler_idle_sleep_time`` (Airflow's default is 1 s): how soon the
-#: scheduler notices that a mapped task finished and queues the next. docker-compose.yaml,
-#: ``scripts/up.sh`` and the test schedulers set it (``tests/test_compose.py`` holds them together);
-#: on 24 series, 4 runs each way, 6 % less wall per second of task time (README, *Every series*).
-SCHEDULER_IDLE_SLEEP = "0.2"
 
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 WORKERS = ("worker-a", "worker-b")
@@ -347,7 +340,6 @@ class Stack:
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres_uri("airflow"),
             "AIRFLOW__API__SECRET_KEY": self.env.setdefault("secret_key", secrets.token_urlsafe(24)),
             "AIRFLOW__API_AUTH__JWT_SECRET": self.env.setdefault("jwt_secret", secrets.token_urlsafe(24)),
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": SCHEDULER_IDLE_SLEEP,
         }
         assert set(compose) == set(COMPOSE_ENV)
         env.update(compose)
