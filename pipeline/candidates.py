@@ -96,13 +96,14 @@ class ZooSelection:
     dropped with their reason, short series get fewer windows, and
     :func:`pipeline.selection.select` chooses on ``metric`` (the default combination unless
     another candidate beats it by ``margin``; it must beat naive when there are enough
-    windows). The champion gate against the current ``@champion`` runs in the task layer,
-    where the registry is.
+    windows, else ``fallback`` is published if it does, else naive). The champion gate
+    against the current ``@champion`` runs in the task layer, where the registry is.
 
     Attributes:
         metric: lower-is-better backtest metric (``CO2CAST_SELECTION_METRIC``; MASE by default).
         always_register: families registered every run besides the winner (their aliases exist).
         margin: see :func:`pipeline.selection.select`.
+        fallback: see :func:`pipeline.selection.select` (a field, so it is part of the run key).
         floor: the forecasts' floor (emissions are never negative).
         overlay: how many of the best-ranked candidates besides the registered ones are also
             fitted on the whole history, so their forecasts can be published beside the
@@ -112,6 +113,7 @@ class ZooSelection:
     metric: str = DEFAULT_METRIC
     always_register: tuple[str, ...] = ("arima", "lstm")
     margin: float = 0.5
+    fallback: str | None = "combo_short"  # registry.FALLBACK_CHOICE, not imported: the registry pulls in scikit-learn
     floor: float = 0.0
     overlay: int = 3
     uses_evaluation: bool = True
@@ -127,7 +129,7 @@ class ZooSelection:
         """
         from pipeline.selection import publishable, select
 
-        chosen = select(evaluation, metric=self.metric, margin=self.margin, floor=self.floor, refused=refused)
+        chosen = select(evaluation, metric=self.metric, margin=self.margin, floor=self.floor, refused=refused, fallback=self.fallback)
         register = tuple(name for name in self.always_register if name in evaluation.results)
         if chosen.winner not in register:
             register += (chosen.winner,)

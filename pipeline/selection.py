@@ -2,7 +2,8 @@
 
 * :func:`select` publishes the default choice (the combination) unless another candidate
   beats it clearly on the backtest metric (MASE by default); whatever is chosen must beat the
-  naive benchmark when the backtest has enough windows to tell, otherwise naive is published.
+  naive benchmark when the backtest has enough windows to tell, otherwise the fallback (the
+  short-series combination below) is published if it beats naive, else naive.
   Why a default with a margin rather than the plain backtest winner: on a validation run
   (``benchmarks/accuracy.py --train-end 2006``) picking each series' backtest winner among all
   candidates had an OWA of 0.97 (full histories) and 1.02 (last 20 points) against naive, the
@@ -37,7 +38,7 @@ from pipeline.backtest import CandidateResult, Evaluation, NoCandidateError, cal
 from pipeline.models.base import Forecaster, from_spec, to_spec
 from pipeline.models.calibrated import CalibratedForecaster
 from pipeline.models.combination import AGGREGATES, CombinationForecaster
-from pipeline.models.registry import BENCHMARK, DEFAULT_CHOICE, SHORT_SERIES_CHOICE
+from pipeline.models.registry import BENCHMARK, DEFAULT_CHOICE, FALLBACK_CHOICE, SHORT_SERIES_CHOICE
 
 #: Metrics where lower is better: the ones a selection or a gate may use.
 METRICS = ("mase", "smape", "mae", "rmse", "mape", "msis_80", "msis_95")
@@ -184,14 +185,16 @@ def select(
     floor: float | None = 0.0,
     short_default: str | None = SHORT_SERIES_CHOICE,
     refused: Mapping[str, str] | None = None,
+    fallback: str | None = FALLBACK_CHOICE,
 ) -> Selection:
     """Choose the candidate to publish on ``metric``; it must beat the benchmark when that can be told.
 
     1. Start from ``default`` (if it was evaluated; otherwise the best-scoring candidate).
     2. With at least ``min_windows`` backtest windows, the best-scoring candidate replaces it
        when its score is below ``(1 - margin)`` times the default's (``margin=0``: the plain
-       backtest winner), and the choice must score below the benchmark, or the benchmark is
-       published. With fewer windows (a short series) the challengers' scores are too noisy:
+       backtest winner), and the choice must score below the benchmark; when it does not,
+       ``fallback`` is published if it does (by default the short-series combination, a
+       trend shrunk toward naive), else the benchmark. With fewer windows (a short series) the challengers' scores are too noisy:
        ``short_default`` is published when it was evaluated (by default a combination that
        shrinks toward naive) and scores below the benchmark on the windows there are (else
        the benchmark); without one, the default is published untested (naive when there is
@@ -212,6 +215,8 @@ def select(
         short_default: the candidate published when there are fewer than ``min_windows``
             windows (``None``, or not evaluated: ``default`` as for a long series).
         refused: candidate -> why its forecast cannot be published (see step 3).
+        fallback: the candidate tried when the choice does not beat the benchmark on a series
+            with ``min_windows`` windows or more (``None``: the benchmark directly).
 
     Returns:
         The :class:`Selection`.
@@ -255,8 +260,14 @@ def select(
         elif math.isfinite(winner_score) and winner_score < bench_score:
             reason += f", beating {benchmark} ({bench_score:.4g})"
         else:
-            reason = f"{winner} ({metric} {winner_score:.4g}) did not beat {benchmark} ({bench_score:.4g}); {benchmark} is published"
-            winner = benchmark
+            lost = f"{winner} ({metric} {winner_score:.4g}) did not beat {benchmark} ({bench_score:.4g})"
+            backup = scores.get(fallback, math.nan) if fallback not in (None, winner) and windows >= min_windows else math.nan
+            if math.isfinite(backup) and backup < bench_score:
+                reason = f"{lost}; the fallback {fallback} ({metric} {backup:.4g}) does and is published"
+                winner, winner_score = fallback, backup
+            else:
+                reason = f"{lost}; {benchmark} is published"
+                winner = benchmark
     if winner in refused:
         reason = f"{winner} was chosen ({reason}) but {refused[winner]}; {benchmark} is published"
         winner = benchmark

@@ -7,11 +7,21 @@ import pandas as pd
 import pytest
 
 from pipeline.backtest import NoCandidateError, evaluate_candidates
+from pipeline.candidates import ZooSelection
+from pipeline.core import describe_policy
 from pipeline.models.base import to_spec
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
 from pipeline.models.calibrated import CalibratedForecaster
 from pipeline.models.combination import CombinationForecaster
-from pipeline.models.registry import SHORT_COMBINATION_MEMBERS, SHORT_COMBINATION_METHOD, SHORT_SERIES_CHOICE, default_candidates
+from pipeline.models.registry import (
+    COMBINATION_MEMBERS,
+    DEFAULT_CHOICE,
+    FALLBACK_CHOICE,
+    SHORT_COMBINATION_MEMBERS,
+    SHORT_COMBINATION_METHOD,
+    SHORT_SERIES_CHOICE,
+    default_candidates,
+)
 from pipeline.selection import best_k_combination, champion_gate, ranking, select
 
 
@@ -116,6 +126,40 @@ def test_naive_is_published_when_the_choice_does_not_beat_it(trending) -> None:
         select(_evaluation(years, values, mean=MeanForecaster()))
     with pytest.raises(ValueError, match="cannot select on 'coverage_95'"):
         select(evaluation, metric="coverage_95")
+
+
+def test_the_fallback_is_published_when_the_choice_loses_to_naive_and_it_wins(trending) -> None:
+    years, values = trending
+    evaluation = _evaluation(years, values, naive=NaiveForecaster(), drift=DriftForecaster(), mean=MeanForecaster())
+    mase = {name: result.metrics["mase"] for name, result in evaluation.results.items()}
+    assert mase["drift"] < mase["naive"] < mase["mean"]
+    # The default (the mean) loses to naive; the fallback (drift) beats it and is published.
+    chosen = select(evaluation, default="mean", margin=1.0, fallback="drift")
+    assert chosen.winner == "drift" and chosen.score == mase["drift"]
+    assert chosen.reason == (
+        f"mean (mase {mase['mean']:.4g}) did not beat naive ({mase['naive']:.4g}); the fallback drift (mase {mase['drift']:.4g})"
+        " does and is published"
+    )
+    assert to_spec(chosen.model.model) == to_spec(DriftForecaster())
+    # A fallback that loses to naive too, or none, or one that was not evaluated: naive.
+    for fallback in ("mean", None, "absent"):
+        assert select(evaluation, default="mean", margin=1.0, fallback=fallback).winner == "naive"
+    # A choice that beats naive is never replaced by the fallback.
+    assert select(evaluation, default="drift", margin=1.0, fallback="mean").winner == "drift"
+    # Too few windows for the comparison: the short-series rule decides, not the fallback.
+    short = select(evaluation, default="drift", short_default="mean", min_windows=5, fallback="drift")
+    assert short.winner == "naive"
+
+
+def test_the_default_fallback_is_a_default_candidate() -> None:
+    candidates = default_candidates(30)
+    assert FALLBACK_CHOICE in candidates and DEFAULT_CHOICE in candidates
+    assert [to_spec(m) for m in candidates[DEFAULT_CHOICE].members] == [to_spec(candidates[name]) for name in COMBINATION_MEMBERS]
+    assert candidates[DEFAULT_CHOICE].method == "median"
+    # The production policy uses the registry's fallback, and it is part of the policy's identity (the run key).
+    assert ZooSelection().fallback == FALLBACK_CHOICE
+    assert describe_policy(ZooSelection())["fields"]["fallback"] == FALLBACK_CHOICE
+    assert describe_policy(ZooSelection(fallback=None)) != describe_policy(ZooSelection())
 
 
 def test_a_refused_choice_gives_way_to_naive(trending) -> None:

@@ -1,0 +1,174 @@
+"""Study: selection policies replayed on saved validation backtests (``accuracy.py --dump``).
+
+Each dump holds, per series, the backtest of every candidate and each candidate's forecast of the
+held-out years, so a policy (which combination is the default, what replaces a choice that
+does not beat naive) can be scored without refitting anything. The replay follows
+:func:`pipeline.selection.select` (the default unless another candidate's backtest MASE is below
+half of it; whatever is chosen must beat naive on the windows) and scores the floored point
+forecast with OWA against naive, per validation period and variable. It does not replay the
+output-bounds refusal (the dumps stop at the held-out years), which ``accuracy.py`` does not
+apply either; on the current policy the replay gives the runs' OWA to every printed digit.
+
+Run from the repository root, on dumps of validation runs only (never the 2011–2014 test)::
+
+    python benchmarks/accuracy.py --train-end 2002 --panels full --dump /tmp/v2002.pkl
+    python benchmarks/accuracy.py --train-end 2006 --panels full --dump /tmp/v2006.pkl
+    python benchmarks/policy_study.py 2003-2006=/tmp/v2002.pkl 2007-2010=/tmp/v2006.pkl
+    python benchmarks/policy_study.py ... --search     # every combination of 2-5 (minutes)
+
+It prints the current policy, each fallback, and with ``--search`` the best combinations on
+the mean of all cells and, for two periods, the best on each period judged on the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import pickle
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the package
+
+from pipeline import metrics
+from pipeline.models.registry import BENCHMARK, COMBINATION_MEMBERS, FALLBACK_CHOICE
+
+VARIABLES = ("co2", "co2_per_capita")
+COMBINATIONS = ("combo_mean", "combo_median", "combo_short")
+#: Candidates a searched combination may draw on (the default set without its combinations,
+#: the mean and the quadratic trend, which never ranked well).
+POOL = ("naive", "drift", "ses", "holt", "holt_damped", "ets", "theta", "arima", "ridge", "ar", "lasso", "lstm", "trend_linear")
+FALLBACKS = ("ses", "holt_damped", "theta", "ets", FALLBACK_CHOICE)
+AGGREGATE = {"mean": np.mean, "median": np.median}
+
+
+class Series:
+    """One dumped series: backtest point forecasts and held-out forecasts per candidate."""
+
+    def __init__(self, record: dict) -> None:
+        self.variable = record["variable"]
+        self.train = np.asarray(record["values"], dtype=np.float64)
+        self.test = np.asarray(record["test"], dtype=np.float64)
+        self.held_out = {name: np.asarray(f.mean, dtype=np.float64) for name, f in record["raw"].items()}
+        results = record["evaluation"].results
+        first = next(iter(results.values())).forecasts
+        self.actual, self.scale = first["actual"].to_numpy(), first["scale"].to_numpy()
+        self.backtest = {name: r.forecasts["mean"].to_numpy() for name, r in results.items() if name in self.held_out}
+        self.mase = {name: self.backtest_mase(mean) for name, mean in self.backtest.items()}
+
+    def backtest_mase(self, mean: np.ndarray) -> float:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return float(np.mean(np.abs(self.actual - mean) / self.scale))
+
+    def errors(self, mean: np.ndarray) -> tuple[float, float]:
+        """sMAPE and MASE of a floored point forecast of the held-out years."""
+        mean = np.maximum(mean, 0.0)
+        return metrics.smape(self.test, mean), metrics.mase(self.test, mean, self.train)
+
+
+Fallback = Callable[[Series], str | None]
+
+
+def fixed(name: str) -> Fallback:
+    """A fallback that is ``name`` when it beats naive on the backtest."""
+    return lambda s: name if s.mase.get(name, np.nan) < s.mase[BENCHMARK] else None
+
+
+def best_beating_naive(s: Series) -> str | None:
+    """The single candidate with the best backtest MASE, when it beats naive."""
+    scores = {k: v for k, v in s.mase.items() if np.isfinite(v) and k not in COMBINATIONS and k != BENCHMARK}
+    best = min(scores, key=scores.get, default=None)
+    return best if best is not None and scores[best] < s.mase[BENCHMARK] else None
+
+
+def published(s: Series, members: tuple[str, ...], method: str, fallback: Fallback | None, margin: float = 0.5) -> np.ndarray:
+    """The held-out point forecast the policy publishes on a series with enough windows."""
+    present = [m for m in members if m in s.backtest]
+    naive = s.held_out[BENCHMARK]
+    if len(present) < 2:
+        return naive
+    aggregate = AGGREGATE[method]
+    default_score = s.backtest_mase(aggregate(np.stack([s.backtest[m] for m in present]), axis=0))
+    scores = {k: v for k, v in s.mase.items() if k not in COMBINATIONS and np.isfinite(v)}
+    if not scores or not np.isfinite(default_score):
+        return naive
+    best = min(scores, key=scores.get)
+    if scores[best] < (1 - margin) * default_score:
+        chosen, score = s.held_out[best], scores[best]
+    else:
+        chosen, score = aggregate(np.stack([s.held_out[m] for m in present]), axis=0), default_score
+    if score < s.mase[BENCHMARK]:
+        return chosen
+    backup = fallback(s) if fallback is not None else None
+    return s.held_out[backup] if backup is not None else naive
+
+
+def owa(series: list[Series], policy: Callable[[Series], np.ndarray]) -> list[float]:
+    """OWA against naive per variable (M4's: the mean of the sMAPE and MASE ratios)."""
+    out = []
+    for variable in VARIABLES:
+        group = [s for s in series if s.variable == variable]
+        ours = np.array([s.errors(policy(s)) for s in group])
+        naive = np.array([s.errors(s.held_out[BENCHMARK]) for s in group])
+        ratio = ours.mean(axis=0) / naive.mean(axis=0)
+        out.append(float(ratio.mean()))
+    return out
+
+
+def cells(periods: dict[str, list[Series]], policy: Callable[[Series], np.ndarray]) -> np.ndarray:
+    """OWA of every (period, variable) cell, periods in order."""
+    return np.array([value for series in periods.values() for value in owa(series, policy)])
+
+
+def line(label: str, values: np.ndarray) -> str:
+    return f"{label:56s} " + " ".join(f"{v:.4f}" for v in values) + f"   mean {values.mean():.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dumps", nargs="+", help="PERIOD=PATH of an accuracy.py --dump (full panel)")
+    parser.add_argument("--search", action="store_true", help="also score every combination of 2-5 candidates")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", RuntimeWarning)
+    periods = {}
+    for item in args.dumps:
+        period, _, path = item.partition("=")
+        records = pickle.loads(Path(path).read_bytes())  # a throw-away study file written by accuracy.py
+        periods[period] = [Series(r) for r in records if r.get("panel", "full") == "full"]
+    header = " ".join(f"{p[:9]}:{v[:6]}" for p in periods for v in ("co2", "capita"))
+    print(f"{'policy (OWA against naive)':56s} {header}")
+    current = tuple(COMBINATION_MEMBERS)
+    base = cells(periods, lambda s: published(s, current, "median", None))
+    print(line(f"median of {'+'.join(current)}, naive fallback", base))
+    for name in FALLBACKS:
+        print(line(f"  fallback {name}", cells(periods, lambda s, n=name: published(s, current, "median", fixed(n)))))
+    print(line("  fallback: best candidate beating naive", cells(periods, lambda s: published(s, current, "median", best_beating_naive))))
+    if not args.search:
+        return
+    rows = []
+    for k in range(2, 6):
+        for members in itertools.combinations(POOL, k):
+            for method in ("mean",) if k == 2 else ("mean", "median"):
+                rows.append((members, method, cells(periods, lambda s, m=members, a=method: published(s, m, a, None))))
+    print(f"\n{len(rows)} combinations (naive fallback), best on the mean of all cells:")
+    for members, method, values in sorted(rows, key=lambda r: r[2].mean())[:10]:
+        print(line(f"{method} of {'+'.join(members)}", values))
+    names = list(periods)
+    if len(names) == 2:
+        print("\nchosen on one period, judged on the other (mean of the two variables):")
+        for pick, judge in ((0, 1), (1, 0)):
+            on, off = slice(2 * pick, 2 * pick + 2), slice(2 * judge, 2 * judge + 2)
+            top = sorted(rows, key=lambda r: r[2][on].mean())[:10]
+            best = top[0]
+            print(
+                f"  best on {names[pick]} ({best[1]} of {'+'.join(best[0])}): {best[2][off].mean():.4f} on {names[judge]};"
+                f" ten best: {np.mean([r[2][off].mean() for r in top]):.4f}; current: {base[off].mean():.4f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
