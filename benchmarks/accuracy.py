@@ -8,9 +8,9 @@ contiguous history ("full") and the same series cut to their last 20 points ("la
 For each series co2cast runs what the forecast core runs: the default candidates on one
 rolling-origin backtest (:func:`pipeline.backtest.evaluate_candidates`), selection on MASE
 (:func:`pipeline.selection.select`: the default combination unless another candidate beats it
-clearly, the short-series combination on series with few windows, and naive unless the choice
-beats naive on the backtest), then fits the
-calibrated, floored winner on the whole training series and forecasts. Its seconds per series
+clearly, the short-series combination on series with few windows; a choice that does not beat
+naive on the backtest gives way to the fallback, half the drift, if that does, else to naive),
+then fits the calibrated, floored winner on the whole training series and forecasts. Its seconds per series
 cover all of that. Beside it, statsforecast's Naive, RandomWalkWithDrift, AutoETS, AutoTheta
 and AutoARIMA (a benchmark-only extra, ``requirements-bench.txt``) forecast the same series.
 Each of co2cast's single candidates is also fitted on the whole series and scored, outside the

@@ -194,11 +194,11 @@ def select(
        when its score is below ``(1 - margin)`` times the default's (``margin=0``: the plain
        backtest winner), and the choice must score below the benchmark; when it does not,
        ``fallback`` is published if it does (by default the short-series combination, a
-       trend shrunk toward naive), else the benchmark. With fewer windows (a short series) the challengers' scores are too noisy:
-       ``short_default`` is published when it was evaluated (by default a combination that
-       shrinks toward naive) and scores below the benchmark on the windows there are (else
-       the benchmark); without one, the default is published untested (naive when there is
-       no default), and the reason says so.
+       trend shrunk toward naive), else the benchmark. With fewer windows (a short series)
+       the challengers' scores are too noisy: ``short_default`` is published when it was
+       evaluated (by default a combination that shrinks toward naive) and scores below the
+       benchmark on the windows there are (else the benchmark); without one, the default is
+       published untested (naive when there is no default), and the reason says so.
     3. A choice named in ``refused`` (its forecast on the whole series broke the output bounds,
        :func:`pipeline.series.beyond_bounds`) is replaced by the benchmark, and the reason says why.
 

@@ -149,6 +149,21 @@ def test_the_fallback_is_published_when_the_choice_loses_to_naive_and_it_wins(tr
     # Too few windows for the comparison: the short-series rule decides, not the fallback.
     short = select(evaluation, default="drift", short_default="mean", min_windows=5, fallback="drift")
     assert short.winner == "naive"
+    # A fallback whose forecast breaks the output bounds gives way to naive like any choice.
+    refused = select(evaluation, default="mean", margin=1.0, fallback="drift", refused={"drift": "its forecast is not finite"})
+    assert refused.winner == "naive" and refused.reason.endswith("its forecast is not finite; naive is published")
+
+
+def test_the_production_policy_passes_its_fallback_on(trending) -> None:
+    years, values = trending
+    # Named as the registry's default and fallback: the default (the mean) loses to naive.
+    evaluation = _evaluation(
+        years, values, naive=NaiveForecaster(), **{DEFAULT_CHOICE: MeanForecaster(), FALLBACK_CHOICE: DriftForecaster()}
+    )
+    chosen, models = ZooSelection(always_register=(), margin=1.0, overlay=0).choose(evaluation)
+    assert chosen.champion == FALLBACK_CHOICE and "the fallback" in chosen.reason
+    assert to_spec(models[FALLBACK_CHOICE].model) == to_spec(DriftForecaster())
+    assert ZooSelection(always_register=(), margin=1.0, overlay=0, fallback=None).choose(evaluation)[0].champion == "naive"
 
 
 def test_the_default_fallback_is_a_default_candidate() -> None:

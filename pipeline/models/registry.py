@@ -70,7 +70,8 @@ BENCHMARK = "naive"
 #: the middle two: naive pulls a runaway trend back without dominating). A wider search (4,654
 #: means and medians of 2-5 of thirteen candidates, on the 2007-2010 run and one trained to
 #: 2002) did not carry over from one period to the other: the best set on either period was
-#: worse than these four on the other (README, "Accuracy").
+#: worse than these four on the other (README, "Tests and benchmarks";
+#: benchmarks/policy_study.py --search).
 COMBINATION_MEMBERS = ("naive", "holt_damped", "arima", "ridge")
 
 #: The candidate published unless another beats it clearly (see pipeline.selection.select).
