@@ -27,6 +27,14 @@ def test_ingest_status_and_rejection(tmp_path: Path, small_owid: Path) -> None:
     bad.write_text(small_owid.read_text().replace(",", ";"))
     rejected = _run(tmp_path, "ingest", "--source", str(bad))
     assert rejected.returncode == 2 and "REJECTED" in rejected.stderr and "delimiter" in rejected.stderr
+    lines = small_owid.read_text().splitlines()
+    column = lines[0].split(",").index("co2")
+    row = lines[1].split(",")
+    row[column] = "abc"
+    (suspect := tmp_path / "suspect.csv").write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
+    gated = _run(tmp_path, "ingest", "--source", str(suspect))  # reaches the GX suites and fails there
+    assert gated.returncode == 2 and "value_text=abc" in gated.stderr
+    assert len(gated.stderr.strip().splitlines()) == 1 and gated.stderr.startswith("REJECTED: "), gated.stderr
     status = _run(tmp_path, "status")
     assert status.returncode == 0 and '"latest_year": 2014' in status.stdout
 
