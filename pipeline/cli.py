@@ -282,10 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.INFO if args.verbose else logging.WARNING
     # The level is set on the handler too: some libraries (GX) raise their own loggers to INFO.
-    handler = logging.StreamHandler()
-    handler.setLevel(level)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
+    output = logging.StreamHandler()
+    output.setLevel(level)
+    output.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[output])
     handler: Any = COMMANDS[args.command][0]
     try:
         return int(handler(args, get_settings()))
