@@ -2,12 +2,15 @@
 
 Each dump holds, per series, the backtest of every candidate and each candidate's forecast of the
 held-out years, so a policy (which combination is the default, what replaces a choice that
-does not beat naive) can be scored without refitting anything. The replay follows
-:func:`pipeline.selection.select` (the default unless another candidate's backtest MASE is below
-half of it; whatever is chosen must beat naive on the windows) and scores the floored point
-forecast with OWA against naive, per validation period and variable. It does not replay the
-output-bounds refusal (the dumps stop at the held-out years), which ``accuracy.py`` does not
-apply either; on the current policy the replay gives the runs' OWA to every printed digit.
+does not beat naive) can be scored without refitting anything. The current policy and each
+fallback are chosen by :func:`pipeline.selection.select` itself on the dumped backtest; a
+searched combination was never evaluated as one candidate, so :func:`published` replays the
+same rule from its members' backtest forecasts (the default unless another candidate's
+backtest MASE is below half of it; whatever is chosen must beat naive on the windows), and the
+script stops if that replay and ``select`` disagree on the current policy. Each is scored on
+the floored point forecast with OWA against naive, per validation period and variable. The
+output-bounds refusal is not replayed (the dumps stop at the held-out years); ``accuracy.py``
+does not apply it either.
 
 Run from the repository root, on dumps of validation runs only (never the 2011–2014 test)::
 
@@ -36,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without
 
 from pipeline import metrics
 from pipeline.models.registry import BENCHMARK, COMBINATION_MEMBERS, FALLBACK_CHOICE
+from pipeline.selection import select
 
 VARIABLES = ("co2", "co2_per_capita")
 COMBINATIONS = ("combo_mean", "combo_median", "combo_short")
@@ -54,7 +58,8 @@ class Series:
         self.train = np.asarray(record["values"], dtype=np.float64)
         self.test = np.asarray(record["test"], dtype=np.float64)
         self.held_out = {name: np.asarray(f.mean, dtype=np.float64) for name, f in record["raw"].items()}
-        results = record["evaluation"].results
+        self.evaluation = record["evaluation"]
+        results = self.evaluation.results
         first = next(iter(results.values())).forecasts
         self.actual, self.scale = first["actual"].to_numpy(), first["scale"].to_numpy()
         self.backtest = {name: r.forecasts["mean"].to_numpy() for name, r in results.items() if name in self.held_out}
@@ -73,9 +78,9 @@ class Series:
 Fallback = Callable[[Series], str | None]
 
 
-def fixed(name: str) -> Fallback:
-    """A fallback that is ``name`` when it beats naive on the backtest."""
-    return lambda s: name if s.mase.get(name, np.nan) < s.mase[BENCHMARK] else None
+def production(s: Series, fallback: str | None) -> np.ndarray:
+    """The held-out point forecast :func:`pipeline.selection.select` publishes with this fallback."""
+    return s.held_out[select(s.evaluation, fallback=fallback).winner]
 
 
 def best_beating_naive(s: Series) -> str | None:
@@ -142,10 +147,13 @@ def main() -> None:
     header = " ".join(f"{p[:9]}:{v[:6]}" for p in periods for v in ("co2", "capita"))
     print(f"{'policy (OWA against naive)':56s} {header}")
     current = tuple(COMBINATION_MEMBERS)
-    base = cells(periods, lambda s: published(s, current, "median", None))
+    base = cells(periods, lambda s: production(s, None))
+    replayed = cells(periods, lambda s: published(s, current, "median", None))
+    if not np.allclose(base, replayed, rtol=0, atol=1e-12):
+        raise SystemExit(f"the replay of the selection rule no longer matches pipeline.selection.select: {replayed} against {base}")
     print(line(f"median of {'+'.join(current)}, naive fallback", base))
     for name in FALLBACKS:
-        print(line(f"  fallback {name}", cells(periods, lambda s, n=name: published(s, current, "median", fixed(n)))))
+        print(line(f"  fallback {name}", cells(periods, lambda s, n=name: production(s, n))))
     print(line("  fallback: best candidate beating naive", cells(periods, lambda s: published(s, current, "median", best_beating_naive))))
     if not args.search:
         return
