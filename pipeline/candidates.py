@@ -1,9 +1,14 @@
-"""The production line-up: which candidates every series runs, and who serves forecasts.
+"""The line-ups: which candidates a series runs, and who serves forecasts.
+
+Production runs :func:`zoo_candidates` (the model zoo of :mod:`pipeline.models.registry`, sized
+per series) under :class:`ZooSelection`; :func:`study_candidates` under
+:class:`NewestFamilyChampion` is the study's small fixed line-up that tests and studies use.
 
 Candidates are model *instances* with their hyperparameters, not import paths: the run key
-hashes each one's class and ``get_params()``, so changing a value here or a default in a model
-class retrains instead of reusing an old run. A new candidate is one more entry in
-:func:`default_candidates`; a new policy is one more callable of the
+hashes each one's class and ``get_params()`` (the zoo's at every series length) and the
+policy's fields, so changing a value here, in the registry or a default in a model class
+retrains instead of reusing an old run. A new production candidate is one more entry in
+:func:`pipeline.models.registry.default_candidates`; a new policy is one more callable of the
 :data:`pipeline.core.SelectPolicy` shape.
 """
 
@@ -22,8 +27,12 @@ from pipeline.models.lstm import LSTMForecaster
 from pipeline.models.rnn import RNNForecaster
 
 
-def default_candidates() -> dict[str, Forecaster]:
-    """Fresh, unfitted instances of every candidate, by name (the name is the registry alias)."""
+def study_candidates() -> dict[str, Forecaster]:
+    """The study's line-up (ARIMA, LSTM, RNN and two baselines), fresh and unfitted, by name (the registry alias).
+
+    Not what production runs (:func:`zoo_candidates`): a small fixed set for
+    :class:`NewestFamilyChampion` in tests and studies.
+    """
     return {
         # Every hyperparameter at its class default: the run key hashes them all, so changing a
         # default in a model class retrains instead of silently reusing an old run.
@@ -72,9 +81,6 @@ class NewestFamilyChampion:
 #: Metric the production selection and the champion gate use unless ``CO2CAST_SELECTION_METRIC`` says otherwise.
 DEFAULT_METRIC = "mase"
 
-#: How many training points the reference candidate set (the one the run key hashes) is sized for.
-REFERENCE_POINTS = 60
-
 
 def zoo_candidates(n_points: int) -> dict[str, Forecaster]:
     """The model zoo sized for a series whose earliest backtest window has ``n_points`` values.
@@ -99,12 +105,22 @@ class ZooSelection:
     windows, else ``fallback`` is published if it does, else naive). The champion gate
     against the current ``@champion`` runs in the task layer, where the registry is.
 
+    Every setting of :func:`pipeline.selection.select` is a field with ``select``'s default, so
+    the run key (which hashes the fields) moves with any of them; the names of the registry's
+    defaults are written out because importing :mod:`pipeline.models.registry` here would pull
+    in scikit-learn, and a test holds them equal.
+
     Attributes:
         metric: lower-is-better backtest metric (``CO2CAST_SELECTION_METRIC``; MASE by default).
         always_register: families registered every run besides the winner (their aliases exist).
+        benchmark: the candidate everything must beat (``registry.BENCHMARK``).
+        default: the candidate published unless another beats it clearly (``registry.DEFAULT_CHOICE``).
         margin: see :func:`pipeline.selection.select`.
-        fallback: see :func:`pipeline.selection.select` (a field, so it is part of the run key).
+        min_windows: fewest backtest windows to test a choice against the benchmark.
+        calibrate: calibrate the published models' intervals on their backtest errors.
         floor: the forecasts' floor (emissions are never negative).
+        short_default: published on a series with fewer windows (``registry.SHORT_SERIES_CHOICE``).
+        fallback: tried when the choice does not beat the benchmark (``registry.FALLBACK_CHOICE``).
         overlay: how many of the best-ranked candidates besides the registered ones are also
             fitted on the whole history, so their forecasts can be published beside the
             champion's (``candidates.parquet``, the viewer's overlay); they are not registered.
@@ -112,9 +128,14 @@ class ZooSelection:
 
     metric: str = DEFAULT_METRIC
     always_register: tuple[str, ...] = ("arima", "lstm")
+    benchmark: str = "naive"
+    default: str | None = "combo_median"
     margin: float = 0.5
-    fallback: str | None = "combo_short"  # registry.FALLBACK_CHOICE, not imported: the registry pulls in scikit-learn
+    min_windows: int = 4
+    calibrate: bool = True
     floor: float = 0.0
+    short_default: str | None = "combo_short"
+    fallback: str | None = "combo_short"
     overlay: int = 3
     uses_evaluation: bool = True
 
@@ -129,13 +150,25 @@ class ZooSelection:
         """
         from pipeline.selection import publishable, select
 
-        chosen = select(evaluation, metric=self.metric, margin=self.margin, floor=self.floor, refused=refused, fallback=self.fallback)
+        chosen = select(
+            evaluation,
+            metric=self.metric,
+            benchmark=self.benchmark,
+            default=self.default,
+            margin=self.margin,
+            min_windows=self.min_windows,
+            calibrate=self.calibrate,
+            floor=self.floor,
+            short_default=self.short_default,
+            refused=refused,
+            fallback=self.fallback,
+        )
         register = tuple(name for name in self.always_register if name in evaluation.results)
         if chosen.winner not in register:
             register += (chosen.winner,)
         ranked = [name for name, value in chosen.ranking if math.isfinite(value) and name not in register]
         fit = register + tuple(ranked[: self.overlay])
-        models = {name: publishable(evaluation.results[name], floor=self.floor) for name in fit}
+        models = {name: publishable(evaluation.results[name], calibrate=self.calibrate, floor=self.floor) for name in fit}
         notes = [*evaluation.plan.notes, *(f"{name} dropped: {why}" for name, why in evaluation.failed.items())]
         reason = chosen.reason + (f" [{'; '.join(notes)}]" if notes else "")
         return (

@@ -8,11 +8,13 @@ through :func:`run_series` in milliseconds with cheap candidates, which is how i
 Candidates are ``name -> Forecaster`` *instances* (unfitted prototypes); every fit uses a fresh
 clone (:func:`clone`), so a prototype is never mutated. A selection policy is any callable that
 takes the candidates' results and returns a :class:`Selection`; the production policy is
-:class:`pipeline.candidates.NewestFamilyChampion`.
+:class:`pipeline.candidates.ZooSelection` (on the shared-window evaluation, :func:`run_zoo`) and
+:class:`pipeline.candidates.NewestFamilyChampion` is the fixed one tests use.
 
 The run key's configuration hash (:func:`config_hash`) is built here from the same objects the
 core runs: each candidate's class and *effective* hyperparameters (``get_params()``, defaults
-included), the policy, the :class:`ForecastSpec` and the package version.
+included; a factory's at every series length, :func:`describe_candidates`), the policy's
+fields, the :class:`ForecastSpec` and the package version.
 """
 
 from __future__ import annotations
@@ -29,11 +31,15 @@ import numpy as np
 import pandas as pd
 
 from pipeline import __version__
-from pipeline.backtest import BacktestResult, backtest, study_split
+from pipeline.backtest import MIN_TRAIN_SHORT, BacktestResult, backtest, study_split
 from pipeline.diagnostics import compute_diagnostics
 from pipeline.maths import json_default
-from pipeline.models.base import Forecaster
+from pipeline.models.base import Forecaster, to_spec
 from pipeline.series import PreparedSeries, beyond_bounds, prepare_series
+
+#: What the core runs on a series: name -> unfitted model, or a factory ``n_points -> candidates``
+#: sized for the earliest backtest window (:func:`pipeline.candidates.zoo_candidates`).
+Candidates = Mapping[str, Forecaster] | Callable[[int], Mapping[str, Forecaster]]
 
 #: The study's series: it gets the study's own 200/15 split besides the rolling backtest.
 STUDY_SERIES = "canada.co2_per_capita"
@@ -183,7 +189,7 @@ def evaluate(name: str, prototype: Forecaster, series: PreparedSeries, spec: For
 
 def run_series(
     series: PreparedSeries,
-    candidates: Mapping[str, Forecaster],
+    candidates: Candidates,
     select: SelectPolicy,
     spec: ForecastSpec,
 ) -> SeriesResult:
@@ -191,7 +197,8 @@ def run_series(
 
     Args:
         series: the prepared series (see :func:`prepare`).
-        candidates: name -> unfitted model instance; never mutated.
+        candidates: name -> unfitted model instance, never mutated (a policy on the shared-window
+            evaluation, ``uses_evaluation``, may also take a factory: see :func:`run_zoo`).
         select: the selection policy.
         spec: horizon, levels, backtest windows.
 
@@ -217,7 +224,7 @@ def run_series(
     return SeriesResult(series=series, diagnostics=diagnostics, candidates=fitted, selection=selection)
 
 
-def run_zoo(series: PreparedSeries, candidates: Any, select: Any, spec: ForecastSpec) -> SeriesResult:
+def run_zoo(series: PreparedSeries, candidates: Candidates, select: Any, spec: ForecastSpec) -> SeriesResult:
     """Every candidate on one rolling-origin backtest, then the policy's choice fitted calibrated.
 
     Args:
@@ -327,13 +334,31 @@ def candidate_forecasts(result: SeriesResult, as_of_year: int, horizon_end: int,
 # -- identity ----------------------------------------------------------------------------------
 
 
-def describe_candidate(model: Forecaster) -> dict[str, Any]:
-    """A candidate's identity: its class and every effective hyperparameter (defaults included)."""
-    from pipeline.models.base import encode_param
+#: Training lengths a candidate factory (``n_points -> candidates``) is described at for the run
+#: key: every length the earliest backtest window can have, from the shortest
+#: (:data:`~pipeline.backtest.MIN_TRAIN_SHORT`) to more yearly values than a record that starts in
+#: 1750 (the raw suite's earliest year) holds before 2150.
+FACTORY_SIZES = range(MIN_TRAIN_SHORT, 401)
 
-    # encode_param describes nested forecasters (a combination's members) by class and params too.
-    params = {name: encode_param(value) for name, value in model.get_params().items()}
-    return {"class": f"{type(model).__module__}.{type(model).__qualname__}", "params": params}
+
+def describe_candidates(candidates: Candidates) -> Any:
+    """The candidates' identity: each one's class and effective hyperparameters (defaults included).
+
+    A factory sized per series (:func:`pipeline.candidates.zoo_candidates`) is described at every
+    length in :data:`FACTORY_SIZES`, as runs of lengths that get the same candidates, so a change
+    that only touches short series (a neural window, a family's minimum history) moves the key too.
+    """
+    if not callable(candidates):
+        # to_spec describes nested forecasters (a combination's members) by class and params too.
+        return {name: to_spec(model) for name, model in candidates.items()}
+    runs: list[dict[str, Any]] = []
+    for n in FACTORY_SIZES:
+        described = describe_candidates(candidates(n))
+        if runs and runs[-1]["candidates"] == described:
+            runs[-1]["points"][1] = n
+        else:
+            runs.append({"points": [n, n], "candidates": described})
+    return runs
 
 
 def describe_policy(select: SelectPolicy) -> Any:
@@ -343,12 +368,18 @@ def describe_policy(select: SelectPolicy) -> Any:
     return f"{getattr(select, '__module__', '?')}.{getattr(select, '__qualname__', repr(select))}"
 
 
-def run_config(candidates: Mapping[str, Forecaster], select: SelectPolicy, spec: ForecastSpec) -> dict[str, Any]:
-    """Everything that shapes a forecast, as JSON-able data; its hash is part of the run key."""
+def run_config(candidates: Candidates, select: SelectPolicy, spec: ForecastSpec) -> dict[str, Any]:
+    """Everything that shapes a forecast, as JSON-able data; its hash is part of the run key.
+
+    Args:
+        candidates: name -> unfitted model, or a factory ``n_points -> candidates``.
+        select: the selection policy.
+        spec: horizon, levels, backtest windows.
+    """
     return {
         "package_version": __version__,
         "spec": dataclasses.asdict(spec),
-        "candidates": {name: describe_candidate(model) for name, model in candidates.items()},
+        "candidates": describe_candidates(candidates),
         "selection": describe_policy(select),
     }
 

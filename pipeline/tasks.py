@@ -18,6 +18,7 @@ Forecast steps, in order: :func:`plan_run` â†’ per series :func:`train_series` â
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -35,8 +36,7 @@ from pipeline.testhooks import pause_point
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pipeline.core import ForecastSpec, SelectPolicy
-    from pipeline.models.base import Forecaster
+    from pipeline.core import Candidates, ForecastSpec, SelectPolicy
     from pipeline.payloads import Manifest
     from pipeline.store import ObjectStore
 
@@ -53,21 +53,18 @@ class ConfigMismatch(PermanentError):
 
 @dataclass(frozen=True)
 class Lineup:
-    """What a run trains: candidate instances, the selection policy, the forecast spec."""
+    """What a run trains: the candidates, the selection policy, the forecast spec.
 
-    candidates: Mapping[str, Forecaster]
+    ``candidates`` is name -> instance, or a factory ``n_points -> candidates`` sized per series
+    (the zoo); the run key describes a factory at every series length
+    (:func:`pipeline.core.describe_candidates`).
+    """
+
+    candidates: Candidates
     select: SelectPolicy
     spec: ForecastSpec
-    #: ``n_points -> candidates`` sized per series (the zoo); ``candidates`` is then the
-    #: reference set the run key hashes (every class and hyperparameter the factory uses).
-    factory: Any = None
 
-    @property
-    def per_series(self) -> Any:
-        """What the core runs: the factory when there is one, else the fixed candidates."""
-        return self.factory or self.candidates
-
-    @property
+    @functools.cached_property
     def config_hash(self) -> str:
         """The configuration hash of the run key (see :func:`pipeline.core.config_hash`)."""
         from pipeline.core import config_hash, run_config
@@ -78,7 +75,7 @@ class Lineup:
 def production_lineup(settings: Settings) -> Lineup:
     """The candidates, policy and spec every production run uses."""
     from pipeline.backtest import MIN_POINTS
-    from pipeline.candidates import REFERENCE_POINTS, ZooSelection, zoo_candidates
+    from pipeline.candidates import ZooSelection, zoo_candidates
     from pipeline.core import ForecastSpec
     from pipeline.selection import _check_metric
 
@@ -87,10 +84,9 @@ def production_lineup(settings: Settings) -> Lineup:
     except ValueError as error:
         raise PermanentError(f"CO2CAST_SELECTION_METRIC: {error}") from None
     return Lineup(
-        candidates=zoo_candidates(REFERENCE_POINTS),
+        candidates=zoo_candidates,
         select=ZooSelection(metric=settings.selection_metric),
         spec=ForecastSpec(horizon_end=settings.horizon_end, min_points=MIN_POINTS),
-        factory=zoo_candidates,
     )
 
 
@@ -309,7 +305,7 @@ def _train_and_register(
     revision = history_revision(settings, store, plan, item, series)
     provisional = _is_provisional(tidy, item, plan.as_of_year)
     fit_started = time.perf_counter()
-    result = core.run_series(series, lineup.per_series, lineup.select, lineup.spec)
+    result = core.run_series(series, lineup.candidates, lineup.select, lineup.spec)
     assert result.selection is not None
     fit_seconds = time.perf_counter() - fit_started
 

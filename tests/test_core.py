@@ -2,12 +2,14 @@
 
 A short synthetic series with a known trend runs prepare → diagnose → backtest → select → fit →
 forecast with cheap candidates; the forecast is checked against the drift formula worked out
-independently here. The run key is checked to move with every hyperparameter default.
+independently here. The production run key is checked to move with every hyperparameter default
+the zoo uses, with its sizing for short series and with every selection setting.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import subprocess
 import sys
@@ -18,11 +20,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import candidates as lineup_module
-from pipeline import core
-from pipeline.candidates import NewestFamilyChampion, ZooSelection, default_candidates
+from pipeline import candidates as candidates_module
+from pipeline import core, tasks
+from pipeline.candidates import NewestFamilyChampion, ZooSelection, study_candidates, zoo_candidates
+from pipeline.config import Settings
 from pipeline.core import CandidateResult, ForecastSpec, Selection, clone, config_hash, forecast_frame, run_config, run_series
-from pipeline.models.base import Forecaster
+from pipeline.models import registry
+from pipeline.models.base import Forecaster, encode_param
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
 from pipeline.series import beyond_bounds
 
@@ -187,48 +191,111 @@ def _changed(value: Any) -> Any:
 
 
 def _production_hash() -> str:
-    return config_hash(run_config(default_candidates(), NewestFamilyChampion(), ForecastSpec(horizon_end=2050)))
+    """The configuration hash of the run key production uses (a fresh line-up: nothing cached)."""
+    return tasks.production_lineup(Settings()).config_hash
 
 
-def _defaults() -> list[tuple[str, type, str]]:
-    found = []
-    for name, model in default_candidates().items():
-        for param in model.get_params():
-            found.append((name, type(model), param))
+def _zoo_instances() -> list[Forecaster]:
+    """Every model the production zoo builds at any series length, nested members included."""
+    found: list[Forecaster] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Forecaster):
+            found.append(value)
+            for param in value.get_params().values():
+                walk(param)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    for n in core.FACTORY_SIZES:
+        for model in zoo_candidates(n).values():
+            walk(model)
     return found
 
 
-@pytest.mark.parametrize(("candidate", "cls", "param"), _defaults(), ids=lambda v: v if isinstance(v, str) else "")
-def test_changing_any_hyperparameter_default_changes_the_run_key(candidate: str, cls: type, param: str, monkeypatch) -> None:
+def _defaults() -> list[tuple[type, str]]:
+    """Every (class, hyperparameter with a default) of the classes the production zoo uses."""
+    classes = sorted({type(model) for model in _zoo_instances()}, key=lambda cls: cls.__qualname__)
+    pairs = []
+    for cls in classes:
+        for name, parameter in inspect.signature(cls.__init__).parameters.items():
+            if name != "self" and parameter.default is not inspect.Parameter.empty:
+                pairs.append((cls, name))
+    return pairs
+
+
+@pytest.mark.parametrize(("cls", "param"), _defaults(), ids=lambda v: v.__qualname__ if isinstance(v, type) else v)
+def test_the_run_key_moves_with_every_hyperparameter_default_production_uses(cls: type, param: str, monkeypatch) -> None:
     before = _production_hash()
     assert _production_hash() == before  # stable for an unchanged configuration
+    values = [encode_param(getattr(model, param)) for model in _zoo_instances() if type(model) is cls]
     init = cls.__init__
-    signature = inspect.signature(init)
-    names = [p.name for p in signature.parameters.values() if p.default is not inspect.Parameter.empty]
-    defaults = [signature.parameters[n].default for n in names]
+    names = [p.name for p in inspect.signature(init).parameters.values() if p.default is not inspect.Parameter.empty]
+    defaults = list(init.__defaults__)
     index = names.index(param)
-    changed = (*defaults[:index], _changed(defaults[index]), *defaults[index + 1 :])
-    monkeypatch.setattr(init, "__defaults__", changed)
-    assert getattr(default_candidates()[candidate], param) == changed[index], "the default was not changed"
-    assert _production_hash() != before, f"changing {cls.__name__}({param}=...) must change the run key"
+    defaults[index] = _changed(defaults[index])
+    monkeypatch.setattr(init, "__defaults__", tuple(defaults))
+    # Whether production now builds other models, at some series length: the changed default was
+    # taken (or it changed which models a length gets, e.g. through a minimum history). The zoo
+    # may pass a value of its own (ArimaForecaster(max_p=2)) and then does not use the default.
+    used = [encode_param(getattr(model, param)) for model in _zoo_instances() if type(model) is cls] != values
+    moved = _production_hash() != before
+    assert moved == used, f"{cls.__name__}({param}=...): the default is {'used' if used else 'not used'} by production"
+    assert used == ((cls.__name__, param) not in _EXPLICIT), f"{cls.__name__}({param}=...): update _EXPLICIT"
 
 
-def test_run_key_moves_with_package_version_policy_and_spec(monkeypatch) -> None:
+#: Hyperparameters the production zoo always sets itself (class name, parameter): their class
+#: default never reaches a forecast, so it must not move the run key. Every other default must.
+_EXPLICIT = {
+    *(("ArimaForecaster", name) for name in ("max_p", "max_q", "search")),
+    *(("CombinationForecaster", name) for name in ("members", "method")),
+    *((cls, name) for cls in ("LSTMForecaster", "RNNForecaster") for name in ("window", "hidden", "epochs", "patience", "min_origins")),
+    ("TrendForecaster", "degree"),
+}
+
+
+def test_the_run_key_moves_with_what_only_short_series_use(monkeypatch) -> None:
     before = _production_hash()
-    candidates = default_candidates()
-    spec = ForecastSpec(horizon_end=2050)
-    assert config_hash(run_config(candidates, NewestFamilyChampion(champion="lstm"), spec)) != before
-    assert config_hash(run_config(candidates, NewestFamilyChampion(), dataclasses.replace(spec, backtest_origins=6))) != before
-    assert config_hash(run_config({**candidates, "mean": MeanForecaster()}, NewestFamilyChampion(), spec)) != before
-    monkeypatch.setattr(core, "__version__", "99.0")
+    sizing = registry._neural_params
+    # The neural models' window on series whose earliest backtest window has fewer than 40 points.
+    monkeypatch.setattr(registry, "_neural_params", lambda n: {**sizing(n), "window": 5} if n < 40 else sizing(n))
+    assert _production_hash() != before
+    monkeypatch.setattr(registry, "_neural_params", sizing)
+    assert _production_hash() == before
+    monkeypatch.setattr(registry, "NEURAL_MIN_POINTS", registry.NEURAL_MIN_POINTS + 5)
     assert _production_hash() != before
 
 
+@pytest.mark.parametrize(
+    "change", [{"default": "combo_mean"}, {"min_windows": 5}, {"short_default": None}, {"calibrate": False}, {"benchmark": "drift"}]
+)
+def test_the_run_key_moves_with_every_selection_setting(change: dict, monkeypatch) -> None:
+    before = _production_hash()
+    monkeypatch.setattr(candidates_module, "ZooSelection", functools.partial(ZooSelection, **change))
+    assert _production_hash() != before
+
+
+def test_run_key_moves_with_package_version_policy_and_spec(monkeypatch) -> None:
+    def study_hash(candidates: Mapping[str, Forecaster], policy: Any, spec: ForecastSpec) -> str:
+        return config_hash(run_config(candidates, policy, spec))
+
+    candidates, spec = study_candidates(), ForecastSpec(horizon_end=2050)
+    before = study_hash(candidates, NewestFamilyChampion(), spec)
+    assert study_hash(candidates, NewestFamilyChampion(champion="lstm"), spec) != before
+    assert study_hash(candidates, NewestFamilyChampion(), dataclasses.replace(spec, backtest_origins=6)) != before
+    assert study_hash({**candidates, "mean": MeanForecaster()}, NewestFamilyChampion(), spec) != before
+    production = _production_hash()
+    monkeypatch.setattr(core, "__version__", "99.0")
+    assert study_hash(candidates, NewestFamilyChampion(), spec) != before
+    assert _production_hash() != production
+
+
 def test_candidates_are_instances_and_the_lineup_matches_the_registry_contract() -> None:
-    lineup = default_candidates()
+    lineup = study_candidates()
     assert list(lineup) == ["arima", "lstm", "rnn", "drift", "naive"]
     assert all(isinstance(model, Forecaster) and not model.is_fitted for model in lineup.values())
-    assert lineup_module.NewestFamilyChampion().champion == "arima"
+    assert candidates_module.NewestFamilyChampion().champion == "arima"
 
 
 def test_the_core_imports_no_io_framework() -> None:

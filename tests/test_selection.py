@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import selection as selection_module
 from pipeline.backtest import NoCandidateError, evaluate_candidates
 from pipeline.candidates import ZooSelection
 from pipeline.core import describe_policy
@@ -175,6 +179,37 @@ def test_the_default_fallback_is_a_default_candidate() -> None:
     assert ZooSelection().fallback == FALLBACK_CHOICE
     assert describe_policy(ZooSelection())["fields"]["fallback"] == FALLBACK_CHOICE
     assert describe_policy(ZooSelection(fallback=None)) != describe_policy(ZooSelection())
+
+
+#: select()'s parameters that are inputs of one decision, not settings of the policy.
+_INPUTS = {"evaluation", "refused"}
+
+
+def test_every_selection_setting_is_a_field_of_the_production_policy() -> None:
+    """So the run key, which hashes the policy's fields, moves with every setting of select()."""
+    settings = {name: p.default for name, p in inspect.signature(select).parameters.items() if name not in _INPUTS}
+    fields = {f.name: f.default for f in dataclasses.fields(ZooSelection)}
+    assert {name: fields.get(name, "missing") for name in settings} == settings
+    assert (settings["default"], settings["short_default"], settings["fallback"]) == (DEFAULT_CHOICE, SHORT_SERIES_CHOICE, FALLBACK_CHOICE)
+
+
+def test_the_production_policy_passes_every_setting_on(trending, monkeypatch) -> None:
+    years, values = trending
+    evaluation = _evaluation(years, values, naive=NaiveForecaster(), drift=DriftForecaster())
+    policy = ZooSelection(
+        metric="rmse", benchmark="drift", default=None, margin=0.2, min_windows=2, calibrate=False, floor=1.0, short_default=None
+    )
+    seen = {}
+
+    def spy(evaluation, **settings):
+        seen.update(settings)
+        return select(evaluation, **settings)
+
+    monkeypatch.setattr(selection_module, "select", spy)
+    chosen, _ = policy.choose(evaluation, refused={"naive": "why not"})
+    expected = {name: getattr(policy, name) for name in inspect.signature(select).parameters if name not in _INPUTS}
+    assert seen == {**expected, "refused": {"naive": "why not"}}
+    assert chosen.champion == "drift"  # naive refused; drift is the benchmark and the last resort here
 
 
 def test_a_refused_choice_gives_way_to_naive(trending) -> None:

@@ -9,6 +9,7 @@ parameters, ``.npz`` for arrays) so loading one back runs no pickle.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from abc import ABC, abstractmethod
@@ -152,12 +153,7 @@ class Forecaster(ABC):
 
     def get_params(self) -> dict[str, Any]:
         """The hyperparameters given to ``__init__`` (scikit-learn convention)."""
-        signature = inspect.signature(type(self).__init__)
-        return {
-            name: getattr(self, name)
-            for name in signature.parameters
-            if name != "self" and signature.parameters[name].kind is not inspect.Parameter.VAR_KEYWORD
-        }
+        return {name: getattr(self, name) for name in _init_params(type(self))}
 
     @property
     def is_fitted(self) -> bool:
@@ -255,6 +251,13 @@ def load_forecaster(path: str | Path) -> Forecaster:
     return _import_forecaster_class(name).load(directory)
 
 
+@functools.cache
+def _init_params(cls: type) -> tuple[str, ...]:
+    """The names of ``cls.__init__``'s hyperparameters (``self`` and ``**kwargs`` left out)."""
+    parameters = inspect.signature(cls.__init__).parameters
+    return tuple(name for name, p in parameters.items() if name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD)
+
+
 def class_path(cls: type) -> str:
     """``module.QualifiedName`` of a class, as written to ``model.json``."""
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -310,6 +313,8 @@ def _clone_param(value: Any) -> Any:
 
 def encode_param(value: Any) -> Any:
     """A hyperparameter as JSON: forecasters become ``{"$forecaster": spec}``, tuples lists."""
+    if value is None or type(value) in (bool, int, float, str):
+        return value  # already JSON (the run key describes every candidate at every size: keep this cheap)
     if isinstance(value, Forecaster):
         return {"$forecaster": to_spec(value)}
     if isinstance(value, list | tuple):
