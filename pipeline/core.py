@@ -14,7 +14,8 @@ takes the candidates' results and returns a :class:`Selection`; the production p
 The run key's configuration hash (:func:`config_hash`) is built here from the same objects the
 core runs: each candidate's class and *effective* hyperparameters (``get_params()``, defaults
 included; a factory's at every series length, :func:`describe_candidates`), the policy's
-fields, the :class:`ForecastSpec` and the package version.
+fields, the :class:`ForecastSpec`, the tuned constants of :func:`forecast_rules` and the
+package version.
 """
 
 from __future__ import annotations
@@ -368,6 +369,23 @@ def describe_policy(select: SelectPolicy) -> Any:
     return f"{getattr(select, '__module__', '?')}.{getattr(select, '__qualname__', repr(select))}"
 
 
+def forecast_rules() -> dict[str, Any]:
+    """The tuned constants that shape a forecast besides the candidates, the policy and the spec.
+
+    How short a series and its earliest window may be, how the backtest calibrates intervals
+    (:func:`pipeline.backtest.calibration_factors`) and the output bounds that make the core
+    choose another model (:func:`forecast_beyond_bounds`).
+    """
+    from pipeline import backtest, series
+
+    return {
+        "min_points": backtest.MIN_POINTS,
+        "min_train_short": backtest.MIN_TRAIN_SHORT,
+        "calibration": [backtest.MIN_POINTS_PER_STEP, backtest.MIN_CALIBRATION_FACTOR, backtest.MAX_CALIBRATION_FACTOR],
+        "bounds": [series.MAX_MEAN_FACTOR, series.MAX_HI95_FACTOR],
+    }
+
+
 def run_config(candidates: Candidates, select: SelectPolicy, spec: ForecastSpec) -> dict[str, Any]:
     """Everything that shapes a forecast, as JSON-able data; its hash is part of the run key.
 
@@ -381,6 +399,7 @@ def run_config(candidates: Candidates, select: SelectPolicy, spec: ForecastSpec)
         "spec": dataclasses.asdict(spec),
         "candidates": describe_candidates(candidates),
         "selection": describe_policy(select),
+        "rules": forecast_rules(),
     }
 
 

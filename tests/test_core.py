@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import backtest, core, tasks
 from pipeline import candidates as candidates_module
-from pipeline import core, tasks
+from pipeline import series as series_module
 from pipeline.candidates import NewestFamilyChampion, ZooSelection, study_candidates, zoo_candidates
 from pipeline.config import Settings
 from pipeline.core import CandidateResult, ForecastSpec, Selection, clone, config_hash, forecast_frame, run_config, run_series
@@ -273,6 +274,25 @@ def test_the_run_key_moves_with_what_only_short_series_use(monkeypatch) -> None:
 def test_the_run_key_moves_with_every_selection_setting(change: dict, monkeypatch) -> None:
     before = _production_hash()
     monkeypatch.setattr(candidates_module, "ZooSelection", functools.partial(ZooSelection, **change))
+    assert _production_hash() != before
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        (backtest, "MIN_POINTS"),
+        (backtest, "MIN_TRAIN_SHORT"),
+        (backtest, "MIN_POINTS_PER_STEP"),
+        (backtest, "MIN_CALIBRATION_FACTOR"),
+        (backtest, "MAX_CALIBRATION_FACTOR"),
+        (series_module, "MAX_MEAN_FACTOR"),
+        (series_module, "MAX_HI95_FACTOR"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else v.__name__,
+)
+def test_the_run_key_moves_with_every_tuned_constant(module: Any, name: str, monkeypatch) -> None:
+    before = _production_hash()
+    monkeypatch.setattr(module, name, _changed(getattr(module, name)))
     assert _production_hash() != before
 
 
