@@ -526,7 +526,8 @@ def champion_gate(
     current_scores, recipe = current_champion_scores(client, result, current, lineup) if current is not None else (None, None)
     if current is not None and current_scores is None:
         current_scores = {metric: float("nan")}
-    decision = gate(current_scores, scores[challenger].scores, scores["naive"].scores, metric=metric)
+    benchmark = str(getattr(lineup.select, "benchmark", "naive"))  # the policy's (naive by default)
+    decision = gate(current_scores, scores[challenger].scores, scores[benchmark].scores, metric=metric)
     windows = [[int(result.series.years[s.train_end]), int(result.series.years[s.test_end - 1])] for s in result.evaluation.plan.splits]
     record = {
         "at": _now(),
@@ -556,7 +557,9 @@ def champion_gate(
         from pipeline.selection import publishable
 
         family = current.tags.get(tracking.FAMILY_TAG, "champion")
-        model = publishable(recipe, floor=getattr(lineup.select, "floor", 0.0)).fit(result.series.values, result.series.years)
+        policy = lineup.select
+        model = publishable(recipe, calibrate=getattr(policy, "calibrate", True), floor=getattr(policy, "floor", 0.0))
+        model = model.fit(result.series.values, result.series.years)
         problem = forecast_beyond_bounds(model, result.series, lineup.spec)
         if problem is None:
             info = tracking.log_forecaster(model, lineup.spec.horizon_end, lineup.spec.levels, name="champion_refit")

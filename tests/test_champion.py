@@ -17,7 +17,9 @@ from pipeline import cli, tasks, tracking
 from pipeline.candidates import ZooSelection
 from pipeline.config import Settings
 from pipeline.core import ForecastSpec
+from pipeline.models.base import Forecaster
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
+from pipeline.models.regression import TrendForecaster
 from pipeline.payloads import RunTrigger
 
 SERIES = "World:co2"
@@ -85,6 +87,28 @@ def test_worse_challenger_leaves_champion_and_forecast_better_one_moves_both(set
     assert stayed["moved"] is False and stayed["challenger_family"] == "naive"
     assert stayed["champion_score"] == pytest.approx(first.scores["drift"]["mase"])  # same windows, same recipe
     assert stayed["challenger_score"] == pytest.approx(second.scores["naive"]["mase"])
+
+
+def test_the_gate_measures_against_the_policys_benchmark(settings: Settings) -> None:
+    # A policy whose benchmark is the mean, not naive: on World's CO2 a linear trend is worse
+    # than naive but better than the mean, so it may take @champion from the mean.
+    def lineup(default: str, **models: Forecaster) -> tasks.Lineup:
+        policy = ZooSelection(always_register=(), benchmark="mean", default=default, margin=1.0, fallback=None)
+        return tasks.Lineup(
+            candidates={"naive": NaiveForecaster(), "mean": MeanForecaster(), **models},
+            select=policy,
+            spec=ForecastSpec(horizon_end=settings.horizon_end),
+        )
+
+    first, _ = _run(settings, lineup("mean"))
+    assert first.champion_family == "mean"
+    second, published = _run(settings, lineup("trend", trend=TrendForecaster(degree=1)))
+    scores = {name: second.scores[name]["mase"] for name in ("naive", "trend", "mean")}
+    assert scores["naive"] < scores["trend"] < scores["mean"], f"precondition on World: {scores}"
+    assert second.champion_family == "trend" and published.model_version == second.champion_version
+    moved = tasks.alias_history(settings, SID)[-1]
+    assert moved["moved"] and moved["naive_score"] == pytest.approx(scores["mean"])  # the benchmark's score
+    _assert_pointer_agrees(settings)
 
 
 def test_better_challenger_moves_champion_and_forecast_rollback_restores(settings: Settings, capsys, monkeypatch) -> None:
