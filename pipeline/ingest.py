@@ -78,7 +78,7 @@ def vintage_status(store: ObjectStore, vintage: str) -> str | None:
 
 def latest_curated(store: ObjectStore) -> dict[str, Any] | None:
     """The pointer to the last good vintage, or ``None`` before the first one."""
-    return store.read_json_or_none(LATEST_KEY)
+    return store.read_json_or_none(LATEST_KEY, layout.CURATED_POINTER)
 
 
 def read_curated(store: ObjectStore, vintage: str, entity: str | None = None, variable: str | None = None) -> pd.DataFrame:

@@ -270,7 +270,7 @@ def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -
     existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
     if existing is None or "trained" not in existing or not verify_manifest(store, existing):
         return False
-    current = store.read_json_or_none(layout.forecast_latest(series_id))
+    current = store.read_json_or_none(layout.forecast_latest(series_id), layout.FORECAST_POINTER)
     return current is not None and (current["manifest"] == existing["key"] or current["as_of_year"] > as_of_year)
 
 
@@ -290,7 +290,7 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
     # Read and write under the series' lock: a concurrent run of an older as-of year could
     # otherwise read the old pointer, then write after this one and move it backwards.
     with series_lock(store, series_id):
-        current = store.read_json_or_none(key)
+        current = store.read_json_or_none(key, layout.FORECAST_POINTER)
         if current is not None and current["manifest"] == manifest["key"]:
             return
         if current is not None and not force and current["as_of_year"] > manifest["as_of_year"]:
@@ -339,7 +339,7 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
         IntegrityError: the manifest is missing or invalid, or a file is missing or does not
             match its sha256 (named in the message).
     """
-    pointer = store.read_json_or_none(layout.forecast_latest(series_id))
+    pointer = store.read_json_or_none(layout.forecast_latest(series_id), layout.FORECAST_POINTER)
     if pointer is None:
         published = layout.published_series(store.list(layout.FORECASTS))
         raise NotPublished(f"no forecast published for {series_id!r}; published: {', '.join(published) or 'none'}")

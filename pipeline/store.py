@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -27,6 +27,10 @@ class StoreError(PermanentError):
 
 class StoreConfigError(StoreError, ValueError):
     """The store URI cannot name a store."""
+
+
+class StoreDataError(StoreError, ValueError):
+    """An object co2cast wrote cannot be read back as what it was (damaged or edited by hand)."""
 
 
 class StoreUnavailable(TransientError):
@@ -72,20 +76,76 @@ class ObjectStore(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} has no conditional write")
 
-    def read_json(self, key: str) -> Any:
-        """Read and parse a JSON object."""
-        return json.loads(self.read_bytes(key))
+    def read_json(self, key: str, shape: Shape | None = None) -> Any:
+        """Read and parse a JSON object.
+
+        Args:
+            key: the object.
+            shape: what it must hold: a type (``list``, ``dict``), or field -> type for a JSON
+                object with at least those fields (e.g. a pointer's ``{"manifest": str}``).
+
+        Raises:
+            KeyError: the object does not exist.
+            StoreDataError: it is not valid JSON, or not of ``shape`` (co2cast writes every one
+                whole, so it was damaged or edited); the message names it and says what to do.
+        """
+        data = self.read_bytes(key)
+        try:
+            value = json.loads(data)
+        except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8 text
+            raise StoreDataError(
+                _damaged(self.uri(key), str(error) if isinstance(error, json.JSONDecodeError) else "not UTF-8 text")
+            ) from None
+        problem = _shape_problem(value, shape) if shape is not None else None
+        if problem is not None:
+            raise StoreDataError(_damaged(self.uri(key), problem))
+        return value
 
     def write_json(self, key: str, value: Any) -> None:
         """Write a value as indented, key-sorted JSON."""
         self.write_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=json_default).encode() + b"\n")
 
-    def read_json_or_none(self, key: str) -> Any | None:
-        """Read a JSON object, or ``None`` when it does not exist."""
+    def read_json_or_none(self, key: str, shape: Shape | None = None) -> Any | None:
+        """Read a JSON object, or ``None`` when it does not exist (see :meth:`read_json`)."""
         try:
-            return self.read_json(key)
+            return self.read_json(key, shape)
         except KeyError:
             return None
+
+
+#: What a JSON object must hold: a type, or field -> type(s) of a JSON object's required fields.
+Shape = type | Mapping[str, type | tuple[type, ...]]
+
+
+#: JSON's names for the Python types :func:`json.loads` returns.
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def _json_name(kind: type) -> str:
+    return _JSON_NAMES.get(kind, "null" if kind is type(None) else kind.__name__)
+
+
+def _shape_problem(value: Any, shape: Shape) -> str | None:
+    """Why ``value`` does not have ``shape`` (one phrase), or ``None``."""
+    if isinstance(shape, type):
+        return None if isinstance(value, shape) else f"it holds {_json_name(type(value))}, not {_json_name(shape)}"
+    if not isinstance(value, dict):
+        return f"it holds {_json_name(type(value))}, not an object"
+    for field, kind in shape.items():
+        if field not in value:
+            return f"it has no {field!r}"
+        if not isinstance(value[field], kind):
+            found = repr(value[field])
+            return f"its {field!r} is {found if len(found) <= 40 else found[:37] + '...'}"
+    return None
+
+
+def _damaged(uri: str, why: str) -> str:
+    """One line for an object co2cast wrote that no longer reads as it was written."""
+    return (
+        f"{uri} is not what co2cast wrote ({why}): it was damaged or edited; "
+        "restore it from a backup, or remove it and rerun to rebuild what can be rebuilt"
+    )
 
 
 def _check_key(key: str) -> str:

@@ -404,7 +404,7 @@ def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item
     from pipeline.revisions import compare_histories
     from pipeline.series import recent_stretch_start
 
-    pointer = store.read_json_or_none(layout.forecast_latest(item.series_id))
+    pointer = store.read_json_or_none(layout.forecast_latest(item.series_id), layout.FORECAST_POINTER)
     manifest = store.read_json_or_none(pointer["manifest"]) if pointer else None
     if not manifest or manifest.get("vintage") in (None, plan.vintage):
         return None
@@ -588,13 +588,13 @@ def append_history(store: ObjectStore, series_id: str, record: Mapping[str, Any]
 
     key = layout.alias_history(series_id)
     with series_lock(store, series_id):  # two runs of a series must not drop each other's record
-        history = store.read_json_or_none(key) or []
+        history = store.read_json_or_none(key, list) or []
         store.write_json(key, [*history, dict(record)])
 
 
 def alias_history(settings: Settings, series_id: str) -> list[dict[str, Any]]:
     """The series' alias history (``co2cast history``), oldest first."""
-    return list(open_store(settings).read_json_or_none(layout.alias_history(series_id)) or [])
+    return list(open_store(settings).read_json_or_none(layout.alias_history(series_id), list) or [])
 
 
 def forecasts_as_of(settings: Settings, series_id: str, as_of_year: int) -> list[dict[str, Any]]:

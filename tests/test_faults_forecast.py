@@ -410,3 +410,22 @@ def test_stale_series_and_an_as_of_year_beyond_the_data_are_refused(tmp_path: Pa
     assert shown.returncode == 1 and "Traceback" not in shown.stderr and "which is missing" in shown.stderr.strip().splitlines()[-1]
     summary = co2cast("summary")
     assert "Traceback" not in summary.stderr and f"{SID}: NOT READABLE" in summary.stdout and "which is missing" in summary.stdout
+
+    # A damaged or hand-edited pointer or alias history: one line naming the file, no traceback.
+    history = f"history/{SID}.json"
+    assert isinstance(store.read_json(history), list) and co2cast("history", SID).returncode == 0
+    store.write_bytes(history, store.read_bytes(history)[:40])  # cut short
+    shown = co2cast("history", SID)
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
+    assert shown.stderr.strip().splitlines()[-1].startswith(f"error: {store.uri(history)} is not what co2cast wrote (")
+    store.write_bytes(f"forecasts/{SID}/latest.json", b"[]")
+    shown = co2cast("show", SID)
+    last = shown.stderr.strip().splitlines()[-1]
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr and "it holds an array, not an object" in last, shown.stderr
+    summary = co2cast("summary")
+    assert "Traceback" not in summary.stderr and f"{SID}: NOT READABLE" in summary.stdout and "not what co2cast wrote" in summary.stdout
+    store.write_json("curated/latest.json", {**store.read_json("curated/latest.json"), "latest_year": "2014"})
+    planned = co2cast("forecast", "--series", "Canada:co2_per_capita")
+    last = planned.stderr.strip().splitlines()[-1]
+    assert planned.returncode == 1 and "Traceback" not in planned.stderr and "curated/latest.json is not what co2cast wrote" in last, last
+    assert "its 'latest_year' is '2014'" in last

@@ -182,8 +182,8 @@ def test_two_runs_moving_the_pointer_at_once_never_move_it_backwards(tmp_path: P
     store = open_store((tmp_path / "store").as_uri())
     real = store.read_json_or_none
 
-    def slow(key: str) -> object:
-        value = real(key)
+    def slow(key: str, *shape: object) -> object:
+        value = real(key, *shape)
         if key == layout.forecast_latest("x.co2"):
             time.sleep(0.4)
         return value

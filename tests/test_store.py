@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import LocalStore, ObjectStore, S3Store, open_store
+from pipeline.errors import PermanentError
+from pipeline.store import LocalStore, ObjectStore, S3Store, StoreDataError, open_store
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -34,6 +35,38 @@ def test_round_trip_list_delete(store: ObjectStore) -> None:
     with pytest.raises(KeyError):
         store.read_bytes("c/three.txt")
     assert store.read_json_or_none("nothing.json") is None
+
+
+@pytest.mark.parametrize(
+    ("data", "shape", "why"),
+    [
+        (b'{"manifest": "forecasts/x', None, "Unterminated string"),  # cut short
+        (b'{"manifest": "\xff"}', None, "not UTF-8 text"),
+        (b"[]", {"manifest": str}, "it holds an array, not an object"),
+        (b'{"as_of_year": 2014}', {"manifest": str, "as_of_year": int}, "it has no 'manifest'"),
+        (b'{"manifest": "' + b"x" * 200 + b'", "as_of_year": "2014"}', {"manifest": str, "as_of_year": int}, "its 'as_of_year' is '2014'"),
+        (b'{"manifest": ' + b"7" * 60 + b"}", {"manifest": str}, "its 'manifest' is " + "7" * 37 + "..."),
+        (b'{"a": 1}', list, "it holds an object, not an array"),
+    ],
+)
+def test_a_damaged_or_edited_json_object_is_refused_in_one_line(store: ObjectStore, data: bytes, shape, why: str) -> None:
+    store.write_bytes("p/latest.json", data)
+    for read in (store.read_json, store.read_json_or_none):
+        with pytest.raises(StoreDataError) as caught:
+            read("p/latest.json", shape)
+        message = str(caught.value)
+        assert message.startswith(f"{store.uri('p/latest.json')} is not what co2cast wrote (") and why in message
+        assert "\n" not in message and "x" * 50 not in message and "damaged or edited" in message
+    assert isinstance(caught.value, PermanentError)  # the DAGs fail it without retrying, the CLI prints one line
+
+
+def test_an_object_of_the_right_shape_reads_as_written(store: ObjectStore) -> None:
+    pointer = {"manifest": "forecasts/x/manifest.json", "as_of_year": 2014, "extra": None}
+    store.write_json("p/latest.json", pointer)
+    assert store.read_json("p/latest.json", {"manifest": str, "as_of_year": int}) == pointer
+    assert store.read_json_or_none("p/missing.json", list) is None
+    store.write_json("p/history.json", [{"moved": True}])
+    assert store.read_json_or_none("p/history.json", list) == [{"moved": True}]
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "./a"])

@@ -360,6 +360,16 @@ def test_tampered_file_is_refused_with_a_message(home_copy: Path, monkeypatch: p
     assert not at.error and at.get("vega_lite_chart")
 
 
+def test_an_edited_pointer_is_named_not_taken_for_an_unreachable_store(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _use_home(monkeypatch, home_copy)
+    store.write_json(f"forecasts/{CANADA}/latest.json", {"as_of_year": 2014})  # the manifest key removed by hand
+    at = _app().run()
+    assert not at.exception and not at.get("vega_lite_chart")
+    message = at.error[0].value
+    assert message.startswith(f"{store.uri(f'forecasts/{CANADA}/latest.json')} is not what co2cast wrote (it has no 'manifest')")
+    assert "\n" not in message and "cannot read the object store" not in message
+
+
 def test_unreachable_store_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))

@@ -30,7 +30,7 @@ from pipeline.ingest import read_curated
 from pipeline.publish import CANDIDATES_FILE as CANDIDATES_FILE
 from pipeline.publish import IntegrityError as PublishIntegrityError
 from pipeline.publish import NotPublished, read_latest
-from pipeline.store import ObjectStore, StoreError, StoreUnavailable, store_from_settings
+from pipeline.store import ObjectStore, StoreDataError, StoreError, StoreUnavailable, store_from_settings
 
 #: Display name and units of each variable the pipeline forecasts (OWID's units).
 VARIABLES: dict[str, tuple[str, str]] = {
@@ -173,7 +173,7 @@ def list_published(store: ObjectStore) -> list[PublishedSeries]:
         names: dict[str, dict[str, tuple[str, str, bool]]] = {}
         for key in pointers:
             sid = key.split("/")[1]
-            pointer = store.read_json(key)
+            pointer = store.read_json(key, layout.FORECAST_POINTER)
             vintage = str(pointer.get("vintage") or "")
             if vintage not in names:
                 names[vintage] = _series_names(store, vintage)
@@ -273,11 +273,13 @@ def range_csv(frame: pd.DataFrame, view: SeriesView) -> bytes:
 
 @contextmanager
 def _store_errors(store: ObjectStore) -> Iterator[None]:
-    """Turn the store's own failures into :class:`StoreUnreachable` (one line for a person)."""
+    """Turn the store's own failures into :class:`StoreUnreachable`, a damaged object into :class:`IntegrityError` (one line)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         yield
+    except StoreDataError as error:  # an object that no longer reads as written: the store itself is fine
+        raise IntegrityError(_one_line(error)) from None
     except (StoreError, StoreUnavailable, BotoCoreError, ClientError, OSError) as error:
         raise StoreUnreachable(f"cannot read the object store {store.uri()}: {_one_line(error)}") from error
 
