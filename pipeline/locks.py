@@ -60,6 +60,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: The fields a lock object holds (and its reader relies on), as a :meth:`~pipeline.store.ObjectStore.read_json` shape.
+LOCK_RECORD = {"owner": str, "created": (int, float)}
+
+
 def owner_is_dead(lock: dict[str, Any], now: float, stale_after: float) -> bool:
     """Whether a lock's owner is gone: a dead local process, or a lock older than ``stale_after``."""
     host, _, pid = str(lock.get("owner", "")).rpartition(":")
@@ -135,7 +139,7 @@ def _exclusive(
         record = {"owner": owner_id(), "created": time.time(), "what": what}
         if store.create_exclusive(key, json.dumps(record).encode()):
             break
-        current = store.read_json_or_none(key)
+        current = store.read_json_or_none(key, LOCK_RECORD)
         if current is None:  # released between our attempt and the read
             continue
         if owner_is_dead(current, time.time(), stale_after):
@@ -152,6 +156,6 @@ def _exclusive(
         yield not waited
     finally:
         # Only our own lock: if ours was broken as stale meanwhile, the new owner's stays.
-        current = store.read_json_or_none(key)
+        current = store.read_json_or_none(key, LOCK_RECORD)
         if current is not None and current.get("owner") == record["owner"] and current.get("created") == record["created"]:
             store.delete(key)

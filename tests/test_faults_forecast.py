@@ -233,6 +233,20 @@ def test_a_series_registry_lock_and_pointer_lock_are_separate(settings: Settings
     assert store.list("locks/") == []
 
 
+def test_an_edited_lock_is_refused_in_one_line(settings: Settings) -> None:
+    """A lock whose record is not a lock (edited by hand) is not taken for a live owner's, nor broken silently."""
+    from pipeline.locks import series_lock
+    from pipeline.store import StoreDataError
+
+    store = tasks.open_store(settings)
+    store.write_bytes("locks/series/world.co2.json", b"[]")
+    refused = r"locks/series/world\.co2\.json is not what co2cast wrote \(it holds an array, not an object\)"
+    with pytest.raises(StoreDataError, match=refused):
+        with series_lock(store, "world.co2", wait=0.5):
+            pass
+    assert store.read_bytes("locks/series/world.co2.json") == b"[]"  # left for a person to look at
+
+
 # -- the store fails mid-publish ---------------------------------------------------------------
 
 
