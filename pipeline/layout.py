@@ -26,7 +26,8 @@ LOCKS = "locks/"
 
 #: The pointer to the last good vintage, written last by a curation.
 CURATED_LATEST = "curated/latest.json"
-#: The fields readers rely on in ``curated/latest.json`` (a :meth:`~pipeline.store.ObjectStore.read_json` shape).
+#: The fields readers rely on in ``curated/latest.json`` and in each vintage's curated
+#: ``meta.json`` (the same record), as a :meth:`~pipeline.store.ObjectStore.read_json` shape.
 CURATED_POINTER = {"vintage": str, "latest_year": int}
 #: The fields readers rely on in a series' ``latest.json`` (:func:`forecast_latest`).
 FORECAST_POINTER = {"manifest": str, "as_of_year": int}

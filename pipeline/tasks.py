@@ -178,7 +178,7 @@ def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = N
     store = open_store(settings)
     vintage = trigger.vintage or trigger.asset_vintage
     if vintage:
-        pointer = store.read_json_or_none(layout.curated_meta(vintage))
+        pointer = store.read_json_or_none(layout.curated_meta(vintage), layout.CURATED_POINTER)
         if pointer is None:
             raise PlanError(f"vintage {vintage} is not curated in {store.uri()}")
     else:
