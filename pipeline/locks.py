@@ -65,11 +65,14 @@ LOCK_RECORD = {"owner": str, "created": (int, float)}
 
 
 def owner_is_dead(lock: dict[str, Any], now: float, stale_after: float) -> bool:
-    """Whether a lock's owner is gone: a dead local process, or a lock older than ``stale_after``."""
-    host, _, pid = str(lock.get("owner", "")).rpartition(":")
+    """Whether a lock's owner is gone: a dead local process, or a lock older than ``stale_after``.
+
+    ``lock`` has the :data:`LOCK_RECORD` fields (its reader checks them).
+    """
+    host, _, pid = lock["owner"].rpartition(":")
     if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
         return True
-    return now - float(lock.get("created", 0.0)) > stale_after
+    return now - float(lock["created"]) > stale_after
 
 
 @contextmanager
@@ -143,11 +146,11 @@ def _exclusive(
         if current is None:  # released between our attempt and the read
             continue
         if owner_is_dead(current, time.time(), stale_after):
-            logger.warning("breaking the lock of %s held by %s (its owner is gone)", what, current.get("owner"))
+            logger.warning("breaking the lock of %s held by %s (its owner is gone)", what, current["owner"])
             store.delete(key)
             continue
         if time.monotonic() > deadline:
-            raise busy(current.get("owner"))
+            raise busy(current["owner"])
         if not waited and on_wait is not None:
             on_wait(current)
         waited = True
@@ -157,5 +160,5 @@ def _exclusive(
     finally:
         # Only our own lock: if ours was broken as stale meanwhile, the new owner's stays.
         current = store.read_json_or_none(key, LOCK_RECORD)
-        if current is not None and current.get("owner") == record["owner"] and current.get("created") == record["created"]:
+        if current is not None and current["owner"] == record["owner"] and current["created"] == record["created"]:
             store.delete(key)

@@ -338,15 +338,14 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
         NotPublished: nothing was published for the series (the message lists what is).
         IntegrityError: the manifest is missing or invalid, or a file is missing or does not
             match its sha256 (named in the message).
+        StoreDataError: ``latest.json`` or the manifest is not the JSON co2cast wrote (damaged
+            or edited; named in the message).
     """
     pointer = store.read_json_or_none(layout.forecast_latest(series_id), layout.FORECAST_POINTER)
     if pointer is None:
         published = layout.published_series(store.list(layout.FORECASTS))
         raise NotPublished(f"no forecast published for {series_id!r}; published: {', '.join(published) or 'none'}")
-    try:
-        manifest = store.read_json_or_none(pointer["manifest"])
-    except ValueError:  # not JSON any more
-        manifest = {"files": [{"name": "manifest.json", "key": pointer["manifest"], "sha256": ""}]}
+    manifest = store.read_json_or_none(pointer["manifest"])
     if manifest is None:
         raise IntegrityError(f"{series_id}: latest.json points at {store.uri(pointer['manifest'])}, which is missing; republish it")
     problem = manifest_problem(store, manifest)

@@ -432,6 +432,12 @@ def test_stale_series_and_an_as_of_year_beyond_the_data_are_refused(tmp_path: Pa
     shown = co2cast("history", SID)
     assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
     assert shown.stderr.strip().splitlines()[-1].startswith(f"error: {store.uri(history)} is not what co2cast wrote (")
+    manifest = store.read_json(f"forecasts/{SID}/latest.json")["manifest"]
+    store.write_bytes(manifest, b'{"key": "forecasts/')  # a manifest cut short
+    shown = co2cast("show", SID)
+    last = shown.stderr.strip().splitlines()[-1]
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr, shown.stderr
+    assert last.startswith(f"error: {store.uri(manifest)} is not what co2cast wrote (Unterminated string"), last
     store.write_bytes(f"forecasts/{SID}/latest.json", b"[]")
     shown = co2cast("show", SID)
     last = shown.stderr.strip().splitlines()[-1]
