@@ -39,7 +39,7 @@ def _validate(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         fetched = sources.fetch(args.file)
-        staging = sources.read_source(fetched.data, fetched.file_name)
+        staging = sources.read_source(fetched.data, fetched.file_name, settings.max_source_bytes)
     except sources.SourceError as error:
         print(f"REJECTED: {error}", file=sys.stderr)
         return 2

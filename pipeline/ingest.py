@@ -229,8 +229,14 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
     return {"vintage": ref.vintage, "file_name": ref.file_name, "success": True, "summary": summary}
 
 
-def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, Any]:
+def curate_vintage(settings: Settings, store: ObjectStore, validated: dict[str, Any]) -> dict[str, Any]:
     """Write the curated table and revisions report, then move ``curated/latest.json``.
+
+    Args:
+        settings: the run's settings (the release is read within ``max_source_bytes``, as when
+            it was validated).
+        store: the object store.
+        validated: what :func:`validate_raw` returned.
 
     Returns:
         The pointer written: ``vintage``, ``latest_year``, ``rows``, ``entities``,
@@ -243,7 +249,7 @@ def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, A
     """
     written: list[str] = []
     try:
-        return _curate(store, validated, written)
+        return _curate(settings, store, validated, written)
     except Exception as error:
         if not _is_store_failure(error):
             raise
@@ -257,12 +263,12 @@ def curate_vintage(store: ObjectStore, validated: dict[str, Any]) -> dict[str, A
         ) from error
 
 
-def _curate(store: ObjectStore, validated: dict[str, Any], written: list[str]) -> dict[str, Any]:
+def _curate(settings: Settings, store: ObjectStore, validated: dict[str, Any], written: list[str]) -> dict[str, Any]:
     ref = VintageRef(validated["vintage"], validated["file_name"])
     gx_result = store.read_json_or_none(layout.curated_gx_result(ref.vintage))
     if not gx_result or not all(r.get("success") for r in gx_result.values()):
         raise RuntimeError(f"vintage {ref.vintage} has no passing GX result: run validate_raw first")
-    tidy = curated_table(sources.read_source(store.read_bytes(ref.raw_key), ref.file_name))
+    tidy = curated_table(sources.read_source(store.read_bytes(ref.raw_key), ref.file_name, settings.max_source_bytes))
     previous = latest_curated(store)
     prev_table = _read_curated_compact(store, previous["vintage"]) if previous and previous["vintage"] != ref.vintage else None
     revisions, revision_summary = revisions_report(prev_table, tidy)
@@ -323,7 +329,7 @@ def ingest(settings: Settings, store: ObjectStore, source: str | None = None) ->
         return {"status": "unchanged", **fetched}
     snapshot = snapshot_raw(store, fetched)
     validated = validate_raw(settings, store, snapshot)
-    return {"status": "curated", **curate_vintage(store, validated), "message": fetched["message"]}
+    return {"status": "curated", **curate_vintage(settings, store, validated), "message": fetched["message"]}
 
 
 # -- pieces ----------------------------------------------------------------------------------

@@ -13,8 +13,11 @@ Fetching is bounded and confined (:class:`SourcePolicy`): only allowed URL prefi
 directories, no system or special files, a size cap enforced while streaming, and one overall
 deadline for a download. Parsing is strict: anything ambiguous (duplicate columns, control
 characters in names, formulas without saved values, another encoding than UTF-8, data on
-another sheet than the first) is a one-line error. What is accepted on purpose: a UTF-8 byte
-order mark, CRLF line ends, gzip compression (``.csv.gz``, decompressed within the same cap).
+another sheet than the first, an XLSX whose first row has no names) is a one-line error. What
+is accepted on purpose: a UTF-8 byte order mark, CRLF line ends, gzip compression (``.csv.gz``,
+decompressed within the same cap), blank rows. An XLSX file must unpack within the same cap,
+and its rows are read only as wide as its header (a stray cell far from the table costs
+nothing).
 
 No message ever quotes the file's content beyond short, sanitised names (:func:`clean`).
 """
@@ -33,6 +36,7 @@ import stat
 import time
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -363,7 +367,7 @@ def read_raw(data: bytes, file_name: str, max_bytes: int = DEFAULT_MAX_BYTES) ->
         raise PermanentSourceError(f"{file_name} is empty: the release has no data")
     suffix = Path(file_name).suffix.lower()
     if data.startswith(XLSX_MAGIC) or suffix in (".xlsx", ".xlsm"):
-        return _read_xlsx(data, file_name)
+        return _read_xlsx(data, file_name, max_bytes)
     if suffix not in ("", ".csv", ".txt"):
         raise PermanentSourceError(f"{file_name}: unknown format {clean(suffix, 20)!r}; co2cast reads CSV and XLSX files")
     return _read_csv(data, file_name)
@@ -412,22 +416,43 @@ def _check_header(header: list[str], file_name: str) -> None:
         seen.setdefault(key, position)
 
 
-def _read_xlsx(data: bytes, file_name: str) -> pd.DataFrame:
+def _read_xlsx(data: bytes, file_name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+    """The first sheet of a workbook: the column names from its first row, then every row that is not blank.
+
+    Rows are read only as wide as the header's last named column, and blank rows are skipped as
+    pandas skips blank CSV lines: openpyxl pads every row to the sheet's extent, and one stray
+    cell (a value or some formatting at ``XFD1048576``) would otherwise make a few kilobytes a
+    million rows of 16,384 cells.
+    """
     import openpyxl
 
+    _check_xlsx_size(data, file_name, max_bytes)
     try:
         values_book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         formula_book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=False)
         sheets = list(values_book.sheetnames)
         if not sheets:
             raise PermanentSourceError(f"{file_name} has no sheet")
-        rows: list[list[Any]] = []
-        for values, formulas in zip(
-            values_book[sheets[0]].iter_rows(values_only=True), formula_book[sheets[0]].iter_rows(values_only=True), strict=False
-        ):
+        values_sheet, formula_sheet = values_book[sheets[0]], formula_book[sheets[0]]
+        first = next(values_sheet.iter_rows(min_row=1, max_row=1, values_only=True), ())
+        width = max((column for column, value in enumerate(first, start=1) if (_cell_text(value) or "").strip()), default=0)
+        if width == 0:
+            raise PermanentSourceError(
+                f"{file_name}: the first row of the first sheet {clean(sheets[0], 40)!r} is empty; "
+                f"co2cast reads the column names from it{_other_sheets(sheets)}"
+            )
+        rows: list[list[Any]] = [list(first[:width])]
+        pairs = zip(
+            values_sheet.iter_rows(min_row=2, max_col=width, values_only=True),
+            formula_sheet.iter_rows(min_row=2, max_col=width, values_only=True),
+            strict=False,
+        )
+        for number, (values, formulas) in enumerate(pairs, start=2):
+            if values.count(None) == len(values) and formulas.count(None) == len(formulas):
+                continue  # a blank row
             for column, (value, formula) in enumerate(zip(values, formulas, strict=False), start=1):
                 if value is None and isinstance(formula, str) and formula.startswith("="):
-                    cell = f"{openpyxl.utils.get_column_letter(column)}{len(rows) + 1}"
+                    cell = f"{openpyxl.utils.get_column_letter(column)}{number}"
                     raise PermanentSourceError(
                         f"{file_name}: cell {cell} of sheet {clean(sheets[0], 40)!r} is a formula with no saved value; "
                         "open the workbook in a spreadsheet program and save it so the values are stored"
@@ -439,10 +464,6 @@ def _read_xlsx(data: bytes, file_name: str) -> pd.DataFrame:
         raise
     except Exception as error:  # openpyxl raises many types for a damaged workbook
         raise PermanentSourceError(f"{file_name} is not a readable XLSX workbook ({type(error).__name__}: {clean(error, 80)})") from error
-    while rows and all(v is None for v in rows[-1]):
-        rows.pop()
-    if not rows:
-        raise PermanentSourceError(f"{file_name}: the first sheet {clean(sheets[0], 40)!r} is empty{_other_sheets(sheets)}")
     # Excel turns year headers into numbers: give them back their text.
     header = [_cell_text(c) or "" for c in rows[0]]
     _check_header(header, file_name)
@@ -458,6 +479,25 @@ def _other_sheets(sheets: list[str]) -> str:
         return ""
     names = ", ".join(repr(clean(s, 30)) for s in sheets)
     return f"; co2cast reads the first sheet only, and the workbook has sheets {names}: move the data to the first sheet"
+
+
+def _check_xlsx_size(data: bytes, file_name: str, max_bytes: int) -> None:
+    """Refuse a workbook whose parts unpack to more than the source cap, before anything is unpacked.
+
+    An XLSX file is a zip archive: a few megabytes can declare gigabytes of sheet XML. Python's
+    zip reader stops at each part's declared size (and fails the CRC past it), so checking the
+    declared sizes bounds what openpyxl can unpack.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise PermanentSourceError(f"{file_name} is not a readable XLSX workbook ({type(error).__name__}: {clean(error, 80)})") from error
+    if unpacked > max_bytes:
+        raise PermanentSourceError(
+            f"{file_name} unpacks to {unpacked:,} bytes, more than the {max_bytes:,}-byte cap (CO2CAST_MAX_SOURCE_BYTES); "
+            "raise the cap if the release is genuine"
+        )
 
 
 def _cell_text(value: Any) -> str | None:

@@ -125,7 +125,7 @@ def curate_vintage(settings: Settings, validated: dict[str, Any]) -> dict[str, A
     """Curate a validated vintage and move ``curated/latest.json`` (returns the pointer)."""
     from pipeline import ingest
 
-    return ingest.curate_vintage(open_store(settings), validated)
+    return ingest.curate_vintage(settings, open_store(settings), validated)
 
 
 def asset_extra(pointer: Mapping[str, Any]) -> dict[str, Any]:

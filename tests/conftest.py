@@ -121,6 +121,26 @@ def run_dag(airflow_home: Path, dag_id: str, extra_env: dict[str, str], conf: st
     return subprocess.run(command, env=airflow_env(airflow_home, extra_env), capture_output=True, text=True, timeout=900, cwd=ROOT)
 
 
+def write_xlsx(path: Path, sheets: dict[str, list[list[object]]], cells: dict[tuple[int, int], object] | None = None) -> Path:
+    """A workbook with one sheet per entry, rows appended in order.
+
+    ``cells`` puts further values on the first sheet at ``(row, column)`` (1-based), e.g. a
+    stray cell far from the table.
+    """
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    for (row, column), value in (cells or {}).items():
+        book.worksheets[0].cell(row=row, column=column, value=value)
+    book.save(path)
+    return path
+
+
 @pytest.fixture
 def small_owid(tmp_path: Path, owid_csv: Path) -> Path:
     """A few entities of the OWID file, same layout: quick to validate."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
@@ -10,8 +11,8 @@ from pathlib import Path
 CO2CAST = Path(sys.executable).parent / "co2cast"
 
 
-def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "MLFLOW_"))}
+def _run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "MLFLOW_"))}, **(env or {})}
     env["CO2CAST_HOME"] = str(tmp_path / "home")
     return subprocess.run([str(CO2CAST), *args], capture_output=True, text=True, env=env, timeout=300)
 
@@ -46,6 +47,17 @@ def test_validate_and_missing_inputs(tmp_path: Path, gapminder_csv: Path) -> Non
     assert missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
     show = _run(tmp_path, "show", "canada.co2_per_capita")
     assert show.returncode == 1 and "no forecast published" in show.stderr
+
+
+def test_validate_holds_a_compressed_file_to_the_configured_cap(tmp_path: Path, gapminder_csv: Path) -> None:
+    """``CO2CAST_MAX_SOURCE_BYTES`` bounds what a gzip file decompresses to, in ``validate`` as in ``ingest``."""
+    packed = tmp_path / "gapminder.csv.gz"
+    packed.write_bytes(gzip.compress(gapminder_csv.read_bytes()))
+    cap = str(len(gapminder_csv.read_bytes()) - 1)
+    refused = _run(tmp_path, "validate", str(packed), env={"CO2CAST_MAX_SOURCE_BYTES": cap})
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.startswith("REJECTED: ") and f"decompresses to more than the {int(cap):,}-byte cap" in refused.stderr
+    assert _run(tmp_path, "validate", str(packed)).returncode == 0
 
 
 def test_known_failures_print_one_line(tmp_path: Path, small_owid: Path) -> None:

@@ -10,11 +10,14 @@ full, S3 down) end with a rerun that heals.
 from __future__ import annotations
 
 import codecs
+import csv
 import errno
+import gzip
 import http.server
 import socket
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ import pytest
 from pipeline import ingest, sources
 from pipeline.config import Settings
 from pipeline.store import LocalStore, ObjectStore, S3Store
+from tests.conftest import write_xlsx
 
 ENTITIES = {"Canada", "World", "Kenya", "Germany", "Zimbabwe"}
 
@@ -153,17 +157,50 @@ def test_bad_release_is_quarantined_and_nothing_moves(
     assert "rejected" in store.read_bytes(f"quarantine/{vintage}/report.md").decode()
 
 
-def _xlsx(path: Path, sheets: dict[str, list[list[object]]]) -> Path:
-    import openpyxl
+@pytest.mark.parametrize("kind", ["gzip", "xlsx"])
+def test_release_that_unpacks_past_the_cap_is_quarantined(kind: str, curated, release: Path, tmp_path: Path) -> None:
+    """A small file that unpacks past ``CO2CAST_MAX_SOURCE_BYTES`` (a bomb, or a big genuine release) is refused."""
+    settings, store = curated
+    if kind == "gzip":
+        path = tmp_path / "bad" / "owid.csv.gz"
+        path.parent.mkdir()
+        path.write_bytes(gzip.compress(release.read_bytes()))
+        unpacked = len(release.read_bytes())
+    else:
+        rows = [[cell or None for cell in row] for row in csv.reader(release.read_text().splitlines())]
+        path = write_xlsx(tmp_path / "owid.xlsx", {"data": rows})
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    cap = unpacked - 1
+    assert path.stat().st_size < cap
+    before = _snapshot(store)
+    with pytest.raises(ingest.ValidationFailed) as raised:
+        ingest.ingest(settings.model_copy(update={"max_source_bytes": cap}), store, str(path))
+    message = _one_line(raised.value)
+    assert f"more than the {cap:,}-byte cap (CO2CAST_MAX_SOURCE_BYTES)" in message, message
+    _assert_nothing_curated(store, before)
+    vintage, _ = ingest.vintage_id(path.read_bytes())
+    assert store.read_bytes(f"quarantine/{vintage}/{path.name}") == path.read_bytes()
 
-    book = openpyxl.Workbook()
-    book.remove(book.active)
-    for title, rows in sheets.items():
-        sheet = book.create_sheet(title)
-        for row in rows:
-            sheet.append(row)
-    book.save(path)
-    return path
+
+def test_every_read_of_a_release_uses_the_configured_size_cap(tmp_path: Path, release: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validating and curating read the stored release with ``CO2CAST_MAX_SOURCE_BYTES``, not the default.
+
+    A cap raised for a large compressed release must hold at every read: curating with the
+    default cap would refuse the release the gate had just passed.
+    """
+    cap = sources.DEFAULT_MAX_BYTES + 12_345
+    settings, store = _settings(tmp_path, max_source_bytes=cap), LocalStore(tmp_path / "store")
+    caps: list[int] = []
+    read_source = sources.read_source
+
+    def spy(data: bytes, file_name: str, max_bytes: int = sources.DEFAULT_MAX_BYTES) -> pd.DataFrame:
+        caps.append(max_bytes)
+        return read_source(data, file_name, max_bytes)
+
+    monkeypatch.setattr(sources, "read_source", spy)
+    assert ingest.ingest(settings, store, str(release))["status"] == "curated"
+    assert len(caps) == 2 and set(caps) == {cap}, caps
 
 
 @pytest.mark.parametrize(
@@ -185,7 +222,7 @@ def test_xlsx_first_ingest_refuses_what_it_cannot_read_faithfully(case: str, she
     """On a first ingest there is no previous vintage to compare with: the file itself must be refused."""
     settings = _settings(tmp_path)
     store = LocalStore(tmp_path / "store")
-    path = _xlsx(tmp_path / f"{case}.xlsx", sheets)
+    path = write_xlsx(tmp_path / f"{case}.xlsx", sheets)
     with pytest.raises(ingest.ValidationFailed) as raised:
         ingest.ingest(settings, store, str(path))
     message = _one_line(raised.value)
@@ -452,7 +489,7 @@ def test_s3_down_mid_ingest_leaves_nothing_and_a_rerun_heals(s3_env: dict[str, s
     validated = ingest.validate_raw(settings, store, ingest.snapshot_raw(store, fetched))
     first.stop()
     with pytest.raises(ingest.CurateFailed) as raised:
-        ingest.curate_vintage(store, validated)
+        ingest.curate_vintage(settings, store, validated)
     message = _one_line(raised.value)
     assert "did not move" in message and raised.value.transient
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 import codecs
 import gzip
 import http.server
+import io
+import json
 import os
+import struct
+import subprocess
+import sys
 import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +20,7 @@ import pandas as pd
 import pytest
 
 from pipeline import sources
+from tests.conftest import write_xlsx
 
 
 @pytest.fixture
@@ -177,17 +184,8 @@ def test_same_content_other_bytes_has_the_same_content_hash(small_owid: Path) ->
     assert sources.content_sha256(data.replace(b"Canada", b"Kanada")) != sources.content_sha256(data)
 
 
-def _xlsx(path: Path, sheets: dict[str, list[list[object]]]) -> bytes:
-    import openpyxl
-
-    book = openpyxl.Workbook()
-    book.remove(book.active)
-    for name, rows in sheets.items():
-        sheet = book.create_sheet(name)
-        for row in rows:
-            sheet.append(row)
-    book.save(path)
-    return path.read_bytes()
+def _xlsx(path: Path, sheets: dict[str, list[list[object]]], cells: dict[tuple[int, int], object] | None = None) -> bytes:
+    return write_xlsx(path, sheets, cells).read_bytes()
 
 
 def test_xlsx_formula_without_saved_value_is_refused(tmp_path: Path) -> None:
@@ -200,6 +198,89 @@ def test_xlsx_data_on_another_sheet_names_the_sheets(tmp_path: Path) -> None:
     data = _xlsx(tmp_path / "s.xlsx", {"Notes": [["About this file"]], "Data": [["country", "year", "co2"], ["X", 2000, 1.0]]})
     with pytest.raises(sources.PermanentSourceError, match="'Notes', 'Data'"):
         sources.read_source(data, "s.xlsx")
+
+
+TABLE = [["country", "year", "co2", "co2_per_capita"], ["Kenya", 2013, 12.1, 0.28], ["Kenya", 2014, 12.6, 0.29]]
+
+# Reads a workbook with the process's address space capped at what it uses after the imports
+# plus 1 GiB, and prints the staging table's rows as JSON.
+_CAPPED_READ = """
+import json, re, resource, sys
+from pipeline import sources
+import openpyxl
+size = int(re.search(r"VmSize:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+limit = size + 1024**3
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+frame = sources.read_source(open(sys.argv[1], "rb").read(), "stray.xlsx")
+print(json.dumps(frame[["entity", "year", "variable", "value"]].astype(str).values.tolist()))
+"""
+
+
+def test_xlsx_stray_cell_far_from_the_table_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    """One value at XFD1048576 (the last cell Excel has) beside a small table.
+
+    openpyxl pads every row to the sheet's extent: read naively, a 5 KB workbook becomes a
+    million rows of 16,384 cells (about 128 GB of lists). Read in a child whose address space
+    is capped 1 GiB above its size after the imports, the table must come back as without it.
+    """
+    plain = sources.read_source(_xlsx(tmp_path / "plain.xlsx", {"data": TABLE}), "plain.xlsx")
+    stray = write_xlsx(tmp_path / "stray.xlsx", {"data": TABLE}, cells={(1_048_576, 16_384): "x", (40_000, 2): 2014})
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    child = subprocess.run([sys.executable, "-c", _CAPPED_READ, str(stray)], capture_output=True, text=True, env=env, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    expected = plain[["entity", "year", "variable", "value"]].astype(str).values.tolist()
+    # The stray year in column B, row 40,000, is a row of its own (no entity), as in a CSV.
+    got = json.loads(child.stdout)
+    assert [row for row in got if row[0] == "Kenya"] == expected
+    assert len(got) >= len(expected)
+
+
+def test_xlsx_blank_rows_are_skipped_like_blank_csv_lines(tmp_path: Path) -> None:
+    rows = [TABLE[0], [None] * 4, TABLE[1], [None, None], TABLE[2], [None] * 4]
+    from_xlsx = sources.read_source(_xlsx(tmp_path / "b.xlsx", {"data": rows}), "b.xlsx")
+    csv = "\n".join(",".join("" if v is None else str(v) for v in row) for row in rows) + "\n"
+    from_csv = sources.read_source(csv.encode(), "b.csv")
+    pd.testing.assert_frame_equal(from_xlsx.reset_index(drop=True), from_csv.reset_index(drop=True), check_dtype=False)
+    assert len(from_xlsx) == 4
+
+
+def test_xlsx_without_column_names_in_the_first_row_is_refused(tmp_path: Path) -> None:
+    data = _xlsx(tmp_path / "n.xlsx", {"data": [[None, None], *TABLE]})
+    with pytest.raises(sources.PermanentSourceError, match=r"first row of the first sheet 'data' is empty; co2cast reads the column names"):
+        sources.read_source(data, "n.xlsx")
+
+
+def test_xlsx_that_unpacks_past_the_cap_is_refused_before_unpacking(tmp_path: Path) -> None:
+    """A zip can declare far more than it holds (a decompression bomb): its parts' sizes count."""
+    data = _xlsx(tmp_path / "big.xlsx", {"data": TABLE + [["Kenya", 1900 + i, float(i), 0.1] for i in range(100)]})
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        unpacked = sum(info.file_size for info in archive.infolist())
+    assert len(data) < unpacked
+    with pytest.raises(sources.PermanentSourceError, match=rf"unpacks to {unpacked:,} bytes, more than the {unpacked - 1:,}-byte cap"):
+        sources.read_source(data, "big.xlsx", max_bytes=unpacked - 1)
+    assert len(sources.read_source(data, "big.xlsx", max_bytes=unpacked)) == 2 * 102
+
+
+def _declare_size(data: bytearray, member: str, size: int) -> None:
+    """Set a zip member's declared uncompressed size, in its central directory entry and local header."""
+    end = bytes(data).rindex(b"PK\x05\x06")
+    (count,), (offset,) = struct.unpack_from("<H", data, end + 10), struct.unpack_from("<I", data, end + 16)
+    for _ in range(count):
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", data, offset + 28)
+        if bytes(data[offset + 46 : offset + 46 + name_length]).decode() == member:
+            struct.pack_into("<I", data, offset + 24, size)
+            struct.pack_into("<I", data, struct.unpack_from("<I", data, offset + 42)[0] + 22, size)
+        offset += 46 + name_length + extra_length + comment_length
+
+
+def test_xlsx_part_larger_than_it_declares_is_refused(tmp_path: Path) -> None:
+    """A part whose headers understate its size is cut at the declared size and fails its CRC."""
+    data = bytearray(_xlsx(tmp_path / "lie.xlsx", {"data": TABLE}))
+    _declare_size(data, "xl/worksheets/sheet1.xml", 10)
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        assert archive.getinfo("xl/worksheets/sheet1.xml").file_size == 10
+    with pytest.raises(sources.PermanentSourceError, match=r"lie.xlsx is not a readable XLSX workbook \(BadZipFile: Bad CRC-32"):
+        sources.read_source(bytes(data), "lie.xlsx")
 
 
 @pytest.mark.parametrize(
