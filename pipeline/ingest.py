@@ -39,6 +39,9 @@ LATEST_KEY = layout.CURATED_LATEST
 VINTAGE_CHARS = 16  # a vintage id is the first 16 hex digits of the sha256 of the bytes
 CURATED_COLUMNS = ["entity", "iso_code", "year", "variable", "value", "provisional"]
 NAME_COLUMNS = ("entity", "iso_code", "variable")
+#: Longest entity name accepted: its series id names store keys, lock files and MLflow models
+#: (OWID's longest is 41 characters; a file name may have 255 bytes).
+MAX_ENTITY_NAME = 100
 
 
 class ValidationFailed(PermanentError):
@@ -368,15 +371,32 @@ def _alphabetical(column: pd.Series) -> pd.Categorical:
 
 
 def check_series_ids(entities: pd.Series) -> None:
-    """Two entity names must not share a series id (``pipeline.series.series_id``).
+    """Every entity name must give a series id of its own (``pipeline.series.series_id``).
+
+    The id is the name lowercased with every run of other characters than ``a-z`` and ``0-9``
+    made ``_``; it names store keys, lock files and MLflow models, so it must not be empty or
+    over-long, and two names must not share one.
 
     Raises:
-        PermanentSourceError: naming both entities and the id they share.
+        PermanentSourceError: naming the entity (or both entities and the id they share).
     """
     from pipeline.series import series_id
 
     names = pd.Series(entities.dropna().unique(), dtype=object).astype(str)
     ids = names.map(lambda name: series_id(name, "v").removesuffix(".v"))
+    too_long = names[names.str.len() > MAX_ENTITY_NAME]
+    if len(too_long):
+        name = too_long.iloc[0]
+        raise sources.PermanentSourceError(
+            f"entity name {sources.clean(name, 40)!r} is {len(name):,} characters long, more than the {MAX_ENTITY_NAME} co2cast "
+            "accepts (its series id names files and MLflow models); shorten it in the source"
+        )
+    unnamed = names[ids == ""]
+    if len(unnamed):
+        raise sources.PermanentSourceError(
+            f"entity name {sources.clean(unnamed.iloc[0], 40)!r} has no letter or digit a series id can be made of (a-z, 0-9); "
+            "rename it in the source"
+        )
     clashes = ids[ids.duplicated(keep=False)]
     if len(clashes):
         first = clashes.iloc[0]

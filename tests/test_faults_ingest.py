@@ -129,6 +129,8 @@ BAD_RELEASES: list[tuple[str, Callable[[Path], bytes], str, tuple[str, ...]]] = 
     ("line_break_in_entity_name", _rename("Kenya", '"Ken\nya"'), "owid.csv", ("control character U+000A",)),
     ("two_names_one_series_id", _slug_twin, "owid.csv", ("same series id", "'canada'", "Canada!")),
     ("latin1_encoding", _rename("Kenya", "K\u00e9nya"), "owid.csv", ("Windows-1252",)),
+    ("entity_name_too_long", _rename("Kenya", "Republic of " + "Very" * 70 + " Long Name"), "owid.csv", ("302 characters long", "100")),
+    ("entity_name_without_a_z", _rename("Kenya", "\u80af\u5c3c\u4e9a"), "owid.csv", ("no letter or digit", "'\u80af\u5c3c\u4e9a'")),
 ]
 
 
