@@ -11,8 +11,10 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import PermanentError
 
 #: OWID's published release: the production source (docker-compose sets it).
 OWID_CO2_URL = "https://raw.githubusercontent.com/owid/co2-data/master/owid-co2-data.csv"
@@ -35,23 +37,23 @@ class Settings(BaseSettings):
     series: str = Field(default="default", description="'default', 'all' or a comma list of entity:variable")
     horizon_end: int = Field(default=2050, description="last forecast year")
     selection_metric: str = Field(default="mase", description="backtest metric for selection and the champion gate (lower is better)")
-    max_lost_years: int = Field(default=3, description="years of history an entity may lose between vintages")
-    fetch_timeout: float = Field(default=60.0, description="seconds for a whole HTTP download (connect, headers and body)")
+    max_lost_years: int = Field(default=3, ge=0, description="years of history an entity may lose between vintages")
+    fetch_timeout: float = Field(default=60.0, gt=0, description="seconds for a whole HTTP download (connect, headers and body)")
     allowed_urls: str = Field(default=OWID_URL_PREFIX, description="comma list of URL prefixes an http(s) source may start with")
     data_dirs: str = Field(
         default_factory=lambda: f"{Path.cwd()},{tempfile.gettempdir()}",
         description="comma list of directories a file source may be in (the embedded data directory is always allowed)",
     )
-    max_source_bytes: int = Field(default=512 * 1024 * 1024, description="largest release read, fetched or decompressed")
-    max_year_on_year_factor: float = Field(default=100.0, description="largest year-on-year ratio (up or down) of a material value")
-    year_on_year_floor: float = Field(default=1.0, description="values below this (Mt, t/person) are too small for the ratio check")
-    max_history_factor: float = Field(default=20.0, description="largest multiple of an entity's earlier maximum a value may reach")
-    max_per_capita: float = Field(default=500.0, description="ceiling of co2_per_capita in t/person")
-    world_tolerance: float = Field(default=0.01, description="relative margin by which a country may exceed the World aggregate")
-    max_tail_lost_years: int = Field(default=0, description="newest years an entity may lose against the previous vintage")
-    lock_stale_seconds: float = Field(default=3600.0, description="age after which a run key's lock counts as abandoned")
+    max_source_bytes: int = Field(default=512 * 1024 * 1024, gt=0, description="largest release read, fetched or decompressed")
+    max_year_on_year_factor: float = Field(default=100.0, gt=1, description="largest year-on-year ratio (up or down) of a material value")
+    year_on_year_floor: float = Field(default=1.0, ge=0, description="values below this (Mt, t/person) are too small for the ratio check")
+    max_history_factor: float = Field(default=20.0, gt=1, description="largest multiple of an entity's earlier maximum a value may reach")
+    max_per_capita: float = Field(default=500.0, gt=0, description="ceiling of co2_per_capita in t/person")
+    world_tolerance: float = Field(default=0.01, ge=0, description="relative margin by which a country may exceed the World aggregate")
+    max_tail_lost_years: int = Field(default=0, ge=0, description="newest years an entity may lose against the previous vintage")
+    lock_stale_seconds: float = Field(default=3600.0, gt=0, description="age after which a run key's lock counts as abandoned")
     revision_threshold: float = Field(
-        default=0.02, description="relative change of a series' history between vintages that is material (reported, retrained)"
+        default=0.02, ge=0, description="relative change of a series' history between vintages that is material (reported, retrained)"
     )
     include_aggregates: bool = Field(
         default=True, description="whether the 'all' series set includes aggregates (World, continents, income groups)"
@@ -92,6 +94,35 @@ def max_active_series(environ: Mapping[str, str] = os.environ) -> int:
     return int(raw)
 
 
+class ConfigError(PermanentError, ValueError):
+    """A setting in the environment that co2cast cannot use (not a number, out of range)."""
+
+
 def get_settings() -> Settings:
-    """Build the settings from the environment as it is now."""
-    return Settings()
+    """Build the settings from the environment as it is now.
+
+    Raises:
+        ConfigError: a variable holds a value its setting cannot take; one line naming each
+            such variable, its value and what it is for (the CLI prints it, a task fails
+            without retrying).
+    """
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigError(invalid_settings_message(error)) from None
+
+
+def invalid_settings_message(error: ValidationError) -> str:
+    """One line for a :class:`Settings` validation error, in the environment's terms."""
+    problems = []
+    for problem in error.errors():
+        name = str(problem["loc"][0]) if problem["loc"] else ""
+        field = Settings.model_fields.get(name)
+        if field is None:  # an aliased setting reports its alias
+            name, field = next(((n, f) for n, f in Settings.model_fields.items() if f.validation_alias == name), (name, None))
+        variable = field.validation_alias if field is not None and isinstance(field.validation_alias, str) else f"CO2CAST_{name.upper()}"
+        value = repr(problem.get("input"))
+        value = value if len(value) <= 60 else value[:59] + "…"
+        purpose = f" ({field.description})" if field is not None and field.description else ""
+        problems.append(f"{variable}={value}: {problem['msg'].lower()}{purpose}")
+    return "invalid setting: " + "; ".join(problems) + "; fix the value or unset the variable for its default"

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 CO2CAST = Path(sys.executable).parent / "co2cast"
 
 
@@ -58,6 +60,24 @@ def test_validate_holds_a_compressed_file_to_the_configured_cap(tmp_path: Path, 
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert refused.stderr.startswith("REJECTED: ") and f"decompresses to more than the {int(cap):,}-byte cap" in refused.stderr
     assert _run(tmp_path, "validate", str(packed)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("CO2CAST_MAX_SOURCE_BYTES", "lots", "input should be a valid integer"),
+        ("CO2CAST_MAX_SOURCE_BYTES", "-5", "input should be greater than 0 (largest release read"),
+        ("CO2CAST_MAX_YEAR_ON_YEAR_FACTOR", "0.5", "input should be greater than 1"),
+        ("CO2CAST_INCLUDE_AGGREGATES", "maybe", "input should be a valid boolean"),
+        ("CO2CAST_FETCH_TIMEOUT", "9" * 100 + "\nx", "input should be a valid number"),
+    ],
+)
+def test_an_invalid_setting_is_one_line_naming_the_variable(tmp_path: Path, variable: str, value: str, words: str) -> None:
+    result = _run(tmp_path, "status", env={variable: value})
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: invalid setting: {variable}="), result.stderr
+    assert words in lines[0] and lines[0].endswith("fix the value or unset the variable for its default") and len(lines[0]) < 400
 
 
 def test_known_failures_print_one_line(tmp_path: Path, small_owid: Path) -> None:

@@ -215,6 +215,19 @@ def test_runner_maps_errors_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert issubclass(StoreUnavailable, TransientError) and issubclass(SeriesError, PermanentError)
 
 
+def test_a_task_with_an_invalid_setting_fails_once_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A setting no retry can mend fails the task without retrying it, naming the variable."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("CO2CAST_HOME", str(tmp_path))
+    monkeypatch.setenv("CO2CAST_LOCK_STALE_SECONDS", "-1")
+    ran = []
+    with pytest.raises(AirflowFailException) as raised:
+        runner.call(lambda settings: ran.append(settings))
+    assert ran == [] and "\n" not in str(raised.value)
+    assert str(raised.value).startswith("invalid setting: CO2CAST_LOCK_STALE_SECONDS='-1': input should be greater than 0 (age after which")
+
+
 def test_s3_network_failure_is_transient(tmp_path: Path) -> None:
     import boto3
     from botocore.config import Config
