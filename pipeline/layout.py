@@ -29,8 +29,10 @@ CURATED_LATEST = "curated/latest.json"
 #: The fields readers rely on in ``curated/latest.json`` and in each vintage's curated
 #: ``meta.json`` (the same record), as a :meth:`~pipeline.store.ObjectStore.read_json` shape.
 CURATED_POINTER = {"vintage": str, "latest_year": int}
-#: The fields readers rely on in a series' ``latest.json`` (:func:`forecast_latest`).
-FORECAST_POINTER = {"manifest": str, "as_of_year": int}
+#: The fields readers rely on in a series' ``latest.json`` (:func:`forecast_latest`): the manifest
+#: served, and (absent in pointers written before co2cast kept them) when that forecast was
+#: published and which forecasts a rollback took out of service.
+FORECAST_POINTER = {"manifest": str, "as_of_year": int, "published_at?": str, "rolled_back?": list}
 
 
 def raw_object(vintage: str, file_name: str) -> str:

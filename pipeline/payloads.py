@@ -168,6 +168,11 @@ class PublishedForecast(Payload):
     last_year: int
     model_version: str
     mase: float | None = None
+    #: Whether ``latest.json`` serves this forecast: not when a rerun found it superseded (a
+    #: rollback took it out of service, or a newer forecast of the as-of year was published).
+    served: bool = True
+    #: The model version ``latest.json`` serves (``model_version`` when ``served``).
+    served_version: str | None = None
 
 
 class SummaryLine(Payload):

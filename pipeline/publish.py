@@ -250,9 +250,12 @@ def _write_forecast(
 
 
 def republish_existing(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> Manifest | None:
-    """The verified manifest already published for a run key (its pointer settled), or ``None``.
+    """The verified manifest already published for a run key, or ``None``.
 
-    The cheap path of a rerun: one or two small reads, no model, no GX.
+    The cheap path of a rerun: one or two small reads, no model, no GX. ``latest.json`` is
+    moved to it only if nothing has superseded it (see :func:`superseded`): a rerun after a
+    crash between the manifest and the pointer completes the publish, a rerun after a rollback
+    or a newer publish moves nothing.
     """
     existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
     if existing is None or not verify_manifest(store, existing):
@@ -262,27 +265,45 @@ def republish_existing(store: ObjectStore, series_id: str, as_of_year: int, run_
 
 
 def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> bool:
-    """Whether a run key has nothing left to do: its manifest (with what it trained) verifies and is served.
+    """Whether a run key has nothing left to do: its manifest (with what it trained) verifies, and is served or superseded.
 
-    Served: ``latest.json`` points at it, or at a newer as-of year (a backfill's forecast is
-    never served). Exactly the case where training and publishing again would write nothing.
+    Exactly the case where training and publishing again would write nothing.
     """
     existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
     if existing is None or "trained" not in existing or not verify_manifest(store, existing):
         return False
     current = store.read_json_or_none(layout.forecast_latest(series_id), layout.FORECAST_POINTER)
-    return current is not None and (current["manifest"] == existing["key"] or current["as_of_year"] > as_of_year)
+    return current is not None and (current["manifest"] == existing["key"] or superseded(current, existing))
+
+
+def superseded(pointer: dict[str, Any], manifest: dict[str, Any]) -> bool:
+    """Whether ``latest.json`` (``pointer``) has moved past a published forecast for good.
+
+    It has when it serves a newer as-of year (a backfill's forecast is never served), a forecast
+    of the same as-of year published after this one (a rerun of an older vintage's run key
+    must not take the newer one's place), or a rollback took this one out of service (so the
+    same run key run again after ``co2cast rollback`` does not undo it: ``@champion`` stays
+    where the rollback put it, and so does ``latest.json``).
+    """
+    if manifest["key"] in pointer.get("rolled_back", []):
+        return True  # even when the rollback served an older as-of year's forecast
+    if pointer["as_of_year"] != manifest["as_of_year"]:
+        return pointer["as_of_year"] > manifest["as_of_year"]
+    return str(pointer.get("published_at", "")) > str(manifest.get("published_at", ""))
 
 
 def _move_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any]) -> None:
-    """Point ``latest.json`` at a manifest unless it already points at a newer as-of year."""
+    """Point ``latest.json`` at a manifest unless something superseded it (:func:`superseded`)."""
     point_latest(store, series_id, manifest)
 
 
 def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], force: bool = False) -> None:
-    """Point ``latest.json`` at a manifest; without ``force`` never back to an older as-of year.
+    """Point ``latest.json`` at a manifest.
 
-    ``force`` is for a rollback, which serves an earlier champion's forecast again.
+    Without ``force`` (a run publishing): unless the pointer has moved past it
+    (:func:`superseded`); a new decision starts with no forecast rolled back. With ``force``
+    (a rollback, which serves an earlier champion's forecast again): always, and the forecast
+    served until now joins the pointer's ``rolled_back``.
     """
     from pipeline.locks import series_lock
 
@@ -293,13 +314,18 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
         current = store.read_json_or_none(key, layout.FORECAST_POINTER)
         if current is not None and current["manifest"] == manifest["key"]:
             return
-        if current is not None and not force and current["as_of_year"] > manifest["as_of_year"]:
+        rolled_back: list[str] = []
+        if current is not None and force:
+            rolled_back = [k for k in [*current.get("rolled_back", []), current["manifest"]] if k != manifest["key"]]
+        elif current is not None and superseded(current, manifest):
             return
         store.write_json(
             key,
             {
                 "manifest": manifest["key"],
                 "as_of_year": manifest["as_of_year"],
+                **({"published_at": manifest["published_at"]} if isinstance(manifest.get("published_at"), str) else {}),
+                "rolled_back": rolled_back,
                 "run_key": manifest["run_key"],
                 "vintage": manifest.get("vintage"),
                 "model_name": manifest.get("model_name"),

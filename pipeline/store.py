@@ -113,7 +113,8 @@ class ObjectStore(ABC):
             return None
 
 
-#: What a JSON object must hold: a type, or field -> type(s) of a JSON object's required fields.
+#: What a JSON object must hold: a type, or field -> type(s) of a JSON object's fields, each
+#: required unless its name ends in ``?`` (``"rolled_back?": list``: absent, or a list).
 Shape = type | Mapping[str, type | tuple[type, ...]]
 
 
@@ -132,7 +133,11 @@ def _shape_problem(value: Any, shape: Shape) -> str | None:
     if not isinstance(value, dict):
         return f"it holds {_json_name(type(value))}, not an object"
     for field, kind in shape.items():
+        optional = field.endswith("?")
+        field = field.removesuffix("?")
         if field not in value:
+            if optional:
+                continue
             return f"it has no {field!r}"
         if not isinstance(value[field], kind):
             found = repr(value[field])

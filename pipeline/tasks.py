@@ -751,6 +751,9 @@ def forecast_series(
 
 
 def _published(store: ObjectStore, trained: TrainedSeries, manifest: Manifest) -> PublishedForecast:
+    pointer = store.read_json_or_none(layout.forecast_latest(trained.series_id), layout.FORECAST_POINTER)
+    served = pointer is not None and pointer["manifest"] == manifest.key
+    served_version = trained.champion_version if served else (pointer or {}).get("model_version")
     return PublishedForecast(
         series_id=trained.series_id,
         manifest=manifest.key,
@@ -760,6 +763,8 @@ def _published(store: ObjectStore, trained: TrainedSeries, manifest: Manifest) -
         last_year=manifest.last_year,
         model_version=trained.champion_version,
         mase=trained.scores.get(trained.champion_family, {}).get("mase"),
+        served=served,
+        served_version=None if served_version is None else str(served_version),
     )
 
 
@@ -878,7 +883,13 @@ def forecast_all(
             refused.append(f"{item.series_id} ({reason})")
             continue
         champion = f"champion v{trained.champion_version} ({trained.champion_family})"
-        say(f"[{index}/{total}] {item.series_id}: {champion}, published {published.uri}")
+        if published.served:
+            say(f"[{index}/{total}] {item.series_id}: {champion}, published {published.uri}")
+        else:
+            say(
+                f"[{index}/{total}] {item.series_id}: run key {item.run_key} was published before ({champion}) and is no "
+                f"longer served: latest.json serves v{published.served_version} (a rollback, or a newer forecast); nothing moved"
+            )
         left_out = left_out_line(trained.left_out, plan.as_of_year)
         if left_out:
             say(f"[{index}/{total}] {item.series_id}: {left_out}")

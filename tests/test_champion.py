@@ -137,6 +137,69 @@ def test_better_challenger_moves_champion_and_forecast_rollback_restores(setting
     assert table[["year", "mean"]].equals(naive_table[["year", "mean"]])
     assert "rollback" in tasks.alias_history(settings, SID)[-1]["reason"]
 
+    # The nightly run after the rollback, on the same data: its run key is the one rolled
+    # back. It maps no task, and run anyway it moves neither @champion nor latest.json.
+    rolled_back, history = _state(settings), tasks.alias_history(settings, SID)
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), _lineup(settings, "drift"))
+    assert plan.series[0].run_key == second.run_key and tasks.pending_series(settings, plan) == []
+    again, republished = _run(settings, _lineup(settings, "drift"))
+    assert again.champion_version == second.champion_version  # what that run key trained
+    assert not republished.served and republished.served_version == first.champion_version
+    assert _state(settings) == rolled_back and tasks.alias_history(settings, SID) == history
+    _assert_pointer_agrees(settings)
+    lines: list[str] = []
+    tasks.forecast_all(settings, RunTrigger(series=SERIES), _lineup(settings, "drift"), progress=lines.append)
+    assert f"is no longer served: latest.json serves v{first.champion_version}" in lines[-1], lines
+    assert _state(settings) == rolled_back
+
+
+def test_a_rollback_to_an_older_as_of_year_holds_on_the_next_run(settings: Settings) -> None:
+    """The version rolled back to last published as of 2013: the 2014 run key, run again, moves nothing."""
+    first, _ = _run(settings, _lineup(settings, "mean"), as_of_year=2013)
+    second, _ = _run(settings, _lineup(settings, "drift"))
+    assert second.champion_family == "drift" and second.as_of_year == 2014, "precondition: drift takes @champion as of 2014"
+    assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)
+    rolled_back = _state(settings)
+    assert rolled_back["latest"]["as_of_year"] == 2013
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), _lineup(settings, "drift"))
+    assert tasks.pending_series(settings, plan) == []
+    _, republished = _run(settings, _lineup(settings, "drift"))
+    assert not republished.served and _state(settings) == rolled_back
+    _assert_pointer_agrees(settings)
+
+
+def test_rerun_of_an_older_vintage_does_not_take_the_newer_ones_place(settings: Settings, tmp_path: Path) -> None:
+    """Two vintages, one as-of year: the older vintage's run key, run again, moves nothing back."""
+    from pipeline import ingest
+
+    lineup = _lineup(settings, "drift")
+    older_vintage = ingest.latest_curated(tasks.open_store(settings))["vintage"]
+    older, _ = _run(settings, lineup)
+    source = next((settings.home.parent / "source").glob("*.csv"))
+    revised = tmp_path / "revised" / source.name
+    revised.parent.mkdir()
+    lines = source.read_text().splitlines()
+    column = lines[0].split(",").index("co2")
+    for number, line in enumerate(lines):
+        cells = line.split(",")
+        if cells[1] == "World" and cells[2] == "2013":
+            cells[column] = str(round(float(cells[column]) * 1.005, 3))  # a small revision of World's 2013
+            lines[number] = ",".join(cells)
+    revised.write_text("\n".join(lines) + "\n")
+    assert ingest.ingest(settings, tasks.open_store(settings), str(revised))["status"] == "curated"
+    newer, published = _run(settings, lineup)
+    assert newer.run_key != older.run_key and published.served
+    served, history = _state(settings), tasks.alias_history(settings, SID)
+
+    trigger = RunTrigger(series=SERIES, vintage=older_vintage)
+    plan = tasks.plan_run(settings, trigger, lineup)
+    assert plan.series[0].run_key == older.run_key and tasks.pending_series(settings, plan) == []
+    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    republished = tasks.publish_series(settings, plan, trained, lineup=lineup)
+    assert not republished.served and republished.served_version == newer.champion_version
+    assert _state(settings) == served and tasks.alias_history(settings, SID) == history
+    _assert_pointer_agrees(settings)
+
 
 def test_a_kept_champion_whose_refitted_recipe_breaks_the_bounds_gives_way(settings: Settings) -> None:
     first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2010)

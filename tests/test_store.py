@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import layout
 from pipeline.errors import PermanentError
 from pipeline.store import LocalStore, ObjectStore, S3Store, StoreDataError, open_store
 
@@ -47,6 +48,7 @@ def test_round_trip_list_delete(store: ObjectStore) -> None:
         (b'{"manifest": "' + b"x" * 200 + b'", "as_of_year": "2014"}', {"manifest": str, "as_of_year": int}, "its 'as_of_year' is '2014'"),
         (b'{"manifest": ' + b"7" * 60 + b"}", {"manifest": str}, "its 'manifest' is " + "7" * 37 + "..."),
         (b'{"a": 1}', list, "it holds an object, not an array"),
+        (b'{"manifest": "m", "as_of_year": 2014, "rolled_back": 5}', layout.FORECAST_POINTER, "its 'rolled_back' is 5"),
     ],
 )
 def test_a_damaged_or_edited_json_object_is_refused_in_one_line(store: ObjectStore, data: bytes, shape, why: str) -> None:
@@ -64,6 +66,7 @@ def test_an_object_of_the_right_shape_reads_as_written(store: ObjectStore) -> No
     pointer = {"manifest": "forecasts/x/manifest.json", "as_of_year": 2014, "extra": None}
     store.write_json("p/latest.json", pointer)
     assert store.read_json("p/latest.json", {"manifest": str, "as_of_year": int}) == pointer
+    assert store.read_json("p/latest.json", layout.FORECAST_POINTER) == pointer  # its optional fields may be absent
     assert store.read_json_or_none("p/missing.json", list) is None
     store.write_json("p/history.json", [{"moved": True}])
     assert store.read_json_or_none("p/history.json", list) == [{"moved": True}]
