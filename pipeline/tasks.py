@@ -826,6 +826,9 @@ def run_summary(settings: Settings, plan: RunPlan | dict[str, Any], progress: Ca
         left_out = left_out_line((manifest.model_extra or {}).get("left_out"), plan.as_of_year)
         if left_out:
             text += f"\n    {left_out}"
+        served = store.read_json_or_none(layout.forecast_latest(item.series_id), layout.FORECAST_POINTER)
+        if served is not None and served["manifest"] != manifest.key:  # a backfill, a rollback, or a newer forecast
+            text += f"\n    not served: latest.json serves v{served.get('model_version')} as of {served['as_of_year']}"
         lines.append(SummaryLine(series_id=item.series_id, published=True, manifest=manifest.key, text=text))
         if progress:
             progress(f"[{len(lines)}/{len(plan.series)}] {text}")

@@ -151,6 +151,8 @@ def test_better_challenger_moves_champion_and_forecast_rollback_restores(setting
     tasks.forecast_all(settings, RunTrigger(series=SERIES), _lineup(settings, "drift"), progress=lines.append)
     assert f"is no longer served: latest.json serves v{first.champion_version}" in lines[-1], lines
     assert _state(settings) == rolled_back
+    summary = tasks.run_summary(settings, plan)[0].text
+    assert summary.endswith(f"not served: latest.json serves v{first.champion_version} as of 2014"), summary
 
 
 def test_a_rollback_to_an_older_as_of_year_holds_on_the_next_run(settings: Settings) -> None:
