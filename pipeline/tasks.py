@@ -952,7 +952,7 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
     """
     from pipeline import tracking
     from pipeline.locks import series_lock
-    from pipeline.publish import point_latest
+    from pipeline.publish import manifest_problem, point_latest
 
     store = open_store(settings)
     with tracking.transient_errors(), series_lock(store, series_id, scope="registry"):
@@ -965,6 +965,12 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
         if current is not None and target and manifest is None:
             raise tracking.RegistryError(
                 f"{tracking.registered_name(series_id)} v{target} published no forecast to serve again; @champion stays v{current.version}"
+            )
+        problem = manifest_problem(store, manifest) if manifest is not None else None
+        if current is not None and manifest is not None and problem is not None:
+            raise tracking.RegistryError(
+                f"{tracking.registered_name(series_id)} v{target}'s forecast {store.uri(manifest['key'])} cannot be served again: "
+                f"{problem}; @champion stays v{current.version} (restore the file from a backup to roll back)"
             )
         old, new = tracking.rollback_alias(client, series_id, alias)
     assert manifest is not None

@@ -155,6 +155,25 @@ def test_better_challenger_moves_champion_and_forecast_rollback_restores(setting
     assert summary.endswith(f"not served: latest.json serves v{first.champion_version} as of 2014"), summary
 
 
+def test_a_rollback_to_a_forecast_whose_files_were_changed_is_refused(settings: Settings) -> None:
+    """The forecast to serve again must still be what was published: otherwise nothing moves."""
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    second, _ = _run(settings, _lineup(settings, "drift"))
+    assert second.champion_version != first.champion_version, "precondition: drift took @champion"
+    store = tasks.open_store(settings)
+    manifests = [store.read_json(key) for key in store.list("forecasts/world.co2/") if key.endswith("manifest.json")]
+    earlier = next(m for m in manifests if m["model_version"] == first.champion_version)
+    table = next(entry["key"] for entry in earlier["files"] if entry["name"] == "forecast.csv")
+    store.write_bytes(table, store.read_bytes(table).replace(b"2050", b"2051"))
+    before, history = _state(settings), tasks.alias_history(settings, SID)
+    with pytest.raises(tracking.RegistryError) as refused:
+        tasks.rollback(settings, SID)
+    message = str(refused.value)
+    assert f"v{first.champion_version}'s forecast" in message and "forecast.csv does not match its sha256" in message
+    assert f"@champion stays v{second.champion_version}" in message and "\n" not in message
+    assert _state(settings) == before and tasks.alias_history(settings, SID) == history
+
+
 def test_a_rollback_to_an_older_as_of_year_holds_on_the_next_run(settings: Settings) -> None:
     """The version rolled back to last published as of 2013: the 2014 run key, run again, moves nothing."""
     first, _ = _run(settings, _lineup(settings, "mean"), as_of_year=2013)
