@@ -171,8 +171,9 @@ class PublishedForecast(Payload):
     #: Whether ``latest.json`` serves this forecast: not when a rerun found it superseded (a
     #: rollback took it out of service, or a newer forecast of the as-of year was published).
     served: bool = True
-    #: The model version ``latest.json`` serves (``model_version`` when ``served``).
+    #: The model version and as-of year ``latest.json`` serves (this forecast's when ``served``).
     served_version: str | None = None
+    served_as_of_year: int | None = None
 
 
 class SummaryLine(Payload):

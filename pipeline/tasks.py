@@ -750,6 +750,18 @@ def forecast_series(
     return publish_series(settings, plan, trained, airflow, lineup)
 
 
+def _not_served(published: PublishedForecast, as_of_year: int) -> str:
+    """What ``co2cast forecast`` adds when ``latest.json`` serves another forecast than the one just published."""
+    if published.served:
+        return ""
+    if published.served_as_of_year is not None and published.served_as_of_year > as_of_year:
+        return f" (a backfill: latest.json stays on v{published.served_version} as of {published.served_as_of_year})"
+    return (
+        f"; latest.json serves v{published.served_version} as of {published.served_as_of_year} instead "
+        "(a rollback, or a newer forecast of the year, took this one's place): nothing moved"
+    )
+
+
 def _published(store: ObjectStore, trained: TrainedSeries, manifest: Manifest) -> PublishedForecast:
     pointer = store.read_json_or_none(layout.forecast_latest(trained.series_id), layout.FORECAST_POINTER)
     served = pointer is not None and pointer["manifest"] == manifest.key
@@ -765,6 +777,7 @@ def _published(store: ObjectStore, trained: TrainedSeries, manifest: Manifest) -
         mase=trained.scores.get(trained.champion_family, {}).get("mase"),
         served=served,
         served_version=None if served_version is None else str(served_version),
+        served_as_of_year=pointer["as_of_year"] if pointer is not None else None,
     )
 
 
@@ -886,13 +899,7 @@ def forecast_all(
             refused.append(f"{item.series_id} ({reason})")
             continue
         champion = f"champion v{trained.champion_version} ({trained.champion_family})"
-        if published.served:
-            say(f"[{index}/{total}] {item.series_id}: {champion}, published {published.uri}")
-        else:
-            say(
-                f"[{index}/{total}] {item.series_id}: run key {item.run_key} was published before ({champion}) and is no "
-                f"longer served: latest.json serves v{published.served_version} (a rollback, or a newer forecast); nothing moved"
-            )
+        say(f"[{index}/{total}] {item.series_id}: {champion}, published {published.uri}{_not_served(published, plan.as_of_year)}")
         left_out = left_out_line(trained.left_out, plan.as_of_year)
         if left_out:
             say(f"[{index}/{total}] {item.series_id}: {left_out}")

@@ -149,7 +149,8 @@ def test_better_challenger_moves_champion_and_forecast_rollback_restores(setting
     _assert_pointer_agrees(settings)
     lines: list[str] = []
     tasks.forecast_all(settings, RunTrigger(series=SERIES), _lineup(settings, "drift"), progress=lines.append)
-    assert f"is no longer served: latest.json serves v{first.champion_version}" in lines[-1], lines
+    expected = f"latest.json serves v{first.champion_version} as of 2014 instead (a rollback, or a newer forecast of the year, "
+    assert lines[-1].endswith(expected + "took this one's place): nothing moved"), lines
     assert _state(settings) == rolled_back
     summary = tasks.run_summary(settings, plan)[0].text
     assert summary.endswith(f"not served: latest.json serves v{first.champion_version} as of 2014"), summary
@@ -256,9 +257,14 @@ def test_backfill_leaves_champion_family_aliases_and_latest(settings: Settings, 
     for year in (2008, 2010):
         old, published = _run(settings, lineup, as_of_year=year)
         assert old.as_of_year == year and f"asof={year}" in published.manifest
+        assert not published.served and (published.served_version, published.served_as_of_year) == (newest.champion_version, 2014)
+    lines: list[str] = []
+    tasks.forecast_all(settings, RunTrigger(series=SERIES, as_of_year=2009), lineup, progress=lines.append)
+    assert lines[-1].endswith(f"(a backfill: latest.json stays on v{newest.champion_version} as of 2014)"), lines
+    assert "asof=2009" in lines[-1]
     after = _state(settings)
     assert after["aliases"] == before["aliases"] and after["latest"] == before["latest"]
-    assert len(after["versions"]) == len(before["versions"]) + 2
+    assert len(after["versions"]) == len(before["versions"]) + 3
     _assert_pointer_agrees(settings)
     rows = tasks.forecasts_as_of(settings, SID, 2010)
     assert [r["family"] for r in rows] == ["drift"] and "asof=2010" in rows[0]["manifest"]
