@@ -94,6 +94,7 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
     if not published:
         print("forecasts:     none published yet")
         return 0
+    champions, registry_problem = _champion_versions(settings)
     print("forecasts:")
     for sid, manifest, every, problem in published:
         if manifest is None:
@@ -104,6 +105,12 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
             f"  {manifest.series_id}{unit}: champion {manifest.model_name} v{manifest.model_version} "
             f"({manifest.model_family}), as of {manifest.as_of_year}, {manifest.first_year}-{manifest.last_year}"
         )
+        registered = champions.get(manifest.series_id)
+        if registry_problem is None and registered != str(manifest.model_version):
+            print(
+                f"      REGISTRY DISAGREES: @champion is {'v' + registered if registered else 'not set'}, but latest.json serves "
+                f"v{manifest.model_version}: the alias was moved outside co2cast (use `co2cast rollback`; or move it back)"
+            )
         print(f"      {champion_reason(manifest.model_family, every)}")
         history = left_out_line((manifest.model_extra or {}).get("left_out"), manifest.as_of_year)
         if history:
@@ -112,9 +119,22 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
         if every:
             ranked = sorted(every.items(), key=lambda kv: kv[1].get("mase", float("inf")))
             print("      backtest MASE by model: " + ", ".join(f"{family} {s.get('mase', float('nan')):.3f}" for family, s in ranked))
+    if registry_problem:
+        print(f"registry:      not compared with the forecasts ({registry_problem})")
     print(f"MLflow UI:     .venv/bin/mlflow ui --backend-store-uri {settings.resolved_tracking_uri}   (or: make mlflow-ui)")
     print("a forecast:    .venv/bin/co2cast show canada.co2_per_capita")
     return 0
+
+
+def _champion_versions(settings: Settings) -> tuple[dict[str, str], str | None]:
+    """Every series' ``@champion`` version, or why the registry could not be read (the summary goes on without it)."""
+    from pipeline import tracking
+
+    try:
+        return tracking.champion_versions(tracking.configure(settings)), None
+    except Exception as error:  # the summary is read from the store; the registry only adds a check
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        return {}, f"{type(error).__name__}: {first}"
 
 
 def _forecast(args: argparse.Namespace, settings: Settings) -> int:

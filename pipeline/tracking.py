@@ -293,6 +293,20 @@ def alias_version(client: Any, series_id: str, alias: str) -> Any | None:
         return None
 
 
+def champion_versions(client: Any) -> dict[str, str]:
+    """Series id -> the version ``@champion`` points at, for every registered co2cast model (one paged search)."""
+    found: dict[str, str] = {}
+    token = None
+    while True:
+        page = client.search_registered_models(filter_string="name LIKE 'co2cast.%'", max_results=1000, page_token=token)
+        for model in page:
+            if "champion" in (model.aliases or {}):
+                found[model.name.removeprefix("co2cast.")] = str(model.aliases["champion"])
+        token = page.token
+        if not token:
+            return found
+
+
 #: The one tag an alias move leaves on the version it moved to: ``{"previous": "3", "reason": "…"}``.
 #: The full record of each move (both scores on the same windows, the windows, the run key,
 #: the as-of year) is the series' alias history in the store (``history/<series_id>.json``).

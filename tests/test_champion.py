@@ -156,6 +156,24 @@ def test_better_challenger_moves_champion_and_forecast_rollback_restores(setting
     assert summary.endswith(f"not served: latest.json serves v{first.champion_version} as of 2014"), summary
 
 
+def test_summary_reports_a_champion_moved_outside_co2cast(settings: Settings, capsys, monkeypatch) -> None:
+    """Moving @champion by hand in the MLflow UI leaves latest.json behind: ``co2cast summary`` says so."""
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    second, _ = _run(settings, _lineup(settings, "drift"))
+    assert second.champion_version != first.champion_version, "precondition: drift took @champion"
+    _cli_env(monkeypatch, settings)
+    assert cli.main(["summary"]) == 0
+    assert "REGISTRY DISAGREES" not in capsys.readouterr().out
+    client = tracking.configure(settings)
+    client.set_registered_model_alias(tracking.registered_name(SID), "champion", first.champion_version)  # as the MLflow UI would
+    assert cli.main(["summary"]) == 0
+    out = capsys.readouterr().out
+    assert f"REGISTRY DISAGREES: @champion is v{first.champion_version}, but latest.json serves v{second.champion_version}" in out
+    client.delete_registered_model_alias(tracking.registered_name(SID), "champion")
+    assert cli.main(["summary"]) == 0
+    assert f"@champion is not set, but latest.json serves v{second.champion_version}" in capsys.readouterr().out
+
+
 def test_a_rollback_to_a_forecast_whose_files_were_changed_is_refused(settings: Settings) -> None:
     """The forecast to serve again must still be what was published: otherwise nothing moves."""
     first, _ = _run(settings, _lineup(settings, "mean"))
