@@ -109,7 +109,8 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
         if registry_problem is None and registered != str(manifest.model_version):
             print(
                 f"      REGISTRY DISAGREES: @champion is {'v' + registered if registered else 'not set'}, but latest.json serves "
-                f"v{manifest.model_version}: the alias was moved outside co2cast (use `co2cast rollback`; or move it back)"
+                f"v{manifest.model_version}: the alias was moved outside co2cast; move it back to v{manifest.model_version} "
+                "(`co2cast rollback` serves an earlier version together with its forecast)"
             )
         print(f"      {champion_reason(manifest.model_family, every)}")
         history = left_out_line((manifest.model_extra or {}).get("left_out"), manifest.as_of_year)
