@@ -43,7 +43,7 @@ def _validate(args: argparse.Namespace, settings: Settings) -> int:
     except sources.SourceError as error:
         print(f"REJECTED: {error}", file=sys.stderr)
         return 2
-    gate = run_suite("emissions_raw", staging, raw_gate_parameters(staging, dt.date.today(), settings=settings))
+    gate = run_suite("emissions_raw", staging, raw_gate_parameters(staging, dt.date.today(), settings))
     print(gate.summary())
     return 0 if gate.success else 2
 

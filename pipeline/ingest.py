@@ -483,14 +483,13 @@ def _same_categories(left: pd.DataFrame, right: pd.DataFrame, columns: list[str]
 
 
 def raw_gate_parameters(
-    staging: pd.DataFrame, today: dt.date, previous: dict[str, Any] | None = None, settings: Settings | None = None
+    staging: pd.DataFrame, today: dt.date, settings: Settings, previous: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Values for the ``emissions_raw`` suite's parameters.
 
     A long (OWID) release must carry the variables of the default series; a wide (Gapminder)
     file carries its one variable.
     """
-    settings = settings or Settings()
     is_long = (staging["variable"] != sources.WIDE_VARIABLE).any()
     return {
         "current_year": today.year,
@@ -531,7 +530,7 @@ def run_raw_gates(
         One :class:`GateResult` per suite run; all must succeed.
     """
     breaks = plausibility.load_allowed_breaks(settings.allowed_breaks or plausibility.ALLOWED_BREAKS)
-    raw_parameters = raw_gate_parameters(staging, today, previous, settings)
+    raw_parameters = raw_gate_parameters(staging, today, settings, previous)
     gates = [
         run_suite("emissions_raw", plausibility.release_table(staging), raw_parameters, scope="release"),
         run_suite_chunked("emissions_raw", plausibility.entity_chunks(staging), raw_parameters, scope="rows"),

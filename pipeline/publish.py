@@ -264,6 +264,15 @@ def republish_existing(store: ObjectStore, series_id: str, as_of_year: int, run_
     return Manifest.of(existing)
 
 
+def latest_pointer(store: ObjectStore, series_id: str) -> dict[str, Any] | None:
+    """A series' ``latest.json`` (fields: :data:`pipeline.layout.FORECAST_POINTER`), or ``None`` before its first publish.
+
+    Raises:
+        StoreDataError: it was damaged or edited (see :meth:`pipeline.store.ObjectStore.read_json`).
+    """
+    return store.read_json_or_none(layout.forecast_latest(series_id), layout.FORECAST_POINTER)
+
+
 def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> bool:
     """Whether a run key has nothing left to do: its manifest (with what it trained) verifies, and is served or superseded.
 
@@ -272,7 +281,7 @@ def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -
     existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
     if existing is None or "trained" not in existing or not verify_manifest(store, existing):
         return False
-    current = store.read_json_or_none(layout.forecast_latest(series_id), layout.FORECAST_POINTER)
+    current = latest_pointer(store, series_id)
     return current is not None and (current["manifest"] == existing["key"] or superseded(current, existing))
 
 
@@ -311,7 +320,7 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
     # Read and write under the series' lock: a concurrent run of an older as-of year could
     # otherwise read the old pointer, then write after this one and move it backwards.
     with series_lock(store, series_id):
-        current = store.read_json_or_none(key, layout.FORECAST_POINTER)
+        current = latest_pointer(store, series_id)
         if current is not None and current["manifest"] == manifest["key"]:
             return
         rolled_back: list[str] = []
@@ -367,7 +376,7 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
         StoreDataError: ``latest.json`` or the manifest is not the JSON co2cast wrote (damaged
             or edited; named in the message).
     """
-    pointer = store.read_json_or_none(layout.forecast_latest(series_id), layout.FORECAST_POINTER)
+    pointer = latest_pointer(store, series_id)
     if pointer is None:
         published = layout.published_series(store.list(layout.FORECASTS))
         raise NotPublished(f"no forecast published for {series_id!r}; published: {', '.join(published) or 'none'}")

@@ -416,7 +416,7 @@ def _check_header(header: list[str], file_name: str) -> None:
         seen.setdefault(key, position)
 
 
-def _read_xlsx(data: bytes, file_name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:
+def _read_xlsx(data: bytes, file_name: str, max_bytes: int) -> pd.DataFrame:
     """The first sheet of a workbook: the column names from its first row, then every row that is not blank.
 
     Rows are read only as wide as the header's last named column, and blank rows are skipped as

@@ -401,10 +401,11 @@ def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item
     import pandas as pd
 
     from pipeline import ingest, track_record
+    from pipeline.publish import latest_pointer
     from pipeline.revisions import compare_histories
     from pipeline.series import recent_stretch_start
 
-    pointer = store.read_json_or_none(layout.forecast_latest(item.series_id), layout.FORECAST_POINTER)
+    pointer = latest_pointer(store, item.series_id)
     manifest = store.read_json_or_none(pointer["manifest"]) if pointer else None
     if not manifest or manifest.get("vintage") in (None, plan.vintage):
         return None
@@ -763,7 +764,9 @@ def _not_served(published: PublishedForecast, as_of_year: int) -> str:
 
 
 def _published(store: ObjectStore, trained: TrainedSeries, manifest: Manifest) -> PublishedForecast:
-    pointer = store.read_json_or_none(layout.forecast_latest(trained.series_id), layout.FORECAST_POINTER)
+    from pipeline.publish import latest_pointer
+
+    pointer = latest_pointer(store, trained.series_id)
     served = pointer is not None and pointer["manifest"] == manifest.key
     served_version = trained.champion_version if served else (pointer or {}).get("model_version")
     return PublishedForecast(
@@ -813,7 +816,7 @@ def run_summary(settings: Settings, plan: RunPlan | dict[str, Any], progress: Ca
     Read from the object store, not from task results, so it also reports series whose tasks
     failed. ``progress`` gets each series' text as soon as it is read, prefixed ``[i/n]``.
     """
-    from pipeline.publish import read_file, read_manifest
+    from pipeline.publish import latest_pointer, read_file, read_manifest
     from pipeline.report import champion_reason, left_out_line
 
     plan = RunPlan.of(plan)
@@ -839,7 +842,7 @@ def run_summary(settings: Settings, plan: RunPlan | dict[str, Any], progress: Ca
         left_out = left_out_line((manifest.model_extra or {}).get("left_out"), plan.as_of_year)
         if left_out:
             text += f"\n    {left_out}"
-        served = store.read_json_or_none(layout.forecast_latest(item.series_id), layout.FORECAST_POINTER)
+        served = latest_pointer(store, item.series_id)
         if served is not None and served["manifest"] != manifest.key:  # a backfill, a rollback, or a newer forecast
             text += f"\n    not served: latest.json serves v{served.get('model_version')} as of {served['as_of_year']}"
         lines.append(SummaryLine(series_id=item.series_id, published=True, manifest=manifest.key, text=text))
