@@ -18,18 +18,19 @@ Forecast steps, in order: :func:`plan_run` â†’ per series :func:`train_series` â
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline import layout
 from pipeline.config import Settings
-from pipeline.errors import PermanentError
+from pipeline.errors import Co2castError, PermanentError
 from pipeline.payloads import AirflowIds, PublishedForecast, RunPlan, RunTrigger, SummaryLine, TrainedSeries, WorkItem
 from pipeline.testhooks import pause_point
 
@@ -277,11 +278,29 @@ def train_series(
             done = tracking.find_complete_run(client, item.run_key)
             if done is not None:
                 logger.info("run key %s already trained in MLflow run %s: reusing it", item.run_key, done.info.run_id)
-                return TrainedSeries.of(json.loads(tracking.read_artifact(done.info.run_id, tracking.SUMMARY_ARTIFACT)))
+                return _reused_summary(client, done.info.run_id)
             dead = tracking.heal_dead_runs(client, item.series_id, item.run_key)
             if dead:
                 logger.warning("run key %s: marked %d dead MLflow run(s) FAILED: %s", item.run_key, len(dead), ", ".join(dead))
         return _train_and_register(settings, store, client, plan, item, ids, lineup, started)
+
+
+def _reused_summary(client: Any, run_id: str) -> TrainedSeries:
+    """The :class:`TrainedSeries` a complete MLflow run recorded, verified (a rerun trusts it to publish a version).
+
+    Raises:
+        IntegrityError: ``summary.json`` was changed or removed, or cannot be read.
+    """
+    from pipeline import tracking
+    from pipeline.artifacts import IntegrityError
+
+    data = tracking.read_verified(client, run_id, tracking.SUMMARY_ARTIFACT)
+    assert data is not None
+    try:
+        return TrainedSeries.of(json.loads(data))
+    except ValueError as error:  # json's and pydantic's errors
+        first = str(error).splitlines()[0]
+        raise IntegrityError(f"{tracking.SUMMARY_ARTIFACT} of MLflow run {run_id} cannot be read ({first}); refusing to reuse it") from None
 
 
 def _train_and_register(
@@ -660,10 +679,29 @@ def publish_series(
     existing = republish_existing(store, trained.series_id, plan.as_of_year, trained.run_key)
     if existing is not None:  # the cheap path: this run key is published and verifies
         log_timings(trained.series_id, "publish_skipped", {"total": time.perf_counter() - started})
-        return _published(store, trained, existing)
+        return _champion_follows(settings, store, trained, _published(store, trained, existing))
+    with _champion_restored_on_refusal(settings, store, trained):
+        manifest, item, mlflow_seconds = _publish_new(settings, store, plan, trained, airflow, lineup, started)
+    publish_seconds = time.perf_counter() - started - mlflow_seconds
+    if item is not None:  # the track record: every earlier forecast against this vintage's actuals
+        score_series(settings, plan, item, trained.run_id)
+    total = time.perf_counter() - started
+    score_seconds = total - mlflow_seconds - publish_seconds
+    timings = {"mlflow": mlflow_seconds, "publish": publish_seconds, "score": score_seconds, "total": total}
+    log_timings(trained.series_id, "publish", timings)
+    return _champion_follows(settings, store, trained, _published(store, trained, manifest))
 
-    import pandas as pd
 
+def _publish_new(
+    settings: Settings,
+    store: ObjectStore,
+    plan: RunPlan,
+    trained: TrainedSeries,
+    airflow: AirflowIds | dict[str, Any] | None,
+    lineup: Lineup | None,
+    started: float,
+) -> tuple[Manifest, WorkItem | None, float]:
+    """The body of :func:`publish_series` when its run key is not published yet: ``(manifest, item, seconds in MLflow)``."""
     from pipeline import artifacts, core, ingest, tracking
     from pipeline.publish import CANDIDATES_FILE, forecast_table, plausible_candidates, publish
 
@@ -673,8 +711,8 @@ def publish_series(
         client = tracking.configure(settings)
         model = tracking.load_registered(trained.model_name, trained.champion_version)
         digest = artifacts.registered_digest(trained.model_name, trained.champion_version)
-        diagnostics = tracking.read_artifact(trained.run_id, tracking.DIAGNOSTICS_ARTIFACT)
-        candidates = tracking.read_artifact_or_none(client, trained.run_id, tracking.CANDIDATES_ARTIFACT)
+        diagnostics = tracking.read_verified(client, trained.run_id, tracking.DIAGNOSTICS_ARTIFACT)
+        candidates = tracking.read_verified(client, trained.run_id, tracking.CANDIDATES_ARTIFACT, optional=True)
     mlflow_seconds = time.perf_counter() - started
     table = forecast_table(
         core.forecast_frame(model, plan.as_of_year, plan.horizon_end, lineup.spec.levels),
@@ -709,7 +747,7 @@ def publish_series(
         history = core.prepare(tidy, item.entity, item.variable, plan.as_of_year, lineup.spec)
         history_max = float(history.values.max())
     if candidates is not None:  # the fitted candidates' forecasts (a run logged before they were has none)
-        kept, dropped = plausible_candidates(pd.read_parquet(io.BytesIO(candidates)), history_max)
+        kept, dropped = plausible_candidates(_candidates_table(candidates, trained.run_id), history_max)
         if dropped:
             logger.warning("%s: candidates' forecasts out of bounds, not published: %s", trained.series_id, ", ".join(dropped))
             meta["candidates_dropped"] = dropped
@@ -724,14 +762,132 @@ def publish_series(
         extras=extras,
         history_max=history_max,
     )
-    publish_seconds = time.perf_counter() - started - mlflow_seconds
-    if item is not None:  # the track record: every earlier forecast against this vintage's actuals
-        score_series(settings, plan, item, trained.run_id)
-    total = time.perf_counter() - started
-    score_seconds = total - mlflow_seconds - publish_seconds
-    timings = {"mlflow": mlflow_seconds, "publish": publish_seconds, "score": score_seconds, "total": total}
-    log_timings(trained.series_id, "publish", timings)
-    return _published(store, trained, manifest)
+    return manifest, item, mlflow_seconds
+
+
+#: The columns of the candidates' forecasts (``candidates.parquet``) as logged.
+CANDIDATE_COLUMNS = ("family", "year", "lo_95", "lo_80", "mean", "hi_80", "hi_95")
+
+
+def _candidates_table(data: bytes, run_id: str) -> pd.DataFrame:
+    """The candidates' forecasts logged in a run, as a table; one line when they cannot be read."""
+    import pandas as pd
+
+    from pipeline import tracking
+    from pipeline.artifacts import IntegrityError
+
+    try:
+        table = pd.read_parquet(io.BytesIO(data))
+    except Exception as error:  # pyarrow raises several types for a damaged file
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise IntegrityError(f"{tracking.CANDIDATES_ARTIFACT} of MLflow run {run_id} is not a readable table ({first})") from None
+    missing = [c for c in CANDIDATE_COLUMNS if c not in table.columns]
+    if missing:
+        raise IntegrityError(f"{tracking.CANDIDATES_ARTIFACT} of MLflow run {run_id} lacks the column(s) {', '.join(missing)}")
+    return table
+
+
+@contextlib.contextmanager
+def _champion_restored_on_refusal(settings: Settings, store: ObjectStore, trained: TrainedSeries) -> Iterator[None]:
+    """Publishing a run key's forecast was refused for good: ``@champion`` goes back to what ``latest.json`` serves.
+
+    The champion gate moved ``@champion`` when the series was trained; a forecast that is then
+    refused (the ``forecast_output`` suite, a model or artefact that fails its digest) leaves
+    ``latest.json`` on the earlier forecast. So the registry and the store agree again, the
+    alias returns to the version ``latest.json`` serves (or is removed before a first forecast),
+    recorded in the alias history with the refusal; :func:`_champion_follows` undoes it once
+    the forecast is published after all (e.g. the damaged file restored from a backup).
+    Transient errors are left to the retry, which may still publish.
+    """
+    try:
+        yield
+    except PermanentError as error:
+        try:
+            _restore_champion(settings, store, trained, str(error).splitlines()[0] if str(error) else type(error).__name__)
+        except Co2castError as failed:  # the refusal is the error to report; this one is logged
+            logger.error("%s: @champion could not be moved back after the refusal: %s", trained.series_id, failed)
+        raise
+
+
+def _restore_champion(settings: Settings, store: ObjectStore, trained: TrainedSeries, why: str) -> None:
+    from pipeline import tracking
+    from pipeline.locks import series_lock
+    from pipeline.publish import latest_pointer
+
+    sid = trained.series_id
+    with tracking.transient_errors(), series_lock(store, sid, scope="registry"):
+        client = tracking.configure(settings)
+        current = tracking.alias_version(client, sid, "champion")
+        if current is None or str(current.version) != trained.champion_version:
+            return  # this run does not hold @champion (a backfill, or it moved since)
+        pointer = latest_pointer(store, sid)
+        served = None if pointer is None or pointer.get("model_version") is None else str(pointer["model_version"])
+        if served == trained.champion_version:
+            return
+        name = tracking.registered_name(sid)
+        if served is None:
+            client.delete_registered_model_alias(name, "champion")
+        else:
+            client.set_registered_model_alias(name, "champion", served)  # its own alias tag (its previous) stays
+        logger.warning("%s: the forecast of v%s was refused; @champion is back on %s", sid, trained.champion_version, served or "nothing")
+        append_history(
+            store,
+            sid,
+            {
+                "at": _now(),
+                "alias": "champion",
+                "moved": True,
+                "from_version": trained.champion_version,
+                "to_version": served,
+                "publish_refused": True,
+                "reason": f"the forecast of v{trained.champion_version} was refused ({why[:300]}); "
+                + (f"@champion is back on v{served}, which latest.json serves" if served else "@champion removed: nothing is published"),
+                "run_key": trained.run_key,
+                "as_of_year": trained.as_of_year,
+            },
+        )
+
+
+def _champion_follows(settings: Settings, store: ObjectStore, trained: TrainedSeries, published: PublishedForecast) -> PublishedForecast:
+    """After a publish: ``@champion`` returns to this run key's version when a refusal had moved it back.
+
+    Only that: the last alias-history record is this run key's refusal
+    (:func:`_champion_restored_on_refusal`) and ``latest.json`` now serves its forecast. Any other
+    state is left as the gate, a rollback or a person made it (``co2cast summary`` flags a
+    disagreement). Costs one store read unless there is something to undo.
+    """
+    if not published.served:
+        return published
+    records = alias_history(settings, trained.series_id)
+    last = records[-1] if records else {}
+    mine = last.get("run_key") == trained.run_key and last.get("from_version") == trained.champion_version
+    if not (last.get("publish_refused") and mine):
+        return published
+    from pipeline import tracking
+    from pipeline.locks import series_lock
+
+    sid = trained.series_id
+    with tracking.transient_errors(), series_lock(store, sid, scope="registry"):
+        client = tracking.configure(settings)
+        current = tracking.alias_version(client, sid, "champion")
+        if (None if current is None else str(current.version)) != last.get("to_version"):
+            return published  # moved since the refusal
+        client.set_registered_model_alias(tracking.registered_name(sid), "champion", trained.champion_version)
+        append_history(
+            store,
+            sid,
+            {
+                "at": _now(),
+                "alias": "champion",
+                "moved": True,
+                "from_version": last.get("to_version"),
+                "to_version": trained.champion_version,
+                "reason": f"the forecast of v{trained.champion_version} refused before is published now: @champion returns to it",
+                "run_key": trained.run_key,
+                "as_of_year": trained.as_of_year,
+            },
+        )
+    return published
 
 
 def forecast_series(

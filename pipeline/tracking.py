@@ -18,6 +18,8 @@ returned, :func:`register_selection` registers what its selection policy chose, 
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -46,6 +48,9 @@ SUMMARY_ARTIFACT = "summary.json"
 DIAGNOSTICS_ARTIFACT = "diagnostics/diagnostics.json"
 #: Every fitted candidate's forecast to the horizon (:func:`pipeline.core.candidate_forecasts`), in the parent run.
 CANDIDATES_ARTIFACT = "forecasts/candidates.parquet"
+#: Prefix of the run tags holding the sha256 of the artefacts that leave MLflow: the summary a
+#: rerun trusts, the diagnostics and candidates' forecasts that are published (:func:`read_verified`).
+ARTIFACT_SHA_TAG = "co2cast.sha256."
 
 #: Fragments of errors that a retry may cure: a busy SQLite file, an unreachable or overloaded server.
 _TRANSIENT_MARKERS = (
@@ -202,22 +207,59 @@ def read_artifact(run_id: str, path: str) -> bytes:
         return Path(local).read_bytes()
 
 
-def read_artifact_or_none(client: Any, run_id: str, path: str) -> bytes | None:
-    """The bytes of one artefact of a run, or ``None`` when the run has no such artefact."""
+def _has_artifact(client: Any, run_id: str, path: str) -> bool:
     folder, _, _ = path.rpartition("/")
-    if path not in {item.path for item in client.list_artifacts(run_id, folder or None)}:
-        return None
-    return read_artifact(run_id, path)
+    return path in {item.path for item in client.list_artifacts(run_id, folder or None)}
 
 
-def log_table(frame: pd.DataFrame, path: str) -> None:
-    """Log a table as a Parquet artefact of the active run."""
+def sha_tag(path: str) -> str:
+    """The run tag holding the sha256 of an artefact that leaves MLflow (see :func:`read_verified`)."""
+    return f"{ARTIFACT_SHA_TAG}{path}"
+
+
+def log_verified(data: bytes, path: str) -> None:
+    """Log bytes as an artefact of the active run, with their sha256 as the run tag :func:`sha_tag`."""
     import mlflow
 
     folder, _, name = path.rpartition("/")
     with tempfile.TemporaryDirectory() as tmp:
-        frame.to_parquet(Path(tmp) / name, index=False)
+        (Path(tmp) / name).write_bytes(data)
         mlflow.log_artifact(str(Path(tmp) / name), folder or None)
+    mlflow.set_tag(sha_tag(path), hashlib.sha256(data).hexdigest())
+
+
+def read_verified(client: Any, run_id: str, path: str, optional: bool = False) -> bytes | None:
+    """An artefact of a run that is published or trusted again, checked against the sha256 the run recorded.
+
+    A run logged before digests were recorded has no tag: its artefact is read as it is (the
+    caller still parses it). With ``optional``, a run that has neither the artefact nor its tag
+    gives ``None``.
+
+    Raises:
+        IntegrityError: the artefact was changed, or is missing although the run recorded it;
+            the message names the run and the file.
+    """
+    from pipeline.artifacts import IntegrityError
+
+    expected = client.get_run(run_id).data.tags.get(sha_tag(path))
+    if not _has_artifact(client, run_id, path):
+        if optional and expected is None:
+            return None
+        raise IntegrityError(f"{path} of MLflow run {run_id} is missing; refusing to use the run (restore the file from a backup)")
+    data = read_artifact(run_id, path)
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise IntegrityError(
+            f"{path} of MLflow run {run_id} does not match the sha256 recorded when it was logged; "
+            "refusing to use it (restore the file from a backup)"
+        )
+    return data
+
+
+def log_table(frame: pd.DataFrame, path: str) -> None:
+    """Log a table as a Parquet artefact of the active run, with its sha256 (:func:`log_verified`)."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    log_verified(buffer.getvalue(), path)
 
 
 def find_run(client: Any, run_key: str, parent_only: bool = True) -> Any | None:
@@ -431,6 +473,7 @@ def _log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[s
     with tempfile.TemporaryDirectory() as tmp:
         write_diagnostics(series.years, series.values, tmp, title=series.series_id, report=result.diagnostics)
         mlflow.log_artifacts(tmp, "diagnostics")
+        mlflow.set_tag(sha_tag(DIAGNOSTICS_ARTIFACT), hashlib.sha256((Path(tmp) / "diagnostics.json").read_bytes()).hexdigest())
     mlflow.log_metric("implied_d", result.diagnostics["stationarity"]["implied_d"])
 
     # Only the candidates the policy registers are logged as models: logging a model is the
@@ -523,7 +566,7 @@ def mark_complete(summary: Mapping[str, Any]) -> None:
     """In the active run: write ``summary.json``, then tag the run complete (last, so a rerun reuses it)."""
     import mlflow
 
-    mlflow.log_dict(dict(summary), SUMMARY_ARTIFACT)
+    log_verified(json.dumps(dict(summary), indent=2).encode(), SUMMARY_ARTIFACT)
     mlflow.set_tag(COMPLETE_TAG, "true")
 
 

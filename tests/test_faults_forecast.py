@@ -363,16 +363,126 @@ def test_a_tampered_model_json_is_refused_on_publish(settings: Settings) -> None
     document = json.loads(original)
     model_json.write_text(json.dumps(document).replace("1", "7", 1))  # one digit changed
 
+    assert _state(settings)["champion"] == trained.champion_version != before["champion"]  # the gate moved it
+
     with pytest.raises(IntegrityError, match=r"model\.json does not match its recorded sha256") as raised:
         tasks.publish_series(settings, plan, trained, lineup=lineup)
     assert "\n" not in str(raised.value) and trained.model_name in str(raised.value)
     store = tasks.open_store(settings)
     assert store.read_bytes(f"forecasts/{SID}/latest.json") == before["latest"]
     assert store.list(f"forecasts/{SID}/asof=2014/") == []
+    _assert_champion_restored(settings, before, trained)
 
     model_json.write_bytes(original)  # restored from a backup: publishing heals
     tasks.publish_series(settings, plan, trained, lineup=lineup)
     _assert_healed(settings, trained.run_key)
+    last = tasks.alias_history(settings, SID)[-1]
+    assert (last["from_version"], last["to_version"]) == (before["champion"], trained.champion_version)
+    assert "published now" in last["reason"]
+
+
+def _assert_champion_restored(settings: Settings, before: dict[str, Any], trained: Any) -> None:
+    """After a refused publish, @champion names the version latest.json still serves, and the history says why."""
+    assert _state(settings) == {**before, "versions": _state(settings)["versions"]}
+    assert tasks.open_store(settings).read_json(f"forecasts/{SID}/latest.json")["model_version"] == before["champion"]
+    last = tasks.alias_history(settings, SID)[-1]
+    assert last["publish_refused"] and last["run_key"] == trained.run_key
+    assert (last["from_version"], last["to_version"]) == (trained.champion_version, before["champion"])
+    assert f"@champion is back on v{before['champion']}" in last["reason"]
+
+
+def _run_artifact(settings: Settings, run_id: str, path: str) -> Path:
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(tracking.configure(settings).get_run(run_id).info.artifact_uri).path)) / path
+
+
+@pytest.mark.parametrize(
+    ("path", "damage", "message"),
+    [
+        (tracking.CANDIDATES_ARTIFACT, lambda b: b[: len(b) // 2], r"candidates\.parquet of MLflow run \w+ does not match the sha256"),
+        (tracking.CANDIDATES_ARTIFACT, None, r"candidates\.parquet of MLflow run \w+ is missing"),
+        (tracking.DIAGNOSTICS_ARTIFACT, lambda b: b.replace(b'"implied_d": 1', b'"implied_d": 0'), r"diagnostics\.json .* does not match"),
+    ],
+    ids=["candidates-truncated", "candidates-deleted", "diagnostics-edited"],
+)
+def test_a_tampered_run_artefact_is_refused_and_champion_restored(settings: Settings, path: str, damage: Any, message: str) -> None:
+    """The run's files that are published beside the forecast are checked against the sha256 logged with them."""
+    from pipeline.artifacts import IntegrityError
+
+    before = _state(settings)
+    lineup = _lineup(settings)
+    plan = tasks.plan_run(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014), lineup)
+    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    stored = _run_artifact(settings, trained.run_id, path)
+    original = stored.read_bytes()
+    if damage is None:
+        stored.unlink()
+    else:
+        assert damage(original) != original
+        stored.write_bytes(damage(original))
+
+    with pytest.raises(IntegrityError, match=message) as raised:
+        tasks.publish_series(settings, plan, trained, lineup=lineup)
+    assert "\n" not in str(raised.value)
+    assert tasks.open_store(settings).list(f"forecasts/{SID}/asof=2014/") == []
+    _assert_champion_restored(settings, before, trained)
+    # The same run key again (a retry, the next nightly run): refused again, nothing moves twice.
+    with pytest.raises(IntegrityError, match=message):
+        tasks.forecast_series(settings, plan, plan.series[0], lineup=lineup)
+    assert sum(1 for r in tasks.alias_history(settings, SID) if r.get("publish_refused")) == 1
+
+    stored.write_bytes(original)  # restored from a backup
+    tasks.forecast_series(settings, plan, plan.series[0], lineup=lineup)
+    _assert_healed(settings, trained.run_key)
+
+
+def test_a_first_forecast_refused_leaves_no_champion(tmp_path: Path, small_owid: Path) -> None:
+    """Before any forecast of a series is published, a refusal takes @champion away again: both say "nothing"."""
+    from pipeline.artifacts import IntegrityError
+
+    settings = Settings(
+        home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"
+    )
+    ingest.ingest(settings, tasks.open_store(settings), str(small_owid))
+    lineup = _lineup(settings)
+    plan = tasks.plan_run(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014), lineup)
+    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    _run_artifact(settings, trained.run_id, tracking.CANDIDATES_ARTIFACT).write_bytes(b"PAR1 not a table PAR1")
+    tracking.configure(settings).delete_tag(trained.run_id, tracking.sha_tag(tracking.CANDIDATES_ARTIFACT))  # as an older run
+
+    with pytest.raises(IntegrityError, match=r"candidates\.parquet of MLflow run \w+ is not a readable table") as raised:
+        tasks.publish_series(settings, plan, trained, lineup=lineup)
+    assert "\n" not in str(raised.value)
+    assert tracking.alias_version(tracking.configure(settings), SID, "champion") is None
+    assert not tasks.open_store(settings).exists(f"forecasts/{SID}/latest.json")
+    last = tasks.alias_history(settings, SID)[-1]
+    assert last["publish_refused"] and last["to_version"] is None and "@champion removed" in last["reason"]
+
+
+def test_a_tampered_run_summary_is_not_reused(settings: Settings) -> None:
+    """A rerun trusts summary.json to say which version to publish: an edited one is refused, not followed."""
+    from pipeline.artifacts import IntegrityError
+
+    lineup = _lineup(settings)
+    plan = tasks.plan_run(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014), lineup)
+    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    stored = _run_artifact(settings, trained.run_id, tracking.SUMMARY_ARTIFACT)
+    original = stored.read_bytes()
+    summary = json.loads(original)
+    stored.write_text(json.dumps({**summary, "champion_version": "1"}, indent=2))  # the 2013 version
+
+    with pytest.raises(IntegrityError, match=r"summary\.json of MLflow run \w+ does not match the sha256") as raised:
+        tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    assert "\n" not in str(raised.value)
+    stored.write_text("{not json")
+    client = tracking.configure(settings)
+    client.delete_tag(trained.run_id, tracking.sha_tag(tracking.SUMMARY_ARTIFACT))  # as a run logged before the digests
+    with pytest.raises(IntegrityError, match=r"summary\.json of MLflow run \w+ cannot be read"):
+        tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+
+    stored.write_bytes(original)
+    assert tasks.train_series(settings, plan, plan.series[0], lineup=lineup) == trained
 
 
 # -- refusals and what a person reads -----------------------------------------------------------
