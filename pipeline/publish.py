@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import io
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -306,13 +307,15 @@ def _move_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any]) -
     point_latest(store, series_id, manifest)
 
 
-def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], force: bool = False) -> None:
+def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], force: bool = False, retire: Iterable[str] = ()) -> None:
     """Point ``latest.json`` at a manifest.
 
     Without ``force`` (a run publishing): unless the pointer has moved past it
     (:func:`superseded`); a new decision starts with no forecast rolled back. With ``force``
     (a rollback, which serves an earlier champion's forecast again): always, and the forecast
-    served until now joins the pointer's ``rolled_back``.
+    served until now joins the pointer's ``rolled_back``, with the manifest keys in ``retire``
+    (the rolled-back version's forecasts that may not be published yet: a run whose publish
+    comes after the rollback must not serve them).
     """
     from pipeline.locks import series_lock
 
@@ -321,12 +324,13 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
     # otherwise read the old pointer, then write after this one and move it backwards.
     with series_lock(store, series_id):
         current = latest_pointer(store, series_id)
-        if current is not None and current["manifest"] == manifest["key"]:
-            return
         rolled_back: list[str] = []
-        if current is not None and force:
-            rolled_back = [k for k in [*current.get("rolled_back", []), current["manifest"]] if k != manifest["key"]]
-        elif current is not None and superseded(current, manifest):
+        if force:
+            served = [*current.get("rolled_back", []), current["manifest"]] if current is not None else []
+            rolled_back = [k for k in dict.fromkeys([*served, *retire]) if k != manifest["key"]]
+            if current is not None and current["manifest"] == manifest["key"] and rolled_back == current.get("rolled_back", []):
+                return
+        elif current is not None and (current["manifest"] == manifest["key"] or superseded(current, manifest)):
             return
         store.write_json(
             key,

@@ -1138,9 +1138,10 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
                 f"{tracking.registered_name(series_id)} v{target}'s forecast {store.uri(manifest['key'])} cannot be served again: "
                 f"{problem}; @champion stays v{current.version} (restore the file from a backup to roll back)"
             )
+        retire = _manifests_serving(store, series_id, current) if current is not None else []
         old, new = tracking.rollback_alias(client, series_id, alias)
     assert manifest is not None
-    point_latest(store, series_id, manifest, force=True)
+    point_latest(store, series_id, manifest, force=True, retire=retire)
     append_history(
         store,
         series_id,
@@ -1156,6 +1157,24 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
         },
     )
     return old, new
+
+
+def _manifests_serving(store: ObjectStore, series_id: str, version: Any) -> list[str]:
+    """The manifest keys that publish (or will, once their run publishes) a registered version.
+
+    Its own run key's, and those of later run keys whose gate kept it as champion (from the
+    alias history, which the gate writes before the run publishes). Read under the series'
+    registry lock, so no decision is missing.
+    """
+    from pipeline import tracking
+
+    number = str(version.version)
+    runs = {(version.tags.get(tracking.RUN_KEY_TAG), tracking.version_as_of(version))}
+    for record in store.read_json_or_none(layout.alias_history(series_id), list) or []:
+        if str(record.get("to_version")) == number and not record.get("publish_refused"):  # a refusal names another run's key
+            runs.add((record.get("run_key"), record.get("as_of_year")))
+    keys = {layout.forecast_manifest(series_id, as_of, key) for key, as_of in runs if isinstance(key, str) and isinstance(as_of, int)}
+    return sorted(keys)
 
 
 def _newest_manifest_of(store: ObjectStore, series_id: str, version: str) -> dict[str, Any] | None:

@@ -208,6 +208,34 @@ def test_a_rollback_to_an_older_as_of_year_holds_on_the_next_run(settings: Setti
     _assert_pointer_agrees(settings)
 
 
+def test_a_rollback_before_the_champions_forecast_is_out_holds(settings: Settings) -> None:
+    """A rollback between a run's gate (which moved @champion) and its publish: the publish does not undo it."""
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    lineup = _lineup(settings, "drift")
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
+    second = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    assert second.champion_version != first.champion_version, "precondition: the gate moved @champion to drift"
+    assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)
+    published = tasks.publish_series(settings, plan, second, lineup=lineup)
+    assert not published.served and published.served_version == first.champion_version
+    _assert_pointer_agrees(settings)
+    assert tasks.pending_series(settings, plan) == []
+
+
+def test_a_rollback_before_a_kept_champions_forecast_is_out_holds(settings: Settings) -> None:
+    """The same race when the racing run key kept the champion: its manifest serves a version of another run key."""
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    second, _ = _run(settings, _lineup(settings, "drift"))
+    lineup = _lineup(settings, "drift", "mean")  # another configuration: a new run key, the same data
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
+    third = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    assert third.run_key != second.run_key and third.champion_version == second.champion_version, "precondition: the gate kept drift"
+    assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)
+    published = tasks.publish_series(settings, plan, third, lineup=lineup)
+    assert not published.served and published.served_version == first.champion_version
+    _assert_pointer_agrees(settings)
+
+
 def test_rerun_of_an_older_vintage_does_not_take_the_newer_ones_place(settings: Settings, tmp_path: Path) -> None:
     """Two vintages, one as-of year: the older vintage's run key, run again, moves nothing back."""
     from pipeline import ingest
