@@ -222,10 +222,11 @@ def _fmt(value: Any) -> str:
 
 def _history(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import tasks
+    from pipeline.publish import published_hint
 
     records = tasks.alias_history(settings, args.series_id)
     if not records:
-        print(f"no alias history for {args.series_id}")
+        print(f"no alias history for {args.series_id}; {published_hint(tasks.open_store(settings), args.series_id)}")
         return 0
     print(f"{'at':<26}{'as of':<7}{'from':<6}{'to':<6}{'moved':<7}{'metric':<7}{'champion':<10}{'challenger':<11}{'naive':<8}reason")
     for r in records:
@@ -266,6 +267,18 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], str]] =
 }
 
 
+def series_id_arg(text: str) -> str:
+    """A series id as typed: ``world.co2``, or the ``--series`` form ``World:co2`` and names as written (``United States.co2``).
+
+    Ids are lowercase with every run of other characters as ``_`` (:func:`pipeline.series.series_id`),
+    so no id holds a ``:``, and normalising one that is already an id leaves it as it is.
+    """
+    from pipeline.series import series_id
+
+    entity, _, variable = text.rpartition(":" if ":" in text else ".")
+    return series_id(entity, variable) if entity.strip() and variable.strip() else text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``co2cast`` command."""
     parser = argparse.ArgumentParser(prog="co2cast", description="Forecast yearly CO2 emissions.")
@@ -282,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--series", help="default | all | Entity:variable,… (default: CO2CAST_SERIES)")
             command.add_argument("--vintage", help="a curated vintage id (default: the latest)")
         if name in ("show", "rollback", "history", "forecasts", "scorecard"):
-            command.add_argument("series_id", help="e.g. canada.co2_per_capita")
+            command.add_argument("series_id", type=series_id_arg, help="e.g. canada.co2_per_capita (or Canada:co2_per_capita)")
         if name == "show":
             command.add_argument("--start", type=int, help="first year to print")
             command.add_argument("--end", type=int, help="last year to print")

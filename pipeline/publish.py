@@ -265,6 +265,21 @@ def republish_existing(store: ObjectStore, series_id: str, as_of_year: int, run_
     return Manifest.of(existing)
 
 
+#: Up to this many published series are listed in full when a series id is not found.
+LIST_ALL_UP_TO = 10
+
+
+def published_hint(store: ObjectStore, series_id: str) -> str:
+    """What a person who typed an unknown series id reads next: the published ids, or the closest few of many."""
+    import difflib
+
+    published = layout.published_series(store.list(layout.FORECASTS))
+    if len(published) <= LIST_ALL_UP_TO:
+        return f"published: {', '.join(published) or 'none'}"
+    close = difflib.get_close_matches(series_id, published, n=3, cutoff=0.8)  # best first
+    return f"{len(published)} series are published" + (f"; did you mean {', '.join(close)}?" if close else " (co2cast summary lists them)")
+
+
 def latest_pointer(store: ObjectStore, series_id: str) -> dict[str, Any] | None:
     """A series' ``latest.json`` (fields: :data:`pipeline.layout.FORECAST_POINTER`), or ``None`` before its first publish.
 
@@ -382,8 +397,7 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
     """
     pointer = latest_pointer(store, series_id)
     if pointer is None:
-        published = layout.published_series(store.list(layout.FORECASTS))
-        raise NotPublished(f"no forecast published for {series_id!r}; published: {', '.join(published) or 'none'}")
+        raise NotPublished(f"no forecast published for {series_id!r}; {published_hint(store, series_id)}")
     manifest = store.read_json_or_none(pointer["manifest"])
     if manifest is None:
         raise IntegrityError(f"{series_id}: latest.json points at {store.uri(pointer['manifest'])}, which is missing; republish it")

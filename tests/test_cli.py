@@ -112,8 +112,30 @@ def test_forecast_goes_on_past_refused_series_and_says_what_a_gap_left_out(tmp_p
     assert last.startswith("error: 2 of 3 series refused, the others were published: kuwait.oil_co2") and "kuwait.coal_co2" in last
     shown = _run(tmp_path, "show", "france.co2", "--csv")
     assert shown.returncode == 0 and shown.stdout.splitlines()[1].startswith("1976,")
+    assert _run(tmp_path, "show", "France:co2", "--csv").stdout == shown.stdout  # the --series form names it too
+    assert "champion" in _run(tmp_path, "history", "France:co2").stdout
+    missing = _run(tmp_path, "history", "france.co2_per_capita")
+    assert missing.stdout.strip() == "no alias history for france.co2_per_capita; published: france.co2"
     history = "modelled 1810-1975; left out 1802-1804 (2 values) before a gap in 1805-1809"
     shown = _run(tmp_path, "show", "france.co2")
     assert shown.returncode == 0 and shown.stdout.splitlines()[1] == history
     summary = _run(tmp_path, "summary")
     assert summary.returncode == 0 and f"      {history}" in summary.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("typed", "series_id"),
+    [
+        ("canada.co2_per_capita", "canada.co2_per_capita"),
+        ("Canada:co2_per_capita", "canada.co2_per_capita"),
+        ("United States:co2", "united_states.co2"),
+        ("United States.co2", "united_states.co2"),
+        ("Cote d'Ivoire:co2", "cote_d_ivoire.co2"),
+        ("nosuch", "nosuch"),
+        (":co2", ":co2"),
+    ],
+)
+def test_a_series_can_be_named_by_its_id_or_as_in_series(typed: str, series_id: str) -> None:
+    from pipeline.cli import series_id_arg
+
+    assert series_id_arg(typed) == series_id

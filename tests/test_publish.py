@@ -66,6 +66,16 @@ def test_publish_layout_and_verified_read(store: ObjectStore) -> None:
         read_latest(store, "world.co2")
 
 
+def test_an_unknown_series_among_many_gets_the_closest_ids(store: ObjectStore) -> None:
+    names = ["canada", "france", "germany", "india", "japan", "kenya", "mexico", "norway", "peru", "spain", "world"]
+    for name in names:
+        store.write_json(f"forecasts/{name}.co2/latest.json", {"manifest": "m", "as_of_year": 2014})
+    with pytest.raises(NotPublished, match=r"^no forecast published for 'wrld\.co2'; 11 series are published; did you mean world\.co2\?$"):
+        read_latest(store, "wrld.co2")
+    with pytest.raises(NotPublished, match=r"11 series are published \(co2cast summary lists them\)$"):
+        read_latest(store, "atlantis.co2")
+
+
 def test_rerun_of_a_key_rewrites_nothing(store: ObjectStore) -> None:
     first = _publish(store, _table())
     before = {k: store.read_bytes(k) for k in store.list()}
