@@ -268,13 +268,18 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], str]] =
 
 
 def series_id_arg(text: str) -> str:
-    """A series id as typed: ``world.co2``, or the ``--series`` form ``World:co2`` and names as written (``United States.co2``).
+    """A series id as typed: ``world.co2``, the ``--series`` form ``World:co2``, names as written
+    (``United States.co2``) or the registered model's name as the MLflow UI shows it (``co2cast.world.co2``).
 
     Ids are lowercase with every run of other characters as ``_`` (:func:`pipeline.series.series_id`),
     so no id holds a ``:``, and normalising one that is already an id leaves it as it is.
     """
     from pipeline.series import series_id
+    from pipeline.tracking import registered_name
 
+    prefix = registered_name("")
+    if text.startswith(prefix) and text.count(".") >= 2:
+        text = text[len(prefix) :]
     entity, _, variable = text.rpartition(":" if ":" in text else ".")
     return series_id(entity, variable) if entity.strip() and variable.strip() else text
 

@@ -131,6 +131,7 @@ def test_forecast_goes_on_past_refused_series_and_says_what_a_gap_left_out(tmp_p
         ("United States:co2", "united_states.co2"),
         ("United States.co2", "united_states.co2"),
         ("Cote d'Ivoire:co2", "cote_d_ivoire.co2"),
+        ("co2cast.world.co2", "world.co2"),  # the registered model, as the MLflow UI names it
         ("nosuch", "nosuch"),
         (":co2", ":co2"),
     ],
