@@ -4,7 +4,9 @@ Models are logged with the package's own loader (:mod:`pipeline.pyfunc_loader`, 
 :mod:`pipeline.artifacts`): the artefact is the forecaster's JSON + npz files and no code, every
 registered version carries the sha256 of each file as tag ``co2cast.artifact_sha256``, and every
 load goes through :func:`pipeline.artifacts.load_verified`, which refuses a changed, missing or
-extra file. Loading one unpickles nothing. Runs and model versions
+extra file. Loading one unpickles nothing. The run's own files that leave MLflow (``summary.json``,
+which a rerun trusts, and the diagnostics and candidates' forecasts published beside a forecast)
+carry their sha256 as run tags and are read through :func:`read_verified`. Runs and model versions
 carry the run key as a tag, so a rerun of the same key finds them and creates nothing new.
 MLflow keeps no alias history: every alias move leaves one short tag on the version it moves
 to (previous version and reason; :func:`alias_tag`), the task layer keeps the full record
