@@ -188,6 +188,10 @@ def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = N
             raise PlanError(f"no curated vintage in {store.uri()}: run co2_ingest (or `co2cast ingest`) first")
     as_of_year = as_of_year_for(trigger.run_type, trigger.logical_date, int(pointer["latest_year"]), trigger.as_of_year)
     tidy = ingest.read_curated(store, pointer["vintage"])
+    try:  # a vintage curated before ingest checked the names: its ids would fail as file and model names
+        ingest.check_series_ids(tidy["entity"])
+    except Co2castError as error:
+        raise PlanError(f"vintage {pointer['vintage']}: {error}; then ingest the corrected release") from None
     spec = trigger.series or settings.series
     if spec.strip() == "all" and not settings.include_aggregates:
         tidy = without_aggregates(tidy)

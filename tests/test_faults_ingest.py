@@ -159,6 +159,28 @@ def test_bad_release_is_quarantined_and_nothing_moves(
     assert "rejected" in store.read_bytes(f"quarantine/{vintage}/report.md").decode()
 
 
+def test_a_vintage_curated_before_names_were_checked_is_refused_at_planning(
+    release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such a name is refused at ingest now; a vintage curated before that is refused when a run is planned from it."""
+    from pipeline import tasks
+    from pipeline.plan import PlanError
+
+    settings, store = _settings(tmp_path), LocalStore(tmp_path / "store")
+    long_name = "Republic of " + "Very" * 70 + " Long Name"
+    old = tmp_path / "old" / "owid.csv"
+    old.parent.mkdir()
+    old.write_bytes(_rename("Kenya", long_name)(release))
+    with monkeypatch.context() as before_the_check:
+        before_the_check.setattr(ingest, "check_series_ids", lambda entities: None)
+        assert ingest.ingest(settings, store, str(old))["status"] == "curated"
+
+    with pytest.raises(PlanError) as raised:
+        tasks.plan_run(settings)
+    message = _one_line(raised.value)
+    assert "302 characters long" in message and message.endswith("shorten it in the source; then ingest the corrected release")
+
+
 @pytest.mark.parametrize("kind", ["gzip", "xlsx"])
 def test_release_that_unpacks_past_the_cap_is_quarantined(kind: str, curated, release: Path, tmp_path: Path) -> None:
     """A small file that unpacks past ``CO2CAST_MAX_SOURCE_BYTES`` (a bomb, or a big genuine release) is refused."""
