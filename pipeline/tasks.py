@@ -616,6 +616,14 @@ def append_history(store: ObjectStore, series_id: str, record: Mapping[str, Any]
         store.write_json(key, [*history, dict(record)])
 
 
+def _record_move(
+    store: ObjectStore, series_id: str, old: str | None, new: str | None, reason: str, run_key: Any, as_of_year: Any, **extra: Any
+) -> None:
+    """Append the record of a move of ``@champion`` made outside the gate: a rollback, a refused publish and its undoing."""
+    record = {"at": _now(), "alias": "champion", "moved": True, "from_version": old, "to_version": new, **extra}
+    append_history(store, series_id, {**record, "reason": reason, "run_key": run_key, "as_of_year": as_of_year})
+
+
 def alias_history(settings: Settings, series_id: str) -> list[dict[str, Any]]:
     """The series' alias history (``co2cast history``), oldest first."""
     return list(open_store(settings).read_json_or_none(layout.alias_history(series_id), list) or [])
@@ -834,22 +842,9 @@ def _restore_champion(settings: Settings, store: ObjectStore, trained: TrainedSe
         else:
             client.set_registered_model_alias(name, "champion", served)  # its own alias tag (its previous) stays
         logger.warning("%s: the forecast of v%s was refused; @champion is back on %s", sid, trained.champion_version, served or "nothing")
-        append_history(
-            store,
-            sid,
-            {
-                "at": _now(),
-                "alias": "champion",
-                "moved": True,
-                "from_version": trained.champion_version,
-                "to_version": served,
-                "publish_refused": True,
-                "reason": f"the forecast of v{trained.champion_version} was refused ({why[:300]}); "
-                + (f"@champion is back on v{served}, which latest.json serves" if served else "@champion removed: nothing is published"),
-                "run_key": trained.run_key,
-                "as_of_year": trained.as_of_year,
-            },
-        )
+        back = f"@champion is back on v{served}, which latest.json serves" if served else "@champion removed: nothing is published"
+        reason = f"the forecast of v{trained.champion_version} was refused ({why[:300]}); {back}"
+        _record_move(store, sid, trained.champion_version, served, reason, trained.run_key, trained.as_of_year, publish_refused=True)
 
 
 def _champion_follows(settings: Settings, store: ObjectStore, trained: TrainedSeries, published: PublishedForecast) -> PublishedForecast:
@@ -877,20 +872,8 @@ def _champion_follows(settings: Settings, store: ObjectStore, trained: TrainedSe
         if (None if current is None else str(current.version)) != last.get("to_version"):
             return published  # moved since the refusal
         client.set_registered_model_alias(tracking.registered_name(sid), "champion", trained.champion_version)
-        append_history(
-            store,
-            sid,
-            {
-                "at": _now(),
-                "alias": "champion",
-                "moved": True,
-                "from_version": last.get("to_version"),
-                "to_version": trained.champion_version,
-                "reason": f"the forecast of v{trained.champion_version} refused before is published now: @champion returns to it",
-                "run_key": trained.run_key,
-                "as_of_year": trained.as_of_year,
-            },
-        )
+        reason = f"the forecast of v{trained.champion_version} refused before is published now: @champion returns to it"
+        _record_move(store, sid, last.get("to_version"), trained.champion_version, reason, trained.run_key, trained.as_of_year)
     return published
 
 
@@ -1146,20 +1129,8 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
         old, new = tracking.rollback_alias(client, series_id, alias)
     assert manifest is not None
     point_latest(store, series_id, manifest, force=True, retire=retire)
-    append_history(
-        store,
-        series_id,
-        {
-            "at": _now(),
-            "alias": "champion",
-            "moved": True,
-            "from_version": old,
-            "to_version": new,
-            "reason": f"rollback from version {old}; latest.json serves {manifest['key']} again",
-            "run_key": manifest.get("run_key"),
-            "as_of_year": manifest.get("as_of_year"),
-        },
-    )
+    reason = f"rollback from version {old}; latest.json serves {manifest['key']} again"
+    _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"))
     return old, new
 
 
