@@ -56,6 +56,28 @@ PARQUET_UNIT_KEY = b"co2cast.unit"
 #: (``family``, then the forecast's ``year, mean, lo_*, hi_*``; see
 #: :func:`pipeline.core.candidate_forecasts`). For showing challengers, not for serving.
 CANDIDATES_FILE = "candidates.parquet"
+#: A candidate's forecast values, lowest to highest.
+CANDIDATE_BANDS = ["lo_95", "lo_80", "mean", "hi_80", "hi_95"]
+
+
+def read_candidates(data: bytes, what: str) -> pd.DataFrame:
+    """The candidates' forecasts as logged (``family``, ``year`` and :data:`CANDIDATE_BANDS`).
+
+    Raises:
+        pipeline.artifacts.IntegrityError: ``what`` (an MLflow run's file, named) is not a
+            readable table or lacks a column.
+    """
+    from pipeline.artifacts import IntegrityError
+
+    try:
+        table = pd.read_parquet(io.BytesIO(data))
+    except Exception as error:  # pyarrow raises several types for a damaged file
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise IntegrityError(f"{what} is not a readable table ({first})") from None
+    missing = [c for c in ["family", "year", *CANDIDATE_BANDS] if c not in table.columns]
+    if missing:
+        raise IntegrityError(f"{what} lacks the column(s) {', '.join(missing)}")
+    return table
 
 
 def plausible_candidates(candidates: pd.DataFrame, history_max: float | None) -> tuple[pd.DataFrame, list[str]]:
@@ -71,7 +93,7 @@ def plausible_candidates(candidates: pd.DataFrame, history_max: float | None) ->
     """
     dropped = []
     for family, rows in candidates.groupby("family", sort=True):
-        values = rows[["lo_95", "lo_80", "mean", "hi_80", "hi_95"]].to_numpy(dtype=np.float64)
+        values = rows[CANDIDATE_BANDS].to_numpy(dtype=np.float64)
         broken = not np.isfinite(values).all() or (np.diff(values, axis=1) < 0).any() or (values[:, 0] < 0).any()
         if not broken and history_max is not None:
             broken = beyond_bounds(rows["year"].to_numpy(), values[:, 2], values[:, 4], history_max) is not None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import io
 import json
 import logging
 import time
@@ -715,7 +714,7 @@ def _publish_new(
 ) -> tuple[Manifest, WorkItem | None, float]:
     """The body of :func:`publish_series` when its run key is not published yet: ``(manifest, item, seconds in MLflow)``."""
     from pipeline import artifacts, core, ingest, tracking
-    from pipeline.publish import CANDIDATES_FILE, forecast_table, plausible_candidates, publish
+    from pipeline.publish import CANDIDATES_FILE, forecast_table, plausible_candidates, publish, read_candidates
 
     ids = AirflowIds.of(airflow) if airflow is not None else None
     lineup = lineup or production_lineup(settings)
@@ -759,7 +758,9 @@ def _publish_new(
         history = core.prepare(tidy, item.entity, item.variable, plan.as_of_year, lineup.spec)
         history_max = float(history.values.max())
     if candidates is not None:  # the fitted candidates' forecasts (a run logged before they were has none)
-        kept, dropped = plausible_candidates(_candidates_table(candidates, trained.run_id), history_max)
+        kept, dropped = plausible_candidates(
+            read_candidates(candidates, f"{tracking.CANDIDATES_ARTIFACT} of MLflow run {trained.run_id}"), history_max
+        )
         if dropped:
             logger.warning("%s: candidates' forecasts out of bounds, not published: %s", trained.series_id, ", ".join(dropped))
             meta["candidates_dropped"] = dropped
@@ -775,28 +776,6 @@ def _publish_new(
         history_max=history_max,
     )
     return manifest, item, mlflow_seconds
-
-
-#: The columns of the candidates' forecasts (``candidates.parquet``) as logged.
-CANDIDATE_COLUMNS = ("family", "year", "lo_95", "lo_80", "mean", "hi_80", "hi_95")
-
-
-def _candidates_table(data: bytes, run_id: str) -> pd.DataFrame:
-    """The candidates' forecasts logged in a run, as a table; one line when they cannot be read."""
-    import pandas as pd
-
-    from pipeline import tracking
-    from pipeline.artifacts import IntegrityError
-
-    try:
-        table = pd.read_parquet(io.BytesIO(data))
-    except Exception as error:  # pyarrow raises several types for a damaged file
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise IntegrityError(f"{tracking.CANDIDATES_ARTIFACT} of MLflow run {run_id} is not a readable table ({first})") from None
-    missing = [c for c in CANDIDATE_COLUMNS if c not in table.columns]
-    if missing:
-        raise IntegrityError(f"{tracking.CANDIDATES_ARTIFACT} of MLflow run {run_id} lacks the column(s) {', '.join(missing)}")
-    return table
 
 
 @contextlib.contextmanager

@@ -340,12 +340,12 @@ def alias_version(client: Any, series_id: str, alias: str) -> Any | None:
 def champion_versions(client: Any) -> dict[str, str]:
     """Series id -> the version ``@champion`` points at, for every registered co2cast model (one paged search)."""
     found: dict[str, str] = {}
-    token = None
+    token, prefix = None, registered_name("")
     while True:
-        page = client.search_registered_models(filter_string="name LIKE 'co2cast.%'", max_results=1000, page_token=token)
+        page = client.search_registered_models(filter_string=f"name LIKE '{prefix}%'", max_results=1000, page_token=token)
         for model in page:
             if "champion" in (model.aliases or {}):
-                found[model.name.removeprefix("co2cast.")] = str(model.aliases["champion"])
+                found[model.name.removeprefix(prefix)] = str(model.aliases["champion"])
         token = page.token
         if not token:
             return found
