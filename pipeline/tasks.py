@@ -1084,7 +1084,7 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
     """
     from pipeline import tracking
     from pipeline.locks import series_lock
-    from pipeline.publish import manifest_problem, point_latest
+    from pipeline.publish import latest_pointer, manifest_problem, point_latest, published_hint
 
     store = open_store(settings)
     with tracking.transient_errors(), series_lock(store, series_id, scope="registry"):
@@ -1092,6 +1092,8 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
         if alias != "champion":
             return tracking.rollback_alias(client, series_id, alias)
         current = tracking.alias_version(client, series_id, alias)
+        if current is None and latest_pointer(store, series_id) is None:
+            raise tracking.RegistryError(f"{tracking.registered_name(series_id)} has no @champion; {published_hint(store, series_id)}")
         target = tracking.previous_version(current, alias) if current is not None else ""
         manifest = _newest_manifest_of(store, series_id, target) if target else None
         if current is not None and target and manifest is None:

@@ -88,7 +88,7 @@ def test_known_failures_print_one_line(tmp_path: Path, small_owid: Path) -> None
         assert "Traceback" not in result.stderr
 
     one_line_error(_run(tmp_path, "forecast"), "no curated vintage")
-    one_line_error(_run(tmp_path, "rollback", "canada.co2_per_capita"), "has no @champion")
+    one_line_error(_run(tmp_path, "rollback", "canada.co2_per_capita"), "co2cast.canada.co2_per_capita has no @champion; published: none")
     assert _run(tmp_path, "ingest", "--source", str(small_owid)).returncode == 0
     one_line_error(_run(tmp_path, "forecast", "--series", "Atlantis:co2"), "no series 'Atlantis:co2'")
     one_line_error(_run(tmp_path, "forecast", "--as-of-year", "2050"), "not before the horizon end")
