@@ -9,8 +9,10 @@ For each series co2cast runs what the forecast core runs: the default candidates
 rolling-origin backtest (:func:`pipeline.backtest.evaluate_candidates`), selection on MASE
 (:func:`pipeline.selection.select`: the default combination unless another candidate beats it
 clearly, the short-series combination on series with few windows; a choice that does not beat
-naive on the backtest gives way to the fallback, half the drift, if that does, else to naive),
-then fits the calibrated, floored winner on the whole training series and forecasts. Its seconds per series
+naive on the backtest gives way to the fallback, half the drift, if that does, else to naive;
+a choice whose forecast breaks the output bounds or falls to the zero floor within the backtest
+horizon gives way to naive, :func:`pipeline.core.forecast_beyond_bounds`), then fits the
+calibrated, floored winner on the whole training series and forecasts. Its seconds per series
 cover all of that. Beside it, statsforecast's Naive, RandomWalkWithDrift, AutoETS, AutoTheta
 and AutoARIMA (a benchmark-only extra, ``requirements-bench.txt``) forecast the same series.
 Each of co2cast's single candidates is also fitted on the whole series and scored, outside the
@@ -60,11 +62,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without
 from pipeline import metrics  # noqa: E402
 from pipeline.backtest import evaluate_candidates, plan_windows  # noqa: E402
 from pipeline.config import EMBEDDED_SOURCE  # noqa: E402
+from pipeline.core import ForecastSpec, forecast_beyond_bounds  # noqa: E402
 from pipeline.ingest import read_tidy_file  # noqa: E402
 from pipeline.models.base import Forecast  # noqa: E402
 from pipeline.models.registry import default_candidates  # noqa: E402
 from pipeline.selection import publishable, select  # noqa: E402
-from pipeline.series import recent_stretch_start  # noqa: E402
+from pipeline.series import PreparedSeries, recent_stretch_start  # noqa: E402
 
 TRAIN_END, TEST_YEARS = 2010, (2011, 2012, 2013, 2014)
 H = len(TEST_YEARS)
@@ -115,8 +118,19 @@ def co2cast_forecast(years: np.ndarray, values: np.ndarray) -> tuple[Forecast, t
     start, cpu = time.perf_counter(), time.process_time()
     plan = plan_windows(values.size, **BACKTEST)
     evaluation = evaluate_candidates(default_candidates(plan.min_train), years, values, levels=LEVELS, **BACKTEST)
-    selection = select(evaluation, metric="mase")
-    forecast = selection.model.fit(values, years).predict(H, LEVELS)
+    # As the core does: a choice whose forecast breaks the output bounds or falls to the zero
+    # floor within the backtest horizon is refused and the selection asked again.
+    series = PreparedSeries(series_id="benchmark", entity="benchmark", variable="benchmark", years=years, values=values)
+    spec = ForecastSpec(horizon_end=int(years[-1]) + H, levels=LEVELS, backtest_horizon=BACKTEST["horizon"])
+    refused: dict[str, str] = {}
+    while True:
+        selection = select(evaluation, metric="mase", refused=refused)
+        fitted = selection.model.fit(values, years)
+        problem = forecast_beyond_bounds(fitted, series, spec)
+        if problem is None:
+            break
+        refused[selection.winner] = problem
+    forecast = fitted.predict(H, LEVELS)
     seconds = (time.perf_counter() - start, time.process_time() - cpu)
     per_candidate, raw = {}, {}
     for name, result in evaluation.results.items():

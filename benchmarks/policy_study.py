@@ -7,20 +7,27 @@ fallback are chosen by :func:`pipeline.selection.select` itself on the dumped ba
 searched combination was never evaluated as one candidate, so :func:`published` replays the
 same rule from its members' backtest forecasts (the default unless another candidate's
 backtest MASE is below half of it; whatever is chosen must beat naive on the windows), and the
-script stops if that replay and ``select`` disagree on the current policy. Each is scored on
-the floored point forecast with OWA against naive, per validation period and variable. The
-output-bounds refusal is not replayed (the dumps stop at the held-out years); ``accuracy.py``
-does not apply it either.
+script stops if that replay and ``select`` disagree on the current policy. :func:`shrunk`
+replays the default moved toward naive by a factor. Each is scored on the floored point
+forecast with OWA against naive, per validation period and variable. Of the core's refusals
+only the fall to the zero floor is replayed (:func:`guarded`, on the held-out years, which are
+within the backtest horizon); the upper output bounds are not (on the four validation runs
+no choice's uncalibrated forecast of four years broke them).
 
 Run from the repository root, on dumps of validation runs only (never the 2011–2014 test)::
 
+    python benchmarks/accuracy.py --train-end 1994 --panels full --dump /tmp/v1994.pkl
+    python benchmarks/accuracy.py --train-end 1998 --panels full --dump /tmp/v1998.pkl
     python benchmarks/accuracy.py --train-end 2002 --panels full --dump /tmp/v2002.pkl
     python benchmarks/accuracy.py --train-end 2006 --panels full --dump /tmp/v2006.pkl
-    python benchmarks/policy_study.py 2003-2006=/tmp/v2002.pkl 2007-2010=/tmp/v2006.pkl
-    python benchmarks/policy_study.py ... --search     # every combination of 2-5 (minutes)
+    python benchmarks/policy_study.py 1995-1998=/tmp/v1994.pkl 1999-2002=/tmp/v1998.pkl \
+        2003-2006=/tmp/v2002.pkl 2007-2010=/tmp/v2006.pkl
+    python benchmarks/policy_study.py ... --search     # every combination of 2-5 (tens of minutes)
 
-It prints the current policy, each fallback, and with ``--search`` the best combinations on
-the mean of all cells and, for two periods, the best on each period judged on the other.
+It prints the current policy, each fallback and each shrinkage factor; with three periods or
+more, the factor chosen on all periods but one, judged on that one (leave one period out), and
+with ``--search`` the best combinations on the mean of all cells, and for each period the best
+chosen on the others (or, with two periods, on the other).
 """
 
 from __future__ import annotations
@@ -38,8 +45,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the package
 
 from pipeline import metrics
-from pipeline.models.registry import BENCHMARK, COMBINATION_MEMBERS, FALLBACK_CHOICE
+from pipeline.models.registry import BENCHMARK, COMBINATION_MEMBERS, DEFAULT_CHOICE, FALLBACK_CHOICE
 from pipeline.selection import select
+from pipeline.series import falls_to_floor
 
 VARIABLES = ("co2", "co2_per_capita")
 COMBINATIONS = ("combo_mean", "combo_median", "combo_short")
@@ -78,9 +86,14 @@ class Series:
 Fallback = Callable[[Series], str | None]
 
 
+def guarded(s: Series, forecast: np.ndarray) -> np.ndarray:
+    """Naive in place of a held-out forecast that falls to the zero floor, as the core refuses it (:func:`falls_to_floor`)."""
+    return s.held_out[BENCHMARK] if falls_to_floor(np.arange(forecast.size), forecast, s.train) else forecast
+
+
 def production(s: Series, fallback: str | None) -> np.ndarray:
     """The held-out point forecast :func:`pipeline.selection.select` publishes with this fallback."""
-    return s.held_out[select(s.evaluation, fallback=fallback).winner]
+    return guarded(s, s.held_out[select(s.evaluation, fallback=fallback).winner])
 
 
 def best_beating_naive(s: Series) -> str | None:
@@ -88,6 +101,11 @@ def best_beating_naive(s: Series) -> str | None:
     scores = {k: v for k, v in s.mase.items() if np.isfinite(v) and k not in COMBINATIONS and k != BENCHMARK}
     best = min(scores, key=scores.get, default=None)
     return best if best is not None and scores[best] < s.mase[BENCHMARK] else None
+
+
+def challengers(s: Series) -> dict[str, float]:
+    """Backtest MASE of every candidate that may replace a searched default: all but the production default, as select ranks them."""
+    return {k: v for k, v in s.mase.items() if k != DEFAULT_CHOICE and np.isfinite(v)}
 
 
 def published(s: Series, members: tuple[str, ...], method: str, fallback: Fallback | None, margin: float = 0.5) -> np.ndarray:
@@ -98,7 +116,7 @@ def published(s: Series, members: tuple[str, ...], method: str, fallback: Fallba
         return naive
     aggregate = AGGREGATE[method]
     default_score = s.backtest_mase(aggregate(np.stack([s.backtest[m] for m in present]), axis=0))
-    scores = {k: v for k, v in s.mase.items() if k not in COMBINATIONS and np.isfinite(v)}
+    scores = challengers(s)
     if not scores or not np.isfinite(default_score):
         return naive
     best = min(scores, key=scores.get)
@@ -107,9 +125,54 @@ def published(s: Series, members: tuple[str, ...], method: str, fallback: Fallba
     else:
         chosen, score = aggregate(np.stack([s.held_out[m] for m in present]), axis=0), default_score
     if score < s.mase[BENCHMARK]:
-        return chosen
+        return guarded(s, chosen)
     backup = fallback(s) if fallback is not None else None
-    return s.held_out[backup] if backup is not None else naive
+    return guarded(s, s.held_out[backup]) if backup is not None else naive
+
+
+def shrunk(s: Series, members: tuple[str, ...], method: str, alpha: float, margin: float = 0.5) -> np.ndarray:
+    """:func:`published` with the default moved toward naive (``naive + alpha * (default - naive)``), and the fallback.
+
+    The shrunk default is scored like a candidate of its own: another candidate replaces it
+    when its backtest MASE is below ``1 - margin`` times the shrunk default's, and whatever is
+    chosen must beat naive on the backtest; when it does not, the production fallback (half the
+    drift) is published if it does, else naive. ``alpha=1`` is the production rule.
+    """
+    naive_bt, naive_ho = s.backtest[BENCHMARK], s.held_out[BENCHMARK]
+    present = [m for m in members if m in s.backtest]
+    if len(present) < 2:
+        return naive_ho
+    aggregate = AGGREGATE[method]
+    chosen_bt = naive_bt + alpha * (aggregate(np.stack([s.backtest[m] for m in present]), axis=0) - naive_bt)
+    chosen_ho = naive_ho + alpha * (aggregate(np.stack([s.held_out[m] for m in present]), axis=0) - naive_ho)
+    scores = challengers(s)
+    score = s.backtest_mase(chosen_bt)
+    if not scores or not np.isfinite(score):
+        return naive_ho
+    best = min(scores, key=scores.get)
+    if scores[best] < (1 - margin) * score:
+        chosen_ho, score = s.held_out[best], scores[best]
+    if score < s.mase[BENCHMARK]:
+        return guarded(s, chosen_ho)
+    if FALLBACK_CHOICE in s.mase and s.mase[FALLBACK_CHOICE] < s.mase[BENCHMARK]:
+        return guarded(s, s.held_out[FALLBACK_CHOICE])
+    return naive_ho
+
+
+def leave_one_period_out(names: list[str], table: dict[str, np.ndarray], current: str) -> None:
+    """For each period: the policy best on the others (mean OWA of their cells), scored on it, beside ``current``.
+
+    ``table`` maps a policy to its :func:`cells` (periods in the order of ``names``).
+    """
+    picked, fixed = [], []
+    for held, period in enumerate(names):
+        on = [i for i in range(2 * len(names)) if i // 2 != held]
+        off = slice(2 * held, 2 * held + 2)
+        best = min(table, key=lambda label: table[label][on].mean())
+        picked.append(table[best][off].mean())
+        fixed.append(table[current][off].mean())
+        print(f"  {period}: best on the others {best} -> {table[best][off].mean():.4f}; {current} -> {table[current][off].mean():.4f}")
+    print(f"  mean over held-out periods: chosen on the others {np.mean(picked):.4f}, {current} {np.mean(fixed):.4f}")
 
 
 def owa(series: list[Series], policy: Callable[[Series], np.ndarray]) -> list[float]:
@@ -149,12 +212,24 @@ def main() -> None:
     current = tuple(COMBINATION_MEMBERS)
     base = cells(periods, lambda s: production(s, None))
     replayed = cells(periods, lambda s: published(s, current, "median", None))
-    if not np.allclose(base, replayed, rtol=0, atol=1e-12):
+    if not np.allclose(base, replayed, rtol=0, atol=1e-12, equal_nan=True):
         raise SystemExit(f"the replay of the selection rule no longer matches pipeline.selection.select: {replayed} against {base}")
     print(line(f"median of {'+'.join(current)}, naive fallback", base))
     for name in FALLBACKS:
         print(line(f"  fallback {name}", cells(periods, lambda s, n=name: production(s, n))))
     print(line("  fallback: best candidate beating naive", cells(periods, lambda s: published(s, current, "median", best_beating_naive))))
+    current_shrunk = cells(periods, lambda s: shrunk(s, current, "median", 1.0))
+    fallback_base = cells(periods, lambda s: production(s, FALLBACK_CHOICE))
+    if not np.allclose(current_shrunk, fallback_base, rtol=0, atol=1e-12, equal_nan=True):
+        raise SystemExit(f"the shrink replay at alpha=1 no longer matches select's fallback: {current_shrunk} against {fallback_base}")
+    alphas = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    shrinks = {f"alpha {a:.1f}": (lambda s, a=a: shrunk(s, current, "median", a)) for a in alphas}
+    shrink_cells = {label: cells(periods, policy) for label, policy in shrinks.items()}
+    for label, values in shrink_cells.items():
+        print(line(f"  default shrunk toward naive, {label}", values))
+    if len(periods) >= 3:
+        print("\nshrink toward naive, chosen on the other periods (leave one period out):")
+        leave_one_period_out(list(periods), shrink_cells, "alpha 1.0")
     if not args.search:
         return
     rows = []
@@ -166,6 +241,10 @@ def main() -> None:
     for members, method, values in sorted(rows, key=lambda r: r[2].mean())[:10]:
         print(line(f"{method} of {'+'.join(members)}", values))
     names = list(periods)
+    if len(names) >= 3:
+        print("\ncombinations (naive fallback), chosen on the other periods (leave one period out):")
+        table = {f"{method} of {'+'.join(members)}": values for members, method, values in rows}
+        leave_one_period_out(names, table, f"median of {'+'.join(current)}")
     if len(names) == 2:
         print("\nchosen on one period, judged on the other (mean of the two variables):")
         for pick, judge in ((0, 1), (1, 0)):

@@ -36,7 +36,7 @@ from pipeline.backtest import MIN_TRAIN_SHORT, BacktestResult, backtest, study_s
 from pipeline.diagnostics import compute_diagnostics
 from pipeline.maths import json_default
 from pipeline.models.base import Forecaster, to_spec
-from pipeline.series import PreparedSeries, beyond_bounds, prepare_series
+from pipeline.series import PreparedSeries, beyond_bounds, falls_to_floor, prepare_series
 
 #: What the core runs on a series: name -> unfitted model, or a factory ``n_points -> candidates``
 #: sized for the earliest backtest window (:func:`pipeline.candidates.zoo_candidates`).
@@ -283,16 +283,22 @@ def forecast_beyond_bounds(model: Forecaster, series: PreparedSeries, spec: Fore
     The bounds the ``forecast_output`` gate enforces (:func:`pipeline.series.beyond_bounds`),
     checked where another choice can still be made: a trend extrapolated from one jump year
     (Mozambique's CO2, 4.1 Mt in 2013 and 8.3 in 2014) would otherwise be chosen, registered,
-    and refused at publishing, leaving the series without a forecast. The champion gate checks
-    a kept champion's recipe, refitted on newer data, the same way
-    (:func:`pipeline.tasks.champion_gate`).
+    and refused at publishing, leaving the series without a forecast. And a forecast of a
+    positive history that falls to the zero floor within the backtest horizon
+    (:func:`pipeline.series.falls_to_floor`: a collapse extrapolated, Tajikistan's CO2 per
+    capita from 2.1 t in 1989 to 0.41 in 1994, forecast below zero from 1995): the gate would publish
+    it, floored, but it is not a forecast anyone should read. The champion gate checks a kept
+    champion's recipe, refitted on newer data, the same way (:func:`pipeline.tasks.champion_gate`).
     """
     steps = spec.horizon_end - int(series.years[-1])
     if steps < 1:
         return None
     forecast = model.predict(steps, levels=spec.levels)
     hi_95 = forecast.upper.get(95)
-    return beyond_bounds(forecast.years, forecast.mean, hi_95, float(np.max(series.values)))
+    within = slice(0, spec.backtest_horizon)
+    return beyond_bounds(forecast.years, forecast.mean, hi_95, float(np.max(series.values))) or falls_to_floor(
+        forecast.years[within], forecast.mean[within], series.values
+    )
 
 
 def forecast_frame(model: Forecaster, as_of_year: int, horizon_end: int, levels: tuple[int, ...]) -> pd.DataFrame:
@@ -382,7 +388,7 @@ def forecast_rules() -> dict[str, Any]:
         "min_points": backtest.MIN_POINTS,
         "min_train_short": backtest.MIN_TRAIN_SHORT,
         "calibration": [backtest.MIN_POINTS_PER_STEP, backtest.MIN_CALIBRATION_FACTOR, backtest.MAX_CALIBRATION_FACTOR],
-        "bounds": [series.MAX_MEAN_FACTOR, series.MAX_HI95_FACTOR],
+        "bounds": [series.MAX_MEAN_FACTOR, series.MAX_HI95_FACTOR, series.MIN_MEAN_SHARE],
     }
 
 

@@ -140,6 +140,32 @@ def test_a_choice_whose_forecast_breaks_the_output_bounds_gives_way_to_naive() -
     np.testing.assert_allclose(forecast.mean, values[-1], rtol=1e-12)
 
 
+def test_a_choice_whose_forecast_falls_to_zero_within_the_backtest_horizon_gives_way_to_naive() -> None:
+    noise = np.random.default_rng(3).normal(scale=0.05, size=YEARS.size)
+    falling = 2.2 + 0.5 * np.arange(YEARS.size)[::-1] + noise  # 21.7 -> 2.2: drift (-0.5 a year) wins the backtest
+    series = core.prepare(_tidy(falling), "Testland", "co2", as_of_year=1989, spec=SPEC)
+    prototypes: dict[str, Forecaster] = {"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster()}
+    policy = ZooSelection(always_register=(), overlay=0)
+    # Drift's line, 2.2 - 0.5 * step, reaches the zero floor 5 years ahead (1994). Judged on 3
+    # years ahead, that is beyond what the backtest says anything about: drift serves, floored.
+    three = dataclasses.replace(SPEC, backtest_origins=4)
+    kept = run_series(series, prototypes, policy, three)
+    assert kept.selection.champion == "drift", kept.selection.reason
+    forecast = kept.champion.predict(three.horizon_end - 1989, levels=three.levels)
+    assert (forecast.mean[:4] > 0).all() and (forecast.mean[4:] == 0).all()
+    # Judged on 5 years ahead, drift's forecast falls to zero within them: refused, naive serves.
+    five = dataclasses.replace(three, backtest_horizon=5)
+    result = run_series(series, prototypes, policy, five)
+    assert result.selection.champion == "naive" and "drift was chosen" in result.selection.reason
+    assert "its forecast mean falls to 0 in 1994, 5 year(s) ahead, at or below zero" in result.selection.reason
+    np.testing.assert_allclose(result.champion.predict(3, levels=five.levels).mean, falling[-1], rtol=1e-12)
+    # A history with a zero in it is not bounded below: drift serves.
+    touching = falling.copy()
+    touching[5] = 0.0
+    series = core.prepare(_tidy(touching), "Testland", "co2", as_of_year=1989, spec=SPEC)
+    assert run_series(series, prototypes, policy, five).selection.champion == "drift"
+
+
 def test_a_policy_that_names_an_unfitted_champion_is_refused() -> None:
     series = core.prepare(_tidy(_trending()), "Testland", "co2", as_of_year=1989, spec=SPEC)
 
@@ -287,6 +313,7 @@ def test_the_run_key_moves_with_every_selection_setting(change: dict, monkeypatc
         (backtest, "MAX_CALIBRATION_FACTOR"),
         (series_module, "MAX_MEAN_FACTOR"),
         (series_module, "MAX_HI95_FACTOR"),
+        (series_module, "MIN_MEAN_SHARE"),
     ],
     ids=lambda v: v if isinstance(v, str) else v.__name__,
 )

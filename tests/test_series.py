@@ -6,9 +6,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline import series as series_module
 from pipeline.config import EMBEDDED_SOURCE
 from pipeline.ingest import read_tidy_file
-from pipeline.series import DEFAULT_SERIES, LeftOut, SeriesError, StaleSeries, beyond_bounds, prepare_series, resolve_series, series_id
+from pipeline.series import (
+    DEFAULT_SERIES,
+    LeftOut,
+    SeriesError,
+    StaleSeries,
+    beyond_bounds,
+    falls_to_floor,
+    prepare_series,
+    resolve_series,
+    series_id,
+)
 
 OWID_CSV = EMBEDDED_SOURCE  # the repository's own OWID release (gzip)
 
@@ -181,6 +192,24 @@ def test_owid_series_with_an_early_gap_model_their_recent_stretch(entity: str, v
     assert series.left_out.gap_last == int(missing[-1]) and series.left_out.first_year == int(present["year"].min())
     assert series.left_out.n_values == int((present["year"] < start).sum())
     assert series.left_out.last_year == int(present.loc[present["year"] < start, "year"].max())
+
+
+def test_falls_to_floor_names_the_first_year_at_the_floor(monkeypatch) -> None:
+    years = np.arange(2015, 2020)
+    history = np.array([5.0, 4.0, 3.0])
+    mean = np.array([2.0, 1.0, 0.0, 0.0, 0.0])  # a falling line, floored at zero
+    assert falls_to_floor(years, mean, history) == (
+        "its forecast mean falls to 0 in 2017, 3 year(s) ahead, at or below zero (every historic value is positive; the last 3)"
+    )
+    assert falls_to_floor(years, np.array([2.0, -1.0, 0.5, 1, 1]), history).startswith("its forecast mean falls to -1 in 2016")
+    assert falls_to_floor(years[:2], mean[:2], history) is None  # only the years given are checked
+    assert falls_to_floor(years, mean, np.array([5.0, 0.0, 3.0])) is None  # zero was seen: no lower bound
+    assert falls_to_floor(years, mean, np.array([5.0, -1.0, 3.0])) is None
+    assert falls_to_floor(years, np.array([1.0, np.nan, 1, 1, 1]), history).startswith("its forecast mean falls to nan in 2016")
+    monkeypatch.setattr(series_module, "MIN_MEAN_SHARE", 0.5)  # at or below half the last value (1.5)
+    assert falls_to_floor(years, mean, history).startswith(
+        "its forecast mean falls to 1 in 2016, 2 year(s) ahead, at or below 0.5 of the last value"
+    )
 
 
 def test_beyond_bounds_names_the_first_year_out_of_bounds() -> None:
