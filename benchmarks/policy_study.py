@@ -7,7 +7,7 @@ fallback are chosen by :func:`pipeline.selection.select` itself on the dumped ba
 searched combination was never evaluated as one candidate, so :func:`published` replays the
 same rule from its members' backtest forecasts (the default unless another candidate's
 backtest MASE is below half of it; whatever is chosen must beat naive on the windows), and the
-script stops if that replay and ``select`` disagree on the current policy. :func:`shrunk`
+script stops if that replay and ``select`` disagree on the current policy. It also
 replays the default moved toward naive by a factor. Each is scored on the floored point
 forecast with OWA against naive, per validation period and variable. Of the core's refusals
 only the fall to the zero floor is replayed (:func:`guarded`, on the held-out years, which are
@@ -108,55 +108,40 @@ def challengers(s: Series) -> dict[str, float]:
     return {k: v for k, v in s.mase.items() if k != DEFAULT_CHOICE and np.isfinite(v)}
 
 
-def published(s: Series, members: tuple[str, ...], method: str, fallback: Fallback | None, margin: float = 0.5) -> np.ndarray:
-    """The held-out point forecast the policy publishes on a series with enough windows."""
+def published(
+    s: Series, members: tuple[str, ...], method: str, fallback: Fallback | None, margin: float = 0.5, alpha: float = 1.0
+) -> np.ndarray:
+    """The held-out point forecast the policy publishes on a series with enough windows.
+
+    The default is the members' combination moved toward naive by ``alpha``
+    (``naive + alpha * (default - naive)``; 1: not moved), scored like a candidate of its own:
+    another candidate replaces it when its backtest MASE is below ``1 - margin`` times the
+    default's, and whatever is chosen must beat naive on the backtest; when it does not,
+    ``fallback``'s pick is published (naive when it names none).
+    """
     present = [m for m in members if m in s.backtest]
-    naive = s.held_out[BENCHMARK]
+    naive_bt, naive = s.backtest[BENCHMARK], s.held_out[BENCHMARK]
     if len(present) < 2:
         return naive
     aggregate = AGGREGATE[method]
-    default_score = s.backtest_mase(aggregate(np.stack([s.backtest[m] for m in present]), axis=0))
+    chosen_bt = naive_bt + alpha * (aggregate(np.stack([s.backtest[m] for m in present]), axis=0) - naive_bt)
+    chosen = naive + alpha * (aggregate(np.stack([s.held_out[m] for m in present]), axis=0) - naive)
+    score = s.backtest_mase(chosen_bt)
     scores = challengers(s)
-    if not scores or not np.isfinite(default_score):
+    if not scores or not np.isfinite(score):
         return naive
     best = min(scores, key=scores.get)
-    if scores[best] < (1 - margin) * default_score:
+    if scores[best] < (1 - margin) * score:
         chosen, score = s.held_out[best], scores[best]
-    else:
-        chosen, score = aggregate(np.stack([s.held_out[m] for m in present]), axis=0), default_score
     if score < s.mase[BENCHMARK]:
         return guarded(s, chosen)
     backup = fallback(s) if fallback is not None else None
     return guarded(s, s.held_out[backup]) if backup is not None else naive
 
 
-def shrunk(s: Series, members: tuple[str, ...], method: str, alpha: float, margin: float = 0.5) -> np.ndarray:
-    """:func:`published` with the default moved toward naive (``naive + alpha * (default - naive)``), and the fallback.
-
-    The shrunk default is scored like a candidate of its own: another candidate replaces it
-    when its backtest MASE is below ``1 - margin`` times the shrunk default's, and whatever is
-    chosen must beat naive on the backtest; when it does not, the production fallback (half the
-    drift) is published if it does, else naive. ``alpha=1`` is the production rule.
-    """
-    naive_bt, naive_ho = s.backtest[BENCHMARK], s.held_out[BENCHMARK]
-    present = [m for m in members if m in s.backtest]
-    if len(present) < 2:
-        return naive_ho
-    aggregate = AGGREGATE[method]
-    chosen_bt = naive_bt + alpha * (aggregate(np.stack([s.backtest[m] for m in present]), axis=0) - naive_bt)
-    chosen_ho = naive_ho + alpha * (aggregate(np.stack([s.held_out[m] for m in present]), axis=0) - naive_ho)
-    scores = challengers(s)
-    score = s.backtest_mase(chosen_bt)
-    if not scores or not np.isfinite(score):
-        return naive_ho
-    best = min(scores, key=scores.get)
-    if scores[best] < (1 - margin) * score:
-        chosen_ho, score = s.held_out[best], scores[best]
-    if score < s.mase[BENCHMARK]:
-        return guarded(s, chosen_ho)
-    if FALLBACK_CHOICE in s.mase and s.mase[FALLBACK_CHOICE] < s.mase[BENCHMARK]:
-        return guarded(s, s.held_out[FALLBACK_CHOICE])
-    return naive_ho
+def half_drift(s: Series) -> str | None:
+    """The production fallback when it beats naive on the backtest."""
+    return FALLBACK_CHOICE if s.mase.get(FALLBACK_CHOICE, np.inf) < s.mase[BENCHMARK] else None
 
 
 def leave_one_period_out(names: list[str], table: dict[str, np.ndarray], current: str) -> None:
@@ -218,12 +203,12 @@ def main() -> None:
     for name in FALLBACKS:
         print(line(f"  fallback {name}", cells(periods, lambda s, n=name: production(s, n))))
     print(line("  fallback: best candidate beating naive", cells(periods, lambda s: published(s, current, "median", best_beating_naive))))
-    current_shrunk = cells(periods, lambda s: shrunk(s, current, "median", 1.0))
+    with_fallback = cells(periods, lambda s: published(s, current, "median", half_drift))
     fallback_base = cells(periods, lambda s: production(s, FALLBACK_CHOICE))
-    if not np.allclose(current_shrunk, fallback_base, rtol=0, atol=1e-12, equal_nan=True):
-        raise SystemExit(f"the shrink replay at alpha=1 no longer matches select's fallback: {current_shrunk} against {fallback_base}")
+    if not np.allclose(with_fallback, fallback_base, rtol=0, atol=1e-12, equal_nan=True):
+        raise SystemExit(f"the replay with the fallback no longer matches select's: {with_fallback} against {fallback_base}")
     alphas = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-    shrinks = {f"alpha {a:.1f}": (lambda s, a=a: shrunk(s, current, "median", a)) for a in alphas}
+    shrinks = {f"alpha {a:.1f}": (lambda s, a=a: published(s, current, "median", half_drift, alpha=a)) for a in alphas}
     shrink_cells = {label: cells(periods, policy) for label, policy in shrinks.items()}
     for label, values in shrink_cells.items():
         print(line(f"  default shrunk toward naive, {label}", values))
