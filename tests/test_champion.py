@@ -48,8 +48,8 @@ def _cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
         monkeypatch.setenv("CO2CAST_S3_ENDPOINT_URL", settings.s3_endpoint_url)
 
 
-def _run(settings: Settings, lineup: tasks.Lineup, as_of_year: int | None = None):
-    plan = tasks.plan_run(settings, RunTrigger(series=SERIES, as_of_year=as_of_year), lineup)
+def _run(settings: Settings, lineup: tasks.Lineup, as_of_year: int | None = None, series: str = SERIES):
+    plan = tasks.plan_run(settings, RunTrigger(series=series, as_of_year=as_of_year), lineup)
     trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
     return trained, tasks.publish_series(settings, plan, trained, lineup=lineup)
 
@@ -286,6 +286,42 @@ def test_a_kept_champion_whose_refitted_recipe_breaks_the_bounds_gives_way(setti
     _assert_pointer_agrees(far)
     _, table = tasks.show_forecast(far, SID)
     assert table["year"].iloc[-1] == 3000 and table["mean"].nunique() == 1  # naive: the last value, every year
+
+
+def test_a_kept_champion_whose_refitted_recipe_falls_to_zero_gives_way(tmp_path: Path, small_owid: Path) -> None:
+    """The zero floor on the same path: a kept recipe whose refit falls to zero within the backtest horizon is not served."""
+    from pipeline import ingest
+
+    # Kuwait's CO2 rewritten as a steady decline of about 1 Mt a year, from 71 in 1946 to 3 in
+    # 2014 (a tenth alternating, so no window is fitted exactly): drift beats naive on every
+    # window. Its line from 2010 (7.1) stays above zero for the five years the backtest covers;
+    # from 2014 (3.1) it reaches zero in 2018.
+    lines = small_owid.read_text().splitlines()
+    column = lines[0].split(",").index("co2")
+    for number, line in enumerate(lines):
+        cells = line.split(",")
+        if cells[1] == "Kuwait":
+            year = int(cells[2])
+            cells[column] = f"{3 + (2014 - year) + 0.1 * (-1) ** year:.3f}"
+            lines[number] = ",".join(cells)
+    source = tmp_path / "declining" / small_owid.name
+    source.parent.mkdir()
+    source.write_text("\n".join(lines) + "\n")
+    settings = Settings(
+        home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"
+    )
+    assert ingest.ingest(settings, tasks.open_store(settings), str(source))["status"] == "curated"
+
+    first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2010, series="Kuwait:co2")
+    assert first.champion_family == "drift", "precondition: drift's line from 2010 is published"
+    second, published = _run(settings, _lineup(settings, "mean"), series="Kuwait:co2")
+    record = tasks.alias_history(settings, "kuwait.co2")[-1]
+    assert record["challenger_score"] > record["champion_score"], "precondition: naive loses to drift on the windows"
+    assert "refitted as of 2014" in record["reason"] and "falls to 0 in 2018, 4 year(s) ahead" in record["reason"]
+    assert record["moved"] and record["to_version"] == second.champion_version == published.model_version
+    assert second.champion_family == "naive"
+    _, table = tasks.show_forecast(settings, "kuwait.co2")
+    assert table["mean"].min() > 3, "naive's forecast, the last value, is published, not drift's line floored at zero"
 
 
 def test_rerun_of_the_same_run_key_moves_nothing(settings: Settings) -> None:
