@@ -33,6 +33,7 @@ Run from the repository root::
     python benchmarks/accuracy.py --variables co2 --save /tmp/co2.csv
     python benchmarks/accuracy.py --load /tmp/co2.csv /tmp/pc.csv   # print saved results
     python benchmarks/accuracy.py --train-end 2006 --dump /tmp/val.pkl  # keep every backtest
+    python benchmarks/accuracy.py --train-end 2006 --origins 8          # more backtest origins
 
 ``--dump`` pickles each series' backtest (:class:`pipeline.backtest.Evaluation`) and every
 candidate's uncalibrated forecast of the held-out years, so selection and calibration rules can
@@ -73,7 +74,8 @@ TRAIN_END, TEST_YEARS = 2010, (2011, 2012, 2013, 2014)
 H = len(TEST_YEARS)
 MIN_YEARS, SHORT = 30, 20
 LEVELS = (80, 95)
-BACKTEST = {"horizon": 5, "n_origins": 5}
+#: The core's rolling-origin backtest (``--origins`` changes the number of origins for a study).
+BACKTEST = {"horizon": ForecastSpec.backtest_horizon, "n_origins": ForecastSpec.backtest_origins}
 STATSFORECAST = ("Naive", "RandomWalkWithDrift", "AutoETS", "AutoTheta", "AutoARIMA")
 CHAMPION = "co2cast"
 #: With ``--dump``: every series' backtest and raw candidate forecasts, for offline policy studies.
@@ -121,7 +123,9 @@ def co2cast_forecast(years: np.ndarray, values: np.ndarray) -> tuple[Forecast, t
     # As the core does: a choice whose forecast breaks the output bounds or falls to the zero
     # floor within the backtest horizon is refused and the selection asked again.
     series = PreparedSeries(series_id="benchmark", entity="benchmark", variable="benchmark", years=years, values=values)
-    spec = ForecastSpec(horizon_end=int(years[-1]) + H, levels=LEVELS, backtest_horizon=BACKTEST["horizon"])
+    spec = ForecastSpec(
+        horizon_end=int(years[-1]) + H, levels=LEVELS, backtest_horizon=BACKTEST["horizon"], backtest_origins=BACKTEST["n_origins"]
+    )
     refused: dict[str, str] = {}
     while True:
         selection = select(evaluation, metric="mase", refused=refused)
@@ -307,7 +311,9 @@ def main() -> None:
     parser.add_argument("--train-end", type=int, default=TRAIN_END, help="last training year (2006: a validation run on 2007-2010)")
     parser.add_argument("--dump", type=Path, help="pickle every series' backtest and raw candidate forecasts here (policy studies)")
     parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU (default: the first allowed)")
+    parser.add_argument("--origins", type=int, default=BACKTEST["n_origins"], help="backtest origins (default: the core's)")
     args = parser.parse_args()
+    BACKTEST["n_origins"] = args.origins
     if args.load:
         rows = pd.concat([pd.read_csv(path) for path in args.load], ignore_index=True)
     else:

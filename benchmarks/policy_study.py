@@ -7,9 +7,9 @@ fallback are chosen by :func:`pipeline.selection.select` itself on the dumped ba
 searched combination was never evaluated as one candidate, so :func:`published` replays the
 same rule from its members' backtest forecasts (the default unless another candidate's
 backtest MASE is below half of it; whatever is chosen must beat naive on the windows), and the
-script stops if that replay and ``select`` disagree on the current policy. It also
-replays the default moved toward naive by a factor. Each is scored on the floored point
-forecast with OWA against naive, per validation period and variable. Of the core's refusals
+script stops if that replay and ``select`` disagree on the current policy. It also replays
+the default moved toward naive by a factor, and other margins. Each is scored on the floored
+point forecast with OWA against naive, per validation period and variable. Of the core's refusals
 only the fall to the zero floor is replayed (:func:`guarded`, on the held-out years, which are
 within the backtest horizon); the upper output bounds are not (on the four validation runs
 no choice's uncalibrated forecast of four years broke them).
@@ -24,8 +24,9 @@ Run from the repository root, on dumps of validation runs only (never the 2011â€
         2003-2006=/tmp/v2002.pkl 2007-2010=/tmp/v2006.pkl
     python benchmarks/policy_study.py ... --search     # every combination of 2-5 (tens of minutes)
 
-It prints the current policy, each fallback and each shrinkage factor; with three periods or
-more, the factor chosen on all periods but one, judged on that one (leave one period out), and
+It prints the current policy, each fallback, each shrinkage factor and each margin by which
+another candidate must beat the default to replace it; with three periods or more, the factor
+and the margin chosen on all periods but one, judged on that one (leave one period out), and
 with ``--search`` the best combinations on the mean of all cells, and for each period the best
 chosen on the others (or, with two periods, on the other).
 """
@@ -45,6 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing the package
 
 from pipeline import metrics
+from pipeline.candidates import ZooSelection
 from pipeline.models.registry import BENCHMARK, COMBINATION_MEMBERS, DEFAULT_CHOICE, FALLBACK_CHOICE
 from pipeline.selection import select
 from pipeline.series import falls_to_floor
@@ -56,6 +58,10 @@ COMBINATIONS = ("combo_mean", "combo_median", "combo_short")
 POOL = ("naive", "drift", "ses", "holt", "holt_damped", "ets", "theta", "arima", "ridge", "ar", "lasso", "lstm", "trend_linear")
 FALLBACKS = ("ses", "holt_damped", "theta", "ets", FALLBACK_CHOICE)
 AGGREGATE = {"mean": np.mean, "median": np.median}
+#: How much better another candidate must score to replace the default (the production policy's).
+DEFAULT_MARGIN = ZooSelection.margin
+#: Margins replayed beside it (0: the plain backtest winner; 1: the default is never replaced).
+MARGINS = (0.0, 0.3, 0.4, 0.5, 0.7, 1.0)
 
 
 class Series:
@@ -109,7 +115,7 @@ def challengers(s: Series) -> dict[str, float]:
 
 
 def published(
-    s: Series, members: tuple[str, ...], method: str, fallback: Fallback | None, margin: float = 0.5, alpha: float = 1.0
+    s: Series, members: tuple[str, ...], method: str, fallback: Fallback | None, margin: float = DEFAULT_MARGIN, alpha: float = 1.0
 ) -> np.ndarray:
     """The held-out point forecast the policy publishes on a series with enough windows.
 
@@ -212,9 +218,15 @@ def main() -> None:
     shrink_cells = {label: cells(periods, policy) for label, policy in shrinks.items()}
     for label, values in shrink_cells.items():
         print(line(f"  default shrunk toward naive, {label}", values))
+    margins = {f"margin {m:.1f}": (lambda s, m=m: published(s, current, "median", half_drift, margin=m)) for m in MARGINS}
+    margin_cells = {label: cells(periods, policy) for label, policy in margins.items()}
+    for label, values in margin_cells.items():
+        print(line(f"  another candidate replaces the default, {label}", values))
     if len(periods) >= 3:
         print("\nshrink toward naive, chosen on the other periods (leave one period out):")
         leave_one_period_out(list(periods), shrink_cells, "alpha 1.0")
+        print("\nthe margin, chosen on the other periods (leave one period out):")
+        leave_one_period_out(list(periods), margin_cells, f"margin {DEFAULT_MARGIN:.1f}")
     if not args.search:
         return
     rows = []
