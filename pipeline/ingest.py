@@ -211,6 +211,14 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
         ValidationFailed: the release is malformed or suspicious. It is in
             ``quarantine/<vintage>/`` with the GX result and a report; nothing was curated.
     """
+    validated, _ = _validate(settings, store, snapshot, today)
+    return validated
+
+
+def _validate(
+    settings: Settings, store: ObjectStore, snapshot: dict[str, Any], today: dt.date | None
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """:func:`validate_raw`, also returning the staging table that passed the gates."""
     ref = VintageRef(snapshot["vintage"], snapshot["file_name"])
     try:
         staging = sources.read_source(store.read_bytes(ref.raw_key), ref.file_name, settings.max_source_bytes)
@@ -221,18 +229,20 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
 
     # The raw bytes are not kept while gating (a large release would be held twice).
     gates = _run_gates(settings, store, staging, today or dt.date.today())
-    del staging
     release_memory()
     if not all(g.success for g in gates):
+        del staging
         summary = "\n".join(g.summary() for g in gates if not g.success)
         _quarantine(store, ref, store.read_bytes(ref.raw_key), gates=gates, reason=summary)
         raise ValidationFailed(_failure_message(store, ref, "; ".join(g.one_line() for g in gates if not g.success)))
     store.write_json(layout.curated_gx_result(ref.vintage), {g.suite: g.result for g in gates})
     summary = "; ".join(g.summary() for g in gates)
-    return {"vintage": ref.vintage, "file_name": ref.file_name, "success": True, "summary": summary}
+    return {"vintage": ref.vintage, "file_name": ref.file_name, "success": True, "summary": summary}, staging
 
 
-def curate_vintage(settings: Settings, store: ObjectStore, validated: dict[str, Any]) -> dict[str, Any]:
+def curate_vintage(
+    settings: Settings, store: ObjectStore, validated: dict[str, Any], staging: pd.DataFrame | None = None
+) -> dict[str, Any]:
     """Write the curated table and revisions report, then move ``curated/latest.json``.
 
     Args:
@@ -240,6 +250,8 @@ def curate_vintage(settings: Settings, store: ObjectStore, validated: dict[str, 
             it was validated).
         store: the object store.
         validated: what :func:`validate_raw` returned.
+        staging: the staging table those gates passed, when they ran in this process
+            (:func:`ingest`); without it the release is read again from ``raw/``.
 
     Returns:
         The pointer written: ``vintage``, ``latest_year``, ``rows``, ``entities``,
@@ -252,7 +264,7 @@ def curate_vintage(settings: Settings, store: ObjectStore, validated: dict[str, 
     """
     written: list[str] = []
     try:
-        return _curate(settings, store, validated, written)
+        return _curate(settings, store, validated, written, staging)
     except Exception as error:
         if not _is_store_failure(error):
             raise
@@ -266,12 +278,17 @@ def curate_vintage(settings: Settings, store: ObjectStore, validated: dict[str, 
         ) from error
 
 
-def _curate(settings: Settings, store: ObjectStore, validated: dict[str, Any], written: list[str]) -> dict[str, Any]:
+def _curate(
+    settings: Settings, store: ObjectStore, validated: dict[str, Any], written: list[str], staging: pd.DataFrame | None
+) -> dict[str, Any]:
     ref = VintageRef(validated["vintage"], validated["file_name"])
     gx_result = store.read_json_or_none(layout.curated_gx_result(ref.vintage))
     if not gx_result or not all(r.get("success") for r in gx_result.values()):
         raise RuntimeError(f"vintage {ref.vintage} has no passing GX result: run validate_raw first")
-    tidy = curated_table(sources.read_source(store.read_bytes(ref.raw_key), ref.file_name, settings.max_source_bytes))
+    if staging is None:
+        staging = sources.read_source(store.read_bytes(ref.raw_key), ref.file_name, settings.max_source_bytes)
+    tidy = curated_table(staging)
+    del staging
     previous = latest_curated(store)
     prev_table = _read_curated_compact(store, previous["vintage"]) if previous and previous["vintage"] != ref.vintage else None
     revisions, revision_summary = revisions_report(prev_table, tidy)
@@ -331,8 +348,9 @@ def ingest(settings: Settings, store: ObjectStore, source: str | None = None) ->
     if not fetched["changed"]:
         return {"status": "unchanged", **fetched}
     snapshot = snapshot_raw(store, fetched)
-    validated = validate_raw(settings, store, snapshot)
-    return {"status": "curated", **curate_vintage(settings, store, validated), "message": fetched["message"]}
+    # The release is read and parsed once: the table the gates passed is the one curated.
+    validated, staging = _validate(settings, store, snapshot, None)
+    return {"status": "curated", **curate_vintage(settings, store, validated, staging), "message": fetched["message"]}
 
 
 # -- pieces ----------------------------------------------------------------------------------
@@ -351,18 +369,19 @@ def curated_table(staging: pd.DataFrame) -> pd.DataFrame:
     entity, variable = _alphabetical(staging["entity"]), _alphabetical(staging["variable"])
     year = staging["year"].to_numpy().astype("int64")
     order = np.lexsort((year, variable.codes, entity.codes))
-    tidy = pd.DataFrame(
+    year = year[order]
+    return pd.DataFrame(
         {
             "entity": entity.take(order),
             "iso_code": _alphabetical(staging["iso_code"]).take(order),
-            "year": year[order],
+            "year": year,
             "variable": variable.take(order),
             "value": staging["value"].to_numpy(dtype="float64")[order],
-        }
+            # The newest year of a release is usually revised in the next one.
+            "provisional": year == year.max(initial=0),
+        },
+        columns=CURATED_COLUMNS,
     )
-    # The newest year of a release is usually revised in the next one.
-    tidy["provisional"] = tidy["year"] == tidy["year"].max()
-    return tidy[CURATED_COLUMNS]
 
 
 def _alphabetical(column: pd.Series) -> pd.Categorical:

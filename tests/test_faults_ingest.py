@@ -223,8 +223,14 @@ def test_every_read_of_a_release_uses_the_configured_size_cap(tmp_path: Path, re
         return read_source(data, file_name, max_bytes)
 
     monkeypatch.setattr(sources, "read_source", spy)
-    assert ingest.ingest(settings, store, str(release))["status"] == "curated"
+    # As the Airflow tasks run them, each step on its own: validating and curating both read.
+    snapshot = ingest.snapshot_raw(store, ingest.fetch_source(settings, store, str(release)))
+    ingest.curate_vintage(settings, store, ingest.validate_raw(settings, store, snapshot))
     assert len(caps) == 2 and set(caps) == {cap}, caps
+    # co2cast ingest reads once and curates what it gated.
+    caps.clear()
+    assert ingest.ingest(settings, LocalStore(tmp_path / "other"), str(release))["status"] == "curated"
+    assert caps == [cap]
 
 
 @pytest.mark.parametrize(

@@ -288,6 +288,31 @@ def test_curated_vintage_layout_and_revisions(curated_once, small_owid: Path, tm
     assert summary["counts"]["changed_rows"] == len(changes)
 
 
+def test_the_ingest_command_reads_the_release_once_and_curates_what_the_separate_steps_curate(
+    small_owid: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # co2cast ingest gates and curates in one process, so it curates the table the gates passed
+    # instead of parsing the release again; the Airflow tasks run apart and read it again.
+    reads: list[str] = []
+    read_source = sources.read_source
+    monkeypatch.setattr(sources, "read_source", lambda data, name, *a: reads.append(name) or read_source(data, name, *a))
+
+    settings = _settings(tmp_path)
+    together = LocalStore(tmp_path / "together")
+    pointer = ingest.ingest(settings, together, str(small_owid))
+    assert reads == [small_owid.name]
+
+    reads.clear()
+    apart = LocalStore(tmp_path / "apart")
+    snapshot = ingest.snapshot_raw(apart, ingest.fetch_source(settings, apart, str(small_owid)))
+    validated = ingest.validate_raw(settings, apart, snapshot)
+    assert ingest.curate_vintage(settings, apart, validated)["vintage"] == pointer["vintage"]
+    assert reads == [small_owid.name] * 2
+    for name in ("emissions.parquet", "revisions.parquet", "revisions.json"):
+        key = f"curated/{pointer['vintage']}/{name}"
+        assert together.read_bytes(key) == apart.read_bytes(key), key
+
+
 def test_unchanged_source_writes_nothing(curated_once, small_owid: Path) -> None:
     settings, store, _ = curated_once
     keys_before = {k: store.read_bytes(k) for k in store.list()}
