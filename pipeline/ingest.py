@@ -229,7 +229,7 @@ def _validate(
 
     # The raw bytes are not kept while gating (a large release would be held twice).
     gates = _run_gates(settings, store, staging, today or dt.date.today())
-    release_memory()
+    release_memory(len(staging))
     if not all(g.success for g in gates):
         del staging
         summary = "\n".join(g.summary() for g in gates if not g.success)

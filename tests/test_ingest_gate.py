@@ -321,6 +321,40 @@ def test_unchanged_source_writes_nothing(curated_once, small_owid: Path) -> None
     assert {k: store.read_bytes(k) for k in store.list()} == keys_before
 
 
+def test_a_large_table_is_let_go_chunk_by_chunk(small_owid: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each chunk is freed once validated, before the next is made: memory stays one chunk's worth.
+
+    GX's validation objects hold a chunk in reference cycles; without the collection after a
+    large chunk (``COLLECT_ROWS`` set low here) the chunks pile up until the collector runs.
+    """
+    import gc
+    import weakref
+
+    from pipeline import plausibility, validation
+
+    staging = sources.read_source(small_owid.read_bytes(), small_owid.name)
+    parameters = ingest.raw_gate_parameters(staging, dt.date(2026, 1, 1), _settings(tmp_path), None)
+    monkeypatch.setattr(plausibility, "CHUNK_ROWS", 2000)
+    monkeypatch.setattr(validation, "COLLECT_ROWS", 1000)
+    alive_when_next_made: list[int] = []
+    made: list[weakref.ref] = []
+
+    def chunks():
+        for chunk in plausibility.entity_chunks(staging):
+            alive_when_next_made.append(sum(ref() is not None for ref in made))
+            made.append(weakref.ref(chunk))
+            yield chunk
+            del chunk
+
+    gc.disable()  # only the gate's own collection may free them
+    try:
+        gate = validation.run_suite_chunked("emissions_raw", chunks(), parameters, scope="rows")
+    finally:
+        gc.enable()
+    assert gate.success and len(made) > 3
+    assert alive_when_next_made == [0] * len(made)
+
+
 def test_gates_in_chunks_of_whole_entities_find_what_the_whole_table_finds(
     small_owid: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
