@@ -211,11 +211,11 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
         ValidationFailed: the release is malformed or suspicious. It is in
             ``quarantine/<vintage>/`` with the GX result and a report; nothing was curated.
     """
-    validated, _ = _validate(settings, store, snapshot, today)
+    validated, _ = _gate_snapshot(settings, store, snapshot, today)
     return validated
 
 
-def _validate(
+def _gate_snapshot(
     settings: Settings, store: ObjectStore, snapshot: dict[str, Any], today: dt.date | None
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """:func:`validate_raw`, also returning the staging table that passed the gates."""
@@ -349,7 +349,7 @@ def ingest(settings: Settings, store: ObjectStore, source: str | None = None) ->
         return {"status": "unchanged", **fetched}
     snapshot = snapshot_raw(store, fetched)
     # The release is read and parsed once: the table the gates passed is the one curated.
-    validated, staging = _validate(settings, store, snapshot, None)
+    validated, staging = _gate_snapshot(settings, store, snapshot, None)
     return {"status": "curated", **curate_vintage(settings, store, validated, staging), "message": fetched["message"]}
 
 

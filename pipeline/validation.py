@@ -167,7 +167,7 @@ def run_suite_chunked(
     return merged
 
 
-def release_memory(rows: int = 0) -> None:
+def release_memory(rows: int) -> None:
     """Give freed heap pages back to the system after a table of ``rows`` rows was let go.
 
     Gating a large release frees and allocates many chunk-sized arrays; glibc keeps freed
