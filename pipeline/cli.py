@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -153,8 +154,13 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.report import left_out_line
 
     manifest, table = tasks.show_forecast(settings, args.series_id)
-    if args.start or args.end:
-        table = table[(table["year"] >= (args.start or 0)) & (table["year"] <= (args.end or 9999))]
+    if args.start is not None or args.end is not None:
+        first, last = int(table["year"].min()), int(table["year"].max())
+        start, end = args.start if args.start is not None else first, args.end if args.end is not None else last
+        table = table[(table["year"] >= start) & (table["year"] <= end)]
+        if table.empty:
+            print(f"error: no forecast year in {start}-{end}: {manifest.series_id} is forecast for {first}-{last}", file=sys.stderr)
+            return 1
     columns = ["year", "mean", "lo_80", "hi_80", "lo_95", "hi_95"]
     if args.csv:  # only CSV, so it can be piped into a file or another tool; the unit is a column
         if "unit" not in table.columns:
@@ -198,8 +204,6 @@ def _scorecard(args: argparse.Namespace, settings: Settings) -> int:
 
 def _view(args: argparse.Namespace, settings: Settings) -> int:
     """Serve the forecast viewer on 127.0.0.1 (replaces this process with Streamlit)."""
-    import os
-
     from pipeline.viewer import streamlit_command
 
     command = streamlit_command(args.port)
@@ -220,6 +224,14 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
 
 
+def _print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Left-aligned columns, two spaces apart, each as wide as its widest cell (the last unpadded)."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(columns, *rows, strict=True)]
+    for line in (columns, *rows):
+        cells = [f"{cell:<{width}}" for cell, width in zip(line[:-1], widths, strict=False)]
+        print("  ".join([*cells, str(line[-1])]))
+
+
 def _history(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import tasks
     from pipeline.publish import published_hint
@@ -227,14 +239,15 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
     records = tasks.alias_history(settings, args.series_id)
     if not records:
         print(f"no alias history for {args.series_id}; {published_hint(tasks.open_store(settings), args.series_id)}")
-        return 0
-    print(f"{'at':<26}{'as of':<7}{'from':<6}{'to':<6}{'moved':<7}{'metric':<7}{'champion':<10}{'challenger':<11}{'naive':<8}reason")
-    for r in records:
-        print(
-            f"{_fmt(r.get('at')):<26}{_fmt(r.get('as_of_year')):<7}{_fmt(r.get('from_version')):<6}{_fmt(r.get('to_version')):<6}"
-            f"{'yes' if r.get('moved') else 'no':<7}{_fmt(r.get('metric')):<7}{_fmt(r.get('champion_score')):<10}"
-            f"{_fmt(r.get('challenger_score')):<11}{_fmt(r.get('naive_score')):<8}{r.get('reason', '')}"
-        )
+        return 1
+    columns = ("at", "as of", "from", "to", "moved", "metric", "champion", "challenger", "naive", "reason")
+    rows = [
+        [_fmt(r.get(key)) for key in ("at", "as_of_year", "from_version", "to_version")]
+        + ["yes" if r.get("moved") else "no"]
+        + [_fmt(r.get(key)) for key in ("metric", "champion_score", "challenger_score", "naive_score", "reason")]
+        for r in records
+    ]
+    _print_table(columns, rows)
     return 0
 
 
@@ -244,10 +257,11 @@ def _forecasts(args: argparse.Namespace, settings: Settings) -> int:
     rows = tasks.forecasts_as_of(settings, args.series_id, args.as_of)
     if not rows:
         print(f"nothing registered for {args.series_id} as of {args.as_of}")
-        return 0
-    print(f"{'version':<9}{'family':<16}{'vintage':<22}published")
-    for row in rows:
-        print(f"{row['version']:<9}{row['family']:<16}{row['vintage']:<22}{row['published'] or '-'}")
+        return 1
+    _print_table(
+        ("version", "family", "vintage", "published"),
+        [[str(row["version"]), str(row["family"]), str(row["vintage"]), row["published"] or "-"] for row in rows],
+    )
     return 0
 
 
@@ -265,6 +279,17 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], str]] =
     "forecasts": (_forecasts, "what was forecast for a series as of a year (versions and published files)"),
     "view": (_view, "serve the forecast viewer (Streamlit) on 127.0.0.1"),
 }
+
+
+def port_arg(text: str) -> int:
+    """A TCP port to listen on: 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: use a number from 1 to 65535")
+    return port
 
 
 def series_id_arg(text: str) -> str:
@@ -312,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "forecasts":
             command.add_argument("--as-of", type=int, required=True, help="the as-of year, e.g. 2010")
         if name == "view":
-            command.add_argument("--port", type=int, default=8501, help="port on 127.0.0.1 (default 8501)")
+            command.add_argument("--port", type=port_arg, default=8501, help="port on 127.0.0.1 (default 8501)")
     return parser
 
 
@@ -335,6 +360,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"REJECTED: {error}", file=sys.stderr)
             return 2
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `co2cast show … | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+    except Exception as error:  # anything else: one line, and the traceback with -v
+        if args.verbose:
+            raise
+        text = str(error).strip()
+        first = text.splitlines()[0][:300] if text else ""
+        hint = f"unexpected; rerun with co2cast -v {args.command} … for the traceback"
+        print(f"error: {type(error).__name__}: {first} ({hint})", file=sys.stderr)
         return 1
 
 

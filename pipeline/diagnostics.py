@@ -24,11 +24,13 @@ Choices made here, and why:
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 from scipy import stats
 from statsmodels.regression.linear_model import OLS
+from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 from statsmodels.tsa.seasonal import seasonal_decompose
 from statsmodels.tsa.stattools import acf, pacf
 
@@ -175,10 +177,18 @@ def compute_diagnostics(
     decomposition, _ = decompose(y, period)
     lags = max(1, min(nlags, n // 2 - 1))
     halfwidth = float(stats.norm.ppf(1 - ALPHA / 2) / math.sqrt(n))
-    table = stationarity_table(y, max_d=max_d, regression=regression)
-    d, decided_by = implied_d(table, max_d)
-    other = "ct" if regression == "c" else "c"
-    table += [{"d": 0, **adf_test(y, other)}, {"d": 0, **kpss_test(y, other)}]
+    # A flat stretch (a constant series, or one that only steps: a population rounded to
+    # thousands) makes the correlations 0/0 and the regressions singular: the values come out as
+    # NaN (null in the report) or by pseudo-inverse, which is what they are; no warning to repeat.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", SingularMatrixWarning)
+        table = stationarity_table(y, max_d=max_d, regression=regression)
+        other = "ct" if regression == "c" else "c"
+        table += [{"d": 0, **adf_test(y, other)}, {"d": 0, **kpss_test(y, other)}]
+        correlations = {"acf": acf(y, nlags=lags, fft=True), "pacf": pacf(y, nlags=lags, method="ywm")}
+        trend = linear_trend(year_arr, y)
+    d, decided_by = implied_d(table[:-2], max_d)
     return jsonable(
         {
             "series": {
@@ -191,10 +201,10 @@ def compute_diagnostics(
             },
             "decomposition": decomposition,
             "moving_average": {"window": MOVING_AVERAGE_WINDOW, "values": moving_average(y)},
-            "linear_trend": linear_trend(year_arr, y),
+            "linear_trend": trend,
             "lag1_correlation": float(np.corrcoef(y[:-1], y[1:])[0, 1]) if np.std(y) > 0 else float("nan"),
-            "acf": {"nlags": lags, "values": acf(y, nlags=lags, fft=True), "confint_halfwidth": halfwidth},
-            "pacf": {"nlags": lags, "values": pacf(y, nlags=lags, method="ywm"), "confint_halfwidth": halfwidth},
+            "acf": {"nlags": lags, "values": correlations["acf"], "confint_halfwidth": halfwidth},
+            "pacf": {"nlags": lags, "values": correlations["pacf"], "confint_halfwidth": halfwidth},
             "stationarity": {
                 "alpha": ALPHA,
                 "regression": regression,

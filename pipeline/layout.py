@@ -33,6 +33,8 @@ CURATED_POINTER = {"vintage": str, "latest_year": int}
 #: served, and (absent in pointers written before co2cast kept them) when that forecast was
 #: published and which forecasts a rollback took out of service.
 FORECAST_POINTER = {"manifest": str, "as_of_year": int, "published_at?": str, "rolled_back?": list}
+#: A series' alias history (:func:`alias_history`): a list of records, each a JSON object.
+ALIAS_HISTORY = list[dict]
 
 
 def raw_object(vintage: str, file_name: str) -> str:

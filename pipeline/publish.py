@@ -296,6 +296,8 @@ def published_hint(store: ObjectStore, series_id: str) -> str:
     import difflib
 
     published = layout.published_series(store.list(layout.FORECASTS))
+    if series_id in published:
+        return f"{series_id} itself has a published forecast (co2cast show {series_id})"
     if len(published) <= LIST_ALL_UP_TO:
         return f"published: {', '.join(published) or 'none'}"
     close = difflib.get_close_matches(series_id, published, n=3, cutoff=0.8)  # best first
@@ -430,6 +432,11 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
         checked = Manifest.of(manifest)
     except PermanentError as error:
         raise IntegrityError(f"{store.uri(pointer['manifest'])}: not a valid manifest ({str(error).splitlines()[0]})") from None
+    if checked.series_id != series_id or not pointer["manifest"].startswith(layout.series_forecasts(series_id)):
+        raise IntegrityError(
+            f"{series_id}: latest.json points at {store.uri(pointer['manifest'])}, a forecast of {checked.series_id}: "
+            "it was edited; restore it from a backup, or remove it and rerun to rebuild it"
+        )
     entry = checked.file("forecast.parquet")
     if entry is None:
         raise IntegrityError(f"{store.uri(pointer['manifest'])} lists no forecast.parquet")

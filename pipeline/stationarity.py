@@ -41,7 +41,10 @@ def adf_test(x: np.ndarray, regression: str = "c", alpha: float = ALPHA) -> dict
         A row: ``test, regression, statistic, p_value, p_value_bound (None), lags, nobs,
         critical_values, reject (unit root rejected), stationary``.
     """
-    result = adfuller(np.asarray(x, dtype=np.float64), regression=regression, autolag="AIC", result_object=True)
+    x = np.asarray(x, dtype=np.float64)
+    if np.ptp(x) == 0:
+        return _constant_row("adf", regression, x)
+    result = adfuller(x, regression=regression, autolag="AIC", result_object=True)
     statistic, p_value, lags, nobs, critical = result.statistic, result.pvalue, result.lags, result.nobs, result.critical_values
     reject = bool(p_value < alpha)
     return {
@@ -74,9 +77,20 @@ def kpss_test(x: np.ndarray, regression: str = "c", alpha: float = ALPHA) -> dic
     Returns:
         A row like :func:`adf_test`'s; ``reject`` means stationarity is rejected.
     """
+    x = np.asarray(x, dtype=np.float64)
+    if np.ptp(x) == 0:
+        return _constant_row("kpss", regression, x)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InterpolationWarning)
-        result = kpss(np.asarray(x, dtype=np.float64), regression=regression, nlags="auto", result_object=True)
+        note = None
+        try:
+            result = kpss(x, regression=regression, nlags="auto", result_object=True)
+        except (OverflowError, ZeroDivisionError):
+            # The automatic bandwidth (Hobijn et al.) divides by the residuals' autocovariances,
+            # which vanish on a series that is constant but for a step or two (a population
+            # rounded to thousands): then the rule of thumb ceil(12 (n/100)^(1/4)) decides.
+            result = kpss(x, regression=regression, nlags="legacy", result_object=True)
+            note = "the automatic bandwidth is undefined (the autocovariances vanish): lags by the rule of thumb"
     statistic, p_value, lags, critical = result.statistic, result.pvalue, result.lags, result.critical_values
     bound = None
     if any(issubclass(w.category, InterpolationWarning) for w in caught):
@@ -93,6 +107,24 @@ def kpss_test(x: np.ndarray, regression: str = "c", alpha: float = ALPHA) -> dic
         "critical_values": {k: float(v) for k, v in critical.items()},
         "reject": reject,
         "stationary": not reject,
+        **({"note": note} if note else {}),
+    }
+
+
+def _constant_row(test: str, regression: str, x: np.ndarray) -> dict[str, Any]:
+    """The row of a test on a constant series: undefined (no variance), and stationary by definition."""
+    return {
+        "test": test,
+        "regression": regression,
+        "statistic": float("nan"),
+        "p_value": float("nan"),
+        "p_value_bound": None,
+        "lags": 0,
+        "nobs": int(x.size),
+        "critical_values": {},
+        "reject": test == "adf",
+        "stationary": True,
+        "note": "constant: the test is undefined (no variance), and a constant is stationary",
     }
 
 

@@ -14,7 +14,8 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import GenericAlias
+from typing import Any, get_args
 from urllib.parse import unquote, urlparse
 
 from pipeline.errors import PermanentError, TransientError
@@ -113,9 +114,10 @@ class ObjectStore(ABC):
             return None
 
 
-#: What a JSON object must hold: a type, or field -> type(s) of a JSON object's fields, each
-#: required unless its name ends in ``?`` (``"rolled_back?": list``: absent, or a list).
-Shape = type | Mapping[str, type | tuple[type, ...]]
+#: What a JSON value must hold: a type; ``list[T]``, a list of ``T`` values; or field -> type(s)
+#: of a JSON object's fields, each required unless its name ends in ``?`` (``"rolled_back?":
+#: list``: absent, or a list).
+Shape = type | GenericAlias | Mapping[str, type | tuple[type, ...]]
 
 
 #: JSON's names for the Python types :func:`json.loads` returns.
@@ -128,6 +130,14 @@ def _json_name(kind: type) -> str:
 
 def _shape_problem(value: Any, shape: Shape) -> str | None:
     """Why ``value`` does not have ``shape`` (one phrase), or ``None``."""
+    if isinstance(shape, GenericAlias):  # list[T]
+        if not isinstance(value, list):
+            return f"it holds {_json_name(type(value))}, not an array"
+        (item,) = get_args(shape)
+        for index, element in enumerate(value):
+            if not isinstance(element, item):
+                return f"its entry {index} holds {_json_name(type(element))}, not {_json_name(item)}"
+        return None
     if isinstance(shape, type):
         return None if isinstance(value, shape) else f"it holds {_json_name(type(value))}, not {_json_name(shape)}"
     if not isinstance(value, dict):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import layout
 from pipeline.config import Settings
-from pipeline.errors import Co2castError, PermanentError
+from pipeline.errors import Co2castError, PermanentError, TransientError
 from pipeline.payloads import AirflowIds, PublishedForecast, RunPlan, RunTrigger, SummaryLine, TrainedSeries, WorkItem
 from pipeline.testhooks import pause_point
 
@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     from pipeline.store import ObjectStore
 
 logger = logging.getLogger(__name__)
+
+
+#: The digest of the history a version was fitted on (:func:`pipeline.core.history_hash`).
+HISTORY_TAG = "co2cast.history_sha256"
 
 
 class RunIncomplete(PermanentError):
@@ -338,6 +342,7 @@ def _train_and_register(
         "co2cast.vintage": plan.vintage,
         "co2cast.as_of_year": str(plan.as_of_year),
         "co2cast.config_hash": plan.config_hash,
+        HISTORY_TAG: core.history_hash(series.years, series.values, provisional),
         "co2cast.gx_success": str(bool(gx) and all(r.get("success") for r in gx.values())).lower(),
         "co2cast.gx_result": store.uri(layout.curated_gx_result(plan.vintage)),
         **({f"airflow.{k}": v for k, v in ids.to_xcom().items()} if ids else {}),
@@ -497,6 +502,16 @@ def current_champion_scores(client: Any, result: Any, current: Any, lineup: Line
     return (dict(found.metrics), found) if found is not None else (None, None)
 
 
+def _fitted_on_other_data(version: Any, tags: Mapping[str, str]) -> bool:
+    """Whether a registered version was fitted on another history of its as-of year than this run's (a revision).
+
+    Versions registered before the history digest was tagged are compared by vintage.
+    """
+    if HISTORY_TAG in version.tags:
+        return version.tags[HISTORY_TAG] != tags.get(HISTORY_TAG)
+    return version.tags.get("co2cast.vintage") != tags.get("co2cast.vintage")
+
+
 def champion_gate(
     settings: Settings,
     client: Any,
@@ -519,7 +534,9 @@ def champion_gate(
       stays and its version's forecast is published; when this run is for a newer as-of year
       than the champion's, the champion's *recipe* stays: refitted (and calibrated) on this
       as-of year's data and registered under its family, so ``@champion`` and ``latest.json``
-      always belong to the newest as-of year published; when the refitted recipe's forecast
+      always belong to the newest as-of year published; the same when this run is for the
+      champion's as-of year but the history it was fitted on has been revised since (a new
+      vintage), so a published forecast always comes from the data its manifest names; when the refitted recipe's forecast
       breaks the output bounds (:func:`pipeline.core.forecast_beyond_bounds`), the challenger
       takes ``@champion`` instead.
 
@@ -575,11 +592,14 @@ def champion_gate(
         tracking.move_alias(client, sid, "champion", challenger_version, reason=decision.reason)
         family, version = challenger, challenger_version
         record["moved"], record["to_version"] = True, challenger_version
-    elif recipe is not None and current_as_of is not None and current_as_of < as_of_year:
+    elif recipe is not None and current_as_of is not None and (current_as_of < as_of_year or _fitted_on_other_data(current, tags)):
         from pipeline.core import forecast_beyond_bounds
         from pipeline.selection import publishable
 
         family = current.tags.get(tracking.FAMILY_TAG, "champion")
+        refit_on = f"as of {as_of_year}"
+        if current_as_of == as_of_year:
+            refit_on += f" on vintage {tags['co2cast.vintage']}'s revised history"
         policy = lineup.select
         model = publishable(recipe, calibrate=getattr(policy, "calibrate", True), floor=getattr(policy, "floor", 0.0))
         model = model.fit(result.series.values, result.series.years)
@@ -587,9 +607,9 @@ def champion_gate(
         if problem is None:
             info = tracking.log_forecaster(model, lineup.spec.horizon_end, lineup.spec.levels, name="champion_refit")
             version = str(tracking.register(client, info.model_uri, sid, run_key, family, dict(tags), digest=info.digest).version)
-            reason = f"{decision.reason}; its recipe ({family}) refitted as of {as_of_year}"
+            reason = f"{decision.reason}; its recipe ({family}) refitted {refit_on}"
         else:  # the publish gate would refuse it: the challenger, which keeps the bounds, serves
-            reason = f"{decision.reason}; but its recipe ({family}) refitted as of {as_of_year}: {problem}; the challenger takes it"
+            reason = f"{decision.reason}; but its recipe ({family}) refitted {refit_on}: {problem}; the challenger takes it"
             family, version = challenger, challenger_version
         tracking.move_alias(client, sid, "champion", version, reason=reason)
         record.update(moved=True, to_version=version, reason=reason)
@@ -611,7 +631,7 @@ def append_history(store: ObjectStore, series_id: str, record: Mapping[str, Any]
 
     key = layout.alias_history(series_id)
     with series_lock(store, series_id):  # two runs of a series must not drop each other's record
-        history = store.read_json_or_none(key, list) or []
+        history = store.read_json_or_none(key, layout.ALIAS_HISTORY) or []
         store.write_json(key, [*history, dict(record)])
 
 
@@ -625,7 +645,7 @@ def _record_move(
 
 def alias_history(settings: Settings, series_id: str) -> list[dict[str, Any]]:
     """The series' alias history (``co2cast history``), oldest first."""
-    return list(open_store(settings).read_json_or_none(layout.alias_history(series_id), list) or [])
+    return list(open_store(settings).read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or [])
 
 
 def forecasts_as_of(settings: Settings, series_id: str, as_of_year: int) -> list[dict[str, Any]]:
@@ -1019,8 +1039,17 @@ def forecast_all(
             trained = train_series(settings, plan, item, lineup=lineup)
             published = publish_series(settings, plan, trained, lineup=lineup)
         except PermanentError as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = _first_line(error)
             say(f"[{index}/{total}] {item.series_id}: REFUSED: {reason}")
+            refused.append(f"{item.series_id} ({reason})")
+            continue
+        except TransientError:
+            raise  # the store or the registry is away: every series would fail alike; retry the run
+        except Exception as error:  # a fault in a model or a library on this series' data
+            logger.info("%s failed", item.series_id, exc_info=True)
+            hint = "an unexpected failure on this series' data; co2cast -v forecast … logs the traceback"
+            reason = f"{type(error).__name__}: {_first_line(error)} ({hint})"
+            say(f"[{index}/{total}] {item.series_id}: FAILED: {reason}")
             refused.append(f"{item.series_id} ({reason})")
             continue
         champion = f"champion v{trained.champion_version} ({trained.champion_family})"
@@ -1032,6 +1061,11 @@ def forecast_all(
     if refused:
         raise RunIncomplete(f"{len(refused)} of {total} series refused, the others were published: " + "; ".join(refused))
     return results
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 # -- reading what was published ----------------------------------------------------------------
@@ -1126,7 +1160,7 @@ def _manifests_serving(store: ObjectStore, series_id: str, version: Any) -> list
 
     number = str(version.version)
     runs = {(version.tags.get(tracking.RUN_KEY_TAG), tracking.version_as_of(version))}
-    for record in store.read_json_or_none(layout.alias_history(series_id), list) or []:
+    for record in store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []:
         if str(record.get("to_version")) == number and not record.get("publish_refused"):  # a refusal names another run's key
             runs.add((record.get("run_key"), record.get("as_of_year")))
     keys = {layout.forecast_manifest(series_id, as_of, key) for key, as_of in runs if isinstance(key, str) and isinstance(as_of, int)}

@@ -543,8 +543,10 @@ def register_selection(
     """Register the candidates the policy selected and move their family aliases.
 
     A family alias moves only forward in time: never to a version of an older as-of year than
-    the one it points at (a backfill registers its versions but moves nothing). ``@champion``
-    is moved by the caller (the champion gate; see :func:`pipeline.tasks.train_series`).
+    the one it points at or than ``@champion``'s, so a backfill registers its versions but
+    moves or creates no alias (a family first registered by a backfill of 1990 gets its alias
+    from the next run of the newest as-of year). ``@champion`` is moved by the caller (the
+    champion gate; see :func:`pipeline.tasks.train_series`).
     Safe to repeat: a run key registers each candidate once, and an alias that already points
     at a version is not moved again.
 
@@ -555,11 +557,12 @@ def register_selection(
     sid = result.series.series_id
     as_of = int(tags[AS_OF_TAG]) if AS_OF_TAG in tags else None
     versions: dict[str, str] = {}
+    champion_as_of = version_as_of(alias_version(client, sid, "champion"))
     for name in result.selection.register:
         version = register(client, infos[name].model_uri, sid, run_key, name, dict(tags), digest=infos[name].digest)
         versions[name] = str(version.version)
-        current = version_as_of(alias_version(client, sid, name))
-        if as_of is None or current is None or current <= as_of:
+        newest = [year for year in (version_as_of(alias_version(client, sid, name)), champion_as_of) if year is not None]
+        if as_of is None or not newest or max(newest) <= as_of:
             move_alias(client, sid, name, version.version, reason=f"newest {name} (run key {run_key})")
     return versions
 

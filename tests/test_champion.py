@@ -8,9 +8,12 @@ naive on the series (checked here from the run's own scores, not assumed).
 
 from __future__ import annotations
 
+import io
 import threading
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from pipeline import cli, tasks, tracking
@@ -258,6 +261,22 @@ def test_rerun_of_an_older_vintage_does_not_take_the_newer_ones_place(settings: 
     newer, published = _run(settings, lineup)
     assert newer.run_key != older.run_key and published.served
     served, history = _state(settings), tasks.alias_history(settings, SID)
+    # The champion stays (the same recipe scores the same), but what it serves is refitted on the
+    # revised history: a forecast is never the old vintage's under the new vintage's name.
+    assert "the champion stays" in history[-1]["reason"] and "refitted as of 2014 on vintage" in history[-1]["reason"]
+    assert newer.champion_version != older.champion_version and newer.champion_family == older.champion_family
+    store = tasks.open_store(settings)
+    old_manifest = store.read_json(f"forecasts/{SID}/asof=2014/{older.run_key}/manifest.json")
+    new_manifest = store.read_json(served["latest"]["manifest"])
+    assert new_manifest["vintage"] != old_manifest["vintage"] and new_manifest["model_version"] == newer.champion_version
+    old_table, new_table = (
+        pd.read_csv(io.BytesIO(store.read_bytes(m["key"].replace("manifest.json", "forecast.csv")))) for m in (old_manifest, new_manifest)
+    )
+    assert not np.allclose(old_table["hi_95"], new_table["hi_95"])  # drift's spread saw the revised 2013
+    client = tracking.configure(settings)
+    versions = client.search_model_versions(f"name = '{tracking.registered_name(SID)}'")
+    fitted_on = {str(v.version): v.tags.get(tasks.HISTORY_TAG) for v in versions}
+    assert fitted_on[newer.champion_version] != fitted_on[older.champion_version] is not None
 
     trigger = RunTrigger(series=SERIES, vintage=older_vintage)
     plan = tasks.plan_run(settings, trigger, lineup)
@@ -348,6 +367,10 @@ def test_backfill_leaves_champion_family_aliases_and_latest(settings: Settings, 
     assert after["aliases"] == before["aliases"] and after["latest"] == before["latest"]
     assert len(after["versions"]) == len(before["versions"]) + 3
     _assert_pointer_agrees(settings)
+    # A family the newest run did not register gets no alias from a backfill either.
+    backfill, _ = _run(settings, _lineup(settings, "mean"), as_of_year=2005)
+    assert backfill.champion_family == "naive" and "naive" not in before["aliases"]
+    assert _state(settings)["aliases"] == before["aliases"]
     rows = tasks.forecasts_as_of(settings, SID, 2010)
     assert [r["family"] for r in rows] == ["drift"] and "asof=2010" in rows[0]["manifest"]
     _cli_env(monkeypatch, settings)

@@ -14,8 +14,8 @@ CO2CAST = Path(sys.executable).parent / "co2cast"
 
 
 def _run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "MLFLOW_"))}, **(env or {})}
-    env["CO2CAST_HOME"] = str(tmp_path / "home")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "MLFLOW_"))}
+    env = {**clean, "CO2CAST_HOME": str(tmp_path / "home"), **(env or {})}
     return subprocess.run([str(CO2CAST), *args], capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -115,12 +115,32 @@ def test_forecast_goes_on_past_refused_series_and_says_what_a_gap_left_out(tmp_p
     assert _run(tmp_path, "show", "France:co2", "--csv").stdout == shown.stdout  # the --series form names it too
     assert "champion" in _run(tmp_path, "history", "France:co2").stdout
     missing = _run(tmp_path, "history", "france.co2_per_capita")
-    assert missing.stdout.strip() == "no alias history for france.co2_per_capita; published: france.co2"
+    assert missing.returncode == 1 and missing.stdout.strip() == "no alias history for france.co2_per_capita; published: france.co2"
     history = "modelled 1810-1975; left out 1802-1804 (2 values) before a gap in 1805-1809"
     shown = _run(tmp_path, "show", "france.co2")
     assert shown.returncode == 0 and shown.stdout.splitlines()[1] == history
     summary = _run(tmp_path, "summary")
     assert summary.returncode == 0 and f"      {history}" in summary.stdout.splitlines()
+
+    # A range with no forecast year, a port that is none, a reader that stops early, a fault no
+    # one foresaw: each is one line (or nothing, for the reader), never a traceback.
+    for start, end in (("2030", "2020"), ("2060", "2070")):
+        empty = _run(tmp_path, "show", "france.co2", "--start", start, "--end", end)
+        assert empty.returncode == 1 and empty.stdout == "", empty.stdout
+        assert empty.stderr == f"error: no forecast year in {start}-{end}: france.co2 is forecast for 1976-2050\n"
+    port = _run(tmp_path, "view", "--port", "99999")
+    assert port.returncode == 2 and port.stderr.strip().splitlines()[-1].endswith("'99999' is not a port: use a number from 1 to 65535")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "MLFLOW_"))}, "CO2CAST_HOME": str(tmp_path / "home")}
+    reader = subprocess.Popen([str(CO2CAST), "show", "france.co2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.close()  # the reader is gone before the command writes (as `| head -1` after one line)
+    assert reader.wait(timeout=300) == 0 and reader.stderr.read() == b""
+    (not_a_home := tmp_path / "a-file").write_text("")
+    odd = _run(tmp_path, "summary", env={"CO2CAST_HOME": str(not_a_home)})
+    assert odd.returncode == 1 and "Traceback" not in odd.stderr and len(odd.stderr.strip().splitlines()) == 1, odd.stderr
+    assert odd.stderr.startswith("error: NotADirectoryError: ")
+    assert odd.stderr.rstrip().endswith("(unexpected; rerun with co2cast -v summary … for the traceback)")
+    assert "Traceback" in _run(tmp_path, "-v", "summary", env={"CO2CAST_HOME": str(not_a_home)}).stderr
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,13 @@ unexplained: ADF has next to no power to reject and KPSS around a level rejects,
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from statsmodels.tsa.stattools import kpss
 
 from pipeline.config import EMBEDDED_SOURCE
 from pipeline.diagnostics import compute_diagnostics, decompose
@@ -68,6 +70,36 @@ def test_kpss_bound_is_recorded_not_warned() -> None:
     assert with_bound["p_value_bound"] == "<0.01" and with_bound["p_value"] == 0.01
     noise = kpss_test(np.random.default_rng(2).normal(size=300))
     assert noise["p_value_bound"] == ">0.1"
+
+
+def test_the_kpss_lag_rule_of_thumb_takes_over_where_the_automatic_bandwidth_is_undefined() -> None:
+    """A population rounded to thousands (Falkland Islands: 2000 for 20 years, then 3000): its second
+    difference is zero but for two spikes, and statsmodels' automatic bandwidth divides by zero."""
+    step = np.diff(np.r_[np.full(20, 2000.0), np.full(25, 3000.0)], 2)
+    row = kpss_test(step)
+    legacy = kpss(step, nlags="legacy")  # what the rule of thumb gives, from statsmodels itself
+    assert row["statistic"] == pytest.approx(legacy[0]) and row["lags"] == legacy[2]
+    assert "rule of thumb" in row["note"] and "note" not in kpss_test(np.random.default_rng(2).normal(size=300))
+
+
+@pytest.mark.parametrize(
+    ("values", "d"),
+    [
+        (np.zeros(30), 0),  # Gibraltar's gas CO2: no gas, every year
+        (np.r_[np.full(20, 2000.0), np.full(25, 3000.0)], 1),  # a step
+        (np.r_[np.full(20, 0.004), np.full(5, 0.007)], 1),  # Bahamas' coal CO2 since 1990, rounded
+    ],
+    ids=["constant", "step", "short-step"],
+)
+def test_flat_and_stepped_series_get_diagnostics_and_an_order_not_an_error(values: np.ndarray, d: int) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no warning either: the degenerate values are what they are
+        report = compute_diagnostics(np.arange(1970, 1970 + values.size), values)
+    assert report["stationarity"]["implied_d"] == ndiffs(values) == d
+    json.dumps(report, allow_nan=False)  # NaN statistics are reported as null
+    if d == 0:
+        rows = report["stationarity"]["tests"]
+        assert all(r["statistic"] is None and r["stationary"] and "constant" in r["note"] for r in rows)
 
 
 def test_implied_d_resolves_disagreement_with_kpss() -> None:

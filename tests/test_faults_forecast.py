@@ -437,6 +437,38 @@ def test_a_tampered_run_artefact_is_refused_and_champion_restored(settings: Sett
     _assert_healed(settings, trained.run_key)
 
 
+def test_an_unexpected_failure_on_one_series_does_not_stop_the_others(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault no one foresaw in one series' data (statsmodels' OverflowError on a stepped series,
+    before that was handled) is that series' one line; the others are published. A transient fault
+    (the store away) still stops the run, for Airflow or the operator to retry."""
+    train = tasks.train_series
+
+    def failing_on_world(settings: Settings, plan: Any, item: Any, **kwargs: Any) -> Any:
+        if item.series_id == "world.co2":
+            raise OverflowError("cannot convert float infinity to integer")
+        return train(settings, plan, item, **kwargs)
+
+    monkeypatch.setattr(tasks, "train_series", failing_on_world)
+    lines: list[str] = []
+    trigger = RunTrigger(run_type="cli", series=f"World:co2,{SERIES}", as_of_year=2014)
+    with pytest.raises(tasks.RunIncomplete, match=r"^1 of 2 series refused, the others were published: world\.co2 \(OverflowError: cannot"):
+        tasks.forecast_all(settings, trigger, _lineup(settings), progress=lines.append)
+    assert lines[1].startswith("[1/2] world.co2: FAILED: OverflowError: cannot convert float infinity to integer (an unexpected")
+    assert lines[3].startswith(f"[2/2] {SID}: champion v")
+    manifest, _ = read_latest(tasks.open_store(settings), SID)
+    assert manifest.as_of_year == 2014
+    assert tasks.open_store(settings).read_json_or_none("forecasts/world.co2/latest.json") is None
+
+    def store_away(settings: Settings, plan: Any, item: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("cannot reach s3://bucket: connection refused; retry later")
+
+    monkeypatch.setattr(tasks, "train_series", store_away)
+    lines.clear()
+    with pytest.raises(StoreUnavailable):
+        tasks.forecast_all(settings, trigger, _lineup(settings), progress=lines.append)
+    assert lines == ["[1/2] world.co2: training and publishing (as of 2014)"]  # stopped at the first
+
+
 def test_a_first_forecast_refused_leaves_no_champion(tmp_path: Path, small_owid: Path) -> None:
     """Before any forecast of a series is published, a refusal takes @champion away again: both say "nothing"."""
     from pipeline.artifacts import IntegrityError

@@ -58,6 +58,12 @@ def test_publish_layout_and_verified_read(store: ObjectStore) -> None:
     assert Manifest.of(store.read_json(manifest.key)) == manifest
     read_manifest, table = read_latest(store, SID)
     assert read_manifest == manifest and table["year"].tolist() == list(range(2015, 2051))
+    # A pointer edited to serve another series' forecast (whose files verify) is not followed.
+    store.write_json("forecasts/world.co2/latest.json", store.read_json(f"forecasts/{SID}/latest.json"))
+    edited = rf"^world\.co2: latest\.json points at .*/{prefix}/manifest\.json, a forecast of {SID}: it was edited"
+    with pytest.raises(IntegrityError, match=edited):
+        read_latest(store, "world.co2")
+    store.delete("forecasts/world.co2/latest.json")
 
     store.write_bytes(f"{prefix}/forecast.parquet", b"tampered")
     with pytest.raises(IntegrityError, match="does not match"):

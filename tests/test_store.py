@@ -49,6 +49,9 @@ def test_round_trip_list_delete(store: ObjectStore) -> None:
         (b'{"manifest": ' + b"7" * 60 + b"}", {"manifest": str}, "its 'manifest' is " + "7" * 37 + "..."),
         (b'{"a": 1}', list, "it holds an object, not an array"),
         (b'{"manifest": "m", "as_of_year": 2014, "rolled_back": 5}', layout.FORECAST_POINTER, "its 'rolled_back' is 5"),
+        (b"[1, 2]", layout.ALIAS_HISTORY, "its entry 0 holds a number, not an object"),
+        (b'[{"moved": true}, "x"]', layout.ALIAS_HISTORY, "its entry 1 holds a string, not an object"),
+        (b'{"a": 1}', layout.ALIAS_HISTORY, "it holds an object, not an array"),
     ],
 )
 def test_a_damaged_or_edited_json_object_is_refused_in_one_line(store: ObjectStore, data: bytes, shape, why: str) -> None:
@@ -70,6 +73,9 @@ def test_an_object_of_the_right_shape_reads_as_written(store: ObjectStore) -> No
     assert store.read_json_or_none("p/missing.json", list) is None
     store.write_json("p/history.json", [{"moved": True}])
     assert store.read_json_or_none("p/history.json", list) == [{"moved": True}]
+    assert store.read_json_or_none("p/history.json", layout.ALIAS_HISTORY) == [{"moved": True}]
+    store.write_json("p/history.json", [])
+    assert store.read_json_or_none("p/history.json", layout.ALIAS_HISTORY) == []
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "./a"])
