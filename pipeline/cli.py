@@ -81,7 +81,7 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
     print(f"co2cast home:  {settings.home.resolve()}")
     print(f"object store:  {store.uri()}")
     if latest is None:
-        print("no curated vintage yet: the ingest has not succeeded (see the logs above)")
+        print("no curated vintage yet: run `co2cast ingest` (or `make run`)")
         return 1
     print(
         f"vintage:       {latest['vintage']} ({latest['rows']:,} rows, {latest['entities']} entities, "
@@ -124,7 +124,10 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
     if registry_problem:
         print(f"registry:      not compared with the forecasts ({registry_problem})")
     print(f"MLflow UI:     .venv/bin/mlflow ui --backend-store-uri {settings.resolved_tracking_uri}   (or: make mlflow-ui)")
-    print("a forecast:    .venv/bin/co2cast show canada.co2_per_capita")
+    readable = [sid for sid, manifest, _, _ in published if manifest is not None]
+    if readable:
+        example = "canada.co2_per_capita" if "canada.co2_per_capita" in readable else readable[0]
+        print(f"a forecast:    .venv/bin/co2cast show {example}")
     return 0
 
 

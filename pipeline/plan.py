@@ -85,7 +85,7 @@ def plan_run(
         SeriesError: the spec names no series or an unknown one.
     """
     if as_of_year >= horizon_end:
-        raise PlanError(f"as-of year {as_of_year} is not before the horizon end {horizon_end}")
+        raise PlanError(f"as-of year {as_of_year} is not before the horizon end {horizon_end} (CO2CAST_HORIZON_END)")
     if as_of_year > int(tidy["year"].max()):
         raise PlanError(
             f"as-of year {as_of_year} is after the latest year {int(tidy['year'].max())} of vintage {vintage}: "

@@ -216,7 +216,7 @@ def publish(
     manifest_key = layout.forecast_manifest(series_id, as_of_year, run_key)
     existing = republish_existing(store, series_id, as_of_year, run_key)
     if existing is not None:
-        return existing
+        return existing[0]
 
     gate = validate_forecast(table, series_id, as_of_year, horizon_end, history_max)
     if not gate.success:
@@ -272,19 +272,19 @@ def _write_forecast(
     return Manifest.of(manifest)
 
 
-def republish_existing(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> Manifest | None:
-    """The verified manifest already published for a run key, or ``None``.
+def republish_existing(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> tuple[Manifest, bool] | None:
+    """The verified manifest already published for a run key and whether ``latest.json`` moved to it now, or ``None``.
 
-    The cheap path of a rerun: one or two small reads, no model, no GX. ``latest.json`` is
-    moved to it only if nothing has superseded it (see :func:`superseded`): a rerun after a
-    crash between the manifest and the pointer completes the publish, a rerun after a rollback
-    or a newer publish moves nothing.
+    The cheap path of a rerun: a few small reads, no model, no GX. ``latest.json`` is moved to
+    it only if nothing has superseded it (see :func:`superseded`): a rerun after a crash between
+    the manifest and the pointer completes the publish, a rerun after a configuration was
+    changed and changed back serves this run key's forecast again, a rerun after a rollback or
+    a newer as-of year moves nothing.
     """
     existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
     if existing is None or not verify_manifest(store, existing):
         return None
-    _move_latest(store, series_id, existing)
-    return Manifest.of(existing)
+    return Manifest.of(existing), _move_latest(store, series_id, existing)
 
 
 #: Up to this many published series are listed in full when a series id is not found.
@@ -321,33 +321,56 @@ def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -
     existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
     if existing is None or "trained" not in existing or not verify_manifest(store, existing):
         return False
+    current = serving_pointer(store, series_id)
+    return current is not None and (current["manifest"] == existing["key"] or superseded(current, existing, pinned(store, existing)))
+
+
+def pinned(store: ObjectStore, manifest_or_vintage: dict[str, Any] | str | None) -> bool:
+    """Whether a run's vintage is not the latest curated one (a ``--vintage`` of an older release).
+
+    Such a run is treated like a backfill: it registers its versions and publishes under its
+    ``asof=`` prefix, but moves no alias and not ``latest.json``, so what is served always comes
+    from the newest data. Without a curated pointer (a bare store) nothing is pinned.
+    """
+    vintage = manifest_or_vintage.get("vintage") if isinstance(manifest_or_vintage, dict) else manifest_or_vintage
+    curated = store.read_json_or_none(layout.CURATED_LATEST, layout.CURATED_POINTER)
+    return curated is not None and vintage is not None and curated["vintage"] != vintage
+
+
+def serving_pointer(store: ObjectStore, series_id: str) -> dict[str, Any] | None:
+    """:func:`latest_pointer`, or ``None`` when the manifest it names is gone (a pointer left dangling serves nothing)."""
     current = latest_pointer(store, series_id)
-    return current is not None and (current["manifest"] == existing["key"] or superseded(current, existing))
+    if current is not None and not store.exists(current["manifest"]):
+        logger.warning("%s: latest.json points at %s, which is missing: the next publish replaces it", series_id, current["manifest"])
+        return None
+    return current
 
 
-def superseded(pointer: dict[str, Any], manifest: dict[str, Any]) -> bool:
+def superseded(pointer: dict[str, Any], manifest: dict[str, Any], pinned_run: bool = False) -> bool:
     """Whether ``latest.json`` (``pointer``) has moved past a published forecast for good.
 
-    It has when it serves a newer as-of year (a backfill's forecast is never served), a forecast
-    of the same as-of year published after this one (a rerun of an older vintage's run key
-    must not take the newer one's place), or a rollback took this one out of service (so the
-    same run key run again after ``co2cast rollback`` does not undo it: ``@champion`` stays
-    where the rollback put it, and so does ``latest.json``).
+    It has when it serves a newer as-of year (a backfill's forecast is never served), when a
+    rollback took this one out of service (so the same run key run again after ``co2cast
+    rollback`` does not undo it: ``@champion`` stays where the rollback put it, and so does
+    ``latest.json``), and, for the same as-of year, when the run is pinned to an older vintage
+    (:func:`pinned`). Otherwise the run on the latest vintage publishing now is served, also
+    when its forecast was published before: a configuration changed for a run and changed back
+    (``CO2CAST_HORIZON_END=2020`` once) serves its run key's forecast again.
     """
     if manifest["key"] in pointer.get("rolled_back", []):
         return True  # even when the rollback served an older as-of year's forecast
     if pointer["as_of_year"] != manifest["as_of_year"]:
         return pointer["as_of_year"] > manifest["as_of_year"]
-    return str(pointer.get("published_at", "")) > str(manifest.get("published_at", ""))
+    return pinned_run
 
 
-def _move_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any]) -> None:
-    """Point ``latest.json`` at a manifest unless something superseded it (:func:`superseded`)."""
-    point_latest(store, series_id, manifest)
+def _move_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any]) -> bool:
+    """Point ``latest.json`` at a manifest unless something superseded it (:func:`superseded`); whether it moved."""
+    return point_latest(store, series_id, manifest)
 
 
-def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], force: bool = False, retire: Iterable[str] = ()) -> None:
-    """Point ``latest.json`` at a manifest.
+def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], force: bool = False, retire: Iterable[str] = ()) -> bool:
+    """Point ``latest.json`` at a manifest; whether it moved.
 
     Without ``force`` (a run publishing): unless the pointer has moved past it
     (:func:`superseded`); a new decision starts with no forecast rolled back. With ``force``
@@ -362,15 +385,17 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
     # Read and write under the series' lock: a concurrent run of an older as-of year could
     # otherwise read the old pointer, then write after this one and move it backwards.
     with series_lock(store, series_id):
-        current = latest_pointer(store, series_id)
         rolled_back: list[str] = []
         if force:
+            current = latest_pointer(store, series_id)
             served = [*current.get("rolled_back", []), current["manifest"]] if current is not None else []
             rolled_back = [k for k in dict.fromkeys([*served, *retire]) if k != manifest["key"]]
             if current is not None and current["manifest"] == manifest["key"] and rolled_back == current.get("rolled_back", []):
-                return
-        elif current is not None and (current["manifest"] == manifest["key"] or superseded(current, manifest)):
-            return
+                return False
+        else:
+            current = serving_pointer(store, series_id)
+            if current is not None and (current["manifest"] == manifest["key"] or superseded(current, manifest, pinned(store, manifest))):
+                return False
         store.write_json(
             key,
             {
@@ -384,6 +409,7 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
                 "model_version": manifest.get("model_version"),
             },
         )
+    return True
 
 
 def manifest_problem(store: ObjectStore, manifest: dict[str, Any]) -> str | None:

@@ -380,9 +380,9 @@ def resolve_series(
     """
     _check_tidy(tidy)
     spec = spec.strip()
-    if spec == "default":
+    if spec.lower() == "default":
         return list(DEFAULT_SERIES)
-    if spec == "all":
+    if spec.lower() == "all":
         default_variables = sorted({v for _, v in DEFAULT_SERIES})
         rows = tidy.loc[tidy["variable"].isin(default_variables) & tidy["value"].notna(), ["entity", "variable", "year"]]
         if as_of_year is not None:

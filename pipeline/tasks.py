@@ -169,13 +169,14 @@ def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = N
         The :class:`RunPlan`.
 
     Raises:
-        PlanError: no curated vintage, an unknown vintage, or an as-of year outside the data.
-        SeriesError: the series spec names no series or an unknown one.
+        PlanError: no curated vintage, an unknown vintage, an as-of year outside the data, or
+            ``CO2CAST_SERIES`` names no series or an unknown one (the message names the variable).
+        SeriesError: the series flag or param names no series or an unknown one.
     """
     from pipeline import ingest
     from pipeline.plan import PlanError, as_of_year_for, without_aggregates
     from pipeline.plan import plan_run as build_plan
-    from pipeline.series import DEFAULT_MIN_POINTS
+    from pipeline.series import DEFAULT_MIN_POINTS, SeriesError
 
     trigger = RunTrigger.of(trigger) if trigger is not None else RunTrigger(run_type="cli")
     lineup = lineup or production_lineup(settings)
@@ -196,18 +197,23 @@ def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = N
     except Co2castError as error:
         raise PlanError(f"vintage {pointer['vintage']}: {error}; then ingest the corrected release") from None
     spec = trigger.series or settings.series
-    if spec.strip() == "all" and not settings.include_aggregates:
+    if spec.strip().lower() == "all" and not settings.include_aggregates:
         tidy = without_aggregates(tidy)
-    return build_plan(
-        tidy,
-        vintage=pointer["vintage"],
-        as_of_year=as_of_year,
-        series_spec=spec,
-        horizon_end=settings.horizon_end,
-        cfg_hash=lineup.config_hash,
-        # ``all`` keeps its documented meaning (≥ 30 years); a named short series (≥ 12) is still modelled.
-        min_points=max(lineup.spec.min_points, DEFAULT_MIN_POINTS),
-    )
+    try:
+        return build_plan(
+            tidy,
+            vintage=pointer["vintage"],
+            as_of_year=as_of_year,
+            series_spec=spec,
+            horizon_end=settings.horizon_end,
+            cfg_hash=lineup.config_hash,
+            # ``all`` keeps its documented meaning (≥ 30 years); a named short series (≥ 12) is still modelled.
+            min_points=max(lineup.spec.min_points, DEFAULT_MIN_POINTS),
+        )
+    except SeriesError as error:
+        if trigger.series:
+            raise
+        raise PlanError(f"CO2CAST_SERIES={spec!r}: {error}") from None
 
 
 def pending_series(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[dict[str, Any]]:
@@ -325,6 +331,7 @@ def _train_and_register(
 
     from pipeline import core, ingest, tracking
     from pipeline.locks import series_lock
+    from pipeline.publish import pinned
 
     tidy = ingest.read_curated(store, plan.vintage, item.entity, item.variable)  # the plan checked both exist
     series = core.prepare(tidy, item.entity, item.variable, plan.as_of_year, lineup.spec)
@@ -360,9 +367,16 @@ def _train_and_register(
         version_tags = {**tags, "co2cast.mlflow_run_id": parent.info.run_id}
         # Two runs of one series (two as-of years at once) decide and move its aliases in turn.
         with series_lock(store, series.series_id, scope="registry"):
-            versions = tracking.register_selection(client, result, infos, item.run_key, version_tags)
+            older_vintage = pinned(store, plan.vintage)  # a --vintage of an older release: like a backfill
+            versions = tracking.register_selection(client, result, infos, item.run_key, version_tags, move_aliases=not older_vintage)
             pause_point("after_register")
-            family, version = champion_gate(settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup, version_tags)
+            if older_vintage:
+                logger.info("vintage %s is not the latest curated one: @champion and the family aliases stay", plan.vintage)
+                family, version = result.selection.champion, versions[result.selection.champion]
+            else:
+                family, version = champion_gate(
+                    settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup, version_tags
+                )
         mlflow.set_tags({"co2cast.champion": f"v{version} ({family})", "co2cast.selection": result.selection.reason[:5000]})
         trained = TrainedSeries(
             series_id=series.series_id,
@@ -710,7 +724,8 @@ def publish_series(
     existing = republish_existing(store, trained.series_id, plan.as_of_year, trained.run_key)
     if existing is not None:  # the cheap path: this run key is published and verifies
         log_timings(trained.series_id, "publish_skipped", {"total": time.perf_counter() - started})
-        return _champion_follows(settings, store, trained, _published(store, trained, existing))
+        manifest, moved = existing
+        return _champion_follows(settings, store, trained, _published(store, trained, manifest), served_again=moved)
     with _champion_restored_on_refusal(settings, store, trained):
         manifest, item, mlflow_seconds = _publish_new(settings, store, plan, trained, airflow, lineup, started)
     publish_seconds = time.perf_counter() - started - mlflow_seconds
@@ -846,16 +861,23 @@ def _restore_champion(settings: Settings, store: ObjectStore, trained: TrainedSe
         _record_move(store, sid, trained.champion_version, served, reason, trained.run_key, trained.as_of_year, publish_refused=True)
 
 
-def _champion_follows(settings: Settings, store: ObjectStore, trained: TrainedSeries, published: PublishedForecast) -> PublishedForecast:
-    """After a publish: ``@champion`` returns to this run key's version when a refusal had moved it back.
+def _champion_follows(
+    settings: Settings, store: ObjectStore, trained: TrainedSeries, published: PublishedForecast, served_again: bool = False
+) -> PublishedForecast:
+    """After a publish: ``@champion`` returns to this run key's version when ``latest.json`` came back to it.
 
-    Only that: the last alias-history record is this run key's refusal
-    (:func:`_champion_restored_on_refusal`) and ``latest.json`` now serves its forecast. Any other
-    state is left as the gate, a rollback or a person made it (``co2cast summary`` flags a
-    disagreement). Costs one store read unless there is something to undo.
+    Two cases: the last alias-history record is this run key's refusal
+    (:func:`_champion_restored_on_refusal`) and ``latest.json`` now serves its forecast; or this
+    rerun moved ``latest.json`` back to the run key's forecast published before
+    (``served_again``: a configuration changed for a run and changed back, or a pointer left
+    dangling), which the gate decided when the key was trained. Any other state is left as the
+    gate, a rollback or a person made it (``co2cast summary`` flags a disagreement). Costs one
+    store read unless there is something to undo.
     """
     if not published.served:
         return published
+    if served_again:
+        return _champion_serves_again(settings, store, trained, published)
     records = alias_history(settings, trained.series_id)
     last = records[-1] if records else {}
     mine = last.get("run_key") == trained.run_key and last.get("from_version") == trained.champion_version
@@ -873,6 +895,30 @@ def _champion_follows(settings: Settings, store: ObjectStore, trained: TrainedSe
         client.set_registered_model_alias(tracking.registered_name(sid), "champion", trained.champion_version)
         reason = f"the forecast of v{trained.champion_version} refused before is published now: @champion returns to it"
         _record_move(store, sid, last.get("to_version"), trained.champion_version, reason, trained.run_key, trained.as_of_year)
+    return published
+
+
+def _champion_serves_again(
+    settings: Settings, store: ObjectStore, trained: TrainedSeries, published: PublishedForecast
+) -> PublishedForecast:
+    """``latest.json`` serves a run key's forecast again: ``@champion`` goes to its version, recorded in the history."""
+    from pipeline import tracking
+    from pipeline.locks import series_lock
+
+    sid = trained.series_id
+    with tracking.transient_errors(), series_lock(store, sid, scope="registry"):
+        client = tracking.configure(settings)
+        current = tracking.alias_version(client, sid, "champion")
+        before = None if current is None else str(current.version)
+        if before == trained.champion_version:
+            return published
+        client.set_registered_model_alias(tracking.registered_name(sid), "champion", trained.champion_version)
+        reason = (
+            f"run key {trained.run_key} serves its forecast again (its configuration and data are the current ones again, "
+            f"or latest.json was left dangling): @champion follows to v{trained.champion_version}"
+        )
+        logger.warning("%s: %s", sid, reason)
+        _record_move(store, sid, before, trained.champion_version, reason, trained.run_key, trained.as_of_year)
     return published
 
 

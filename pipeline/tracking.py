@@ -538,14 +538,15 @@ def _log_figure(make: Any, name: str) -> None:
 
 
 def register_selection(
-    client: Any, result: SeriesResult, infos: Mapping[str, Any], run_key: str, tags: Mapping[str, str]
+    client: Any, result: SeriesResult, infos: Mapping[str, Any], run_key: str, tags: Mapping[str, str], move_aliases: bool = True
 ) -> dict[str, str]:
     """Register the candidates the policy selected and move their family aliases.
 
     A family alias moves only forward in time: never to a version of an older as-of year than
     the one it points at or than ``@champion``'s, so a backfill registers its versions but
     moves or creates no alias (a family first registered by a backfill of 1990 gets its alias
-    from the next run of the newest as-of year). ``@champion`` is moved by the caller (the
+    from the next run of the newest as-of year); with ``move_aliases=False`` (a run on an older
+    vintage than the latest curated one) none moves. ``@champion`` is moved by the caller (the
     champion gate; see :func:`pipeline.tasks.train_series`).
     Safe to repeat: a run key registers each candidate once, and an alias that already points
     at a version is not moved again.
@@ -562,7 +563,7 @@ def register_selection(
         version = register(client, infos[name].model_uri, sid, run_key, name, dict(tags), digest=infos[name].digest)
         versions[name] = str(version.version)
         newest = [year for year in (version_as_of(alias_version(client, sid, name)), champion_as_of) if year is not None]
-        if as_of is None or not newest or max(newest) <= as_of:
+        if move_aliases and (as_of is None or not newest or max(newest) <= as_of):
             move_alias(client, sid, name, version.version, reason=f"newest {name} (run key {run_key})")
     return versions
 

@@ -287,6 +287,18 @@ def test_rerun_of_an_older_vintage_does_not_take_the_newer_ones_place(settings: 
     assert _state(settings) == served and tasks.alias_history(settings, SID) == history
     _assert_pointer_agrees(settings)
 
+    # A new run key on the older vintage (another configuration): like a backfill, it publishes
+    # under its prefix but moves neither latest.json nor an alias, and decides nothing.
+    other = _lineup(settings, "mean")
+    plan = tasks.plan_run(settings, trigger, other)
+    assert plan.series[0].run_key not in (older.run_key, newer.run_key) and plan.vintage == older_vintage
+    trained = tasks.train_series(settings, plan, plan.series[0], lineup=other)
+    pinned = tasks.publish_series(settings, plan, trained, lineup=other)
+    assert not pinned.served and pinned.served_version == newer.champion_version
+    state = _state(settings)
+    assert state["aliases"] == served["aliases"] and state["latest"] == served["latest"]
+    assert tasks.alias_history(settings, SID) == history
+
 
 def test_a_kept_champion_whose_refitted_recipe_breaks_the_bounds_gives_way(settings: Settings) -> None:
     first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2010)
@@ -341,6 +353,47 @@ def test_a_kept_champion_whose_refitted_recipe_falls_to_zero_gives_way(tmp_path:
     assert second.champion_family == "naive"
     _, table = tasks.show_forecast(settings, "kuwait.co2")
     assert table["mean"].min() > 3, "naive's forecast, the last value, is published, not drift's line floored at zero"
+
+
+def test_a_configuration_changed_and_changed_back_serves_its_forecast_again(settings: Settings) -> None:
+    """``CO2CAST_HORIZON_END=2020`` for one run, then the default again: the 2050 forecast is served
+    again (the run key of the default configuration was published before), not the 2020 one
+    until new data; a pointer left dangling is replaced by the next run instead of staying broken."""
+    store = tasks.open_store(settings)
+    lineup = _lineup(settings, "drift")
+    first, served = _run(settings, lineup)
+    short = settings.model_copy(update={"horizon_end": 2020})
+    second, shortened = _run(short, _lineup(short, "drift"))
+    assert second.run_key != first.run_key and shortened.served and shortened.last_year == 2020
+    third, again = _run(settings, lineup)
+    assert third.run_key == first.run_key and again.served and again.manifest == served.manifest
+    manifest, table = tasks.show_forecast(settings, SID)
+    assert manifest.key == served.manifest and table["year"].max() == 2050
+    _assert_pointer_agrees(settings)
+
+    # The served manifest removed by hand: the pointer dangles, and the next run replaces it.
+    _run(short, _lineup(short, "drift"))
+    store.delete(shortened.manifest)
+    assert tasks.pending_series(settings, tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)) != []
+    _, repaired = _run(settings, lineup)
+    assert repaired.served and tasks.show_forecast(settings, SID)[0].key == served.manifest
+
+    # When the other configuration's run had moved @champion (here by hand, for a cheap line-up
+    # whose gate keeps drift), serving the run key's forecast again brings @champion with it.
+    client = tracking.configure(settings)
+    _run(short, _lineup(short, "drift"))
+    other = next(
+        str(v.version)
+        for v in client.search_model_versions(f"name = '{tracking.registered_name(SID)}'")
+        if str(v.version) != first.champion_version
+    )
+    client.set_registered_model_alias(tracking.registered_name(SID), "champion", other)
+    _run(settings, lineup)
+    _assert_pointer_agrees(settings)
+    assert _state(settings)["aliases"]["champion"] == int(first.champion_version)
+    record = tasks.alias_history(settings, SID)[-1]
+    assert record["from_version"] == other and record["to_version"] == first.champion_version
+    assert f"run key {first.run_key} serves its forecast again" in record["reason"]
 
 
 def test_rerun_of_the_same_run_key_moves_nothing(settings: Settings) -> None:

@@ -160,3 +160,26 @@ def test_a_series_can_be_named_by_its_id_or_as_in_series(typed: str, series_id: 
     from pipeline.cli import series_id_arg
 
     assert series_id_arg(typed) == series_id
+
+
+def test_a_table_is_printed_in_columns_as_wide_as_their_widest_cell(capsys: pytest.CaptureFixture[str]) -> None:
+    """``co2cast history`` and ``forecasts``: a score as wide as its column no longer runs into the next."""
+    from pipeline.cli import _print_table
+
+    _print_table(("metric", "champion", "naive", "reason"), [["msis_95", "10.96", "8.364", "kept"], ["mase", "", "12", "first"]])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "metric   champion  naive  reason",
+        "msis_95  10.96     8.364  kept",
+        "mase               12     first",
+    ]
+
+
+def test_a_setting_that_names_no_series_or_an_impossible_horizon_is_named(tmp_path: Path, small_owid: Path) -> None:
+    assert _run(tmp_path, "ingest", "--source", str(small_owid)).returncode == 0
+    series = _run(tmp_path, "forecast", env={"CO2CAST_SERIES": "garbage"})
+    assert series.returncode == 1 and series.stderr.startswith("error: CO2CAST_SERIES='garbage': no series with id 'garbage'"), (
+        series.stderr
+    )
+    horizon = _run(tmp_path, "forecast", env={"CO2CAST_HORIZON_END": "2000"})
+    assert horizon.returncode == 1 and horizon.stderr.rstrip().endswith("is not before the horizon end 2000 (CO2CAST_HORIZON_END)")

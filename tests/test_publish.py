@@ -209,6 +209,8 @@ def test_two_runs_moving_the_pointer_at_once_never_move_it_backwards(tmp_path: P
         year: {"key": f"forecasts/x.co2/asof={year}/k{year}/manifest.json", "as_of_year": year, "run_key": f"k{year}"}
         for year in (2009, 2014)
     }
+    for manifest in manifests.values():  # a pointer is followed only to a manifest that exists
+        store.write_json(manifest["key"], manifest)
     newer = threading.Thread(target=point_latest, args=(store, "x.co2", manifests[2014]))
     older = threading.Thread(target=point_latest, args=(store, "x.co2", manifests[2009]))
     newer.start()
