@@ -31,8 +31,8 @@ CURATED_LATEST = "curated/latest.json"
 CURATED_POINTER = {"vintage": str, "latest_year": int}
 #: The fields readers rely on in a series' ``latest.json`` (:func:`forecast_latest`): the manifest
 #: served, and (absent in pointers written before co2cast kept them) when that forecast was
-#: published and which forecasts a rollback took out of service.
-FORECAST_POINTER = {"manifest": str, "as_of_year": int, "published_at?": str, "rolled_back?": list}
+#: published, which forecasts a rollback took out of service, and the manifest's sha256.
+FORECAST_POINTER = {"manifest": str, "as_of_year": int, "published_at?": str, "rolled_back?": list, "manifest_sha256?": str}
 #: A series' alias history (:func:`alias_history`): a list of records, each a JSON object.
 ALIAS_HISTORY = list[dict]
 

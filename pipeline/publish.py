@@ -400,6 +400,8 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
             key,
             {
                 "manifest": manifest["key"],
+                # The manifest's own digest: the manifest vouches for the files, this for the manifest.
+                "manifest_sha256": hashlib.sha256(store.read_bytes(manifest["key"])).hexdigest(),
                 "as_of_year": manifest["as_of_year"],
                 **({"published_at": manifest["published_at"]} if isinstance(manifest.get("published_at"), str) else {}),
                 "rolled_back": rolled_back,
@@ -440,8 +442,8 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
 
     Raises:
         NotPublished: nothing was published for the series (the message lists what is).
-        IntegrityError: the manifest is missing or invalid, or a file is missing or does not
-            match its sha256 (named in the message).
+        IntegrityError: the manifest is missing, invalid or changed since ``latest.json`` was
+            pointed at it, or a file is missing or does not match its sha256 (named in the message).
         StoreDataError: ``latest.json`` or the manifest is not the JSON co2cast wrote (damaged
             or edited; named in the message).
     """
@@ -451,6 +453,12 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
     manifest = store.read_json_or_none(pointer["manifest"])
     if manifest is None:
         raise IntegrityError(f"{series_id}: latest.json points at {store.uri(pointer['manifest'])}, which is missing; republish it")
+    recorded = pointer.get("manifest_sha256")  # absent in pointers written before co2cast recorded it
+    if recorded is not None and hashlib.sha256(store.read_bytes(pointer["manifest"])).hexdigest() != recorded:
+        raise IntegrityError(
+            f"{store.uri(pointer['manifest'])} does not match the sha256 latest.json recorded for it: it was edited; "
+            "the forecast is not shown, republish it"
+        )
     problem = manifest_problem(store, manifest)
     if problem is not None:
         raise IntegrityError(f"{store.uri(pointer['manifest'])}: {problem}; the forecast is not shown, republish it")

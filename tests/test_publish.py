@@ -64,6 +64,13 @@ def test_publish_layout_and_verified_read(store: ObjectStore) -> None:
     with pytest.raises(IntegrityError, match=edited):
         read_latest(store, "world.co2")
     store.delete("forecasts/world.co2/latest.json")
+    # The manifest edited by hand (its files untouched): its digest in latest.json gives it away.
+    original = store.read_bytes(manifest.key)
+    store.write_json(manifest.key, {**store.read_json(manifest.key), "last_year": 2060})
+    with pytest.raises(IntegrityError, match=r"manifest\.json does not match the sha256 latest\.json recorded for it: it was edited"):
+        read_latest(store, SID)
+    store.write_bytes(manifest.key, original)
+    assert read_latest(store, SID)[0] == manifest
 
     store.write_bytes(f"{prefix}/forecast.parquet", b"tampered")
     with pytest.raises(IntegrityError, match="does not match"):
