@@ -673,24 +673,24 @@ def forecasts_as_of(settings: Settings, series_id: str, as_of_year: int) -> list
     with tracking.transient_errors():
         client = tracking.configure(settings)
         versions = tracking.versions_as_of(client, series_id, as_of_year)
-    published: dict[str, dict[str, Any]] = {}
+    published: dict[str, list[dict[str, Any]]] = {}  # a version may serve several run keys (a kept champion)
     for key in store.list(layout.series_forecasts(series_id, as_of_year)):
         if key.endswith("/manifest.json"):
             manifest = store.read_json(key)
-            published[str(manifest.get("model_version"))] = manifest
+            published.setdefault(str(manifest.get("model_version")), []).append(manifest)
     rows = []
     for version in versions:
-        manifest = published.get(str(version.version))
-        rows.append(
-            {
-                "version": str(version.version),
-                "family": version.tags.get(tracking.FAMILY_TAG, "?"),
-                "vintage": version.tags.get("co2cast.vintage", "?"),
-                "run_key": version.tags.get(tracking.RUN_KEY_TAG, "?"),
-                "manifest": manifest["key"] if manifest else "",
-                "published": store.uri(manifest["key"]) if manifest else "",
-            }
-        )
+        for manifest in published.get(str(version.version)) or [None]:
+            rows.append(
+                {
+                    "version": str(version.version),
+                    "family": version.tags.get(tracking.FAMILY_TAG, "?"),
+                    "vintage": version.tags.get("co2cast.vintage", "?"),
+                    "run_key": version.tags.get(tracking.RUN_KEY_TAG, "?"),
+                    "manifest": manifest["key"] if manifest else "",
+                    "published": store.uri(manifest["key"]) if manifest else "",
+                }
+            )
     return rows
 
 

@@ -370,6 +370,9 @@ def test_a_configuration_changed_and_changed_back_serves_its_forecast_again(sett
     manifest, table = tasks.show_forecast(settings, SID)
     assert manifest.key == served.manifest and table["year"].max() == 2050
     _assert_pointer_agrees(settings)
+    assert second.champion_version == first.champion_version, "precondition: the gate kept drift for the 2020 horizon"
+    rows = [r for r in tasks.forecasts_as_of(settings, SID, 2014) if r["version"] == first.champion_version]
+    assert sorted(r["manifest"] for r in rows) == sorted([served.manifest, shortened.manifest])  # both, not the last read
 
     # The served manifest removed by hand: the pointer dangles, and the next run replaces it.
     _run(short, _lineup(short, "drift"))
