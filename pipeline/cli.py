@@ -364,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: what was written is safe to repeat
+        print(f"interrupted: co2cast {args.command} stopped; run it again to finish (every step is safe to repeat)", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `co2cast show … | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0

@@ -183,3 +183,26 @@ def test_a_setting_that_names_no_series_or_an_impossible_horizon_is_named(tmp_pa
     )
     horizon = _run(tmp_path, "forecast", env={"CO2CAST_HORIZON_END": "2000"})
     assert horizon.returncode == 1 and horizon.stderr.rstrip().endswith("is not before the horizon end 2000 (CO2CAST_HORIZON_END)")
+
+
+def test_ctrl_c_is_one_line(tmp_path: Path, small_owid: Path) -> None:
+    """An interrupted forecast says so in one line (exit 130), and the rerun finishes it."""
+    import signal
+
+    assert _run(tmp_path, "ingest", "--source", str(small_owid)).returncode == 0
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "MLFLOW_"))}, "CO2CAST_HOME": str(tmp_path / "home")}
+    env |= {"CO2CAST_TEST_PAUSE_AT": "after_log", "CO2CAST_TEST_PAUSE_SECONDS": "60"}
+    command = [str(CO2CAST), "forecast", "--series", "Canada:co2_per_capita"]
+    run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert run.stderr is not None
+    lines = []
+    for line in run.stderr:  # until the run sleeps in the middle of logging to MLflow
+        lines.append(line)
+        if "co2cast-test: paused at after_log" in line:
+            break
+    run.send_signal(signal.SIGINT)
+    rest = run.stderr.read()
+    assert run.wait(timeout=120) == 130 and "Traceback" not in rest, rest
+    assert rest.strip().splitlines()[-1] == "interrupted: co2cast forecast stopped; run it again to finish (every step is safe to repeat)"
+    again = _run(tmp_path, "forecast", "--series", "Canada:co2_per_capita")
+    assert again.returncode == 0 and "[1/1] canada.co2_per_capita: champion v" in again.stdout, again.stderr
