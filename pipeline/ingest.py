@@ -367,7 +367,10 @@ def curated_table(staging: pd.DataFrame) -> pd.DataFrame:
     # Sorted on integer codes of alphabetically ordered categories: the order of a string
     # sort, without sorting millions of strings.
     entity, variable = _alphabetical(staging["entity"]), _alphabetical(staging["variable"])
-    year = staging["year"].to_numpy().astype("int64")
+    year = staging["year"].to_numpy(dtype="float64")
+    if np.isnan(year).any():  # the raw gate refuses these; never curate a missing year as an integer
+        raise sources.PermanentSourceError(f"{int(np.isnan(year).sum()):,} row(s) have no year; give every row its year in the source")
+    year = year.astype("int64")
     order = np.lexsort((year, variable.codes, entity.codes))
     year = year[order]
     return pd.DataFrame(

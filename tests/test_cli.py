@@ -51,6 +51,16 @@ def test_validate_and_missing_inputs(tmp_path: Path, gapminder_csv: Path) -> Non
     assert show.returncode == 1 and "no forecast published" in show.stderr
 
 
+def test_validate_refuses_an_empty_year(tmp_path: Path, small_owid: Path) -> None:
+    """A row whose year cell is empty is refused by ``validate`` as by ``ingest``."""
+    lines = small_owid.read_text().splitlines()
+    row = next(line for line in lines if ",Canada,2014," in line).replace(",Canada,2014,", ",Canada,,", 1)
+    (bad := tmp_path / "bad.csv").write_text("\n".join([*lines, row]) + "\n")
+    result = _run(tmp_path, "validate", str(bad))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "expect_column_values_to_not_be_null" in result.stdout and "'entity': 'Canada'" in result.stdout, result.stdout
+
+
 def test_validate_holds_a_compressed_file_to_the_configured_cap(tmp_path: Path, gapminder_csv: Path) -> None:
     """``CO2CAST_MAX_SOURCE_BYTES`` bounds what a gzip file decompresses to, in ``validate`` as in ``ingest``."""
     packed = tmp_path / "gapminder.csv.gz"

@@ -115,6 +115,13 @@ def _slug_twin(path: Path) -> bytes:
     return "\n".join([*lines, *extra]).encode() + b"\n"
 
 
+def _empty_year_copy(path: Path) -> bytes:
+    """A copy of Canada's 2014 row with its year left empty, after the last row."""
+    lines = path.read_text().splitlines()
+    row = next(line for line in lines if ",Canada,2014," in line).replace(",Canada,2014,", ",Canada,,", 1)
+    return "\n".join([*lines, row]).encode() + b"\n"
+
+
 # -- bad releases: read, quarantined, nothing curated ----------------------------------------
 
 # (case, builder(release path) -> bytes, file name, words the one-line message must contain)
@@ -130,6 +137,7 @@ BAD_RELEASES: list[tuple[str, Callable[[Path], bytes], str, tuple[str, ...]]] = 
     ("two_names_one_series_id", _slug_twin, "owid.csv", ("same series id", "'canada'", "Canada!")),
     ("latin1_encoding", _rename("Kenya", "K\u00e9nya"), "owid.csv", ("Windows-1252",)),
     ("entity_name_too_long", _rename("Kenya", "Republic of " + "Very" * 70 + " Long Name"), "owid.csv", ("302 characters long", "100")),
+    ("empty_year_cell", _empty_year_copy, "owid.csv", ("expect_column_values_to_not_be_null(column=year)", "entity=Canada")),
     ("entity_name_without_a_z", _rename("Kenya", "\u80af\u5c3c\u4e9a"), "owid.csv", ("no letter or digit", "'\u80af\u5c3c\u4e9a'")),
 ]
 
@@ -261,6 +269,19 @@ def test_xlsx_first_ingest_refuses_what_it_cannot_read_faithfully(case: str, she
     assert store.list("curated/") == [] and not store.exists(ingest.LATEST_KEY)
     vintage, _ = ingest.vintage_id(path.read_bytes())
     assert store.read_bytes(f"quarantine/{vintage}/{path.name}") == path.read_bytes()
+
+
+def test_xlsx_row_with_an_empty_year_is_refused(curated, release: Path, tmp_path: Path) -> None:
+    """An empty year cell is no year: refused, not curated as the smallest 64-bit integer."""
+    settings, store = curated
+    rows = [[cell or None for cell in row] for row in csv.reader(_empty_year_copy(release).decode().splitlines())]
+    path = write_xlsx(tmp_path / "owid.xlsx", {"data": rows})
+    before = _snapshot(store)
+    with pytest.raises(ingest.ValidationFailed) as raised:
+        ingest.ingest(settings, store, str(path))
+    message = _one_line(raised.value)
+    assert "expect_column_values_to_not_be_null(column=year)" in message and "entity=Canada" in message, message
+    _assert_nothing_curated(store, before)
 
 
 def test_same_content_other_bytes_is_not_a_new_vintage(curated, release: Path, tmp_path: Path) -> None:
