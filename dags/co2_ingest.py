@@ -2,8 +2,8 @@
 ### co2_ingest
 
 Nightly: fetch the emissions release named by `CO2CAST_SOURCE` (or the `source` param), stop
-early when its bytes were already ingested, snapshot the raw bytes (content-addressed by
-sha256), gate them with the Great Expectations suites in `expectations/`, and curate them
+early when its bytes were already curated (a quarantined release is gated again), snapshot the
+raw bytes (content-addressed by sha256), gate them with the Great Expectations suites in `expectations/`, and curate them
 into `curated/<vintage>/` in the object store. `curated/latest.json` moves last; the Asset
 `co2_emissions_curated` is updated with the vintage id and its latest year, which starts
 `co2_forecast`.

@@ -71,7 +71,10 @@ def vintage_id(data: bytes) -> tuple[str, str]:
 
 
 def vintage_status(store: ObjectStore, vintage: str) -> str | None:
-    """``"curated"`` or ``"quarantined"`` once a vintage is settled, else ``None``."""
+    """``"curated"`` or ``"quarantined"`` once a vintage was gated, else ``None``.
+
+    Only ``"curated"`` is final; a quarantined vintage is gated again on every ingest.
+    """
     if store.exists(layout.curated_meta(vintage)):
         return "curated"
     if store.exists(layout.quarantine_object(vintage, "report.md")):
@@ -134,8 +137,9 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
     Returns:
         A small dict for XCom: ``vintage``, ``sha256``, ``content_sha256`` (of the content with
         BOM, line ends and gzip normalised away), ``file_name``, ``source``, ``size``,
-        ``fetched_at``, ``changed`` (``False`` when this vintage was seen and settled before,
-        or when its content equals the curated vintage's) and ``message``.
+        ``fetched_at``, ``changed`` (``False`` when this vintage was curated before, or when
+        its content equals the curated vintage's; a quarantined vintage is gated again) and
+        ``message``.
 
     Raises:
         sources.SourceError: the source is refused or cannot be fetched; ``transient`` says
@@ -153,14 +157,15 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
         "size": len(fetched.data),
         "fetched_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    # Only a curated vintage is settled for good. A quarantined one is gated again: the verdict
+    # depends on the settings (size cap, tolerances, allowed breaks) and on the file name.
     status = vintage_status(store, vintage)
-    if status is not None:
-        latest = latest_curated(store)
+    latest = latest_curated(store)
+    if status == "curated":
         current = f"; curated/latest.json points at {latest['vintage']}" if latest else ""
-        info.update(changed=False, message=f"source unchanged: vintage {vintage} was already {status}{current}. Nothing new to ingest.")
+        info.update(changed=False, message=f"source unchanged: vintage {vintage} was already curated{current}. Nothing new to ingest.")
         logger.info(info["message"])
         return info
-    latest = latest_curated(store)
     if latest is not None and _content_of(store, latest, settings) == content:
         # Same table, other bytes (a BOM, CRLF line ends, gzip): nothing to curate or retrain.
         info.update(
@@ -173,13 +178,17 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
     ref = VintageRef(vintage, fetched.file_name)
     if not store.exists(ref.raw_key):  # content-addressed: same key, same bytes
         store.write_bytes(ref.raw_key, fetched.data)
-    info.update(changed=True, message=f"new vintage {vintage} ({len(fetched.data):,} bytes from {fetched.source})")
+    what = f"vintage {vintage}, quarantined before, gated again" if status == "quarantined" else f"new vintage {vintage}"
+    info.update(changed=True, message=f"{what} ({len(fetched.data):,} bytes from {fetched.source})")
     logger.info(info["message"])
     return info
 
 
 def snapshot_raw(store: ObjectStore, fetched: dict[str, Any]) -> dict[str, Any]:
     """Seal the raw snapshot: check the staged bytes' hash, write ``raw/<vintage>/meta.json``.
+
+    The meta describes the latest fetch of these bytes: the same bytes fetched again under
+    another name or from another place (a quarantined vintage retried) rewrite it.
 
     Returns:
         ``{"vintage", "file_name", "raw_key"}``.
@@ -189,8 +198,8 @@ def snapshot_raw(store: ObjectStore, fetched: dict[str, Any]) -> dict[str, Any]:
     if digest != fetched["sha256"]:
         raise RuntimeError(f"{store.uri(ref.raw_key)} has sha256 {digest}, expected {fetched['sha256']}: the object was altered")
     meta_key = layout.raw_meta(ref.vintage)
-    if not store.exists(meta_key):
-        meta = {k: fetched[k] for k in ("vintage", "sha256", "content_sha256", "file_name", "source", "size", "fetched_at") if k in fetched}
+    meta = {k: fetched[k] for k in ("vintage", "sha256", "content_sha256", "file_name", "source", "size", "fetched_at") if k in fetched}
+    if store.read_json_or_none(meta_key) != meta:
         store.write_json(meta_key, meta)
     return {"vintage": ref.vintage, "file_name": ref.file_name, "raw_key": ref.raw_key}
 

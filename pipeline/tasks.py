@@ -1147,8 +1147,12 @@ def published_forecasts(settings: Settings) -> list[tuple[str, Manifest | None, 
 
 
 def quarantined_vintages(settings: Settings) -> list[str]:
-    """Vintage ids of rejected releases."""
-    return layout.vintages_under(layout.QUARANTINE, open_store(settings).list(layout.QUARANTINE))
+    """Vintage ids of rejected releases (not those curated since, e.g. after a cap was raised)."""
+    from pipeline.ingest import vintage_status
+
+    store = open_store(settings)
+    rejected = layout.vintages_under(layout.QUARANTINE, store.list(layout.QUARANTINE))
+    return [vintage for vintage in rejected if vintage_status(store, vintage) == "quarantined"]
 
 
 def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tuple[str, str]:

@@ -38,6 +38,8 @@ def test_ingest_status_and_rejection(tmp_path: Path, small_owid: Path) -> None:
     gated = _run(tmp_path, "ingest", "--source", str(suspect))  # reaches the GX suites and fails there
     assert gated.returncode == 2 and "value_text=abc" in gated.stderr
     assert len(gated.stderr.strip().splitlines()) == 1 and gated.stderr.startswith("REJECTED: "), gated.stderr
+    again = _run(tmp_path, "ingest", "--source", str(suspect))  # a quarantined vintage is gated again, not "unchanged"
+    assert again.returncode == 2 and again.stderr == gated.stderr, again.stdout + again.stderr
     status = _run(tmp_path, "status")
     assert status.returncode == 0 and '"latest_year": 2014' in status.stdout
 

@@ -215,6 +215,43 @@ def test_release_that_unpacks_past_the_cap_is_quarantined(kind: str, curated, re
     assert store.read_bytes(f"quarantine/{vintage}/{path.name}") == path.read_bytes()
 
 
+def test_a_quarantined_release_is_gated_again_on_every_ingest(curated, release: Path, tmp_path: Path) -> None:
+    """The verdict depends on the settings and the file name: following the advice of a refusal must work.
+
+    Refused past the cap, the same bytes are refused again (not "unchanged"), then curated
+    once the cap is raised; bytes first given under a wrong file name are curated under the
+    right one, and the pointer names the source they were curated from.
+    """
+    from pipeline import tasks
+
+    settings, store = curated
+    revised = _set("Canada", "2013", "co2", "560.0")(release)
+    packed = tmp_path / "bad" / "owid.csv.gz"
+    packed.parent.mkdir()
+    packed.write_bytes(gzip.compress(revised))
+    vintage, _ = ingest.vintage_id(packed.read_bytes())
+    small = settings.model_copy(update={"max_source_bytes": len(revised) - 1})
+    for _ in range(2):
+        with pytest.raises(ingest.ValidationFailed) as raised:
+            ingest.ingest(small, store, str(packed))
+        assert "raise the cap if the release is genuine" in _one_line(raised.value)
+    assert tasks.quarantined_vintages(settings) == [vintage]
+    result = ingest.ingest(settings, store, str(packed))
+    assert result["status"] == "curated" and store.read_json(ingest.LATEST_KEY)["vintage"] == vintage
+    assert tasks.quarantined_vintages(settings) == [], "a vintage curated since is no longer listed as rejected"
+
+    renamed = _set("Canada", "2012", "co2", "555.0")(release)
+    wrong = tmp_path / "bad" / "owid.xlsx"
+    wrong.write_bytes(renamed)
+    with pytest.raises(ingest.ValidationFailed, match="not a readable XLSX workbook"):
+        ingest.ingest(settings, store, str(wrong))
+    right = tmp_path / "bad" / "owid.csv"
+    right.write_bytes(renamed)
+    result = ingest.ingest(settings, store, str(right))
+    assert result["status"] == "curated" and result["vintage"] == ingest.vintage_id(renamed)[0]
+    assert store.read_json(ingest.LATEST_KEY)["source"] == str(right)
+
+
 def test_every_read_of_a_release_uses_the_configured_size_cap(tmp_path: Path, release: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Validating and curating read the stored release with ``CO2CAST_MAX_SOURCE_BYTES``, not the default.
 

@@ -162,14 +162,16 @@ def test_bad_input_is_quarantined_and_nothing_moves(
     assert store.read_bytes(ingest.LATEST_KEY) == latest_before
 
 
-def test_quarantined_release_is_not_retried_until_it_changes(curated_once, small_owid: Path, tmp_path: Path) -> None:
+def test_quarantined_release_is_refused_again_not_unchanged(curated_once, small_owid: Path, tmp_path: Path) -> None:
+    """A quarantined vintage is not settled: each ingest gates it again and refuses it again."""
     settings, store, _ = curated_once
     bad = tmp_path / "bad.csv"
     bad.write_text(small_owid.read_text().replace(",", ";"))
-    with pytest.raises(ingest.ValidationFailed):
+    with pytest.raises(ingest.ValidationFailed) as first:
         ingest.ingest(settings, store, str(bad))
-    again = ingest.ingest(settings, store, str(bad))
-    assert again["status"] == "unchanged" and "quarantined" in again["message"]
+    with pytest.raises(ingest.ValidationFailed) as again:
+        ingest.ingest(settings, store, str(bad))
+    assert str(again.value) == str(first.value)
 
 
 def test_full_owid_file_passes_the_gate(owid_csv: Path) -> None:
