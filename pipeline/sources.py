@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
@@ -238,19 +238,41 @@ def _too_big(shown: str, size: str | None, cap: int) -> str:
 # -- HTTP ------------------------------------------------------------------------------------
 
 
+def _dot_segments(path: str) -> bool:
+    """Whether a URL path has a ``.`` or ``..`` segment, raw or percent-encoded (``%2e%2e``, ``..%2f``).
+
+    The server resolves them, so ``<allowed prefix>/../secret`` would leave the prefix: such a
+    URL is refused rather than normalised (servers differ in what they resolve). Decoded until
+    stable, ``\\`` taken as a separator too, ``;params`` ignored.
+    """
+    decoded, previous = path, None
+    while decoded != previous:
+        decoded, previous = unquote(decoded), decoded
+    return any(segment.split(";")[0] in (".", "..") for segment in re.split(r"[/\\]", decoded))
+
+
 def _url_allowed(url: str, policy: SourcePolicy) -> bool:
     try:
         parsed = urlparse(url)
         port = parsed.port
     except ValueError:  # a malformed host or port
         return False
-    if parsed.scheme not in ("http", "https") or parsed.username or parsed.password:
+    if parsed.scheme not in ("http", "https") or parsed.username or parsed.password or _dot_segments(parsed.path):
         return False
     normal = f"{parsed.scheme}://{(parsed.hostname or '').lower()}{f':{port}' if port else ''}{parsed.path}"
     return any(normal.startswith(prefix) for prefix in policy.url_prefixes)
 
 
 def _refuse_url(url: str, policy: SourcePolicy, what: str = "source URL") -> PermanentSourceError:
+    try:
+        dots = _dot_segments(urlparse(url).path)
+    except ValueError:
+        dots = False
+    if dots:
+        return PermanentSourceError(
+            f"{what} {clean(url, 160)} is not an allowed source: its path has a '.' or '..' segment "
+            "(raw or percent-encoded), which could leave the allowed prefix; give the URL without them"
+        )
     allowed = ", ".join(clean(p, 80) for p in policy.url_prefixes) or "none"
     return PermanentSourceError(
         f"{what} {clean(url, 160)} is not an allowed source (allowed URL prefixes: {allowed}); "

@@ -444,6 +444,8 @@ def web(release: Path) -> Iterator[_Server]:
             "/huge.csv": _endless,
             "/declared-huge.csv": _send(200, b"", length=10**12),
             "/away.csv": _redirect("http://127.0.0.1:9/internal/secret.csv"),
+            "/allowed/up.csv": _redirect("/allowed/%2e%2e/owid.csv"),
+            "/allowed/up-raw.csv": _redirect("/allowed/../owid.csv"),
         }
     )
     try:
@@ -460,6 +462,41 @@ def test_internal_endpoint_is_refused_by_default(curated, web: _Server) -> None:
     assert "not an allowed source" in _one_line(raised.value)
     assert web.requests == [], "a refused URL must not even be requested"
     assert _snapshot(store) == before
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/allowed/../owid.csv",
+        "/allowed/%2e%2e/owid.csv",
+        "/allowed/.%2E/owid.csv",
+        "/allowed/..%2fowid.csv",
+        "/allowed/%252e%252e/owid.csv",
+        "/allowed/./../owid.csv",
+        "/allowed/..;x/owid.csv",
+        "/allowed/..\\owid.csv",
+    ],
+)
+def test_dot_segments_cannot_leave_an_allowed_url_prefix(path: str, curated, web: _Server, tmp_path: Path) -> None:
+    """``<allowed prefix>/../x`` (raw or percent-encoded) is refused before any request is made."""
+    _, store = curated
+    settings = _settings(tmp_path, allowed_urls=f"{web.url}/allowed/")
+    before = _snapshot(store)
+    with pytest.raises(sources.PermanentSourceError) as raised:
+        ingest.ingest(settings, store, f"{web.url}{path}")
+    assert "not an allowed source" in _one_line(raised.value)
+    assert web.requests == [], "a URL with dot segments must not be requested"
+    assert _snapshot(store) == before
+
+
+@pytest.mark.parametrize("path", ["/allowed/up.csv", "/allowed/up-raw.csv"])
+def test_a_redirect_cannot_leave_an_allowed_url_prefix_with_dot_segments(path: str, curated, web: _Server, tmp_path: Path) -> None:
+    _, store = curated
+    settings = _settings(tmp_path, allowed_urls=f"{web.url}/allowed/")
+    with pytest.raises(sources.PermanentSourceError) as raised:
+        ingest.ingest(settings, store, f"{web.url}{path}")
+    assert "redirects to" in _one_line(raised.value) and "not an allowed source" in str(raised.value)
+    assert web.requests == [path], "the redirect must not be followed"
 
 
 # (path, error class, words, settings)
