@@ -163,7 +163,8 @@ def history_table(previous: pd.DataFrame, staging: pd.DataFrame, entries: list[d
     entries = load_allowed_breaks() if entries is None else entries
     prev = previous.groupby(["entity", "variable"], observed=True)["year"].agg(lambda s: set(s.astype(int)))
     current_years = staging.dropna(subset=["year"]).assign(year=lambda f: f["year"].astype(int))
-    cur = current_years.groupby(["entity", "variable"], observed=True)["year"].agg(set)
+    # A plain dict: looking a name up in an (empty) categorical index can overflow its codes.
+    cur = dict(current_years.groupby(["entity", "variable"], observed=True)["year"].agg(set).items())
     rows = []
     for (entity, variable), years in prev.items():
         now = cur.get((entity, variable), set())

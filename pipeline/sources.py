@@ -194,6 +194,8 @@ def _fetch_file(path: Path, source: str, policy: SourcePolicy) -> Fetched:
         resolved = absolute.resolve(strict=True)
     except FileNotFoundError:
         raise PermanentSourceError(f"source file {shown} does not exist (CO2CAST_SOURCE={clean(source, 160)!r})") from None
+    except RuntimeError as error:  # Python 3.11's "Symlink loop" (later versions raise OSError ELOOP)
+        raise PermanentSourceError(f"cannot read source file {shown}: its symbolic links form a loop; point it at a file") from error
     except OSError as error:
         raise PermanentSourceError(f"cannot read source file {shown}: {clean(error.strerror or error, 80)}") from error
     if any(_within(resolved, d) for d in SYSTEM_DIRS):
@@ -583,16 +585,21 @@ def _csv_chunks(data: bytes, file_name: str, rows: int = CSV_CHUNK_ROWS) -> Iter
     # BytesIO shares a bytes object's buffer until written to: no copy of the release.
     body = data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
     first_end = body.find(b"\n", 0, MAX_HEADER_BYTES + 1)
+    first_cr = body.find(b"\r", 0, MAX_HEADER_BYTES + 1 if first_end < 0 else first_end)
+    if first_cr >= 0 and first_cr + 1 != first_end:
+        raise PermanentSourceError(_bare_cr(file_name))
     if first_end < 0 and len(body) > MAX_HEADER_BYTES:
         raise PermanentSourceError(f"{file_name}: its first line is longer than {MAX_HEADER_BYTES:,} bytes; that is not a CSV header")
     header_line = (body if first_end < 0 else body[:first_end]).decode("utf-8").rstrip("\r")
-    header = next(csv.reader([header_line]), [])
+    header = _csv_line(header_line, file_name, "its header")
     _check_header(header, file_name)
     # A download cut off mid-row ends without a newline and with a short last row; pandas
     # would fill the missing fields with NaN and hide it.
     if first_end >= 0 and not data.endswith((b"\n", b"\r")):
         last = data[data.rfind(b"\n") + 1 :].decode("utf-8")
-        fields = next(csv.reader([last]), [])
+        if "\r" in last:
+            raise PermanentSourceError(_bare_cr(file_name))
+        fields = _csv_line(last, file_name, "its last line")
         # A last line that stops right after a separator, with no line end, was cut there too
         # (a complete row ends with its line end).
         if len(fields) < len(header) or last.endswith(","):
@@ -623,6 +630,18 @@ def _csv_chunks(data: bytes, file_name: str, rows: int = CSV_CHUNK_ROWS) -> Iter
                 yield empty
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
         raise PermanentSourceError(f"{file_name} is not a readable CSV table: {clean(error, 120)}") from error
+
+
+def _bare_cr(file_name: str) -> str:
+    return f"{file_name} ends lines with a bare carriage return (CR, old Mac style); save it with LF or CRLF line ends"
+
+
+def _csv_line(line: str, file_name: str, what: str) -> list[str]:
+    """The fields of one CSV line; a line Python's reader refuses is a one-line error."""
+    try:
+        return next(csv.reader([line]), [])
+    except csv.Error as error:  # a field over csv.field_size_limit(), a stray line break
+        raise PermanentSourceError(f"{file_name}: {what} is not a readable CSV line ({clean(error, 80)}); fix the file") from error
 
 
 def to_staging(raw: pd.DataFrame, file_name: str = "source") -> pd.DataFrame:

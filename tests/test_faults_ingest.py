@@ -122,6 +122,33 @@ def _empty_year_copy(path: Path) -> bytes:
     return "\n".join([*lines, row]).encode() + b"\n"
 
 
+def _revised_bytes(path: Path) -> bytes:
+    """The release with Canada's 2013 value revised: other content than the curated vintage."""
+    return _set("Canada", "2013", "co2", "560.0")(path)
+
+
+def _cr_line_ends(final: bool) -> Callable[[Path], bytes]:
+    """CR-only line ends (old Mac), with or without a final one."""
+
+    def build(path: Path) -> bytes:
+        data = _revised_bytes(path).replace(b"\n", b"\r")
+        return data if final else data.rstrip(b"\r")
+
+    return build
+
+
+def _cr_before_last_line(path: Path) -> bytes:
+    """LF line ends but a bare CR before the last line, which has no line end."""
+    head, _, last = _revised_bytes(path).rstrip(b"\n").rpartition(b"\n")
+    return head + b"\r" + last
+
+
+def _huge_header_field(path: Path) -> bytes:
+    """A column name longer than Python's CSV field limit (131,072 characters)."""
+    lines = path.read_text().splitlines(keepends=True)
+    return ("x" * 140_000 + "," + "".join(lines)).encode()
+
+
 # -- bad releases: read, quarantined, nothing curated ----------------------------------------
 
 # (case, builder(release path) -> bytes, file name, words the one-line message must contain)
@@ -138,6 +165,10 @@ BAD_RELEASES: list[tuple[str, Callable[[Path], bytes], str, tuple[str, ...]]] = 
     ("latin1_encoding", _rename("Kenya", "K\u00e9nya"), "owid.csv", ("Windows-1252",)),
     ("entity_name_too_long", _rename("Kenya", "Republic of " + "Very" * 70 + " Long Name"), "owid.csv", ("302 characters long", "100")),
     ("empty_year_cell", _empty_year_copy, "owid.csv", ("expect_column_values_to_not_be_null(column=year)", "entity=Canada")),
+    ("cr_line_ends", _cr_line_ends(final=True), "owid.csv", ("bare carriage return",)),
+    ("cr_line_ends_no_final_one", _cr_line_ends(final=False), "owid.csv", ("bare carriage return",)),
+    ("cr_before_the_last_line", _cr_before_last_line, "owid.csv", ("bare carriage return",)),
+    ("header_field_over_the_csv_limit", _huge_header_field, "owid.csv", ("header is not a readable CSV line", "field limit")),
     ("entity_name_without_a_z", _rename("Kenya", "\u80af\u5c3c\u4e9a"), "owid.csv", ("no letter or digit", "'\u80af\u5c3c\u4e9a'")),
 ]
 
@@ -354,6 +385,29 @@ def test_link_out_of_the_data_directories_is_refused(curated, tmp_path: Path) ->
     with pytest.raises(sources.PermanentSourceError) as raised:
         ingest.ingest(settings, store, str(link))
     assert "outside the allowed data directories" in _one_line(raised.value) and "root:" not in str(raised.value)
+    assert _snapshot(store) == before
+
+
+@pytest.mark.parametrize("command", ["ingest", "validate", "check-source"])
+def test_a_symlink_loop_is_refused_before_reading(command: str, curated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``ln -s loopB loopA; ln -s loopA loopB``: a one-line refusal, nothing stored."""
+    from pipeline import cli
+
+    settings, store = curated
+    (tmp_path / "loopA").symlink_to(tmp_path / "loopB")
+    (tmp_path / "loopB").symlink_to(tmp_path / "loopA")
+    before = _snapshot(store)
+    with pytest.raises(sources.PermanentSourceError) as raised:
+        ingest.ingest(settings, store, str(tmp_path / "loopA"))
+    assert "symbolic links form a loop" in _one_line(raised.value)
+    assert _snapshot(store) == before
+
+    monkeypatch.setenv("CO2CAST_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CO2CAST_STORE_URI", (tmp_path / "store").as_uri())
+    arguments = [command, str(tmp_path / "loopB")] if command == "validate" else [command, "--source", str(tmp_path / "loopB")]
+    assert cli.main(arguments) in (1, 2)
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "symbolic links form a loop" in err, err
     assert _snapshot(store) == before
 
 

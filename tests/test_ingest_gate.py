@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import ingest, sources
+from pipeline import ingest, plausibility, sources
 from pipeline.config import Settings
 from pipeline.store import LocalStore
 from pipeline.validation import run_suite
@@ -172,6 +172,23 @@ def test_quarantined_release_is_refused_again_not_unchanged(curated_once, small_
     with pytest.raises(ingest.ValidationFailed) as again:
         ingest.ingest(settings, store, str(bad))
     assert str(again.value) == str(first.value)
+
+
+def test_history_table_when_no_year_of_the_release_parses(owid_csv: Path) -> None:
+    """Every year a date (``1949-01-01``) against the full OWID vintage: every year counted lost, no overflow."""
+    previous = ingest.curated_table(sources.read_source(owid_csv.read_bytes(), owid_csv.name))
+    lines = owid_csv.read_text().splitlines()
+    column = lines[0].split(",").index("year")
+    dated = [lines[0]]
+    for line in lines[1:]:
+        fields = line.split(",")
+        fields[column] += "-01-01"
+        dated.append(",".join(fields))
+    staging = sources.read_source(("\n".join(dated) + "\n").encode(), "owid.csv")
+    assert staging["year"].isna().all()
+    history = plausibility.history_table(previous, staging, [])
+    assert len(history) == previous.groupby(["entity", "variable"], observed=True).ngroups
+    assert (history["lost_years"] == history["previous_years"]).all() and history["current_last_year"].isna().all()
 
 
 def test_full_owid_file_passes_the_gate(owid_csv: Path) -> None:
