@@ -74,12 +74,29 @@ def vintage_status(store: ObjectStore, vintage: str) -> str | None:
     """``"curated"`` or ``"quarantined"`` once a vintage was gated, else ``None``.
 
     Only ``"curated"`` is final; a quarantined vintage is gated again on every ingest.
+
+    A vintage whose ``curated/<v>/meta.json`` was written but never ``curated/latest.json``
+    (a run killed between the two writes) is not curated either: ``None``, so the next ingest
+    of the release gates and curates it again, which moves the pointer (and, under Airflow,
+    updates the asset). It is told from a vintage that was published and then superseded by
+    its ``previous_vintage``, which names what the pointer showed when it was curated: if the
+    pointer still shows that (or still nothing), it never moved to this vintage. Once it did,
+    it only moves on to vintages curated later, and never back to that previous one (curating
+    a vintage again rewrites its meta with the pointer of the time). No clocks are compared.
     """
-    if store.exists(layout.curated_meta(vintage)):
+    meta = store.read_json_or_none(layout.curated_meta(vintage))
+    if meta is not None and not _never_published(store, meta):
         return "curated"
     if store.exists(layout.quarantine_object(vintage, "report.md")):
         return "quarantined"
     return None
+
+
+def _never_published(store: ObjectStore, meta: dict[str, Any]) -> bool:
+    """Whether ``curated/latest.json`` never pointed at the vintage of this ``meta.json`` (see :func:`vintage_status`)."""
+    latest = latest_curated(store)
+    shown = latest["vintage"] if latest else None
+    return meta.get("vintage") != shown and meta.get("previous_vintage") == shown
 
 
 def latest_curated(store: ObjectStore) -> dict[str, Any] | None:
@@ -178,7 +195,12 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
     ref = VintageRef(vintage, fetched.file_name)
     if not store.exists(ref.raw_key):  # content-addressed: same key, same bytes
         store.write_bytes(ref.raw_key, fetched.data)
-    what = f"vintage {vintage}, quarantined before, gated again" if status == "quarantined" else f"new vintage {vintage}"
+    if status == "quarantined":
+        what = f"vintage {vintage}, quarantined before, gated again"
+    elif store.exists(layout.curated_meta(vintage)):
+        what = f"vintage {vintage}, curated before but never in curated/latest.json (a run stopped before moving it), curated again"
+    else:
+        what = f"new vintage {vintage}"
     info.update(changed=True, message=f"{what} ({len(fetched.data):,} bytes from {fetched.source})")
     logger.info(info["message"])
     return info

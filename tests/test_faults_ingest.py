@@ -640,6 +640,42 @@ def test_disk_full_during_curate_leaves_nothing_and_a_rerun_heals(room: int, cur
     assert store.read_json(ingest.LATEST_KEY)["vintage"] == vintage
 
 
+class _Killed(BaseException):
+    """The process dies: nothing after it runs, nothing is cleaned up."""
+
+
+class _KilledBeforePointer(LocalStore):
+    """A local store whose process is killed just before ``curated/latest.json`` is written."""
+
+    def write_json(self, key: str, value: Any) -> None:
+        if key == ingest.LATEST_KEY:
+            raise _Killed
+        super().write_json(key, value)
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-vintage", "over-a-curated-one"])
+def test_kill_between_meta_and_pointer_is_completed_by_the_rerun(first: bool, release: Path, tmp_path: Path) -> None:
+    """``curated/<v>/meta.json`` written, the pointer not: the rerun of the release curates it and moves the pointer."""
+    settings, store = _settings(tmp_path), LocalStore(tmp_path / "store")
+    if not first:
+        assert ingest.ingest(settings, store, str(release))["status"] == "curated"
+    revised = _revised(release, tmp_path)
+    vintage, _ = ingest.vintage_id(revised.read_bytes())
+    with pytest.raises(_Killed):
+        ingest.ingest(settings, _KilledBeforePointer(store.root), str(revised))
+    assert store.exists(f"curated/{vintage}/meta.json")
+    assert ingest.vintage_status(store, vintage) is None, "a vintage never in latest.json is not settled"
+
+    healed = ingest.ingest(settings, store, str(revised))
+    assert healed["status"] == "curated" and healed["vintage"] == vintage
+    assert store.read_json(ingest.LATEST_KEY)["vintage"] == vintage
+    assert ingest.ingest(settings, store, str(revised))["status"] == "unchanged"
+    if not first:  # the vintage it superseded stays superseded: no way back to older data
+        older = ingest.ingest(settings, store, str(release))
+        assert older["status"] == "unchanged" and "already curated" in older["message"]
+        assert store.read_json(ingest.LATEST_KEY)["vintage"] == vintage
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
