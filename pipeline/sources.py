@@ -590,8 +590,7 @@ def _csv_chunks(data: bytes, file_name: str, rows: int = CSV_CHUNK_ROWS) -> Iter
         raise PermanentSourceError(_bare_cr(file_name))
     if first_end < 0 and len(body) > MAX_HEADER_BYTES:
         raise PermanentSourceError(f"{file_name}: its first line is longer than {MAX_HEADER_BYTES:,} bytes; that is not a CSV header")
-    header_line = (body if first_end < 0 else body[:first_end]).decode("utf-8").rstrip("\r")
-    header = _csv_line(header_line, file_name, "its header")
+    header = _csv_header(body, file_name)
     _check_header(header, file_name)
     # A download cut off mid-row ends without a newline and with a short last row; pandas
     # would fill the missing fields with NaN and hide it.
@@ -630,6 +629,19 @@ def _csv_chunks(data: bytes, file_name: str, rows: int = CSV_CHUNK_ROWS) -> Iter
                 yield empty
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
         raise PermanentSourceError(f"{file_name} is not a readable CSV table: {clean(error, 120)}") from error
+
+
+def _csv_header(body: bytes, file_name: str) -> list[str]:
+    """The column names: the first CSV record, not the first line.
+
+    A quoted name may hold a line break (refused by :func:`_check_header` as a control
+    character), and the names after it are checked too (a duplicate among them).
+    """
+    head = body[:MAX_HEADER_BYTES].decode("utf-8", errors="replace")
+    try:
+        return next(csv.reader(io.StringIO(head, newline="")), [])
+    except csv.Error as error:  # a field over csv.field_size_limit()
+        raise PermanentSourceError(f"{file_name}: its header is not a readable CSV line ({clean(error, 80)}); fix the file") from error
 
 
 def _bare_cr(file_name: str) -> str:

@@ -122,6 +122,13 @@ def _empty_year_copy(path: Path) -> bytes:
     return "\n".join([*lines, row]).encode() + b"\n"
 
 
+def _line_break_in_quoted_column_name(path: Path) -> bytes:
+    """``"iso<LF>code"`` as the first column name, and ``co2`` twice after it."""
+    data = _duplicate_co2(path)
+    assert data.startswith(b"iso_code,")
+    return b'"iso\ncode",' + data[len(b"iso_code,") :]
+
+
 def _revised_bytes(path: Path) -> bytes:
     """The release with Canada's 2013 value revised: other content than the curated vintage."""
     return _set("Canada", "2013", "co2", "560.0")(path)
@@ -169,6 +176,7 @@ BAD_RELEASES: list[tuple[str, Callable[[Path], bytes], str, tuple[str, ...]]] = 
     ("cr_line_ends_no_final_one", _cr_line_ends(final=False), "owid.csv", ("bare carriage return",)),
     ("cr_before_the_last_line", _cr_before_last_line, "owid.csv", ("bare carriage return",)),
     ("header_field_over_the_csv_limit", _huge_header_field, "owid.csv", ("header is not a readable CSV line", "field limit")),
+    ("line_break_in_quoted_column_name", _line_break_in_quoted_column_name, "owid.csv", ("control character", "'iso?code'")),
     ("entity_name_without_a_z", _rename("Kenya", "\u80af\u5c3c\u4e9a"), "owid.csv", ("no letter or digit", "'\u80af\u5c3c\u4e9a'")),
 ]
 

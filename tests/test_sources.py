@@ -320,3 +320,11 @@ def test_column_names_in_messages_are_capped_and_sanitised() -> None:
     with pytest.raises(sources.PermanentSourceError) as raised:
         sources.read_source(f"{secret}\n1\n".encode(), "environ.csv")
     assert len(str(raised.value)) < 400 and "x" * 100 not in str(raised.value)
+
+
+def test_the_header_is_the_first_csv_record_not_the_first_line() -> None:
+    """A quoted name with a line break does not end the header: the names after it are checked too."""
+    body = b'"iso\ncode",country,year,co2,co2\nCAN,Canada,2014,1,1\n'
+    assert sources._csv_header(body, "x.csv") == ["iso\ncode", "country", "year", "co2", "co2"]
+    with pytest.raises(sources.PermanentSourceError, match="control character"):
+        sources.read_source(body, "x.csv")
