@@ -35,12 +35,12 @@ def _validate(args: argparse.Namespace, settings: Settings) -> int:
     import datetime as dt
 
     from pipeline import sources
-    from pipeline.ingest import raw_gate_parameters
+    from pipeline.ingest import raw_gate_parameters, read_release
     from pipeline.validation import run_suite
 
     try:
         fetched = sources.fetch(args.file)
-        staging = sources.read_source(fetched.data, fetched.file_name, settings.max_source_bytes)
+        staging = read_release(fetched.data, fetched.file_name, settings.max_source_bytes)  # ingest's checks before GX
     except sources.SourceError as error:
         print(f"REJECTED: {error}", file=sys.stderr)
         return 2
@@ -271,7 +271,7 @@ def _forecasts(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], str]] = {
     "ingest": (_ingest, "fetch, snapshot, validate and curate a release"),
     "check-source": (_check_source, "fetch the configured source once, writing nothing"),
-    "validate": (_validate, "check a CSV/XLSX file against the raw GX suite, writing nothing"),
+    "validate": (_validate, "check a CSV/XLSX file as ingest does before GX, then against the raw GX suite, writing nothing"),
     "status": (_status, "show the latest curated vintage"),
     "summary": (_summary, "what the last run produced"),
     "forecast": (_forecast, "train, register and publish forecasts from the latest curated vintage"),

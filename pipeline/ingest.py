@@ -252,8 +252,7 @@ def _gate_snapshot(
     """:func:`validate_raw`, also returning the staging table that passed the gates."""
     ref = VintageRef(snapshot["vintage"], snapshot["file_name"])
     try:
-        staging = sources.read_source(store.read_bytes(ref.raw_key), ref.file_name, settings.max_source_bytes)
-        check_series_ids(staging["entity"])
+        staging = read_release(store.read_bytes(ref.raw_key), ref.file_name, settings.max_source_bytes)
     except sources.SourceError as error:
         _quarantine(store, ref, store.read_bytes(ref.raw_key), gates=[], reason=str(error))
         raise ValidationFailed(_failure_message(store, ref, str(error))) from error
@@ -421,6 +420,19 @@ def curated_table(staging: pd.DataFrame) -> pd.DataFrame:
 def _alphabetical(column: pd.Series) -> pd.Categorical:
     categorical = pd.Categorical(column)
     return categorical.reorder_categories(sorted(categorical.categories))
+
+
+def read_release(data: bytes, file_name: str, max_bytes: int) -> pd.DataFrame:
+    """A release's staging table after every check before the GX suites (``ingest`` and ``validate``).
+
+    Raises:
+        PermanentSourceError: the file cannot be read as a table without guessing
+            (:func:`pipeline.sources.read_source`) or an entity name gives no series id of
+            its own (:func:`check_series_ids`).
+    """
+    staging = sources.read_source(data, file_name, max_bytes)
+    check_series_ids(staging["entity"])
+    return staging
 
 
 def check_series_ids(entities: pd.Series) -> None:

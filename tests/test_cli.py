@@ -63,6 +63,19 @@ def test_validate_refuses_an_empty_year(tmp_path: Path, small_owid: Path) -> Non
     assert "expect_column_values_to_not_be_null" in result.stdout and "'entity': 'Canada'" in result.stdout, result.stdout
 
 
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [("\u4e2d\u56fd", "no letter or digit a series id can be made of"), ("A" * 101, "101 characters long, more than the 100")],
+    ids=["no_a_z_letter", "101_characters"],
+)
+def test_validate_applies_the_checks_ingest_makes_before_gx(tmp_path: Path, small_owid: Path, name: str, words: str) -> None:
+    """``validate`` refuses what ``ingest`` refuses before the GX suites: an entity name that gives no series id."""
+    (bad := tmp_path / "bad.csv").write_text(small_owid.read_text().replace(",Canada,", f",{name},"))
+    result = _run(tmp_path, "validate", str(bad))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("REJECTED: ") and words in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_validate_holds_a_compressed_file_to_the_configured_cap(tmp_path: Path, gapminder_csv: Path) -> None:
     """``CO2CAST_MAX_SOURCE_BYTES`` bounds what a gzip file decompresses to, in ``validate`` as in ``ingest``."""
     packed = tmp_path / "gapminder.csv.gz"
