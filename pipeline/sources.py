@@ -458,6 +458,10 @@ def _read_xlsx(data: bytes, file_name: str, max_bytes: int) -> pd.DataFrame:
         if not sheets:
             raise PermanentSourceError(f"{file_name} has no sheet")
         values_sheet, formula_sheet = values_book[sheets[0]], formula_book[sheets[0]]
+        if getattr(values_sheet, "sheet_state", "visible") != "visible":  # what a person opening it does not see
+            raise PermanentSourceError(
+                f"{file_name}: its first sheet {clean(sheets[0], 40)!r} is hidden{_other_sheets(sheets)}, or unhide it if it is the data"
+            )
         first = next(values_sheet.iter_rows(min_row=1, max_row=1, values_only=True), ())
         width = max((column for column, value in enumerate(first, start=1) if (_cell_text(value) or "").strip()), default=0)
         if width == 0:

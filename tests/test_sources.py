@@ -200,6 +200,26 @@ def test_xlsx_data_on_another_sheet_names_the_sheets(tmp_path: Path) -> None:
         sources.read_source(data, "s.xlsx")
 
 
+def test_xlsx_with_a_hidden_first_sheet_is_refused(tmp_path: Path) -> None:
+    """A hidden sheet ahead of the one a person sees (an old copy of the table) is not read silently."""
+    import openpyxl
+
+    path = tmp_path / "h.xlsx"
+    book = openpyxl.Workbook()
+    old = book.active
+    old.title = "old"
+    for row in [["country", "year", "co2"], ["Canada", 2014, 600.0]]:
+        old.append(row)
+    old.sheet_state = "hidden"
+    shown = book.create_sheet("data")
+    for row in [["country", "year", "co2"], ["Canada", 2014, 577.4]]:
+        shown.append(row)
+    book.active = 1
+    book.save(path)
+    with pytest.raises(sources.PermanentSourceError, match=r"h\.xlsx: its first sheet 'old' is hidden; .*'old', 'data'"):
+        sources.read_source(path.read_bytes(), "h.xlsx")
+
+
 TABLE = [["country", "year", "co2", "co2_per_capita"], ["Kenya", 2013, 12.1, 0.28], ["Kenya", 2014, 12.6, 0.29]]
 
 # Reads a workbook with the process's address space capped at what it uses after the imports
