@@ -79,7 +79,10 @@ CHUNK = 1 << 20
 CSV_CHUNK_ROWS = 100_000
 #: A CSV header longer than this is not a header (a one-line body, a binary file).
 MAX_HEADER_BYTES = 1 << 20
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Characters no name holds and no message repeats: ASCII and C1 control characters (NUL, tab,
+#: line breaks, U+0085), Unicode's line and paragraph separators, and the bidirectional marks and
+#: overrides (U+202E turns the rest of a line around on screen).
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 class SourceError(Co2castError, ValueError):

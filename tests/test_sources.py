@@ -317,6 +317,9 @@ def test_xlsx_part_larger_than_it_declares_is_refused(tmp_path: Path) -> None:
         ("a.csv", b"country,year,co2\nX\x00Y,2000,1\n", "NUL byte"),
         ("a.csv", b'country,year,co2\n"Foo, ""Bar""\nBaz",2000,1\n', "control character U[+]000A"),
         ("a.csv", b"country,year,co2\nFoo\tBar,2000,1\n", "control character U[+]0009"),
+        ("a.csv", "country,year,co2\nFoo\u0085Bar,2000,1\n".encode(), "control character U[+]0085"),  # C1 next line
+        ("a.csv", "country,year,co2\nFoo\u2028Bar,2000,1\n".encode(), "control character U[+]2028"),  # line separator
+        ("a.csv", "country,year,co2\nKenya\u202eaynek,2000,1\n".encode(), "control character U[+]202E"),  # right-to-left override
         ("a.csv", "country,year,co2\nCura\u00e7ao,2000,1\n".encode("cp1252"), "Windows-1252"),
         ("a.csv", "country,year,co2\nX,2000,1\n".encode("utf-16"), "UTF-16"),
         ("a.csv.gz", b"\x1f\x8b\x08\x00garbage", "damaged or truncated gzip"),
