@@ -48,6 +48,10 @@ class ValidationFailed(PermanentError):
     """A release was rejected; it is quarantined and nothing was curated."""
 
 
+class GatedAgainstOther(PermanentError):
+    """Another ingest curated a vintage between this release's gates and its curate step."""
+
+
 class CurateFailed(TransientError):
     """Writing a curated vintage failed part-way (disk full, store unreachable); nothing moved."""
 
@@ -236,7 +240,8 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
         today: the date whose year is the latest allowed (tests).
 
     Returns:
-        ``{"vintage", "file_name", "success": True, "summary"}``.
+        ``{"vintage", "file_name", "success": True, "summary", "gated_against"}``: the last
+        the vintage ``curated/latest.json`` showed when the gates compared the release with it.
 
     Raises:
         ValidationFailed: the release is malformed or suspicious. It is in
@@ -258,7 +263,7 @@ def _gate_snapshot(
         raise ValidationFailed(_failure_message(store, ref, str(error))) from error
 
     # The raw bytes are not kept while gating (a large release would be held twice).
-    gates = _run_gates(settings, store, staging, today or dt.date.today())
+    gates, against = _run_gates(settings, store, staging, today or dt.date.today())
     release_memory(len(staging))
     if not all(g.success for g in gates):
         del staging
@@ -267,7 +272,8 @@ def _gate_snapshot(
         raise ValidationFailed(_failure_message(store, ref, "; ".join(g.one_line() for g in gates if not g.success)))
     store.write_json(layout.curated_gx_result(ref.vintage), {g.suite: g.result for g in gates})
     summary = "; ".join(g.summary() for g in gates)
-    return {"vintage": ref.vintage, "file_name": ref.file_name, "success": True, "summary": summary}, staging
+    validated = {"vintage": ref.vintage, "file_name": ref.file_name, "success": True, "summary": summary, "gated_against": against}
+    return validated, staging
 
 
 def curate_vintage(
@@ -291,10 +297,17 @@ def curate_vintage(
         CurateFailed: the store failed part-way (disk full, S3 unreachable). What was written
             of the vintage is taken back where the store still answers, and
             ``curated/latest.json`` did not move; a rerun heals it.
+        GatedAgainstOther: another ingest curated a vintage after this release was gated
+            (the gates compared it with what is no longer the latest); nothing was written,
+            and the next ingest of the release gates it against the new one.
+        CurateBusy: another ingest held the curate lock for too long (transient).
     """
+    from pipeline.locks import curate_lock
+
     written: list[str] = []
     try:
-        return _curate(settings, store, validated, written, staging)
+        with curate_lock(store, stale_after=settings.lock_stale_seconds):
+            return _curate(settings, store, validated, written, staging)
     except Exception as error:
         if not _is_store_failure(error):
             raise
@@ -312,6 +325,14 @@ def _curate(
     settings: Settings, store: ObjectStore, validated: dict[str, Any], written: list[str], staging: pd.DataFrame | None
 ) -> dict[str, Any]:
     ref = VintageRef(validated["vintage"], validated["file_name"])
+    previous = latest_curated(store)
+    shown = previous["vintage"] if previous else None
+    if "gated_against" in validated and validated["gated_against"] != shown and shown != ref.vintage:
+        raise GatedAgainstOther(
+            f"vintage {ref.vintage} was gated against {validated['gated_against'] or 'no earlier vintage'}, but vintage {shown} "
+            "was curated since (another ingest at the same time): nothing was curated; ingest the release again to gate it "
+            f"against {shown}"
+        )
     gx_result = store.read_json_or_none(layout.curated_gx_result(ref.vintage))
     if not gx_result or not all(r.get("success") for r in gx_result.values()):
         raise RuntimeError(f"vintage {ref.vintage} has no passing GX result: run validate_raw first")
@@ -319,7 +340,6 @@ def _curate(
         staging = sources.read_source(store.read_bytes(ref.raw_key), ref.file_name, settings.max_source_bytes)
     tidy = curated_table(staging)
     del staging
-    previous = latest_curated(store)
     prev_table = _read_curated_compact(store, previous["vintage"]) if previous and previous["vintage"] != ref.vintage else None
     revisions, revision_summary = revisions_report(prev_table, tidy)
 
@@ -612,10 +632,11 @@ def run_raw_gates(
     return gates
 
 
-def _run_gates(settings: Settings, store: ObjectStore, staging: pd.DataFrame, today: dt.date) -> list[GateResult]:
+def _run_gates(settings: Settings, store: ObjectStore, staging: pd.DataFrame, today: dt.date) -> tuple[list[GateResult], str | None]:
+    """The raw gates against the vintage ``curated/latest.json`` shows now, and that vintage's id."""
     previous = latest_curated(store)
     previous_table = _read_curated_compact(store, previous["vintage"]) if previous is not None else None
-    return run_raw_gates(settings, staging, today, previous, previous_table)
+    return run_raw_gates(settings, staging, today, previous, previous_table), previous["vintage"] if previous is not None else None
 
 
 def _quarantine(store: ObjectStore, ref: VintageRef, data: bytes, gates: list[GateResult], reason: str) -> None:

@@ -102,6 +102,10 @@ def run_lock(run_key: str) -> str:
     return f"{LOCKS}{run_key}.json"
 
 
+#: The lock object held while a vintage is curated and ``curated/latest.json`` moved to it.
+CURATE_LOCK = f"{LOCKS}curate.json"
+
+
 def series_lock(series_id: str, scope: str = "pointer") -> str:
     """The lock object held while a series' ``latest.json`` and alias history (``pointer``) or
     its registry aliases (``registry``) are read and rewritten."""

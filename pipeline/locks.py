@@ -45,6 +45,10 @@ class SeriesBusy(TransientError):
     """Another process held a series' pointer lock for too long; a retry will find it free."""
 
 
+class CurateBusy(TransientError):
+    """Another ingest was curating a vintage for longer than the wait; a retry will find it done."""
+
+
 def owner_id() -> str:
     """``host:pid`` of this process."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -98,6 +102,26 @@ def run_key_lock(
         return RunKeyBusy(f"run key {run_key} is being trained by {owner}; retry later to reuse its result")
 
     with _exclusive(store, layout.run_lock(run_key), f"run key {run_key}", busy, stale_after, wait, on_wait) as first:
+        yield first
+
+
+@contextmanager
+def curate_lock(store: ObjectStore, *, stale_after: float, wait: float = 900.0) -> Iterator[bool]:
+    """Hold the store's curate lock while one ingest checks, writes and publishes a vintage.
+
+    Two ingests of different releases gate each against the vintage ``curated/latest.json``
+    shows; the lock orders their curate steps, so the second finds the pointer moved and is
+    refused (:func:`pipeline.ingest.curate_vintage`) instead of landing on top of a vintage its
+    gates never saw.
+
+    Raises:
+        CurateBusy: another live owner held it for longer than ``wait`` seconds.
+    """
+
+    def busy(owner: Any) -> TransientError:
+        return CurateBusy(f"another ingest ({owner}) is curating a vintage; retry later")
+
+    with _exclusive(store, layout.CURATE_LOCK, "curate", busy, stale_after, wait, None) as first:
         yield first
 
 

@@ -684,6 +684,32 @@ def test_kill_between_meta_and_pointer_is_completed_by_the_rerun(first: bool, re
         assert store.read_json(ingest.LATEST_KEY)["vintage"] == vintage
 
 
+def test_a_release_gated_against_a_vintage_no_longer_latest_is_not_curated(
+    curated: tuple[Settings, LocalStore], release: Path, tmp_path: Path
+) -> None:
+    """Two ingests at once: B is gated against the curated vintage, then A is curated, then B's
+    curate step runs. B's gates never saw A (its newest year, its history), so B is refused,
+    nothing of it is written, and its next ingest gates it against A."""
+    settings, store = curated
+    previous = store.read_json(ingest.LATEST_KEY)["vintage"]
+    b_release = tmp_path / "b" / "owid.csv"
+    b_release.parent.mkdir()
+    b_release.write_bytes(_set("Canada", "2012", "co2", "555.0")(release))
+    fetched = ingest.fetch_source(settings, store, str(b_release))
+    validated = ingest.validate_raw(settings, store, ingest.snapshot_raw(store, fetched))
+    assert validated["gated_against"] == previous
+
+    a = ingest.ingest(settings, store, str(_revised(release, tmp_path)))  # the other ingest, in between
+    assert a["status"] == "curated"
+    with pytest.raises(ingest.GatedAgainstOther, match=rf"gated against {previous}, but vintage {a['vintage']} was curated since"):
+        ingest.curate_vintage(settings, store, validated)
+    assert store.read_json(ingest.LATEST_KEY)["vintage"] == a["vintage"]
+    assert not store.exists(f"curated/{validated['vintage']}/meta.json") and store.list("locks/") == []
+
+    again = ingest.ingest(settings, store, str(b_release))
+    assert again["status"] == "curated" and store.read_json(ingest.LATEST_KEY)["previous_vintage"] == a["vintage"]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
