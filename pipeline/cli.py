@@ -284,6 +284,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], str]] =
 }
 
 
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a file path or an http(s) URL, or leave --source out for CO2CAST_SOURCE")
+    return text
+
+
 def port_arg(text: str) -> int:
     """A TCP port to listen on: 1-65535."""
     try:
@@ -320,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text)
         if name in ("ingest", "check-source"):
-            command.add_argument("--source", help="path or URL of the release (default: CO2CAST_SOURCE)")
+            command.add_argument("--source", type=_non_empty, help="path or URL of the release (default: CO2CAST_SOURCE)")
         if name == "validate":
             command.add_argument("file", help="path or URL of a CSV/XLSX release")
         if name == "forecast":

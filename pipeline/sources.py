@@ -166,6 +166,8 @@ def fetch(source: str, timeout: float | None = None, policy: SourcePolicy | None
         TransientSourceError: the server is unreachable, answered 5xx, was too slow, or cut
             the body short.
     """
+    if not source.strip():
+        raise PermanentSourceError("the source is empty: give a file path or an http(s) URL")
     if policy is None:
         from pipeline.config import get_settings
 
@@ -196,7 +198,7 @@ def _fetch_file(path: Path, source: str, policy: SourcePolicy) -> Fetched:
     try:
         resolved = absolute.resolve(strict=True)
     except FileNotFoundError:
-        raise PermanentSourceError(f"source file {shown} does not exist (CO2CAST_SOURCE={clean(source, 160)!r})") from None
+        raise PermanentSourceError(f"source file {shown} does not exist (source {clean(source, 160)!r})") from None
     except RuntimeError as error:  # Python 3.11's "Symlink loop" (later versions raise OSError ELOOP)
         raise PermanentSourceError(f"cannot read source file {shown}: its symbolic links form a loop; point it at a file") from error
     except OSError as error:

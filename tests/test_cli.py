@@ -49,6 +49,9 @@ def test_validate_and_missing_inputs(tmp_path: Path, gapminder_csv: Path) -> Non
     assert good.returncode == 0 and "all expectations met" in good.stdout
     missing = _run(tmp_path, "ingest", "--source", str(tmp_path / "nope.csv"))
     assert missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    assert "CO2CAST_SOURCE" not in missing.stderr  # it came from --source
+    empty = _run(tmp_path, "ingest", "--source", "")  # not the default source, silently
+    assert empty.returncode == 2 and "argument --source: is empty" in empty.stderr and not (tmp_path / "home" / "store").exists()
     show = _run(tmp_path, "show", "canada.co2_per_capita")
     assert show.returncode == 1 and "no forecast published" in show.stderr
 
