@@ -550,9 +550,11 @@ def champion_gate(
       as-of year's data and registered under its family, so ``@champion`` and ``latest.json``
       always belong to the newest as-of year published; the same when this run is for the
       champion's as-of year but the history it was fitted on has been revised since (a new
-      vintage), so a published forecast always comes from the data its manifest names; when the refitted recipe's forecast
-      breaks the output bounds (:func:`pipeline.core.forecast_beyond_bounds`), the challenger
-      takes ``@champion`` instead.
+      vintage), so a published forecast always comes from the data its manifest names; when
+      the refitted recipe's forecast breaks the output bounds
+      (:func:`pipeline.core.forecast_beyond_bounds`), the challenger takes ``@champion`` instead.
+    * A run on a vintage that is not the latest curated one is not gated at all (the caller
+      treats it like a backfill; :func:`pipeline.publish.pinned`).
 
     Every decision (moved or not) is appended to the alias history (``history/<series_id>.json``).
     The caller holds the series' registry lock, so two as-of years of a series decide in turn.
