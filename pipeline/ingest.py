@@ -240,8 +240,9 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
         today: the date whose year is the latest allowed (tests).
 
     Returns:
-        ``{"vintage", "file_name", "success": True, "summary", "gated_against"}``: the last
-        the vintage ``curated/latest.json`` showed when the gates compared the release with it.
+        ``{"vintage", "file_name", "success": True, "summary", "gated_against"}``;
+        ``gated_against`` is the vintage ``curated/latest.json`` showed when the gates compared
+        the release with it (``None`` before the first), which the curate step checks.
 
     Raises:
         ValidationFailed: the release is malformed or suspicious. It is in
