@@ -221,7 +221,16 @@ def test_ctrl_c_is_one_line(tmp_path: Path, small_owid: Path) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "MLFLOW_"))}, "CO2CAST_HOME": str(tmp_path / "home")}
     env |= {"CO2CAST_TEST_PAUSE_AT": "after_log", "CO2CAST_TEST_PAUSE_SECONDS": "60"}
     command = [str(CO2CAST), "forecast", "--series", "Canada:co2_per_capita"]
-    run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # As from a terminal: a job started in the background (CI) inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler; the child gets the default back.
+    run = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert run.stderr is not None
     lines = []
     for line in run.stderr:  # until the run sleeps in the middle of logging to MLflow
