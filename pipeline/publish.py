@@ -332,8 +332,10 @@ def pinned(store: ObjectStore, manifest_or_vintage: dict[str, Any] | str | None)
     ``asof=`` prefix, but moves no alias and not ``latest.json``, so what is served always comes
     from the newest data. Without a curated pointer (a bare store) nothing is pinned.
     """
+    from pipeline.ingest import latest_curated
+
     vintage = manifest_or_vintage.get("vintage") if isinstance(manifest_or_vintage, dict) else manifest_or_vintage
-    curated = store.read_json_or_none(layout.CURATED_LATEST, layout.CURATED_POINTER)
+    curated = latest_curated(store)
     return curated is not None and vintage is not None and curated["vintage"] != vintage
 
 
