@@ -20,6 +20,9 @@ from pipeline.errors import PermanentError
 OWID_CO2_URL = "https://raw.githubusercontent.com/owid/co2-data/master/owid-co2-data.csv"
 #: Where OWID's releases live: the default allow-list for http(s) sources.
 OWID_URL_PREFIX = "https://raw.githubusercontent.com/owid/co2-data/"
+#: The latest horizon end: a yearly model fitted on a century of data says nothing about the
+#: years after 2100, and a later end would be refused by the output gate only after training.
+MAX_HORIZON_END = 2100
 #: The release shipped with the package (OWID, up to 2014): the default, works offline.
 EMBEDDED_SOURCE = Path(__file__).resolve().parent / "data" / "owid-co2-data-to-2014.csv.gz"
 
@@ -35,7 +38,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint, e.g. http://localhost:9000 for MinIO")
     series: str = Field(default="default", description="'default', 'all' or a comma list of entity:variable")
-    horizon_end: int = Field(default=2050, description="last forecast year")
+    horizon_end: int = Field(default=2050, le=MAX_HORIZON_END, description=f"last forecast year, at most {MAX_HORIZON_END}")
     selection_metric: str = Field(default="mase", description="backtest metric for selection and the champion gate (lower is better)")
     max_lost_years: int = Field(default=3, ge=0, description="years of history an entity may lose between vintages")
     fetch_timeout: float = Field(default=60.0, gt=0, description="seconds for a whole HTTP download (connect, headers and body)")

@@ -98,6 +98,7 @@ def test_validate_holds_a_compressed_file_to_the_configured_cap(tmp_path: Path, 
         ("CO2CAST_MAX_YEAR_ON_YEAR_FACTOR", "0.5", "input should be greater than 1"),
         ("CO2CAST_INCLUDE_AGGREGATES", "maybe", "input should be a valid boolean"),
         ("CO2CAST_FETCH_TIMEOUT", "9" * 100 + "\nx", "input should be a valid number"),
+        ("CO2CAST_HORIZON_END", "3000", "input should be less than or equal to 2100 (last forecast year, at most 2100)"),
     ],
 )
 def test_an_invalid_setting_is_one_line_naming_the_variable(tmp_path: Path, variable: str, value: str, words: str) -> None:
