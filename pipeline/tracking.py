@@ -24,14 +24,18 @@ import hashlib
 import io
 import json
 import os
+import ssl
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from pipeline.config import Settings
+from pipeline.config import ConfigError, Settings
 from pipeline.errors import Co2castError, PermanentError, TransientError
 from pipeline.maths import json_default
 
@@ -93,6 +97,43 @@ def transient_errors() -> Iterator[None]:
         raise
 
 
+#: Seconds the first request to a tracking server may take (connect and answer) before it counts as down.
+PROBE_TIMEOUT = 10.0
+
+
+def probe_server(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Make sure an MLflow tracking server answers before the first MLflow call.
+
+    MLflow retries a refused connection with backoff for about four minutes, logging every
+    retry; a server that is down or a mistyped address is one line at once instead. Any HTTP
+    answer to ``/health`` (even 401 or 404) means a server is there. A TLS failure is left to
+    MLflow, which has its own certificate settings.
+
+    Raises:
+        TrackingUnavailable: no connection, or no answer within ``timeout`` seconds (Airflow retries).
+        ConfigError: the URI is not a usable http(s) address.
+    """
+    parts = urlsplit(uri)
+    try:
+        where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")  # never echo credentials
+    except ValueError as error:  # a port that is not a number
+        raise ConfigError(f"MLFLOW_TRACKING_URI: {error}; set an address like http://localhost:5000") from None
+    if not parts.hostname:
+        raise ConfigError(f"MLFLOW_TRACKING_URI={where!r} names no host; set an address like http://localhost:5000")
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):  # noqa: S310 (only http(s) is probed)
+            return
+    except urllib.error.HTTPError:
+        return  # the server answered
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, ssl.SSLError):
+            return
+        reason: object = error.reason
+    except (OSError, ValueError) as error:  # a read that timed out, a connection dropped mid-answer
+        reason = error
+    raise TrackingUnavailable(f"MLflow tracking server {where} is unreachable ({reason}); start it, or fix MLFLOW_TRACKING_URI")
+
+
 def registered_name(series_id: str) -> str:
     """The registered model of a series, e.g. ``co2cast.canada.co2_per_capita``."""
     return f"co2cast.{series_id}"
@@ -114,6 +155,8 @@ def configure(settings: Settings) -> Any:
     from mlflow import MlflowClient
 
     uri = settings.resolved_tracking_uri
+    if uri.startswith(("http://", "https://")):
+        probe_server(uri)
     artifact_location = None
     database = None
     if uri.startswith("sqlite:///"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,13 @@ def test_ctrl_c_is_one_line(tmp_path: Path, small_owid: Path) -> None:
     assert rest.strip().splitlines()[-1] == "interrupted: co2cast forecast stopped; run it again to finish (every step is safe to repeat)"
     again = _run(tmp_path, "forecast", "--series", "Canada:co2_per_capita")
     assert again.returncode == 0 and "[1/1] canada.co2_per_capita: champion v" in again.stdout, again.stderr
+
+
+def test_an_unreachable_tracking_server_is_one_line_at_once(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = _run(tmp_path, "rollback", "canada.co2", env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr  # no retry warnings before it
+    assert result.stderr.startswith(f"error: MLflow tracking server http://127.0.0.1:{port} is unreachable ("), result.stderr

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import socket
+import threading
 from pathlib import Path
 
 import mlflow
@@ -12,7 +15,7 @@ import pytest
 
 from pipeline import tracking
 from pipeline.artifacts import DIGEST_TAG, load_registered
-from pipeline.config import Settings
+from pipeline.config import ConfigError, Settings
 from pipeline.models.baselines import DriftForecaster, NaiveForecaster
 
 SID = "testland.co2"
@@ -93,3 +96,47 @@ def test_every_version_carries_its_digest_and_a_tampered_one_is_refused(client) 
     model_json.write_text(model_json.read_text().replace("1", "2", 1))
     with pytest.raises(IntegrityError, match=r"model\.json does not match"):
         tracking.load_registered(tracking.registered_name(SID), str(version.version))
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_server_is_one_transient_error_at_once() -> None:
+    """MLflow alone retries a refused connection for minutes; the probe says so at once, without the credentials."""
+    port = _closed_port()
+    with pytest.raises(tracking.TrackingUnavailable) as raised:
+        tracking.probe_server(f"http://someone:s3cret@127.0.0.1:{port}")
+    assert str(raised.value).startswith(f"MLflow tracking server http://127.0.0.1:{port} is unreachable (")
+    assert "s3cret" not in str(raised.value) and str(raised.value).endswith("start it, or fix MLFLOW_TRACKING_URI")
+
+
+def test_a_server_that_answers_anything_is_reachable_and_one_that_never_answers_is_not() -> None:
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(401)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        tracking.probe_server(f"http://127.0.0.1:{server.server_address[1]}")  # 401 from /health: a server is there
+    finally:
+        server.shutdown()
+        server.server_close()
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(tracking.TrackingUnavailable, match="is unreachable"):
+            tracking.probe_server(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.5)
+
+
+def test_a_tracking_uri_with_no_usable_address_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI"):
+        tracking.probe_server("http://127.0.0.1:port/")
+    with pytest.raises(ConfigError, match="names no host"):
+        tracking.probe_server("http:///mlflow")
