@@ -600,6 +600,7 @@ def _csv_chunks(data: bytes, file_name: str, rows: int = CSV_CHUNK_ROWS) -> Iter
     if first_end < 0 and len(body) > MAX_HEADER_BYTES:
         raise PermanentSourceError(f"{file_name}: its first line is longer than {MAX_HEADER_BYTES:,} bytes; that is not a CSV header")
     header = _csv_header(body, file_name)
+    _check_delimiter(header, file_name)
     _check_header(header, file_name)
     # A download cut off mid-row ends without a newline and with a short last row; pandas
     # would fill the missing fields with NaN and hide it.
@@ -651,6 +652,21 @@ def _csv_header(body: bytes, file_name: str) -> list[str]:
         return next(csv.reader(io.StringIO(head, newline="")), [])
     except csv.Error as error:  # a field over csv.field_size_limit()
         raise PermanentSourceError(f"{file_name}: its header is not a readable CSV line ({clean(error, 80)}); fix the file") from error
+
+
+def _check_delimiter(header: list[str], file_name: str) -> None:
+    """Refuse a tab-separated file: its header is one name full of tabs, not a control character in a name.
+
+    A TSV saved as ``.csv`` (a spreadsheet's "tab-delimited text") reads as one column whose
+    name holds every tab; :func:`_check_header` would call that a control character, which
+    sends a person looking for a stray character instead of at the export.
+    """
+    tabs = sum(name.count("\t") for name in header)
+    if tabs and tabs >= len(header):  # more tabs than the commas that split the header
+        raise PermanentSourceError(
+            f"{file_name}: its header holds tabs, not commas: it is tab-separated (TSV); co2cast reads comma-separated files, "
+            "re-export it as CSV"
+        )
 
 
 def _bare_cr(file_name: str) -> str:

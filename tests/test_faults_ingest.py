@@ -150,6 +150,11 @@ def _cr_before_last_line(path: Path) -> bytes:
     return head + b"\r" + last
 
 
+def _tab_separated(path: Path) -> bytes:
+    """The release saved as TSV under its .csv name (what a spreadsheet's "Text (tab-delimited)" gives)."""
+    return _revised_bytes(path).replace(b",", b"\t")
+
+
 def _huge_header_field(path: Path) -> bytes:
     """A column name longer than Python's CSV field limit (131,072 characters)."""
     lines = path.read_text().splitlines(keepends=True)
@@ -178,6 +183,7 @@ BAD_RELEASES: list[tuple[str, Callable[[Path], bytes], str, tuple[str, ...]]] = 
     ("header_field_over_the_csv_limit", _huge_header_field, "owid.csv", ("header is not a readable CSV line", "field limit")),
     ("line_break_in_quoted_column_name", _line_break_in_quoted_column_name, "owid.csv", ("control character", "'iso?code'")),
     ("entity_name_without_a_z", _rename("Kenya", "\u80af\u5c3c\u4e9a"), "owid.csv", ("no letter or digit", "'\u80af\u5c3c\u4e9a'")),
+    ("tab_separated", _tab_separated, "owid.csv", ("holds tabs, not commas", "comma-separated", "re-export it as CSV")),
 ]
 
 

@@ -311,6 +311,7 @@ def test_xlsx_part_larger_than_it_declares_is_refused(tmp_path: Path) -> None:
         ("a.parquet", b"PAR1....", "unknown format"),
         ("a.csv", b"foo,bar\n1,2\n", "no layout co2cast reads"),
         ("a.csv", b"country;year;co2\nX;2000;1\n", "another delimiter"),
+        ("a.csv", b"country\tyear\tco2\nX\t2000\t1\n", "its header holds tabs, not commas: it is tab-separated"),
         ("a.csv", b"country,year,gdp\nX,2000,1\n", "none of the variables"),
         ("a.csv", b"country,year,co2\nX,2000,1\nY,20", "truncated"),
         ("a.csv", b"country,year,co2,co2\nX,2000,1,2\n", r"column 'co2' appears twice \(columns 3 and 4\)"),
