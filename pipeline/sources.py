@@ -153,7 +153,7 @@ def fetch(source: str, timeout: float | None = None, policy: SourcePolicy | None
     """Fetch a release from an allowed local path or HTTP(S) URL, bounded in size and time.
 
     Args:
-        source: a file path (``file://`` URLs work too) or an ``http(s)://`` URL.
+        source: a file path (``file://`` URLs work too, percent-decoded) or an ``http(s)://`` URL.
         timeout: seconds for the whole download; overrides the policy's.
         policy: where sources may come from; by default built from the current settings.
 
@@ -179,8 +179,25 @@ def fetch(source: str, timeout: float | None = None, policy: SourcePolicy | None
         return _fetch_url(source, policy)
     if parsed.scheme not in ("", "file"):
         raise PermanentSourceError(f"unsupported source {clean(source, 120)!r}: give a file path or an http(s):// URL")
-    path = Path(parsed.path) if parsed.scheme == "file" else Path(source).expanduser()
+    path = _file_url_path(source) if parsed.scheme == "file" else Path(source).expanduser()
     return _fetch_file(path, source, policy)
+
+
+def _file_url_path(url: str) -> Path:
+    """The local path a ``file:`` URL names (RFC 8089): its path percent-decoded, as ``url2pathname`` does.
+
+    ``file:///tmp/my%20data/owid.csv`` is ``/tmp/my data/owid.csv``. Only the decoded path is
+    checked afterwards (:func:`_fetch_file` resolves it, then confines it to the data
+    directories), so an encoded ``%2e%2e`` or ``%2f`` is no way around the checks. A host other
+    than ``localhost`` names a file on another machine, which co2cast does not read.
+    """
+    parsed = urlparse(url)
+    if parsed.netloc not in ("", "localhost"):
+        raise PermanentSourceError(
+            f"source {clean(url, 160)} names the host {clean(parsed.netloc, 60)!r}: co2cast reads local files only "
+            "(file:///path, or a plain path)"
+        )
+    return Path(unquote(parsed.path))
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -193,6 +210,8 @@ def _within(path: Path, directory: Path) -> bool:
 def _fetch_file(path: Path, source: str, policy: SourcePolicy) -> Fetched:
     absolute = path if path.is_absolute() else Path.cwd() / path
     shown = clean(absolute, 160)
+    if "\x00" in str(absolute):  # from a file URL's %00; no file name holds one
+        raise PermanentSourceError(f"source {shown} has a NUL character in its path: no file has that name; check the source")
     if any(_within(Path(os.path.normpath(absolute)), d) for d in SYSTEM_DIRS):
         raise PermanentSourceError(f"source {shown} is a system path (/proc, /sys, /dev): co2cast reads release files only")
     try:

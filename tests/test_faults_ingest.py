@@ -402,6 +402,18 @@ def test_link_out_of_the_data_directories_is_refused(curated, tmp_path: Path) ->
     assert _snapshot(store) == before
 
 
+def test_a_file_url_with_percent_encoded_characters_is_decoded(curated, release: Path, tmp_path: Path) -> None:
+    """``file:///…/my%20data/owid.csv`` names ``…/my data/owid.csv`` (RFC 8089): it is ingested, not reported missing."""
+    settings, store = curated
+    spaced = tmp_path / "my data" / "owid.csv"
+    spaced.parent.mkdir()
+    spaced.write_bytes(_revised_bytes(release))
+    assert "my%20data" in spaced.as_uri()
+    result = ingest.ingest(settings, store, spaced.as_uri())
+    assert result["status"] == "curated" and result["vintage"] == ingest.vintage_id(spaced.read_bytes())[0]
+    assert store.read_json(ingest.LATEST_KEY)["source"] == str(spaced)
+
+
 @pytest.mark.parametrize("command", ["ingest", "validate", "check-source"])
 def test_a_symlink_loop_is_refused_before_reading(command: str, curated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """``ln -s loopB loopA; ln -s loopA loopB``: a one-line refusal, nothing stored."""

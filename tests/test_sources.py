@@ -153,6 +153,35 @@ def test_files_outside_the_data_directories_and_escaping_links_are_refused(tmp_p
         sources.fetch(str(allowed / ".env"), policy=policy)
 
 
+def test_file_urls_are_percent_decoded_and_still_confined(tmp_path: Path) -> None:
+    """``file:///…/my%20data/owid.csv`` is ``…/my data/owid.csv`` (RFC 8089); the decoded path is resolved, then confined."""
+    allowed, outside = tmp_path / "my data", tmp_path / "secret"
+    allowed.mkdir()
+    outside.mkdir()
+    (allowed / "owid.csv").write_bytes(b"country,year,co2\nX,2000,1\n")
+    (outside / "token.csv").write_text("country,year,co2\nSECRET-VALUE,2000,1\n")
+    (allowed / "my link.csv").symlink_to(outside / "token.csv")
+    (allowed / ".env").write_text("country,year,co2\nX,2000,1\n")
+    policy = _allow(dirs=(allowed,))
+    base = allowed.as_uri()
+    assert "%20" in base
+    for url in (f"{base}/owid.csv", f"file://localhost{allowed.as_uri().removeprefix('file://')}/owid.csv", f"{base}/owid%2Ecsv"):
+        fetched = sources.fetch(url, policy=policy)
+        assert fetched.data.startswith(b"country") and fetched.source == str(allowed / "owid.csv"), url
+    for url, words in [
+        (f"{base}/%2e%2e/secret/token.csv", "outside the allowed data directories"),
+        (f"{base}/..%2Fsecret%2Ftoken.csv", "outside the allowed data directories"),
+        (f"{base}/my%20link.csv", "is a link to"),
+        (f"{base}/%2Eenv", "hidden"),
+        ("file:///%70roc/self/environ", "system path"),
+        (f"{base}/owid.csv%00.txt", "NUL"),
+        (f"file://example.com{allowed.as_uri().removeprefix('file://')}/owid.csv", "local files only"),
+    ]:
+        with pytest.raises(sources.PermanentSourceError, match=words) as raised:
+            sources.fetch(url, policy=policy)
+        assert "\n" not in str(raised.value) and "SECRET" not in str(raised.value), url
+
+
 def test_special_files_are_refused(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.csv"
     os.mkfifo(fifo)
