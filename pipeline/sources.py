@@ -3,7 +3,9 @@
 Two layouts are understood, in CSV or XLSX:
 
 * OWID's long format: ``country, year, <variable columns>`` (``iso_code`` optional);
-* Gapminder's wide format: one row per country, one column per year, one variable.
+* Gapminder's wide format: one row per country, one column per year, one variable. A year's
+  column may be headed ``2014.0`` (how pandas and Excel export a number); ``2014.5``, or one
+  year headed twice (``2014`` and ``2014.0``), is refused.
 
 Both become a *staging* table, one row per (entity, year, variable), that keeps the source's
 text next to the parsed numbers so that the Great Expectations gate can point at a row whose
@@ -66,7 +68,10 @@ REQUIRED_LONG_VARIABLES: tuple[str, ...] = ("co2", "co2_per_capita")
 WIDE_VARIABLE = "co2_per_capita"
 
 ENTITY_COLUMNS = ("country", "entity", "geo", "name")
-YEAR_COLUMN = re.compile(r"^\d{4}$")
+#: A wide file's year column, as written: ``2014``, or ``2014.0`` as pandas and Excel export a
+#: number (a fraction, ``2014.5``, is read to be refused by name, not dropped).
+YEAR_COLUMN = re.compile(r"^\d{4}(?:\.\d+)?$")
+WHOLE_YEAR_COLUMN = re.compile(r"^(\d{4})(?:\.0+)?$")
 STAGING_COLUMNS = ["entity", "iso_code", "year_text", "year", "variable", "value_text", "value"]
 XLSX_MAGIC = b"PK\x03\x04"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -456,10 +461,12 @@ def _check_header(header: list[str], file_name: str) -> None:
             raise PermanentSourceError(f"{file_name}: a column name contains a control character ({clean(name, 40)!r}); fix the header")
     seen: dict[str, int] = {}
     for position, name in enumerate(names, start=1):
-        key = name.lower()
+        year = WHOLE_YEAR_COLUMN.match(name)
+        key = year.group(1) if year else name.lower()  # 2014 and 2014.0 are one year
         if key and key in seen:
+            again = f"is year {key} again" if year and names[seen[key] - 1] != name else "appears twice"
             raise PermanentSourceError(
-                f"{file_name}: column {clean(name, 40)!r} appears twice (columns {seen[key]} and {position}); remove the duplicate"
+                f"{file_name}: column {clean(name, 40)!r} {again} (columns {seen[key]} and {position}); remove the duplicate"
             )
         seen.setdefault(key, position)
 
@@ -716,6 +723,13 @@ def to_staging(raw: pd.DataFrame, file_name: str = "source") -> pd.DataFrame:
         _check_entities(raw[entity_col], file_name)
         staging = _long_to_staging(raw, entity_col, lower["year"], lower.get("iso_code"), file_name, header)
     elif entity_col is not None and len(year_cols) >= 2:
+        fractional = [c for c in year_cols if not WHOLE_YEAR_COLUMN.match(c)]
+        if fractional:
+            raise PermanentSourceError(
+                f"{file_name}: column {clean(fractional[0], 40)!r} is not a whole year"
+                f"{f' ({len(fractional)} columns are not)' if len(fractional) > 1 else ''}; a wide file has one column per year "
+                "(2014, or 2014.0): fix the header"
+            )
         _check_entities(raw[entity_col], file_name)
         staging = _wide_to_staging(raw, entity_col, year_cols)
     else:

@@ -212,6 +212,29 @@ def test_bad_release_is_quarantined_and_nothing_moves(
     assert "rejected" in store.read_bytes(f"quarantine/{vintage}/report.md").decode()
 
 
+def test_a_wide_release_with_float_year_headers_keeps_every_year(gapminder_csv: Path, tmp_path: Path) -> None:
+    """Gapminder's wide file with its last year headed ``2014.0`` (a pandas or Excel export): 2014 is curated,
+    not dropped; a column headed ``2014.5`` is refused and quarantined, nothing moves."""
+    settings, store = _settings(tmp_path), LocalStore(tmp_path / "store")
+    header, _, body = gapminder_csv.read_text().partition("\n")
+    floats = tmp_path / "wide" / "co2.csv"
+    floats.parent.mkdir()
+    floats.write_text(header.replace(",2014", ",2014.0") + "\n" + body)
+    result = ingest.ingest(settings, store, str(floats))
+    assert result["status"] == "curated" and result["latest_year"] == 2014
+    table = ingest.read_curated(store, result["vintage"])
+    assert len(table) == pd.read_csv(gapminder_csv).drop(columns=["country"]).notna().sum().sum()
+
+    before = _snapshot(store)
+    fractional = tmp_path / "wide" / "co2-fractional.csv"
+    fractional.write_text(header.replace(",2014", ",2014.5") + "\n" + body)
+    with pytest.raises(ingest.ValidationFailed) as raised:
+        ingest.ingest(settings, store, str(fractional))
+    assert "column '2014.5' is not a whole year" in _one_line(raised.value)
+    _assert_nothing_curated(store, before)
+    assert store.exists(f"quarantine/{ingest.vintage_id(fractional.read_bytes())[0]}/report.md")
+
+
 def test_a_vintage_curated_before_names_were_checked_is_refused_at_planning(
     release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

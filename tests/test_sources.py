@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -77,6 +77,43 @@ def test_xlsx_gives_the_same_table_as_csv(gapminder_csv: Path, tmp_path: Path) -
     pd.testing.assert_frame_equal(
         from_xlsx[["entity", "year", "variable", "value"]], from_csv[["entity", "year", "variable", "value"]], check_dtype=False
     )
+
+
+def _year_headers(data: bytes, change: Callable[[str], str]) -> bytes:
+    """A wide CSV with ``change`` applied to each year's column name."""
+    header, _, body = data.partition(b"\n")
+    end = b"\r\n" if header.endswith(b"\r") else b"\n"
+    names = header.rstrip(b"\r").decode().split(",")
+    return ",".join([names[0], *(change(n) for n in names[1:])]).encode() + end + body
+
+
+def test_wide_year_headers_written_as_whole_floats_are_those_years(gapminder_csv: Path, tmp_path: Path) -> None:
+    """``2014.0`` (pandas and Excel exports) is year 2014: every column of it, or only the last, is read, not dropped."""
+    data = gapminder_csv.read_bytes()
+    expected = sources.read_source(data, "co2.csv")
+    for change in (lambda n: f"{n}.0", lambda n: f"{n}.0" if n == "2014" else n, lambda n: f"{n}.00"):
+        staging = sources.read_source(_year_headers(data, change), "co2.csv")
+        pd.testing.assert_frame_equal(staging, expected)
+    raw = pd.read_csv(gapminder_csv).head(5)
+    xlsx = write_xlsx(tmp_path / "co2.xlsx", {"data": [[*raw.columns[:-1], "2014.0"], *raw.astype(object).values.tolist()]})
+    from_xlsx = sources.read_source(xlsx.read_bytes(), xlsx.name)
+    assert from_xlsx["year"].max() == 2014 and len(from_xlsx) == raw.drop(columns=["country"]).notna().sum().sum()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda n: "2014.5" if n == "2014" else n, r"column '2014.5' is not a whole year"),
+        (lambda n: "2013.0" if n == "2014" else n, r"column '2013.0' is year 2013 again \(columns 215 and 216\)"),
+    ],
+    ids=["fractional", "year-twice"],
+)
+def test_wide_year_headers_that_are_no_year_of_their_own_are_refused(
+    gapminder_csv: Path, change: Callable[[str], str], message: str
+) -> None:
+    with pytest.raises(sources.PermanentSourceError, match=message) as raised:
+        sources.read_source(_year_headers(gapminder_csv.read_bytes(), change), "co2.csv")
+    assert "\n" not in str(raised.value)
 
 
 def _allow(*prefixes: str, dirs: tuple[Path, ...] = (), max_bytes: int = sources.DEFAULT_MAX_BYTES) -> sources.SourcePolicy:
