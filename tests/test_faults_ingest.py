@@ -161,6 +161,11 @@ def _huge_header_field(path: Path) -> bytes:
     return ("x" * 140_000 + "," + "".join(lines)).encode()
 
 
+def _negative_population(year: str) -> tuple[str, ...]:
+    """What the refusal of a negative population must name: the check, entity, year and variable."""
+    return ("min_value=0", "variable=population", "entity=Canada", f"year={year}", "value=-")
+
+
 # -- bad releases: read, quarantined, nothing curated ----------------------------------------
 
 # (case, builder(release path) -> bytes, file name, words the one-line message must contain)
@@ -183,6 +188,8 @@ BAD_RELEASES: list[tuple[str, Callable[[Path], bytes], str, tuple[str, ...]]] = 
     ("header_field_over_the_csv_limit", _huge_header_field, "owid.csv", ("header is not a readable CSV line", "field limit")),
     ("line_break_in_quoted_column_name", _line_break_in_quoted_column_name, "owid.csv", ("control character", "'iso?code'")),
     ("entity_name_without_a_z", _rename("Kenya", "\u80af\u5c3c\u4e9a"), "owid.csv", ("no letter or digit", "'\u80af\u5c3c\u4e9a'")),
+    ("negative_population_1950", _set("Canada", "1950", "population", "-5"), "owid.csv", _negative_population("1950")),
+    ("negative_population_1820", _set("Canada", "1820", "population", "-0.5"), "owid.csv", _negative_population("1820")),
     ("tab_separated", _tab_separated, "owid.csv", ("holds tabs, not commas", "comma-separated", "re-export it as CSV")),
 ]
 
