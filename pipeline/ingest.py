@@ -81,12 +81,10 @@ def vintage_status(store: ObjectStore, vintage: str) -> str | None:
 
     A vintage whose ``curated/<v>/meta.json`` was written but never ``curated/latest.json``
     (a run killed between the two writes) is not curated either: ``None``, so the next ingest
-    of the release gates and curates it again, which moves the pointer (and, under Airflow,
-    updates the asset). It is told from a vintage that was published and then superseded by
-    its ``previous_vintage``, which names what the pointer showed when it was curated: if the
-    pointer still shows that (or still nothing), it never moved to this vintage. Once it did,
-    it only moves on to vintages curated later, and never back to that previous one (curating
-    a vintage again rewrites its meta with the pointer of the time). No clocks are compared.
+    of the release gates it again, against the vintage the pointer shows now, and curates it
+    (which moves the pointer and, under Airflow, updates the asset) or refuses it. It is told
+    from a vintage that was published and then superseded by the chain of pointers
+    (:func:`_never_published`). No clocks are compared.
     """
     meta = store.read_json_or_none(layout.curated_meta(vintage))
     if meta is not None and not _never_published(store, meta):
@@ -97,10 +95,39 @@ def vintage_status(store: ObjectStore, vintage: str) -> str | None:
 
 
 def _never_published(store: ObjectStore, meta: dict[str, Any]) -> bool:
-    """Whether ``curated/latest.json`` never pointed at the vintage of this ``meta.json`` (see :func:`vintage_status`)."""
-    latest = latest_curated(store)
-    shown = latest["vintage"] if latest else None
-    return meta.get("vintage") != shown and meta.get("previous_vintage") == shown
+    """Whether ``curated/latest.json`` never pointed at the vintage of this ``meta.json``.
+
+    Every pointer names, as ``previous_vintage``, the one it replaced, and each vintage's
+    ``meta.json`` holds the pointer written for it: from ``curated/latest.json`` back, they
+    are the vintages the pointer showed, newest first (pointers are written one at a time under
+    ``locks/curate.json``, and a published vintage is never curated again). A vintage was
+    curated over the one its meta names as ``previous_vintage``: had its pointer landed, the
+    chain would pass through it just after that one. So the chain reaching that vintage (or its
+    start, for a first vintage) without passing this one means it never was published, even
+    when other vintages were curated since (two ingests killed alike: the rerun of one must not
+    leave the other "already curated"). A chain that breaks first (a ``meta.json`` missing, a
+    loop) tells nothing: the vintage counts as published, so the pointer never goes back to
+    data that may be older.
+    """
+    vintage, curated_over = meta.get("vintage"), meta.get("previous_vintage")
+    pointer: Any = latest_curated(store)
+    shown = pointer["vintage"] if pointer else None
+    seen: set[str] = set()
+    while shown != vintage:
+        if shown == curated_over:
+            return True
+        if shown is None or shown in seen:
+            return False  # the chain ends, or loops, without passing either: it tells nothing
+        seen.add(shown)
+        before = pointer.get("previous_vintage")
+        if before is None:
+            shown = None  # the chain's start: the first vintage curated
+            continue
+        pointer = store.read_json_or_none(layout.curated_meta(before))
+        if not isinstance(pointer, dict) or pointer.get("vintage") != before:
+            return False  # a meta.json missing or damaged breaks the chain: it tells nothing
+        shown = before
+    return False
 
 
 def latest_curated(store: ObjectStore) -> dict[str, Any] | None:
@@ -202,7 +229,7 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
     if status == "quarantined":
         what = f"vintage {vintage}, quarantined before, gated again"
     elif store.exists(layout.curated_meta(vintage)):
-        what = f"vintage {vintage}, curated before but never in curated/latest.json (a run stopped before moving it), curated again"
+        what = f"vintage {vintage}, curated before but never in curated/latest.json (a run stopped before moving it), gated again"
     else:
         what = f"new vintage {vintage}"
     info.update(changed=True, message=f"{what} ({len(fetched.data):,} bytes from {fetched.source})")
@@ -341,7 +368,10 @@ def _curate(
         staging = sources.read_source(store.read_bytes(ref.raw_key), ref.file_name, settings.max_source_bytes)
     tidy = curated_table(staging)
     del staging
-    prev_table = _read_curated_compact(store, previous["vintage"]) if previous and previous["vintage"] != ref.vintage else None
+    # A pointer that already shows this vintage (a retry after a pointer write that landed though
+    # it reported a failure) keeps the vintage it replaced: the chain of pointers stays whole.
+    over = previous.get("previous_vintage") if previous and shown == ref.vintage else shown
+    prev_table = _read_curated_compact(store, over) if over is not None else None
     revisions, revision_summary = revisions_report(prev_table, tidy)
 
     raw_meta = store.read_json(layout.raw_meta(ref.vintage))
@@ -364,7 +394,7 @@ def _curate(
         "rows": len(tidy),
         "entities": int(tidy["entity"].nunique()),
         "variables": sorted(tidy["variable"].unique().tolist()),
-        "previous_vintage": previous["vintage"] if previous else None,
+        "previous_vintage": over,
         "revisions": revision_summary["counts"],
         "curated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

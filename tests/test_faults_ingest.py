@@ -732,6 +732,124 @@ def test_kill_between_meta_and_pointer_is_completed_by_the_rerun(first: bool, re
         assert store.read_json(ingest.LATEST_KEY)["vintage"] == vintage
 
 
+def _one_year_more(path: Path) -> bytes:
+    """The release with a 2015 row for every entity (its 2014 values again): a newer release than any ending in 2014."""
+    lines = path.read_text().splitlines()
+    extra = [line.replace(",2014,", ",2015,", 1) for line in lines[1:] if line.split(",")[2] == "2014"]
+    return "\n".join([*lines, *extra]).encode() + b"\n"
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-vintage", "over-a-curated-one"])
+def test_two_ingests_killed_before_the_pointer_are_each_completed_by_their_rerun(first: bool, release: Path, tmp_path: Path) -> None:
+    """Releases A and B, both killed between ``curated/<v>/meta.json`` and ``curated/latest.json``, both gated
+    against the same vintage. A's rerun curates A; B was never in the pointer either, so B's rerun gates it
+    again, against A, and curates it over A (it was reported "already curated", with nothing of it curated)."""
+    settings, store = _settings(tmp_path), LocalStore(tmp_path / "store")
+    if not first:
+        assert ingest.ingest(settings, store, str(release))["status"] == "curated"
+    before = store.read_bytes(ingest.LATEST_KEY) if not first else None
+    a, b = _revised(release, tmp_path), tmp_path / "b" / "owid.csv"
+    b.parent.mkdir()
+    b.write_bytes(_set("Canada", "2012", "co2", "555.0")(release))
+    for path in (a, b):
+        with pytest.raises(_Killed):
+            ingest.ingest(settings, _KilledBeforePointer(store.root), str(path))
+    a_vintage, b_vintage = (ingest.vintage_id(p.read_bytes())[0] for p in (a, b))
+    assert (store.read_bytes(ingest.LATEST_KEY) if store.exists(ingest.LATEST_KEY) else None) == before
+
+    assert ingest.ingest(settings, store, str(a))["status"] == "curated"
+    assert ingest.vintage_status(store, b_vintage) is None, "B was never in curated/latest.json"
+    healed = ingest.ingest(settings, store, str(b))
+    assert healed["status"] == "curated" and healed["vintage"] == b_vintage, healed.get("message")
+    assert "never in curated/latest.json" in healed["message"]
+    latest = store.read_json(ingest.LATEST_KEY)
+    assert latest["vintage"] == b_vintage and latest["previous_vintage"] == a_vintage, "B is gated and curated against A"
+    # Both were published now: neither is curated again, and the pointer never goes back to older data.
+    for path in (a, b, *([] if first else [release])):
+        again = ingest.ingest(settings, store, str(path))
+        assert again["status"] == "unchanged" and "already curated" in again["message"], path
+    assert store.read_json(ingest.LATEST_KEY)["vintage"] == b_vintage
+
+
+def test_a_release_killed_before_the_pointer_is_gated_against_what_was_curated_since(curated, release: Path, tmp_path: Path) -> None:
+    """B, killed before the pointer, then A (a year newer) curated by another ingest: B's rerun is gated against A
+    and refused (its newest year is older than A's), quarantined; the pointer stays on A."""
+    settings, store = curated
+    b = tmp_path / "b" / "owid.csv"
+    b.parent.mkdir()
+    b.write_bytes(_set("Canada", "2012", "co2", "555.0")(release))
+    with pytest.raises(_Killed):
+        ingest.ingest(settings, _KilledBeforePointer(store.root), str(b))
+    newer = tmp_path / "a" / "owid.csv"
+    newer.parent.mkdir()
+    newer.write_bytes(_one_year_more(release))
+    a = ingest.ingest(settings, store, str(newer))
+    assert a["status"] == "curated" and a["latest_year"] == 2015
+    before = _snapshot(store)
+
+    with pytest.raises(ingest.ValidationFailed) as raised:
+        ingest.ingest(settings, store, str(b))
+    assert "expect_column_max_to_be_between(column=year" in _one_line(raised.value)
+    assert store.read_bytes(ingest.LATEST_KEY) == before[ingest.LATEST_KEY]
+    b_vintage = ingest.vintage_id(b.read_bytes())[0]
+    assert ingest.vintage_status(store, b_vintage) == "quarantined"
+
+
+def test_a_broken_chain_of_pointers_counts_as_published(curated, release: Path, tmp_path: Path) -> None:
+    """A ``meta.json`` missing from the chain tells nothing: a vintage killed before the pointer behind it stays
+    settled ("already curated"), as before the chain was read, so the pointer never goes back to older data."""
+    settings, store = curated
+    killed = tmp_path / "b" / "owid.csv"
+    killed.parent.mkdir()
+    killed.write_bytes(_set("Canada", "2012", "co2", "555.0")(release))
+    with pytest.raises(_Killed):
+        ingest.ingest(settings, _KilledBeforePointer(store.root), str(killed))
+    a = ingest.ingest(settings, store, str(_revised(release, tmp_path)))
+    c = tmp_path / "c" / "owid.csv"
+    c.parent.mkdir()
+    c.write_bytes(_set("Canada", "2011", "co2", "550.0")(_revised(release, tmp_path / "c")))
+    assert ingest.ingest(settings, store, str(c))["previous_vintage"] == a["vintage"]
+    killed_vintage = ingest.vintage_id(killed.read_bytes())[0]
+    assert ingest.vintage_status(store, killed_vintage) is None, "the whole chain shows it was never published"
+
+    store.delete(f"curated/{a['vintage']}/meta.json")
+    assert ingest.vintage_status(store, killed_vintage) == "curated"
+    assert ingest.ingest(settings, store, str(killed))["status"] == "unchanged"
+
+
+class _PointerLandsButFails(LocalStore):
+    """A store whose write of ``curated/latest.json`` lands but reports a failure (an S3 PUT whose answer was lost)."""
+
+    def write_json(self, key: str, value: Any) -> None:
+        super().write_json(key, value)
+        if key == ingest.LATEST_KEY:
+            raise OSError(errno.EIO, "connection reset after the upload")
+
+
+def test_a_curate_retried_after_its_pointer_landed_keeps_the_vintage_it_replaced(curated, release: Path, tmp_path: Path) -> None:
+    """The curate step retried (Airflow) after a pointer write that landed though it failed: the pointer still names
+    the vintage it replaced (it named itself), so a vintage killed before the pointer earlier is still told apart."""
+    settings, store = curated
+    previous = store.read_json(ingest.LATEST_KEY)["vintage"]
+    killed = tmp_path / "b" / "owid.csv"
+    killed.parent.mkdir()
+    killed.write_bytes(_set("Canada", "2012", "co2", "555.0")(release))
+    with pytest.raises(_Killed):
+        ingest.ingest(settings, _KilledBeforePointer(store.root), str(killed))
+
+    fetched = ingest.fetch_source(settings, store, str(_revised(release, tmp_path)))
+    validated = ingest.validate_raw(settings, store, ingest.snapshot_raw(store, fetched))
+    with pytest.raises(ingest.CurateFailed):
+        ingest.curate_vintage(settings, _PointerLandsButFails(store.root), validated)
+    assert store.read_json(ingest.LATEST_KEY)["vintage"] == validated["vintage"]
+    retried = ingest.curate_vintage(settings, store, validated)
+    assert retried["previous_vintage"] == previous and retried["revisions"]["changed_rows"] == 1
+    assert store.read_json(ingest.LATEST_KEY)["previous_vintage"] == previous
+
+    healed = ingest.ingest(settings, store, str(killed))
+    assert healed["status"] == "curated" and store.read_json(ingest.LATEST_KEY)["previous_vintage"] == validated["vintage"]
+
+
 def test_a_release_gated_against_a_vintage_no_longer_latest_is_not_curated(
     curated: tuple[Settings, LocalStore], release: Path, tmp_path: Path
 ) -> None:
