@@ -207,7 +207,7 @@ def test_page_shows_the_champion_forecast(published_home: Path, monkeypatch: pyt
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Champion"] == f"v{manifest['model_version']} · {manifest['model_family']}"
     assert metrics["Vintage"] == manifest["vintage"] and metrics["As of year"] == "2014" and metrics["Provisional year"] == "2014"
-    assert manifest["model_name"] in at.caption[0].value
+    assert manifest["model_name"] in _shown(at.caption[0].value)
     lines = _lines(at)
     forecast_line = lines[lines["line"] == "Forecast (champion)"].set_index("year")["value"]
     np.testing.assert_allclose(forecast_line.loc[2015:].to_numpy(), table["mean"].to_numpy())
@@ -399,9 +399,50 @@ def test_page_reads_an_s3_store(published_home: Path, s3_bucket: str, s3_env: di
     at = _app().run()
     assert not at.exception and not at.error
     assert f"s3://{s3_bucket}/co2cast" in at.sidebar.caption[0].value
-    assert manifest["model_name"] in at.caption[0].value
+    assert manifest["model_name"] in _shown(at.caption[0].value)
     forecast_line = _lines(at).query("line == 'Forecast (champion)'").set_index("year")["value"]
     np.testing.assert_allclose(forecast_line.loc[2015:].to_numpy(), table["mean"].to_numpy())
+
+
+#: An entity name a release may hold (letters, under 100 characters, no control character) that is Markdown.
+HOSTILE = "[Evil](https://evil.example) **Land** ![p](https://evil.example/p.png) :red[x] $x$ www.evil.example"
+
+
+def _shown(markdown: str) -> str:
+    """What a markdown element's body shows: rendered as GitHub-flavoured Markdown (autolinks too)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("gfm-like").render(markdown)
+
+
+def test_names_and_manifest_fields_are_shown_as_written_not_as_markdown(
+    published_home: Path, owid_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entity name from the release that is Markdown makes no link, image or format on the page."""
+    lines = owid_csv.read_text().splitlines()
+    rows = [line for line in lines[1:] if line.split(",")[1] in ("Canada", "World")]
+    source = tmp_path / "hostile.csv"
+    source.write_text("\n".join([lines[0], *(r.replace(",Canada,", f",{HOSTILE},") for r in rows)]) + "\n")
+    settings = Settings(home=tmp_path / "home")
+    store = _use_home(monkeypatch, tmp_path / "home")
+    vintage = ingest.ingest(settings, store, str(source))["vintage"]
+    manifest, table = _latest(LocalStore(published_home / "store"), CANADA)
+    from pipeline.series import series_id
+
+    hostile_id = series_id(HOSTILE, "co2_per_capita")
+    meta = {k: manifest[k] for k in ("as_of_year", "model_version", "model_family")}
+    meta |= {"vintage": vintage, "model_name": f"co2cast.{hostile_id}"}
+    publish(store, table.assign(series_id=hostile_id), series_id=hostile_id, run_key="hostile", horizon_end=2050, meta=meta)
+    at = _app().run()
+    assert not at.exception and not at.error
+    heading = _shown(at.subheader[0].value)
+    for markup in ("<a", "<img", "<strong", "<em", "<code", "<span"):
+        assert markup not in heading
+    caption = _shown(at.caption[0].value)
+    assert "<a" not in caption and "<img" not in caption
+    label = f"{HOSTILE} — CO2 per capita (t CO2 per person)"
+    assert heading == f"<p>{label}</p>\n"  # the name as written
+    assert f"<strong>co2cast.{hostile_id}</strong>" in caption and f"vintage {vintage} " in caption
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ earlier forecasts against what happened. Everything shown is read through
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import altair as alt
@@ -23,6 +24,19 @@ FORECAST = "Forecast (champion)"
 STUDY_SERIES = "canada.co2_per_capita"
 #: How long the series list is reused before the store is listed again (seconds).
 LIST_TTL = 30
+#: What makes Markdown (CommonMark, GitHub's autolinks, Streamlit's ``:red[…]``, ``$…$``) of plain
+#: text: escaped in text read from the store before a markdown element shows it. Parentheses alone
+#: make nothing (a link needs the ``]`` before them).
+MARKUP = re.compile(r"([\\`*_{}\[\]<>#+\-.!|~$:&])")
+
+
+def _literal(text: object) -> str:
+    """Text read from the store (an entity name, a manifest field) for a markdown element, shown as written.
+
+    An entity name comes from the source release; ``[name](https://…)`` or ``![](https://…)`` in it
+    must not become a link, or an image the browser fetches from elsewhere, on the page.
+    """
+    return MARKUP.sub(r"\\\1", str(text))
 
 
 @st.cache_data(ttl=LIST_TTL, show_spinner=False)
@@ -160,7 +174,7 @@ def main() -> None:
     start, end = _pick_range(view)
 
     manifest = view.manifest
-    st.subheader(series.label)
+    st.subheader(_literal(series.label))
     provisional = view.provisional_year
     cols = st.columns([1.1, 1.6, 0.8, 0.9])
     cols[0].metric("Champion", f"v{manifest['model_version']} · {manifest.get('model_family', '?')}")
@@ -168,9 +182,9 @@ def main() -> None:
     cols[2].metric("As of year", str(manifest["as_of_year"]))
     cols[3].metric("Provisional year", str(provisional) if provisional else "none")
     st.caption(
-        f"Champion model **{manifest['model_name']}** version **{manifest['model_version']}** "
-        f"({manifest.get('model_family', '?')}), trained on vintage `{manifest['vintage']}` with data up to "
-        f"{manifest['as_of_year']}; published {manifest.get('published_at', '')}. "
+        f"Champion model **{_literal(manifest['model_name'])}** version **{_literal(manifest['model_version'])}** "
+        f"({_literal(manifest.get('model_family', '?'))}), trained on vintage {_literal(manifest['vintage'])} with data up to "
+        f"{manifest['as_of_year']}; published {_literal(manifest.get('published_at', ''))}. "
         "Shaded: 80 % (darker) and 95 % (lighter) prediction intervals. "
         + (f"The last year of history ({provisional}) is provisional: the next release usually revises it." if provisional else "")
     )
