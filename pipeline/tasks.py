@@ -1041,12 +1041,17 @@ def run_summary(settings: Settings, plan: RunPlan | dict[str, Any], progress: Ca
     return lines
 
 
-def summarize_run(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[SummaryLine]:
+def summarize_run(settings: Settings, plan: RunPlan | dict[str, Any] | None) -> list[SummaryLine]:
     """Print :func:`run_summary`; fail when a series went unpublished.
 
+    ``plan`` is ``None`` when the run was never planned: the DAG's ``summarize`` runs after every
+    upstream task is done, a failed ``resolve_run`` too, and must not then report a malformed payload.
+
     Raises:
-        RunIncomplete: a series of the run was not published (the run must not look green).
+        RunIncomplete: no plan was made, or a series of the run was not published (the run must not look green).
     """
+    if plan is None:
+        raise RunIncomplete("nothing to summarize: the run was not planned (resolve_run failed; its log says why), nothing was trained")
     lines = run_summary(settings, plan, progress=lambda text: print(text, flush=True))
     missing = [line.series_id for line in lines if not line.published]
     if missing:

@@ -215,6 +215,17 @@ def test_runner_maps_errors_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert issubclass(StoreUnavailable, TransientError) and issubclass(SeriesError, PermanentError)
 
 
+def test_summarize_after_a_failed_plan_names_the_plan_not_a_payload(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``summarize`` (trigger rule all_done) runs after ``resolve_run`` failed and gets no plan from XCom."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("CO2CAST_HOME", str(tmp_path))
+    with pytest.raises(AirflowFailException) as raised:
+        runner.call(tasks.summarize_run, None)
+    message = str(raised.value)
+    assert "resolve_run failed" in message and "payload" not in message and "\n" not in message
+
+
 def test_a_task_with_an_invalid_setting_fails_once_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A setting no retry can mend fails the task without retrying it, naming the variable."""
     from airflow.sdk.exceptions import AirflowFailException
