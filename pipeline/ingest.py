@@ -68,6 +68,11 @@ class VintageRef:
         return layout.raw_object(self.vintage, self.file_name)
 
 
+def is_vintage_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a vintage id (:data:`VINTAGE_CHARS` lower-case hex digits)."""
+    return len(text) == VINTAGE_CHARS and all(c in "0123456789abcdef" for c in text)
+
+
 def vintage_id(data: bytes) -> tuple[str, str]:
     """Return ``(vintage id, full sha256)`` of a release's bytes."""
     digest = hashlib.sha256(data).hexdigest()

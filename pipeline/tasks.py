@@ -177,11 +177,17 @@ def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = N
     from pipeline.plan import PlanError, as_of_year_for, without_aggregates
     from pipeline.plan import plan_run as build_plan
     from pipeline.series import DEFAULT_MIN_POINTS, SeriesError
+    from pipeline.sources import clean
 
     trigger = RunTrigger.of(trigger) if trigger is not None else RunTrigger(run_type="cli")
     lineup = lineup or production_lineup(settings)
     store = open_store(settings)
     vintage = trigger.vintage or trigger.asset_vintage
+    if vintage and not ingest.is_vintage_id(vintage):  # a param typed by a person: not a store key to build
+        raise PlanError(
+            f"vintage {clean(vintage, 40)!r} is not a vintage id: {ingest.VINTAGE_CHARS} hex digits, "
+            "as `co2cast status` prints; leave it out for the latest curated one"
+        )
     if vintage:
         pointer = store.read_json_or_none(layout.curated_meta(vintage), layout.CURATED_POINTER)
         if pointer is None:

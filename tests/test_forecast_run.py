@@ -96,6 +96,10 @@ def test_series_spec_and_refusals(settings: Settings, tmp_path: Path) -> None:
         tasks.plan_run(settings, RunTrigger(series="Canadaa:co2"))
     with pytest.raises(PlanError, match="not curated"):
         tasks.plan_run(settings, RunTrigger(vintage="0000000000000000"))
+    # A param typed by a person is checked before it becomes a store key ('invalid object key' said nothing to act on).
+    for typed in ("../../etc", "4c65ff5f1d6d21a5/..", "latest", "4C65FF5F1D6D21A5"):
+        with pytest.raises(PlanError, match=r"is not a vintage id: 16 hex digits, as `co2cast status` prints"):
+            tasks.plan_run(settings, RunTrigger(vintage=typed))
     with pytest.raises(PlanError, match="horizon end"):
         tasks.plan_run(settings, RunTrigger(as_of_year=2050))
     with pytest.raises(PlanError, match="before the first year"):
