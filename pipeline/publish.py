@@ -416,9 +416,26 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
     return True
 
 
+def _key_within(key: object, folder: str) -> bool:
+    """Whether ``key`` is a store key under ``folder`` with no empty, ``.`` or ``..`` segment (an edited file may hold any)."""
+    return isinstance(key, str) and key.startswith(folder) and all(part not in ("", ".", "..") for part in key.split("/"))
+
+
 def manifest_problem(store: ObjectStore, manifest: dict[str, Any]) -> str | None:
-    """What is wrong with a manifest's files (the first missing or changed one, named), or ``None``."""
-    for entry in manifest.get("files", []):
+    """What is wrong with a manifest's files (the first missing, changed or misplaced one, named), or ``None``.
+
+    A manifest edited by hand may hold anything: a list of files of another shape, or a file
+    outside the manifest's own folder (``../…``, another series' files) is a problem named here,
+    not a ``TypeError`` or an invalid key deep in the store.
+    """
+    files = manifest.get("files", [])
+    fields = ("name", "key", "sha256")
+    if not isinstance(files, list) or not all(isinstance(e, dict) and all(isinstance(e.get(f), str) for f in fields) for e in files):
+        return "its list of files is not what co2cast writes"
+    folder = f"{str(manifest.get('key', '')).rpartition('/')[0]}/"
+    for entry in files:
+        if entry["key"] != folder + entry["name"] or not _key_within(entry["key"], layout.FORECASTS):
+            return f"{entry['name'][:40]!r} is listed at {entry['key'][:80]!r}, outside the forecast's own folder"
         try:
             data = store.read_bytes(entry["key"])
         except KeyError:
@@ -452,6 +469,11 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
     pointer = latest_pointer(store, series_id)
     if pointer is None:
         raise NotPublished(f"no forecast published for {series_id!r}; {published_hint(store, series_id)}")
+    if not _key_within(pointer["manifest"], layout.FORECASTS):  # '../…' must not become a key; another series' is named below
+        raise IntegrityError(
+            f"{series_id}: latest.json points at {pointer['manifest'][:80]!r}, not a forecast of {series_id}: it was edited; "
+            "restore it from a backup, or remove it and rerun to rebuild it"
+        )
     manifest = store.read_json_or_none(pointer["manifest"])
     if manifest is None:
         raise IntegrityError(f"{series_id}: latest.json points at {store.uri(pointer['manifest'])}, which is missing; republish it")
@@ -461,13 +483,13 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
             f"{store.uri(pointer['manifest'])} does not match the sha256 latest.json recorded for it: it was edited; "
             "the forecast is not shown, republish it"
         )
-    problem = manifest_problem(store, manifest)
-    if problem is not None:
-        raise IntegrityError(f"{store.uri(pointer['manifest'])}: {problem}; the forecast is not shown, republish it")
     try:
         checked = Manifest.of(manifest)
     except PermanentError as error:
         raise IntegrityError(f"{store.uri(pointer['manifest'])}: not a valid manifest ({str(error).splitlines()[0]})") from None
+    problem = manifest_problem(store, manifest)
+    if problem is not None:
+        raise IntegrityError(f"{store.uri(pointer['manifest'])}: {problem}; the forecast is not shown, republish it")
     if checked.series_id != series_id or not pointer["manifest"].startswith(layout.series_forecasts(series_id)):
         raise IntegrityError(
             f"{series_id}: latest.json points at {store.uri(pointer['manifest'])}, a forecast of {checked.series_id}: "

@@ -79,6 +79,21 @@ def test_publish_layout_and_verified_read(store: ObjectStore) -> None:
         read_latest(store, "world.co2")
 
 
+def test_a_manifest_of_another_shape_is_a_problem_named_not_a_crash(store: ObjectStore) -> None:
+    """What list_series, the scorecard and republishing check: a hand-edited manifest is a problem, not a TypeError."""
+    from pipeline.publish import manifest_problem
+
+    manifest = _publish(store, _table()).to_xcom()
+    assert manifest_problem(store, manifest) is None
+    for files in ("x", ["x"], [{"name": "forecast.csv"}], {"name": "forecast.csv"}):
+        assert manifest_problem(store, {**manifest, "files": files}) == "its list of files is not what co2cast writes"
+    moved = [{**entry, "key": "../../etc/passwd"} if entry["name"] == "notes.json" else entry for entry in manifest["files"]]
+    assert (
+        manifest_problem(store, {**manifest, "files": moved})
+        == "'notes.json' is listed at '../../etc/passwd', outside the forecast's own folder"
+    )
+
+
 def test_an_unknown_series_among_many_gets_the_closest_ids(store: ObjectStore) -> None:
     names = ["canada", "france", "germany", "india", "japan", "kenya", "mexico", "norway", "peru", "spain", "world"]
     for name in names:

@@ -370,6 +370,62 @@ def test_an_edited_pointer_is_named_not_taken_for_an_unreachable_store(home_copy
     assert "\n" not in message and "cannot read the object store" not in message
 
 
+def _edit_published(store: LocalStore, series_id: str, manifest_edit=None, pointer_edit=None) -> None:
+    """Edit a published manifest and/or latest.json by hand, latest.json's digest of the manifest made to match."""
+    key = f"forecasts/{series_id}/latest.json"
+    pointer = store.read_json(key)
+    manifest = store.read_json(pointer["manifest"])
+    if manifest_edit:
+        manifest_edit(manifest)
+    raw = json.dumps(manifest).encode()
+    store.write_bytes(pointer["manifest"], raw)
+    pointer["manifest_sha256"] = hashlib.sha256(raw).hexdigest()
+    if pointer_edit:
+        pointer_edit(pointer)
+    store.write_json(key, pointer)
+
+
+def _move_file(name: str, key: str):
+    def edit(manifest: dict) -> None:
+        next(e for e in manifest["files"] if e["name"] == name)["key"] = key
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("manifest_edit", "pointer_edit", "message"),
+    [
+        (lambda m: m.update(files="x"), None, "not a valid manifest (malformed Manifest payload: files:"),
+        (_move_file("backtest.json", "../../../../etc/passwd"), None, "'backtest.json' is listed at '../../../../etc/passwd', outside"),
+        (_move_file("backtest.json", f"forecasts/{WORLD}/latest.json"), None, f"is listed at 'forecasts/{WORLD}/latest.json', outside"),
+        (None, lambda p: p.update(manifest="../../../etc/passwd"), f"{CANADA}: latest.json points at '../../../etc/passwd', not a"),
+        (lambda m: m.update(vintage="../../etc"), None, f"{CANADA}: the manifest names '../../etc' as its vintage, which is no vintage id"),
+    ],
+    ids=["files-not-a-list", "file-key-up-and-out", "file-key-of-another-series", "pointer-up-and-out", "manifest-vintage-up-and-out"],
+)
+def test_a_manifest_or_pointer_edited_by_hand_is_named_in_one_line(
+    home_copy: Path, monkeypatch: pytest.MonkeyPatch, manifest_edit, pointer_edit, message: str
+) -> None:
+    """A hand-edited file (digests made to match) is a damaged forecast: not a crash, not 'cannot read the object store'."""
+    store = _use_home(monkeypatch, home_copy)
+    _edit_published(store, CANADA, manifest_edit, pointer_edit)
+    at = _app().run()
+    assert not at.exception and not at.get("vega_lite_chart")
+    assert message in at.error[0].value and "\n" not in at.error[0].value
+    assert "cannot read the object store" not in at.error[0].value
+    at.selectbox(key="series").set_value(WORLD).run()
+    assert not at.error and at.get("vega_lite_chart")  # the other series is still shown
+
+
+def test_a_pointer_naming_no_vintage_id_leaves_the_series_list_whole(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """latest.json's vintage names only the series; '../..' in it must not take the page down for every series."""
+    store = _use_home(monkeypatch, home_copy)
+    _edit_published(store, WORLD, pointer_edit=lambda p: p.update(vintage="../../etc"))
+    at = _app().run()
+    assert not at.exception and not at.error and at.get("vega_lite_chart")
+    assert len(at.selectbox(key="series").options) == 2
+
+
 def test_unreachable_store_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))

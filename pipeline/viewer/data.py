@@ -26,7 +26,7 @@ import pandas as pd
 from pipeline import layout
 from pipeline.config import Settings, get_settings
 from pipeline.errors import PermanentError, TransientError
-from pipeline.ingest import read_curated
+from pipeline.ingest import is_vintage_id, read_curated
 from pipeline.publish import CANDIDATES_FILE as CANDIDATES_FILE
 from pipeline.publish import IntegrityError as PublishIntegrityError
 from pipeline.publish import NotPublished, read_latest
@@ -325,7 +325,14 @@ def _scores_table(scores: dict[str, dict[str, float]], champion_family: str | No
 
 
 def _curated(store: ObjectStore, vintage: str) -> pd.DataFrame:
-    """A curated vintage's tidy table, kept in memory: a vintage never changes once curated."""
+    """A curated vintage's tidy table, kept in memory: a vintage never changes once curated.
+
+    Raises:
+        KeyError: no such vintage, or ``vintage`` is no vintage id (an edited pointer or manifest
+            may name ``../…``, which must not become a store key).
+    """
+    if not isinstance(vintage, str) or not is_vintage_id(vintage):
+        raise KeyError(vintage)
     key = (store.uri(), vintage)
     if key not in _CURATED:
         if len(_CURATED) >= 4:
@@ -370,6 +377,11 @@ def _split_id(sid: str) -> tuple[str, str, bool]:
 
 def _history(store: ObjectStore, vintage: str, series: PublishedSeries) -> pd.DataFrame:
     """The curated actuals of a series in the vintage its forecast was trained on."""
+    if not isinstance(vintage, str) or not is_vintage_id(vintage):
+        raise IntegrityError(
+            f"{series.series_id}: the manifest names {str(vintage)[:40]!r} as its vintage, which is no vintage id: it was edited; "
+            "the forecast is not shown. Republish it (`co2cast forecast`)."
+        )
     try:
         tidy = _curated(store, vintage)
     except KeyError:
