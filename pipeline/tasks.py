@@ -183,10 +183,13 @@ def plan_run(settings: Settings, trigger: RunTrigger | dict[str, Any] | None = N
     lineup = lineup or production_lineup(settings)
     store = open_store(settings)
     vintage = trigger.vintage or trigger.asset_vintage
-    if vintage and not ingest.is_vintage_id(vintage):  # a param typed by a person: not a store key to build
+    if vintage and not ingest.is_vintage_id(vintage):  # typed by a person: not a store key to build
+        shape = f"{ingest.VINTAGE_CHARS} hex digits, as `co2cast status` prints"
+        if trigger.vintage:
+            raise PlanError(f"vintage {clean(vintage, 40)!r} is not a vintage id: {shape}; leave it out for the latest curated one")
         raise PlanError(
-            f"vintage {clean(vintage, 40)!r} is not a vintage id: {ingest.VINTAGE_CHARS} hex digits, "
-            "as `co2cast status` prints; leave it out for the latest curated one"
+            f"the asset event that triggered this run names vintage {clean(vintage, 40)!r}, which is not a vintage id ({shape}); "
+            "an event created by hand should name a curated vintage, or none for the latest"
         )
     if vintage:
         pointer = store.read_json_or_none(layout.curated_meta(vintage), layout.CURATED_POINTER)

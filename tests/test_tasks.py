@@ -239,6 +239,34 @@ def test_a_task_with_an_invalid_setting_fails_once_in_one_line(monkeypatch: pyte
     assert str(raised.value).startswith("invalid setting: CO2CAST_LOCK_STALE_SECONDS='-1': input should be greater than 0 (age after which")
 
 
+@pytest.mark.parametrize("named", [5, ["a"], {"v": 1}, "../../etc"])
+def test_an_asset_event_created_by_hand_naming_no_vintage_id_fails_the_plan_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, named: object
+) -> None:
+    """The UI's "Create Asset Event" takes any extra; a vintage that is no string crashed the trigger (retried, a traceback)."""
+    from types import SimpleNamespace
+
+    import airflow.sdk
+    from airflow.sdk import Asset
+    from airflow.sdk.exceptions import AirflowFailException
+
+    curated = Asset("co2_emissions_curated")
+    context = {
+        "params": {"as_of_year": None, "series": None, "vintage": None},
+        "dag_run": SimpleNamespace(run_type="asset_triggered"),
+        "logical_date": None,
+        "triggering_asset_events": {curated: [SimpleNamespace(extra={"vintage": named})]},
+    }
+    monkeypatch.setattr(airflow.sdk, "get_current_context", lambda: context)
+    monkeypatch.setenv("CO2CAST_HOME", str(tmp_path))
+    trigger = runner.trigger(curated)
+    with pytest.raises(AirflowFailException) as raised:
+        runner.call(tasks.plan_run, trigger)
+    message = str(raised.value)
+    assert message.startswith("the asset event that triggered this run names vintage ") and "which is not a vintage id" in message
+    assert "\n" not in message
+
+
 def test_s3_network_failure_is_transient(tmp_path: Path) -> None:
     import boto3
     from botocore.config import Config
