@@ -321,10 +321,19 @@ def test_page_shows_the_track_record_when_a_scorecard_exists(home_copy: Path, mo
     np.testing.assert_allclose(shown["actual"], scorecard.sort_values(["as_of_year", "year"])["actual"])
     assert len(at.get("vega_lite_chart")) == 2  # the forecast and the track record
 
-    # A scorecard without the columns the viewer reads is an error a person can act on.
-    store.write_bytes(layout.scorecard(CANADA), _parquet(scorecard.drop(columns=["actual"])))
-    at = _app().run()
-    assert not at.exception and "lacks the column(s) ['actual']" in at.error[0].value
+    # A scorecard without the columns the viewer reads, or damaged (cut short, not Parquet), is one
+    # line a person can act on in the track record; the forecast is still shown.
+    cut = buffer.getvalue()[: len(buffer.getvalue()) // 2]
+    for damaged, says in [
+        (_parquet(scorecard.drop(columns=["actual"])), "lacks the column(s) ['actual']"),
+        (cut, "is not the Parquet file the pipeline wrote (damaged or cut short)"),
+        (b"", "is not the Parquet file the pipeline wrote (damaged or cut short)"),
+    ]:
+        store.write_bytes(layout.scorecard(CANADA), damaged)
+        at = _app().run()
+        assert not at.exception and not at.error
+        assert says in at.warning[0].value and "\n" not in at.warning[0].value
+        assert len(at.get("vega_lite_chart")) == 1 and at.download_button  # the forecast, not the track record
 
 
 def _parquet(frame: pd.DataFrame) -> bytes:

@@ -224,7 +224,9 @@ def main() -> None:
         )
 
     st.subheader("Track record")
-    if view.scorecard is None:
+    if view.scorecard_problem is not None:
+        st.warning(view.scorecard_problem)
+    elif view.scorecard is None:
         st.info("No scorecard yet: it appears once earlier published forecasts can be compared with actuals that arrived since.")
     else:
         st.altair_chart(_scorecard_chart(view.scorecard, series.units), width="stretch")

@@ -126,6 +126,8 @@ class SeriesView:
             every candidate the run fitted except the champion itself, or ``None`` when the
             published files do not include them.
         scorecard: earlier forecasts against actuals (:data:`SCORECARD_COLUMNS`), or ``None``.
+        scorecard_problem: why the scorecard cannot be shown (damaged, or not the pipeline's
+            columns), or ``None``; the forecast is shown all the same.
     """
 
     series: PublishedSeries
@@ -135,6 +137,7 @@ class SeriesView:
     history: pd.DataFrame
     candidates: pd.DataFrame | None
     scorecard: pd.DataFrame | None
+    scorecard_problem: str | None = None
 
     @property
     def first_year(self) -> int:
@@ -207,8 +210,11 @@ def load_series(store: ObjectStore, series: PublishedSeries) -> SeriesView:
         raw_candidates = _manifest_file(store, manifest, CANDIDATES_FILE)
         candidates = _challengers(pd.read_parquet(io.BytesIO(raw_candidates)), manifest) if raw_candidates else None
         history = _history(store, manifest["vintage"], series)
-        scorecard = read_scorecard(store, series.series_id)
-    return SeriesView(series, manifest, forecast, scores, history, candidates, scorecard)
+        try:
+            scorecard, problem = read_scorecard(store, series.series_id), None
+        except ViewerError as error:  # the scorecard is rewritten at every publish: it must not hide the forecast
+            scorecard, problem = None, str(error)
+    return SeriesView(series, manifest, forecast, scores, history, candidates, scorecard, problem)
 
 
 def read_scorecard(store: ObjectStore, series_id: str) -> pd.DataFrame | None:
@@ -218,14 +224,20 @@ def read_scorecard(store: ObjectStore, series_id: str) -> pd.DataFrame | None:
     and it stays empty until a later vintage brings actuals for a published forecast's years.
 
     Raises:
-        ViewerError: the scorecard lacks a column the viewer needs.
+        ViewerError: the scorecard is not Parquet (damaged, cut short) or lacks a column the viewer needs.
     """
     key = layout.scorecard(series_id)
     try:
         data = store.read_bytes(key)
     except KeyError:
         return None
-    frame = pd.read_parquet(io.BytesIO(data))
+    try:
+        frame = pd.read_parquet(io.BytesIO(data))
+    except (ValueError, OSError):  # pyarrow's ArrowInvalid is a ValueError
+        raise ViewerError(
+            f"{store.uri(key)} is not the Parquet file the pipeline wrote (damaged or cut short); "
+            "the track record is not shown until the series' next publish rewrites it"
+        ) from None
     missing = [c for c in SCORECARD_COLUMNS if c not in frame.columns]
     if missing:
         raise ViewerError(f"{store.uri(key)} lacks the column(s) {missing}; expected at least {SCORECARD_COLUMNS}")
