@@ -242,6 +242,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.strip().lower()).strip("_")
 
 
+def _quoted(text: str, limit: int = 80) -> str:
+    """A name from a param or flag for a message: quoted, escaped by ``repr`` and capped (a megabyte param is not repeated)."""
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
 def _check_tidy(tidy: pd.DataFrame) -> None:
     missing = [c for c in ("entity", "year", "variable", "value") if c not in tidy.columns]
     if missing:
@@ -409,13 +414,13 @@ def resolve_series(
             entity, variable = (s.strip() for s in item.split(":", 1))
             pair = by_id.get(series_id(entity, variable))
             if pair is None:
-                raise SeriesError(f"no series {item!r}{_suggest(series_id(entity, variable), list(by_id))}")
+                raise SeriesError(f"no series {_quoted(item)}{_suggest(series_id(entity, variable), list(by_id))}")
         else:
             pair = by_id.get(item.lower())
             if pair is None:
-                raise SeriesError(f"no series with id {item!r}{_suggest(item.lower(), list(by_id))}")
+                raise SeriesError(f"no series with id {_quoted(item)}{_suggest(item.lower(), list(by_id))}")
         if pair not in result:
             result.append(pair)
     if not result:
-        raise SeriesError(f"the series spec {spec!r} names no series")
+        raise SeriesError(f"the series spec {_quoted(spec)} names no series")
     return result

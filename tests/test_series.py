@@ -164,6 +164,11 @@ def test_resolve_series(tidy: pd.DataFrame) -> None:
         resolve_series(tidy, "mars.co2")
     with pytest.raises(SeriesError, match="names no series"):
         resolve_series(tidy, " , ")
+    # A huge param (a paste gone wrong) is named, not repeated whole: the message stays one short line.
+    for huge in ("x" * 1_000_000, "Canada:" + "co2" * 100_000, ", " * 100_000):
+        with pytest.raises(SeriesError) as raised:
+            resolve_series(tidy, huge)
+        assert len(str(raised.value)) < 200 and "…'" in str(raised.value)
 
 
 def test_study_series_from_owid() -> None:
