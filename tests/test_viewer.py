@@ -232,6 +232,20 @@ def test_page_follows_the_chosen_range(published_home: Path, monkeypatch: pytest
     assert "after the end year" in at.warning[0].value and not at.get("vega_lite_chart")
 
 
+@pytest.mark.parametrize(("start", "end"), [(1990, 2010), (2014, 2014), (1964, 2014)])
+def test_a_range_of_history_only_draws_the_history(published_home: Path, monkeypatch: pytest.MonkeyPatch, start: int, end: int) -> None:
+    """A range that ends at or before the as-of year has no forecast year: the page drew a traceback instead."""
+    _use_home(monkeypatch, published_home)
+    at = _app().run()
+    at.number_input(key="start").set_value(start)
+    at.number_input(key="end").set_value(end).run()
+    assert not at.exception and not at.error
+    lines = _lines(at)
+    assert set(lines["line"]) == {"History"} and lines["year"].tolist() == list(range(start, end + 1))
+    assert at.dataframe[0].value["kind"].eq("history").all()
+    assert at.download_button[0].label == f"Download {start}–{end} as CSV"
+
+
 def test_page_filters_by_variable_and_kind(published_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _use_home(monkeypatch, published_home)
     at = _app().run()

@@ -106,8 +106,9 @@ def _chart(view: data.SeriesView, shown: pd.DataFrame, overlay: pd.DataFrame | N
     units = view.series.units
     history = shown[shown["kind"] == "history"].assign(line=HISTORY)
     forecast = shown[shown["kind"] == "forecast"]
-    # The forecast line starts at the last actual so history and forecast join up.
-    joint = history.tail(1)[["year", "value"]].rename(columns={"value": "mean"}) if len(forecast) else history.iloc[0:0]
+    # The forecast line starts at the last actual so history and forecast join up (no joint for a range of history only:
+    # the whole frame would bring a second "value" column into the lines).
+    joint = history.tail(1 if len(forecast) else 0)[["year", "value"]].rename(columns={"value": "mean"})
     mean = pd.concat([joint, forecast[["year", "mean"]]], ignore_index=True).assign(line=FORECAST)
     lines = pd.concat([history[["year", "value", "line"]], mean.rename(columns={"mean": "value"})], ignore_index=True)
     domain, colors = [HISTORY, FORECAST], ["#222222", "#1f5fa8"]
