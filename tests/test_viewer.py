@@ -96,6 +96,17 @@ def _owid_values(owid_csv: Path, entity: str, variable: str) -> pd.Series:
     return rows.set_index("year")[variable].astype(float)
 
 
+#: An entity name a release may hold (letters, under 100 characters, no control character) that is Markdown.
+HOSTILE = "[Evil](https://evil.example) **Land** ![p](https://evil.example/p.png) :red[x] $x$ www.evil.example"
+
+
+def _shown(markdown: str) -> str:
+    """What a markdown element's body shows: rendered as GitHub-flavoured Markdown (autolinks too)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("gfm-like").render(markdown)
+
+
 # -- the reader ------------------------------------------------------------------------------
 
 
@@ -205,7 +216,7 @@ def test_page_shows_the_champion_forecast(published_home: Path, monkeypatch: pyt
     assert end.value == 2050 and end.max == 2050  # the end year goes up to the horizon
     assert at.subheader[0].value == "Canada — CO2 per capita (t CO2 per person)"
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Champion"] == f"v{manifest['model_version']} · {manifest['model_family']}"
+    assert _shown(metrics["Champion"]) == f"<p>v{manifest['model_version']} · {manifest['model_family']}</p>\n"
     assert metrics["Vintage"] == manifest["vintage"] and metrics["As of year"] == "2014" and metrics["Provisional year"] == "2014"
     assert manifest["model_name"] in _shown(at.caption[0].value)
     lines = _lines(at)
@@ -440,6 +451,17 @@ def test_a_manifest_or_pointer_edited_by_hand_is_named_in_one_line(
     assert not at.error and at.get("vega_lite_chart")  # the other series is still shown
 
 
+def test_manifest_fields_in_the_metrics_are_shown_as_written(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A metric's value is Markdown in Streamlit: a manifest edited to hold a link or an image shows it as text."""
+    store = _use_home(monkeypatch, home_copy)
+    family, version = "[arima](https://evil.example)", "![p](https://evil.example/p.png)"
+    _edit_published(store, CANADA, lambda m: m.update(model_family=family, model_version=version))
+    at = _app().run()
+    assert not at.exception and not at.error
+    champion = _shown({m.label: m.value for m in at.metric}["Champion"])
+    assert "<a" not in champion and "<img" not in champion and f"v{version} · {family}" in champion
+
+
 def test_a_pointer_naming_no_vintage_id_leaves_the_series_list_whole(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """latest.json's vintage names only the series; '../..' in it must not take the page down for every series."""
     store = _use_home(monkeypatch, home_copy)
@@ -481,17 +503,6 @@ def test_page_reads_an_s3_store(published_home: Path, s3_bucket: str, s3_env: di
     assert manifest["model_name"] in _shown(at.caption[0].value)
     forecast_line = _lines(at).query("line == 'Forecast (champion)'").set_index("year")["value"]
     np.testing.assert_allclose(forecast_line.loc[2015:].to_numpy(), table["mean"].to_numpy())
-
-
-#: An entity name a release may hold (letters, under 100 characters, no control character) that is Markdown.
-HOSTILE = "[Evil](https://evil.example) **Land** ![p](https://evil.example/p.png) :red[x] $x$ www.evil.example"
-
-
-def _shown(markdown: str) -> str:
-    """What a markdown element's body shows: rendered as GitHub-flavoured Markdown (autolinks too)."""
-    from markdown_it import MarkdownIt
-
-    return MarkdownIt("gfm-like").render(markdown)
 
 
 def test_names_and_manifest_fields_are_shown_as_written_not_as_markdown(

@@ -178,8 +178,9 @@ def main() -> None:
     st.subheader(_literal(series.label))
     provisional = view.provisional_year
     cols = st.columns([1.1, 1.6, 0.8, 0.9])
-    cols[0].metric("Champion", f"v{manifest['model_version']} · {manifest.get('model_family', '?')}")
-    cols[1].metric("Vintage", str(manifest["vintage"]))
+    # A metric's value is Markdown too.
+    cols[0].metric("Champion", _literal(f"v{manifest['model_version']} · {manifest.get('model_family', '?')}"))
+    cols[1].metric("Vintage", _literal(manifest["vintage"]))
     cols[2].metric("As of year", str(manifest["as_of_year"]))
     cols[3].metric("Provisional year", str(provisional) if provisional else "none")
     st.caption(
