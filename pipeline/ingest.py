@@ -52,6 +52,10 @@ class GatedAgainstOther(PermanentError):
     """Another ingest curated a vintage between this release's gates and its curate step."""
 
 
+class AlreadyCurated(PermanentError):
+    """A rerun of an older ingest (a task cleared in Airflow) would take ``curated/latest.json`` back to older data."""
+
+
 class CurateFailed(TransientError):
     """Writing a curated vintage failed part-way (disk full, store unreachable); nothing moved."""
 
@@ -276,12 +280,47 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
         ``gated_against`` is the vintage ``curated/latest.json`` showed when the gates compared
         the release with it (``None`` before the first), which the curate step checks.
 
+        A rerun for a vintage that is curated and served (a task cleared in Airflow) gates
+        nothing and keeps the GX result of its curation.
+
     Raises:
         ValidationFailed: the release is malformed or suspicious. It is in
             ``quarantine/<vintage>/`` with the GX result and a report; nothing was curated.
+        AlreadyCurated: a rerun for a vintage curated before another one (nothing written).
     """
+    if _settled(store, snapshot["vintage"]) is not None:  # a rerun (a task cleared in Airflow): the gates' result of the time stays
+        summary = f"vintage {snapshot['vintage']} is curated and served already: not gated again"
+        return {
+            "vintage": snapshot["vintage"],
+            "file_name": snapshot["file_name"],
+            "success": True,
+            "summary": summary,
+            "gated_against": None,
+        }
     validated, _ = _gate_snapshot(settings, store, snapshot, today)
     return validated
+
+
+def _settled(store: ObjectStore, vintage: str) -> dict[str, Any] | None:
+    """The pointer, when a rerun of a vintage's validate or curate step finds it curated and still served.
+
+    ``None`` when the vintage is not curated (or was written but never published: it is
+    curated again, see :func:`vintage_status`).
+
+    Raises:
+        AlreadyCurated: the vintage was curated and another has been since; curating it again
+            would move ``curated/latest.json`` back to older data (and start a forecast on it).
+    """
+    if vintage_status(store, vintage) != "curated":
+        return None
+    latest = latest_curated(store)
+    shown = latest["vintage"] if latest else None
+    if shown != vintage:
+        raise AlreadyCurated(
+            f"vintage {vintage} was curated before and vintage {shown} has been since: a rerun of its ingest does not take "
+            "curated/latest.json back to older data, so nothing was written: there is nothing to redo"
+        )
+    return latest
 
 
 def _gate_snapshot(
@@ -334,6 +373,9 @@ def curate_vintage(
             (the gates compared it with what is no longer the latest); nothing was written,
             and the next ingest of the release gates it against the new one.
         CurateBusy: another ingest held the curate lock for too long (transient).
+        AlreadyCurated: a rerun for a vintage curated before another one: curating it again
+            would take ``curated/latest.json`` back to older data; nothing was written. A rerun
+            for the vintage ``curated/latest.json`` shows returns that pointer, writing nothing.
     """
     from pipeline.locks import curate_lock
 
@@ -358,6 +400,10 @@ def _curate(
     settings: Settings, store: ObjectStore, validated: dict[str, Any], written: list[str], staging: pd.DataFrame | None
 ) -> dict[str, Any]:
     ref = VintageRef(validated["vintage"], validated["file_name"])
+    settled = _settled(store, ref.vintage)
+    if settled is not None:  # a rerun: curated/latest.json already shows this vintage; nothing is rewritten
+        logger.info("vintage %s is curated and curated/latest.json shows it: nothing to curate", ref.vintage)
+        return settled
     previous = latest_curated(store)
     shown = previous["vintage"] if previous else None
     if "gated_against" in validated and validated["gated_against"] != shown and shown != ref.vintage:

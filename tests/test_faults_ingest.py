@@ -876,6 +876,43 @@ def test_a_release_gated_against_a_vintage_no_longer_latest_is_not_curated(
     assert again["status"] == "curated" and store.read_json(ingest.LATEST_KEY)["previous_vintage"] == a["vintage"]
 
 
+def _steps(settings: Settings, store: ObjectStore, source: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run co2_ingest's steps one by one, as Airflow does; the snapshot and validated payloads its XComs keep."""
+    fetched = ingest.fetch_source(settings, store, str(source))
+    snapshot = ingest.snapshot_raw(store, fetched)
+    validated = ingest.validate_raw(settings, store, snapshot)
+    ingest.curate_vintage(settings, store, validated)
+    return snapshot, validated
+
+
+def test_a_rerun_of_an_ingest_run_moves_nothing_and_never_takes_the_pointer_back(release: Path, tmp_path: Path) -> None:
+    """validate_raw and curate_vintage of a finished run cleared in Airflow (they run again on the run's XComs).
+
+    The run of the served vintage writes nothing (its GX result, meta and the pointer stay as they
+    were); the run of an older vintage is refused: it moved curated/latest.json back to the older
+    data, with the newer one as its "previous" vintage, and started a forecast on it.
+    """
+    settings, store = _settings(tmp_path), LocalStore(tmp_path / "store")
+    snapshot_a, validated_a = _steps(settings, store, release)
+    snapshot_b, validated_b = _steps(settings, store, _revised(release, tmp_path))
+    latest = store.read_json(ingest.LATEST_KEY)
+    assert latest["vintage"] == validated_b["vintage"] and latest["previous_vintage"] == validated_a["vintage"]
+    before = _snapshot(store)
+
+    again = ingest.validate_raw(settings, store, snapshot_b)
+    assert again["success"] and "not gated again" in again["summary"]
+    assert ingest.curate_vintage(settings, store, validated_b) == latest
+    assert _snapshot(store) == before
+
+    for rerun in (lambda: ingest.validate_raw(settings, store, snapshot_a), lambda: ingest.curate_vintage(settings, store, validated_a)):
+        with pytest.raises(ingest.AlreadyCurated) as raised:
+            rerun()
+        message = _one_line(raised.value)
+        assert f"vintage {validated_a['vintage']} was curated before and vintage {validated_b['vintage']} has been since" in message
+        assert not raised.value.transient
+        assert _snapshot(store) == before
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
