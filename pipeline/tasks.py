@@ -1121,7 +1121,8 @@ def forecast_all(
             say(f"[{index}/{total}] {item.series_id}: {left_out}")
         results.append((trained, published))
     if refused:
-        raise RunIncomplete(f"{len(refused)} of {total} series refused, the others were published: " + "; ".join(refused))
+        others = "the others were published" if results else "nothing was published"
+        raise RunIncomplete(f"{len(refused)} of {total} series refused, {others}: " + "; ".join(refused))
     return results
 
 

@@ -459,6 +459,10 @@ def test_an_unexpected_failure_on_one_series_does_not_stop_the_others(settings: 
     assert manifest.as_of_year == 2014
     assert tasks.open_store(settings).read_json_or_none("forecasts/world.co2/latest.json") is None
 
+    alone = RunTrigger(run_type="cli", series="World:co2", as_of_year=2014)  # no other series to speak of
+    with pytest.raises(tasks.RunIncomplete, match=r"^1 of 1 series refused, nothing was published: world\.co2 \(OverflowError"):
+        tasks.forecast_all(settings, alone, _lineup(settings))
+
     def store_away(settings: Settings, plan: Any, item: Any, **kwargs: Any) -> Any:
         raise StoreUnavailable("cannot reach s3://bucket: connection refused; retry later")
 
