@@ -127,6 +127,22 @@ def test_fetch_over_http(http_dir: tuple[str, Path], gapminder_csv: Path) -> Non
     assert fetched.data == gapminder_csv.read_bytes() and fetched.file_name == "co2.csv"
 
 
+def test_a_token_in_a_source_url_reaches_no_message_and_no_record(http_dir: tuple[str, Path], gapminder_csv: Path) -> None:
+    """A signed or token URL works, but what is shown (messages, task logs) and recorded (the vintage's meta) hides the secret."""
+    url, root = http_dir
+    (root / "co2.csv").write_bytes(gapminder_csv.read_bytes())
+    fetched = sources.fetch(f"{url}/co2.csv?token=s3cret&raw=", policy=_allow(f"{url}/"))
+    assert fetched.data == gapminder_csv.read_bytes() and fetched.source == f"{url}/co2.csv?token=***&raw=***"
+    with pytest.raises(sources.PermanentSourceError, match="404") as missing:
+        sources.fetch(f"{url}/missing.csv?token=s3cret", policy=_allow(f"{url}/"))
+    with pytest.raises(sources.PermanentSourceError, match="not an allowed source") as with_user:
+        sources.fetch("http://someone:s3cret@127.0.0.1:9/co2.csv#s3cret", policy=_allow("http://127.0.0.1:9/"))
+    with pytest.raises(sources.PermanentSourceError, match="unsupported source") as ftp:
+        sources.fetch("ftp://someone:s3cret@example.org/co2.csv", policy=_allow())
+    for raised in (missing, with_user, ftp):
+        assert "s3cret" not in str(raised.value) and "***" in str(raised.value), raised.value
+
+
 def test_unreachable_url_says_to_use_a_local_file() -> None:
     with pytest.raises(sources.TransientSourceError, match="set CO2CAST_SOURCE to a local file") as raised:
         sources.fetch("http://127.0.0.1:9/none.csv", policy=_allow("http://127.0.0.1:9/"))
