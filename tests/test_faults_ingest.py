@@ -709,6 +709,16 @@ class _KilledBeforePointer(LocalStore):
         super().write_json(key, value)
 
 
+def _killed_before_pointer(settings: Settings, store: LocalStore, release: Path, tmp_path: Path) -> Path:
+    """Release B (one revised value), its ingest killed between ``curated/<v>/meta.json`` and ``curated/latest.json``."""
+    b = tmp_path / "b" / "owid.csv"
+    b.parent.mkdir()
+    b.write_bytes(_set("Canada", "2012", "co2", "555.0")(release))
+    with pytest.raises(_Killed):
+        ingest.ingest(settings, _KilledBeforePointer(store.root), str(b))
+    return b
+
+
 @pytest.mark.parametrize("first", [True, False], ids=["first-vintage", "over-a-curated-one"])
 def test_kill_between_meta_and_pointer_is_completed_by_the_rerun(first: bool, release: Path, tmp_path: Path) -> None:
     """``curated/<v>/meta.json`` written, the pointer not: the rerun of the release curates it and moves the pointer."""
@@ -775,11 +785,7 @@ def test_a_release_killed_before_the_pointer_is_gated_against_what_was_curated_s
     """B, killed before the pointer, then A (a year newer) curated by another ingest: B's rerun is gated against A
     and refused (its newest year is older than A's), quarantined; the pointer stays on A."""
     settings, store = curated
-    b = tmp_path / "b" / "owid.csv"
-    b.parent.mkdir()
-    b.write_bytes(_set("Canada", "2012", "co2", "555.0")(release))
-    with pytest.raises(_Killed):
-        ingest.ingest(settings, _KilledBeforePointer(store.root), str(b))
+    b = _killed_before_pointer(settings, store, release, tmp_path)
     newer = tmp_path / "a" / "owid.csv"
     newer.parent.mkdir()
     newer.write_bytes(_one_year_more(release))
@@ -799,11 +805,7 @@ def test_a_broken_chain_of_pointers_counts_as_published(curated, release: Path, 
     """A ``meta.json`` missing from the chain tells nothing: a vintage killed before the pointer behind it stays
     settled ("already curated"), as before the chain was read, so the pointer never goes back to older data."""
     settings, store = curated
-    killed = tmp_path / "b" / "owid.csv"
-    killed.parent.mkdir()
-    killed.write_bytes(_set("Canada", "2012", "co2", "555.0")(release))
-    with pytest.raises(_Killed):
-        ingest.ingest(settings, _KilledBeforePointer(store.root), str(killed))
+    killed = _killed_before_pointer(settings, store, release, tmp_path)
     a = ingest.ingest(settings, store, str(_revised(release, tmp_path)))
     c = tmp_path / "c" / "owid.csv"
     c.parent.mkdir()
@@ -831,11 +833,7 @@ def test_a_curate_retried_after_its_pointer_landed_keeps_the_vintage_it_replaced
     the vintage it replaced (it named itself), so a vintage killed before the pointer earlier is still told apart."""
     settings, store = curated
     previous = store.read_json(ingest.LATEST_KEY)["vintage"]
-    killed = tmp_path / "b" / "owid.csv"
-    killed.parent.mkdir()
-    killed.write_bytes(_set("Canada", "2012", "co2", "555.0")(release))
-    with pytest.raises(_Killed):
-        ingest.ingest(settings, _KilledBeforePointer(store.root), str(killed))
+    killed = _killed_before_pointer(settings, store, release, tmp_path)
 
     fetched = ingest.fetch_source(settings, store, str(_revised(release, tmp_path)))
     validated = ingest.validate_raw(settings, store, ingest.snapshot_raw(store, fetched))
