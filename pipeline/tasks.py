@@ -488,7 +488,12 @@ def current_champion_scores(client: Any, result: Any, current: Any, lineup: Line
 
     Returns:
         ``(metrics, backtest result)``, or ``(None, None)`` when the recipe cannot be rebuilt or
-        fails on these windows.
+        fails on these windows (then the challenger may take ``@champion``).
+
+    Raises:
+        Exception: MLflow could not hand the champion's model over now (a server down or
+            answering 503, a busy SQLite file; :func:`pipeline.tracking.is_transient`): the
+            gate is not decided on a failure a retry may cure.
     """
     from pipeline import tracking
     from pipeline.backtest import evaluate_candidates
@@ -498,6 +503,8 @@ def current_champion_scores(client: Any, result: Any, current: Any, lineup: Line
     try:
         model = tracking.load_registered(current.name, str(current.version))
     except Exception as error:  # an unreadable old version cannot defend its title
+        if tracking.is_transient(error):  # but one MLflow could not hand over now is not unreadable: retry
+            raise
         logger.warning("cannot load the current champion v%s: %s", current.version, error)
         return None, None
     inner = model.model if isinstance(model, CalibratedForecaster) else model

@@ -90,11 +90,18 @@ def transient_errors() -> Iterator[None]:
     except Co2castError:
         raise
     except Exception as error:
-        text = str(error)
-        if any(marker in text for marker in _TRANSIENT_MARKERS):
-            first = text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__
+        if is_transient(error):
+            text = str(error).strip()
+            first = text.splitlines()[0][:200] if text else type(error).__name__
             raise TrackingUnavailable(f"MLflow tracking store unavailable ({first}); retry later") from error
         raise
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failure is one a retry may cure: a busy SQLite file, an unreachable or overloaded server."""
+    if isinstance(error, Co2castError):
+        return error.transient
+    return any(marker in str(error) for marker in _TRANSIENT_MARKERS)
 
 
 #: Seconds the first request to a tracking server may take (connect and answer) before it counts as down.

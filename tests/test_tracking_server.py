@@ -158,3 +158,30 @@ def test_a_registry_that_cannot_answer_for_the_champion_is_not_one_without_it(se
     stayed = tasks.alias_history(settings, SID)[-1]
     assert stayed["moved"] is False and stayed["from_version"] == first.champion_version
     assert str(after["latest"]["model_version"]) == str(after["aliases"]["champion"])
+
+
+def test_a_champion_whose_model_the_server_cannot_hand_over_now_keeps_its_title(settings: Settings, proxy: _FaultyProxy) -> None:
+    """A 503 while downloading @champion's model fails the run; it used to count as an unreadable champion, and the challenger took it."""
+    _fresh_model(settings)
+    first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2013)  # another run key than the other test's
+    assert first.champion_family == "drift", "precondition: drift beats naive on World"
+    client = tracking.configure(settings)
+    source = client.get_model_version(tracking.registered_name(SID), first.champion_version).source
+    model_id = source.removeprefix("models:/")  # its logged model, m-…: the path of its files on the server
+    assert model_id.startswith("m-"), source
+
+    # Only the champion's files are refused: the run logs and checks its own models as usual.
+    proxy.fail = lambda method, path: method == "GET" and "/mlflow-artifacts/" in path and model_id in path
+    with pytest.raises(tracking.TrackingUnavailable, match="MLflow tracking store unavailable"):
+        _run(settings, _lineup(settings, "mean"), as_of_year=2013)
+    assert proxy.refused
+    proxy.fail = lambda method, path: False
+    assert str(_state(settings)["aliases"]["champion"]) == first.champion_version
+    assert [entry["moved"] for entry in tasks.alias_history(settings, SID)] == [True]
+
+    # The retry scores the champion's recipe on the same windows: drift stays.
+    _, published = _run(settings, _lineup(settings, "mean"), as_of_year=2013)
+    after = _state(settings)
+    assert str(after["aliases"]["champion"]) == first.champion_version == published.model_version
+    stayed = tasks.alias_history(settings, SID)[-1]
+    assert stayed["moved"] is False and stayed["champion_score"] == pytest.approx(first.scores["drift"]["mase"])
