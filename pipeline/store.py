@@ -40,6 +40,9 @@ class StoreUnavailable(TransientError):
 
 #: S3 error codes a retry may cure (besides any HTTP 5xx).
 _TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "RequestTimeTooSkewed"})
+#: S3 error codes for credentials the store does not accept.
+_CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AccessDenied"})
+_CREDENTIALS_HINT = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an Airflow connection) for this store"
 
 
 class ObjectStore(ABC):
@@ -274,8 +277,12 @@ class S3Store(ObjectStore):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _failure(self, verb: str, key: str, error: Exception) -> Exception:
-        """The error to raise for a failed call: transient for 5xx/throttling/network, else permanent."""
-        from botocore.exceptions import ClientError
+        """The error to raise for a failed call: transient for 5xx/throttling/network, else permanent.
+
+        A missing bucket and missing or refused credentials are the operator's to fix (a retry
+        meets them again): permanent, in one line saying which setting to look at.
+        """
+        from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
         where = self.uri(key)
         if isinstance(error, ClientError):
@@ -283,7 +290,14 @@ class S3Store(ObjectStore):
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             if status >= 500 or code in _TRANSIENT_CODES:
                 return StoreUnavailable(f"cannot {verb} {where}: the store answered {code or status}; retry later")
+            if code == "NoSuchBucket":
+                missing = f"bucket {self.bucket!r} does not exist (NoSuchBucket)"
+                return StoreError(f"cannot {verb} {where}: {missing}; create it, or fix CO2CAST_STORE_URI")
+            if code in _CREDENTIAL_CODES:
+                return StoreError(f"cannot {verb} {where}: the store refused the credentials ({code}); {_CREDENTIALS_HINT}")
             return StoreError(f"cannot {verb} {where}: {code or status} ({error})")
+        if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
+            return StoreError(f"cannot {verb} {where}: no usable S3 credentials ({error}); {_CREDENTIALS_HINT}")
         return StoreUnavailable(f"cannot {verb} {where}: {type(error).__name__}: {error}; retry later")
 
     def read_bytes(self, key: str) -> bytes:

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline import layout
 from pipeline.errors import PermanentError
-from pipeline.store import LocalStore, ObjectStore, S3Store, StoreDataError, open_store
+from pipeline.store import LocalStore, ObjectStore, S3Store, StoreDataError, StoreError, open_store
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -132,3 +132,26 @@ def test_local_files_are_world_readable_and_uris_plain(tmp_path: Path) -> None:
     uri = store.uri("forecasts/x/asof=2014/k/manifest.json")
     assert "asof=2014" in uri and "%" not in uri
     assert isinstance(open_store(store.uri()), LocalStore) and open_store(store.uri()).root == (tmp_path / "root").resolve()
+
+
+def test_a_missing_bucket_or_credentials_are_one_line_to_fix_not_to_retry(
+    s3_env: dict[str, str], s3_endpoint: str, tmp_path: Path, monkeypatch
+) -> None:
+    """No retry cures them: permanent (a StoreError, not StoreUnavailable: the DAGs fail at once), and the line says what to set."""
+    import boto3
+
+    store = open_store("s3://co2cast-no-such-bucket/store", endpoint_url=s3_endpoint)
+    missing = r"bucket 'co2cast-no-such-bucket' does not exist \(NoSuchBucket\); create it, or fix CO2CAST_STORE_URI$"
+    with pytest.raises(StoreError, match=missing):
+        store.read_json_or_none("curated/latest.json")
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps the credentials it found first
+    store = open_store("s3://co2cast-any/store", endpoint_url=s3_endpoint)
+    with pytest.raises(StoreError, match=r"no usable S3 credentials .*; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") as raised:
+        store.read_json_or_none("curated/latest.json")
+    assert "retry later" not in str(raised.value)
