@@ -30,7 +30,7 @@ import pandas as pd
 from pipeline import layout, plausibility, sources
 from pipeline.config import Settings
 from pipeline.errors import PermanentError, TransientError
-from pipeline.store import ObjectStore, StoreError, StoreUnavailable
+from pipeline.store import ObjectStore, StoreDataError, StoreError, StoreUnavailable
 from pipeline.validation import GateResult, release_memory, run_suite, run_suite_chunked
 
 logger = logging.getLogger(__name__)
@@ -165,8 +165,33 @@ def read_curated(store: ObjectStore, vintage: str, entity: str | None = None, va
 
 
 def _read_curated_compact(store: ObjectStore, vintage: str) -> pd.DataFrame:
-    """The curated table with names as categoricals: what ingest compares a release with."""
-    frame = pd.read_parquet(io.BytesIO(store.read_bytes(layout.curated_table(vintage))))
+    """The curated table with names as categoricals: what ingest compares a release with.
+
+    Raises:
+        StoreDataError: the table was deleted, or replaced by something that is not it (by hand
+            in the bucket): one line naming it. The release is curated, so ingesting it again
+            says "source unchanged"; the table has to come back from a backup.
+    """
+    key = layout.curated_table(vintage)
+    try:
+        data = store.read_bytes(key)
+    except KeyError:
+        raise StoreDataError(
+            f"{store.uri(key)} is missing: vintage {vintage}'s curated table was deleted; restore it from a backup "
+            "(ingesting the same release again changes nothing: it is curated already)"
+        ) from None
+    try:
+        frame = pd.read_parquet(io.BytesIO(data))
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        problem: str | None = f"not a readable Parquet table: {str(error).splitlines()[0][:120]}"
+    else:
+        absent = [column for column in NAME_COLUMNS if column not in frame.columns]
+        problem = f"it has no {absent[0]!r} column" if absent else None
+    if problem is not None:
+        raise StoreDataError(
+            f"{store.uri(key)} is not what co2cast wrote ({problem}): it was damaged or replaced; restore "
+            f"vintage {vintage}'s curated table from a backup (ingesting the same release again changes nothing)"
+        )
     for column in NAME_COLUMNS:
         if not isinstance(frame[column].dtype, pd.CategoricalDtype):
             frame[column] = frame[column].astype("category")

@@ -35,7 +35,7 @@ from pipeline.core import ForecastSpec
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
 from pipeline.payloads import RunTrigger
 from pipeline.publish import PublishFailed, read_latest
-from pipeline.store import LocalStore, StoreUnavailable, open_store
+from pipeline.store import LocalStore, StoreDataError, StoreUnavailable, open_store
 
 SERIES = "Canada:co2_per_capita"
 SID = "canada.co2_per_capita"
@@ -595,3 +595,32 @@ def test_stale_series_and_an_as_of_year_beyond_the_data_are_refused(tmp_path: Pa
     last = planned.stderr.strip().splitlines()[-1]
     assert planned.returncode == 1 and "Traceback" not in planned.stderr and "curated/latest.json is not what co2cast wrote" in last, last
     assert "its 'latest_year' is '2014'" in last
+
+
+@pytest.mark.parametrize("damage", ["deleted", "replaced"])
+def test_a_curated_table_deleted_or_replaced_in_the_store_is_one_line(
+    curated_settings: Settings, damage: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By hand in the bucket: it was an unexpected KeyError or ArrowInvalid, and ingesting the release again says 'unchanged'."""
+    from pipeline import cli
+
+    settings = curated_settings
+    store = tasks.open_store(settings)
+    vintage = ingest.latest_curated(store)["vintage"]
+    key = f"curated/{vintage}/emissions.parquet"
+    if damage == "deleted":
+        store.delete(key)
+        expected = f"error: {store.uri(key)} is missing: vintage {vintage}'s curated table was deleted; restore it from a backup"
+    else:
+        store.write_bytes(key, b"not parquet")
+        expected = f"error: {store.uri(key)} is not what co2cast wrote (not a readable Parquet table: "
+    for name, value in {"CO2CAST_HOME": str(settings.home), "CO2CAST_STORE_URI": settings.resolved_store_uri}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.resolved_tracking_uri)
+    assert cli.main(["forecast", "--series", SERIES]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), lines
+    assert "unexpected" not in lines[0] and "(ingesting the same release again changes nothing" in lines[0]
+    with pytest.raises(StoreDataError):
+        tasks.plan_run(settings, RunTrigger(series=SERIES))
+    assert not store.list("forecasts/")

@@ -364,7 +364,7 @@ def _series_names(store: ObjectStore, vintage: str) -> dict[str, tuple[str, str,
         return {}
     try:
         tidy = _curated(store, vintage)
-    except KeyError:
+    except (KeyError, StoreDataError):  # the vintage, or its table, is gone or damaged: names from the ids
         return {}
     pairs = tidy[["entity", "variable", "iso_code"]].drop_duplicates(["entity", "variable"])
     return {
