@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import GenericAlias
 from typing import Any, get_args
-from urllib.parse import unquote, urlparse
+from urllib.parse import ParseResult, unquote, urlparse
 
 from pipeline.errors import PermanentError, TransientError
 from pipeline.maths import json_default
@@ -393,12 +394,45 @@ def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise StoreConfigError(f"an S3 store URI needs a bucket: s3://bucket/prefix, got {uri!r}")
-        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url)
+        return S3Store(_s3_bucket(parsed), _s3_prefix(parsed), endpoint_url=endpoint_url)
     if parsed.scheme == "file":
         return LocalStore(Path(unquote(parsed.path)))
     if parsed.scheme == "":
         return LocalStore(Path(uri))
     raise StoreConfigError(f"unsupported store URI {uri!r}: use file:///path or s3://bucket/prefix")
+
+
+#: The bucket names boto3 accepts (AWS and MinIO accept fewer: lower case, 3-63 characters).
+_BUCKET_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")
+
+
+def _s3_bucket(parsed: ParseResult) -> str:
+    """The bucket of an ``s3://`` URI, refused in one line when the URI holds more than a bucket there."""
+    if "@" in parsed.netloc or ":" in parsed.netloc:  # credentials or a port: never echoed, they may be secret
+        shown = f"s3://***@{parsed.hostname or ''}" if "@" in parsed.netloc else f"s3://{parsed.netloc}"
+        raise StoreConfigError(
+            f"an S3 store URI is s3://bucket/prefix, got {shown}/…: put the endpoint in CO2CAST_S3_ENDPOINT_URL "
+            "and the credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    if not _BUCKET_NAME.fullmatch(parsed.netloc):
+        raise StoreConfigError(f"{parsed.netloc[:80]!r} in CO2CAST_STORE_URI is no S3 bucket name (letters, digits, '.', '-', '_')")
+    return parsed.netloc
+
+
+def _s3_prefix(parsed: ParseResult) -> str:
+    """The key prefix of an ``s3://`` URI (slashes at either end dropped), refused when it is no plain path.
+
+    S3 keeps ``a/../b`` and ``a//b`` as written, but they name other keys than ``b`` and ``a/b``
+    to a person, a console or a proxy that normalises paths; a query or fragment would be dropped
+    without a word.
+    """
+    where = f"s3://{parsed.netloc}{parsed.path}"
+    if parsed.query or parsed.fragment or parsed.params:
+        raise StoreConfigError(f"CO2CAST_STORE_URI {where} is followed by ';', '?' or '#': an S3 store URI is s3://bucket/prefix")
+    prefix = parsed.path.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise StoreConfigError(f"CO2CAST_STORE_URI {where[:200]}: its prefix has an empty, '.' or '..' segment; write it as a plain path")
+    return prefix
 
 
 def store_from_settings(settings: Any) -> ObjectStore:

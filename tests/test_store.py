@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,29 @@ def test_a_missing_bucket_or_credentials_are_one_line_to_fix_not_to_retry(
     with pytest.raises(StoreError, match=r"no usable S3 credentials .*; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") as raised:
         store.read_json_or_none("curated/latest.json")
     assert "retry later" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("uri", "why"),
+    [
+        ("s3://co2cast/a/../b", "its prefix has an empty, '.' or '..' segment"),
+        ("s3://co2cast/./b", "its prefix has an empty, '.' or '..' segment"),
+        ("s3://co2cast/a//b", "its prefix has an empty, '.' or '..' segment"),
+        ("s3://co2cast/store?versionId=3", "is followed by ';', '?' or '#'"),
+        ("s3://co2cast/store#x", "is followed by ';', '?' or '#'"),
+        ("s3://co2cast:9000/store", "put the endpoint in CO2CAST_S3_ENDPOINT_URL"),
+        ("s3://AKIAEXAMPLE:s3cret@co2cast/store", "got s3://***@co2cast/…: put the endpoint"),
+        ("s3://co2 cast/store", "is no S3 bucket name"),
+    ],
+)
+def test_an_s3_store_uri_that_is_not_a_bucket_and_a_plain_prefix_is_refused(uri: str, why: str) -> None:
+    """They were taken as written (keys under 'a/../b'), cut silently ('?…'), or sent to boto3 and echoed with a password, as transient."""
+    with pytest.raises(StoreError, match=re.escape(why)) as raised:
+        open_store(uri, endpoint_url="http://127.0.0.1:1")
+    assert "s3cret" not in str(raised.value) and "retry later" not in str(raised.value)
+
+
+def test_an_s3_store_uri_may_end_in_slashes() -> None:
+    store = open_store("s3://co2cast//store/sub//", endpoint_url="http://127.0.0.1:1")
+    assert isinstance(store, S3Store) and (store.bucket, store.prefix) == ("co2cast", "store/sub")
+    assert open_store("s3://co2cast", endpoint_url="http://127.0.0.1:1").uri("k") == "s3://co2cast/k"
