@@ -104,6 +104,9 @@ def is_transient(error: BaseException) -> bool:
     return any(marker in str(error) for marker in _TRANSIENT_MARKERS)
 
 
+#: Retries of a request to a tracking server (MLflow's backoff: 2, 4, 8 and 16 s), unless MLFLOW_HTTP_REQUEST_MAX_RETRIES is set.
+HTTP_RETRIES = 4
+
 #: Seconds the first request to a tracking server may take (connect and answer) before it counts as down.
 PROBE_TIMEOUT = 10.0
 
@@ -163,6 +166,12 @@ def configure(settings: Settings) -> Any:
 
     uri = settings.resolved_tracking_uri
     if uri.startswith(("http://", "https://")):
+        # A server that goes away mid-run: MLflow retries each request 7 times over about four
+        # minutes, and a run makes more than one request before it gives up (a forecast held
+        # its task 8.5 minutes before its one line). Four retries (about 30 s) ride out a
+        # restart; a longer outage fails the run at once, transient, for Airflow to retry.
+        # An operator's own MLFLOW_HTTP_REQUEST_MAX_RETRIES wins.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
         probe_server(uri)
     artifact_location = None
     database = None

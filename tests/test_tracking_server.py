@@ -185,3 +185,25 @@ def test_a_champion_whose_model_the_server_cannot_hand_over_now_keeps_its_title(
     assert str(after["aliases"]["champion"]) == first.champion_version == published.model_version
     stayed = tasks.alias_history(settings, SID)[-1]
     assert stayed["moved"] is False and stayed["champion_score"] == pytest.approx(first.scores["drift"]["mase"])
+
+
+def test_a_server_gone_mid_run_is_given_up_on_after_a_few_retries(settings: Settings, proxy: _FaultyProxy, monkeypatch) -> None:
+    """MLflow retries each request 7 times over about four minutes; a run that lost its server held its task 8.5 minutes.
+
+    The proxy refuses the first six attempts of an alias read: with co2cast's budget (4 retries)
+    the fifth refusal ends it, a transient error; MLflow's own would have got through on the seventh.
+    """
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")  # as in production: co2cast's budget
+    client = tracking.configure(settings)
+
+    def first_six(method: str, path: str) -> bool:
+        return "/registered-models/alias" in path and len(proxy.refused) < 6
+
+    proxy.fail = first_six
+    with pytest.raises(tracking.TrackingUnavailable, match="MLflow tracking store unavailable"), tracking.transient_errors():
+        tracking.alias_version(client, SID, "champion")
+    assert len(proxy.refused) == 1 + tracking.HTTP_RETRIES == 5
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # an operator's own setting wins
+    tracking.configure(settings)
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
