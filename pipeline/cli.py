@@ -60,6 +60,15 @@ def _check_source(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def mlflow_ui_hint(tracking_uri: str) -> str:
+    """Where a person browses the runs: a tracking server serves its own UI; a local store needs ``mlflow ui``."""
+    if tracking_uri.startswith(("http://", "https://")):
+        from pipeline.sources import redacted
+
+        return f"{redacted(tracking_uri)}   (the tracking server's own UI)"
+    return f".venv/bin/mlflow ui --backend-store-uri {tracking_uri}   (or: make mlflow-ui)"
+
+
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import tasks
 
@@ -123,7 +132,7 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
             print("      backtest MASE by model: " + ", ".join(f"{family} {s.get('mase', float('nan')):.3f}" for family, s in ranked))
     if registry_problem:
         print(f"registry:      not compared with the forecasts ({registry_problem})")
-    print(f"MLflow UI:     .venv/bin/mlflow ui --backend-store-uri {settings.resolved_tracking_uri}   (or: make mlflow-ui)")
+    print(f"MLflow UI:     {mlflow_ui_hint(settings.resolved_tracking_uri)}")
     readable = [sid for sid, manifest, _, _ in published if manifest is not None]
     if readable:
         example = "canada.co2_per_capita" if "canada.co2_per_capita" in readable else readable[0]

@@ -255,3 +255,12 @@ def test_an_unreachable_tracking_server_is_one_line_at_once(tmp_path: Path) -> N
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr  # no retry warnings before it
     assert result.stderr.startswith(f"error: MLflow tracking server http://127.0.0.1:{port} is unreachable ("), result.stderr
+
+
+def test_the_mlflow_ui_hint_fits_the_tracking_store() -> None:
+    """``mlflow ui --backend-store-uri http://…`` does not browse a server: a server's own UI is named instead."""
+    from pipeline.cli import mlflow_ui_hint
+
+    local = "sqlite:////h/mlflow/mlflow.db"
+    assert mlflow_ui_hint(local) == f".venv/bin/mlflow ui --backend-store-uri {local}   (or: make mlflow-ui)"
+    assert mlflow_ui_hint("http://someone:s3cret@mlflow:5000") == "http://***@mlflow:5000   (the tracking server's own UI)"
