@@ -13,6 +13,23 @@ from typing import Any
 
 import pytest
 
+#: Variables MLflow or co2cast set in the process itself (``mlflow.set_tracking_uri`` exports
+#: MLFLOW_TRACKING_URI; ``tracking.configure`` defaults the HTTP retries for a server).
+_PROCESS_SET = ("MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+
+
+@pytest.fixture(autouse=True)
+def _process_env_restored() -> Iterator[None]:
+    """A test's tracking store leaves with it: a later test's default settings must not find a server the test stopped."""
+    saved = {name: os.environ.get(name) for name in _PROCESS_SET}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 ROOT = Path(__file__).resolve().parents[1]
 OWID_GZ = ROOT / "pipeline" / "data" / "owid-co2-data-to-2014.csv.gz"
 GAPMINDER_GZ = ROOT / "tests" / "data" / "gapminder_co2_emissions_tonnes_per_person_1800-2014.csv.gz"
