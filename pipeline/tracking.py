@@ -386,26 +386,23 @@ def find_version(client: Any, series_id: str, run_key: str, family: str) -> Any 
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
-#: MLflow's error codes for a registered model (``RESOURCE_DOES_NOT_EXIST``) or an alias
-#: (``INVALID_PARAMETER_VALUE``) that does not exist, from the SQL store and a server alike.
-_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
-
-
 def alias_version(client: Any, series_id: str, alias: str) -> Any | None:
-    """The version an alias points at, or ``None`` when the model or the alias does not exist.
+    """The version an alias points at, or ``None`` when the registry has none to give.
 
-    Any other failure is raised: a registry that could not answer (a server down or busy) is
-    not a registry without the alias, or the champion gate would hand ``@champion`` to the
-    challenger without a comparison.
+    A failure a retry may cure (:func:`is_transient`: a server down or answering 503, a busy
+    SQLite file) is raised: a registry that could not answer is not a registry without the
+    alias, or the champion gate would hand ``@champion`` to the challenger without a comparison.
+    Anything else is "no alias": a model or alias that does not exist, and a basic-auth server's
+    403 for a registered model not created yet.
     """
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version_by_alias(registered_name(series_id), alias)
     except MlflowException as error:
-        if error.error_code in _NOT_FOUND_CODES:
-            return None
-        raise
+        if is_transient(error):
+            raise
+        return None
 
 
 def champion_versions(client: Any) -> dict[str, str]:
