@@ -386,6 +386,7 @@ def _train_and_register(
                 family, version = champion_gate(
                     settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup, version_tags
                 )
+        pause_point("after_gate")
         mlflow.set_tags({"co2cast.champion": f"v{version} ({family})", "co2cast.selection": result.selection.reason[:5000]})
         trained = TrainedSeries(
             series_id=series.series_id,

@@ -7,8 +7,9 @@ that line and kills the process with SIGKILL, which makes the kill point determi
 (always, in production) it does nothing.
 
 Points: ``after_log`` (models logged, nothing registered), ``after_register`` (versions
-registered and aliases moved, run not complete), ``after_files`` (forecast files written, no
-manifest), ``after_manifest`` (manifest written, ``latest.json`` not moved).
+registered and family aliases moved), ``after_gate`` (``@champion`` moved too, run not
+complete), ``after_files`` (forecast files written, no manifest), ``after_manifest`` (manifest
+written, ``latest.json`` not moved).
 """
 
 from __future__ import annotations

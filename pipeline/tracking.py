@@ -250,7 +250,7 @@ def heal_dead_runs(client: Any, series_id: str, run_key: str) -> list[str]:
             continue
         full = client.get_model_version(name, version.version)
         for alias in full.aliases:
-            previous = full.tags.get(f"alias.{alias}.previous_version")
+            previous = previous_version(full, alias)
             if previous:
                 client.set_registered_model_alias(name, alias, previous)
             else:

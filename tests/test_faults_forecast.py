@@ -117,9 +117,11 @@ def _state(settings: Settings) -> dict[str, Any]:
     store = tasks.open_store(settings)
     client = tracking.configure(settings)
     champion = tracking.alias_version(client, SID, "champion")
+    aliases = {alias: tracking.alias_version(client, SID, alias) for alias in ("champion", "drift", "naive")}
     return {
         "latest": store.read_bytes(f"forecasts/{SID}/latest.json"),
         "champion": str(champion.version) if champion else None,
+        "aliases": {alias: str(version.version) if version else None for alias, version in aliases.items()},
         "versions": sorted(str(v.version) for v in client.search_model_versions(f"name = '{tracking.registered_name(SID)}'")),
     }
 
@@ -150,7 +152,7 @@ def _assert_healed(settings: Settings, run_key: str) -> None:
 # -- kill -9 ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("point", ["after_log", "after_register", "after_files", "after_manifest"])
+@pytest.mark.parametrize("point", ["after_log", "after_register", "after_gate", "after_files", "after_manifest"])
 def test_kill_9_then_a_healed_rerun(settings: Settings, point: str) -> None:
     before = _state(settings)
     run_key = _run_key(settings)
@@ -164,7 +166,7 @@ def test_kill_9_then_a_healed_rerun(settings: Settings, point: str) -> None:
     assert store.read_bytes(f"forecasts/{SID}/latest.json") == before["latest"]
     assert read_latest(store, SID)[0].as_of_year == 2013
     client = tracking.configure(settings)
-    if point in ("after_log", "after_register"):
+    if point in ("after_log", "after_register", "after_gate"):
         assert tracking.find_complete_run(client, run_key) is None
         assert store.list(f"forecasts/{SID}/asof=2014/") == []
 
@@ -173,15 +175,17 @@ def test_kill_9_then_a_healed_rerun(settings: Settings, point: str) -> None:
     assert healed.returncode == 0, err[-3000:]
     assert f"[1/1] {SID}: champion" in out
     _assert_healed(settings, run_key)
-    if point in ("after_log", "after_register"):
+    if point in ("after_log", "after_register", "after_gate"):
         dead = client.search_runs(
             [client.get_experiment_by_name(tracking.EXPERIMENT).experiment_id],
             filter_string=f"tags.`{tracking.RUN_KEY_TAG}` = '{run_key}' and tags.`{tracking.ABANDONED_TAG}` = 'true'",
         )
         assert dead and all(r.info.status == "FAILED" for r in dead)
-    # The previous champion is the rollback target of the new one, as after a clean run.
-    champion = tracking.alias_version(client, SID, "champion")
-    assert json.loads(champion.tags[tracking.alias_tag("champion")])["previous"] == before["champion"]
+    # The previous champion is the rollback target of the new one, as after a clean run; so is each
+    # family's previous version of its alias (the dead run's moves were undone, not deleted).
+    for alias in ("champion", "drift", "naive"):
+        moved = tracking.alias_version(client, SID, alias)
+        assert json.loads(moved.tags[tracking.alias_tag(alias)])["previous"] == before["aliases"][alias], alias
 
 
 # -- two runs of one key at once ----------------------------------------------------------------
@@ -383,7 +387,8 @@ def test_a_tampered_model_json_is_refused_on_publish(settings: Settings) -> None
 
 def _assert_champion_restored(settings: Settings, before: dict[str, Any], trained: Any) -> None:
     """After a refused publish, @champion names the version latest.json still serves, and the history says why."""
-    assert _state(settings) == {**before, "versions": _state(settings)["versions"]}
+    after = _state(settings)  # versions were registered and family aliases moved: only @champion goes back
+    assert after == {**before, "versions": after["versions"], "aliases": {**after["aliases"], "champion": before["champion"]}}
     assert tasks.open_store(settings).read_json(f"forecasts/{SID}/latest.json")["model_version"] == before["champion"]
     last = tasks.alias_history(settings, SID)[-1]
     assert last["publish_refused"] and last["run_key"] == trained.run_key
