@@ -116,7 +116,12 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
             f"({manifest.model_family}), as of {manifest.as_of_year}, {manifest.first_year}-{manifest.last_year}"
         )
         registered = champions.get(manifest.series_id)
-        if registry_problem is None and registered != str(manifest.model_version):
+        if registry_problem is None and registered != str(manifest.model_version) and _deleted(settings, sid, manifest.model_version):
+            print(
+                f"      REGISTRY DISAGREES: latest.json serves v{manifest.model_version}, which is no longer in the registry "
+                f"(deleted in MLflow); `co2cast rollback {sid}` serves the newest earlier version's forecast instead"
+            )
+        elif registry_problem is None and registered != str(manifest.model_version):
             print(
                 f"      REGISTRY DISAGREES: @champion is {'v' + registered if registered else 'not set'}, but latest.json serves "
                 f"v{manifest.model_version}: the alias was moved outside co2cast; move it back to v{manifest.model_version} "
@@ -149,6 +154,16 @@ def _champion_versions(settings: Settings) -> tuple[dict[str, str], str | None]:
     except Exception as error:  # the summary is read from the store; the registry only adds a check
         first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         return {}, f"{type(error).__name__}: {first}"
+
+
+def _deleted(settings: Settings, series_id: str, version: object) -> bool:
+    """Whether a served version was deleted from the registry (``False`` when the registry cannot tell now)."""
+    from pipeline import tracking
+
+    try:
+        return not tracking.version_exists(tracking.configure(settings), series_id, str(version))
+    except Exception:  # the summary is read from the store; the registry only adds a check
+        return False
 
 
 def _forecast(args: argparse.Namespace, settings: Settings) -> int:

@@ -299,8 +299,14 @@ def train_series(
             client = tracking.configure(settings)
             done = tracking.find_complete_run(client, item.run_key)
             if done is not None:
-                logger.info("run key %s already trained in MLflow run %s: reusing it", item.run_key, done.info.run_id)
-                return _reused_summary(client, done.info.run_id)
+                reused = _reused_summary(client, done.info.run_id)
+                if tracking.version_exists(client, item.series_id, reused.champion_version):
+                    logger.info("run key %s already trained in MLflow run %s: reusing it", item.run_key, done.info.run_id)
+                    return reused
+                # Deleted by hand before its forecast was out: reusing the run would fail to publish forever.
+                why = f"v{reused.champion_version}, which MLflow run {done.info.run_id} chose, is no longer in the registry"
+                logger.warning("run key %s: %s (deleted by hand): training it again", item.run_key, why)
+                tracking.retire_run(client, done.info.run_id, f"{why}: the run key was trained again")
             dead = tracking.heal_dead_runs(client, item.series_id, item.run_key)
             if dead:
                 logger.warning("run key %s: marked %d dead MLflow run(s) FAILED: %s", item.run_key, len(dead), ", ".join(dead))
@@ -1201,8 +1207,16 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
         if alias != "champion":
             return tracking.rollback_alias(client, series_id, alias)
         current = tracking.alias_version(client, series_id, alias)
-        if current is None and latest_pointer(store, series_id) is None:
+        pointer = latest_pointer(store, series_id)
+        if current is None and pointer is None:
             raise tracking.RegistryError(f"{tracking.registered_name(series_id)} has no @champion; {published_hint(store, series_id)}")
+        served = None if pointer is None or pointer.get("model_version") is None else str(pointer["model_version"])
+        if served is not None and not tracking.version_exists(client, series_id, served):
+            old, new, manifest, retire = _away_from_deleted(client, store, series_id, pointer, current)
+            point_latest(store, series_id, manifest, force=True, retire=retire)
+            reason = f"rollback: v{served}, which latest.json served, was deleted from the registry; latest.json serves {manifest['key']}"
+            _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"))
+            return old, new
         target = tracking.previous_version(current, alias) if current is not None else ""
         manifest = _newest_manifest_of(store, series_id, target) if target else None
         if current is not None and target and manifest is None:
@@ -1224,6 +1238,58 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
     return old, new
 
 
+def _away_from_deleted(
+    client: Any, store: ObjectStore, series_id: str, pointer: dict[str, Any], current: Any
+) -> tuple[str, str, dict[str, Any], list[str]]:
+    """The rollback when the version ``latest.json`` serves was deleted from the registry by hand.
+
+    It goes to the newest earlier champion (``@champion`` itself, when a person already moved it
+    to another version) that is still registered and whose forecast still verifies: ``@champion``
+    moves there and ``latest.json`` serves its forecast, every forecast of the deleted version
+    retired. Returns ``(from, to, manifest to serve, manifests to retire)``; the caller holds the
+    series' registry lock.
+
+    Raises:
+        RegistryError: no earlier version is left to serve.
+    """
+    from pipeline import tracking
+    from pipeline.publish import manifest_problem
+
+    name, served = tracking.registered_name(series_id), str(pointer["model_version"])
+    held: list[str] = [str(current.version)] if current is not None else []
+    for record in reversed(store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []):
+        if record.get("alias") == "champion":  # newest first: the version it went to, then the one it left
+            held += [str(record[k]) for k in ("to_version", "from_version") if record.get(k) is not None]
+    for version in dict.fromkeys(v for v in held if v != served):
+        manifest = _newest_manifest_of(store, series_id, version)
+        if manifest is not None and manifest_problem(store, manifest) is None and tracking.version_exists(client, series_id, version):
+            break
+    else:
+        raise tracking.RegistryError(
+            f"{name} v{served}, which latest.json serves, was deleted from the registry, and no earlier version with a forecast "
+            "is left to serve instead: the forecast stays until the next run of a new release or configuration replaces it"
+        )
+    if current is None or str(current.version) != version:
+        client.set_registered_model_alias(name, "champion", version)
+        record = {"previous": "", "reason": f"rollback: v{served}, which latest.json served, was deleted from the registry"}
+        client.set_model_version_tag(name, version, tracking.alias_tag("champion"), json.dumps(record))
+    retire = _manifest_keys(series_id, _runs_served_by(store, series_id, served, set()))
+    return served, version, manifest, retire
+
+
+def _runs_served_by(store: ObjectStore, series_id: str, number: str, runs: set[tuple[Any, Any]]) -> set[tuple[Any, Any]]:
+    """``runs`` and the ``(run key, as-of year)`` of every gate decision that kept or put a version on ``@champion``."""
+    for record in store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []:
+        if str(record.get("to_version")) == number and not record.get("publish_refused"):  # a refusal names another run's key
+            runs.add((record.get("run_key"), record.get("as_of_year")))
+    return runs
+
+
+def _manifest_keys(series_id: str, runs: set[tuple[Any, Any]]) -> list[str]:
+    keys = {layout.forecast_manifest(series_id, as_of, key) for key, as_of in runs if isinstance(key, str) and isinstance(as_of, int)}
+    return sorted(keys)
+
+
 def _manifests_serving(store: ObjectStore, series_id: str, version: Any) -> list[str]:
     """The manifest keys that publish (or will, once their run publishes) a registered version.
 
@@ -1233,13 +1299,8 @@ def _manifests_serving(store: ObjectStore, series_id: str, version: Any) -> list
     """
     from pipeline import tracking
 
-    number = str(version.version)
     runs = {(version.tags.get(tracking.RUN_KEY_TAG), tracking.version_as_of(version))}
-    for record in store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []:
-        if str(record.get("to_version")) == number and not record.get("publish_refused"):  # a refusal names another run's key
-            runs.add((record.get("run_key"), record.get("as_of_year")))
-    keys = {layout.forecast_manifest(series_id, as_of, key) for key, as_of in runs if isinstance(key, str) and isinstance(as_of, int)}
-    return sorted(keys)
+    return _manifest_keys(series_id, _runs_served_by(store, series_id, str(version.version), runs))
 
 
 def _newest_manifest_of(store: ObjectStore, series_id: str, version: str) -> dict[str, Any] | None:

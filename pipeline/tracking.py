@@ -378,6 +378,42 @@ def register(
     return mlflow.register_model(model_uri, name, tags=all_tags)
 
 
+class VersionMissing(RegistryError):
+    """A registered version co2cast recorded is no longer in the registry (a person deleted it in the MLflow UI)."""
+
+
+def _not_found(error: BaseException) -> bool:
+    return getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def version_exists(client: Any, series_id: str, version: str) -> bool:
+    """Whether a registered version of a series is still in the registry (a person may delete one in the MLflow UI).
+
+    Raises:
+        MlflowException: any failure but "does not exist" (a transient one is for the caller's
+            :func:`transient_errors`).
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(registered_name(series_id), str(version))
+    except MlflowException as error:
+        if _not_found(error):
+            return False
+        raise
+    return True
+
+
+#: Set (with the reason) on a complete run whose chosen version was deleted: its run key is trained again.
+RETIRED_TAG = "co2cast.retired"
+
+
+def retire_run(client: Any, run_id: str, reason: str) -> None:
+    """Make a complete run no longer reusable: its run key is trained again (its versions are healed as a dead run's)."""
+    client.set_tag(run_id, RETIRED_TAG, reason[:500])
+    client.set_tag(run_id, COMPLETE_TAG, "false")
+
+
 def find_version(client: Any, series_id: str, run_key: str, family: str) -> Any | None:
     """The model version a run key registered for a family, if any."""
     name = registered_name(series_id)
@@ -649,10 +685,21 @@ def load_registered(model_name: str, version: str) -> Forecaster:
 
     Raises:
         IntegrityError: a file of the artefact does not match the version's digest tag.
+        VersionMissing: the version is no longer in the registry.
     """
+    from mlflow.exceptions import MlflowException
+
     from pipeline import artifacts
 
-    return artifacts.served_forecaster(artifacts.load_registered(model_name, version))
+    try:
+        return artifacts.served_forecaster(artifacts.load_registered(model_name, version))
+    except MlflowException as error:
+        if _not_found(error):
+            raise VersionMissing(
+                f"{model_name} v{version} is no longer in the MLflow registry (deleted by hand?): nothing was published; "
+                "run the series again, which trains its run key afresh"
+            ) from None
+        raise
 
 
 def log_metrics_once(client: Any, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, str] | None = None) -> int:

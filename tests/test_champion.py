@@ -399,6 +399,71 @@ def test_a_configuration_changed_and_changed_back_serves_its_forecast_again(sett
     assert f"run key {first.run_key} serves its forecast again" in record["reason"]
 
 
+def test_a_version_deleted_before_its_forecast_is_out_is_trained_again(settings: Settings) -> None:
+    """Deleted in the MLflow UI between training and publishing: one clear refusal, then the rerun trains the key afresh."""
+    lineup = _lineup(settings, "drift")
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
+    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    client = tracking.configure(settings)
+    client.delete_model_version(tracking.registered_name(SID), trained.champion_version)
+    with pytest.raises(tracking.VersionMissing) as missing:
+        tasks.publish_series(settings, plan, trained, lineup=lineup)
+    assert f"v{trained.champion_version} is no longer in the MLflow registry" in str(missing.value) and "\n" not in str(missing.value)
+    assert tasks.open_store(settings).list(f"forecasts/{SID}/") == []
+
+    # The rerun does not reuse the complete run that chose the deleted version (it failed to publish forever).
+    again, published = _run(settings, lineup)
+    assert again.run_key == trained.run_key and again.run_id != trained.run_id
+    assert int(again.champion_version) > int(trained.champion_version) and published.served
+    _assert_pointer_agrees(settings)
+    retired = client.get_run(trained.run_id).data.tags
+    assert retired[tracking.COMPLETE_TAG] == "false" and "no longer in the registry" in retired[tracking.RETIRED_TAG]
+
+
+def test_a_served_version_deleted_in_mlflow_is_reported_and_rollback_serves_the_one_before(settings: Settings, capsys, monkeypatch) -> None:
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    _, naive_table = tasks.show_forecast(settings, SID)
+    second, _ = _run(settings, _lineup(settings, "drift"))
+    assert second.champion_version != first.champion_version, "precondition: drift took @champion"
+    client = tracking.configure(settings)
+    client.delete_model_version(tracking.registered_name(SID), second.champion_version)  # as the MLflow UI would
+    _cli_env(monkeypatch, settings)
+    assert cli.main(["summary"]) == 0
+    out = capsys.readouterr().out
+    assert f"latest.json serves v{second.champion_version}, which is no longer in the registry (deleted in MLflow)" in out
+    assert f"co2cast rollback {SID}" in out
+
+    assert cli.main(["rollback", SID]) == 0
+    assert f"version {second.champion_version} -> {first.champion_version}" in capsys.readouterr().out
+    _assert_pointer_agrees(settings)
+    _, table = tasks.show_forecast(settings, SID)
+    assert table[["year", "mean"]].equals(naive_table[["year", "mean"]])
+    last = tasks.alias_history(settings, SID)[-1]
+    assert (last["from_version"], last["to_version"]) == (second.champion_version, first.champion_version)
+    assert "was deleted from the registry" in last["reason"]
+    assert cli.main(["summary"]) == 0
+    assert "REGISTRY DISAGREES" not in capsys.readouterr().out
+
+    # The deleted version's run key, run again, does not take latest.json back to its forecast.
+    state = _state(settings)
+    _run(settings, _lineup(settings, "drift"))
+    assert _state(settings) == state
+
+
+def test_rollback_refuses_when_the_only_served_version_was_deleted(settings: Settings) -> None:
+    first, _ = _run(settings, _lineup(settings, "drift"))
+    client = tracking.configure(settings)
+    client.delete_model_version(tracking.registered_name(SID), first.champion_version)
+    latest = tasks.open_store(settings).read_bytes(f"forecasts/{SID}/latest.json")
+    history = tasks.alias_history(settings, SID)
+    with pytest.raises(tracking.RegistryError) as refused:
+        tasks.rollback(settings, SID)
+    message = str(refused.value)
+    assert f"v{first.champion_version}, which latest.json serves, was deleted from the registry" in message and "\n" not in message
+    assert tasks.open_store(settings).read_bytes(f"forecasts/{SID}/latest.json") == latest
+    assert tasks.alias_history(settings, SID) == history
+
+
 def test_rerun_of_the_same_run_key_moves_nothing(settings: Settings) -> None:
     lineup = _lineup(settings, "drift")
     _run(settings, lineup)
