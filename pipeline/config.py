@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.errors import PermanentError
+from pipeline.errors import SetupError
 
 #: OWID's published release: the production source (docker-compose sets it).
 OWID_CO2_URL = "https://raw.githubusercontent.com/owid/co2-data/master/owid-co2-data.csv"
@@ -97,7 +97,7 @@ def max_active_series(environ: Mapping[str, str] = os.environ) -> int:
     return int(raw)
 
 
-class ConfigError(PermanentError, ValueError):
+class ConfigError(SetupError, ValueError):
     """A setting in the environment that co2cast cannot use (not a number, out of range)."""
 
 

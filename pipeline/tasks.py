@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import layout
 from pipeline.config import Settings
-from pipeline.errors import Co2castError, PermanentError, TransientError
+from pipeline.errors import Co2castError, PermanentError, SetupError, TransientError
 from pipeline.payloads import AirflowIds, PublishedForecast, RunPlan, RunTrigger, SummaryLine, TrainedSeries, WorkItem
 from pipeline.testhooks import pause_point
 
@@ -1114,6 +1114,8 @@ def forecast_all(
         try:
             trained = train_series(settings, plan, item, lineup=lineup)
             published = publish_series(settings, plan, trained, lineup=lineup)
+        except SetupError:
+            raise  # a setting or the MLflow experiment: every series would fail alike; fix it and run again
         except PermanentError as error:
             reason = _first_line(error)
             say(f"[{index}/{total}] {item.series_id}: REFUSED: {reason}")

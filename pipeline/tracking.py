@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pipeline.config import ConfigError, Settings
-from pipeline.errors import Co2castError, PermanentError, TransientError
+from pipeline.errors import Co2castError, PermanentError, SetupError, TransientError
 from pipeline.maths import json_default
 
 if TYPE_CHECKING:
@@ -73,6 +73,10 @@ _TRANSIENT_MARKERS = (
 
 class RegistryError(PermanentError, ValueError):
     """The model registry refuses an operation a person asked for (e.g. a rollback with no history)."""
+
+
+class ExperimentDeleted(SetupError):
+    """co2cast's MLflow experiment was deleted (e.g. in the MLflow UI); a person restores it."""
 
 
 class TrackingUnavailable(TransientError):
@@ -185,7 +189,13 @@ def configure(settings: Settings) -> Any:
     # time, under a file lock beside the database. A server store migrates on its own side.
     with _file_lock(database.with_name(database.name + ".init.lock") if database is not None else None):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        if client.get_experiment_by_name(EXPERIMENT) is None:
+        found = client.get_experiment_by_name(EXPERIMENT)
+        if found is not None and found.lifecycle_stage == "deleted":  # MLflow keeps its name: no new one can be made
+            raise ExperimentDeleted(
+                f"the MLflow experiment {EXPERIMENT!r} (id {found.experiment_id}) was deleted; restore it in the MLflow UI or with "
+                f"`mlflow experiments restore --experiment-id {found.experiment_id}`: its runs are the lineage of every registered version"
+            )
+        if found is None:
             try:
                 # The kind tag makes the MLflow UI open the experiment on its runs, not the GenAI view.
                 tags = {"mlflow.experimentKind": "custom_model_development"}

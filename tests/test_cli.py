@@ -264,3 +264,29 @@ def test_the_mlflow_ui_hint_fits_the_tracking_store() -> None:
     local = "sqlite:////h/mlflow/mlflow.db"
     assert mlflow_ui_hint(local) == f".venv/bin/mlflow ui --backend-store-uri {local}   (or: make mlflow-ui)"
     assert mlflow_ui_hint("http://someone:s3cret@mlflow:5000") == "http://***@mlflow:5000   (the tracking server's own UI)"
+
+
+def test_a_deleted_mlflow_experiment_or_a_bad_tracking_uri_stops_the_run_in_one_line(tmp_path: Path, small_owid: Path) -> None:
+    """A setup fault fails every series alike: the run stops at the first with one line, not one per series."""
+    from mlflow import MlflowClient
+
+    assert _run(tmp_path, "ingest", "--source", str(small_owid)).returncode == 0
+    bad = _run(tmp_path, "forecast", "--series", "World:co2,Canada:co2", env={"MLFLOW_TRACKING_URI": "http://localhost:99999"})
+    assert bad.returncode == 1 and "canada.co2" not in bad.stdout + bad.stderr, bad.stdout + bad.stderr
+    assert bad.stderr.strip() == "error: MLFLOW_TRACKING_URI: Port out of range 0-65535; set an address like http://localhost:5000"
+
+    uri = f"sqlite:///{tmp_path / 'home' / 'mlflow' / 'mlflow.db'}"
+    first = _run(tmp_path, "forecast", "--series", "Canada:co2", env={"MLFLOW_TRACKING_URI": uri})
+    assert first.returncode == 0, first.stdout + first.stderr
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("co2cast")
+    client.delete_experiment(experiment.experiment_id)  # as the MLflow UI would
+    deleted = _run(tmp_path, "forecast", "--series", "World:co2,Canada:co2", env={"MLFLOW_TRACKING_URI": uri})
+    assert deleted.returncode == 1 and "canada.co2" not in deleted.stdout + deleted.stderr, deleted.stdout + deleted.stderr
+    assert deleted.stderr.strip() == (
+        f"error: the MLflow experiment 'co2cast' (id {experiment.experiment_id}) was deleted; restore it in the MLflow UI or with "
+        f"`mlflow experiments restore --experiment-id {experiment.experiment_id}`: its runs are the lineage of every registered version"
+    )
+    client.restore_experiment(experiment.experiment_id)
+    restored = _run(tmp_path, "forecast", "--series", "Canada:co2", env={"MLFLOW_TRACKING_URI": uri})
+    assert restored.returncode == 0 and "canada.co2: champion v" in restored.stdout, restored.stdout + restored.stderr
