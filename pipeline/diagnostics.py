@@ -83,19 +83,25 @@ def decompose(values: np.ndarray, period: int = DEFAULT_PERIOD) -> tuple[dict[st
     Returns:
         ``(summary, results)``: a JSON-able summary with ``period``, ``additive``,
         ``multiplicative`` (``None`` when not strictly positive), ``better`` and ``criterion``;
-        and the statsmodels results by model name, for plotting.
+        and the statsmodels results by model name, for plotting. A series shorter than two
+        cycles (a short series the core still forecasts, from 12 values) has no decomposition:
+        ``additive``, ``multiplicative`` and ``better`` are ``None``, a ``note`` says why, and
+        there are no results.
     """
     y = np.asarray(values, dtype=np.float64)
-    if y.size < 2 * period:
-        raise ValueError(f"decomposition with period {period} needs at least {2 * period} values, got {y.size}")
-    results = {"additive": seasonal_decompose(y, model="additive", period=period)}
     summary: dict[str, Any] = {
         "period": period,
         "criterion": "smaller median absolute relative residual: |resid|/|trend| (additive) vs |resid - 1| (multiplicative)",
-        "additive": _decomposition_summary(results["additive"], "additive"),
+        "additive": None,
         "multiplicative": None,
-        "better": "additive",
+        "better": None,
     }
+    if y.size < 2 * period:
+        summary["note"] = f"decomposition skipped: a period of {period} years needs at least {2 * period} values, the series has {y.size}"
+        return summary, {}
+    results = {"additive": seasonal_decompose(y, model="additive", period=period)}
+    summary["additive"] = _decomposition_summary(results["additive"], "additive")
+    summary["better"] = "additive"
     if np.all(y > 0):
         results["multiplicative"] = seasonal_decompose(y, model="multiplicative", period=period)
         summary["multiplicative"] = _decomposition_summary(results["multiplicative"], "multiplicative")

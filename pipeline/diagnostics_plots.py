@@ -27,7 +27,7 @@ def draw_diagnostics(years: np.ndarray, values: np.ndarray, report: dict[str, An
         title: plot title prefix, e.g. the series id.
 
     Returns:
-        Plot name -> figure: ``series``, ``decomposition_additive`` (and
+        Plot name -> figure: ``series``, ``decomposition_additive`` (none for a series shorter than two periods; and
         ``decomposition_multiplicative`` for a strictly positive series), ``lag_plot``, ``acf``,
         ``pacf``, ``differences``.
     """

@@ -166,6 +166,25 @@ def test_a_choice_whose_forecast_falls_to_zero_within_the_backtest_horizon_gives
     assert run_series(series, prototypes, policy, five).selection.champion == "drift"
 
 
+@pytest.mark.parametrize("n", [12, 13, 19])
+def test_a_series_of_12_to_19_values_is_forecast_by_the_production_lineup(n: int) -> None:
+    # MIN_POINTS is 12, but the diagnostics' decade decomposition needed 20 values: every
+    # series of 12-19 values failed with a ValueError before any candidate ran.
+    years = np.arange(2015 - n, 2015)
+    values = 3.0 + 0.5 * np.arange(n)  # an exact line: drift forecasts it without error
+    lineup = tasks.production_lineup(Settings(horizon_end=2020))
+    series = core.prepare(_tidy(values, years), "Testland", "co2", as_of_year=2014, spec=lineup.spec)
+    result = run_series(series, lineup.candidates, lineup.select, lineup.spec)
+    assert result.diagnostics["decomposition"]["additive"] is None
+    # Fewer than 4 windows: the short-series default, the mean of naive and drift, beats naive.
+    assert result.selection is not None and result.selection.champion == "combo_short"
+    frame = forecast_frame(result.champion, 2014, 2020, lineup.spec.levels)
+    h = np.arange(1, 7)
+    np.testing.assert_allclose(frame["mean"], values[-1] + 0.5 * 0.5 * h)  # last value + half the slope per year
+    bands = frame[["lo_95", "lo_80", "mean", "hi_80", "hi_95"]].to_numpy()
+    assert np.isfinite(bands).all() and (np.diff(bands, axis=1) >= 0).all() and (bands >= 0).all()
+
+
 def test_a_policy_that_names_an_unfitted_champion_is_refused() -> None:
     series = core.prepare(_tidy(_trending()), "Testland", "co2", as_of_year=1989, spec=SPEC)
 

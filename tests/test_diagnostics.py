@@ -122,6 +122,19 @@ def test_multiplicative_skipped_for_non_positive_series() -> None:
     assert set(results) == {"additive"}
 
 
+def test_a_series_shorter_than_two_periods_is_diagnosed_without_a_decomposition(tmp_path: Path) -> None:
+    # The core forecasts series from 12 values (backtest.MIN_POINTS); a decade's decomposition
+    # needs 20. The rest of the report and the plots are still made.
+    years, values = np.arange(2003, 2015), 5 + 0.5 * np.arange(12) + np.random.default_rng(1).normal(scale=0.1, size=12)
+    summary, results = decompose(values)
+    assert summary["additive"] is None and summary["multiplicative"] is None and summary["better"] is None
+    assert "needs at least 20 values, the series has 12" in summary["note"] and results == {}
+    report = write_diagnostics(years, values, tmp_path, title="short")
+    assert report["decomposition"]["additive"] is None and report["series"]["n"] == 12
+    assert {"series", "lag_plot", "acf", "pacf", "differences"} <= set(report["plots"])
+    assert not any(name.startswith("decomposition") for name in report["plots"])
+
+
 def test_multiplicative_wins_when_swings_grow_with_the_level() -> None:
     t = np.arange(120)
     level = np.exp(0.03 * t)
