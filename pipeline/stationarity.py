@@ -23,7 +23,7 @@ import warnings
 from typing import Any
 
 import numpy as np
-from statsmodels.tools.sm_exceptions import InterpolationWarning
+from statsmodels.tools.sm_exceptions import InterpolationWarning, SingularMatrixWarning
 from statsmodels.tsa.stattools import adfuller, kpss
 
 ALPHA = 0.05
@@ -44,7 +44,15 @@ def adf_test(x: np.ndarray, regression: str = "c", alpha: float = ALPHA) -> dict
     x = np.asarray(x, dtype=np.float64)
     if np.ptp(x) == 0:
         return _constant_row("adf", regression, x)
-    result = adfuller(x, regression=regression, autolag="AIC", result_object=True)
+    with warnings.catch_warnings():
+        # A deterministic stretch (an exact exponential, an alternation, values of 1e30 or
+        # spanning many orders of magnitude) makes the lag regressions rank-deficient or fit
+        # exactly (log of a zero residual sum): statsmodels then solves by pseudo-inverse and
+        # repeats the warning for every lag it tries ("always"), about 200 lines a series when
+        # the ARIMA search runs this in each backtest window. The statistic is what it is.
+        warnings.simplefilter("ignore", SingularMatrixWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = adfuller(x, regression=regression, autolag="AIC", result_object=True)
     statistic, p_value, lags, nobs, critical = result.statistic, result.pvalue, result.lags, result.nobs, result.critical_values
     reject = bool(p_value < alpha)
     return {

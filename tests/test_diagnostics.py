@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from statsmodels.tsa.stattools import kpss
+from statsmodels.tsa.stattools import adfuller, kpss
 
 from pipeline.config import EMBEDDED_SOURCE
 from pipeline.diagnostics import compute_diagnostics, decompose
@@ -100,6 +100,24 @@ def test_flat_and_stepped_series_get_diagnostics_and_an_order_not_an_error(value
     if d == 0:
         rows = report["stationarity"]["tests"]
         assert all(r["statistic"] is None and r["stationary"] and "constant" in r["note"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [1.1 ** np.arange(60), 10 + 2 * (np.arange(60) % 2), np.logspace(-8, 4, 60), 1e30 * (10 + 0.3 * np.arange(60))],
+    ids=["exponential", "alternating", "12-orders", "1e30"],
+)
+def test_deterministic_and_huge_series_repeat_no_warning_in_the_unit_root_tests(values: np.ndarray) -> None:
+    # The ARIMA search runs ndiffs (ADF + KPSS) in every backtest window: on such series each of
+    # ADF's lag regressions is rank-deficient, and statsmodels printed ~200 warnings a series.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = ndiffs(values)
+        row = adf_test(values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = adfuller(values, regression="c", autolag="AIC")
+    assert 0 <= d <= 2 and row["statistic"] == pytest.approx(expected[0], nan_ok=True) and row["lags"] == expected[2]
 
 
 def test_implied_d_resolves_disagreement_with_kpss() -> None:
