@@ -9,10 +9,12 @@ pooled inside :func:`pipeline.plots.reusing_figures`) and writes the SVG files a
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from statsmodels.tools.sm_exceptions import SingularMatrixWarning
 
 from pipeline.diagnostics import DEFAULT_PERIOD, compute_diagnostics, decompose, moving_average
 
@@ -72,7 +74,14 @@ def draw_diagnostics(years: np.ndarray, values: np.ndarray, report: dict[str, An
     lags = report["acf"]["nlags"]
     for name, plotter, kwargs in (("acf", plot_acf, {}), ("pacf", plot_pacf, {"method": "ywm"})):
         figure, ax = new_figure(f"diagnostics.{name}", (8, 4))
-        plotter(y, lags=lags, ax=ax, title=f"{prefix}{name.upper()}", **kwargs)
+        # A flat history's correlations are 0/0 (NaN, an empty plot) and its Yule-Walker
+        # system singular; statsmodels repeats a SingularMatrixWarning per lag (its warnings
+        # are "always"), 20 lines per series in the task log: compute_diagnostics already
+        # silences the same computation.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("ignore", SingularMatrixWarning)
+            plotter(y, lags=lags, ax=ax, title=f"{prefix}{name.upper()}", **kwargs)
         figures[name] = figure
 
     d = report["stationarity"]["implied_d"]

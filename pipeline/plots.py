@@ -248,10 +248,16 @@ def comparison_chart(evaluation: Evaluation, metric: str = "mase", winner: str |
     scores = np.array([score for _, score in items], dtype=np.float64)
     figure, ax = new_figure("comparison", (8, 0.35 * len(names) + 1.8))
     colours = ["tab:orange" if name == winner else "tab:blue" for name in names]
-    ax.barh(np.arange(len(names)), np.nan_to_num(scores, nan=0.0), color=colours)
+    # A score can be infinite or undefined (MASE on a flat history: naive's in-sample error is
+    # 0): no bar, and a word instead. nan_to_num made an infinite score a bar of 1.8e308, which
+    # overflowed matplotlib's transforms (RuntimeWarnings in the task log, a useless axis).
+    finite = np.isfinite(scores)
+    ax.barh(np.arange(len(names)), np.where(finite, scores, 0.0), color=colours)
+    for row in np.flatnonzero(~finite):
+        ax.text(0, row, " not finite" if np.isinf(scores[row]) else " undefined", va="center", fontsize="x-small")
     ax.set_yticks(np.arange(len(names)), names)
     ax.yaxis.set_inverted(True)  # best first, at the top (idempotent on a pooled figure)
-    if benchmark in evaluation.results:
+    if benchmark in evaluation.results and np.isfinite(evaluation.results[benchmark].metrics.get(metric, np.nan)):
         ax.axvline(evaluation.results[benchmark].metrics[metric], color="black", linestyle="--", linewidth=1, label=benchmark)
         ax.legend(fontsize="small")
     ax.set_xlabel(f"backtest {metric} (lower is better)")

@@ -102,6 +102,16 @@ def test_flat_and_stepped_series_get_diagnostics_and_an_order_not_an_error(value
         assert all(r["statistic"] is None and r["stationary"] and "constant" in r["note"] for r in rows)
 
 
+def test_a_flat_series_plots_without_a_warning_per_lag(tmp_path: Path) -> None:
+    # statsmodels' own warnings are "always": the PACF of a flat history repeated a
+    # SingularMatrixWarning for each of its 20 lags in every task log, besides 0/0 RuntimeWarnings.
+    values = np.full(65, 5.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = write_diagnostics(np.arange(1950, 2015), values, tmp_path, title="flat")
+    assert {"acf", "pacf"} <= set(report["plots"])
+
+
 @pytest.mark.parametrize(
     "values",
     [1.1 ** np.arange(60), 10 + 2 * (np.arange(60) % 2), np.logspace(-8, 4, 60), 1e30 * (10 + 0.3 * np.arange(60))],

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from matplotlib.collections import PolyCollection
 
 from pipeline.backtest import evaluate_candidates
+from pipeline.models.arima import ArForecaster
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
 from pipeline.plots import comparison_chart, errors_by_horizon, fan_chart, forecasts_chart, save_chart
 
@@ -46,6 +48,24 @@ def test_backtest_and_comparison_charts_render_every_candidate() -> None:
     assert _svg(comparison).startswith(b"<?xml")
     lines = forecasts_chart(years, values, {"naive": NaiveForecaster().fit(values, years).predict(3)})
     assert _svg(lines).startswith(b"<?xml")
+
+
+def test_a_comparison_with_infinite_and_undefined_scores_draws_no_bar_for_them() -> None:
+    # A flat history: naive's in-sample error is 0, so MASE is 0/0 (naive, mean) or x/0 (a
+    # model with any error). The infinite bar was 1.8e308 wide (nan_to_num), which overflowed
+    # matplotlib's transforms with RuntimeWarnings in every such series' task log.
+    years, values = np.arange(1960, 2015), np.full(55, 5.0)
+    candidates = {"naive": NaiveForecaster(), "mean": MeanForecaster(), "ar": ArForecaster()}
+    evaluation = evaluate_candidates(candidates, years, values)
+    scores = {name: result.metrics["mase"] for name, result in evaluation.results.items()}
+    assert np.isnan(scores["naive"]) and np.isinf(scores["ar"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        figure = comparison_chart(evaluation, winner="naive")
+        svg = _svg(figure)
+    widths = {tick.get_text(): bar.get_width() for tick, bar in zip(figure.axes[0].get_yticklabels(), figure.axes[0].patches, strict=True)}
+    assert widths == {"naive": 0.0, "mean": 0.0, "ar": 0.0}
+    assert b"not finite" in svg and b"undefined" in svg
 
 
 def test_charts_are_svg_with_their_text_as_text_and_no_timestamp() -> None:
