@@ -124,6 +124,16 @@ def falls_to_floor(years: np.ndarray, mean: np.ndarray, history: np.ndarray) -> 
     )
 
 
+#: Sizes a value of a modelled history may have, besides 0: the candidates square values and
+#: their differences (variances, least squares), and a square overflows float64 beyond about
+#: 1e154 and underflows to 0 below about 1e-154 (the diagnostics then failed with "cannot
+#: convert float NaN to integer"). No emissions figure is near either end (the raw gate caps
+#: emissions at 1e5 Mt, but admits any tiny positive value: a whole history divided by 1e300
+#: passed it); 1e100 leaves room for sums and ratios.
+MAX_MAGNITUDE = 1e100
+MIN_MAGNITUDE = 1e-100
+
+
 class SeriesError(PermanentError, ValueError):
     """A series cannot be prepared; the message says why and what to do."""
 
@@ -291,7 +301,8 @@ def prepare_series(
 
     Raises:
         SeriesError: for an unknown entity or variable (with close names suggested), duplicate
-            years, or too short a history (after a gap: the gap and the stretch are named).
+            years, too short a history (after a gap: the gap and the stretch are named), or a
+            modelled value too large or too small to compute with (:data:`MAX_MAGNITUDE`).
         StaleSeries: the data end before ``as_of_year`` (e.g. Czechoslovakia, ending 1991).
     """
     _check_tidy(tidy)
@@ -345,7 +356,20 @@ def prepare_series(
                 "before the gap cannot be joined across it (fill the gap in the source)"
             )
         raise SeriesError(f"{sid}: only {stretch} up to {as_of_year}, fewer than the {min_points} needed")
+    _check_magnitudes(sid, years, values)
     return PreparedSeries(series_id=sid, entity=entity, variable=variable, years=years, values=values, left_out=left_out)
+
+
+def _check_magnitudes(sid: str, years: np.ndarray, values: np.ndarray) -> None:
+    """Refuse a history with a value no model can compute with (see :data:`MAX_MAGNITUDE`), in one line."""
+    size = np.abs(values)
+    out = np.flatnonzero((size > MAX_MAGNITUDE) | ((size < MIN_MAGNITUDE) & (size > 0)))
+    if out.size:
+        first = int(out[0])
+        raise SeriesError(
+            f"{sid}: its value {values[first]:.3g} in {int(years[first])} cannot be modelled (every value must be 0 or between "
+            f"{MIN_MAGNITUDE:g} and {MAX_MAGNITUDE:g} in size; {out.size} are not): check the unit of this series in the release"
+        )
 
 
 def recent_stretch_start(years: np.ndarray) -> int:

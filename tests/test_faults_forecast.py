@@ -478,6 +478,35 @@ def test_an_unexpected_failure_on_one_series_does_not_stop_the_others(settings: 
     assert lines == ["[1/2] world.co2: training and publishing (as of 2014)"]  # stopped at the first
 
 
+def test_a_release_that_shrinks_a_published_history_to_1e_300_is_refused_and_changes_nothing(settings: Settings, small_owid: Path) -> None:
+    """Every year of Canada's CO2 per capita divided by 1e300 passes the raw gate (no emissions
+    floor but zero); the run as of 2014 refuses the series in one line, and the 2013 forecast
+    stays served (it used to fail with "ValueError: cannot convert float NaN to integer")."""
+    before = _state(settings)
+    lines = small_owid.read_text().splitlines()
+    header = lines[0].split(",")
+    country, column = header.index("country"), header.index("co2_per_capita")
+    shrunk = [lines[0]]
+    for line in lines[1:]:
+        cells = line.split(",")
+        if cells[country] == "Canada" and cells[column]:
+            cells[column] = repr(float(cells[column]) * 1e-300)
+        shrunk.append(",".join(cells))
+    release = small_owid.with_name("owid-shrunk.csv")
+    release.write_text("\n".join(shrunk) + "\n")
+    ingest.ingest(settings, tasks.open_store(settings), str(release))
+
+    progress: list[str] = []
+    trigger = RunTrigger(run_type="cli", series=SERIES, as_of_year=2014)
+    with pytest.raises(tasks.RunIncomplete, match=r"^1 of 1 series refused, nothing was published: canada\.co2_per_capita") as raised:
+        tasks.forecast_all(settings, trigger, _lineup(settings), progress=progress.append)
+    assert "\n" not in str(raised.value)
+    refused = rf"\[1/1\] {re.escape(SID)}: REFUSED: {re.escape(SID)}: its value \S+e-30\d in \d+ cannot be modelled"
+    assert re.match(refused, progress[-1]), progress
+    assert _state(settings) == before
+    assert read_latest(tasks.open_store(settings), SID)[0].as_of_year == 2013
+
+
 def test_a_first_forecast_refused_leaves_no_champion(tmp_path: Path, small_owid: Path) -> None:
     """Before any forecast of a series is published, a refusal takes @champion away again: both say "nothing"."""
     from pipeline.artifacts import IntegrityError

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,6 +140,19 @@ def test_duplicate_years_refused(tidy: pd.DataFrame) -> None:
     rows = pd.concat([tidy, tidy.iloc[[0]]], ignore_index=True)
     with pytest.raises(SeriesError, match=r"more than one value for the year\(s\) \[1900\]"):
         prepare_series(rows, "Canada", "co2_per_capita", as_of_year=2020)
+
+
+@pytest.mark.parametrize(("scale", "shown"), [(1e-300, "1e-300"), (1e200, "1e+200"), (np.finfo(float).max / 200, "8.99e+305")])
+def test_a_value_too_large_or_too_small_to_compute_with_is_refused(tidy: pd.DataFrame, scale: float, shown: str) -> None:
+    # A history divided by 1e300 passed the raw gate (any tiny positive value does) and failed in
+    # the diagnostics with "ValueError: cannot convert float NaN to integer": squares underflow.
+    rows = tidy.loc[(tidy["entity"] == "World") & (tidy["variable"] == "co2")].copy()  # 0, 1, 2, ... from 1900
+    rows["value"] = rows["value"].mul(scale)
+    with pytest.raises(SeriesError, match=rf"world\.co2: its value {re.escape(shown)} in 1901 cannot be modelled") as raised:
+        prepare_series(rows, "World", "co2", as_of_year=2020)  # 1900's 0 is a value like any other
+    assert "between 1e-100 and 1e+100 in size; 120 are not" in str(raised.value) and "\n" not in str(raised.value)
+    rows["value"] = rows["value"].div(scale).mul(1e-9)  # tiny, but within what float64 computes with
+    assert prepare_series(rows, "World", "co2", as_of_year=2020).values[-1] == pytest.approx(120e-9)
 
 
 def test_resolve_series(tidy: pd.DataFrame) -> None:
