@@ -54,10 +54,13 @@ class Revision:
         """One line for a person."""
         if not self.changed_years and not self.dropped_years:
             return f"history unchanged over {self.compared_years} years"
-        text = (
-            f"history revised: {self.changed_years} of {self.compared_years} years changed, largest "
-            f"{self.max_relative_change:.1%} of the series' level in {self.year_of_max_change}"
-        )
+        if self.changed_years:
+            text = (
+                f"history revised: {self.changed_years} of {self.compared_years} years changed, largest "
+                f"{self.max_relative_change:.1%} of the series' level in {self.year_of_max_change}"
+            )
+        else:  # only years dropped (a gap that moved the modelled stretch): no largest change to name
+            text = f"history revised: none of {self.compared_years} years changed"
         if self.dropped_years:
             text += f"; {self.dropped_years} years dropped"
         return text + (" (material: retrained)" if self.material else "")
