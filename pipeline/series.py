@@ -315,6 +315,10 @@ def prepare_series(
     sid = series_id(entity, variable)
 
     rows = tidy.loc[(tidy["entity"] == entity) & (tidy["variable"] == variable), ["year", "value"]]
+    years_given = pd.to_numeric(rows["year"], errors="coerce").to_numpy(dtype=np.float64)
+    odd = np.flatnonzero(~np.isfinite(years_given) | (years_given % 1 != 0))
+    if odd.size:  # int64 would truncate 2014.5 to 2014 without a word (the raw gate refuses it; a table given here may not)
+        raise SeriesError(f"{sid}: year {years_given[int(odd[0])]:g} is not a whole number; every year must be one")
     rows = rows.astype({"year": "int64", "value": "float64"})
     rows = rows.loc[rows["year"] <= int(as_of_year)]
     duplicated = rows.loc[rows["year"].duplicated(), "year"].unique()

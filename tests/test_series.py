@@ -136,6 +136,14 @@ def test_nothing_before_as_of(tidy: pd.DataFrame) -> None:
         prepare_series(tidy, "Tiny", "co2_per_capita", as_of_year=1950)
 
 
+def test_a_year_that_is_not_whole_is_refused_not_truncated(tidy: pd.DataFrame) -> None:
+    rows = tidy.astype({"year": "float64"})
+    rows.loc[(rows["entity"] == "World") & (rows["year"] == 2020), "year"] = 2019.5
+    with pytest.raises(SeriesError, match=r"^world\.co2: year 2019\.5 is not a whole number; every year must be one$"):
+        prepare_series(rows, "World", "co2", as_of_year=2020)
+    assert prepare_series(rows, "Canada", "co2", as_of_year=2020).last_year == 2020  # 2020.0 is a whole year
+
+
 def test_duplicate_years_refused(tidy: pd.DataFrame) -> None:
     rows = pd.concat([tidy, tidy.iloc[[0]]], ignore_index=True)
     with pytest.raises(SeriesError, match=r"more than one value for the year\(s\) \[1900\]"):
