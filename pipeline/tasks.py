@@ -1195,9 +1195,13 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
     moves to its newest manifest, so the store and the registry agree; the move goes into the
     alias history.
 
+    When the version ``latest.json`` serves was deleted from the registry by hand, ``@champion``
+    goes to the newest earlier champion still registered instead, with its forecast
+    (:func:`_away_from_deleted`).
+
     Raises:
         RegistryError: no alias, no recorded previous version, or (``@champion``) the version
-            it would move to never published a forecast.
+            it would move to never published a forecast, or none is left after a deletion.
     """
     from pipeline import tracking
     from pipeline.locks import series_lock
@@ -1220,7 +1224,7 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
             _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"))
             return old, new
         target = tracking.previous_version(current, alias) if current is not None else ""
-        manifest = _newest_manifest_of(store, series_id, target) if target else None
+        manifest = _newest_manifests(store, series_id).get(target) if target else None
         if current is not None and target and manifest is None:
             raise tracking.RegistryError(
                 f"{tracking.registered_name(series_id)} v{target} published no forecast to serve again; @champion stays v{current.version}"
@@ -1262,8 +1266,9 @@ def _away_from_deleted(
     for record in reversed(store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []):
         if record.get("alias") == "champion":  # newest first: the version it went to, then the one it left
             held += [str(record[k]) for k in ("to_version", "from_version") if record.get(k) is not None]
+    published = _newest_manifests(store, series_id)
     for version in dict.fromkeys(v for v in held if v != served):
-        manifest = _newest_manifest_of(store, series_id, version)
+        manifest = published.get(version)
         if manifest is not None and manifest_problem(store, manifest) is None and tracking.version_exists(client, series_id, version):
             break
     else:
@@ -1305,8 +1310,10 @@ def _manifests_serving(store: ObjectStore, series_id: str, version: Any) -> list
     return _manifest_keys(series_id, _runs_served_by(store, series_id, str(version.version), runs))
 
 
-def _newest_manifest_of(store: ObjectStore, series_id: str, version: str) -> dict[str, Any] | None:
-    """The newest (as-of year) manifest that published a model version, or ``None``."""
+def _newest_manifests(store: ObjectStore, series_id: str) -> dict[str, dict[str, Any]]:
+    """Model version -> the newest (as-of year) manifest that published it, read once for the series."""
     found = [store.read_json(key) for key in store.list(layout.series_forecasts(series_id)) if key.endswith("/manifest.json")]
-    mine = [m for m in found if str(m.get("model_version")) == str(version)]
-    return max(mine, key=lambda m: (int(m["as_of_year"]), m.get("published_at", ""))) if mine else None
+    newest: dict[str, dict[str, Any]] = {}
+    for manifest in sorted(found, key=lambda m: (int(m["as_of_year"]), m.get("published_at", ""))):
+        newest[str(manifest.get("model_version"))] = manifest
+    return newest
