@@ -63,9 +63,9 @@ def _check_source(args: argparse.Namespace, settings: Settings) -> int:
 def mlflow_ui_hint(tracking_uri: str) -> str:
     """Where a person browses the runs: a tracking server serves its own UI; a local store needs ``mlflow ui``."""
     if tracking_uri.startswith(("http://", "https://")):
-        from pipeline.sources import redacted
+        from pipeline.redact import redact_url
 
-        return f"{redacted(tracking_uri)}   (the tracking server's own UI)"
+        return f"{redact_url(tracking_uri)}   (the tracking server's own UI)"
     return f".venv/bin/mlflow ui --backend-store-uri {tracking_uri}   (or: make mlflow-ui)"
 
 

@@ -44,12 +44,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlparse, urlsplit, urlunsplit
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pandas as pd
 
 from pipeline.errors import Co2castError, PermanentError, TransientError
+from pipeline.redact import redact_url
 
 #: The OWID variables kept in the curated table (emissions in Mt CO2, per capita in t/person).
 OWID_VARIABLES: tuple[str, ...] = (
@@ -118,21 +119,6 @@ def clean(text: object, limit: int = 60) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
-def redacted(url: str) -> str:
-    """A URL as it may be shown or recorded: a user and password, and the values of its query, as ``***``.
-
-    A token in a source URL (``?token=…``, ``https://user:secret@…``) must reach neither a
-    message, a task log nor the store's metadata; the address stays readable.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(a malformed URL)"
-    netloc = f"***@{parts.netloc.rpartition('@')[2]}" if "@" in parts.netloc else parts.netloc
-    query = "&".join(f"{name}=***" for name, _ in parse_qsl(parts.query, keep_blank_values=True)) or ("***" if parts.query else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
 @dataclass(frozen=True)
 class SourcePolicy:
     """Where sources may come from and how much of them is read.
@@ -162,7 +148,7 @@ class SourcePolicy:
 
 @dataclass(frozen=True)
 class Fetched:
-    """Bytes of one release as fetched, with where they came from (a URL :func:`redacted`)."""
+    """Bytes of one release as fetched, with where they came from (a URL :func:`~pipeline.redact.redact_url`)."""
 
     data: bytes
     file_name: str
@@ -198,7 +184,7 @@ def fetch(source: str, timeout: float | None = None, policy: SourcePolicy | None
     if parsed.scheme in ("http", "https"):
         return _fetch_url(source, policy)
     if parsed.scheme not in ("", "file"):
-        raise PermanentSourceError(f"unsupported source {clean(redacted(source), 120)!r}: give a file path or an http(s):// URL")
+        raise PermanentSourceError(f"unsupported source {clean(redact_url(source), 120)!r}: give a file path or an http(s):// URL")
     path = _file_url_path(source) if parsed.scheme == "file" else Path(source).expanduser()
     return _fetch_file(path, source, policy)
 
@@ -214,7 +200,7 @@ def _file_url_path(url: str) -> Path:
     parsed = urlparse(url)
     if parsed.netloc not in ("", "localhost"):
         raise PermanentSourceError(
-            f"source {clean(redacted(url), 160)} names the host {clean(parsed.hostname or '?', 60)!r}: co2cast reads local files only "
+            f"source {clean(redact_url(url), 160)} names the host {clean(parsed.hostname or '?', 60)!r}: co2cast reads local files only "
             "(file:///path, or a plain path)"
         )
     return Path(unquote(parsed.path))
@@ -316,12 +302,12 @@ def _refuse_url(url: str, policy: SourcePolicy, what: str = "source URL") -> Per
         dots = False
     if dots:
         return PermanentSourceError(
-            f"{what} {clean(redacted(url), 160)} is not an allowed source: its path has a '.' or '..' segment "
+            f"{what} {clean(redact_url(url), 160)} is not an allowed source: its path has a '.' or '..' segment "
             "(raw or percent-encoded), which could leave the allowed prefix; give the URL without them"
         )
     allowed = ", ".join(clean(p, 80) for p in policy.url_prefixes) or "none"
     return PermanentSourceError(
-        f"{what} {clean(redacted(url), 160)} is not an allowed source (allowed URL prefixes: {allowed}); "
+        f"{what} {clean(redact_url(url), 160)} is not an allowed source (allowed URL prefixes: {allowed}); "
         "add its prefix to CO2CAST_ALLOWED_URLS to allow it"
     )
 
@@ -334,14 +320,14 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # urllib's signature
         if not _url_allowed(newurl, self.policy):
-            raise _refuse_url(newurl, self.policy, what=f"{clean(redacted(req.full_url), 120)} redirects to")
+            raise _refuse_url(newurl, self.policy, what=f"{clean(redact_url(req.full_url), 120)} redirects to")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _fetch_url(source: str, policy: SourcePolicy) -> Fetched:
     if not _url_allowed(source, policy):
         raise _refuse_url(source, policy)
-    shown = clean(redacted(source), 160)
+    shown = clean(redact_url(source), 160)
     name = Path(urlparse(source).path).name or "source.csv"
     deadline = time.monotonic() + policy.timeout
     opener = urllib.request.build_opener(_CheckedRedirects(policy))
@@ -363,7 +349,7 @@ def _fetch_url(source: str, policy: SourcePolicy) -> Fetched:
             f"cannot download {shown}: {clean(reason, 100)}. Without network access, set CO2CAST_SOURCE "
             "to a local file (a path to a CSV or XLSX release)."
         ) from None
-    return Fetched(data, name, redacted(source))  # recorded in the vintage's metadata: no token
+    return Fetched(data, name, redact_url(source))  # recorded in the vintage's metadata: no token
 
 
 def _status_error(shown: str, code: int, reason: object) -> SourceError:

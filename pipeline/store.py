@@ -21,6 +21,7 @@ from urllib.parse import ParseResult, unquote, urlparse
 
 from pipeline.errors import PermanentError, TransientError
 from pipeline.maths import json_default
+from pipeline.redact import redact_url
 
 
 class StoreError(PermanentError):
@@ -393,13 +394,13 @@ def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
         if not parsed.netloc:
-            raise StoreConfigError(f"an S3 store URI needs a bucket: s3://bucket/prefix, got {uri!r}")
+            raise StoreConfigError(f"an S3 store URI needs a bucket: s3://bucket/prefix, got {redact_url(uri)!r}")
         return S3Store(_s3_bucket(parsed), _s3_prefix(parsed), endpoint_url=endpoint_url)
     if parsed.scheme == "file":
         return LocalStore(Path(unquote(parsed.path)))
     if parsed.scheme == "":
         return LocalStore(Path(uri))
-    raise StoreConfigError(f"unsupported store URI {uri!r}: use file:///path or s3://bucket/prefix")
+    raise StoreConfigError(f"unsupported store URI {redact_url(uri)!r}: use file:///path or s3://bucket/prefix")
 
 
 #: The bucket names boto3 accepts (AWS and MinIO accept fewer: lower case, 3-63 characters).
@@ -408,8 +409,8 @@ _BUCKET_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")
 
 def _s3_bucket(parsed: ParseResult) -> str:
     """The bucket of an ``s3://`` URI, refused in one line when the URI holds more than a bucket there."""
-    if "@" in parsed.netloc or ":" in parsed.netloc:  # credentials or a port: never echoed, they may be secret
-        shown = f"s3://***@{parsed.hostname or ''}" if "@" in parsed.netloc else f"s3://{parsed.netloc}"
+    if "@" in parsed.netloc or ":" in parsed.netloc:  # credentials or a port
+        shown = "/".join(redact_url(parsed.geturl()).split("/", 3)[:3])  # s3://***@host, s3://host:port: the address only
         raise StoreConfigError(
             f"an S3 store URI is s3://bucket/prefix, got {shown}/…: put the endpoint in CO2CAST_S3_ENDPOINT_URL "
             "and the credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from pipeline.config import ConfigError, Settings
 from pipeline.errors import Co2castError, PermanentError, SetupError, TransientError
 from pipeline.maths import json_default
+from pipeline.redact import redact_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -127,11 +128,15 @@ def probe_server(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
         TrackingUnavailable: no connection, or no answer within ``timeout`` seconds (Airflow retries).
         ConfigError: the URI is not a usable http(s) address.
     """
-    parts = urlsplit(uri)
+    where = redact_url(uri, origin_only=True)  # scheme, host and port: never a user, password or query
     try:
-        where = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")  # never echo credentials
-    except ValueError as error:  # a port that is not a number
-        raise ConfigError(f"MLFLOW_TRACKING_URI: {error}; set an address like http://localhost:5000") from None
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 (ValueError for a port that is not a number)
+    except ValueError:  # urllib's words would quote the port, which may be the start of a password
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={where} has no usable address (its port is no number, or a password holds a raw '/', '?' or '#': "
+            "percent-encode it); set an address like http://localhost:5000"
+        ) from None
     if not parts.hostname:
         raise ConfigError(f"MLFLOW_TRACKING_URI={where!r} names no host; set an address like http://localhost:5000")
     try:

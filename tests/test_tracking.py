@@ -140,3 +140,6 @@ def test_a_tracking_uri_with_no_usable_address_is_a_configuration_error() -> Non
         tracking.probe_server("http://127.0.0.1:port/")
     with pytest.raises(ConfigError, match="names no host"):
         tracking.probe_server("http:///mlflow")
+    with pytest.raises(ConfigError, match=r"MLFLOW_TRACKING_URI=http://\*\*\* has no usable address") as raised:
+        tracking.probe_server("http://someone:wJalr/s3cret@127.0.0.1:5000")  # a raw '/' in the password: 'wJalr' reads as the port
+    assert "wJalr" not in str(raised.value) and "s3cret" not in str(raised.value)

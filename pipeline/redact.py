@@ -1,0 +1,71 @@
+"""URLs as they may be shown in a message, a task log or the store's metadata: no credentials, no query values.
+
+A leaf: the standard library only, so the store, the tracking adapter and the CLI mask a URL the
+same way as the source fetcher without importing pandas (:mod:`pipeline.sources` does).
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+#: Stands for what is hidden: a user and password, a query value, an address that may hold a password.
+MASK = "***"
+#: What a URL is shown as when urllib cannot split it into its parts.
+MALFORMED = "(a malformed URL)"
+#: What urllib drops from a URL before splitting it (leading C0 controls and spaces; tabs and line breaks anywhere).
+_LEADING = re.compile(r"^[\x00-\x20]+")
+_REMOVED = re.compile(r"[\t\r\n]")
+
+
+def redact_url(url: str, *, origin_only: bool = False) -> str:
+    """A URL with its secrets masked: the user and password as ``***@``, each query value as ``***``, no fragment.
+
+    ``https://user:s3cret@host:8443/path?token=abc&raw=1#frag`` is shown as
+    ``https://***@host:8443/path?token=***&raw=***``. A query item without ``=`` (a bare token)
+    is ``***`` as a whole. The host is kept as written (case, IPv6 brackets).
+
+    A password holding ``/``, ``?`` or ``#`` must be percent-encoded; written raw (an AWS secret
+    key often holds ``/``), it ends the address early and its start reads as a port, so an
+    address whose port is not a number, or is followed by an ``@`` further on, is hidden with
+    everything after it, as ``scheme://***``.
+    Without ``//`` a URL has no address and what precedes its last ``@`` is hidden wherever it
+    is (``key:secret@minio:9000`` reads to urllib as the scheme ``key`` and the path
+    ``secret@minio:9000``).
+
+    Args:
+        url: the URL as configured or given; it may hold credentials.
+        origin_only: only the scheme, host and port (a server's address, for a message about
+            reaching it): no user, not even as ``***@``, no path and no query.
+
+    Returns:
+        The URL safe to show; :data:`MALFORMED` when urllib cannot split it (an unclosed IPv6 bracket).
+    """
+    text = _REMOVED.sub("", _LEADING.sub("", url))
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return MALFORMED
+    scheme = f"{parts.scheme}:" if parts.scheme else ""
+    if not text[len(scheme) :].startswith("//"):  # no address
+        if "@" not in text:
+            return scheme + parts.path + ("" if origin_only else _query(parts.query))
+        head, _, query = text.rpartition("@")[2].partition("#")[0].partition("?")
+        return f"{MASK}@{head}" + ("" if origin_only else _query(query))
+    try:
+        port = parts.port
+    except ValueError:  # not a number: the start of a password cut short
+        return f"{scheme}//{MASK}"
+    if port is not None and "@" not in parts.netloc and "@" in text[len(scheme) + 2 + len(parts.netloc) :]:
+        return f"{scheme}//{MASK}"  # a password of digits cut short by its '/', '?' or '#'
+    host = parts.netloc.rpartition("@")[2]
+    if origin_only:
+        return f"{scheme}//{host}"
+    user = f"{MASK}@" if "@" in parts.netloc else ""
+    return f"{scheme}//{user}{host}{parts.path}" + _query(parts.query)
+
+
+def _query(query: str) -> str:
+    """A URL's query with each value masked (``?token=***&raw=***``); empty without one."""
+    items = [f"{name}={MASK}" if sep else MASK for name, sep, _ in (item.partition("=") for item in query.split("&") if item)]
+    return "?" + "&".join(items) if items else ""
