@@ -16,13 +16,14 @@ Store keys (see docs/design.md)::
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
 import io
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,16 @@ NAME_COLUMNS = ("entity", "iso_code", "variable")
 #: Longest entity name accepted: its series id names store keys, lock files and MLflow models
 #: (OWID's longest is 41 characters; a file name may have 255 bytes).
 MAX_ENTITY_NAME = 100
+
+
+class _Unread(enum.Enum):
+    UNREAD = "unread"
+
+
+#: ``latest=`` of :func:`vintage_status`: read ``curated/latest.json`` there, if needed.
+UNREAD = _Unread.UNREAD
+#: ``curated/latest.json`` as a step read it, once (``None`` before the first vintage).
+Pointer = dict[str, Any] | None
 
 
 class ValidationFailed(PermanentError):
@@ -83,7 +94,7 @@ def vintage_id(data: bytes) -> tuple[str, str]:
     return digest[:VINTAGE_CHARS], digest
 
 
-def vintage_status(store: ObjectStore, vintage: str) -> str | None:
+def vintage_status(store: ObjectStore, vintage: str, latest: Pointer | Literal[_Unread.UNREAD] = UNREAD) -> str | None:
     """``"curated"`` or ``"quarantined"`` once a vintage was gated, else ``None``.
 
     Only ``"curated"`` is final; a quarantined vintage is gated again on every ingest.
@@ -94,17 +105,23 @@ def vintage_status(store: ObjectStore, vintage: str) -> str | None:
     (which moves the pointer and, under Airflow, updates the asset) or refuses it. It is told
     from a vintage that was published and then superseded by the chain of pointers
     (:func:`_never_published`). No clocks are compared.
+
+    Args:
+        store: the object store.
+        vintage: the vintage id.
+        latest: ``curated/latest.json`` as the calling step read it, so that a step reads it
+            once; by default it is read here, and only when the vintage has a ``meta.json``.
     """
     meta = store.read_json_or_none(layout.curated_meta(vintage))
-    if meta is not None and not _never_published(store, meta):
+    if meta is not None and not _never_published(store, meta, latest_curated(store) if latest is UNREAD else latest):
         return "curated"
     if store.exists(layout.quarantine_object(vintage, "report.md")):
         return "quarantined"
     return None
 
 
-def _never_published(store: ObjectStore, meta: dict[str, Any]) -> bool:
-    """Whether ``curated/latest.json`` never pointed at the vintage of this ``meta.json``.
+def _never_published(store: ObjectStore, meta: dict[str, Any], latest: Pointer) -> bool:
+    """Whether ``curated/latest.json`` (``latest``, as read) never pointed at the vintage of this ``meta.json``.
 
     Every pointer names, as ``previous_vintage``, the one it replaced, and each vintage's
     ``meta.json`` holds the pointer written for it: from ``curated/latest.json`` back, they
@@ -119,7 +136,7 @@ def _never_published(store: ObjectStore, meta: dict[str, Any]) -> bool:
     data that may be older.
     """
     vintage, curated_over = meta.get("vintage"), meta.get("previous_vintage")
-    pointer: Any = latest_curated(store)
+    pointer: Any = latest
     shown = pointer["vintage"] if pointer else None
     seen: set[str] = set()
     while shown != vintage:
@@ -241,8 +258,8 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
     }
     # Only a curated vintage is settled for good. A quarantined one is gated again: the verdict
     # depends on the settings (size cap, tolerances, allowed breaks) and on the file name.
-    status = vintage_status(store, vintage)
     latest = latest_curated(store)
+    status = vintage_status(store, vintage, latest)
     if status == "curated":
         current = f"; curated/latest.json points at {latest['vintage']}" if latest else ""
         info.update(changed=False, message=f"source unchanged: vintage {vintage} was already curated{current}. Nothing new to ingest.")
@@ -313,7 +330,8 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
             ``quarantine/<vintage>/`` with the GX result and a report; nothing was curated.
         AlreadyCurated: a rerun for a vintage curated before another one (nothing written).
     """
-    if _settled(store, snapshot["vintage"]) is not None:  # a rerun (a task cleared in Airflow): the gates' result of the time stays
+    latest = latest_curated(store)  # read once: the rerun check, the gates and a quarantine report use it
+    if _settled(store, snapshot["vintage"], latest) is not None:  # a rerun (a task cleared in Airflow): the gates' result of the time stays
         summary = f"vintage {snapshot['vintage']} is curated and served already: not gated again"
         return {
             "vintage": snapshot["vintage"],
@@ -322,12 +340,12 @@ def validate_raw(settings: Settings, store: ObjectStore, snapshot: dict[str, Any
             "summary": summary,
             "gated_against": None,
         }
-    validated, _ = _gate_snapshot(settings, store, snapshot, today)
+    validated, _ = _gate_snapshot(settings, store, snapshot, today, latest)
     return validated
 
 
-def _settled(store: ObjectStore, vintage: str) -> dict[str, Any] | None:
-    """The pointer, when a rerun of a vintage's validate or curate step finds it curated and still served.
+def _settled(store: ObjectStore, vintage: str, latest: Pointer) -> dict[str, Any] | None:
+    """The pointer ``latest``, when a rerun of a vintage's validate or curate step finds it curated and still served.
 
     ``None`` when the vintage is not curated (or was written but never published: it is
     curated again, see :func:`vintage_status`).
@@ -336,9 +354,8 @@ def _settled(store: ObjectStore, vintage: str) -> dict[str, Any] | None:
         AlreadyCurated: the vintage was curated and another has been since; curating it again
             would move ``curated/latest.json`` back to older data (and start a forecast on it).
     """
-    if vintage_status(store, vintage) != "curated":
+    if vintage_status(store, vintage, latest) != "curated":
         return None
-    latest = latest_curated(store)
     shown = latest["vintage"] if latest else None
     if shown != vintage:
         raise AlreadyCurated(
@@ -349,23 +366,23 @@ def _settled(store: ObjectStore, vintage: str) -> dict[str, Any] | None:
 
 
 def _gate_snapshot(
-    settings: Settings, store: ObjectStore, snapshot: dict[str, Any], today: dt.date | None
+    settings: Settings, store: ObjectStore, snapshot: dict[str, Any], today: dt.date | None, latest: Pointer
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """:func:`validate_raw`, also returning the staging table that passed the gates."""
+    """:func:`validate_raw` against ``latest`` (``curated/latest.json`` as read), also returning the staging table that passed."""
     ref = VintageRef(snapshot["vintage"], snapshot["file_name"])
     try:
         staging = read_release(store.read_bytes(ref.raw_key), ref.file_name, settings.max_source_bytes)
     except sources.SourceError as error:
-        _quarantine(store, ref, store.read_bytes(ref.raw_key), gates=[], reason=str(error))
+        _quarantine(store, ref, store.read_bytes(ref.raw_key), gates=[], reason=str(error), latest=latest)
         raise ValidationFailed(_failure_message(store, ref, str(error))) from error
 
     # The raw bytes are not kept while gating (a large release would be held twice).
-    gates, against = _run_gates(settings, store, staging, today or dt.date.today())
+    gates, against = _run_gates(settings, store, staging, today or dt.date.today(), latest)
     release_memory(len(staging))
     if not all(g.success for g in gates):
         del staging
         summary = "\n".join(g.summary() for g in gates if not g.success)
-        _quarantine(store, ref, store.read_bytes(ref.raw_key), gates=gates, reason=summary)
+        _quarantine(store, ref, store.read_bytes(ref.raw_key), gates=gates, reason=summary, latest=latest)
         raise ValidationFailed(_failure_message(store, ref, "; ".join(g.one_line() for g in gates if not g.success)))
     store.write_json(layout.curated_gx_result(ref.vintage), {g.suite: g.result for g in gates})
     summary = "; ".join(g.summary() for g in gates)
@@ -425,11 +442,11 @@ def _curate(
     settings: Settings, store: ObjectStore, validated: dict[str, Any], written: list[str], staging: pd.DataFrame | None
 ) -> dict[str, Any]:
     ref = VintageRef(validated["vintage"], validated["file_name"])
-    settled = _settled(store, ref.vintage)
+    previous = latest_curated(store)  # read once, under the curate lock: nothing else moves it until the write below
+    settled = _settled(store, ref.vintage, previous)
     if settled is not None:  # a rerun: curated/latest.json already shows this vintage; nothing is rewritten
         logger.info("vintage %s is curated and curated/latest.json shows it: nothing to curate", ref.vintage)
         return settled
-    previous = latest_curated(store)
     shown = previous["vintage"] if previous else None
     if "gated_against" in validated and validated["gated_against"] != shown and shown != ref.vintage:
         raise GatedAgainstOther(
@@ -506,7 +523,7 @@ def ingest(settings: Settings, store: ObjectStore, source: str | None = None) ->
         return {"status": "unchanged", **fetched}
     snapshot = snapshot_raw(store, fetched)
     # The release is read and parsed once: the table the gates passed is the one curated.
-    validated, staging = _gate_snapshot(settings, store, snapshot, None)
+    validated, staging = _gate_snapshot(settings, store, snapshot, None, latest_curated(store))
     return {"status": "curated", **curate_vintage(settings, store, validated, staging), "message": fetched["message"]}
 
 
@@ -739,14 +756,15 @@ def run_raw_gates(
     return gates
 
 
-def _run_gates(settings: Settings, store: ObjectStore, staging: pd.DataFrame, today: dt.date) -> tuple[list[GateResult], str | None]:
-    """The raw gates against the vintage ``curated/latest.json`` shows now, and that vintage's id."""
-    previous = latest_curated(store)
+def _run_gates(
+    settings: Settings, store: ObjectStore, staging: pd.DataFrame, today: dt.date, previous: Pointer
+) -> tuple[list[GateResult], str | None]:
+    """The raw gates against the vintage ``curated/latest.json`` (``previous``, as read) shows, and that vintage's id."""
     previous_table = _read_curated_compact(store, previous["vintage"]) if previous is not None else None
     return run_raw_gates(settings, staging, today, previous, previous_table), previous["vintage"] if previous is not None else None
 
 
-def _quarantine(store: ObjectStore, ref: VintageRef, data: bytes, gates: list[GateResult], reason: str) -> None:
+def _quarantine(store: ObjectStore, ref: VintageRef, data: bytes, gates: list[GateResult], reason: str, latest: Pointer) -> None:
     store.write_bytes(layout.quarantine_object(ref.vintage, ref.file_name), data)
     store.write_json(
         layout.quarantine_object(ref.vintage, "gx_result.json"),
@@ -754,7 +772,6 @@ def _quarantine(store: ObjectStore, ref: VintageRef, data: bytes, gates: list[Ga
         if gates
         else {"error": reason, "note": "the file could not be read as a table, so no GX suite ran"},
     )
-    latest = latest_curated(store)
     report = "\n".join(
         [
             f"# Vintage {ref.vintage} rejected",

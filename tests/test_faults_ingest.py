@@ -911,6 +911,48 @@ def test_a_rerun_of_an_ingest_run_moves_nothing_and_never_takes_the_pointer_back
         assert _snapshot(store) == before
 
 
+class _CountingPointerReads(LocalStore):
+    """A local store that counts the reads of ``curated/latest.json``."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.pointer_reads = 0
+
+    def read_bytes(self, key: str) -> bytes:
+        self.pointer_reads += key == ingest.LATEST_KEY
+        return super().read_bytes(key)
+
+
+def test_each_ingest_step_reads_the_curated_pointer_once(curated, release: Path, tmp_path: Path) -> None:
+    """fetch_source, validate_raw and curate_vintage each read ``curated/latest.json`` once and pass it on, to
+    vintage_status and its walk of the chain of pointers too (they read it two or three times): for a vintage
+    killed before its pointer (its meta.json there, so the chain is walked), and for the rerun of each step once
+    it is served (a run cleared in Airflow)."""
+    settings, store = curated
+    killed = _killed_before_pointer(settings, store, release, tmp_path)
+    counting = _CountingPointerReads(store.root)
+
+    def reads(step: Callable[[], dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+        counting.pointer_reads = 0
+        result = step()
+        return counting.pointer_reads, result
+
+    count, fetched = reads(lambda: ingest.fetch_source(settings, counting, str(killed)))
+    assert count == 1 and fetched["changed"], fetched["message"]
+    snapshot = ingest.snapshot_raw(counting, fetched)
+    count, validated = reads(lambda: ingest.validate_raw(settings, counting, snapshot))
+    assert count == 1 and validated["gated_against"] is not None
+    count, pointer = reads(lambda: ingest.curate_vintage(settings, counting, validated))
+    assert count == 1 and store.read_json(ingest.LATEST_KEY) == pointer and pointer["vintage"] == fetched["vintage"]
+
+    count, again = reads(lambda: ingest.fetch_source(settings, counting, str(killed)))
+    assert count == 1 and not again["changed"] and "already curated" in again["message"]
+    count, rerun = reads(lambda: ingest.validate_raw(settings, counting, snapshot))
+    assert count == 1 and "not gated again" in rerun["summary"]
+    count, served = reads(lambda: ingest.curate_vintage(settings, counting, validated))
+    assert count == 1 and served == pointer
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
