@@ -98,6 +98,8 @@ def transient_errors() -> Iterator[None]:
         if is_transient(error):
             text = str(error).strip()
             first = text.splitlines()[0][:200] if text else type(error).__name__
+            if "timed out" in text and "timed out" not in first:  # a hung server: MLflow's words say so past the cut
+                first = f"timed out: {first}"
             raise TrackingUnavailable(f"MLflow tracking store unavailable ({first}); retry later") from error
         raise
 
@@ -111,6 +113,10 @@ def is_transient(error: BaseException) -> bool:
 
 #: Retries of a request to a tracking server (MLflow's backoff: 2, 4, 8 and 16 s), unless MLFLOW_HTTP_REQUEST_MAX_RETRIES is set.
 HTTP_RETRIES = 4
+
+#: Seconds a request to a tracking server waits for its connection and for each read of the
+#: answer (MLflow's default: 120), unless MLFLOW_HTTP_REQUEST_TIMEOUT is set.
+HTTP_TIMEOUT = 30
 
 #: Seconds the first request to a tracking server may take (connect and answer) before it counts as down.
 PROBE_TIMEOUT = 10.0
@@ -158,6 +164,30 @@ def registered_name(series_id: str) -> str:
     return f"co2cast.{series_id}"
 
 
+def server_defaults(uri: str) -> None:
+    """Bound how long MLflow waits for a tracking server, unless the operator set it (an HTTP URI only).
+
+    A server that goes away mid-run: MLflow retries each request 7 times over about four
+    minutes, and a run makes more than one request before it gives up (a forecast held its task
+    8.5 minutes before its one line). Four retries (:data:`HTTP_RETRIES`, about 30 s) ride out
+    a restart; a longer outage fails the run, transient, for Airflow to retry.
+
+    A server that accepts the connection and never answers (hung, or a proxy in front of a dead
+    one) held each attempt MLflow's 120 s: over ten minutes for one request. :data:`HTTP_TIMEOUT`
+    (30 s) makes it about three. It is requests' timeout, which bounds the connection and each
+    read from the socket, not a whole transfer: a model artefact of any size still downloads
+    while its bytes keep coming, and an upload waits only for the server's answer after its last
+    byte (co2cast's artefacts are JSON, npz, SVG and parquet files of kilobytes to a few
+    megabytes, stored by the server in well under that).
+
+    ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` and ``MLFLOW_HTTP_REQUEST_TIMEOUT`` already set win; a
+    SQLite or file store gets neither.
+    """
+    if uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(HTTP_TIMEOUT))
+
+
 def configure(settings: Settings) -> Any:
     """Point MLflow at the configured tracking store; make sure the experiment exists.
 
@@ -174,13 +204,8 @@ def configure(settings: Settings) -> Any:
     from mlflow import MlflowClient
 
     uri = settings.resolved_tracking_uri
+    server_defaults(uri)
     if uri.startswith(("http://", "https://")):
-        # A server that goes away mid-run: MLflow retries each request 7 times over about four
-        # minutes, and a run makes more than one request before it gives up (a forecast held
-        # its task 8.5 minutes before its one line). Four retries (about 30 s) ride out a
-        # restart; a longer outage fails the run at once, transient, for Airflow to retry.
-        # An operator's own MLFLOW_HTTP_REQUEST_MAX_RETRIES wins.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
         probe_server(uri)
     artifact_location = None
     database = None

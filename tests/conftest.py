@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 #: Variables MLflow or co2cast set in the process itself (``mlflow.set_tracking_uri`` exports
-#: MLFLOW_TRACKING_URI; ``tracking.configure`` defaults the HTTP retries for a server).
-_PROCESS_SET = ("MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+#: MLFLOW_TRACKING_URI; ``tracking.configure`` defaults the HTTP retries and timeout for a server).
+_PROCESS_SET = ("MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
 
 
 @pytest.fixture(autouse=True)

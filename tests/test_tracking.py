@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -143,3 +144,77 @@ def test_a_tracking_uri_with_no_usable_address_is_a_configuration_error() -> Non
     with pytest.raises(ConfigError, match=r"MLFLOW_TRACKING_URI=http://\*\*\* has no usable address") as raised:
         tracking.probe_server("http://someone:wJalr/s3cret@127.0.0.1:5000")  # a raw '/' in the password: 'wJalr' reads as the port
     assert "wJalr" not in str(raised.value) and "s3cret" not in str(raised.value)
+
+
+_SERVER_BUDGET = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+
+
+def test_a_tracking_server_gets_a_request_timeout_and_retries_unless_the_operator_set_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow waits 120 s for each attempt at a server that never answers; co2cast's default is HTTP_TIMEOUT, for a server only."""
+    for name in _SERVER_BUDGET:
+        monkeypatch.delenv(name, raising=False)
+    tracking.configure(Settings(home=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"))
+    tracking.server_defaults((tmp_path / "mlruns").as_uri())
+    assert not any(name in os.environ for name in _SERVER_BUDGET), "a local store has no server to wait for"
+
+    tracking.server_defaults("https://mlflow.example:5000")
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == str(tracking.HTTP_TIMEOUT) == "30"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(tracking.HTTP_RETRIES)
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")  # an operator's own settings win
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    tracking.server_defaults("http://mlflow:5000")
+    assert (os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"], os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]) == ("300", "0")
+
+
+class _Hanging:
+    """A loopback TCP server that answers ``GET /health`` and accepts every other request without ever answering it."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.requests: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            first = connection.recv(65536).split(b"\r\n", 1)[0].decode("latin-1")
+            self.requests.append(first)
+            if first.startswith("GET /health "):
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK")
+                connection.close()
+            else:
+                self.held.append(connection)  # read, never answered, never closed until the end
+
+    def close(self) -> None:
+        self.listener.close()
+        for connection in self.held:
+            connection.close()
+
+
+def test_a_tracking_server_that_never_answers_is_a_transient_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hung server (it accepts, reads, never answers) fails a registry call after the request timeout, as a
+    TrackingUnavailable in one line; MLflow's own budget would hold the task over ten minutes per request."""
+    from pipeline import tasks
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")  # an operator's value; co2cast's default is 30 s
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    server = _Hanging()
+    try:
+        settings = Settings(home=tmp_path, store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"http://127.0.0.1:{server.port}")
+        with pytest.raises(tracking.TrackingUnavailable) as raised:
+            tasks.forecasts_as_of(settings, SID, 2010)
+    finally:
+        server.close()
+    message = str(raised.value)
+    assert raised.value.transient and "\n" not in message and len(message) < 400, message
+    assert message.startswith("MLflow tracking store unavailable (") and "timed out" in message and message.endswith("; retry later")
+    assert server.requests[0].startswith("GET /health ") and len(server.requests) == 2, server.requests  # the probe, one attempt
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "2"

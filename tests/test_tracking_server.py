@@ -194,7 +194,9 @@ def test_a_server_gone_mid_run_is_given_up_on_after_a_few_retries(settings: Sett
     the fifth refusal ends it, a transient error; MLflow's own would have got through on the seventh.
     """
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")  # as in production: co2cast's budget
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
     client = tracking.configure(settings)
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == str(tracking.HTTP_TIMEOUT)  # not MLflow's 120 s per attempt
 
     def first_six(method: str, path: str) -> bool:
         return "/registered-models/alias" in path and len(proxy.refused) < 6
@@ -204,6 +206,7 @@ def test_a_server_gone_mid_run_is_given_up_on_after_a_few_retries(settings: Sett
         tracking.alias_version(client, SID, "champion")
     assert len(proxy.refused) == 1 + tracking.HTTP_RETRIES == 5
 
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # an operator's own setting wins
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # an operator's own settings win
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")
     tracking.configure(settings)
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+    assert (os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"], os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]) == ("0", "300")
