@@ -295,8 +295,10 @@ class S3Store(ObjectStore):
             if code == "NoSuchBucket":
                 missing = f"bucket {self.bucket!r} does not exist (NoSuchBucket)"
                 return StoreError(f"cannot {verb} {where}: {missing}; create it, or fix CO2CAST_STORE_URI")
-            if code in _CREDENTIAL_CODES:
-                return StoreError(f"cannot {verb} {where}: the store refused the credentials ({code}); {_CREDENTIALS_HINT}")
+            if code in _CREDENTIAL_CODES or (status == 403 and code in ("403", "Forbidden", "")):
+                # A HEAD (exists) is answered without a body, so its 403 has no code to tell a bad key from a denial.
+                shown = code if code in _CREDENTIAL_CODES else "HTTP 403"
+                return StoreError(f"cannot {verb} {where}: the store refused the credentials ({shown}); {_CREDENTIALS_HINT}")
             return StoreError(f"cannot {verb} {where}: {code or status} ({error})")
         if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
             return StoreError(f"cannot {verb} {where}: no usable S3 credentials ({error}); {_CREDENTIALS_HINT}")

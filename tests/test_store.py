@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,3 +191,147 @@ def test_an_s3_store_uri_may_end_in_slashes() -> None:
     store = open_store("s3://co2cast//store/sub//", endpoint_url="http://127.0.0.1:1")
     assert isinstance(store, S3Store) and (store.bucket, store.prefix) == ("co2cast", "store/sub")
     assert open_store("s3://co2cast", endpoint_url="http://127.0.0.1:1").uri("k") == "s3://co2cast/k"
+
+
+# -- credentials a real S3 server refuses ----------------------------------------------------------
+
+#: Requests moto's server lets through unchecked before it checks every signature (INITIAL_NO_AUTH_ACTION_COUNT):
+#: the setup below, exactly.
+_SETUP_ACTIONS = 6
+_BUCKET = "co2cast-auth"
+
+
+@pytest.fixture(scope="module")
+def s3_checking_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """moto's S3 server in its own process, refusing what AWS refuses: a signature made with another secret, an unknown
+    access key, a user without S3 permissions. (Started as the other tests start it, it accepts any key.)
+
+    Its own process: the check is switched on by a variable moto reads at import, and moto's state is per process.
+    """
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from tests.conftest import BIN, _free_port
+
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("moto-auth") / "moto.log"
+    log = log_path.open("wb")
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_SETUP_ACTIONS)}
+    server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(600):  # until it answers (or has died); how long it takes is not the test
+            assert server.poll() is None, log_path.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=5):  # not an AWS action: not counted
+                    break
+            except OSError:
+                time.sleep(0.2)
+        setup = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+        iam = boto3.client("iam", **setup)
+        allow_s3 = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        keys = {}
+        for user in ("co2cast", "nobody"):
+            iam.create_user(UserName=user)
+            keys[user] = iam.create_access_key(UserName=user)["AccessKey"]
+        iam.put_user_policy(UserName="co2cast", PolicyName="s3", PolicyDocument=json.dumps(allow_s3))
+        boto3.client("s3", **setup).create_bucket(Bucket=_BUCKET)  # the sixth and last unchecked action
+        with pytest.raises(ClientError, match="InvalidAccessKeyId"):  # from now on, every request is checked
+            boto3.client("s3", **setup).list_objects_v2(Bucket=_BUCKET)
+        yield {"endpoint": endpoint, "bucket": _BUCKET, "co2cast": keys["co2cast"], "nobody": keys["nobody"]}
+    finally:
+        server.terminate()
+        server.wait()
+        log.close()
+
+
+def _keys(server: dict[str, Any], case: str) -> tuple[str, str]:
+    """(access key id, secret) for a case: the right key, its id with another secret, an unknown id, a user without S3 access."""
+    right, nobody = server["co2cast"], server["nobody"]
+    return {
+        "right key": (right["AccessKeyId"], right["SecretAccessKey"]),
+        "wrong secret": (right["AccessKeyId"], "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY00"),
+        "unknown access key": ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY00"),
+        "no S3 permission": (nobody["AccessKeyId"], nobody["SecretAccessKey"]),
+    }[case]
+
+
+def _as_configured(server: dict[str, Any], case: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment of a task or the command line configured with a case's key (in this process too)."""
+    import boto3
+
+    key_id, secret = _keys(server, case)
+    env = {
+        "CO2CAST_HOME": str(home),
+        "CO2CAST_STORE_URI": f"s3://{server['bucket']}/co2cast",
+        "CO2CAST_S3_ENDPOINT_URL": server["endpoint"],
+        "AWS_ACCESS_KEY_ID": key_id,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps the credentials it found first
+    return env
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [("wrong secret", "SignatureDoesNotMatch"), ("unknown access key", "InvalidAccessKeyId"), ("no S3 permission", "AccessDenied")],
+)
+def test_credentials_an_s3_server_refuses_are_one_permanent_line_naming_what_to_set(
+    case: str, code: str, s3_checking_keys: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong secret, an unknown key or a key without access: no retry cures them, and the line names the settings."""
+    from pipeline import tasks
+    from pipeline.config import Settings
+    from tests.conftest import BIN
+
+    env = _as_configured(s3_checking_keys, case, tmp_path / "home", monkeypatch)
+    secret = env["AWS_SECRET_ACCESS_KEY"]
+    result = subprocess.run([str(BIN / "co2cast"), "status"], env=os.environ.copy(), capture_output=True, text=True, timeout=300)
+    where = f"s3://{_BUCKET}/co2cast"
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert result.stderr == (
+        f"error: cannot read {where}/curated/latest.json: the store refused the credentials ({code}); "
+        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an Airflow connection) for this store\n"
+    )
+
+    store = tasks.open_store(Settings())  # as a task opens it; every kind of request says the same
+    calls = {
+        "reach": lambda: store.exists("curated/latest.json"),  # HEAD: a 403 without a body, so without a code
+        "list": lambda: store.list("curated/"),
+        "write": lambda: store.write_bytes("k.txt", b"x"),
+        "delete": lambda: store.delete("k.txt"),
+    }
+    for verb, call in calls.items():
+        with pytest.raises(StoreError) as raised:
+            call()
+        message = str(raised.value)
+        shown = "HTTP 403" if verb == "reach" else code
+        assert re.fullmatch(
+            rf"cannot {verb} {where}/(curated/latest\.json|curated/|k\.txt): the store refused the credentials \({shown}\); "
+            r"set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \(or an Airflow connection\) for this store",
+            message,
+        ), message
+        assert not raised.value.transient and secret not in message
+
+
+def test_the_right_key_works_against_an_s3_server_that_checks_keys(
+    s3_checking_keys: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline import tasks
+    from pipeline.config import Settings
+    from tests.conftest import BIN
+
+    _as_configured(s3_checking_keys, "right key", tmp_path / "home", monkeypatch)
+    result = subprocess.run([str(BIN / "co2cast"), "status"], env=os.environ.copy(), capture_output=True, text=True, timeout=300)
+    assert (result.returncode, result.stderr) == (1, ""), result.stderr
+    assert result.stdout == f"no curated vintage in s3://{_BUCKET}/co2cast yet: run `co2cast ingest`\n"
+
+    store = tasks.open_store(Settings())
+    assert not store.exists("k.txt") and store.create_exclusive("k.txt", b"x") and not store.create_exclusive("k.txt", b"y")
+    assert store.read_bytes("k.txt") == b"x" and store.list() == ["k.txt"]
+    store.delete("k.txt")
+    assert store.list() == []
