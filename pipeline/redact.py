@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 MASK = "***"
 #: What a URL is shown as when urllib cannot split it into its parts.
 MALFORMED = "(a malformed URL)"
+#: A URL inside a message (a library's words): a scheme, ``://``, and what follows up to a space, a quote or a bracket.
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>]*")
 #: What urllib drops from a URL before splitting it (leading C0 controls and spaces; tabs and line breaks anywhere).
 _LEADING = re.compile(r"^[\x00-\x20]+")
 _REMOVED = re.compile(r"[\t\r\n]")
@@ -63,6 +65,11 @@ def redact_url(url: str, *, origin_only: bool = False) -> str:
         return f"{scheme}//{host}"
     user = f"{MASK}@" if "@" in parts.netloc else ""
     return f"{scheme}//{user}{host}{parts.path}" + _query(parts.query)
+
+
+def redact_urls_in(text: str) -> str:
+    """A message with every URL in it shown by :func:`redact_url` (MLflow names the URL it failed to reach, credentials and all)."""
+    return _URL_IN_TEXT.sub(lambda found: redact_url(found.group()), text)
 
 
 def _query(query: str) -> str:

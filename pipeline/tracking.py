@@ -33,12 +33,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.config import ConfigError, Settings
 from pipeline.errors import Co2castError, PermanentError, SetupError, TransientError
 from pipeline.maths import json_default
-from pipeline.redact import redact_url
+from pipeline.redact import redact_url, redact_urls_in
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,7 +96,7 @@ def transient_errors() -> Iterator[None]:
         raise
     except Exception as error:
         if is_transient(error):
-            text = str(error).strip()
+            text = redact_urls_in(str(error)).strip()  # MLflow's words name the URL, with a password written in it
             first = text.splitlines()[0][:200] if text else type(error).__name__
             if "timed out" in text and "timed out" not in first:  # a hung server: MLflow's words say so past the cut
                 first = f"timed out: {first}"
@@ -145,8 +145,11 @@ def probe_server(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
         ) from None
     if not parts.hostname:
         raise ConfigError(f"MLFLOW_TRACKING_URI={where!r} names no host; set an address like http://localhost:5000")
+    # Without the user and password: urllib takes 'user:password@host' for the host name ('Name or service not
+    # known'); any answer, 401 included, tells a server is there.
+    health = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path.rstrip("/") + "/health", "", ""))
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):  # noqa: S310 (only http(s) is probed)
+        with urllib.request.urlopen(health, timeout=timeout):  # noqa: S310 (only http(s) is probed)
             return
     except urllib.error.HTTPError:
         return  # the server answered

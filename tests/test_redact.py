@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipeline.redact import MALFORMED, redact_url
+from pipeline.redact import MALFORMED, redact_url, redact_urls_in
 
 
 @pytest.mark.parametrize(
@@ -47,6 +47,19 @@ def test_a_url_is_shown_without_credentials_query_values_or_fragment(url: str, s
     for secret in ("s3cret", "wJa", "1234", "pa"):
         if secret not in url.split("@")[-1]:
             assert secret not in redact_url(url) and secret not in redact_url(url, origin_only=True)
+
+
+def test_every_url_in_a_message_is_shown_redacted() -> None:
+    """MLflow's words name the URL a request failed on, with the user and password written in the tracking URI."""
+    text = (
+        "API request to http://someone:s3cret@mlflow:5000/api/2.0/x failed with exception HTTPConnectionPool(host='mlflow', "
+        "port=5000): Max retries exceeded with url: /api/2.0/x (Caused by 'https://u:s3cret@[::1]:9/a')"
+    )
+    shown = redact_urls_in(text)
+    assert "s3cret" not in shown
+    assert shown.startswith("API request to http://***@mlflow:5000/api/2.0/x failed with exception HTTPConnectionPool(host='mlflow', ")
+    assert shown.endswith("(Caused by 'https://***@[::1]:9/a')")
+    assert redact_urls_in("database is locked") == "database is locked"
 
 
 def test_the_module_is_light() -> None:

@@ -199,16 +199,24 @@ class _Hanging:
             connection.close()
 
 
-def test_a_tracking_server_that_never_answers_is_a_transient_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("user", ["", "someone:s3cret@"], ids=["plain", "credentials-in-the-uri"])
+def test_a_tracking_server_that_never_answers_is_a_transient_one_line_error(
+    user: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A hung server (it accepts, reads, never answers) fails a registry call after the request timeout, as a
-    TrackingUnavailable in one line; MLflow's own budget would hold the task over ten minutes per request."""
+    TrackingUnavailable in one line; MLflow's own budget would hold the task over ten minutes per request.
+
+    With a user and password in the URI, the probe reaches the server too (urllib took them for part of the host
+    name: 'unreachable'), and MLflow's words, which name the URL, show them as ***."""
     from pipeline import tasks
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")  # an operator's value; co2cast's default is 30 s
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     server = _Hanging()
     try:
-        settings = Settings(home=tmp_path, store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"http://127.0.0.1:{server.port}")
+        settings = Settings(
+            home=tmp_path, store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"http://{user}127.0.0.1:{server.port}"
+        )
         with pytest.raises(tracking.TrackingUnavailable) as raised:
             tasks.forecasts_as_of(settings, SID, 2010)
     finally:
@@ -217,4 +225,15 @@ def test_a_tracking_server_that_never_answers_is_a_transient_one_line_error(tmp_
     assert raised.value.transient and "\n" not in message and len(message) < 400, message
     assert message.startswith("MLflow tracking store unavailable (") and "timed out" in message and message.endswith("; retry later")
     assert server.requests[0].startswith("GET /health ") and len(server.requests) == 2, server.requests  # the probe, one attempt
+    assert "s3cret" not in message and f"http://{'***@' if user else ''}127.0.0.1:{server.port}/api/" in message
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "2"
+
+
+def test_a_transient_failure_shows_no_password_of_the_tracking_uri() -> None:
+    """MLflow names the URL it failed on as configured, a user and password written in it included."""
+    failure = RuntimeError(
+        "API request to http://someone:s3cret@mlflow:5000/api/2.0/mlflow/runs/get failed with exception Connection refused"
+    )
+    with pytest.raises(tracking.TrackingUnavailable) as raised, tracking.transient_errors():
+        raise failure
+    assert "s3cret" not in str(raised.value) and "http://***@mlflow:5000/api/2.0/mlflow/runs/get" in str(raised.value)
