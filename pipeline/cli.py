@@ -62,11 +62,12 @@ def _check_source(args: argparse.Namespace, settings: Settings) -> int:
 
 def mlflow_ui_hint(tracking_uri: str) -> str:
     """Where a person browses the runs: a tracking server serves its own UI; a local store needs ``mlflow ui``."""
-    if tracking_uri.startswith(("http://", "https://")):
-        from pipeline.redact import redact_url
+    from pipeline.redact import redact_url
 
+    if tracking_uri.startswith(("http://", "https://")):
         return f"{redact_url(tracking_uri)}   (the tracking server's own UI)"
-    return f".venv/bin/mlflow ui --backend-store-uri {tracking_uri}   (or: make mlflow-ui)"
+    shown = redact_url(tracking_uri) if "@" in tracking_uri else tracking_uri  # postgresql://user:password@host/db
+    return f".venv/bin/mlflow ui --backend-store-uri {shown}   (or: make mlflow-ui)"
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:

@@ -298,7 +298,8 @@ class S3Store(ObjectStore):
             if code in _CREDENTIAL_CODES or (status == 403 and code in ("403", "Forbidden", "")):
                 # A HEAD (exists) is answered without a body, so its 403 has no code to tell a bad key from a denial.
                 shown = code if code in _CREDENTIAL_CODES else "HTTP 403"
-                return StoreError(f"cannot {verb} {where}: the store refused the credentials ({shown}); {_CREDENTIALS_HINT}")
+                denied = "; or grant these credentials access to the bucket" if code in ("AccessDenied", "403", "Forbidden", "") else ""
+                return StoreError(f"cannot {verb} {where}: the store refused the credentials ({shown}); {_CREDENTIALS_HINT}{denied}")
             return StoreError(f"cannot {verb} {where}: {code or status} ({error})")
         if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
             return StoreError(f"cannot {verb} {where}: no usable S3 credentials ({error}); {_CREDENTIALS_HINT}")
@@ -393,7 +394,12 @@ def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
     Returns:
         The matching :class:`ObjectStore`.
     """
-    parsed = urlparse(uri)
+    try:
+        parsed = urlparse(uri)
+    except ValueError as error:  # an unclosed IPv6 bracket: s3://[x/…
+        raise StoreConfigError(
+            f"CO2CAST_STORE_URI {redact_url(uri)} cannot be read ({error}): use file:///path or s3://bucket/prefix"
+        ) from None
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise StoreConfigError(f"an S3 store URI needs a bucket: s3://bucket/prefix, got {redact_url(uri)!r}")

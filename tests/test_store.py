@@ -178,6 +178,7 @@ def test_a_missing_bucket_or_credentials_are_one_line_to_fix_not_to_retry(
         # An AWS secret key often holds '/': written raw, it ends the address, and its start reads as a port.
         ("s3://AKIAEXAMPLE:wJalr/s3cret@co2cast/store", "got s3://***/…: put the endpoint"),
         ("s3://co2 cast/store", "is no S3 bucket name"),
+        ("s3://[co2cast/store", "cannot be read (Invalid IPv6 URL): use file:///path or s3://bucket/prefix"),  # urllib's ValueError before
     ],
 )
 def test_an_s3_store_uri_that_is_not_a_bucket_and_a_plain_prefix_is_refused(uri: str, why: str) -> None:
@@ -293,9 +294,10 @@ def test_credentials_an_s3_server_refuses_are_one_permanent_line_naming_what_to_
     result = subprocess.run([str(BIN / "co2cast"), "status"], env=os.environ.copy(), capture_output=True, text=True, timeout=300)
     where = f"s3://{_BUCKET}/co2cast"
     assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    denied = "; or grant these credentials access to the bucket"  # a denial may be the bucket's policy, not the key
     assert result.stderr == (
         f"error: cannot read {where}/curated/latest.json: the store refused the credentials ({code}); "
-        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an Airflow connection) for this store\n"
+        f"set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an Airflow connection) for this store{denied if code == 'AccessDenied' else ''}\n"
     )
 
     store = tasks.open_store(Settings())  # as a task opens it; every kind of request says the same
@@ -312,7 +314,8 @@ def test_credentials_an_s3_server_refuses_are_one_permanent_line_naming_what_to_
         shown = "HTTP 403" if verb == "reach" else code
         assert re.fullmatch(
             rf"cannot {verb} {where}/(curated/latest\.json|curated/|k\.txt): the store refused the credentials \({shown}\); "
-            r"set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \(or an Airflow connection\) for this store",
+            r"set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \(or an Airflow connection\) for this store"
+            + (re.escape(denied) if shown in ("HTTP 403", "AccessDenied") else ""),
             message,
         ), message
         assert not raised.value.transient and secret not in message
