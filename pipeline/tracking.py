@@ -140,8 +140,8 @@ def probe_server(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
         parts.port  # noqa: B018 (ValueError for a port that is not a number)
     except ValueError:  # urllib's words would quote the port, which may be the start of a password
         raise ConfigError(
-            f"MLFLOW_TRACKING_URI={where} has no usable address (its port is no number, or a password holds a raw '/', '?' or '#': "
-            "percent-encode it); set an address like http://localhost:5000"
+            f"MLFLOW_TRACKING_URI={where} has no usable address (its port is not a number from 0 to 65535, or a password holds "
+            "a raw '/', '?' or '#': percent-encode it); set an address like http://localhost:5000"
         ) from None
     if not parts.hostname:
         raise ConfigError(f"MLFLOW_TRACKING_URI={where!r} names no host; set an address like http://localhost:5000")

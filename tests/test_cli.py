@@ -275,7 +275,10 @@ def test_a_deleted_mlflow_experiment_or_a_bad_tracking_uri_stops_the_run_in_one_
     assert _run(tmp_path, "ingest", "--source", str(small_owid)).returncode == 0
     bad = _run(tmp_path, "forecast", "--series", "World:co2,Canada:co2", env={"MLFLOW_TRACKING_URI": "http://localhost:99999"})
     assert bad.returncode == 1 and "canada.co2" not in bad.stdout + bad.stderr, bad.stdout + bad.stderr
-    assert bad.stderr.strip() == "error: MLFLOW_TRACKING_URI: Port out of range 0-65535; set an address like http://localhost:5000"
+    assert bad.stderr.strip().splitlines() == [
+        "error: MLFLOW_TRACKING_URI=http://*** has no usable address (its port is not a number from 0 to 65535, or a password holds "
+        "a raw '/', '?' or '#': percent-encode it); set an address like http://localhost:5000"
+    ]
 
     uri = f"sqlite:///{tmp_path / 'home' / 'mlflow' / 'mlflow.db'}"
     first = _run(tmp_path, "forecast", "--series", "Canada:co2", env={"MLFLOW_TRACKING_URI": uri})

@@ -297,7 +297,8 @@ def test_credentials_an_s3_server_refuses_are_one_permanent_line_naming_what_to_
     denied = "; or grant these credentials access to the bucket"  # a denial may be the bucket's policy, not the key
     assert result.stderr == (
         f"error: cannot read {where}/curated/latest.json: the store refused the credentials ({code}); "
-        f"set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an Airflow connection) for this store{denied if code == 'AccessDenied' else ''}\n"
+        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an Airflow connection) for this store"
+        f"{denied if code == 'AccessDenied' else ''}\n"
     )
 
     store = tasks.open_store(Settings())  # as a task opens it; every kind of request says the same
