@@ -346,7 +346,7 @@ def _train_and_register(
 
     from pipeline import core, ingest, tracking
     from pipeline.locks import series_lock
-    from pipeline.publish import pinned
+    from pipeline.publish import pinned, serving_pointer
 
     tidy = ingest.read_curated(store, plan.vintage, item.entity, item.variable)  # the plan checked both exist
     series = core.prepare(tidy, item.entity, item.variable, plan.as_of_year, lineup.spec)
@@ -383,14 +383,18 @@ def _train_and_register(
         # Two runs of one series (two as-of years at once) decide and move its aliases in turn.
         with series_lock(store, series.series_id, scope="registry"):
             older_vintage = pinned(store, plan.vintage)  # a --vintage of an older release: like a backfill
-            versions = tracking.register_selection(client, result, infos, item.run_key, version_tags, move_aliases=not older_vintage)
+            served = serving_pointer(store, series.series_id)  # what a backfill must not move the aliases away from
+            served_as_of = int(served["as_of_year"]) if served is not None else None
+            versions = tracking.register_selection(
+                client, result, infos, item.run_key, version_tags, move_aliases=not older_vintage, served_as_of=served_as_of
+            )
             pause_point("after_register")
             if older_vintage:
                 logger.info("vintage %s is not the latest curated one: @champion and the family aliases stay", plan.vintage)
                 family, version = result.selection.champion, versions[result.selection.champion]
             else:
                 family, version = champion_gate(
-                    settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup, version_tags
+                    settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup, version_tags, served_as_of
                 )
         pause_point("after_gate")
         mlflow.set_tags({"co2cast.champion": f"v{version} ({family})", "co2cast.selection": result.selection.reason[:5000]})
@@ -559,11 +563,15 @@ def champion_gate(
     as_of_year: int,
     lineup: Lineup,
     tags: Mapping[str, str],
+    served_as_of: int | None = None,
 ) -> tuple[str, str]:
     """Decide who holds ``@champion`` after this run; returns the ``(family, version)`` this run publishes.
 
-    * A run for an older as-of year than ``@champion``'s (a backfill) never moves it: it
-      publishes its own winner under its ``asof=`` prefix (``latest.json`` does not move either).
+    * A run for an older as-of year than ``@champion``'s or than the forecast ``latest.json``
+      serves (``served_as_of``) is a backfill and never moves it: it publishes its own winner
+      under its ``asof=`` prefix (``latest.json`` does not move either). The served year counts
+      too because a person may remove ``@champion`` or edit its ``co2cast.as_of_year`` tag in
+      the MLflow UI (an unreadable tag is an unknown age, :func:`pipeline.tracking.version_as_of`).
     * A rerun of the same run key finds ``@champion`` already decided and moves nothing.
     * Otherwise the challenger (the selection's winner) takes ``@champion`` only if
       :func:`pipeline.selection.champion_gate` says so: it beats the current champion on the
@@ -598,6 +606,12 @@ def champion_gate(
     if current is not None and current_as_of is not None and current_as_of > as_of_year:
         logger.info("as of %s is older than @champion's as of %s: @champion stays v%s", as_of_year, current_as_of, current.version)
         return challenger, challenger_version
+    if served_as_of is not None and served_as_of > as_of_year:
+        held = f"v{current.version}" if current is not None else "unset"
+        logger.info("as of %s is older than the forecast latest.json serves (as of %s): @champion stays %s", as_of_year, served_as_of, held)
+        return challenger, challenger_version
+    if current is not None and current_as_of is None and served_as_of is not None:
+        current_as_of = served_as_of  # its tag was removed or edited: its age is that of what is served
     if current is not None and str(current.version) in versions.values():
         return current.tags.get(tracking.FAMILY_TAG, challenger), str(current.version)
     metric = _metric(lineup)

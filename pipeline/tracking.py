@@ -510,9 +510,14 @@ AS_OF_TAG = "co2cast.as_of_year"
 
 
 def version_as_of(version: Any) -> int | None:
-    """The as-of year a model version was trained for (its tag), or ``None`` for an untagged one."""
-    value = (version.tags or {}).get(AS_OF_TAG) if version is not None else None
-    return int(value) if value not in (None, "") else None
+    """The as-of year a model version was trained for (its tag), or ``None`` for an untagged one.
+
+    A tag edited in the MLflow UI into something that is not a year (``abc``, ``2014.5``) is
+    ``None`` too: the version's age is unknown, and the callers order by what else they know
+    (the as-of year ``latest.json`` serves; see :func:`register_selection`).
+    """
+    value = str((version.tags or {}).get(AS_OF_TAG) or "").strip() if version is not None else ""
+    return int(value) if value.isdecimal() and value.isascii() else None
 
 
 def move_alias(client: Any, series_id: str, alias: str, version: str, reason: str, scores: dict[str, Any] | None = None) -> bool:
@@ -685,16 +690,24 @@ def _log_figure(make: Any, name: str) -> None:
 
 
 def register_selection(
-    client: Any, result: SeriesResult, infos: Mapping[str, Any], run_key: str, tags: Mapping[str, str], move_aliases: bool = True
+    client: Any,
+    result: SeriesResult,
+    infos: Mapping[str, Any],
+    run_key: str,
+    tags: Mapping[str, str],
+    move_aliases: bool = True,
+    served_as_of: int | None = None,
 ) -> dict[str, str]:
     """Register the candidates the policy selected and move their family aliases.
 
     A family alias moves only forward in time: never to a version of an older as-of year than
-    the one it points at or than ``@champion``'s, so a backfill registers its versions but
-    moves or creates no alias (a family first registered by a backfill of 1990 gets its alias
-    from the next run of the newest as-of year); with ``move_aliases=False`` (a run on an older
-    vintage than the latest curated one) none moves. ``@champion`` is moved by the caller (the
-    champion gate; see :func:`pipeline.tasks.train_series`).
+    the one it points at, than ``@champion``'s or than the forecast ``latest.json`` serves
+    (``served_as_of``: it still knows the age of what is served when a person removed
+    ``@champion`` or edited its as-of tag in the MLflow UI), so a backfill registers its
+    versions but moves or creates no alias (a family first registered by a backfill of 1990
+    gets its alias from the next run of the newest as-of year); with ``move_aliases=False`` (a
+    run on an older vintage than the latest curated one) none moves. ``@champion`` is moved by
+    the caller (the champion gate; see :func:`pipeline.tasks.train_series`).
     Safe to repeat: a run key registers each candidate once, and an alias that already points
     at a version is not moved again.
 
@@ -709,7 +722,8 @@ def register_selection(
     for name in result.selection.register:
         version = register(client, infos[name].model_uri, sid, run_key, name, dict(tags), digest=infos[name].digest)
         versions[name] = str(version.version)
-        newest = [year for year in (version_as_of(alias_version(client, sid, name)), champion_as_of) if year is not None]
+        known = (version_as_of(alias_version(client, sid, name)), champion_as_of, served_as_of)
+        newest = [year for year in known if year is not None]
         if move_aliases and (as_of is None or not newest or max(newest) <= as_of):
             move_alias(client, sid, name, version.version, reason=f"newest {name} (run key {run_key})")
     return versions

@@ -550,3 +550,33 @@ def test_selection_metric_setting_is_part_of_the_run_key_and_checked(tmp_path: P
     assert base.config_hash != smape.config_hash
     with pytest.raises(tasks.PermanentError, match="CO2CAST_SELECTION_METRIC"):
         tasks.production_lineup(Settings(home=tmp_path, selection_metric="r2"))
+
+
+def test_an_as_of_tag_edited_or_removed_in_mlflow_leaves_backfills_behind(settings: Settings) -> None:
+    """``co2cast.as_of_year`` of @champion's version edited or removed in the MLflow UI, or @champion removed:
+    a backfill still moves no alias (the age of what latest.json serves bounds it), and a run of the served year gates as usual."""
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    client, name = tracking.configure(settings), tracking.registered_name(SID)
+    client.set_model_version_tag(name, first.champion_version, tracking.AS_OF_TAG, "abc")
+    assert tracking.version_as_of(client.get_model_version(name, first.champion_version)) is None
+    before = _state(settings)
+    assert "drift" not in before["aliases"], "precondition: no drift alias yet"
+
+    # drift beats naive on World's windows of 2012 too: only the backfill rule keeps it off @champion.
+    backfill, published = _run(settings, _lineup(settings, "drift"), as_of_year=2012)
+    assert backfill.scores["drift"]["mase"] < backfill.scores["naive"]["mase"], "precondition: drift would win a gate"
+    assert not published.served and _state(settings)["aliases"] == before["aliases"]
+    client.delete_model_version_tag(name, first.champion_version, tracking.AS_OF_TAG)
+    _run(settings, _lineup(settings, "drift"), as_of_year=2011)
+    assert _state(settings)["aliases"] == before["aliases"]
+    client.delete_registered_model_alias(name, "champion")
+    _run(settings, _lineup(settings, "drift"), as_of_year=2010)
+    assert _state(settings)["aliases"] == {k: v for k, v in before["aliases"].items() if k != "champion"}
+    assert _state(settings)["latest"] == before["latest"]
+
+    # A new run key of the served year: the challenger takes @champion and latest.json, in agreement.
+    client.set_registered_model_alias(name, "champion", first.champion_version)
+    client.set_model_version_tag(name, first.champion_version, tracking.AS_OF_TAG, "2014.5")
+    second, published = _run(settings, _lineup(settings, "drift"))
+    assert second.champion_family == "drift" and published.served
+    _assert_pointer_agrees(settings)
