@@ -541,9 +541,37 @@ def move_alias(client: Any, series_id: str, alias: str, version: str, reason: st
 
 
 def previous_version(version: Any, alias: str) -> str:
-    """The version an alias pointed at before it moved to ``version`` (``""`` when none is recorded)."""
+    """The version an alias pointed at before it moved to ``version`` (``""`` when none is recorded).
+
+    A record edited in the MLflow UI into something co2cast did not write (not JSON, JSON of
+    another shape, a previous version that is not a version number) records none either:
+    :func:`unreadable_alias_record` says so where a person must act.
+    """
     raw = (version.tags or {}).get(alias_tag(alias))
-    return str(json.loads(raw).get("previous", "")) if raw else ""
+    return (_recorded_previous(raw) or "") if raw else ""
+
+
+def unreadable_alias_record(version: Any, alias: str) -> str | None:
+    """The alias record (tag :func:`alias_tag`) on a version, shortened, when it is not one co2cast writes; else ``None``."""
+    raw = (version.tags or {}).get(alias_tag(alias))
+    if not raw or _recorded_previous(raw) is not None:
+        return None
+    return raw if len(raw) <= 60 else raw[:57] + "..."
+
+
+def _recorded_previous(raw: str) -> str | None:
+    """The previous version an alias record names (``""`` for none), or ``None`` when it is not a record co2cast writes."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    previous = record.get("previous")
+    if previous in (None, ""):
+        return ""
+    text = str(previous) if isinstance(previous, (str, int)) and not isinstance(previous, bool) else ""
+    return text if text.isascii() and text.isdecimal() else None
 
 
 def rollback_alias(client: Any, series_id: str, alias: str = "champion") -> tuple[str, str]:
@@ -556,6 +584,13 @@ def rollback_alias(client: Any, series_id: str, alias: str = "champion") -> tupl
     if current is None:
         raise RegistryError(f"{registered_name(series_id)} has no @{alias}")
     previous = previous_version(current, alias)
+    unreadable = unreadable_alias_record(current, alias)
+    if not previous and unreadable is not None:
+        raise RegistryError(
+            f"{registered_name(series_id)}@{alias} (version {current.version}) records no previous version to roll back to: its tag "
+            f"{alias_tag(alias)} was edited in MLflow ({unreadable!r} is not what co2cast writes); `co2cast history {series_id}` lists "
+            f'the earlier champions: set the tag to {{"previous": "N"}} to roll back to vN'
+        )
     if not previous:
         raise RegistryError(f"{registered_name(series_id)}@{alias} (version {current.version}) records no previous version to roll back to")
     client.set_registered_model_alias(registered_name(series_id), alias, previous)

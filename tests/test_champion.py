@@ -580,3 +580,30 @@ def test_an_as_of_tag_edited_or_removed_in_mlflow_leaves_backfills_behind(settin
     second, published = _run(settings, _lineup(settings, "drift"))
     assert second.champion_family == "drift" and published.served
     _assert_pointer_agrees(settings)
+
+
+def test_an_alias_record_edited_in_mlflow_records_no_previous_version(settings: Settings, capsys, monkeypatch) -> None:
+    """``co2cast.alias.champion`` edited in the MLflow UI: rollback says so in one line and moves nothing; runs go on."""
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    second, _ = _run(settings, _lineup(settings, "drift"))
+    assert second.champion_version != first.champion_version, "precondition: drift took @champion"
+    client, name = tracking.configure(settings), tracking.registered_name(SID)
+    before, history = _state(settings), tasks.alias_history(settings, SID)
+    _cli_env(monkeypatch, settings)
+    for record in ("moved by Bob", "[1, 2]", '"1"', '{"previous": "abc"}', '{"previous": true}', '{"previous": ["1"]}'):
+        for alias in ("champion", "drift"):
+            client.set_model_version_tag(name, second.champion_version, tracking.alias_tag(alias), record)
+            assert cli.main(["rollback", SID, "--alias", alias]) == 1
+            err = capsys.readouterr().err.strip().splitlines()[-1]  # after MLflow's own INFO lines
+            assert err.startswith(f"error: {name}@{alias} (version {second.champion_version}) records no previous version")
+            assert f"its tag co2cast.alias.{alias} was edited in MLflow" in err and "Error:" not in err
+    assert _state(settings) == before and tasks.alias_history(settings, SID) == history
+    assert tracking.previous_version(client.get_model_version(name, second.champion_version), "champion") == ""
+
+    # A record as co2cast writes it, restored by hand, rolls back; a new run key writes its own records.
+    client.set_model_version_tag(name, second.champion_version, tracking.alias_tag("champion"), f'{{"previous": {first.champion_version}}}')
+    assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)
+    _assert_pointer_agrees(settings)
+    third, published = _run(settings, _lineup(settings, "drift", "mean"))
+    assert published.served and third.champion_version not in (first.champion_version, second.champion_version)
+    _assert_pointer_agrees(settings)
