@@ -117,11 +117,27 @@ def load_verified(model_uri: str, expected: Mapping[str, str] | str | None, what
     label = what or model_uri
     if not expected:
         raise IntegrityError(f"{label}: no artefact digest is recorded (tag {DIGEST_TAG}); refusing to load an unverified model")
-    digest = json.loads(expected) if isinstance(expected, str) else dict(expected)
+    digest = _digest_of(expected)
+    if digest is None:  # the tag edited by hand (in the MLflow UI): it vouches for nothing
+        raise IntegrityError(
+            f"{label}: its artefact digest (tag {DIGEST_TAG}) is not the {{file: sha256}} JSON co2cast records (edited in MLflow?); "
+            "refusing to load an unverified model"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
         verify_tree(local, digest, label)
         return mlflow.pyfunc.load_model(local)
+
+
+def _digest_of(expected: Mapping[str, str] | str) -> dict[str, str] | None:
+    """A recorded digest as ``{relative path: sha256}``, or ``None`` when it is not one (e.g. a tag edited by hand)."""
+    try:
+        digest = json.loads(expected) if isinstance(expected, str) else dict(expected)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(digest, dict) or not digest or not all(isinstance(k, str) and isinstance(v, str) for k, v in digest.items()):
+        return None
+    return digest
 
 
 def registered_digest(model_name: str, version: str) -> str | None:

@@ -607,3 +607,25 @@ def test_an_alias_record_edited_in_mlflow_records_no_previous_version(settings: 
     third, published = _run(settings, _lineup(settings, "drift", "mean"))
     assert published.served and third.champion_version not in (first.champion_version, second.champion_version)
     _assert_pointer_agrees(settings)
+
+
+def test_a_digest_tag_edited_in_mlflow_refuses_the_publish_and_restores_champion(settings: Settings) -> None:
+    """``co2cast.artifact_sha256`` of the version to publish edited in the MLflow UI: an integrity refusal, not a JSON error."""
+    from pipeline.artifacts import DIGEST_TAG, IntegrityError
+
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    lineup = _lineup(settings, "drift")
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
+    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    assert trained.champion_version != first.champion_version, "precondition: the gate moved @champion to drift"
+    client, name = tracking.configure(settings), tracking.registered_name(SID)
+    for edited in ("not json", "[1]", '{"MLmodel": 1}'):
+        client.set_model_version_tag(name, trained.champion_version, DIGEST_TAG, edited)
+        with pytest.raises(IntegrityError) as refused:
+            tasks.publish_series(settings, plan, trained, lineup=lineup)
+        message = str(refused.value)
+        assert message.startswith(f"{name} v{trained.champion_version}: its artefact digest (tag {DIGEST_TAG}) is not")
+        assert "\n" not in message
+        # The refusal puts @champion back on what latest.json serves, as for a changed model file.
+        assert _state(settings)["aliases"]["champion"] == int(first.champion_version)
+        _assert_pointer_agrees(settings)
