@@ -117,7 +117,10 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
             f"({manifest.model_family}), as of {manifest.as_of_year}, {manifest.first_year}-{manifest.last_year}"
         )
         registered = champions.get(manifest.series_id)
-        if registry_problem is None and registered != str(manifest.model_version) and _deleted(settings, sid, manifest.model_version):
+        renamed = _renamed(settings, sid) if registry_problem is None and registered is None else None
+        if renamed is not None:
+            print(f"      REGISTRY DISAGREES: {renamed}")
+        elif registry_problem is None and registered != str(manifest.model_version) and _deleted(settings, sid, manifest.model_version):
             print(
                 f"      REGISTRY DISAGREES: latest.json serves v{manifest.model_version}, which is no longer in the registry "
                 f"(deleted in MLflow); `co2cast rollback {sid}` serves the newest earlier version's forecast instead"
@@ -155,6 +158,19 @@ def _champion_versions(settings: Settings) -> tuple[dict[str, str], str | None]:
     except Exception as error:  # the summary is read from the store; the registry only adds a check
         first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         return {}, f"{type(error).__name__}: {first}"
+
+
+def _renamed(settings: Settings, series_id: str) -> str | None:
+    """Why a series' registered model is not under its name when it was renamed in MLflow, else ``None`` (or when unknown now)."""
+    from pipeline import tracking
+
+    try:
+        tracking.check_not_renamed(tracking.configure(settings), series_id)
+    except tracking.ModelRenamed as error:
+        return str(error)
+    except Exception:  # the summary is read from the store; the registry only adds a check
+        return None
+    return None
 
 
 def _deleted(settings: Settings, series_id: str, version: object) -> bool:

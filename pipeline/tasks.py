@@ -297,6 +297,7 @@ def train_series(
     with locks.run_key_lock(store, item.run_key, stale_after=settings.lock_stale_seconds, on_wait=waiting):
         with tracking.transient_errors():
             client = tracking.configure(settings)
+            tracking.check_not_renamed(client, item.series_id)  # before a complete run's version seems deleted
             done = tracking.find_complete_run(client, item.run_key)
             if done is not None:
                 reused = _reused_summary(client, done.info.run_id)
@@ -360,7 +361,7 @@ def _train_and_register(
     gx = store.read_json_or_none(layout.curated_gx_result(plan.vintage)) or {}
     tags = {
         tracking.RUN_KEY_TAG: item.run_key,
-        "co2cast.series_id": series.series_id,
+        tracking.SERIES_TAG: series.series_id,
         "co2cast.vintage": plan.vintage,
         "co2cast.as_of_year": str(plan.as_of_year),
         "co2cast.config_hash": plan.config_hash,
@@ -711,6 +712,7 @@ def forecasts_as_of(settings: Settings, series_id: str, as_of_year: int) -> list
     store = open_store(settings)
     with tracking.transient_errors():
         client = tracking.configure(settings)
+        tracking.check_not_renamed(client, series_id)
         versions = tracking.versions_as_of(client, series_id, as_of_year)
     published: dict[str, list[dict[str, Any]]] = {}  # a version may serve several run keys (a kept champion)
     for key in store.list(layout.series_forecasts(series_id, as_of_year)):
@@ -1224,6 +1226,7 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
     store = open_store(settings)
     with tracking.transient_errors(), series_lock(store, series_id, scope="registry"):
         client = tracking.configure(settings)
+        tracking.check_not_renamed(client, series_id)
         if alias != "champion":
             return tracking.rollback_alias(client, series_id, alias)
         current = tracking.alias_version(client, series_id, alias)

@@ -447,6 +447,50 @@ def version_exists(client: Any, series_id: str, version: str) -> bool:
     return True
 
 
+class ModelRenamed(RegistryError):
+    """A series' registered model was renamed (e.g. in the MLflow UI); a person renames it back."""
+
+
+#: The tag naming a version's series, on every version co2cast registers (and on its runs).
+SERIES_TAG = "co2cast.series_id"
+
+
+def check_not_renamed(client: Any, series_id: str) -> None:
+    """Refuse to go on when a series' registered model is gone from its name but its versions are under another.
+
+    A person renamed it in the MLflow UI. Registering afresh under the old name would number the
+    versions from 1 again, beside published forecasts, ``latest.json`` and the alias history that
+    name the old numbers, and a complete run whose version seems gone would be trained again.
+    A model deleted outright has no version left anywhere: the next run registers it afresh.
+    Costs one registry read while the model is there.
+
+    Raises:
+        ModelRenamed: the versions were found under another name (the message names it).
+    """
+    from mlflow.exceptions import MlflowException
+
+    name = registered_name(series_id)
+    try:
+        client.get_registered_model(name)
+        return
+    except MlflowException as error:
+        if is_transient(error):
+            raise
+        # not found (or a basic-auth server's 403 for a model not created yet): look for its versions under other names
+    try:
+        found = client.search_model_versions(f"tags.`{SERIES_TAG}` = '{series_id}'", max_results=50)
+    except MlflowException as error:  # a registry that cannot search by tag (or refuses it) cannot tell: go on as before
+        if is_transient(error):
+            raise
+        return
+    others = sorted({str(v.name) for v in found if v.name != name})
+    if others:
+        raise ModelRenamed(
+            f"{name} is not in the MLflow registry, but its versions are, under {others[0]!r} (renamed in the MLflow UI?): "
+            f"rename it back to {name}; the published forecasts and the alias history name those versions"
+        )
+
+
 #: Set (with the reason) on a complete run whose chosen version was deleted: its run key is trained again.
 RETIRED_TAG = "co2cast.retired"
 

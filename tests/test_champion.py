@@ -629,3 +629,32 @@ def test_a_digest_tag_edited_in_mlflow_refuses_the_publish_and_restores_champion
         # The refusal puts @champion back on what latest.json serves, as for a changed model file.
         assert _state(settings)["aliases"]["champion"] == int(first.champion_version)
         _assert_pointer_agrees(settings)
+
+
+def test_a_registered_model_renamed_in_mlflow_is_named_until_renamed_back(settings: Settings, capsys, monkeypatch) -> None:
+    """``co2cast.world.co2`` renamed in the MLflow UI: every command says so in one line, nothing is registered afresh from v1."""
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    client, name = tracking.configure(settings), tracking.registered_name(SID)
+    client.rename_registered_model(name, "world emissions")
+    latest, history = tasks.open_store(settings).read_bytes(f"forecasts/{SID}/latest.json"), tasks.alias_history(settings, SID)
+    expected = f"{name} is not in the MLflow registry, but its versions are, under 'world emissions' (renamed in the MLflow UI?): "
+
+    lines: list[str] = []
+    with pytest.raises(tasks.RunIncomplete):  # another configuration: a run key to train
+        tasks.forecast_all(settings, RunTrigger(series=SERIES), _lineup(settings, "drift"), progress=lines.append)
+    tail = f"rename it back to {name}; the published forecasts and the alias history name those versions"
+    assert lines[-1] == f"[1/1] {SID}: REFUSED: {expected}{tail}"
+    assert [m.name for m in client.search_registered_models()] == ["world emissions"]
+    _cli_env(monkeypatch, settings)
+    for command in (["rollback", SID], ["forecasts", SID, "--as-of", "2014"]):
+        assert cli.main(command) == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {expected}")
+    assert cli.main(["summary"]) == 0
+    assert f"REGISTRY DISAGREES: {expected}" in capsys.readouterr().out
+    assert tasks.open_store(settings).read_bytes(f"forecasts/{SID}/latest.json") == latest and tasks.alias_history(settings, SID) == history
+
+    client.rename_registered_model("world emissions", name)  # renamed back: the run goes on through the gate
+    second, published = _run(settings, _lineup(settings, "drift"))
+    assert int(second.champion_version) > int(first.champion_version) and published.served
+    assert tasks.alias_history(settings, SID)[-1]["from_version"] == first.champion_version
+    _assert_pointer_agrees(settings)
