@@ -295,16 +295,21 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _version_cell(row: dict[str, Any]) -> str:
+    """A version number, marked when the forecast's version is no longer in the registry (deleted in MLflow)."""
+    return str(row["version"]) + ("" if row["registered"] else " (not in the registry)")
+
+
 def _forecasts(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import tasks
 
     rows = tasks.forecasts_as_of(settings, args.series_id, args.as_of)
     if not rows:
-        print(f"nothing registered for {args.series_id} as of {args.as_of}")
+        print(f"nothing registered or published for {args.series_id} as of {args.as_of}")
         return 1
     _print_table(
         ("version", "family", "vintage", "published"),
-        [[str(row["version"]), str(row["family"]), str(row["vintage"]), row["published"] or "-"] for row in rows],
+        [[_version_cell(row), str(row["family"]), str(row["vintage"]), row["published"] or "-"] for row in rows],
     )
     return 0
 

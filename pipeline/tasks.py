@@ -706,8 +706,13 @@ def forecasts_as_of(settings: Settings, series_id: str, as_of_year: int) -> list
     """What was forecast for a series as of a year: every registered version and published manifest.
 
     One MLflow search on the ``co2cast.as_of_year`` tag, plus the manifests under ``asof=<year>``.
+    A manifest goes with a version when it names its number and the digest of its model files
+    (``model_sha256``, the version's tag :data:`pipeline.artifacts.DIGEST_TAG`): a registered model
+    deleted in the MLflow UI and registered afresh numbers its versions from 1 again. A published
+    forecast whose version is not in the registry any more is listed too (``registered`` false).
     """
     from pipeline import tracking
+    from pipeline.artifacts import DIGEST_TAG
 
     store = open_store(settings)
     with tracking.transient_errors():
@@ -719,9 +724,11 @@ def forecasts_as_of(settings: Settings, series_id: str, as_of_year: int) -> list
         if key.endswith("/manifest.json"):
             manifest = store.read_json(key)
             published.setdefault(str(manifest.get("model_version")), []).append(manifest)
-    rows = []
+    rows, listed = [], set()
     for version in versions:
-        for manifest in published.get(str(version.version)) or [None]:
+        mine = [m for m in published.get(str(version.version), []) if _same_model(m, version.tags.get(DIGEST_TAG))]
+        listed.update(m["key"] for m in mine)
+        for manifest in mine or [None]:
             rows.append(
                 {
                     "version": str(version.version),
@@ -730,9 +737,43 @@ def forecasts_as_of(settings: Settings, series_id: str, as_of_year: int) -> list
                     "run_key": version.tags.get(tracking.RUN_KEY_TAG, "?"),
                     "manifest": manifest["key"] if manifest else "",
                     "published": store.uri(manifest["key"]) if manifest else "",
+                    "registered": True,
                 }
             )
+    for manifest in (m for ms in published.values() for m in ms if m["key"] not in listed):
+        with tracking.transient_errors():  # its version's as-of tag removed by hand, or the version (or model) deleted
+            found = _version_or_none(client, series_id, str(manifest.get("model_version")))
+        rows.append(
+            {
+                "version": str(manifest.get("model_version")),
+                "family": str(manifest.get("model_family", "?")),
+                "vintage": str(manifest.get("vintage", "?")),
+                "run_key": str(manifest.get("run_key", "?")),
+                "manifest": manifest["key"],
+                "published": store.uri(manifest["key"]),
+                "registered": found is not None and _same_model(manifest, found.tags.get(DIGEST_TAG)),
+            }
+        )
     return rows
+
+
+def _same_model(manifest: Mapping[str, Any], digest_tag: str | None) -> bool:
+    """Whether a manifest published the model a version's digest tag describes (``True`` when either is not recorded)."""
+    recorded = manifest.get("model_sha256")
+    if not recorded or not digest_tag:
+        return True
+    try:
+        return bool(json.loads(digest_tag) == recorded)
+    except ValueError:
+        return True
+
+
+def _version_or_none(client: Any, series_id: str, version: str) -> Any | None:
+    from pipeline import tracking
+
+    if not tracking.version_exists(client, series_id, version):
+        return None
+    return client.get_model_version(tracking.registered_name(series_id), version)
 
 
 def publish_series(

@@ -658,3 +658,21 @@ def test_a_registered_model_renamed_in_mlflow_is_named_until_renamed_back(settin
     assert int(second.champion_version) > int(first.champion_version) and published.served
     assert tasks.alias_history(settings, SID)[-1]["from_version"] == first.champion_version
     _assert_pointer_agrees(settings)
+
+
+def test_a_registered_model_deleted_in_mlflow_keeps_its_forecasts_listed_apart(settings: Settings, capsys, monkeypatch) -> None:
+    """Deleted outright and registered afresh from v1: ``forecasts --as-of`` lists the old v1's forecast apart, not as the new v1's."""
+    first, old = _run(settings, _lineup(settings, "mean"))
+    client, name = tracking.configure(settings), tracking.registered_name(SID)
+    client.delete_registered_model(name)
+    _cli_env(monkeypatch, settings)
+    assert cli.main(["forecasts", SID, "--as-of", "2014"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith(f"{first.champion_version} (not in the registry)  naive")
+
+    second, new = _run(settings, _lineup(settings, "drift"))
+    assert second.champion_version == first.champion_version == "1" and new.served, "precondition: numbered from 1 again"
+    rows = {row["manifest"]: row for row in tasks.forecasts_as_of(settings, SID, 2014)}
+    assert set(rows) == {old.manifest, new.manifest}
+    assert (rows[new.manifest]["family"], rows[new.manifest]["registered"]) == ("drift", True)
+    assert (rows[old.manifest]["family"], rows[old.manifest]["registered"]) == ("naive", False)
+    _assert_pointer_agrees(settings)
