@@ -637,6 +637,11 @@ def rollback_alias(client: Any, series_id: str, alias: str = "champion") -> tupl
         )
     if not previous:
         raise RegistryError(f"{registered_name(series_id)}@{alias} (version {current.version}) records no previous version to roll back to")
+    if not version_exists(client, series_id, previous):
+        raise RegistryError(
+            f"{registered_name(series_id)}@{alias} (version {current.version}) records v{previous} before it, which is no longer in the "
+            f"registry (deleted in MLflow?): nothing to roll back to; @{alias} stays v{current.version}"
+        )
     client.set_registered_model_alias(registered_name(series_id), alias, previous)
     back = client.get_model_version(registered_name(series_id), previous)
     before = previous_version(back, alias)

@@ -676,3 +676,21 @@ def test_a_registered_model_deleted_in_mlflow_keeps_its_forecasts_listed_apart(s
     assert (rows[new.manifest]["family"], rows[new.manifest]["registered"]) == ("drift", True)
     assert (rows[old.manifest]["family"], rows[old.manifest]["registered"]) == ("naive", False)
     _assert_pointer_agrees(settings)
+
+
+def test_a_family_alias_rollback_to_a_version_gone_from_the_registry_is_one_line(settings: Settings, capsys, monkeypatch) -> None:
+    _run(settings, _lineup(settings, "drift"))
+    _run(settings, _lineup(settings, "drift", "mean"))  # another configuration: @drift moves to its version
+    client, name = tracking.configure(settings), tracking.registered_name(SID)
+    drift = client.get_model_version_by_alias(name, "drift")
+    assert tracking.previous_version(drift, "drift"), "precondition: @drift records the version before it"
+    client.set_model_version_tag(name, drift.version, tracking.alias_tag("drift"), '{"previous": "99", "reason": "a deleted version"}')
+    before = _state(settings)
+    _cli_env(monkeypatch, settings)
+    assert cli.main(["rollback", SID, "--alias", "drift"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        f"error: {name}@drift (version {drift.version}) records v99 before it, which is no longer in the registry (deleted in MLflow?): "
+        f"nothing to roll back to; @drift stays v{drift.version}"
+    )
+    assert _state(settings) == before
