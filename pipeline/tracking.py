@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from pipeline.models.base import Forecaster
 
 EXPERIMENT = "co2cast"
+#: Marks co2cast's experiment, so it is found again under another name (renamed in the MLflow UI).
+EXPERIMENT_TAG = "co2cast.experiment"
 RUN_KEY_TAG = "co2cast.run_key"
 FAMILY_TAG = "co2cast.family"
 #: Set last on a parent run: its presence means the run is complete and can be reused.
@@ -78,6 +80,10 @@ class RegistryError(PermanentError, ValueError):
 
 class ExperimentDeleted(SetupError):
     """co2cast's MLflow experiment was deleted (e.g. in the MLflow UI); a person restores it."""
+
+
+class ExperimentRenamed(SetupError):
+    """co2cast's MLflow experiment was renamed (e.g. in the MLflow UI); a person renames it back."""
 
 
 class TrackingUnavailable(TransientError):
@@ -222,22 +228,51 @@ def configure(settings: Settings) -> Any:
     # time, under a file lock beside the database. A server store migrates on its own side.
     with _file_lock(database.with_name(database.name + ".init.lock") if database is not None else None):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        found = client.get_experiment_by_name(EXPERIMENT)
-        if found is not None and found.lifecycle_stage == "deleted":  # MLflow keeps its name: no new one can be made
-            raise ExperimentDeleted(
-                f"the MLflow experiment {EXPERIMENT!r} (id {found.experiment_id}) was deleted; restore it in the MLflow UI or with "
-                f"`mlflow experiments restore --experiment-id {found.experiment_id}`: its runs are the lineage of every registered version"
-            )
-        if found is None:
+        if _own_experiment(client) is None:
             try:
                 # The kind tag makes the MLflow UI open the experiment on its runs, not the GenAI view.
-                tags = {"mlflow.experimentKind": "custom_model_development"}
+                tags = {"mlflow.experimentKind": "custom_model_development", EXPERIMENT_TAG: "true"}
                 client.create_experiment(EXPERIMENT, artifact_location=artifact_location, tags=tags)
             except Exception:  # created by a parallel task in the meantime
                 if client.get_experiment_by_name(EXPERIMENT) is None:
                     raise
         mlflow.set_experiment(EXPERIMENT)
     return client
+
+
+def _own_experiment(client: Any) -> Any | None:
+    """co2cast's experiment, or ``None`` before the first run; refused when a person deleted or renamed it.
+
+    A new experiment in its place would split the lineage: a complete run of a trained key would
+    not be found (and trained again), nor the runs a version names. An experiment made before the
+    :data:`EXPERIMENT_TAG` mark existed is marked here once (best effort: a user who may not
+    write it goes on unmarked).
+
+    Raises:
+        ExperimentDeleted, ExperimentRenamed: one line saying how to undo it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(EXPERIMENT)
+    if found is not None and found.lifecycle_stage == "deleted":  # MLflow keeps its name: no new one can be made
+        raise ExperimentDeleted(
+            f"the MLflow experiment {EXPERIMENT!r} (id {found.experiment_id}) was deleted; restore it in the MLflow UI or with "
+            f"`mlflow experiments restore --experiment-id {found.experiment_id}`: its runs are the lineage of every registered version"
+        )
+    if found is None:
+        renamed = client.search_experiments(filter_string=f"tags.`{EXPERIMENT_TAG}` = 'true'", max_results=1)
+        if renamed:
+            raise ExperimentRenamed(
+                f"the MLflow experiment {EXPERIMENT!r} was renamed to {renamed[0].name[:80]!r} (id {renamed[0].experiment_id}); "
+                f"rename it back to {EXPERIMENT!r} in the MLflow UI: its runs are the lineage of every registered version"
+            )
+    elif found.tags.get(EXPERIMENT_TAG) != "true":
+        try:
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_TAG, "true")
+        except MlflowException as error:
+            if is_transient(error):
+                raise
+    return found
 
 
 @contextmanager

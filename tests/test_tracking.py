@@ -237,3 +237,25 @@ def test_a_transient_failure_shows_no_password_of_the_tracking_uri() -> None:
     with pytest.raises(tracking.TrackingUnavailable) as raised, tracking.transient_errors():
         raise failure
     assert "s3cret" not in str(raised.value) and "http://***@mlflow:5000/api/2.0/mlflow/runs/get" in str(raised.value)
+
+
+def test_a_renamed_experiment_is_refused_in_one_line_and_an_unmarked_one_is_marked(tmp_path: Path) -> None:
+    """A new 'co2cast' experiment beside the renamed one would split the lineage: complete runs not found, keys trained again."""
+    from mlflow import MlflowClient
+
+    settings = Settings(home=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    raw = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    made_before = raw.create_experiment(tracking.EXPERIMENT)  # as by a co2cast that did not mark it
+    client = tracking.configure(settings)
+    assert client.get_experiment(made_before).tags[tracking.EXPERIMENT_TAG] == "true"
+
+    client.rename_experiment(made_before, "old co2cast runs")  # as the MLflow UI would
+    with pytest.raises(tracking.ExperimentRenamed) as renamed:
+        tracking.configure(settings)
+    assert str(renamed.value) == (
+        f"the MLflow experiment 'co2cast' was renamed to 'old co2cast runs' (id {made_before}); rename it back to 'co2cast' "
+        "in the MLflow UI: its runs are the lineage of every registered version"
+    )
+    assert client.get_experiment_by_name(tracking.EXPERIMENT) is None  # no second one was made
+    client.rename_experiment(made_before, tracking.EXPERIMENT)
+    assert tracking.configure(settings).get_experiment_by_name(tracking.EXPERIMENT).experiment_id == made_before
