@@ -105,7 +105,7 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
     if not published:
         print("forecasts:     none published yet")
         return 0
-    champions, registry_problem = _champion_versions(settings)
+    champions, registry_problem, client = _champion_versions(settings)
     print("forecasts:")
     for sid, manifest, every, problem in published:
         if manifest is None:
@@ -117,10 +117,10 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
             f"({manifest.model_family}), as of {manifest.as_of_year}, {manifest.first_year}-{manifest.last_year}"
         )
         registered = champions.get(manifest.series_id)
-        renamed = _renamed(settings, sid) if registry_problem is None and registered is None else None
+        renamed = _renamed(client, sid) if registry_problem is None and registered is None else None
         if renamed is not None:
             print(f"      REGISTRY DISAGREES: {renamed}")
-        elif registry_problem is None and registered != str(manifest.model_version) and _deleted(settings, sid, manifest.model_version):
+        elif registry_problem is None and registered != str(manifest.model_version) and _deleted(client, sid, manifest.model_version):
             print(
                 f"      REGISTRY DISAGREES: latest.json serves v{manifest.model_version}, which is no longer in the registry "
                 f"(deleted in MLflow); `co2cast rollback {sid}` serves the newest earlier version's forecast instead"
@@ -149,23 +149,24 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _champion_versions(settings: Settings) -> tuple[dict[str, str], str | None]:
-    """Every series' ``@champion`` version, or why the registry could not be read (the summary goes on without it)."""
+def _champion_versions(settings: Settings) -> tuple[dict[str, str], str | None, Any]:
+    """Every series' ``@champion`` version, or why the registry could not be read (the summary goes on without it), and the client."""
     from pipeline import tracking
 
     try:
-        return tracking.champion_versions(tracking.configure(settings)), None
+        client = tracking.configure(settings)
+        return tracking.champion_versions(client), None, client
     except Exception as error:  # the summary is read from the store; the registry only adds a check
         first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-        return {}, f"{type(error).__name__}: {first}"
+        return {}, f"{type(error).__name__}: {first}", None
 
 
-def _renamed(settings: Settings, series_id: str) -> str | None:
+def _renamed(client: Any, series_id: str) -> str | None:
     """Why a series' registered model is not under its name when it was renamed in MLflow, else ``None`` (or when unknown now)."""
     from pipeline import tracking
 
     try:
-        tracking.check_not_renamed(tracking.configure(settings), series_id)
+        tracking.check_not_renamed(client, series_id)
     except tracking.ModelRenamed as error:
         return str(error)
     except Exception:  # the summary is read from the store; the registry only adds a check
@@ -173,12 +174,12 @@ def _renamed(settings: Settings, series_id: str) -> str | None:
     return None
 
 
-def _deleted(settings: Settings, series_id: str, version: object) -> bool:
+def _deleted(client: Any, series_id: str, version: object) -> bool:
     """Whether a served version was deleted from the registry (``False`` when the registry cannot tell now)."""
     from pipeline import tracking
 
     try:
-        return not tracking.version_exists(tracking.configure(settings), series_id, str(version))
+        return not tracking.version_exists(client, series_id, str(version))
     except Exception:  # the summary is read from the store; the registry only adds a check
         return False
 

@@ -742,7 +742,7 @@ def forecasts_as_of(settings: Settings, series_id: str, as_of_year: int) -> list
             )
     for manifest in (m for ms in published.values() for m in ms if m["key"] not in listed):
         with tracking.transient_errors():  # its version's as-of tag removed by hand, or the version (or model) deleted
-            found = _version_or_none(client, series_id, str(manifest.get("model_version")))
+            found = tracking.registered_version(client, series_id, str(manifest.get("model_version")))
         rows.append(
             {
                 "version": str(manifest.get("model_version")),
@@ -766,14 +766,6 @@ def _same_model(manifest: Mapping[str, Any], digest_tag: str | None) -> bool:
         return bool(json.loads(digest_tag) == recorded)
     except ValueError:
         return True
-
-
-def _version_or_none(client: Any, series_id: str, version: str) -> Any | None:
-    from pipeline import tracking
-
-    if not tracking.version_exists(client, series_id, version):
-        return None
-    return client.get_model_version(tracking.registered_name(series_id), version)
 
 
 def publish_series(

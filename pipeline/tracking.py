@@ -464,8 +464,8 @@ def _not_found(error: BaseException) -> bool:
     return getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
 
 
-def version_exists(client: Any, series_id: str, version: str) -> bool:
-    """Whether a registered version of a series is still in the registry (a person may delete one in the MLflow UI).
+def registered_version(client: Any, series_id: str, version: str) -> Any | None:
+    """A registered version of a series, or ``None`` when it is no longer in the registry (deleted in the MLflow UI).
 
     Raises:
         MlflowException: any failure but "does not exist" (a transient one is for the caller's
@@ -474,12 +474,16 @@ def version_exists(client: Any, series_id: str, version: str) -> bool:
     from mlflow.exceptions import MlflowException
 
     try:
-        client.get_model_version(registered_name(series_id), str(version))
+        return client.get_model_version(registered_name(series_id), str(version))
     except MlflowException as error:
         if _not_found(error):
-            return False
+            return None
         raise
-    return True
+
+
+def version_exists(client: Any, series_id: str, version: str) -> bool:
+    """Whether a registered version of a series is still in the registry (see :func:`registered_version`)."""
+    return registered_version(client, series_id, version) is not None
 
 
 class ModelRenamed(RegistryError):
