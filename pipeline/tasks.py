@@ -1313,7 +1313,8 @@ def _away_from_deleted(
 
     name, served = tracking.registered_name(series_id), str(pointer["model_version"])
     held: list[str] = [str(current.version)] if current is not None else []
-    for record in reversed(store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []):
+    records = store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []
+    for record in reversed(records):
         if record.get("alias") == "champion":  # newest first: the version it went to, then the one it left
             held += [str(record[k]) for k in ("to_version", "from_version") if record.get(k) is not None]
     published = _newest_manifests(store, series_id)
@@ -1330,13 +1331,13 @@ def _away_from_deleted(
         client.set_registered_model_alias(name, "champion", version)
         record = {"previous": "", "reason": f"rollback: v{served}, which latest.json served, was deleted from the registry"}
         client.set_model_version_tag(name, version, tracking.alias_tag("champion"), json.dumps(record))
-    retire = _manifest_keys(series_id, _runs_served_by(store, series_id, served, set()))
+    retire = _manifest_keys(series_id, _runs_served_by(records, served, set()))
     return served, version, manifest, retire
 
 
-def _runs_served_by(store: ObjectStore, series_id: str, number: str, runs: set[tuple[Any, Any]]) -> set[tuple[Any, Any]]:
-    """``runs`` and the ``(run key, as-of year)`` of every gate decision that kept or put a version on ``@champion``."""
-    for record in store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []:
+def _runs_served_by(records: list[dict[str, Any]], number: str, runs: set[tuple[Any, Any]]) -> set[tuple[Any, Any]]:
+    """``runs`` and the ``(run key, as-of year)`` of every decision in the alias history that kept or put a version on ``@champion``."""
+    for record in records:
         if str(record.get("to_version")) == number and not record.get("publish_refused"):  # a refusal names another run's key
             runs.add((record.get("run_key"), record.get("as_of_year")))
     return runs
@@ -1357,7 +1358,8 @@ def _manifests_serving(store: ObjectStore, series_id: str, version: Any) -> list
     from pipeline import tracking
 
     runs = {(version.tags.get(tracking.RUN_KEY_TAG), tracking.version_as_of(version))}
-    return _manifest_keys(series_id, _runs_served_by(store, series_id, str(version.version), runs))
+    records = store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []
+    return _manifest_keys(series_id, _runs_served_by(records, str(version.version), runs))
 
 
 def _newest_manifests(store: ObjectStore, series_id: str) -> dict[str, dict[str, Any]]:
