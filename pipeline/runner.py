@@ -7,7 +7,9 @@ retry semantics:
 
 * a permanent error (:class:`pipeline.errors.PermanentError`, or any
   :class:`pipeline.errors.Co2castError` not marked transient) fails the task at once with its
-  one-line message (``AirflowFailException``: no retry, a person has to act);
+  one-line message (``AirflowFailException``: no retry, a person has to act). The message is
+  logged first, as the task log's error line; co2cast's own traceback goes to the debug log
+  only (Airflow still prints the frames of its own call to the task);
 * a transient error, and anything unexpected, propagates: Airflow retries the task.
 
 Airflow is imported inside the functions: the package stays importable without it.
@@ -15,11 +17,14 @@ Airflow is imported inside the functions: the package stays importable without i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from pipeline.errors import Co2castError
 from pipeline.payloads import AirflowIds, Payload, RunTrigger
+
+logger = logging.getLogger(__name__)
 
 
 def to_xcom(value: Any) -> Any:
@@ -56,7 +61,9 @@ def call(step: Callable[..., Any], /, *args: Any, outlet: Any = None, **kwargs: 
     except Co2castError as error:
         if error.transient:
             raise  # the network, S3 5xx, a busy database: Airflow retries
-        raise AirflowFailException(str(error)) from error
+        logger.error("%s", error)
+        logger.debug("where %s was raised", type(error).__name__, exc_info=error)
+        raise AirflowFailException(str(error)) from None
     if outlet is not None:
         from airflow.sdk import get_current_context
 

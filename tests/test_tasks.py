@@ -7,6 +7,8 @@ Also the Airflow boundary's error mapping: permanent → fail without retry, tra
 from __future__ import annotations
 
 import json
+import logging
+import logging.handlers
 from pathlib import Path
 
 import mlflow
@@ -200,8 +202,15 @@ def test_runner_maps_errors_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     def fine(settings: Settings, plan: dict) -> TrainedSeries:
         return TrainedSeries.of(plan)
 
-    with pytest.raises(AirflowFailException, match="Atlantis"):
+    # Airflow's logging setup replaces the root handlers (and caplog's): listen on the module's logger itself.
+    records = logging.handlers.BufferingHandler(10)
+    monkeypatch.setattr(logging.getLogger("pipeline.runner"), "handlers", [records])
+    monkeypatch.setattr(logging.getLogger("pipeline.runner"), "level", logging.INFO)
+    with pytest.raises(AirflowFailException, match="Atlantis") as failed:
         runner.call(permanent)
+    # The task log's error line is the message; the traceback Airflow prints is not chained to co2cast's own.
+    assert [(r.levelno, r.getMessage()) for r in records.buffer] == [(logging.ERROR, "no series 'Atlantis:co2'")]
+    assert failed.value.__cause__ is None and failed.value.__suppress_context__
     with pytest.raises(StoreUnavailable):
         runner.call(transient)
     with pytest.raises(SourceError):
