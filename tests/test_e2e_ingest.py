@@ -40,6 +40,9 @@ def test_ingest_dag_curates_skips_and_quarantines(dag_backend, airflow_home: Pat
     third = run_dag(airflow_home, "co2_ingest", {**env, "CO2CAST_SOURCE": str(bad)})
     assert third.returncode != 0, "a rejected release must fail the run"
     assert "rejected and quarantined" in third.stdout + third.stderr
+    # The task log shows the message as an error line; the traceback under it is Airflow's alone.
+    assert "direct cause of the following exception" not in third.stdout + third.stderr
+    assert any("[pipeline.runner]" in line and "rejected and quarantined" in line for line in (third.stdout + third.stderr).splitlines())
     assert "max_value" in store.read_bytes(f"quarantine/{bad_vintage}/report.md").decode()
     assert store.read_bytes(LATEST_KEY) == keys_after_first[LATEST_KEY]
     assert not any(k.startswith(f"curated/{bad_vintage}/") for k in store.list())
