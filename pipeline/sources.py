@@ -601,7 +601,14 @@ def _check_utf8(data: bytes, file_name: str) -> None:
         raise PermanentSourceError(f"{file_name} is not UTF-8 text: it is {_guess_encoding(data)}; save it as UTF-8 CSV") from error
     nul = data.find(b"\x00")
     if nul >= 0:
-        raise PermanentSourceError(f"{file_name} is not UTF-8 text: it is {_guess_encoding(data)} (NUL byte at offset {nul:,})")
+        guess = _guess_encoding(data)
+        if guess.startswith("UTF-"):
+            raise PermanentSourceError(f"{file_name} is not UTF-8 text: it is {guess} (NUL byte at offset {nul:,}); save it as UTF-8 CSV")
+        # UTF-8 text apart from NULs: a copy padded with zeros (an interrupted write), or no text file at all.
+        raise PermanentSourceError(
+            f"{file_name} is not a text file as it stands: it holds a NUL byte at offset {nul:,} "
+            "(a damaged copy padded with zeros, or binary data); fetch or export it again"
+        )
 
 
 def _read_csv(data: bytes, file_name: str) -> pd.DataFrame:

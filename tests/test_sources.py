@@ -398,6 +398,12 @@ def test_xlsx_part_larger_than_it_declares_is_refused(tmp_path: Path) -> None:
         ("a.csv", b"country,year,co2\nX,2000,1\nY,20", "truncated"),
         ("a.csv", b"country,year,co2,co2\nX,2000,1,2\n", r"column 'co2' appears twice \(columns 3 and 4\)"),
         ("a.csv", b"country,year,co2\nX\x00Y,2000,1\n", "NUL byte"),
+        # Zeros after 4 KiB of good text (an interrupted copy) were "probably Windows-1252 or ISO-8859-1 (Latin-1) text".
+        (
+            "a.csv",
+            b"country,year,co2\n" + b"X,2000,1\n" * 1000 + b"\x00" * 64,
+            "NUL byte at offset 9,017 [(]a damaged copy padded with zeros",
+        ),
         ("a.csv", b'country,year,co2\n"Foo, ""Bar""\nBaz",2000,1\n', "control character U[+]000A"),
         ("a.csv", b"country,year,co2\nFoo\tBar,2000,1\n", "control character U[+]0009"),
         ("a.csv", "country,year,co2\nFoo\u0085Bar,2000,1\n".encode(), "control character U[+]0085"),  # C1 next line
