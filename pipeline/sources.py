@@ -550,9 +550,16 @@ def _check_xlsx_size(data: bytes, file_name: str, max_bytes: int) -> None:
     """
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            unpacked = sum(info.file_size for info in archive.infolist())
+            members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as error:
         raise PermanentSourceError(f"{file_name} is not a readable XLSX workbook ({type(error).__name__}: {clean(error, 80)})") from error
+    unpacked = sum(info.file_size for info in members)
+    if not any(info.filename == "[Content_Types].xml" for info in members):
+        names = ", ".join(repr(clean(info.filename, 40)) for info in members[:3]) + (" …" if len(members) > 3 else "")
+        raise PermanentSourceError(
+            f"{file_name} is a ZIP archive, not an XLSX workbook (it holds {names or 'nothing'}): "
+            "unzip it and give co2cast the CSV or XLSX file"
+        )
     if unpacked > max_bytes:
         raise PermanentSourceError(
             f"{file_name} unpacks to {unpacked:,} bytes, more than the {max_bytes:,}-byte cap (CO2CAST_MAX_SOURCE_BYTES); "
@@ -827,9 +834,23 @@ def _layout_message(columns: list[str], file_name: str, sheets: list[str] | None
     if len(columns) == 1 and any(sep in columns[0] for sep in (";", "\t", "|")):
         sep = next(sep for sep in (";", "\t", "|") if sep in columns[0])
         message += f" The header contains {sep!r}: the file seems to use another delimiter than ','."
+    if len(columns) == 1:
+        message += _not_a_table(columns[0])
     if sheets and len(sheets) > 1:
         message += _other_sheets(sheets) + "."
     return message
+
+
+def _not_a_table(header: str) -> str:
+    """What a one-column header that starts like a web page or a JSON document is (a download that went wrong)."""
+    start = header.lstrip().lower()
+    if start.startswith(("<!doctype html", "<html", "<?xml", "<head", "<body")):
+        return (
+            " It is an HTML or XML page, not a table: the download returned a web page (an error or sign-in page?); check the source URL."
+        )
+    if start.startswith(("{", "[")):
+        return " It starts like a JSON document, not a CSV table (an API's answer or error?); check the source URL."
+    return ""
 
 
 def read_source(data: bytes, file_name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> pd.DataFrame:

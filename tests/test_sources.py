@@ -385,6 +385,14 @@ def test_xlsx_part_larger_than_it_declares_is_refused(tmp_path: Path) -> None:
         sources.read_source(bytes(data), "lie.xlsx")
 
 
+def _zipped(name: str, data: bytes) -> bytes:
+    """A ZIP archive holding one file."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(name, data)
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize(
     ("name", "data", "message"),
     [
@@ -412,6 +420,18 @@ def test_xlsx_part_larger_than_it_declares_is_refused(tmp_path: Path) -> None:
         ("a.csv", "country,year,co2\nCura\u00e7ao,2000,1\n".encode("cp1252"), "Windows-1252"),
         ("a.csv", "country,year,co2\nX,2000,1\n".encode("utf-16"), "UTF-16"),
         ("a.csv.gz", b"\x1f\x8b\x08\x00garbage", "damaged or truncated gzip"),
+        # A download that returned a web page or an API's error, and a zipped CSV, were only "in no layout" / "KeyError".
+        (
+            "a.csv",
+            b"<!DOCTYPE html>\n<html><body>Not found</body></html>\n",
+            "HTML or XML page, not a table: the download returned a web page",
+        ),
+        ("a.csv", b'{"error": "rate limited"}\n', "starts like a JSON document"),
+        (
+            "a.zip",
+            _zipped("owid.csv", b"country,year,co2\nX,2000,1\n"),
+            r"ZIP archive, not an XLSX workbook \(it holds 'owid.csv'\): unzip it",
+        ),
     ],
 )
 def test_unreadable_sources_raise_clear_errors(name: str, data: bytes, message: str) -> None:
