@@ -7,7 +7,7 @@ same way as the source fetcher without importing pandas (:mod:`pipeline.sources`
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 #: Stands for what is hidden: a user and password, a query value, an address that may hold a password.
 MASK = "***"
@@ -27,10 +27,22 @@ def redact_url(url: str, *, origin_only: bool = False) -> str:
     ``https://***@host:8443/path?token=***&raw=***``. A query item without ``=`` (a bare token)
     is ``***`` as a whole. The host is kept as written (case, IPv6 brackets).
 
-    A password holding ``/``, ``?`` or ``#`` must be percent-encoded; written raw (an AWS secret
-    key often holds ``/``), it ends the address early and its start reads as a port, so an
-    address whose port is not a number, or is followed by an ``@`` further on, is hidden with
-    everything after it, as ``scheme://***``.
+    A user or password holding ``/``, ``?`` or ``#`` must be percent-encoded; written raw (an AWS
+    secret key often holds ``/``, a date always does), it ends the address early, and what urllib
+    takes for the host and port is the start of the credentials. Such a URL is hidden with
+    everything after its ``//``, as ``scheme://***``, when its address holds no ``@`` and
+
+    - an ``@`` follows in the path (before any ``?`` or ``#``): ``https://tok/en@host``,
+      ``https://user:12/25/1990@host``; so is ``https://host/users/a@b.org``, which reads the same;
+    - its port is not a number: ``https://user:pa?ss@host``, ``https://user:pa/ss``;
+    - it has a port (a number, or empty), no path, and an ``@`` follows in the query or fragment:
+      ``https://user:1234?5@host``.
+
+    An ``@`` only in the query or fragment after a path is a value's (``http://host:5000/?email=a@b``
+    is ``http://host:5000/?email=***``): reading it as the end of credentials needs a raw ``/`` and
+    then a raw ``?`` or ``#`` in them, which neither an AWS secret key (base64) nor a date holds.
+    What is not caught: a user alone holding a raw ``?`` or ``#``
+    (``https://tok?en@host`` reads as the host ``tok``, like ``https://host?email=a@b``).
     Without ``//`` a URL has no address and what precedes its last ``@`` is hidden wherever it
     is (``key:secret@minio:9000`` reads to urllib as the scheme ``key`` and the path
     ``secret@minio:9000``).
@@ -55,11 +67,11 @@ def redact_url(url: str, *, origin_only: bool = False) -> str:
         head, _, query = text.rpartition("@")[2].partition("#")[0].partition("?")
         return f"{MASK}@{head}" + ("" if origin_only else _query(query))
     try:
-        port = parts.port
+        parts.port  # noqa: B018 (read for its check)
     except ValueError:  # not a number: the start of a password cut short
         return f"{scheme}//{MASK}"
-    if port is not None and "@" not in parts.netloc and "@" in text[len(scheme) + 2 + len(parts.netloc) :]:
-        return f"{scheme}//{MASK}"  # a password of digits cut short by its '/', '?' or '#'
+    if "@" not in parts.netloc and _credentials_cut_short(parts, text[len(scheme) + 2 + len(parts.netloc) :]):
+        return f"{scheme}//{MASK}"
     host = parts.netloc.rpartition("@")[2]
     if origin_only:
         return f"{scheme}//{host}"
@@ -70,6 +82,19 @@ def redact_url(url: str, *, origin_only: bool = False) -> str:
 def redact_urls_in(text: str) -> str:
     """A message with every URL in it shown by :func:`redact_url` (MLflow names the URL it failed to reach, credentials and all)."""
     return _URL_IN_TEXT.sub(lambda found: redact_url(found.group()), text)
+
+
+def _credentials_cut_short(parts: SplitResult, rest: str) -> bool:
+    """Whether an address without ``@`` may be the start of a user and password that a raw ``/``, ``?`` or ``#`` cut short.
+
+    Args:
+        parts: the URL as urllib split it; its port is a number or absent.
+        rest: the URL's text after its address (path, query and fragment, as written).
+    """
+    if "@" in parts.path:  # 'https://tok/en@host': any '@' before the query may end the credentials
+        return True
+    has_port = ":" in parts.netloc.rpartition("]")[2]  # 'user:1234', 'user:' (an IPv6 host's colons are inside brackets)
+    return has_port and not parts.path and "@" in rest  # 'https://user:1234?5@host': a password of digits and a raw '?'
 
 
 def _query(query: str) -> str:

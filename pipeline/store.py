@@ -417,7 +417,8 @@ _BUCKET_NAME = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")
 
 def _s3_bucket(parsed: ParseResult) -> str:
     """The bucket of an ``s3://`` URI, refused in one line when the URI holds more than a bucket there."""
-    if "@" in parsed.netloc or ":" in parsed.netloc:  # credentials or a port
+    # Credentials or a port; or credentials a raw '/' cut short ('s3://AKIA/s3cret@minio/bucket' reads as the bucket 'AKIA').
+    if "@" in parsed.netloc or ":" in parsed.netloc or "@" in parsed.path:
         shown = "/".join(redact_url(parsed.geturl()).split("/", 3)[:3])  # s3://***@host, s3://host:port: the address only
         raise StoreConfigError(
             f"an S3 store URI is s3://bucket/prefix, got {shown}/…: put the endpoint in CO2CAST_S3_ENDPOINT_URL "

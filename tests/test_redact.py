@@ -36,6 +36,20 @@ from pipeline.redact import MALFORMED, redact_url, redact_urls_in
         ("https://u:pa?s3cret@host/x", "https://***", "https://***"),
         ("https://u:pa#s3cret@host/x", "https://***", "https://***"),
         ("http://127.0.0.1:99999/", "http://***", "http://***"),
+        # A user alone, or a password of digits or none before its raw '/': what urllib calls the host is the credentials' start.
+        ("https://s3cret/tail@host/co2.csv", "https://***", "https://***"),
+        ("s3://AKIA/s3cret@minio:9000/bucket", "s3://***", "s3://***"),
+        ("https://u:/s3cret@host/x", "https://***", "https://***"),
+        ("https://u:12/25/1990@host/x", "https://***", "https://***"),
+        ("https://u:1234?s3cret@host/x", "https://***", "https://***"),
+        ("https://u:?s3cret@host/x", "https://***", "https://***"),
+        ("https://host/users/a@b.org", "https://***", "https://***"),  # it reads as 'https://s3cret/tail@host' does
+        # An '@' in the query or the fragment after a path is a value's: credentials would need a raw '/' and then a raw '?' or '#'.
+        ("http://host:5000/?email=a@b", "http://host:5000/?email=***", "http://host:5000"),
+        ("https://host:8443/co2.csv?by=a@b&s3cret", "https://host:8443/co2.csv?by=***&***", "https://host:8443"),
+        ("https://host:8443/co2.csv#by=a@b", "https://host:8443/co2.csv", "https://host:8443"),
+        ("http://[::1]:5000/x?e=a@b", "http://[::1]:5000/x?e=***", "http://[::1]:5000"),
+        ("https://host/x?e=a@b", "https://host/x?e=***", "https://host"),
         # urllib cannot split these at all.
         ("http://[::1/x", MALFORMED, MALFORMED),
         ("http://[s3cret@host/x", MALFORMED, MALFORMED),

@@ -177,6 +177,7 @@ def test_a_missing_bucket_or_credentials_are_one_line_to_fix_not_to_retry(
         ("s3://AKIAEXAMPLE:s3cret@co2cast/store", "got s3://***@co2cast/…: put the endpoint"),
         # An AWS secret key often holds '/': written raw, it ends the address, and its start reads as a port.
         ("s3://AKIAEXAMPLE:wJalr/s3cret@co2cast/store", "got s3://***/…: put the endpoint"),
+        ("s3://AKIAEXAMPLE/wJalr/s3cret@co2cast/store", "got s3://***/…: put the endpoint"),  # it read as the bucket 'AKIAEXAMPLE'
         ("s3://co2 cast/store", "is no S3 bucket name"),
         ("s3://[co2cast/store", "cannot be read (Invalid IPv6 URL): use file:///path or s3://bucket/prefix"),  # urllib's ValueError before
     ],
