@@ -8,6 +8,7 @@ last, so a reader that follows pointers never sees a half-written group.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -248,7 +249,7 @@ class S3Store(ObjectStore):
         bucket: the bucket name.
         prefix: a key prefix inside the bucket (may be empty).
         endpoint_url: a non-AWS endpoint such as MinIO (``http://localhost:9000``) or moto.
-        client: an existing boto3 S3 client (tests); built from the environment otherwise.
+        client: an existing boto3 S3 client (tests); built from the environment otherwise, in a session of its own.
     """
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, client: Any | None = None) -> None:
@@ -260,9 +261,17 @@ class S3Store(ObjectStore):
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
+            import botocore.session
             from botocore.config import Config
 
+            # A session of its own, not boto3's module default (boto3.client): that one resolves the credentials
+            # once for the life of the process (a key set or rotated later went unseen) and is not thread-safe
+            # (the viewer serves each browser session on a thread). It shares only the service models read
+            # from disk, most of the cost of a new session's first client (0.18 s; 0.01 s shared). A botocore
+            # session rather than boto3's: boto3.session.Session appends to the shared reader's search
+            # path each time, and adds nothing these calls use (upload_file, resources).
+            session = botocore.session.Session()
+            session.register_component("data_loader", _botocore_loader())
             config = Config(
                 retries={"mode": "standard", "max_attempts": 5},
                 # MinIO and other S3-compatible servers reject the CRC checksums that boto3
@@ -271,7 +280,7 @@ class S3Store(ObjectStore):
                 response_checksum_validation="when_required",
                 s3={"addressing_style": "path"} if self.endpoint_url else {},
             )
-            self._client = boto3.client("s3", endpoint_url=self.endpoint_url, config=config)
+            self._client = session.create_client("s3", endpoint_url=self.endpoint_url, config=config)
         return self._client
 
     def _key(self, key: str) -> str:
@@ -382,6 +391,14 @@ class S3Store(ObjectStore):
     def uri(self, key: str = "") -> str:
         base = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         return f"{base}/{key}" if key else base
+
+
+@functools.cache
+def _botocore_loader() -> Any:
+    """botocore's reader of its service models (read-only JSON, cached as read): one per process, for every store's session."""
+    import botocore.session
+
+    return botocore.session.Session().get_component("data_loader")
 
 
 def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:

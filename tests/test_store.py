@@ -146,7 +146,6 @@ def test_a_missing_bucket_or_credentials_are_one_line_to_fix_not_to_retry(
     s3_env: dict[str, str], s3_endpoint: str, tmp_path: Path, monkeypatch
 ) -> None:
     """No retry cures them: permanent (a StoreError, not StoreUnavailable: the DAGs fail at once), and the line says what to set."""
-    import boto3
 
     store = open_store("s3://co2cast-no-such-bucket/store", endpoint_url=s3_endpoint)
     missing = r"bucket 'co2cast-no-such-bucket' does not exist \(NoSuchBucket\); create it, or fix CO2CAST_STORE_URI$"
@@ -158,7 +157,6 @@ def test_a_missing_bucket_or_credentials_are_one_line_to_fix_not_to_retry(
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps the credentials it found first
     store = open_store("s3://co2cast-any/store", endpoint_url=s3_endpoint)
     with pytest.raises(StoreError, match=r"no usable S3 credentials .*; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") as raised:
         store.read_json_or_none("curated/latest.json")
@@ -260,7 +258,6 @@ def _keys(server: dict[str, Any], case: str) -> tuple[str, str]:
 
 def _as_configured(server: dict[str, Any], case: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The environment of a task or the command line configured with a case's key (in this process too)."""
-    import boto3
 
     key_id, secret = _keys(server, case)
     env = {
@@ -274,7 +271,6 @@ def _as_configured(server: dict[str, Any], case: str, home: Path, monkeypatch: p
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # it keeps the credentials it found first
     return env
 
 
@@ -340,3 +336,23 @@ def test_the_right_key_works_against_an_s3_server_that_checks_keys(
     assert store.read_bytes("k.txt") == b"x" and store.list() == ["k.txt"]
     store.delete("k.txt")
     assert store.list() == []
+
+
+def test_a_store_opened_later_in_a_process_uses_the_credentials_set_since(
+    s3_checking_keys: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key corrected or rotated in the environment: the next store uses it (boto3's default session kept the first for good)."""
+    import boto3
+
+    from pipeline import tasks
+    from pipeline.config import Settings
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # as in a fresh process: the first store is the first to look for keys
+    _as_configured(s3_checking_keys, "unknown access key", tmp_path / "home", monkeypatch)
+    with pytest.raises(StoreError, match=r"the store refused the credentials \(InvalidAccessKeyId\)"):
+        tasks.open_store(Settings()).list()
+
+    _as_configured(s3_checking_keys, "right key", tmp_path / "home", monkeypatch)
+    store = tasks.open_store(Settings())
+    assert store.create_exclusive("rotated.txt", b"x") and store.list() == ["rotated.txt"]
+    store.delete("rotated.txt")
