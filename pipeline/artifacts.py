@@ -63,8 +63,19 @@ def verify_tree(root: str | Path, expected: Mapping[str, str], what: str) -> Non
         raise IntegrityError(f"{what}: unexpected file {extra[0]} in the artefact; refusing to load it")
 
 
-def log_forecaster(model: Any, horizon_end: int, levels: tuple[int, ...] = (80, 95), name: str = "model") -> tuple[Any, dict[str, str]]:
+def log_forecaster(
+    model: Any, horizon_end: int, levels: tuple[int, ...] = (80, 95), name: str = "model", family: str | None = None
+) -> tuple[Any, dict[str, str]]:
     """Log a fitted forecaster in the active MLflow run, with the package's own loader.
+
+    Args:
+        model: the fitted forecaster.
+        horizon_end: the last year it may be asked for.
+        levels: its interval levels.
+        name: the logged model's name in the run.
+        family: the candidate name it is registered under (the registry's family tag), kept in
+            ``serving.json``, which the digest covers: a family tag edited in the MLflow UI is
+            told on load (:func:`load_verified`), as an edited file is.
 
     Returns:
         MLflow's ``ModelInfo`` and the digest of the artefact as stored (for :data:`DIGEST_TAG`).
@@ -75,7 +86,8 @@ def log_forecaster(model: Any, horizon_end: int, levels: tuple[int, ...] = (80, 
 
     with tempfile.TemporaryDirectory() as tmp:
         data = model.save(Path(tmp) / "forecaster")
-        (data / SERVING_FILE).write_text(json.dumps({"horizon_end": int(horizon_end), "levels": [int(v) for v in levels]}))
+        serving = {"horizon_end": int(horizon_end), "levels": [int(v) for v in levels]}
+        (data / SERVING_FILE).write_text(json.dumps(serving | ({"family": family} if family is not None else {})))
         first = int(model.years_[-1]) + 1
         example = pd.DataFrame({"year": [first, first + 1]})
         output = model.predict(2, levels=levels).to_frame()
@@ -101,16 +113,20 @@ def stored_digest(model_uri: str) -> dict[str, str]:
         return tree_digest(local)
 
 
-def load_verified(model_uri: str, expected: Mapping[str, str] | str | None, what: str | None = None) -> Any:
+def load_verified(model_uri: str, expected: Mapping[str, str] | str | None, what: str | None = None, family: str | None = None) -> Any:
     """Download a model, check every file against its recorded digest, then load it.
 
     Args:
         model_uri: e.g. ``models:/co2cast.canada.co2_per_capita/3``.
         expected: the digest recorded when it was logged (a mapping, or its JSON text).
         what: how to name the model in an error (default: the URI).
+        family: the family its registered version's tag names (``""`` when the tag was removed):
+            checked against the family its verified ``serving.json`` records (a model logged
+            before it was recorded there is not checked); ``None``: no check.
 
     Raises:
-        IntegrityError: no digest was recorded, or a file does not match it.
+        IntegrityError: no digest was recorded, a file does not match it, or the family tag is
+            not the family the model was registered as.
     """
     import mlflow
 
@@ -126,7 +142,23 @@ def load_verified(model_uri: str, expected: Mapping[str, str] | str | None, what
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
         verify_tree(local, digest, label)
+        if family is not None:
+            _check_family(Path(local), family, label)
         return mlflow.pyfunc.load_model(local)
+
+
+def _check_family(local: Path, family: str, label: str) -> None:
+    """Refuse a model whose registry family tag is not the family its (verified) ``serving.json`` records."""
+    from pipeline.tracking import FAMILY_TAG
+
+    found = sorted(local.rglob(SERVING_FILE))
+    logged = json.loads(found[0].read_text()).get("family") if found else None
+    if logged is not None and str(logged) != family:
+        tag = f"says {family!r}" if family else "was removed"
+        raise IntegrityError(
+            f"{label}: its tag {FAMILY_TAG} {tag}, but it was registered as {logged!r} (edited in MLflow?): "
+            f"set the tag back to {logged!r}; refusing to load it"
+        )
 
 
 def _digest_of(expected: Mapping[str, str] | str) -> dict[str, str] | None:
@@ -165,7 +197,10 @@ def load_registered(model_name: str, version_or_alias: str | int) -> Any:
     client = MlflowClient()
     text = str(version_or_alias)
     version = client.get_model_version(model_name, text) if text.isdigit() else client.get_model_version_by_alias(model_name, text)
-    return load_verified(f"models:/{model_name}/{version.version}", version.tags.get(DIGEST_TAG), what=f"{model_name} v{version.version}")
+    from pipeline.tracking import FAMILY_TAG
+
+    what, digest = f"{model_name} v{version.version}", version.tags.get(DIGEST_TAG)
+    return load_verified(f"models:/{model_name}/{version.version}", digest, what=what, family=version.tags.get(FAMILY_TAG) or "")
 
 
 def served_forecaster(model: Any) -> Any:

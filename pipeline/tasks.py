@@ -659,7 +659,7 @@ def champion_gate(
         model = model.fit(result.series.values, result.series.years)
         problem = forecast_beyond_bounds(model, result.series, lineup.spec)
         if problem is None:
-            info = tracking.log_forecaster(model, lineup.spec.horizon_end, lineup.spec.levels, name="champion_refit")
+            info = tracking.log_forecaster(model, lineup.spec.horizon_end, lineup.spec.levels, name="champion_refit", family=family)
             version = str(tracking.register(client, info.model_uri, sid, run_key, family, dict(tags), digest=info.digest).version)
             reason = f"{decision.reason}; its recipe ({family}) refitted {refit_on}"
         else:  # the publish gate would refuse it: the challenger, which keeps the bounds, serves

@@ -424,11 +424,16 @@ class LoggedModel:
         return str(self.info.model_uri)
 
 
-def log_forecaster(model: Any, horizon_end: int, levels: tuple[int, ...] = (80, 95), name: str = "model") -> LoggedModel:
-    """Log a fitted forecaster in the active run (package-side loader, data only; see :mod:`pipeline.artifacts`)."""
+def log_forecaster(
+    model: Any, horizon_end: int, levels: tuple[int, ...] = (80, 95), name: str = "model", family: str | None = None
+) -> LoggedModel:
+    """Log a fitted forecaster in the active run (package-side loader, data only; see :mod:`pipeline.artifacts`).
+
+    ``family`` is the name it will be registered under (:data:`FAMILY_TAG`), recorded in the artefact.
+    """
     from pipeline import artifacts
 
-    info, digest = artifacts.log_forecaster(model, horizon_end, levels, name)
+    info, digest = artifacts.log_forecaster(model, horizon_end, levels, name, family=family)
     return LoggedModel(info=info, digest=digest)
 
 
@@ -784,7 +789,7 @@ def _log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[s
                     forecast = candidate.model.predict(max(1, spec.horizon_end - series.last_year), levels=spec.levels)
                     title = f"{series.series_id}: {name}"
                     _log_figure(lambda m=forecast, t=title: _plots().fan_chart(series.years, series.values, m, title=t), "fan_chart.svg")
-                infos[name] = log_forecaster(candidate.model, spec.horizon_end, spec.levels)
+                infos[name] = log_forecaster(candidate.model, spec.horizon_end, spec.levels, family=name)
     return infos
 
 

@@ -631,6 +631,45 @@ def test_a_digest_tag_edited_in_mlflow_refuses_the_publish_and_restores_champion
         _assert_pointer_agrees(settings)
 
 
+def test_a_family_tag_edited_in_mlflow_labels_no_forecast(settings: Settings, caplog) -> None:
+    """``co2cast.family`` of @champion's version edited (drift -> arima) or removed in the MLflow UI: the version is
+    refused on load in one line, as for an edited digest; it labelled the next forecast it kept serving 'arima'."""
+    from pipeline.artifacts import IntegrityError
+
+    first, _ = _run(settings, _lineup(settings, "drift"))
+    assert first.champion_family == "drift", "precondition: drift takes @champion on World"
+    client, name = tracking.configure(settings), tracking.registered_name(SID)
+    for edited, said in (("arima", "says 'arima'"), ("", "was removed")):
+        if edited:
+            client.set_model_version_tag(name, first.champion_version, tracking.FAMILY_TAG, edited)
+        else:
+            client.delete_model_version_tag(name, first.champion_version, tracking.FAMILY_TAG)
+        with pytest.raises(IntegrityError) as refused:
+            tracking.load_registered(name, first.champion_version)
+        assert str(refused.value) == (
+            f"{name} v{first.champion_version}: its tag {tracking.FAMILY_TAG} {said}, but it was registered as 'drift' "
+            "(edited in MLflow?): set the tag back to 'drift'; refusing to load it"
+        )
+    client.set_model_version_tag(name, first.champion_version, tracking.FAMILY_TAG, "drift")
+    assert tracking.load_registered(name, first.champion_version) is not None  # set back, it loads
+
+    # A new run key of the served year, drift not among its candidates: drift (better than naive) was kept and its
+    # forecast published as 'arima's. Now it cannot defend the title, as with an edited digest: naive takes it.
+    client.set_model_version_tag(name, first.champion_version, tracking.FAMILY_TAG, "arima")
+    with caplog.at_level("WARNING", logger="pipeline.tasks"):
+        second, published = _run(settings, _lineup(settings, "mean"))
+    assert f"cannot load the current champion v{first.champion_version}: {name} v{first.champion_version}: its tag" in caplog.text
+    manifest = tasks.open_store(settings).read_json(_state(settings)["latest"]["manifest"])
+    assert second.champion_version != first.champion_version and published.served
+    assert (
+        manifest["model_family"]
+        == second.champion_family
+        == client.get_model_version(name, second.champion_version).tags[tracking.FAMILY_TAG]
+    )
+    assert manifest["model_family"] in ("naive", "mean")
+    _assert_pointer_agrees(settings)
+
+
 def test_a_registered_model_renamed_in_mlflow_is_named_until_renamed_back(settings: Settings, capsys, monkeypatch) -> None:
     """``co2cast.world.co2`` renamed in the MLflow UI: every command says so in one line, nothing is registered afresh from v1."""
     first, _ = _run(settings, _lineup(settings, "mean"))
