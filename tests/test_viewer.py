@@ -9,8 +9,10 @@ add a scorecard, move it to S3) work on a copy.
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import json
+import re
 import shutil
 import socket
 from collections.abc import Iterator
@@ -105,6 +107,11 @@ def _shown(markdown: str) -> str:
     from markdown_it import MarkdownIt
 
     return MarkdownIt("gfm-like").render(markdown)
+
+
+def _plain(markdown: str) -> str:
+    """The text a person reads in a markdown element (an error, a warning): its body rendered, the tags dropped."""
+    return html.unescape(re.sub(r"<[^>]*>", "", _shown(markdown))).strip()
 
 
 # -- the reader ------------------------------------------------------------------------------
@@ -357,7 +364,7 @@ def test_page_shows_the_track_record_when_a_scorecard_exists(home_copy: Path, mo
         store.write_bytes(layout.scorecard(CANADA), damaged)
         at = _app().run()
         assert not at.exception and not at.error
-        assert says in at.warning[0].value and "\n" not in at.warning[0].value
+        assert says in _plain(at.warning[0].value) and "\n" not in at.warning[0].value
         assert len(at.get("vega_lite_chart")) == 1 and at.download_button  # the forecast, not the track record
 
 
@@ -371,7 +378,7 @@ def test_empty_store_says_nothing_is_published(tmp_path: Path, monkeypatch: pyte
     _use_home(monkeypatch, tmp_path / "empty")
     at = _app().run()
     assert not at.exception and not at.error
-    assert "no forecast is published" in at.info[0].value and "make run" in at.info[0].value
+    assert "no forecast is published" in _plain(at.info[0].value) and "run `make run` (or `co2cast forecast`)" in _plain(at.info[0].value)
     assert not at.get("vega_lite_chart") and not at.selectbox
 
 
@@ -387,7 +394,7 @@ def test_tampered_file_is_refused_with_a_message(home_copy: Path, monkeypatch: p
     assert hashlib.sha256(raw).hexdigest() != entry["sha256"]
     at = _app().run()
     assert not at.exception
-    assert "does not match its sha256" in at.error[0].value
+    assert "does not match its sha256" in _plain(at.error[0].value)
     assert not at.get("vega_lite_chart") and not at.download_button and not at.metric
     # The other series is untouched and still shown.
     at.selectbox(key="series").set_value(WORLD).run()
@@ -399,7 +406,7 @@ def test_an_edited_pointer_is_named_not_taken_for_an_unreachable_store(home_copy
     store.write_json(f"forecasts/{CANADA}/latest.json", {"as_of_year": 2014})  # the manifest key removed by hand
     at = _app().run()
     assert not at.exception and not at.get("vega_lite_chart")
-    message = at.error[0].value
+    message = _plain(at.error[0].value)
     assert message.startswith(f"{store.uri(f'forecasts/{CANADA}/latest.json')} is not what co2cast wrote (it has no 'manifest')")
     assert "\n" not in message and "cannot read the object store" not in message
 
@@ -445,8 +452,8 @@ def test_a_manifest_or_pointer_edited_by_hand_is_named_in_one_line(
     _edit_published(store, CANADA, manifest_edit, pointer_edit)
     at = _app().run()
     assert not at.exception and not at.get("vega_lite_chart")
-    assert message in at.error[0].value and "\n" not in at.error[0].value
-    assert "cannot read the object store" not in at.error[0].value
+    assert message in _plain(at.error[0].value) and "\n" not in at.error[0].value
+    assert "cannot read the object store" not in _plain(at.error[0].value)
     at.selectbox(key="series").set_value(WORLD).run()
     assert not at.error and at.get("vega_lite_chart")  # the other series is still shown
 
@@ -460,6 +467,29 @@ def test_manifest_fields_in_the_metrics_are_shown_as_written(home_copy: Path, mo
     assert not at.exception and not at.error
     champion = _shown({m.label: m.value for m in at.metric}["Champion"])
     assert "<a" not in champion and "<img" not in champion and f"v{version} · {family}" in champion
+
+
+#: Markdown a hand-edited object may hold: a link and an image from elsewhere.
+LINK, IMAGE = "[click](https://evil.example)", "![x](evil.example.png)"
+
+
+def test_messages_naming_what_the_store_holds_are_shown_as_written(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error line rendered the link or image a hand-edited manifest carried (a warning or info line is escaped alike)."""
+    store = _use_home(monkeypatch, home_copy)
+    _edit_published(store, CANADA, lambda m: m.update(vintage=LINK))
+    _edit_published(store, WORLD, lambda m: m.update(vintage=IMAGE))
+    at = _app().run()
+    assert not at.exception and not at.get("vega_lite_chart")
+    error = at.error[0].value
+    assert "<a" not in _shown(error) and "<img" not in _shown(error) and "<code" not in _shown(error)
+    assert _plain(error) == (
+        f"{CANADA}: the manifest names {LINK!r} as its vintage, which is no vintage id: it was edited; "
+        "the forecast is not shown. Republish it (`co2cast forecast`)."
+    )
+    at.selectbox(key="series").set_value(WORLD).run()
+    error = at.error[0].value
+    assert "<a" not in _shown(error) and "<img" not in _shown(error)
+    assert f"the manifest names {IMAGE!r} as its vintage" in _plain(error)
 
 
 def test_a_pointer_naming_no_vintage_id_leaves_the_series_list_whole(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -483,7 +513,7 @@ def test_unreachable_store_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     at = _app().run()
     assert not at.exception
-    assert at.error[0].value.startswith("cannot read the object store s3://nowhere/co2cast:")
+    assert _plain(at.error[0].value).startswith("cannot read the object store s3://nowhere/co2cast:")
     assert "\n" not in at.error[0].value and not at.get("vega_lite_chart")
 
 

@@ -39,6 +39,16 @@ def _literal(text: object) -> str:
     return MARKUP.sub(r"\\\1", str(text))
 
 
+def _message(text: object) -> str:
+    """A one-line message for ``st.error``/``st.warning``/``st.info``, shown exactly as the CLI prints it.
+
+    These elements render Markdown, and a message names what it read from the store: a series id
+    (a folder name), a store key, the vintage or a file key from a manifest edited by hand. All of
+    it is shown as written (a ``[x](https://…)`` in it is no link), backticks included.
+    """
+    return _literal(" ".join(str(text).split()))
+
+
 @st.cache_data(ttl=LIST_TTL, show_spinner=False)
 def _published(store_uri: str) -> list[data.PublishedSeries]:
     # ``store_uri`` is the cache key: one list per configured store.
@@ -48,9 +58,9 @@ def _published(store_uri: str) -> list[data.PublishedSeries]:
 def _fail(error: Exception) -> None:
     """Say what went wrong in one line and draw nothing else."""
     if isinstance(error, data.NothingPublished):
-        st.info(str(error))
+        st.info(_message(error))
     else:
-        st.error(str(error))
+        st.error(_message(error))
     st.stop()
 
 
@@ -227,7 +237,7 @@ def main() -> None:
 
     st.subheader("Track record")
     if view.scorecard_problem is not None:
-        st.warning(view.scorecard_problem)
+        st.warning(_message(view.scorecard_problem))
     elif view.scorecard is None:
         st.info("No scorecard yet: it appears once earlier published forecasts can be compared with actuals that arrived since.")
     else:
