@@ -118,7 +118,7 @@ def _plain(markdown: str) -> str:
 
 
 def test_lists_published_series_with_names_kinds_and_units(published_home: Path) -> None:
-    published = data.list_published(LocalStore(published_home / "store"))
+    published = data.list_published(LocalStore(published_home / "store")).series
     by_id = {s.series_id: s for s in published}
     assert list(by_id) == [CANADA, WORLD]  # sorted by entity; only what was published
     canada, world = by_id[CANADA], by_id[WORLD]
@@ -136,7 +136,7 @@ def test_aggregates_are_regions_and_groups_not_countries() -> None:
 
 def test_load_series_reads_the_published_forecast_scores_and_history(published_home: Path, owid_csv: Path) -> None:
     store = LocalStore(published_home / "store")
-    canada = next(s for s in data.list_published(store) if s.series_id == CANADA)
+    canada = next(s for s in data.list_published(store).series if s.series_id == CANADA)
     view = data.load_series(store, canada)
     manifest, table = _latest(store, CANADA)
     assert view.manifest == manifest
@@ -180,14 +180,14 @@ def test_published_candidates_are_the_fitted_challengers_forecasts(published_hom
         mine = raw[raw["family"] == family].set_index("year")
         for column in data.BAND_COLUMNS:
             np.testing.assert_allclose(table.set_index("year")[column], mine[column], rtol=1e-9)
-        view = data.load_series(store, next(s for s in data.list_published(store) if s.series_id == series_id))
+        view = data.load_series(store, next(s for s in data.list_published(store).series if s.series_id == series_id))
         assert view.candidates is not None
         assert set(view.candidates["family"]) == set(raw["family"]) - {family}  # the champion is drawn once
 
 
 def test_shown_range_joins_history_and_forecast(published_home: Path) -> None:
     store = LocalStore(published_home / "store")
-    view = data.load_series(store, next(s for s in data.list_published(store) if s.series_id == CANADA))
+    view = data.load_series(store, next(s for s in data.list_published(store).series if s.series_id == CANADA))
     shown = data.shown_range(view, 2000, 2030)
     assert shown["year"].tolist() == list(range(2000, 2031))
     history, ahead = shown[shown["kind"] == "history"], shown[shown["kind"] == "forecast"]
@@ -296,7 +296,7 @@ def test_page_shows_candidates_scores_and_overlays_their_forecasts_on_request(
     at.toggle(key="overlay").set_value(True).run()
     assert not at.exception and not at.error
     lines = _lines(at)
-    view = data.load_series(store, next(s for s in data.list_published(store) if s.series_id == CANADA))
+    view = data.load_series(store, next(s for s in data.list_published(store).series if s.series_id == CANADA))
     assert view.candidates is not None
     assert set(lines["line"]) == {"History", "Forecast (champion)"} | {f"candidate: {f}" for f in view.candidates["family"]}
     start, end = at.number_input(key="start").value, at.number_input(key="end").value
@@ -340,7 +340,7 @@ def _scorecard(history: pd.DataFrame) -> pd.DataFrame:
 
 def test_page_shows_the_track_record_when_a_scorecard_exists(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = _use_home(monkeypatch, home_copy)
-    history = data.load_series(store, next(s for s in data.list_published(store) if s.series_id == CANADA)).history
+    history = data.load_series(store, next(s for s in data.list_published(store).series if s.series_id == CANADA)).history
     scorecard = _scorecard(history)
     buffer = io.BytesIO()
     scorecard.to_parquet(buffer, index=False)
@@ -401,14 +401,55 @@ def test_tampered_file_is_refused_with_a_message(home_copy: Path, monkeypatch: p
     assert not at.error and at.get("vega_lite_chart")
 
 
-def test_an_edited_pointer_is_named_not_taken_for_an_unreachable_store(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+#: A series' latest.json damaged or edited by hand: the bytes, and what the line about it says.
+DAMAGED_POINTERS = [
+    (json.dumps({"as_of_year": 2014}).encode(), "is not what co2cast wrote (it has no 'manifest')"),
+    (b'{"manifest": "forecasts/', "is not what co2cast wrote (Unterminated string"),
+    (b'{"manifest": "\x80"}', "is not what co2cast wrote (not UTF-8 text)"),
+    (b"null", "is not what co2cast wrote (it holds null, not an object)"),
+    (json.dumps({"manifest": "x", "as_of_year": "2014"}).encode(), "is not what co2cast wrote ("),
+]
+
+
+@pytest.mark.parametrize(("raw", "says"), DAMAGED_POINTERS, ids=["no-manifest", "cut-short", "not-utf8", "null", "year-as-text"])
+def test_a_damaged_pointer_leaves_out_its_series_only(home_copy: Path, monkeypatch: pytest.MonkeyPatch, raw: bytes, says: str) -> None:
+    """One damaged latest.json blanked the whole series list with an error; it is one warning, the other series browsable."""
     store = _use_home(monkeypatch, home_copy)
-    store.write_json(f"forecasts/{CANADA}/latest.json", {"as_of_year": 2014})  # the manifest key removed by hand
+    key = layout.forecast_latest(WORLD)
+    store.write_bytes(key, raw)
+    published = data.list_published(store)
+    assert [s.series_id for s in published.series] == [CANADA] and list(published.unreadable) == [WORLD]
     at = _app().run()
-    assert not at.exception and not at.get("vega_lite_chart")
-    message = _plain(at.error[0].value)
-    assert message.startswith(f"{store.uri(f'forecasts/{CANADA}/latest.json')} is not what co2cast wrote (it has no 'manifest')")
-    assert "\n" not in message and "cannot read the object store" not in message
+    assert not at.exception and not at.error
+    assert len(at.warning) == 1
+    warning = _plain(at.warning[0].value)
+    assert warning.startswith(f"{WORLD} is left out of the list: {store.uri(key)} {says}") and "\n" not in warning
+    assert "restore it from a backup, or remove it and rerun" in warning
+    assert "cannot read the object store" not in warning
+    # Nothing of the damaged series is offered; the other one is shown whole.
+    assert at.selectbox(key="series").options == ["Canada — CO2 per capita (t CO2 per person)"]
+    assert at.subheader[0].value == "Canada — CO2 per capita (t CO2 per person)" and at.get("vega_lite_chart") and at.download_button
+
+
+def test_every_pointer_damaged_names_each_and_shows_nothing(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _use_home(monkeypatch, home_copy)
+    for series_id in (CANADA, WORLD):
+        store.write_bytes(layout.forecast_latest(series_id), b"{")
+    at = _app().run()
+    assert not at.exception and not at.error
+    warnings = [_plain(w.value) for w in at.warning]
+    assert [w.split(" ")[0] for w in warnings] == [CANADA, WORLD]
+    assert all("is left out of the list" in w and "is not what co2cast wrote" in w for w in warnings)
+    assert not at.selectbox and not at.metric and not at.get("vega_lite_chart")
+
+
+def test_a_pointer_removed_after_the_listing_is_no_longer_published(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """latest.json removed by hand (to be rebuilt) between the listing and its read: not published, not a KeyError."""
+    store = _use_home(monkeypatch, home_copy)
+    listed = store.list(layout.FORECASTS)
+    monkeypatch.setattr(store, "list", lambda prefix: [*listed, layout.forecast_latest("gone.co2")])
+    published = data.list_published(store)
+    assert [s.series_id for s in published.series] == [CANADA, WORLD] and not published.unreadable
 
 
 def _edit_published(store: LocalStore, series_id: str, manifest_edit=None, pointer_edit=None) -> None:
@@ -490,6 +531,21 @@ def test_messages_naming_what_the_store_holds_are_shown_as_written(home_copy: Pa
     error = at.error[0].value
     assert "<a" not in _shown(error) and "<img" not in _shown(error)
     assert f"the manifest names {IMAGE!r} as its vintage" in _plain(error)
+
+
+def test_a_damaged_pointer_in_a_folder_named_like_markdown_is_named_as_written(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning about a damaged pointer names its folder as written; the viewer's own lines read as before."""
+    store = _use_home(monkeypatch, home_copy)
+    store.write_bytes(layout.forecast_latest(IMAGE), b"{")
+    at = _app().run()
+    assert not at.exception and not at.error
+    warning, uri = at.warning[0].value, store.uri(layout.forecast_latest(IMAGE))
+    assert "<img" not in _shown(warning) and "<a" not in _shown(warning)
+    assert _plain(warning).startswith(f"{IMAGE} is left out of the list: {uri} is not what co2cast wrote")
+    assert at.selectbox(key="series").value == CANADA and at.get("vega_lite_chart")
+    at.number_input(key="start").set_value(2040)
+    at.number_input(key="end").set_value(2020).run()
+    assert at.warning[1].value == "The start year 2040 is after the end year 2020: choose a start year before the end year."
 
 
 def test_a_pointer_naming_no_vintage_id_leaves_the_series_list_whole(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,7 +50,7 @@ def _message(text: object) -> str:
 
 
 @st.cache_data(ttl=LIST_TTL, show_spinner=False)
-def _published(store_uri: str) -> list[data.PublishedSeries]:
+def _published(store_uri: str) -> data.Published:
     # ``store_uri`` is the cache key: one list per configured store.
     return data.list_published(data.open_store())
 
@@ -62,6 +62,14 @@ def _fail(error: Exception) -> None:
     else:
         st.error(_message(error))
     st.stop()
+
+
+def _name_unreadable(published: data.Published) -> None:
+    """One warning per series whose ``latest.json`` cannot be read; nothing else is drawn when no series can be."""
+    for series_id, why in published.unreadable.items():
+        st.warning(_message(f"{series_id} is left out of the list: {why}"))
+    if not published.series:
+        st.stop()
 
 
 def _pick_series(published: list[data.PublishedSeries]) -> data.PublishedSeries:
@@ -177,7 +185,8 @@ def main() -> None:
         published = _published(store_uri)
     except Co2castError as error:  # every known failure (data.ViewerError, data.StoreUnreachable…)
         _fail(error)
-    series = _pick_series(published)
+    _name_unreadable(published)
+    series = _pick_series(published.series)
     try:
         view = data.load_series(data.open_store(), series)
     except Co2castError as error:  # every known failure (data.ViewerError, data.StoreUnreachable…)

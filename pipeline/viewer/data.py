@@ -113,6 +113,20 @@ class PublishedSeries:
 
 
 @dataclass(frozen=True)
+class Published:
+    """What the store publishes, as the series picker offers it.
+
+    Attributes:
+        series: every series whose ``latest.json`` reads, sorted by entity then variable.
+        unreadable: series id -> one line saying why its ``latest.json`` cannot be read (damaged
+            or edited by hand) and what to do; such a series is not listed, and nothing of it is shown.
+    """
+
+    series: list[PublishedSeries]
+    unreadable: dict[str, str]
+
+
+@dataclass(frozen=True)
 class SeriesView:
     """Everything the viewer shows for one series, read and checked.
 
@@ -161,8 +175,13 @@ def open_store(settings: Settings | None = None) -> ObjectStore:
     return store_from_settings(settings or get_settings())
 
 
-def list_published(store: ObjectStore) -> list[PublishedSeries]:
+def list_published(store: ObjectStore) -> Published:
     """Every series with a ``latest.json``, sorted by entity then variable.
+
+    A pointer that does not read as co2cast wrote it (cut short, not JSON, a field missing or of
+    another type) takes out its own series only: it goes to :attr:`Published.unreadable`, and the
+    other series stay listed. Each series' files are checked against their own pointer and manifest,
+    so one damaged pointer says nothing about another series.
 
     Raises:
         NothingPublished: the store holds no published forecast.
@@ -173,16 +192,23 @@ def list_published(store: ObjectStore) -> list[PublishedSeries]:
         if not pointers:
             raise NothingPublished(f"no forecast is published in {store.uri()} yet: run `make run` (or `co2cast forecast`) first")
         found = []
+        unreadable: dict[str, str] = {}
         names: dict[str, dict[str, tuple[str, str, bool]]] = {}
         for key in pointers:
             sid = key.split("/")[1]
-            pointer = store.read_json(key, layout.FORECAST_POINTER)
+            try:
+                pointer = store.read_json(key, layout.FORECAST_POINTER)
+            except KeyError:  # removed since the listing (by hand, to be rebuilt): no longer published
+                continue
+            except StoreDataError as error:
+                unreadable[sid] = _one_line(error)
+                continue
             vintage = str(pointer.get("vintage") or "")
             if vintage not in names:
                 names[vintage] = _series_names(store, vintage)
             entity, variable, aggregate = names[vintage].get(sid) or _split_id(sid)
             found.append(PublishedSeries(sid, entity, variable, aggregate, int(pointer["as_of_year"]), vintage))
-    return sorted(found, key=lambda s: (s.entity.lower(), s.variable))
+    return Published(sorted(found, key=lambda s: (s.entity.lower(), s.variable)), unreadable)
 
 
 def load_series(store: ObjectStore, series: PublishedSeries) -> SeriesView:
