@@ -109,9 +109,24 @@ def _shown(markdown: str) -> str:
     return MarkdownIt("gfm-like").render(markdown)
 
 
-def _plain(markdown: str) -> str:
-    """The text a person reads in a markdown element (an error, a warning): its body rendered, the tags dropped."""
+def _text(markdown: str) -> str:
+    """A markdown element's body rendered, the tags dropped: its text, as remark-gfm's autolinking sees it."""
     return html.unescape(re.sub(r"<[^>]*>", "", _shown(markdown))).strip()
+
+
+def _plain(markdown: str) -> str:
+    """The text a person reads in a markdown element (an error, a warning): invisible word joiners dropped too."""
+    return _text(markdown).replace("\u2060", "")
+
+
+#: GitHub's autolink literals as Streamlit's remark-gfm finds them: in the text after the escapes are
+#: resolved (mdast-util-gfm-autolink-literal's two patterns), so escaping alone does not stop them.
+AUTOLINK = re.compile(r"(?:https?://|www(?=\.))[-.\w]+|[-.\w+]+@[-\w]+(?:\.[-\w]+)+", re.IGNORECASE)
+
+
+def _autolinked(markdown: str) -> list[str]:
+    """What the browser would make a link of in a markdown element, though markdown-it (``_shown``) does not."""
+    return AUTOLINK.findall(_text(markdown))
 
 
 # -- the reader ------------------------------------------------------------------------------
@@ -506,8 +521,9 @@ def test_manifest_fields_in_the_metrics_are_shown_as_written(home_copy: Path, mo
     _edit_published(store, CANADA, lambda m: m.update(model_family=family, model_version=version))
     at = _app().run()
     assert not at.exception and not at.error
-    champion = _shown({m.label: m.value for m in at.metric}["Champion"])
-    assert "<a" not in champion and "<img" not in champion and f"v{version} · {family}" in champion
+    champion = {m.label: m.value for m in at.metric}["Champion"]
+    assert "<a" not in _shown(champion) and "<img" not in _shown(champion) and not _autolinked(champion)
+    assert _plain(champion) == f"v{version} · {family}"
 
 
 #: Markdown a hand-edited object may hold: a link and an image from elsewhere.
@@ -523,6 +539,7 @@ def test_messages_naming_what_the_store_holds_are_shown_as_written(home_copy: Pa
     assert not at.exception and not at.get("vega_lite_chart")
     error = at.error[0].value
     assert "<a" not in _shown(error) and "<img" not in _shown(error) and "<code" not in _shown(error)
+    assert not _autolinked(error)  # https://evil.example alone
     assert _plain(error) == (
         f"{CANADA}: the manifest names {LINK!r} as its vintage, which is no vintage id: it was edited; "
         "the forecast is not shown. Republish it (`co2cast forecast`)."
@@ -536,12 +553,13 @@ def test_messages_naming_what_the_store_holds_are_shown_as_written(home_copy: Pa
 def test_a_damaged_pointer_in_a_folder_named_like_markdown_is_named_as_written(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The warning about a damaged pointer names its folder as written; the viewer's own lines read as before."""
     store = _use_home(monkeypatch, home_copy)
-    store.write_bytes(layout.forecast_latest(IMAGE), b"{")
+    folder = f"🔥{IMAGE}www.evil.example"  # an alert took a leading emoji for its icon
+    store.write_bytes(layout.forecast_latest(folder), b"{")
     at = _app().run()
     assert not at.exception and not at.error
-    warning, uri = at.warning[0].value, store.uri(layout.forecast_latest(IMAGE))
-    assert "<img" not in _shown(warning) and "<a" not in _shown(warning)
-    assert _plain(warning).startswith(f"{IMAGE} is left out of the list: {uri} is not what co2cast wrote")
+    warning, uri = at.warning[0].value, store.uri(layout.forecast_latest(folder))
+    assert "<img" not in _shown(warning) and "<a" not in _shown(warning) and not _autolinked(warning)
+    assert _plain(warning).startswith(f"{folder} is left out of the list: {uri} is not what co2cast wrote") and not at.warning[0].icon
     assert at.selectbox(key="series").value == CANADA and at.get("vega_lite_chart")
     at.number_input(key="start").set_value(2040)
     at.number_input(key="end").set_value(2020).run()
@@ -616,8 +634,9 @@ def test_names_and_manifest_fields_are_shown_as_written_not_as_markdown(
         assert markup not in heading
     caption = _shown(at.caption[0].value)
     assert "<a" not in caption and "<img" not in caption
+    assert not _autolinked(at.subheader[0].value) and not _autolinked(at.caption[0].value)
     label = f"{HOSTILE} — CO2 per capita (t CO2 per person)"
-    assert heading == f"<p>{label}</p>\n"  # the name as written
+    assert _plain(at.subheader[0].value) == label  # the name as written
     assert f"<strong>co2cast.{hostile_id}</strong>" in caption and f"vintage {vintage} " in caption
 
 

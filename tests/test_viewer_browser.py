@@ -8,14 +8,17 @@ starts the viewer with ``co2cast view`` on a free loopback port, and drives Debi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,19 +47,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def viewer(tmp_path_factory: pytest.TempPathFactory, owid_csv: Path) -> Iterator[tuple[str, Path]]:
-    """A running viewer over a real ingest + forecast: ``(url, home)``."""
-    root = tmp_path_factory.mktemp("viewer-browser")
-    lines = owid_csv.read_text().splitlines()
-    source = root / "owid-canada-world.csv"
-    source.write_text("\n".join([lines[0], *[ln for ln in lines[1:] if ln.split(",")[1] in {"Canada", "World"}]]) + "\n")
-    home = root / "home"
-    _co2cast(home, "ingest", "--source", str(source))
-    _co2cast(home, "forecast", "--series", "Canada:co2_per_capita")
-
+@contextmanager
+def _serve(home: Path, log_path: Path) -> Iterator[str]:
+    """``co2cast view`` over a home on a free loopback port, until the block ends: its URL."""
     port = _free_port()
-    log = (root / "viewer.log").open("w")
+    log = log_path.open("w")
     server = subprocess.Popen([str(BIN / "co2cast"), "view", "--port", str(port)], env=_env(home), stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -69,9 +64,9 @@ def viewer(tmp_path_factory: pytest.TempPathFactory, owid_csv: Path) -> Iterator
             except OSError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the viewer did not start: {(root / 'viewer.log').read_text()[-3000:]}")
+                pytest.fail(f"the viewer did not start: {log_path.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url, home
+        yield url
     finally:
         server.terminate()
         try:
@@ -79,6 +74,26 @@ def viewer(tmp_path_factory: pytest.TempPathFactory, owid_csv: Path) -> Iterator
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory, owid_csv: Path) -> Path:
+    """A co2cast home after a real ingest + forecast of Canada's CO2 per capita through the command line."""
+    root = tmp_path_factory.mktemp("viewer-browser")
+    lines = owid_csv.read_text().splitlines()
+    source = root / "owid-canada-world.csv"
+    source.write_text("\n".join([lines[0], *[ln for ln in lines[1:] if ln.split(",")[1] in {"Canada", "World"}]]) + "\n")
+    home = root / "home"
+    _co2cast(home, "ingest", "--source", str(source))
+    _co2cast(home, "forecast", "--series", "Canada:co2_per_capita")
+    return home
+
+
+@pytest.fixture(scope="module")
+def viewer(published: Path) -> Iterator[tuple[str, Path]]:
+    """A running viewer over the published home: ``(url, home)``."""
+    with _serve(published, published.parent / "viewer.log") as url:
+        yield url, published
 
 
 @pytest.fixture
@@ -123,3 +138,37 @@ def test_page_shows_chart_and_champion_in_chromium(viewer: tuple[str, Path], bro
     assert browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"\nviewer screenshot: {shot}")
+
+
+def test_what_the_store_holds_is_shown_as_written_and_a_damaged_pointer_leaves_out_its_series_only(
+    published: Path, browser: object, tmp_path: Path
+) -> None:
+    """In a real browser: a manifest's vintage edited to a link and a damaged pointer in a folder named like an image."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    home = tmp_path / "home"
+    shutil.copytree(published / "store", home / "store")
+    forecasts = home / "store" / "forecasts"
+    pointer_path = forecasts / "canada.co2_per_capita" / "latest.json"
+    pointer = json.loads(pointer_path.read_text())
+    manifest_path = home / "store" / pointer["manifest"]
+    manifest = json.loads(manifest_path.read_text())
+    link, image = "[click](https://evil.example)", "![x](evil.example.png)"
+    raw = json.dumps({**manifest, "vintage": link}).encode()
+    manifest_path.write_bytes(raw)
+    pointer_path.write_text(json.dumps({**pointer, "manifest_sha256": hashlib.sha256(raw).hexdigest()}))
+    (forecasts / image).mkdir()
+    (forecasts / image / "latest.json").write_bytes(b"{")  # cut short
+
+    with _serve(home, tmp_path / "viewer.log") as url:
+        browser.get(url)
+        alerts = '[data-testid="stAlert"]'
+        WebDriverWait(browser, 120).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, alerts)) >= 2)
+        shown = [e.text.replace("\u2060", "") for e in browser.find_elements(By.CSS_SELECTOR, alerts)]  # the invisible word joiner
+        assert any(t.startswith(f"{image} is left out of the list: ") and "is not what co2cast wrote" in t for t in shown), shown
+        assert any(f"the manifest names {link!r} as its vintage" in t and "(`co2cast forecast`)" in t for t in shown), shown
+        for alert in browser.find_elements(By.CSS_SELECTOR, alerts):  # written out, not made into a link or an image
+            assert not alert.find_elements(By.CSS_SELECTOR, "a, img, code"), alert.get_attribute("innerHTML")
+        assert not browser.find_elements(By.CSS_SELECTOR, 'a[href*="evil"], img[src*="evil"]')
+        assert "Traceback" not in browser.find_element(By.TAG_NAME, "body").text

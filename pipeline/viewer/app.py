@@ -28,15 +28,20 @@ LIST_TTL = 30
 #: text: escaped in text read from the store before a markdown element shows it. Parentheses alone
 #: make nothing (a link needs the ``]`` before them).
 MARKUP = re.compile(r"([\\`*_{}\[\]<>#+\-.!|~$:&])")
+#: Where GitHub's autolink literals start (``http://``, ``https://``, ``www.``, an e-mail's ``@``).
+#: Streamlit's remark-gfm finds them in the text after the escapes are resolved, so escaping cannot
+#: stop them: an invisible word joiner (U+2060) after each breaks the pattern.
+AUTOLINK = re.compile(r"https?:(?=//)|www(?=\.)|@", re.IGNORECASE)
+WORD_JOINER = "\u2060"
 
 
 def _literal(text: object) -> str:
     """Text read from the store (an entity name, a manifest field) for a markdown element, shown as written.
 
-    An entity name comes from the source release; ``[name](https://…)`` or ``![](https://…)`` in it
-    must not become a link, or an image the browser fetches from elsewhere, on the page.
+    An entity name comes from the source release; ``[name](https://…)``, ``![](https://…)`` or a bare
+    ``https://…`` in it must not become a link, or an image the browser fetches from elsewhere, on the page.
     """
-    return MARKUP.sub(r"\\\1", str(text))
+    return MARKUP.sub(r"\\\1", AUTOLINK.sub(lambda m: m.group() + WORD_JOINER, str(text)))
 
 
 def _message(text: object) -> str:
@@ -44,7 +49,8 @@ def _message(text: object) -> str:
 
     These elements render Markdown, and a message names what it read from the store: a series id
     (a folder name), a store key, the vintage or a file key from a manifest edited by hand. All of
-    it is shown as written (a ``[x](https://…)`` in it is no link), backticks included.
+    it is shown as written (a ``[x](https://…)`` in it is no link), backticks included; an alert
+    element gets ``icon=""``, or it would take a leading emoji of the message for its icon.
     """
     return _literal(" ".join(str(text).split()))
 
@@ -58,16 +64,16 @@ def _published(store_uri: str) -> data.Published:
 def _fail(error: Exception) -> None:
     """Say what went wrong in one line and draw nothing else."""
     if isinstance(error, data.NothingPublished):
-        st.info(_message(error))
+        st.info(_message(error), icon="")
     else:
-        st.error(_message(error))
+        st.error(_message(error), icon="")
     st.stop()
 
 
 def _name_unreadable(published: data.Published) -> None:
     """One warning per series whose ``latest.json`` cannot be read; nothing else is drawn when no series can be."""
     for series_id, why in published.unreadable.items():
-        st.warning(_message(f"{series_id} is left out of the list: {why}"))
+        st.warning(_message(f"{series_id} is left out of the list: {why}"), icon="")
     if not published.series:
         st.stop()
 
@@ -246,7 +252,7 @@ def main() -> None:
 
     st.subheader("Track record")
     if view.scorecard_problem is not None:
-        st.warning(_message(view.scorecard_problem))
+        st.warning(_message(view.scorecard_problem), icon="")
     elif view.scorecard is None:
         st.info("No scorecard yet: it appears once earlier published forecasts can be compared with actuals that arrived since.")
     else:
