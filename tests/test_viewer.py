@@ -465,6 +465,9 @@ def test_a_pointer_removed_after_the_listing_is_no_longer_published(home_copy: P
     monkeypatch.setattr(store, "list", lambda prefix: [*listed, layout.forecast_latest("gone.co2")])
     published = data.list_published(store)
     assert [s.series_id for s in published.series] == [CANADA, WORLD] and not published.unreadable
+    monkeypatch.setattr(store, "list", lambda prefix: [layout.forecast_latest("gone.co2")])
+    with pytest.raises(data.NothingPublished, match="no forecast is published"):
+        data.list_published(store)
 
 
 def _edit_published(store: LocalStore, series_id: str, manifest_edit=None, pointer_edit=None) -> None:
