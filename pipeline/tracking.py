@@ -168,6 +168,41 @@ def probe_server(uri: str, timeout: float = PROBE_TIMEOUT) -> None:
     raise TrackingUnavailable(f"MLflow tracking server {where} is unreachable ({reason}); start it, or fix MLFLOW_TRACKING_URI")
 
 
+#: URI schemes MLflow's model registry reads (MLflow 3): a tracking server, a database (a driver may follow,
+#: ``postgresql+psycopg2``), a directory (the file store), Databricks. Anything else fails deep inside MLflow.
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks", "databricks-uc", "uc")
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse in one line a tracking URI that MLflow cannot use, before MLflow fails on it with a page of words.
+
+    A mistyped scheme (``htp://``, ``postgres://``, ``localhost:5000`` without ``http://``) fails in
+    MLflow as an unsupported registry URI, which co2cast would report as unexpected (and a
+    forecast as a failure of every series' data). A relative SQLite path (``sqlite:///mlflow.db``:
+    three slashes) names a different database in every directory a task runs in.
+
+    Raises:
+        ConfigError: what is wrong and what to set instead.
+    """
+    shown = redact_url(uri)
+    usable = (
+        "set http(s)://host:port for a tracking server, sqlite:////absolute/path/mlflow.db or postgresql://… for a database, "
+        "or unset it for the SQLite store under CO2CAST_HOME"
+    )
+    try:
+        scheme = urlsplit(uri).scheme.lower()
+    except ValueError:
+        scheme = None
+    if scheme is None or (scheme and scheme.partition("+")[0] not in TRACKING_SCHEMES):
+        what = f"its scheme {scheme!r} is not one MLflow reads" if scheme else "it is not a URL"
+        raise ConfigError(f"MLFLOW_TRACKING_URI={shown!r} cannot be used ({what}); {usable}")
+    if scheme == "sqlite" and not Path(uri.removeprefix("sqlite:///")).is_absolute():
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={shown!r} names a relative SQLite path, a different database in each directory a task runs in: "
+            "give an absolute one, sqlite:////absolute/path/mlflow.db (four slashes), or unset it for the SQLite store under CO2CAST_HOME"
+        )
+
+
 def registered_name(series_id: str) -> str:
     """The registered model of a series, e.g. ``co2cast.canada.co2_per_capita``."""
     return f"co2cast.{series_id}"
@@ -213,6 +248,7 @@ def configure(settings: Settings) -> Any:
     from mlflow import MlflowClient
 
     uri = settings.resolved_tracking_uri
+    check_tracking_uri(uri)
     server_defaults(uri)
     if uri.startswith(("http://", "https://")):
         probe_server(uri)

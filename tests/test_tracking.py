@@ -146,6 +146,32 @@ def test_a_tracking_uri_with_no_usable_address_is_a_configuration_error() -> Non
     assert "wJalr" not in str(raised.value) and "s3cret" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [
+        ("htp://localhost:5000", "its scheme 'htp' is not one MLflow reads"),
+        ("postgres://someone:s3cret@db/mlflow", "its scheme 'postgres' is not one MLflow reads"),  # SQLAlchemy's name is postgresql
+        ("localhost:5000", "its scheme 'localhost' is not one MLflow reads"),  # http:// left out
+        ("sqlite:///state/mlflow.db", "names a relative SQLite path"),  # three slashes: relative to each task's directory
+    ],
+)
+def test_a_tracking_uri_mlflow_cannot_use_is_one_configuration_line(
+    uri: str, words: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo in ``MLFLOW_TRACKING_URI`` is a setup error in one line naming the variable, before MLflow is asked.
+
+    MLflow's own failure was an 'unexpected' exception a page long (for a forecast, a FAILED line per series as if
+    its data were at fault), and a relative SQLite path made its directory under the working directory first.
+    """
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        tracking.configure(Settings(home=tmp_path / "home", mlflow_tracking_uri=uri))
+    message = str(raised.value)
+    assert message.startswith("MLFLOW_TRACKING_URI=") and words in message and "\n" not in message, message
+    assert "s3cret" not in message and message.endswith("or unset it for the SQLite store under CO2CAST_HOME"), message
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing made in the working directory"
+
+
 _SERVER_BUDGET = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
 
 
