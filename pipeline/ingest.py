@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import layout, plausibility, sources
-from pipeline.config import Settings
+from pipeline.config import ConfigError, Settings
 from pipeline.errors import PermanentError, TransientError
 from pipeline.store import ObjectStore, StoreDataError, StoreError, StoreUnavailable
 from pipeline.validation import GateResult, release_memory, run_suite, run_suite_chunked
@@ -717,6 +717,30 @@ def plausibility_parameters(settings: Settings) -> dict[str, Any]:
     }
 
 
+def allowed_breaks(settings: Settings) -> list[dict[str, Any]]:
+    """The allow-list of real breaks: ``CO2CAST_ALLOWED_BREAKS``, else the repository's.
+
+    Raises:
+        ConfigError: the configured file is missing or not an allow-list (a typo in the setting
+            is one line naming it, not an unexpected error Airflow retries).
+    """
+    if settings.allowed_breaks is None:
+        return plausibility.load_allowed_breaks()
+    shown = str(settings.allowed_breaks)[:160]
+    fix = "point it at a JSON file like expectations/allowed_breaks.json, or unset it for that one"
+    try:
+        return plausibility.load_allowed_breaks(settings.allowed_breaks)
+    except FileNotFoundError:
+        raise ConfigError(f"CO2CAST_ALLOWED_BREAKS={shown!r}: no such file; {fix}") from None
+    except OSError as error:
+        raise ConfigError(f"CO2CAST_ALLOWED_BREAKS={shown!r}: cannot read it ({error.strerror or error}); {fix}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # not JSON, no "breaks" list, an entry that is not an object
+        reason = str(error).splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"CO2CAST_ALLOWED_BREAKS={shown!r} is not an allow-list of breaks ({type(error).__name__}: {reason}); {fix}"
+        ) from None
+
+
 def run_raw_gates(
     settings: Settings,
     staging: pd.DataFrame,
@@ -738,7 +762,7 @@ def run_raw_gates(
     Returns:
         One :class:`GateResult` per suite run; all must succeed.
     """
-    breaks = plausibility.load_allowed_breaks(settings.allowed_breaks or plausibility.ALLOWED_BREAKS)
+    breaks = allowed_breaks(settings)
     raw_parameters = raw_gate_parameters(staging, today, settings, previous)
     gates = [
         run_suite("emissions_raw", plausibility.release_table(staging), raw_parameters, scope="release"),

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from pipeline import ingest, plausibility, sources
-from pipeline.config import Settings
+from pipeline.config import ConfigError, Settings
 from pipeline.store import LocalStore
 from pipeline.validation import run_suite
 
@@ -259,6 +259,32 @@ def test_tolerances_come_from_the_settings(small_owid: Path, tmp_path: Path, mon
     monkeypatch.setenv("CO2CAST_MAX_YEAR_ON_YEAR_FACTOR", "10")
     strict = ingest.run_raw_gates(_settings(tmp_path), staging, dt.date(2026, 1, 1))
     assert not strict[2].success and "Canada" in strict[2].summary()
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (None, "no such file"),
+        ("country,year\n", "is not an allow-list of breaks (JSONDecodeError: "),
+        ('{"breaks": [1]}', "is not an allow-list of breaks (AttributeError: "),
+    ],
+    ids=["missing", "not_json", "entry_not_an_object"],
+)
+def test_an_allowed_breaks_setting_that_names_no_allow_list_is_one_configuration_line(
+    small_owid: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str | None, words: str
+) -> None:
+    """CO2CAST_ALLOWED_BREAKS with a typo in the path, or naming another file, failed 'FileNotFoundError … (unexpected …)'
+    (which Airflow retries); it is a setup error in one line naming the variable and what to set."""
+    breaks = tmp_path / "my_breaks.json"
+    if content is not None:
+        breaks.write_text(content)
+    monkeypatch.setenv("CO2CAST_ALLOWED_BREAKS", str(breaks))
+    staging = sources.to_staging(pd.read_csv(small_owid, dtype=str, keep_default_na=False))
+    with pytest.raises(ConfigError) as raised:
+        ingest.run_raw_gates(_settings(tmp_path), staging, dt.date(2026, 1, 1))
+    message = str(raised.value)
+    assert message.startswith(f"CO2CAST_ALLOWED_BREAKS={str(breaks)!r}") and words in message and "\n" not in message, message
+    assert message.endswith("point it at a JSON file like expectations/allowed_breaks.json, or unset it for that one"), message
 
 
 def test_gapminder_file_is_ingested(gapminder_csv: Path, tmp_path: Path) -> None:
