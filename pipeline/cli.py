@@ -38,8 +38,8 @@ def _validate(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ingest import raw_gate_parameters, read_release
     from pipeline.validation import run_suite
 
+    fetched = sources.fetch(args.file)  # missing, not allowed, unreachable: an error as for ingest (exit 1), not a rejected release
     try:
-        fetched = sources.fetch(args.file)
         staging = read_release(fetched.data, fetched.file_name, settings.max_source_bytes)  # ingest's checks before GX
     except sources.SourceError as error:
         print(f"REJECTED: {error}", file=sys.stderr)
@@ -232,7 +232,11 @@ def _scorecard(args: argparse.Namespace, settings: Settings) -> int:
     store = tasks.open_store(settings)
     card = track_record.read_scorecard(store, args.series_id)
     if card is None or card.empty:
-        print(f"no scorecard for {args.series_id} yet: it is written when a run finds actuals for years an earlier forecast covered")
+        unknown = _not_published_hint(store, args.series_id)
+        if unknown:
+            print(f"no scorecard for {args.series_id}: it has no published forecast; {unknown}")
+        else:
+            print(f"no scorecard for {args.series_id} yet: it is written when a run finds actuals for years an earlier forecast covered")
         return 1
     print(
         f"{args.series_id}: {len(card)} scored years from {card.groupby(['as_of_year', 'vintage', 'model_version']).ngroups} "
@@ -301,12 +305,28 @@ def _version_cell(row: dict[str, Any]) -> str:
     return str(row["version"]) + ("" if row["registered"] else " (not in the registry)")
 
 
+def _not_published_hint(store: Any, series_id: str) -> str | None:
+    """For an id with no published forecast (a typo, most often): the ids that are published, or the closest few; else ``None``."""
+    from pipeline.publish import latest_pointer, published_hint
+
+    return None if latest_pointer(store, series_id) is not None else published_hint(store, series_id)
+
+
+def _published_as_of_years(store: Any, series_id: str) -> str:
+    """The as-of years a published series has forecasts for, for a person who asked for another."""
+    prefix = layout.series_forecasts(series_id)
+    years = sorted({key[len(prefix) :].split("/")[0].removeprefix("asof=") for key in store.list(prefix) if key.endswith("/manifest.json")})
+    return f"forecasts of {series_id} are published as of {', '.join(years)}" if years else f"no forecast of {series_id} is published"
+
+
 def _forecasts(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import tasks
 
     rows = tasks.forecasts_as_of(settings, args.series_id, args.as_of)
     if not rows:
-        print(f"nothing registered or published for {args.series_id} as of {args.as_of}")
+        store = tasks.open_store(settings)
+        hint = _not_published_hint(store, args.series_id) or _published_as_of_years(store, args.series_id)
+        print(f"nothing registered or published for {args.series_id} as of {args.as_of}; {hint}")
         return 1
     _print_table(
         ("version", "family", "vintage", "published"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import socket
 import subprocess
@@ -295,3 +296,30 @@ def test_a_deleted_mlflow_experiment_or_a_bad_tracking_uri_stops_the_run_in_one_
     client.restore_experiment(experiment.experiment_id)
     restored = _run(tmp_path, "forecast", "--series", "Canada:co2", env={"MLFLOW_TRACKING_URI": uri})
     assert restored.returncode == 0 and "canada.co2: champion v" in restored.stdout, restored.stdout + restored.stderr
+
+
+def test_scorecard_and_forecasts_of_an_unknown_id_list_what_is_published(tmp_path: Path) -> None:
+    """As ``show``, ``history`` and ``rollback`` do: a mistyped id in ``scorecard`` or ``forecasts`` named no published series."""
+    home = tmp_path / "home"
+    pointer = home / "store" / "forecasts" / "world.co2" / "latest.json"
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text(json.dumps({"manifest": "forecasts/world.co2/asof=2014/k/manifest.json", "as_of_year": 2014}))
+    (manifest := pointer.parent / "asof=2014" / "k" / "manifest.json").parent.mkdir(parents=True)
+    manifest.write_text("{}")  # listed only: the years a person may ask for
+
+    typo = _run(tmp_path, "scorecard", "wrld.co2")
+    assert typo.returncode == 1 and typo.stdout == "no scorecard for wrld.co2: it has no published forecast; published: world.co2\n", typo
+    known = _run(tmp_path, "scorecard", "world.co2")
+    assert known.returncode == 1 and known.stdout.startswith("no scorecard for world.co2 yet: it is written when a run finds actuals")
+    typo = _run(tmp_path, "forecasts", "wrld.co2", "--as-of", "2010")
+    assert typo.returncode == 1 and typo.stdout == "nothing registered or published for wrld.co2 as of 2010; published: world.co2\n", typo
+    year = _run(tmp_path, "forecasts", "world.co2", "--as-of", "2010")
+    expected = "nothing registered or published for world.co2 as of 2010; forecasts of world.co2 are published as of 2014\n"
+    assert year.returncode == 1 and year.stdout == expected, year
+
+
+def test_validate_of_a_missing_file_is_an_error_not_a_rejected_release(tmp_path: Path) -> None:
+    """``validate`` said 'REJECTED: … does not exist' (exit 2, a release the gates refuse); ``ingest`` says 'error:' (exit 1)."""
+    missing = _run(tmp_path, "validate", str(tmp_path / "nope.csv"))
+    assert missing.returncode == 1 and missing.stderr.startswith("error: source file ") and "does not exist" in missing.stderr, missing
+    assert len(missing.stderr.strip().splitlines()) == 1 and "check the path" in missing.stderr
