@@ -86,13 +86,17 @@ def plan_run(
     """
     if as_of_year >= horizon_end:
         raise PlanError(f"as-of year {as_of_year} is not before the horizon end {horizon_end} (CO2CAST_HORIZON_END)")
-    if as_of_year > int(tidy["year"].max()):
+    first, latest = int(tidy["year"].min()), int(tidy["year"].max())
+    if as_of_year > latest:
         raise PlanError(
-            f"as-of year {as_of_year} is after the latest year {int(tidy['year'].max())} of vintage {vintage}: "
+            f"as-of year {as_of_year} is after the latest year {latest} of vintage {vintage}: "
             "a forecast cannot be made as of a year with no data"
         )
-    if as_of_year < int(tidy["year"].min()):
-        raise PlanError(f"as-of year {as_of_year} is before the first year of vintage {vintage}")
+    if as_of_year < first:
+        raise PlanError(
+            f"as-of year {as_of_year} is before the first year {first} of vintage {vintage}: "
+            f"give a year from {first} to {latest} (leave it out for {latest})"
+        )
     items = []
     pairs = resolve_series(tidy, series_spec, min_points=min_points, as_of_year=as_of_year)
     data_ids = series_data_ids(tidy, pairs, as_of_year)

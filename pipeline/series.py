@@ -263,6 +263,12 @@ def _check_tidy(tidy: pd.DataFrame) -> None:
         raise SeriesError(f"the tidy table lacks the column(s) {missing}; expected {list(TIDY_COLUMNS)}")
 
 
+#: The words a series spec may be instead of a list (a typo of one reads as an unknown series id).
+SPEC_WORDS = ("all", "default")
+#: What a series spec may be, for a message about one that names nothing co2cast knows.
+SPEC_FORMS = "use 'default', 'all', or Entity:variable pairs such as 'Canada:co2_per_capita,World:co2'"
+
+
 def _suggest(name: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
     if not close:
@@ -442,11 +448,17 @@ def resolve_series(
             entity, variable = (s.strip() for s in item.split(":", 1))
             pair = by_id.get(series_id(entity, variable))
             if pair is None:
-                raise SeriesError(f"no series {_quoted(item)}{_suggest(series_id(entity, variable), list(by_id))}")
+                variables = ", ".join(sorted({v for _, v in by_id.values()}))
+                hint = (
+                    _suggest(series_id(entity, variable), list(by_id))
+                    or f"; name an entity as the release writes it and one of {variables}"
+                )
+                raise SeriesError(f"no series {_quoted(item)}{hint}")
         else:
             pair = by_id.get(item.lower())
             if pair is None:
-                raise SeriesError(f"no series with id {_quoted(item)}{_suggest(item.lower(), list(by_id))}")
+                hint = _suggest(item.lower(), [*SPEC_WORDS, *by_id]) or f"; {SPEC_FORMS}"
+                raise SeriesError(f"no series with id {_quoted(item)}{hint}")
         if pair not in result:
             result.append(pair)
     if not result:

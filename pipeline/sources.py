@@ -223,7 +223,10 @@ def _fetch_file(path: Path, source: str, policy: SourcePolicy) -> Fetched:
     try:
         resolved = absolute.resolve(strict=True)
     except FileNotFoundError:
-        raise PermanentSourceError(f"source file {shown} does not exist (source {clean(source, 160)!r})") from None
+        raise PermanentSourceError(
+            f"source file {shown} does not exist (source {clean(source, 160)!r}): check the path, or give an existing CSV/XLSX file "
+            "or an http(s) URL"
+        ) from None
     except RuntimeError as error:  # Python 3.11's "Symlink loop" (later versions raise OSError ELOOP)
         raise PermanentSourceError(f"cannot read source file {shown}: its symbolic links form a loop; point it at a file") from error
     except OSError as error:

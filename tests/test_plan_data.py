@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline.core import history_hash
-from pipeline.plan import plan_run, series_data_ids, without_aggregates
+from pipeline.plan import PlanError, plan_run, series_data_ids, without_aggregates
 from pipeline.series import prepare_series
 
 
@@ -99,3 +100,13 @@ def test_all_includes_a_series_whose_recent_stretch_is_long_enough() -> None:
     # Canada misses 1960 (stretch 1961-1995: 35 years); Kosovo misses 1970 (stretch 1971-1995: 25 years).
     gapped = tidy.loc[~(((tidy["entity"] == "Canada") & (tidy["year"] == 1960)) | ((tidy["entity"] == "Kosovo") & (tidy["year"] == 1970)))]
     assert sorted(item.entity for item in _plan(gapped, "all").series) == ["Africa", "Canada", "World"]
+
+
+def test_an_as_of_year_before_the_data_names_the_years_there_are() -> None:
+    """``--as-of-year 1700`` said only 'before the first year of vintage v': now which years a run may take."""
+    tidy = _tidy(ENTITIES)
+    with pytest.raises(
+        PlanError,
+        match=r"^as-of year 1700 is before the first year 1960 of vintage v: give a year from 1960 to 2000 \(leave it out for 2000\)$",
+    ):
+        _plan(tidy, as_of_year=1700)

@@ -194,6 +194,20 @@ def test_resolve_series(tidy: pd.DataFrame) -> None:
         assert len(str(raised.value)) < 200 and "…'" in str(raised.value)
 
 
+def test_a_series_spec_that_names_nothing_says_what_a_spec_may_be(tidy: pd.DataFrame) -> None:
+    """A typo of ``all`` or ``default``, or a name like nothing in the release, says what to type (it said only 'no series')."""
+    with pytest.raises(SeriesError, match=r"^no series with id 'al'; did you mean 'all'\?$"):
+        resolve_series(tidy, "al")
+    with pytest.raises(SeriesError, match=r"^no series with id 'defualt'; did you mean 'default'\?$"):
+        resolve_series(tidy, "defualt")
+    with pytest.raises(SeriesError, match=r"^no series with id 'xyzzy'; use 'default', 'all', or Entity:variable pairs such as "):
+        resolve_series(tidy, "xyzzy")
+    with pytest.raises(
+        SeriesError, match=r"^no series 'Xyzzy:qq'; name an entity as the release writes it and one of co2, co2_per_capita$"
+    ):
+        resolve_series(tidy, "Xyzzy:qq")
+
+
 def test_study_series_from_owid() -> None:
     tidy = read_tidy_file(OWID_CSV)
     series = prepare_series(tidy, "Canada", "co2_per_capita", as_of_year=2014)

@@ -157,9 +157,13 @@ def test_404_is_permanent_and_says_so(http_dir: tuple[str, Path]) -> None:
     assert isinstance(raised.value, sources.SourceError)
 
 
-def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(sources.SourceError, match="does not exist"):
+def test_missing_file_is_named_and_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(sources.SourceError, match="does not exist") as raised:
         sources.fetch(str(tmp_path / "nope.csv"), policy=_allow(dirs=(tmp_path,)))
+    assert str(raised.value).endswith(
+        "does not exist (source '" + str(tmp_path / "nope.csv") + "'): check the path, or give an existing CSV/XLSX file or an http(s) URL"
+    ), raised.value
+    assert not raised.value.transient
 
 
 def test_default_policy_allows_owid_the_embedded_file_and_the_working_tree(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
