@@ -35,6 +35,11 @@ class IntegrityError(PermanentError):
     """A model artefact or published file does not match the digest recorded for it."""
 
 
+class ArtifactGone(IntegrityError):
+    """Not one file of a model artefact is left (its logged model deleted in MLflow and removed by ``mlflow gc``, or its
+    folder removed by hand): unlike a changed file, nothing in MLflow can bring it back."""
+
+
 def tree_digest(root: str | Path) -> dict[str, str]:
     """The sha256 of every file below ``root``, by ``/``-separated relative path, sorted."""
     base = Path(root)
@@ -50,9 +55,15 @@ def verify_tree(root: str | Path, expected: Mapping[str, str], what: str) -> Non
     """Check that the files below ``root`` are exactly ``expected``.
 
     Raises:
+        ArtifactGone: not one file is left.
         IntegrityError: a file is missing, changed or was added; the message names it.
     """
     actual = tree_digest(root)
+    if not actual:  # MLflow downloads an artefact that is gone as an empty folder
+        raise ArtifactGone(
+            f"{what}: its model files are gone from the artefact store (none of its {len(expected)} files is left: its logged "
+            "model deleted in MLflow and removed by `mlflow gc`, or its folder removed?); it cannot be loaded"
+        )
     for name, sha in sorted(expected.items()):
         if name not in actual:
             raise IntegrityError(f"{what}: file {name} is missing; refusing to load it")

@@ -829,7 +829,16 @@ def _publish_new(
     lineup = lineup or production_lineup(settings)
     with tracking.transient_errors():
         client = tracking.configure(settings)
-        model = tracking.load_registered(trained.model_name, trained.champion_version)
+        try:
+            model = tracking.load_registered(trained.model_name, trained.champion_version)
+        except artifacts.ArtifactGone as gone:  # nothing to restore it from: reusing the run would refuse for ever
+            try:
+                tracking.retire_run(client, trained.run_id, f"{gone}: the run key is trained again")
+            except Exception as error:  # a run deleted in MLflow too is not reused anyway
+                if tracking.is_transient(error):
+                    raise
+                logger.warning("%s: MLflow run %s could not be retired: %s", trained.series_id, trained.run_id, _first_line(error))
+            raise artifacts.ArtifactGone(f"{gone}; nothing was published: run the series again, which trains its run key afresh") from None
         digest = artifacts.registered_digest(trained.model_name, trained.champion_version)
         diagnostics = tracking.read_verified(client, trained.run_id, tracking.DIAGNOSTICS_ARTIFACT)
         candidates = tracking.read_verified(client, trained.run_id, tracking.CANDIDATES_ARTIFACT, optional=True)

@@ -571,7 +571,8 @@ def check_not_renamed(client: Any, series_id: str) -> None:
         )
 
 
-#: Set (with the reason) on a complete run whose chosen version was deleted: its run key is trained again.
+#: Set (with the reason) on a complete run whose chosen version was deleted, or whose model files are all gone
+#: (:class:`pipeline.artifacts.ArtifactGone`): its run key is trained again.
 RETIRED_TAG = "co2cast.retired"
 
 

@@ -385,6 +385,49 @@ def test_a_tampered_model_json_is_refused_on_publish(settings: Settings) -> None
     assert "published now" in last["reason"]
 
 
+def test_a_model_whose_files_were_garbage_collected_is_refused_once_then_trained_again(settings: Settings) -> None:
+    """The chosen version's logged model deleted in the MLflow UI and removed by ``mlflow gc`` before its forecast is out:
+    nothing is left to restore it from. One line, @champion back on what latest.json serves, and the rerun trains the
+    run key afresh (it refused 'file MLmodel is missing' on every rerun, reusing the complete run for ever)."""
+    import mlflow
+
+    from pipeline.artifacts import IntegrityError
+
+    before = _state(settings)
+    lineup = _lineup(settings)
+    plan = tasks.plan_run(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014), lineup)
+    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    client = tracking.configure(settings)
+    model_id = client.get_model_version(trained.model_name, trained.champion_version).source.rsplit("/", 1)[-1]
+    stored = Path(mlflow.get_logged_model(model_id).artifact_location.removeprefix("file://"))
+    client.delete_logged_model(model_id)  # as the MLflow UI's Models tab does, then the operator's gc
+    gc = subprocess.run(
+        [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", settings.resolved_tracking_uri],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert gc.returncode == 0 and not stored.exists(), gc.stderr[-2000:]
+
+    with pytest.raises(IntegrityError) as refused:
+        tasks.forecast_series(settings, plan, plan.series[0], lineup=lineup)
+    message = str(refused.value)
+    assert message.startswith(f"{trained.model_name} v{trained.champion_version}: its model files are gone from the artefact store")
+    assert message.endswith("nothing was published: run the series again, which trains its run key afresh") and "\n" not in message
+    assert tasks.open_store(settings).list(f"forecasts/{SID}/asof=2014/") == []
+    _assert_champion_restored(settings, before, trained)
+    retired = client.get_run(trained.run_id).data.tags
+    assert retired[tracking.COMPLETE_TAG] == "false" and "model files are gone" in retired[tracking.RETIRED_TAG]
+
+    again = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)  # the rerun trains and registers afresh
+    assert again.run_key == trained.run_key and again.run_id != trained.run_id
+    assert int(again.champion_version) > int(trained.champion_version)
+    assert not tracking.version_exists(client, SID, trained.champion_version), "the key's versions of the retired run are healed"
+    assert tasks.publish_series(settings, plan, again, lineup=lineup).served
+    _assert_healed(settings, trained.run_key)
+
+
 def _assert_champion_restored(settings: Settings, before: dict[str, Any], trained: Any) -> None:
     """After a refused publish, @champion names the version latest.json still serves, and the history says why."""
     after = _state(settings)  # versions were registered and family aliases moved: only @champion goes back
