@@ -658,9 +658,14 @@ def champion_gate(
         model = publishable(recipe, calibrate=getattr(policy, "calibrate", True), floor=getattr(policy, "floor", 0.0))
         model = model.fit(result.series.values, result.series.years)
         problem = forecast_beyond_bounds(model, result.series, lineup.spec)
-        if problem is None:
+        own = result.evaluation.results.get(family)
+        if problem is None and family in versions and own is not None and own.spec == recipe.spec:
+            version = versions[family]  # this run's candidate of the family is that recipe, fitted on the same data
+            reason = f"{decision.reason}; its recipe ({family}) refitted {refit_on}"
+        elif problem is None:  # a version of its own: this run's candidate of the family's name may be another recipe
             info = tracking.log_forecaster(model, lineup.spec.horizon_end, lineup.spec.levels, name="champion_refit", family=family)
-            version = str(tracking.register(client, info.model_uri, sid, run_key, family, dict(tags), digest=info.digest).version)
+            registered = tracking.register(client, info.model_uri, sid, run_key, family, dict(tags), digest=info.digest, refit=True)
+            version = str(registered.version)
             reason = f"{decision.reason}; its recipe ({family}) refitted {refit_on}"
         else:  # the publish gate would refuse it: the challenger, which keeps the bounds, serves
             reason = f"{decision.reason}; but its recipe ({family}) refitted {refit_on}: {problem}; the challenger takes it"

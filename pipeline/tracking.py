@@ -473,13 +473,26 @@ def log_forecaster(
     return LoggedModel(info=info, digest=digest)
 
 
+#: On a version the champion gate registered for a kept champion's recipe refitted (``"true"``), not a candidate of the run.
+REFIT_TAG = "co2cast.champion_refit"
+
+
 def register(
-    client: Any, model_uri: str, series_id: str, run_key: str, family: str, tags: dict[str, str], digest: Mapping[str, str] | None = None
+    client: Any,
+    model_uri: str,
+    series_id: str,
+    run_key: str,
+    family: str,
+    tags: dict[str, str],
+    digest: Mapping[str, str] | None = None,
+    refit: bool = False,
 ) -> Any:
-    """Register a logged model unless this run key already registered this family.
+    """Register a logged model unless this run key already registered this family (as a candidate, or as a refit).
 
     The version gets the artefact's digest as tag :data:`pipeline.artifacts.DIGEST_TAG`
     (computed from the stored files when ``digest`` is not given), so it can be verified on load.
+    ``refit``: a kept champion's recipe refitted by the gate, tagged :data:`REFIT_TAG` and told
+    apart from a candidate of the run with the same family name but another recipe.
 
     Returns:
         The ``ModelVersion`` (existing or new).
@@ -487,14 +500,14 @@ def register(
     import mlflow
 
     name = registered_name(series_id)
-    existing = find_version(client, series_id, run_key, family)
+    existing = find_version(client, series_id, run_key, family, refit=refit)
     if existing is not None:
         return existing
     from pipeline import artifacts
 
     digest = dict(digest) if digest is not None else artifacts.stored_digest(model_uri)
     all_tags = {RUN_KEY_TAG: run_key, FAMILY_TAG: family, **tags, artifacts.DIGEST_TAG: json.dumps(digest, sort_keys=True)}
-    return mlflow.register_model(model_uri, name, tags=all_tags)
+    return mlflow.register_model(model_uri, name, tags=all_tags | ({REFIT_TAG: "true"} if refit else {}))
 
 
 class VersionMissing(RegistryError):
@@ -582,11 +595,11 @@ def retire_run(client: Any, run_id: str, reason: str) -> None:
     client.set_tag(run_id, COMPLETE_TAG, "false")
 
 
-def find_version(client: Any, series_id: str, run_key: str, family: str) -> Any | None:
-    """The model version a run key registered for a family, if any."""
+def find_version(client: Any, series_id: str, run_key: str, family: str, refit: bool = False) -> Any | None:
+    """The model version a run key registered for a family, if any: a candidate's, or with ``refit`` a kept champion's recipe."""
     name = registered_name(series_id)
     query = f"name = '{name}' and tags.`{RUN_KEY_TAG}` = '{run_key}' and tags.`{FAMILY_TAG}` = '{family}'"
-    versions = client.search_model_versions(query)
+    versions = [v for v in client.search_model_versions(query) if ((v.tags or {}).get(REFIT_TAG) == "true") == refit]
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 

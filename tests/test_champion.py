@@ -300,6 +300,32 @@ def test_rerun_of_an_older_vintage_does_not_take_the_newer_ones_place(settings: 
     assert tasks.alias_history(settings, SID) == history
 
 
+def test_a_kept_champions_recipe_is_registered_apart_from_a_candidate_of_its_family_name(settings: Settings) -> None:
+    """The run registers a candidate named like the kept champion's family but of another recipe (a family's
+    configuration changed): the champion's recipe refitted is its own version. ``find_version`` looked the refit up by
+    run key and family and handed back the candidate's version, so @champion and the forecast went to the model that
+    lost the gate while the history said 'its recipe (drift) refitted'."""
+    first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2013)
+    assert first.champion_family == "drift", "precondition: drift takes @champion on World"
+    changed = tasks.Lineup(
+        candidates={"naive": NaiveForecaster(), "drift": MeanForecaster()},  # 'drift' reconfigured: another recipe
+        select=ZooSelection(always_register=("drift",)),
+        spec=ForecastSpec(horizon_end=settings.horizon_end),
+    )
+    second, published = _run(settings, changed, as_of_year=2014)
+    record = tasks.alias_history(settings, SID)[-1]
+    assert "its recipe (drift) refitted as of 2014" in record["reason"], "precondition: the gate kept drift's recipe"
+    assert second.champion_version == published.model_version != second.versions["drift"]
+    served = tracking.load_registered(tracking.registered_name(SID), second.champion_version)
+    assert type(served.model).__name__ == "DriftForecaster"
+    _assert_pointer_agrees(settings)
+    _, table = tasks.show_forecast(settings, SID)
+    assert table["mean"].is_monotonic_increasing and table["mean"].nunique() > 1  # drift's line, not the mean's constant
+
+    state = _state(settings)  # a rerun of the run key registers nothing more
+    assert _run(settings, changed, as_of_year=2014)[0].champion_version == second.champion_version and _state(settings) == state
+
+
 def test_a_kept_champion_whose_refitted_recipe_breaks_the_bounds_gives_way(settings: Settings) -> None:
     first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2010)
     assert first.champion_family == "drift"
