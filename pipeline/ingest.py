@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from pipeline import layout, plausibility, sources
+from pipeline import frames, layout, plausibility, sources
 from pipeline.config import ConfigError, Settings
 from pipeline.errors import PermanentError, TransientError
 from pipeline.store import ObjectStore, StoreDataError, StoreError, StoreUnavailable
@@ -198,7 +198,7 @@ def _read_curated_compact(store: ObjectStore, vintage: str) -> pd.DataFrame:
             "(ingesting the same release again changes nothing: it is curated already)"
         ) from None
     try:
-        frame = pd.read_parquet(io.BytesIO(data))
+        frame = frames.read_parquet(data)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         problem: str | None = f"not a readable Parquet table: {str(error).splitlines()[0][:120]}"
     else:

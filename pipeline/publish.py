@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import layout
+from pipeline import frames, layout
 from pipeline.errors import PermanentError, TransientError
 from pipeline.payloads import Manifest
 from pipeline.series import MAX_HI95_FACTOR, MAX_MEAN_FACTOR, beyond_bounds
@@ -70,7 +70,7 @@ def read_candidates(data: bytes, what: str) -> pd.DataFrame:
     from pipeline.artifacts import IntegrityError
 
     try:
-        table = pd.read_parquet(io.BytesIO(data))
+        table = frames.read_parquet(data)
     except Exception as error:  # pyarrow raises several types for a damaged file
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise IntegrityError(f"{what} is not a readable table ({first})") from None
@@ -498,7 +498,7 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
     entry = checked.file("forecast.parquet")
     if entry is None:
         raise IntegrityError(f"{store.uri(pointer['manifest'])} lists no forecast.parquet")
-    return checked, pd.read_parquet(io.BytesIO(store.read_bytes(entry.key)))
+    return checked, frames.read_parquet(store.read_bytes(entry.key))
 
 
 def read_file(store: ObjectStore, manifest: Manifest, name: str) -> bytes | None:

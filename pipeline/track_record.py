@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import layout
+from pipeline import frames, layout
 from pipeline.publish import verify_manifest
 from pipeline.scorecard import build_scorecard, summarize
 from pipeline.store import ObjectStore
@@ -84,7 +84,7 @@ def published_tables(store: ObjectStore, series_id: str) -> tuple[list[pd.DataFr
         if entry is None:
             skipped.append(key)
             continue
-        tables.append(pd.read_parquet(io.BytesIO(store.read_bytes(entry["key"]))))
+        tables.append(frames.read_parquet(store.read_bytes(entry["key"])))
     return tables, skipped
 
 
@@ -124,7 +124,7 @@ def score_and_write(store: ObjectStore, series_id: str, actuals: pd.Series, scor
 def read_scorecard(store: ObjectStore, series_id: str) -> pd.DataFrame | None:
     """A series' scorecard, or ``None`` when none was written."""
     try:
-        return pd.read_parquet(io.BytesIO(store.read_bytes(layout.scorecard(series_id))))
+        return frames.read_parquet(store.read_bytes(layout.scorecard(series_id)))
     except KeyError:
         return None
 

@@ -14,7 +14,6 @@ message says what to do.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import layout
+from pipeline import frames, layout
 from pipeline.config import Settings, get_settings
 from pipeline.errors import PermanentError, TransientError
 from pipeline.ingest import is_vintage_id, read_curated
@@ -237,7 +236,7 @@ def load_series(store: ObjectStore, series: PublishedSeries) -> SeriesView:
         raw_scores = _manifest_file(store, manifest, "backtest.json")
         scores = _scores_table(json.loads(raw_scores) if raw_scores else {}, manifest.get("model_family"))
         raw_candidates = _manifest_file(store, manifest, CANDIDATES_FILE)
-        candidates = _challengers(pd.read_parquet(io.BytesIO(raw_candidates)), manifest) if raw_candidates else None
+        candidates = _challengers(frames.read_parquet(raw_candidates), manifest) if raw_candidates else None
         history = _history(store, manifest["vintage"], series)
         try:
             scorecard, problem = read_scorecard(store, series.series_id), None
@@ -261,7 +260,7 @@ def read_scorecard(store: ObjectStore, series_id: str) -> pd.DataFrame | None:
     except KeyError:
         return None
     try:
-        frame = pd.read_parquet(io.BytesIO(data))
+        frame = frames.read_parquet(data)
     except (ValueError, OSError):  # pyarrow's ArrowInvalid is a ValueError
         raise ViewerError(
             f"{store.uri(key)} is not the Parquet file the pipeline wrote (damaged or cut short); "

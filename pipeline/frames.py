@@ -1,0 +1,34 @@
+"""Parquet bytes from the object store as a DataFrame, read so the process can always exit cleanly.
+
+``pd.read_parquet(io.BytesIO(data))`` hands pyarrow a Python file: each read it makes returns a
+Python ``bytes`` object wrapped in an Arrow buffer (``arrow::py::PyBuffer``), and reads ahead on
+pyarrow's I/O threads (``pre_buffer``). A future of such a read can outlive the call on a worker
+thread; when that thread drops the last reference while the interpreter is shutting down, the
+buffer's destructor asks for the GIL, CPython ends the thread with ``pthread_exit`` inside C++
+code, and the process aborts with ``terminate called without an active exception`` (exit 134)
+after its work is done (apache/arrow#34314). We saw it about once in 200 runs of
+``co2cast scorecard`` (the backtrace: ``PyBuffer::~PyBuffer`` -> ``PyGILState_Ensure`` ->
+``PyThread_exit_thread`` on an Arrow thread-pool worker). Copying the bytes into memory Arrow
+owns first leaves no Python object for a worker to release. The copy is one pass over the file
+and lives as long as the read: kilobytes for a forecast or a scorecard, the compressed size of
+the curated table for an ingest (tens of megabytes for the 200 MB release of
+``benchmarks/bench_ingest_memory.py``, whose peak it is measured in).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def read_parquet(data: bytes) -> pd.DataFrame:
+    """Parquet bytes as a DataFrame (as ``pd.read_parquet`` reads them), from a copy in Arrow's own memory.
+
+    Raises:
+        OSError, ValueError: the bytes are not a readable Parquet file (pyarrow's ``ArrowInvalid``
+            is a ``ValueError``), as ``pd.read_parquet`` raises them.
+    """
+    import pyarrow as pa
+
+    stream = pa.BufferOutputStream()
+    stream.write(data)
+    return pd.read_parquet(pa.BufferReader(stream.getvalue()))
