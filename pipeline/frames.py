@@ -10,9 +10,9 @@ after its work is done (apache/arrow#34314). We saw it about once in 200 runs of
 ``co2cast scorecard`` (the backtrace: ``PyBuffer::~PyBuffer`` -> ``PyGILState_Ensure`` ->
 ``PyThread_exit_thread`` on an Arrow thread-pool worker). Copying the bytes into memory Arrow
 owns first leaves no Python object for a worker to release. The copy is one pass over the file
-and lives as long as the read: kilobytes for a forecast or a scorecard, the compressed size of
-the curated table for an ingest (tens of megabytes for the 200 MB release of
-``benchmarks/bench_ingest_memory.py``, whose peak it is measured in).
+and lives as long as the read: kilobytes for a forecast or a scorecard; for an ingest that
+compares a release with the previous curated table, that table's compressed size, small beside
+the frame it decodes to.
 """
 
 from __future__ import annotations
