@@ -30,6 +30,38 @@ def _process_env_restored() -> Iterator[None]:
             os.environ[name] = value
 
 
+#: Set by .ci/run, where every optional test dependency (chromium, chromium-driver, docker-compose,
+#: PostgreSQL, Redis, torch) is installed: there a skip can only mean one went missing, so it fails.
+NO_SKIPS_VARIABLE = "CO2CAST_TEST_NO_SKIPS"
+
+
+def _skip_is_an_error() -> bool:
+    return os.environ.get(NO_SKIPS_VARIABLE, "").strip().lower() in {"1", "true", "yes"}
+
+
+def _as_failure(report: Any) -> None:
+    """A skipped report, turned into a failure that keeps the skip's reason (one line)."""
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"skipped with {NO_SKIPS_VARIABLE} set (CI installs every test dependency): {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail") and _skip_is_an_error():
+        _as_failure(report)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and _skip_is_an_error():  # a module skipped as a whole (importorskip at its top)
+        _as_failure(report)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 OWID_GZ = ROOT / "pipeline" / "data" / "owid-co2-data-to-2014.csv.gz"
 GAPMINDER_GZ = ROOT / "tests" / "data" / "gapminder_co2_emissions_tonnes_per_person_1800-2014.csv.gz"
