@@ -149,7 +149,8 @@ def test_a_registry_that_cannot_answer_for_the_champion_is_not_one_without_it(se
     assert proxy.refused
     proxy.fail = lambda method, path: False
     assert str(_state(settings)["aliases"]["champion"]) == str(before["aliases"]["champion"]) == first.champion_version
-    assert all(entry.get("from_version") is not None for entry in tasks.alias_history(settings, SID)[1:])
+    # The refused run recorded nothing: no move, and no entry saying there was no champion to gate against.
+    assert [(entry["moved"], entry.get("from_version")) for entry in tasks.alias_history(settings, SID)] == [(True, None)]
 
     # The retry (the server answering again) gates the challenger against the champion: drift stays.
     _, published = _run(settings, _lineup(settings, "mean"))
