@@ -65,6 +65,7 @@ def test_dag_parse_is_light_and_offline(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", PROBE, *map(str, DAG_FILES)], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(report["dags"]) == {str(path) for path in DAG_FILES} and len(DAG_FILES) >= 2
     assert all(report["dags"].values()), report["dags"]
     heavy = [m for m in report["modules"] if m.split(".")[0] in HEAVY or m in HEAVY]
     assert heavy == [], f"DAG files import heavy modules at parse time: {heavy[:10]}"

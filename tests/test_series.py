@@ -178,7 +178,9 @@ def test_resolve_series(tidy: pd.DataFrame) -> None:
     assert ("Gapland", "co2_per_capita") not in resolve_series(tidy, "all", as_of_year=1979)
     assert ("Gapland", "co2_per_capita") in resolve_series(tidy, "all", min_points=28, as_of_year=1979)
     # Every series "all" names prepares (the two rules agree), and Tiny is out for 30 points.
-    for entity, variable in resolve_series(tidy, "all", as_of_year=1979):
+    named = resolve_series(tidy, "all", as_of_year=1979)
+    assert ("Canada", "co2") in named and ("Tiny", "co2_per_capita") not in named
+    for entity, variable in named:
         assert len(prepare_series(tidy, entity, variable, as_of_year=1979)) >= 30
     assert resolve_series(tidy, "World:co2, canada.co2_per_capita,World:co2") == [("World", "co2"), ("Canada", "co2_per_capita")]
     with pytest.raises(SeriesError, match=r"no series 'Wrld:co2'; did you mean 'world\.co2'"):
