@@ -50,6 +50,7 @@ def test_forecast_dag_registers_and_publishes(dag_backend, airflow_home: Path, o
         assert str(champion.version) == str(manifest["model_version"]) == str(pointer["model_version"])
         assert champion.tags["co2cast.family"] == manifest["model_family"] and champion.tags["co2cast.as_of_year"] == "2014"
         assert manifest["key"].startswith(f"forecasts/{sid}/asof=2014/{manifest['run_key']}/")
+        assert {"forecast.csv", "forecast.parquet"} <= {entry["name"] for entry in manifest["files"]}
         for entry in manifest["files"]:
             data = store.read_bytes(entry["key"])
             assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["size"]

@@ -628,7 +628,9 @@ def test_stale_series_and_an_as_of_year_beyond_the_data_are_refused(tmp_path: Pa
 
     show = co2cast("show", SID, "--csv")
     assert show.returncode == 0 and show.stdout.splitlines()[0] == "year,mean,lo_80,hi_80,lo_95,hi_95,unit"
-    assert all(line.endswith(",t CO2 per person") for line in show.stdout.splitlines()[1:])
+    rows = show.stdout.splitlines()[1:]
+    assert [row.split(",", 1)[0] for row in rows] == [str(year) for year in range(2015, 2051)]  # every year up to the horizon
+    assert all(row.endswith(",t CO2 per person") for row in rows)
     summary = co2cast("summary")
     assert "asof=2014" in summary.stdout and "%3D" not in summary.stdout
     assert re.search(r"champion \S+: backtest MASE \d+\.\d{3}.*naive \d+\.\d{3}", summary.stdout), summary.stdout

@@ -219,12 +219,21 @@ def test_two_runs_moving_the_pointer_at_once_never_move_it_backwards(tmp_path: P
 
     store = open_store((tmp_path / "store").as_uri())
     real = store.read_json_or_none
+    newer_read = threading.Event()  # the older run starts once the newer one has read the pointer, however slow the machine
+    errors: list[BaseException] = []
 
     def slow(key: str, *shape: object) -> object:
         value = real(key, *shape)
         if key == layout.forecast_latest("x.co2"):
+            newer_read.set()
             time.sleep(0.4)
         return value
+
+    def run(manifest: dict) -> None:
+        try:
+            point_latest(store, "x.co2", manifest)
+        except BaseException as error:  # a thread's exception is otherwise lost
+            errors.append(error)
 
     monkeypatch.setattr(store, "read_json_or_none", slow)
     manifests = {
@@ -233,12 +242,13 @@ def test_two_runs_moving_the_pointer_at_once_never_move_it_backwards(tmp_path: P
     }
     for manifest in manifests.values():  # a pointer is followed only to a manifest that exists
         store.write_json(manifest["key"], manifest)
-    newer = threading.Thread(target=point_latest, args=(store, "x.co2", manifests[2014]))
-    older = threading.Thread(target=point_latest, args=(store, "x.co2", manifests[2009]))
+    newer = threading.Thread(target=run, args=(manifests[2014],))
+    older = threading.Thread(target=run, args=(manifests[2009],))
     newer.start()
-    time.sleep(0.15)
+    assert newer_read.wait(timeout=60)
     older.start()
     newer.join()
     older.join()
+    assert errors == []
     assert real(layout.forecast_latest("x.co2"))["as_of_year"] == 2014
     assert store.list("locks/") == []

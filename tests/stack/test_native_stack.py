@@ -196,6 +196,7 @@ def test_forecasts_published_on_s3(stack: Stack, pipeline_runs: dict[str, Any], 
         assert manifest["series_id"] == series_id
         champion = mlflow_client.get_model_version_by_alias(f"co2cast.{series_id}", "champion")
         assert str(manifest["model_version"]) == str(champion.version)
+        assert {"forecast.csv", "forecast.parquet"} <= {entry["name"] for entry in manifest["files"]}
         for entry in manifest["files"]:
             body = s3.get_object(Bucket="co2cast", Key=f"store/{entry['key']}")["Body"].read()
             assert hashlib.sha256(body).hexdigest() == entry["sha256"], entry["key"]
