@@ -281,6 +281,7 @@ def train_series(
         return published
 
     from pipeline import locks, tracking
+    from pipeline.publish import serving_pointer
 
     ids = AirflowIds.of(airflow) if airflow is not None else None
     lineup = lineup or production_lineup(settings)
@@ -308,7 +309,9 @@ def train_series(
                 why = f"v{reused.champion_version}, which MLflow run {done.info.run_id} chose, is no longer in the registry"
                 logger.warning("run key %s: %s (deleted by hand): training it again", item.run_key, why)
                 tracking.retire_run(client, done.info.run_id, f"{why}: the run key was trained again")
-            dead = tracking.heal_dead_runs(client, item.series_id, item.run_key)
+            served = serving_pointer(store, item.series_id)
+            served_version = str(served["model_version"]) if served is not None and served.get("model_version") else None
+            dead = tracking.heal_dead_runs(client, item.series_id, item.run_key, served_version=served_version)
             if dead:
                 logger.warning("run key %s: marked %d dead MLflow run(s) FAILED: %s", item.run_key, len(dead), ", ".join(dead))
         return _train_and_register(settings, store, client, plan, item, ids, lineup, started)

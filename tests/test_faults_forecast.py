@@ -188,6 +188,29 @@ def test_kill_9_then_a_healed_rerun(settings: Settings, point: str) -> None:
         assert json.loads(moved.tags[tracking.alias_tag(alias)])["previous"] == before["aliases"][alias], alias
 
 
+def test_a_killed_champion_whose_alias_record_was_edited_goes_back_to_what_latest_json_serves(settings: Settings) -> None:
+    """Two faults at once: a run killed after it took @champion, and that version's alias record edited by hand.
+
+    Healing read "no previous champion" from the record and removed @champion, so the rerun's gate
+    had nothing to compare with and the 2013 champion dropped out of the alias history.
+    """
+    before = _state(settings)
+    process = _driver(settings, CO2CAST_TEST_PAUSE_AT="after_gate")
+    _wait_for_pause(process, "after_gate")
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    client = tracking.configure(settings)
+    dead = tracking.alias_version(client, SID, "champion")
+    assert str(dead.version) != before["champion"], "the killed run had taken @champion"
+    client.set_model_version_tag(tracking.registered_name(SID), dead.version, tracking.alias_tag("champion"), "edited by hand")
+
+    healed = _driver(settings)
+    _, err = healed.communicate(timeout=600)
+    assert healed.returncode == 0, err[-3000:]
+    moved = tracking.alias_version(client, SID, "champion")
+    assert json.loads(moved.tags[tracking.alias_tag("champion")])["previous"] == before["champion"]
+
+
 # -- two runs of one key at once ----------------------------------------------------------------
 
 
