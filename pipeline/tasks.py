@@ -281,7 +281,6 @@ def train_series(
         return published
 
     from pipeline import locks, tracking
-    from pipeline.publish import serving_pointer
 
     ids = AirflowIds.of(airflow) if airflow is not None else None
     lineup = lineup or production_lineup(settings)
@@ -309,12 +308,20 @@ def train_series(
                 why = f"v{reused.champion_version}, which MLflow run {done.info.run_id} chose, is no longer in the registry"
                 logger.warning("run key %s: %s (deleted by hand): training it again", item.run_key, why)
                 tracking.retire_run(client, done.info.run_id, f"{why}: the run key was trained again")
-            served = serving_pointer(store, item.series_id)
-            served_version = str(served["model_version"]) if served is not None and served.get("model_version") else None
-            dead = tracking.heal_dead_runs(client, item.series_id, item.run_key, served_version=served_version)
+            dead = tracking.heal_dead_runs(
+                client, item.series_id, item.run_key, served_version=lambda: _served_version(store, item.series_id)
+            )
             if dead:
                 logger.warning("run key %s: marked %d dead MLflow run(s) FAILED: %s", item.run_key, len(dead), ", ".join(dead))
         return _train_and_register(settings, store, client, plan, item, ids, lineup, started)
+
+
+def _served_version(store: ObjectStore, series_id: str) -> str | None:
+    """The model version ``latest.json`` serves for a series, if it serves one."""
+    from pipeline.publish import serving_pointer
+
+    served = serving_pointer(store, series_id)
+    return str(served["model_version"]) if served is not None and served.get("model_version") else None
 
 
 def _reused_summary(client: Any, run_id: str) -> TrainedSeries:

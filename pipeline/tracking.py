@@ -28,7 +28,7 @@ import ssl
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,7 +337,7 @@ def find_complete_run(client: Any, run_key: str) -> Any | None:
 ABANDONED_TAG = "co2cast.abandoned"
 
 
-def heal_dead_runs(client: Any, series_id: str, run_key: str, served_version: str | None = None) -> list[str]:
+def heal_dead_runs(client: Any, series_id: str, run_key: str, served_version: Callable[[], str | None] | None = None) -> list[str]:
     """Mark a run key's dead runs FAILED and undo what they registered.
 
     Call it while holding the run key's lock (:mod:`pipeline.locks`): then no live process owns
@@ -351,9 +351,10 @@ def heal_dead_runs(client: Any, series_id: str, run_key: str, served_version: st
         client: an ``MlflowClient``.
         series_id: the series.
         run_key: the run key whose dead runs are healed.
-        served_version: the version ``latest.json`` serves, if any: where ``@champion`` goes back
-            to when the version holding it records no previous one (its alias record edited or
-            removed by hand), instead of losing ``@champion`` and with it the next gate's comparison.
+        served_version: gives the version ``latest.json`` serves, if any (asked only when needed):
+            where ``@champion`` goes back to when the version holding it records no previous one
+            (its alias record edited or removed by hand), instead of losing ``@champion`` and with
+            it the next gate's comparison.
 
     Returns:
         The ids of the runs marked FAILED.
@@ -373,9 +374,9 @@ def heal_dead_runs(client: Any, series_id: str, run_key: str, served_version: st
         full = client.get_model_version(name, version.version)
         for alias in full.aliases:
             previous = previous_version(full, alias)
-            if not previous and alias == "champion" and served_version and served_version != str(full.version):
-                # The champion invariant names it too: @champion is the version latest.json serves.
-                previous = served_version if version_exists(client, series_id, served_version) else ""
+            served = served_version() if not previous and alias == "champion" and served_version is not None else None
+            if served and served != str(full.version) and version_exists(client, series_id, served):
+                previous = served  # the champion invariant names it too: @champion is the version latest.json serves
             if previous:
                 client.set_registered_model_alias(name, alias, previous)
             else:

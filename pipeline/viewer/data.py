@@ -188,9 +188,6 @@ def list_published(store: ObjectStore) -> Published:
     """
     with _store_errors(store):
         pointers = [layout.forecast_latest(sid) for sid in layout.published_series(store.list(layout.FORECASTS))]
-        nothing = NothingPublished(f"no forecast is published in {store.uri()} yet: run `make run` (or `co2cast forecast`) first")
-        if not pointers:
-            raise nothing
         found = []
         unreadable: dict[str, str] = {}
         names: dict[str, dict[str, tuple[str, str, bool]]] = {}
@@ -208,8 +205,8 @@ def list_published(store: ObjectStore) -> Published:
                 names[vintage] = _series_names(store, vintage)
             entity, variable, aggregate = names[vintage].get(sid) or _split_id(sid)
             found.append(PublishedSeries(sid, entity, variable, aggregate, int(pointer["as_of_year"]), vintage))
-        if not found and not unreadable:  # every pointer removed since the listing
-            raise nothing
+        if not found and not unreadable:  # none listed, or every pointer removed since the listing
+            raise NothingPublished(f"no forecast is published in {store.uri()} yet: run `make run` (or `co2cast forecast`) first")
     return Published(sorted(found, key=lambda s: (s.entity.lower(), s.variable)), unreadable)
 
 
