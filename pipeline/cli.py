@@ -314,9 +314,10 @@ def _not_published_hint(store: Any, series_id: str) -> str | None:
 
 def _published_as_of_years(store: Any, series_id: str) -> str:
     """The as-of years a published series has forecasts for, for a person who asked for another."""
-    prefix = layout.series_forecasts(series_id)
-    years = sorted({key[len(prefix) :].split("/")[0].removeprefix("asof=") for key in store.list(prefix) if key.endswith("/manifest.json")})
-    return f"forecasts of {series_id} are published as of {', '.join(years)}" if years else f"no forecast of {series_id} is published"
+    years = layout.published_as_of_years(series_id, store.list(layout.series_forecasts(series_id)))
+    if not years:
+        return f"no forecast of {series_id} is published"
+    return f"forecasts of {series_id} are published as of {', '.join(map(str, years))}"
 
 
 def _forecasts(args: argparse.Namespace, settings: Settings) -> int:

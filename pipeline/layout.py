@@ -133,6 +133,13 @@ def published_series(keys: list[str]) -> list[str]:
     return sorted({key.split("/")[1] for key in keys if key.startswith(FORECASTS) and key.count("/") == 2 and key.endswith("/latest.json")})
 
 
+def published_as_of_years(series_id: str, keys: list[str]) -> list[int]:
+    """The as-of years with a published manifest of a series among store keys, sorted."""
+    prefix = series_forecasts(series_id)
+    parts = (key[len(prefix) :].split("/") for key in keys if key.startswith(prefix) and key.endswith("/manifest.json"))
+    return sorted({int(part[0].removeprefix("asof=")) for part in parts if len(part) == 3 and part[0].removeprefix("asof=").isdigit()})
+
+
 def vintages_under(prefix: str, keys: list[str]) -> list[str]:
     """The vintage ids among keys under ``raw/``, ``quarantine/`` or ``curated/``, sorted."""
     return sorted({key[len(prefix) :].split("/")[0] for key in keys if key.startswith(prefix) and key.count("/") >= 2})

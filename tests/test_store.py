@@ -356,3 +356,17 @@ def test_a_store_opened_later_in_a_process_uses_the_credentials_set_since(
     store = tasks.open_store(Settings())
     assert store.create_exclusive("rotated.txt", b"x") and store.list() == ["rotated.txt"]
     store.delete("rotated.txt")
+
+
+def test_published_as_of_years_reads_the_manifest_keys_of_one_series() -> None:
+    keys = [
+        layout.forecast_manifest("a.co2", 2014, "k1"),
+        layout.forecast_manifest("a.co2", 2010, "k2"),
+        layout.forecast_manifest("a.co2", 2014, "k3"),
+        layout.forecast_manifest("a.co2_per_capita", 2012, "k4"),  # another series whose id starts alike
+        layout.forecast_object("a.co2", 2011, "k5", "forecast.csv"),  # no manifest: not published
+        layout.forecast_latest("a.co2"),
+        "forecasts/a.co2/asof=x/k6/manifest.json",  # not a year (edited by hand)
+    ]
+    assert layout.published_as_of_years("a.co2", keys) == [2010, 2014]
+    assert layout.published_as_of_years("b.co2", keys) == []
