@@ -25,7 +25,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -185,7 +185,8 @@ def score(frame: pd.DataFrame | Mapping[str, np.ndarray], levels: tuple[int, ...
 
     Returns:
         ``rmse, mae, mape, smape, mase``, and ``coverage_<level>`` and ``msis_<level>`` per
-        level.
+        level. The scaled metrics (``mase``, ``msis_*``) leave out rows whose scale is zero
+        (NaN when every row's is).
     """
     actual = np.asarray(frame["actual"])
     mean = np.asarray(frame["mean"])
@@ -194,22 +195,28 @@ def score(frame: pd.DataFrame | Mapping[str, np.ndarray], levels: tuple[int, ...
         warnings.simplefilter("ignore", RuntimeWarning)
         mape = metrics.mape(actual, mean)
     scale = np.asarray(frame["scale"])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scaled = np.abs(actual - mean) / scale
+    # A window whose training part is flat has no naive error to scale by: its scaled errors
+    # are undefined (x / 0), and one such window would make every candidate's pooled MASE and
+    # MSIS infinite, leaving the selection nothing to compare. They are left out of both.
+    scaled_rows = scale > 0
     result = {
         "rmse": metrics.rmse(actual, mean),
         "mae": metrics.mae(actual, mean),
         "mape": mape,
         "smape": metrics.smape(actual, mean),
-        "mase": float(np.mean(scaled)),
+        "mase": _mean_or_nan(np.abs(actual - mean)[scaled_rows] / scale[scaled_rows]),
     }
     for level in levels:
         result[f"coverage_{level}"] = metrics.coverage(actual, np.asarray(frame[f"lo_{level}"]), np.asarray(frame[f"hi_{level}"]))
     for level in levels:
         interval = metrics.interval_score(actual, np.asarray(frame[f"lo_{level}"]), np.asarray(frame[f"hi_{level}"]), level)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            result[f"msis_{level}"] = float(np.mean(interval / scale))
+        result[f"msis_{level}"] = _mean_or_nan(interval[scaled_rows] / scale[scaled_rows])
     return result
+
+
+def _mean_or_nan(values: np.ndarray) -> float:
+    """The mean, or NaN for no values (every window's scale was zero) without numpy's warning."""
+    return float(np.mean(values)) if values.size else math.nan
 
 
 def step_scores(forecasts: pd.DataFrame, levels: tuple[int, ...]) -> dict[int, dict[str, float]]:
@@ -642,6 +649,11 @@ def evaluate_candidates(
     if not results:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in failed.items())
         raise NoCandidateError(f"every candidate failed in the backtest: {reasons}")
+    flat = [int(year_arr[split.train_end - 1]) for split in plan.splits if metrics.naive_scale(y[split.train]) == 0]
+    if flat:
+        origins = ", ".join(map(str, flat))
+        note = f"MASE and MSIS leave out the window(s) from origin {origins}: a flat training part has no naive error to scale by"
+        plan = replace(plan, notes=(*plan.notes, note))
     return Evaluation(plan=plan, levels=checked, results=results, failed=failed)
 
 

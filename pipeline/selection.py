@@ -235,7 +235,12 @@ def select(
     bench_score = scores[benchmark]
     best, best_score = order[0]
     windows = len(evaluation.plan.splits)
-    if windows < min_windows and short_default in scores and math.isfinite(scores[short_default]):
+    if not math.isfinite(bench_score):
+        # Nothing can be shown to beat it: a flat training part in every window leaves MASE
+        # and MSIS undefined (see pipeline.backtest.score).
+        winner, winner_score = benchmark, bench_score
+        reason = f"{benchmark}'s backtest {metric} is undefined, so no candidate can be shown to beat it; {benchmark} is published"
+    elif windows < min_windows and short_default in scores and math.isfinite(scores[short_default]):
         winner, winner_score = short_default, scores[short_default]
         reason = f"the short-series default {short_default} ({metric} {winner_score:.4g}; best single {best} {best_score:.4g})"
     elif default in scores and math.isfinite(scores[default]):

@@ -61,6 +61,26 @@ def test_naive_mase_by_hand() -> None:
     assert summary["origins"] == [5, 7] and summary["horizon"] == 2
 
 
+def test_a_window_with_a_flat_training_part_is_left_out_of_the_scaled_metrics_only() -> None:
+    # Zeros, then growth: the first window trains on 0 0 0 (no naive error to scale by).
+    values = np.array([0, 0, 0, 1, 3, 6, 10, 15, 21], dtype=float)
+    result = backtest(NaiveForecaster, np.arange(9), values, horizon=2, n_origins=3, min_train=3)
+    assert list(result.per_origin.index) == [2, 4, 6]
+    # By hand, the windows that can be scaled: origin 4 (train 0 0 0 1 3, scale 3/4, forecast 3
+    # vs 6, 10) and origin 6 (train to 10, scale 10/6, forecast 10 vs 15, 21).
+    assert result.metrics["mase"] == pytest.approx(np.mean([3 / 0.75, 7 / 0.75, 5 / (10 / 6), 11 / (10 / 6)]), rel=1e-12)
+    assert np.isfinite(result.metrics["msis_95"])
+    # The unscaled metrics keep every window (origin 2: forecast 0 vs 1, 3).
+    assert result.metrics["mae"] == pytest.approx(np.mean([1, 3, 3, 7, 5, 11]), rel=1e-12)
+    assert np.isnan(result.per_origin.loc[2, "mase"]) and np.isfinite(result.per_origin.loc[4, "mase"])
+
+
+def test_scaled_metrics_are_undefined_when_no_window_can_be_scaled() -> None:
+    result = backtest(NaiveForecaster, np.arange(8), np.full(8, 5.0), horizon=2, n_origins=2, min_train=3)
+    assert np.isnan(result.metrics["mase"]) and np.isnan(result.metrics["msis_80"])
+    assert result.metrics["mae"] == 0.0
+
+
 def test_study_split_is_first_200_then_the_rest() -> None:
     years = np.arange(1800, 2015)
     values = np.linspace(0.0, 10.0, years.size) + np.sin(years)

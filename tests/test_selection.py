@@ -56,6 +56,29 @@ def test_without_a_default_the_best_mase_that_beats_naive_wins(trending) -> None
     assert selection.to_dict()["winner"] == "drift"
 
 
+def test_a_flat_early_window_does_not_leave_the_selection_blind() -> None:
+    # Tuvalu-like: a history reported as 0 for years, then a rising trend.
+    rng = np.random.default_rng(3)
+    values = np.concatenate([np.zeros(25), np.cumsum(rng.normal(1.0, 0.3, 15))])
+    evaluation = _evaluation(np.arange(1975, 2015), values, naive=NaiveForecaster(), drift=DriftForecaster(), mean=MeanForecaster())
+    assert evaluation.plan.splits[0].train_end <= 25  # the first window's training part is flat
+    mase = {name: result.metrics["mase"] for name, result in evaluation.results.items()}
+    assert all(np.isfinite(list(mase.values())))
+    first_origin = str(1975 + evaluation.plan.splits[0].train_end - 1)
+    assert any("flat training part" in note and first_origin in note for note in evaluation.plan.notes)
+    selection = select(evaluation, default=None)
+    assert selection.winner == min(mase, key=mase.get) == "drift"
+
+
+def test_naive_is_published_with_the_reason_when_the_metric_is_undefined_everywhere() -> None:
+    values = np.concatenate([np.full(30, 2.0), [2.5]])
+    evaluation = _evaluation(np.arange(1984, 2015), values, naive=NaiveForecaster(), drift=DriftForecaster(), mean=MeanForecaster())
+    assert np.isnan(evaluation.results["naive"].metrics["mase"])
+    selection = select(evaluation, default="drift")
+    assert selection.winner == "naive"
+    assert "naive's backtest mase is undefined" in selection.reason
+
+
 def test_the_default_stays_unless_another_beats_it_by_the_margin(trending) -> None:
     years, values = trending
     combo = CombinationForecaster([DriftForecaster(), MeanForecaster()], "mean")
