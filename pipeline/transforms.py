@@ -37,9 +37,38 @@ class Transform:
         """Map values on the transformed scale back to levels, elementwise."""
         return self._inverse(np.asarray(z, dtype=np.float64))
 
+    def inverse_interval(self, centre: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean and interval in levels from a forecast on the transformed scale.
+
+        A bound beyond the edge of the transform's range (:meth:`_range`: a square root below
+        0, a Box–Cox value below ``-1/λ``) is the edge, whose level is the domain's edge (0):
+        squaring a negative lower bound would turn it into a large positive one. Bounds are
+        ordered after the inverse (the reciprocal is decreasing).
+
+        Raises:
+            ValueError: the centre leaves the range (no level has that value), or a bound at
+                an open edge maps to an infinite level (e.g. a reciprocal interval reaching 0).
+        """
+        low, high = self._range()
+        centre = np.asarray(centre, dtype=np.float64)
+        if np.any(centre < low) or np.any(centre > high):
+            raise ValueError(f"the forecast on the {self.name} scale leaves the transform's range [{low:.4g}, {high:.4g}]")
+        with np.errstate(divide="ignore"):  # a reciprocal bound at 0: refused just below
+            mean = self.inverse_transform(centre)
+            a = self.inverse_transform(np.clip(lower, low, high))
+            b = self.inverse_transform(np.clip(upper, low, high))
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise ValueError(f"the {self.name} forecast has no finite level: its interval reaches the edge of the transform's range")
+        return mean, lo, hi
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description, enough to rebuild the fitted transform."""
         return {"name": self.name}
+
+    def _range(self) -> tuple[float, float]:
+        """The values the transform takes on its domain (its inverse's domain)."""
+        return -np.inf, np.inf
 
     def _check_domain(self, y: np.ndarray) -> None:
         return None
@@ -76,6 +105,9 @@ class Sqrt(Transform):
         if np.any(y < 0):
             raise ValueError("sqrt needs non-negative values; the series has negatives")
 
+    def _range(self) -> tuple[float, float]:
+        return 0.0, np.inf
+
     def _forward(self, y: np.ndarray) -> np.ndarray:
         return np.sqrt(y)
 
@@ -84,13 +116,28 @@ class Sqrt(Transform):
 
 
 class Reciprocal(Transform):
-    """``1 / y``; needs values that are not zero. Its own inverse."""
+    """``1 / y``; needs values that are not zero, all of one sign (it is monotone only on one side of 0). Its own inverse."""
 
     name = "reciprocal"
+
+    def fit(self, y: np.ndarray) -> Self:
+        super().fit(y)
+        self.sign_ = float(np.sign(np.asarray(y, dtype=np.float64)[0]))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name} | ({"sign": self.sign_} if hasattr(self, "sign_") else {})
+
+    def _range(self) -> tuple[float, float]:
+        # 1/y of a positive series is positive; a bound at 0 is an infinite level.
+        sign = getattr(self, "sign_", 0.0)  # not recorded (an older artefact): unbounded, as before
+        return (0.0, np.inf) if sign > 0 else (-np.inf, 0.0) if sign < 0 else (-np.inf, np.inf)
 
     def _check_domain(self, y: np.ndarray) -> None:
         if np.any(y == 0):
             raise ValueError("reciprocal needs non-zero values; the series has zeros")
+        if np.any(y > 0) and np.any(y < 0):
+            raise ValueError("reciprocal needs values of one sign; the series changes sign")
 
     def _forward(self, y: np.ndarray) -> np.ndarray:
         return 1.0 / y
@@ -132,6 +179,13 @@ class BoxCox(Transform):
     def _check_domain(self, y: np.ndarray) -> None:
         if np.any(y <= 0):
             raise ValueError("Box-Cox needs strictly positive values; the series has zeros or negatives")
+
+    def _range(self) -> tuple[float, float]:
+        # (y^λ - 1) / λ for y > 0: above -1/λ for λ > 0 (level 0 at the edge), below it for λ < 0.
+        lmbda = self._lambda_for_maths()
+        if lmbda > 0:
+            return -1.0 / lmbda, np.inf
+        return (-np.inf, -1.0 / lmbda) if lmbda < 0 else (-np.inf, np.inf)
 
     def _lambda_for_maths(self) -> float:
         # The transform is continuous in lambda with log at 0. scipy's inv_boxcox loses the
@@ -201,13 +255,18 @@ class Difference:
     def integrate_std(self, std: np.ndarray) -> np.ndarray:
         """Standard deviations of integrated forecast errors, assuming independent errors.
 
-        Exact for a random walk (``d = 1`` and white-noise differences); an approximation
-        otherwise, used only where a model has no level-scale intervals of its own.
+        The level error at step ``h`` is ``Σ_j w_hj e_j``, with ``e_j`` the errors of the
+        forecast ``d``-th differences and ``w`` the matrix :meth:`inverse_forecast` applies
+        (``d`` cumulative sums): its variance is ``Σ_j w_hj² σ_j²``. For ``d = 1`` that is the
+        running sum of the variances; for ``d = 2`` the weights are ``h - j + 1``, so constant
+        ``σ`` gives ``σ² h(h+1)(2h+1)/6``. Exact for white-noise ``d``-th differences; an
+        approximation otherwise, used only where a model has no level-scale intervals of its own.
         """
         variance = np.square(np.asarray(std, dtype=np.float64))
+        weights = np.eye(variance.size)
         for _ in range(self.order):
-            variance = np.cumsum(variance)
-        return np.sqrt(variance)
+            weights = np.cumsum(weights, axis=0)
+        return np.sqrt(np.square(weights) @ variance)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able description (the order; the remembered values are arrays)."""
@@ -235,9 +294,12 @@ def transform_from_dict(described: dict[str, Any]) -> Transform:
     """Rebuild a fitted elementwise transform from :meth:`Transform.to_dict`."""
     described = dict(described)
     name = described.pop("name")
+    sign = described.pop("sign", None)
     transform = make_transform(name, **described)
     if isinstance(transform, BoxCox):
         transform.lmbda_ = float(described["lmbda"])
+    if isinstance(transform, Reciprocal) and sign is not None:
+        transform.sign_ = float(sign)
     return transform
 
 

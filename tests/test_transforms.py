@@ -166,3 +166,102 @@ def test_boxcox_lambda_is_bounded() -> None:
     transform = BoxCox().fit(y)
     assert LAMBDA_BOUNDS[0] <= transform.lmbda_ <= LAMBDA_BOUNDS[1]
     np.testing.assert_allclose(transform.inverse_transform(transform.transform(y)), y, rtol=1e-12)
+
+
+@pytest.mark.parametrize("order", [0, 1, 2, 3])
+def test_integrated_std_is_the_variance_of_the_linear_map_inverse_forecast_applies(order: int) -> None:
+    # inverse_forecast is affine in the forecast differences: its columns (minus the offset) are
+    # the weights of each difference's error in each level, so Var(level_h) = sum_j w_hj^2 s_j^2.
+    rng = np.random.default_rng(order)
+    difference = Difference(order).fit(rng.normal(size=12))
+    h = 9
+    offset = difference.inverse_forecast(np.zeros(h))
+    weights = np.column_stack([difference.inverse_forecast(np.eye(h)[j]) - offset for j in range(h)])
+    std = rng.uniform(0.5, 2.0, h)
+    expected = np.sqrt(np.square(weights) @ np.square(std))
+    np.testing.assert_allclose(difference.integrate_std(std), expected, rtol=1e-12)
+
+
+def test_integrated_std_of_second_differences_by_the_closed_form() -> None:
+    h = np.arange(1, 31)
+    got = Difference(2).fit(np.arange(5.0)).integrate_std(np.full(30, 1.5))
+    np.testing.assert_allclose(got, 1.5 * np.sqrt(h * (h + 1) * (2 * h + 1) / 6), rtol=1e-12)
+
+
+def test_a_square_root_band_below_zero_is_floored_at_level_zero_not_squared() -> None:
+    sqrt = Sqrt().fit(np.array([0.25, 1.0]))
+    mean, lo, hi = sqrt.inverse_interval(np.array([1.0, 1.0]), np.array([0.5, -2.0]), np.array([1.5, 4.0]))
+    np.testing.assert_array_equal(mean, [1.0, 1.0])
+    np.testing.assert_array_equal(lo, [0.25, 0.0])  # squaring -2 would give 4, above the mean
+    np.testing.assert_array_equal(hi, [2.25, 16.0])
+
+
+def test_a_box_cox_bound_beyond_the_range_is_its_edge() -> None:
+    boxcox = BoxCox(2.0).fit(np.array([1.0, 2.0]))
+    # lambda 2: (y^2 - 1) / 2 takes values above -1/2; the lower bound -3 is level 0 (scipy's
+    # inverse gives NaN there), the centre 0 is level 1 and the upper bound 1 is sqrt(3).
+    assert np.isnan(boxcox.inverse_transform(np.array([-3.0])))[0]
+    mean, lo, hi = boxcox.inverse_interval(np.array([0.0]), np.array([-3.0]), np.array([1.0]))
+    np.testing.assert_allclose([mean[0], lo[0], hi[0]], [1.0, 0.0, np.sqrt(3.0)], rtol=1e-12)
+
+
+def test_a_box_cox_interval_that_leaves_a_negative_lambdas_range_is_refused() -> None:
+    boxcox = BoxCox(-1.0).fit(np.array([1.0, 2.0]))  # values below 1 (y -> infinity)
+    with pytest.raises(ValueError, match="no finite level"):
+        boxcox.inverse_interval(np.array([0.5]), np.array([0.2]), np.array([1.3]))
+    with pytest.raises(ValueError, match="leaves the transform's range"):
+        boxcox.inverse_interval(np.array([1.2]), np.array([0.2]), np.array([1.3]))
+
+
+def test_a_reciprocal_forecast_must_stay_on_the_series_side_of_zero() -> None:
+    reciprocal = Reciprocal().fit(np.array([2.0, 4.0, 8.0]))
+    mean, lo, hi = reciprocal.inverse_interval(np.array([0.1]), np.array([0.05]), np.array([0.2]))
+    np.testing.assert_allclose([mean[0], lo[0], hi[0]], [10.0, 5.0, 20.0])
+    with pytest.raises(ValueError, match="leaves the transform's range"):
+        reciprocal.inverse_interval(np.array([-0.1]), np.array([-0.2]), np.array([0.1]))
+    with pytest.raises(ValueError, match="no finite level"):  # 1/y may reach 0: y unbounded
+        reciprocal.inverse_interval(np.array([0.1]), np.array([-0.05]), np.array([0.2]))
+    negative = Reciprocal().fit(np.array([-2.0, -4.0]))
+    with pytest.raises(ValueError, match="leaves the transform's range"):
+        negative.inverse_interval(np.array([0.1]), np.array([0.05]), np.array([0.2]))
+    with pytest.raises(ValueError, match="one sign"):
+        Reciprocal().fit(np.array([1.0, -1.0]))
+
+
+def test_the_reciprocals_side_survives_a_save_and_load() -> None:
+    from pipeline.transforms import transform_from_dict
+
+    rebuilt = transform_from_dict(Reciprocal().fit(np.array([-3.0, -1.0])).to_dict())
+    with pytest.raises(ValueError, match="leaves the transform's range"):
+        rebuilt.inverse_interval(np.array([0.5]), np.array([0.4]), np.array([0.6]))
+
+
+def test_second_differenced_intervals_cover_what_they_claim() -> None:
+    # An I(2) series (white-noise second differences): the mean model on the second differences
+    # is the true model, so its integrated 95 % bands must hold about 95 % of the futures.
+    from pipeline.models.baselines import MeanForecaster
+    from pipeline.models.transformed import TransformedForecaster
+
+    rng = np.random.default_rng(11)
+    steps = np.array([1, 5, 10])
+    hits = np.zeros(steps.size)
+    reps = 300
+    for _ in range(reps):
+        path = np.cumsum(np.cumsum(rng.normal(size=70)))
+        forecast = TransformedForecaster(MeanForecaster(), d=2).fit(path[:60], np.arange(60)).predict(10, levels=(95,))
+        idx = steps - 1
+        hits += (path[60:][idx] >= forecast.lower[95][idx]) & (path[60:][idx] <= forecast.upper[95][idx])
+    coverage = hits / reps
+    assert np.all((coverage > 0.88) & (coverage < 0.99)), coverage
+
+
+def test_a_square_root_model_near_zero_keeps_its_bands_around_the_mean() -> None:
+    from pipeline.models.baselines import NaiveForecaster
+    from pipeline.models.transformed import TransformedForecaster
+
+    rng = np.random.default_rng(5)
+    values = np.abs(rng.normal(0.02, 0.02, 25))
+    forecast = TransformedForecaster(NaiveForecaster(), transform="sqrt").fit(values, np.arange(25)).predict(10, levels=(80, 95))
+    assert np.all(forecast.lower[95] >= 0) and np.any(forecast.lower[95] == 0)
+    assert np.all(forecast.lower[95] <= forecast.lower[80]) and np.all(forecast.lower[80] <= forecast.mean)
+    assert np.all(forecast.mean <= forecast.upper[80]) and np.all(forecast.upper[80] <= forecast.upper[95])

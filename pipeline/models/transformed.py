@@ -64,9 +64,10 @@ class TransformedForecaster(Forecaster):
                 std = (inner.upper[level] - inner.lower[level]) / (2 * z(level))
                 half = z(level) * self.difference_.integrate_std(std)
                 lo, hi = centre - half, centre + half
-            lo, hi = self.transform_.inverse_transform(lo), self.transform_.inverse_transform(hi)
-            # reciprocal is decreasing: keep lower <= upper on the level scale.
-            bounds[level] = (np.minimum(lo, hi), np.maximum(lo, hi))
+            # Clipped to the transform's range and ordered (the reciprocal is decreasing);
+            # a forecast with no level refuses here, so the backtest drops the candidate with the reason.
+            mean, lo, hi = self.transform_.inverse_interval(centre, lo, hi)
+            bounds[level] = (lo, hi)
         return mean, bounds
 
     # -- persistence: the fitted inner model is saved as a child ---------------------------
