@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,12 +36,14 @@ from pipeline import __version__
 from pipeline.backtest import MIN_TRAIN_SHORT, BacktestResult, backtest, study_split
 from pipeline.diagnostics import compute_diagnostics
 from pipeline.maths import json_default
-from pipeline.models.base import Forecaster, to_spec
+from pipeline.models.base import Forecaster, from_spec, to_spec
 from pipeline.series import PreparedSeries, beyond_bounds, falls_to_floor, prepare_series
 
 #: What the core runs on a series: name -> unfitted model, or a factory ``n_points -> candidates``
 #: sized for the earliest backtest window (:func:`pipeline.candidates.zoo_candidates`).
 Candidates = Mapping[str, Forecaster] | Callable[[int], Mapping[str, Forecaster]]
+
+logger = logging.getLogger(__name__)
 
 #: The study's series: it gets the study's own 200/15 split besides the rolling backtest.
 STUDY_SERIES = "canada.co2_per_capita"
@@ -265,16 +268,38 @@ def run_zoo(series: PreparedSeries, candidates: Candidates, select: Any, spec: F
             break
         refused[selection.champion] = problem
         selection, models = select.choose(evaluation, refused=refused)
+    studied = study_splits(series, selection.register, evaluation, spec)
     results = {
         name: CandidateResult(
             name=name,
             prototype=models.get(name, prototypes[name]),
             backtest=outcome,  # type: ignore[arg-type]  # same metrics/to_dict surface
+            study=studied.get(name),
             model=fitted[name] if name in models else None,
         )
         for name, outcome in evaluation.results.items()
     }
     return SeriesResult(series=series, diagnostics=diagnostics, candidates=results, selection=selection, evaluation=evaluation)
+
+
+def study_splits(series: PreparedSeries, names: tuple[str, ...], evaluation: Any, spec: ForecastSpec) -> dict[str, BacktestResult]:
+    """The study's own split (Canada: 1800–1999, then 2000–2014) of the registered candidates.
+
+    For the study series only, so its MLflow runs carry ``study_*`` metrics to set beside the
+    study's table. Each candidate is scored as it was backtested (its spec, uncalibrated: the
+    calibration factors come from windows inside the study's test years). Informational: a
+    candidate that cannot be fitted on the study's training years is logged and gets none.
+    """
+    if series.series_id != spec.study_series or len(series.values) <= spec.study_train:
+        return {}
+    out = {}
+    for name in names:
+        prototype = from_spec(evaluation.results[name].spec)
+        try:
+            out[name] = study_split(lambda p=prototype: clone(p), series.years, series.values, train=spec.study_train, levels=spec.levels)
+        except Exception as error:  # the forecast does not depend on it
+            logger.warning("%s: no study split for %s: %s: %s", series.series_id, name, type(error).__name__, error)
+    return out
 
 
 def forecast_beyond_bounds(model: Forecaster, series: PreparedSeries, spec: ForecastSpec) -> str | None:

@@ -836,7 +836,7 @@ def _log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[s
         logged = list(result.candidates)
     for name in logged:
         candidate = result.candidates[name]
-        with mlflow.start_run(run_name=name, nested=True, tags={**tags, FAMILY_TAG: name}):
+        with mlflow.start_run(run_name=name, nested=True, tags={**tags, FAMILY_TAG: name, NOTE_TAG: CANDIDATE_NOTE}):
             mlflow.log_metrics(candidate.metrics)
             mlflow.log_dict(candidate.backtest.to_dict(), "backtest.json")
             mlflow.log_params({k: _param_value(v) for k, v in candidate.prototype.get_params().items()})
@@ -857,6 +857,16 @@ def _log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[s
 
 #: Candidates besides the registered ones that get a nested run (by backtest MASE).
 TOP_CANDIDATES = 3
+#: MLflow's run description, shown on the run's page.
+NOTE_TAG = "mlflow.note.content"
+#: What a candidate run's interval metrics measure (they are not the published bands' scores).
+CANDIDATE_NOTE = (
+    "backtest_* metrics: this candidate on the rolling-origin windows every candidate shares; "
+    "backtest_coverage_* and backtest_msis_* score its own intervals, before calibration. A registered "
+    "model publishes them widened by the calibration factors in backtest.json, which come from these "
+    "same windows, so scoring the calibrated bands here would be in-sample. study_* metrics (the study "
+    "series only): the study's own split, fitted on its first 200 years."
+)
 
 
 def _plots() -> Any:

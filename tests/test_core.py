@@ -121,6 +121,25 @@ def test_zoo_policy_fits_the_overlay_and_candidate_forecasts_are_their_forecasts
         core.candidate_forecasts(unfitted, 1989, SPEC.horizon_end, SPEC.levels)
 
 
+def test_the_study_series_registered_candidates_get_the_studys_own_split() -> None:
+    values = _trending()
+    spec = dataclasses.replace(SPEC, study_series="testland.co2", study_train=30)  # 1950-1979, then 1980-1989
+    series = core.prepare(_tidy(values), "Testland", "co2", as_of_year=1989, spec=spec)
+    prototypes: dict[str, Forecaster] = {"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster()}
+    result = run_series(series, prototypes, ZooSelection(always_register=("naive",), overlay=0), spec)
+    registered = set(result.selection.register)
+    assert "naive" in registered and registered < set(prototypes)
+    assert {n for n, r in result.candidates.items() if r.study is not None} == registered
+    # Naive's study split, by hand: the 1979 value for 1980-1989, scaled by 1950-1979's naive error.
+    naive = result.candidates["naive"].metrics
+    expected = np.mean(np.abs(values[30:] - values[29])) / np.mean(np.abs(np.diff(values[:30])))
+    assert naive["study_mase"] == pytest.approx(expected, rel=1e-12)
+    assert naive["backtest_mase"] == pytest.approx(result.candidates["naive"].backtest.metrics["mase"])
+    # Another series gets none.
+    other = run_series(series, prototypes, ZooSelection(always_register=("naive",), overlay=0), SPEC)
+    assert all(r.study is None for r in other.candidates.values())
+
+
 def test_a_choice_whose_forecast_breaks_the_output_bounds_gives_way_to_naive() -> None:
     values = _trending()  # 10 -> 29.5: drift (0.5 a year) wins the backtest
     series = core.prepare(_tidy(values), "Testland", "co2", as_of_year=1989, spec=SPEC)

@@ -62,6 +62,8 @@ def test_train_publish_and_rerun_create_nothing_new(settings: Settings) -> None:
     children = client.search_runs([run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{trained.run_id}'")
     assert sorted(c.data.tags[tracking.FAMILY_TAG] for c in children) == ["drift", "mean", "naive"]
     assert all(c.data.metrics["backtest_mase"] > 0 for c in children)
+    # The run's description says the interval metrics are of the bands before calibration.
+    assert all("before calibration" in c.data.tags.get("mlflow.note.content", "") for c in children)
     assert json.loads(tracking.read_artifact(trained.run_id, tracking.SUMMARY_ARTIFACT)) == trained.to_xcom()
     diagnostics = json.loads(tracking.read_artifact(trained.run_id, tracking.DIAGNOSTICS_ARTIFACT))
     assert {"series", "stationarity", "plots"} <= set(diagnostics)
