@@ -242,10 +242,14 @@ def _scorecard(args: argparse.Namespace, settings: Settings) -> int:
         f"{args.series_id}: {len(card)} scored years from {card.groupby(['as_of_year', 'vintage', 'model_version']).ngroups} "
         f"forecasts (as of {card['as_of_year'].min()}-{card['as_of_year'].max()}), actuals of vintage {card['scored_vintage'].iloc[0]}"
     )
+    superseded = int(card["superseded"].sum()) if "superseded" in card.columns else 0
+    if superseded:
+        print(f"{superseded} of them from forecasts superseded by a later one for the same as-of year: not in the summary")
     print("relative_mae < 1: the published forecasts beat carrying the last value forward (naive)")
     print(summarize(card).to_string(index=False, float_format="%.4g"))
     if args.rows:
         columns = ["as_of_year", "family", "model_version", "year", "horizon", "actual", "mean", "error", "hit_80", "hit_95", "naive"]
+        columns += ["superseded"] if "superseded" in card.columns else []
         print(card[columns].to_string(index=False, float_format="%.4g"))
     print(f"file: {store.uri(layout.scorecard(args.series_id))}")
     return 0

@@ -20,10 +20,15 @@ actual value is now known:
 ``naive``                 the naive forecast: the actual of ``as_of_year`` (carried forward)
 ``naive_abs_error``       ``|actual - naive|``
 ``scored_vintage``        the vintage whose actuals were used
+``superseded``            a later forecast for the same as-of year was published (a revised
+                          history, a changed setting, a rollback): kept in the file, left
+                          out of the summary
 ========================  ==============================================================
 
 The naive forecast is taken from the scoring vintage's value of the as-of year, so a revision
-of history moves the naive benchmark and the model's actuals alike.
+of history moves the naive benchmark and the model's actuals alike. Each as-of year counts
+once in the summary: by the forecast published last for it (``published_at``), so a year
+forecast three times is not weighted three times.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ SCORECARD_COLUMNS: tuple[str, ...] = (
     "naive",
     "naive_abs_error",
     "scored_vintage",
+    "superseded",
 )
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -105,15 +111,33 @@ def score_forecast(forecast: pd.DataFrame, actuals: pd.Series, scored_vintage: s
     rows["naive"] = float(values.loc[as_of])
     rows["naive_abs_error"] = (rows["actual"] - rows["naive"]).abs()
     rows["scored_vintage"] = scored_vintage
+    rows["superseded"] = False
     rows["as_of_year"] = as_of
     rows["model_version"] = rows["model_version"].astype(str)
     return rows[list(SCORECARD_COLUMNS)].astype(_DTYPES).reset_index(drop=True)
 
 
 def build_scorecard(forecasts: list[pd.DataFrame], actuals: pd.Series, scored_vintage: str) -> pd.DataFrame:
-    """Score every published forecast of one series; sorted by as-of year, then year."""
-    parts = [score_forecast(forecast, actuals, scored_vintage) for forecast in forecasts]
-    parts = [part for part in parts if not part.empty]
+    """Score every published forecast of one series; sorted by as-of year, then year.
+
+    A forecast table may carry its manifest's ``published_at`` as a column: of the forecasts
+    for one as-of year, all but the one published last (ties: the later in the list) are
+    marked ``superseded``.
+    """
+    stamps = [str(f["published_at"].iloc[0]) if "published_at" in f.columns and not f.empty else "" for f in forecasts]
+    newest: dict[int, int] = {}
+    for index, forecast in enumerate(forecasts):
+        if forecast.empty:
+            continue
+        as_of = _single(forecast, "as_of_year")
+        if as_of not in newest or stamps[index] >= stamps[newest[as_of]]:
+            newest[as_of] = index
+    parts = []
+    for index, forecast in enumerate(forecasts):
+        part = score_forecast(forecast, actuals, scored_vintage)
+        if not part.empty:
+            part["superseded"] = index != newest[_single(forecast, "as_of_year")]
+            parts.append(part)
     if not parts:
         return empty_scorecard()
     card = pd.concat(parts, ignore_index=True)
@@ -121,11 +145,13 @@ def build_scorecard(forecasts: list[pd.DataFrame], actuals: pd.Series, scored_vi
 
 
 def summarize(scorecard: pd.DataFrame) -> pd.DataFrame:
-    """Errors by model family and horizon, against naive.
+    """Errors by model family and horizon, against naive, over the rows not ``superseded``.
 
     ``relative_mae`` is the family's MAE over the naive forecast's MAE on the same rows: below
     1 means the published forecasts beat carrying the last value forward.
     """
+    if "superseded" in scorecard.columns:  # a scorecard written before the column counts every row
+        scorecard = scorecard[~scorecard["superseded"].astype(bool)]
     if scorecard.empty:
         return pd.DataFrame({column: pd.Series(dtype=float) for column in SUMMARY_COLUMNS})
     grouped = scorecard.groupby(["family", "horizon"], sort=True)
@@ -169,4 +195,5 @@ _DTYPES: dict[str, str] = {
     "naive": "float64",
     "naive_abs_error": "float64",
     "scored_vintage": "string",
+    "superseded": "bool",
 }

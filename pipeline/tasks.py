@@ -463,31 +463,36 @@ def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item
 
     Compares (:func:`pipeline.revisions.compare_histories`, threshold
     ``CO2CAST_REVISION_THRESHOLD``) the series as the last published forecast's vintage held
-    it, up to that forecast's as-of year (its stretch after the last gap, what it was trained
-    on), with the prepared series of this run. Logs a warning when the revision is material.
+    it, up to that forecast's as-of year or this run's, whichever is earlier (its stretch after
+    the last gap, what it was trained on), with the prepared series of this run. Logs a
+    warning when the revision is material.
 
     Returns:
         The :class:`pipeline.revisions.Revision`, or ``None`` when nothing was published yet,
-        the last forecast used this very vintage, or its vintage is no longer readable.
+        the last forecast used this very vintage, this run's vintage is older than the latest
+        curated one (the comparison would run backwards), or the last forecast's vintage is no
+        longer readable.
     """
     import pandas as pd
 
     from pipeline import ingest, track_record
-    from pipeline.publish import latest_pointer
+    from pipeline.publish import latest_pointer, pinned
     from pipeline.revisions import compare_histories
     from pipeline.series import recent_stretch_start
 
     pointer = latest_pointer(store, item.series_id)
     manifest = store.read_json_or_none(pointer["manifest"]) if pointer else None
-    if not manifest or manifest.get("vintage") in (None, plan.vintage):
-        return None
+    if not manifest or manifest.get("vintage") in (None, plan.vintage) or pinned(store, plan.vintage):
+        return None  # nothing to compare with, or an older release than the one served (backwards)
     try:
         old = ingest.read_curated(store, manifest["vintage"], item.entity, item.variable)
     except (KeyError, PermanentError):
         logger.info("%s: vintage %s of the last forecast is not readable; no revision check", item.series_id, manifest["vintage"])
         return None
     previous = track_record.actuals_of(old, item.entity, item.variable)
-    previous = previous[previous.index <= int(manifest["as_of_year"])]
+    # Both cut at the earlier as-of year: a backfill's history ends before the served
+    # forecast's, and the years between are not dropped by the new release.
+    previous = previous[previous.index <= min(int(manifest["as_of_year"]), plan.as_of_year)]
     previous = previous.iloc[recent_stretch_start(previous.index.to_numpy()) :]  # what it was trained on
     revision = compare_histories(previous, pd.Series(series.values, index=series.years), settings.revision_threshold)
     line = f"{item.series_id}: vintage {plan.vintage} against {manifest['vintage']}: {revision.describe()}"
@@ -1079,12 +1084,19 @@ def score_series(settings: Settings, plan: RunPlan | dict[str, Any], item: WorkI
     MLflow run ``run_id`` in one batch.
 
     Returns:
-        The :class:`pipeline.track_record.ScorecardResult`.
+        The :class:`pipeline.track_record.ScorecardResult`, or ``None`` when the plan's vintage
+        is not the latest curated one (the scorecard always holds the newest actuals).
     """
     from pipeline import ingest, track_record, tracking
+    from pipeline.publish import pinned
 
     plan, item = RunPlan.of(plan), WorkItem.of(item)
     store = open_store(settings)
+    if pinned(store, plan.vintage):
+        # An older release (--vintage, or an asset-triggered run that finished after a newer
+        # one's): its actuals would re-score forecasts trained on newer data. Left as it is.
+        logger.info("%s: scorecard left as it is: vintage %s is not the latest curated one", item.series_id, plan.vintage)
+        return None
     actuals = track_record.actuals_of(ingest.read_curated(store, plan.vintage, item.entity, item.variable), item.entity, item.variable)
     result = track_record.score_and_write(store, item.series_id, actuals, plan.vintage)
     logger.info("%s", result.describe())

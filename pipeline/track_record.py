@@ -68,8 +68,9 @@ def published_tables(store: ObjectStore, series_id: str) -> tuple[list[pd.DataFr
     """Every published forecast table of a series, read through its manifest, hashes checked.
 
     Returns:
-        The tables (sorted by manifest key) and the manifest keys skipped because a listed file
-        is missing or fails its sha256 (logged as warnings, never scored).
+        The tables (sorted by manifest key), each with its manifest's ``published_at`` as a
+        column, and the manifest keys skipped because a listed file is missing or fails its
+        sha256 (logged as warnings, never scored).
     """
     tables, skipped = [], []
     for key in store.list(layout.series_forecasts(series_id)):
@@ -84,7 +85,8 @@ def published_tables(store: ObjectStore, series_id: str) -> tuple[list[pd.DataFr
         if entry is None:
             skipped.append(key)
             continue
-        tables.append(frames.read_parquet(store.read_bytes(entry["key"])))
+        table = frames.read_parquet(store.read_bytes(entry["key"]))
+        tables.append(table.assign(published_at=str(manifest.get("published_at", ""))))  # which one supersedes which
     return tables, skipped
 
 

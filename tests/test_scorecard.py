@@ -94,3 +94,18 @@ def test_a_table_mixing_as_of_years_is_refused() -> None:
     mixed = pd.concat([_forecast(2009, [1.0], 0.1, 0.2), _forecast(2010, [1.0], 0.1, 0.2)])
     with pytest.raises(ValueError, match="one as_of_year"):
         score_forecast(mixed, ACTUALS, "v2")
+
+
+def test_an_as_of_year_forecast_twice_counts_once_by_the_forecast_published_last() -> None:
+    first = _forecast(2009, [11.5, 11.0], half80=0.6, half95=1.2, version="3").assign(published_at="2026-01-01T00:00:00+00:00")
+    second = _forecast(2009, [11.0, 12.0], half80=0.6, half95=1.2, version="6").assign(published_at="2026-02-01T00:00:00+00:00")
+    other = _forecast(2010, [12.5], half80=0.6, half95=1.2, version="7").assign(published_at="2026-01-15T00:00:00+00:00")
+    card = build_scorecard([second, first, other], ACTUALS, "v2")  # the store lists keys in no time order
+    assert len(card) == 5
+    assert card.loc[card["superseded"], "model_version"].unique().tolist() == ["3"]
+    summary = summarize(card).set_index("horizon")
+    # By hand, from the rows that count: as of 2009 by version 6 (2010: |12 - 11|, 2011: |12.5 - 12|), as of 2010 (2011: 0).
+    assert summary.loc[1, "n"] == 2 and summary.loc[1, "mae"] == pytest.approx((1.0 + 0.0) / 2)
+    assert summary.loc[2, "n"] == 1 and summary.loc[2, "mae"] == pytest.approx(0.5)
+    # A scorecard written before the column: every row counts, as it did.
+    assert summarize(card.drop(columns="superseded")).set_index("horizon").loc[1, "n"] == 3

@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline import ingest, layout, tasks, tracking
+from pipeline import ingest, layout, tasks, track_record, tracking
 from pipeline.candidates import NewestFamilyChampion
 from pipeline.config import Settings
 from pipeline.core import ForecastSpec
@@ -129,3 +129,31 @@ def test_a_revision_before_a_gap_does_not_retrain_one_after_it_does(settings: Se
     assert late.run_key != first.run_key and _parent_runs(settings) == runs + 1
     assert late.revision is not None and late.revision["year_of_max_change"] == 2005 and late.revision["dropped_years"] == 0
     assert late.revision["compared_years"] == 2012 - first.left_out["gap_last"]
+
+
+def test_a_backfill_compares_histories_up_to_its_own_as_of_year(settings: Settings, small_owid: Path, tmp_path: Path) -> None:
+    _forecast(settings, 2012, "Canada:co2")  # served: as of 2012, vintage 1
+    ingest.ingest(settings, tasks.open_store(settings), str(_revised(small_owid, tmp_path / "v2.csv", "Canada", 2005, 1.001)))
+    [(backfill, _)] = tasks.forecast_all(settings, RunTrigger(run_type="backfill", series="Canada:co2", as_of_year=2008), _lineup(settings))
+    # The history to 2008 lost no year: 2009-2012 are past this run's as-of year, not dropped by vintage 2.
+    assert backfill.revision is not None and backfill.revision["dropped_years"] == 0
+    assert backfill.revision["changed_years"] == 1 and not backfill.revision["material"]
+
+
+def test_a_run_on_an_older_vintage_leaves_the_scorecard_and_the_revision_check_alone(
+    settings: Settings, small_owid: Path, tmp_path: Path
+) -> None:
+    old_vintage = tasks.latest_vintage(settings)["vintage"]
+    _forecast(settings, 2010, "Canada:co2")
+    ingest.ingest(settings, tasks.open_store(settings), str(_revised(small_owid, tmp_path / "v2.csv", "Canada", 2011, 1.10)))
+    new_vintage = tasks.latest_vintage(settings)["vintage"]
+    _forecast(settings, 2012, "Canada:co2")
+    store = tasks.open_store(settings)
+    card = store.read_bytes(layout.scorecard("canada.co2"))
+    assert set(track_record.read_scorecard(store, "canada.co2")["scored_vintage"]) == {new_vintage}
+
+    trigger = RunTrigger(series="Canada:co2", as_of_year=2009, vintage=old_vintage)
+    [(pinned_run, _)] = tasks.forecast_all(settings, trigger, _lineup(settings))
+    assert pinned_run.vintage == old_vintage and pinned_run.revision is None
+    # Not re-scored against the older actuals (Canada 2011 10 % lower there).
+    assert store.read_bytes(layout.scorecard("canada.co2")) == card

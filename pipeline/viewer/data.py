@@ -245,6 +245,8 @@ def load_series(store: ObjectStore, series: PublishedSeries) -> SeriesView:
 def read_scorecard(store: ObjectStore, series_id: str) -> pd.DataFrame | None:
     """A series' scorecard (:data:`SCORECARD_COLUMNS` and whichever optional ones it has), or ``None``.
 
+    Rows of a forecast superseded by a later one for the same as-of year are left out.
+
     ``None`` too when the scorecard has no rows yet: the pipeline writes one after every publish,
     and it stays empty until a later vintage brings actuals for a published forecast's years.
 
@@ -266,6 +268,8 @@ def read_scorecard(store: ObjectStore, series_id: str) -> pd.DataFrame | None:
     missing = [c for c in SCORECARD_COLUMNS if c not in frame.columns]
     if missing:
         raise ViewerError(f"{store.uri(key)} lacks the column(s) {missing}; expected at least {SCORECARD_COLUMNS}")
+    if "superseded" in frame.columns:  # one forecast per as-of year: the one published last
+        frame = frame[~frame["superseded"].astype(bool)]
     if frame.empty:
         return None
     keep = SCORECARD_COLUMNS + [c for c in SCORECARD_OPTIONAL if c in frame.columns]
