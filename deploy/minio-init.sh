@@ -9,8 +9,12 @@ mc admin policy create local co2cast-mlflow /co2cast/deploy/minio-policy-mlflow.
 mc admin user add local "$MINIO_PIPELINE_USER" "$MINIO_PIPELINE_PASSWORD"
 mc admin user add local "$MINIO_MLFLOW_USER" "$MINIO_MLFLOW_PASSWORD"
 # Attaching a policy that is already attached is an error: check first (reruns stay green).
+# Only the PolicyName line counts (`mc admin user info` prints AccessKey, Status, PolicyName,
+# MemberOf; the policies comma-separated): a user named like its policy must not match itself.
 attach() {
-  if ! mc admin user info local "$2" | grep -q "$1"; then mc admin policy attach local "$1" --user "$2"; fi
+  if ! mc admin user info local "$2" | grep -Eq "^PolicyName: (.*,)?$1(,|\$)"; then
+    mc admin policy attach local "$1" --user "$2"
+  fi
 }
 attach co2cast-pipeline "$MINIO_PIPELINE_USER"
 attach co2cast-mlflow "$MINIO_MLFLOW_USER"

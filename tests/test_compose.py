@@ -128,6 +128,50 @@ def test_minio_root_credentials_only_in_minio_and_its_init() -> None:
         assert '"s3:*"' not in text and "arn:aws:s3:::*" not in text, f"{policy} policy is not limited to its bucket"
 
 
+FAKE_MC = """#!/bin/sh
+# mc as minio-init calls it: each call logged; `admin user info` prints mc's own format
+# (minio/mc cmd/admin-user-add.go), the user's policies from FAKE_POLICY.
+echo "$*" >> "$FAKE_MC_CALLS"
+if [ "$1 $2 $3" = "admin user info" ]; then
+  printf 'AccessKey: %s\\nStatus: enabled\\nPolicyName: %s\\nMemberOf: \\n' "$5" "$FAKE_POLICY"
+fi
+exit 0
+"""
+
+
+@pytest.mark.parametrize(
+    ("policies", "attached"),
+    [
+        ("", {"co2cast-pipeline", "co2cast-mlflow"}),  # a new user: AccessKey names it like its policy
+        ("co2cast-pipeline,co2cast-mlflow", set()),  # a rerun: both attached already
+        ("readwrite,co2cast-mlflow", {"co2cast-pipeline"}),
+        ("co2cast-pipeline-old", {"co2cast-pipeline", "co2cast-mlflow"}),  # another policy's name
+    ],
+)
+def test_minio_init_attaches_each_policy_once(tmp_path: Path, policies: str, attached: set[str]) -> None:
+    """minio-init attaches a policy exactly when the user's PolicyName line lacks it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mc").write_text(FAKE_MC)
+    (bin_dir / "mc").chmod(0o755)
+    calls = tmp_path / "calls"
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_MC_CALLS": str(calls),
+        "FAKE_POLICY": policies,
+        **{name: value for name, value in example_env().items() if name.startswith("MINIO_")},
+    }
+    assert env["MINIO_PIPELINE_USER"] == "co2cast-pipeline" and env["MINIO_MLFLOW_USER"] == "co2cast-mlflow"
+    result = subprocess.run(["sh", str(ROOT / "deploy" / "minio-init.sh")], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines()
+    assert "admin user info local co2cast-pipeline" in lines and "admin user info local co2cast-mlflow" in lines
+    made = {line.split()[4] for line in lines if line.startswith("admin policy attach ")}
+    assert made == attached, lines
+    for policy in attached:
+        assert f"admin policy attach local {policy} --user {policy}" in lines
+
+
 def test_mlflow_behind_basic_auth_and_pipeline_not_admin() -> None:
     mlflow = SERVICES["mlflow"]
     script = (ROOT / "deploy" / "mlflow-server.sh").read_text()
