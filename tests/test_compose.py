@@ -183,6 +183,17 @@ def test_mlflow_behind_basic_auth_and_pipeline_not_admin() -> None:
     assert "FabAuthManager" in pipeline_env["AIRFLOW__CORE__AUTH_MANAGER"]
 
 
+def airflow_services() -> dict[str, dict[str, Any]]:
+    return {name: service for name, service in SERVICES.items() if name.startswith("airflow-")}
+
+
+def test_dags_start_unpaused() -> None:
+    """Nothing unpauses the DAGs under compose, and a paused co2_forecast drops co2_ingest's Asset events."""
+    assert len(airflow_services()) == 6
+    for name, service in airflow_services().items():
+        assert environment(service).get("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION") == "false", name
+
+
 def test_same_variables_as_the_native_stack() -> None:
     compose_env = set(COMPOSE["x-co2cast-env"])
     assert compose_env == set(COMPOSE_ENV)
