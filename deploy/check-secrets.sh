@@ -1,6 +1,7 @@
 #!/bin/sh
 # docker-compose's first job: refuse to start while a secret is missing, still the placeholder
-# from .env.example, or too short. Every other service waits for this one to succeed.
+# from .env.example, or too short, or while the Fernet key is not one (Airflow could then
+# encrypt no connection or variable). Every other service waits for this one to succeed.
 # Usage: check-secrets.sh ENV_EXAMPLE (the secrets themselves come from the environment).
 example=${1:-/co2cast/.env.example}
 failed=0
@@ -8,12 +9,16 @@ while IFS= read -r line; do
   case "$line" in ''|'#'*) continue ;; esac
   name=${line%%=*}
   placeholder=${line#*=}
-  case "$name" in *PASSWORD*|*SECRET*) ;; *) continue ;; esac
+  case "$name" in *FERNET_KEY*) kind=fernet ;; *PASSWORD*|*SECRET*) kind=secret ;; *) continue ;; esac
   eval "value=\${$name:-}"
   if [ -z "$value" ]; then
     echo "co2cast: $name is not set: put a secret in .env" >&2; failed=1
   elif [ "$value" = "$placeholder" ]; then
     echo "co2cast: $name is still the .env.example placeholder: replace it in .env" >&2; failed=1
+  elif [ "$kind" = fernet ] && ! printf '%s' "$value" | grep -Eq '^[A-Za-z0-9_-]{43}=$'; then
+    # A Fernet key is 32 bytes in url-safe base64: 44 characters, the last one the padding.
+    echo "co2cast: $name is not a Fernet key (32 url-safe base64-encoded bytes, 44 characters ending in =): see .env.example" >&2
+    failed=1
   elif [ ${#value} -lt 16 ]; then
     echo "co2cast: $name is shorter than 16 characters: use a long random value" >&2; failed=1
   fi

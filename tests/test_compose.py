@@ -8,6 +8,7 @@ behind its basic-auth app, and the same variable names as the native stack test.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -26,7 +27,8 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 ONE_SHOT = {"check-secrets", "minio-init", "mlflow-init", "airflow-init"}
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?])?([^}]*)\}")
-SECRET = re.compile(r"PASSWORD|SECRET")
+SECRET = re.compile(r"PASSWORD|SECRET|FERNET_KEY")
+FERNET_KEY = base64.urlsafe_b64encode(bytes(range(32))).decode()  # a valid key: 44 characters
 
 
 def example_env() -> dict[str, str]:
@@ -77,12 +79,19 @@ def test_placeholder_secrets_are_refused(tmp_path: Path) -> None:
     assert placeholders.returncode != 0
     assert "POSTGRES_PASSWORD is still the .env.example placeholder" in placeholders.stderr
     real = {name: f"{name.lower()}-0123456789abcdef" for name in example_env() if SECRET.search(name)}
+    real["AIRFLOW_FERNET_KEY"] = FERNET_KEY
     good = subprocess.run(["sh", str(script), str(ROOT / ".env.example")], env={**base, **real}, capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
     short = subprocess.run(
         ["sh", str(script), str(ROOT / ".env.example")], env={**base, **real, "REDIS_PASSWORD": "short"}, capture_output=True, text=True
     )
     assert short.returncode != 0 and "REDIS_PASSWORD is shorter" in short.stderr
+    # secrets.token_urlsafe(32), the generator .env.example suggests for the others, is no Fernet
+    # key (43 characters, unpadded): Airflow could then encrypt no connection or variable.
+    for bad in ("ZDqWV0lW8o5Ssw3oFvi7EiKH7pSYd8zkpOHKD7bI1lM", "airflow_fernet_key-0123456789abcdef", FERNET_KEY[:-2] + "+="):
+        env = {**base, **real, "AIRFLOW_FERNET_KEY": bad}
+        refused = subprocess.run(["sh", str(script), example], env=env, capture_output=True, text=True)
+        assert refused.returncode != 0 and "AIRFLOW_FERNET_KEY is not a Fernet key" in refused.stderr, bad
     for name, service in SERVICES.items():
         if name != "check-secrets" and "depends_on" not in service:
             pytest.fail(f"{name} starts without waiting for anything (check-secrets first)")
@@ -187,6 +196,13 @@ def airflow_services() -> dict[str, dict[str, Any]]:
     return {name: service for name, service in SERVICES.items() if name.startswith("airflow-")}
 
 
+def test_one_fernet_key_for_every_airflow_container() -> None:
+    """Each container would otherwise write its own random key: connections made in one are unreadable in the others."""
+    for name, service in airflow_services().items():
+        assert environment(service).get("AIRFLOW__CORE__FERNET_KEY") == "${AIRFLOW_FERNET_KEY:?set AIRFLOW_FERNET_KEY in .env}", name
+    assert "AIRFLOW_FERNET_KEY" in environment(SERVICES["check-secrets"])
+
+
 def test_dags_start_unpaused() -> None:
     """Nothing unpauses the DAGs under compose, and a paused co2_forecast drops co2_ingest's Asset events."""
     assert len(airflow_services()) == 6
@@ -207,6 +223,7 @@ def test_docker_compose_config_parses(tmp_path: Path) -> None:
         shutil.copy(ROOT / path, tmp_path / path)
     shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
     env = {name: ("x" * 20 if SECRET.search(name) else value) for name, value in example_env().items()}
+    env["AIRFLOW_FERNET_KEY"] = FERNET_KEY
     (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     for profile in ([], ["--profile", "celery"]):
         result = subprocess.run(["docker-compose", *profile, "config", "-q"], cwd=tmp_path, capture_output=True, text=True)

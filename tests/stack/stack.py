@@ -12,6 +12,7 @@ The Airflow processes get the same environment variable names as docker-compose'
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
 import json
@@ -59,6 +60,7 @@ COMPOSE_ENV = (
     "AIRFLOW__CELERY__RESULT_BACKEND",
     "AIRFLOW__API__SECRET_KEY",
     "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__CORE__FERNET_KEY",
 )
 
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -344,6 +346,7 @@ class Stack:
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres_uri("airflow"),
             "AIRFLOW__API__SECRET_KEY": self.env.setdefault("secret_key", secrets.token_urlsafe(24)),
             "AIRFLOW__API_AUTH__JWT_SECRET": self.env.setdefault("jwt_secret", secrets.token_urlsafe(24)),
+            "AIRFLOW__CORE__FERNET_KEY": self.env.setdefault("fernet_key", base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()),
         }
         assert set(compose) == set(COMPOSE_ENV)
         env.update(compose)
