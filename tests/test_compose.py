@@ -203,6 +203,12 @@ def test_one_fernet_key_for_every_airflow_container() -> None:
     assert "AIRFLOW_FERNET_KEY" in environment(SERVICES["check-secrets"])
 
 
+def test_task_logs_on_a_volume() -> None:
+    for name, service in airflow_services().items():
+        assert "airflow-logs:/opt/airflow/logs" in service.get("volumes", []), name
+    assert "airflow-logs" in COMPOSE["volumes"]
+
+
 def test_dags_start_unpaused() -> None:
     """Nothing unpauses the DAGs under compose, and a paused co2_forecast drops co2_ingest's Asset events."""
     assert len(airflow_services()) == 6
