@@ -97,6 +97,61 @@ def test_placeholder_secrets_are_refused(tmp_path: Path) -> None:
             pytest.fail(f"{name} starts without waiting for anything (check-secrets first)")
 
 
+def dockerignore_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as Docker reads it: `*` and `?` stay within a path segment, `**` spans them."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        elif pattern[i] == "[":
+            end = pattern.index("]", i)
+            out, i = out + pattern[i : end + 1], end + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out)
+
+
+def docker_ignores(path: str) -> bool:
+    """Whether `build: .` leaves ``path`` (relative to the context) out: the last matching pattern decides,
+    and a pattern that matches a directory leaves out everything under it."""
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for line in (line for line in lines if line and not line.startswith("#")):
+        negate = line.startswith("!")
+        regex = dockerignore_regex(line.removeprefix("!").strip("/"))
+        if any(regex.fullmatch(prefix) for prefix in (prefixes[-1:] if negate else prefixes)):
+            ignored = not negate
+    return ignored
+
+
+def test_build_context_has_what_the_dockerfile_copies_and_no_secrets() -> None:
+    sources = []
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            args = [arg for arg in line.split()[1:] if not arg.startswith("--")]
+            sources += args[:-1]
+    assert {"requirements.txt", "pipeline", "dags", "deploy/airflow/airflow_local_settings.py"} <= set(sources)
+    for source in sources:
+        path = ROOT / source
+        files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
+        assert files, f"{source} copied by the Dockerfile does not exist"
+        for file in files:
+            relative = file.relative_to(ROOT).as_posix()
+            assert not docker_ignores(relative), f"{relative} is copied by the Dockerfile but ignored"
+    private = (".env", ".env.local", ".venv", ".venv/bin/python", ".venv-bench/lib/x.py", ".co2cast/store/curated/latest.json", ".git/HEAD")
+    for path in private:
+        assert docker_ignores(path), f"{path} is sent to the Docker daemon as build context"
+    assert docker_ignores("pipeline/__pycache__/core.cpython-311.pyc")
+
+
 def test_long_running_services_have_health_checks() -> None:
     for name, service in SERVICES.items():
         if name not in ONE_SHOT:
