@@ -159,6 +159,15 @@ def test_long_running_services_have_health_checks() -> None:
             assert service.get("restart") == "unless-stopped", f"{name} is not restarted"
 
 
+def test_postgres_healthy_only_when_the_real_server_is_up() -> None:
+    """The image's init server listens on the Unix socket only: a socket check passes against it."""
+    test = SERVICES["postgres"]["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "pg_isready"]
+    options = dict(zip(test[2::2], test[3::2], strict=True))
+    assert options == {"-h": "127.0.0.1", "-U": "postgres", "-d": "airflow"}
+    assert "CREATE DATABASE airflow" in (ROOT / "deploy" / "postgres-init.sql").read_text()
+
+
 def test_depends_on_with_conditions() -> None:
     conditions = {"service_healthy", "service_completed_successfully", "service_started"}
     for name, service in SERVICES.items():
