@@ -280,6 +280,16 @@ def test_dags_start_unpaused() -> None:
         assert environment(service).get("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION") == "false", name
 
 
+def test_mlflow_allowed_hosts_configurable() -> None:
+    """--allowed-hosts replaces MLflow's own list: published elsewhere, other Host headers must be addable."""
+    script = (ROOT / "deploy" / "mlflow-server.sh").read_text()
+    default = re.search(r'--allowed-hosts "\$\{MLFLOW_ALLOWED_HOSTS:-([^}]+)\}"', script)
+    assert default, "deploy/mlflow-server.sh does not read MLFLOW_ALLOWED_HOSTS"
+    assert environment(SERVICES["mlflow"])["MLFLOW_ALLOWED_HOSTS"] == "${MLFLOW_ALLOWED_HOSTS:-}"
+    example = (ROOT / ".env.example").read_text()
+    assert f"# MLFLOW_ALLOWED_HOSTS={default.group(1)}," in example, ".env.example's example drops the default names"
+
+
 def test_same_variables_as_the_native_stack() -> None:
     compose_env = set(COMPOSE["x-co2cast-env"])
     assert compose_env == set(COMPOSE_ENV)
