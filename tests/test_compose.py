@@ -293,8 +293,23 @@ def test_mlflow_allowed_hosts_configurable() -> None:
 def test_same_variables_as_the_native_stack() -> None:
     compose_env = set(COMPOSE["x-co2cast-env"])
     assert compose_env == set(COMPOSE_ENV)
-    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"):
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
         assert set(environment(SERVICES[name])) == compose_env, name
+    assert set(environment(SERVICES["airflow-worker"])) == compose_env | {"DUMB_INIT_SETSID"}
+
+
+def test_celery_worker_shuts_down_warm() -> None:
+    """SIGTERM to the worker alone (not its tasks), and time to finish them before SIGKILL."""
+    worker = SERVICES["airflow-worker"]
+    assert environment(worker)["DUMB_INIT_SETSID"] == "0"
+    grace = re.fullmatch(r"(\d+)m", worker["stop_grace_period"])
+    assert grace and int(grace.group(1)) >= 5, worker["stop_grace_period"]
+
+
+def test_celery_profile_selectable_in_env() -> None:
+    example = (ROOT / ".env.example").read_text().splitlines()
+    assert "# COMPOSE_PROFILES=celery" in example and "# AIRFLOW__CORE__EXECUTOR=CeleryExecutor" in example
+    assert {SERVICES[name].get("profiles", [None])[0] for name in ("redis", "airflow-worker")} == {"celery"}
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Debian package) is not installed; CI installs it")
