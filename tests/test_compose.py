@@ -280,6 +280,60 @@ def test_dags_start_unpaused() -> None:
         assert environment(service).get("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION") == "false", name
 
 
+class FakeAuthClient:
+    """MLflow's basic-auth client, answering each call as a server would."""
+
+    def __init__(self, create: str | None = None, update: str | None = None) -> None:
+        self.errors = {"create_user": create, "update_user_password": update}
+        self.calls: list[str] = []
+
+    def _call(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import ErrorCode
+
+        self.calls.append(name)
+        if code := self.errors[name]:
+            raise MlflowException(f"API request failed ({code})", error_code=ErrorCode.Value(code))
+
+    def create_user(self, username: str, password: str) -> None:
+        self._call("create_user")
+
+    def update_user_password(self, username: str, password: str) -> None:
+        self._call("update_user_password")
+
+
+@pytest.mark.parametrize(
+    ("client", "code", "said"),
+    [
+        (FakeAuthClient(), 0, "co2cast: MLflow user co2cast created"),
+        (FakeAuthClient(create="RESOURCE_ALREADY_EXISTS"), 0, "co2cast: MLflow user co2cast exists; password updated from .env"),
+        # MLFLOW_ADMIN_PASSWORD changed in .env after the first start: MLflow kept the first one.
+        (FakeAuthClient(create="UNAUTHENTICATED"), 1, "co2cast: MLflow refused the admin login 'admin' (MLFLOW_ADMIN_USER/"),
+        (FakeAuthClient(create="RESOURCE_ALREADY_EXISTS", update="PERMISSION_DENIED"), 1, "co2cast: MLflow refused the admin login"),
+        (FakeAuthClient(create="INTERNAL_ERROR"), 1, "co2cast: cannot create MLflow user co2cast: API request failed (INTERNAL_ERROR)"),
+    ],
+)
+def test_mlflow_init_says_what_to_do(
+    client: FakeAuthClient, code: int, said: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("mlflow")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mlflow_init", ROOT / "deploy" / "mlflow_init.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "get_app_client", lambda app, tracking_uri: client)
+    for name, value in environment(SERVICES["mlflow-init"]).items():
+        monkeypatch.setenv(name, re.sub(r"\$\{[A-Z_]+:[-?]([^}]*)\}", r"\1", value))
+    assert module.main() == code
+    out, err = capsys.readouterr()
+    lines = (out if code == 0 else err).splitlines()
+    assert len(lines) == 1 and lines[0].startswith(said), lines
+    if "refused the admin login" in said:
+        assert "When the stack does not start" in lines[0] and "When the stack does not start" in (ROOT / "README.md").read_text()
+
+
 def test_mlflow_allowed_hosts_configurable() -> None:
     """--allowed-hosts replaces MLflow's own list: published elsewhere, other Host headers must be addable."""
     script = (ROOT / "deploy" / "mlflow-server.sh").read_text()
