@@ -15,8 +15,9 @@ while IFS= read -r line; do
     echo "co2cast: $name is not set: put a secret in .env" >&2; failed=1
   elif [ "$value" = "$placeholder" ]; then
     echo "co2cast: $name is still the .env.example placeholder: replace it in .env" >&2; failed=1
-  elif [ "$kind" = fernet ] && ! printf '%s' "$value" | grep -Eq '^[A-Za-z0-9_-]{43}=$'; then
-    # A Fernet key is 32 bytes in url-safe base64: 44 characters, the last one the padding.
+  elif [ "$kind" = fernet ] && ! printf '%s' "$value" | grep -Eq '^[A-Za-z0-9_-]{43}=(,[A-Za-z0-9_-]{43}=)*$'; then
+    # A Fernet key is 32 bytes in url-safe base64: 44 characters, the last one the padding
+    # (while rotating, Airflow takes new,old: a comma-separated list of keys).
     echo "co2cast: $name is not a Fernet key (32 url-safe base64-encoded bytes, 44 characters ending in =): see .env.example" >&2
     failed=1
   elif [ ${#value} -lt 16 ]; then

@@ -92,6 +92,8 @@ def test_placeholder_secrets_are_refused(tmp_path: Path) -> None:
         env = {**base, **real, "AIRFLOW_FERNET_KEY": bad}
         refused = subprocess.run(["sh", str(script), example], env=env, capture_output=True, text=True)
         assert refused.returncode != 0 and "AIRFLOW_FERNET_KEY is not a Fernet key" in refused.stderr, bad
+    rotating = {**base, **real, "AIRFLOW_FERNET_KEY": f"{FERNET_KEY[::-1][1:]}=,{FERNET_KEY}"}  # new,old while rotating
+    assert subprocess.run(["sh", str(script), example], env=rotating, capture_output=True, text=True).returncode == 0
     for name, service in SERVICES.items():
         if name != "check-secrets" and "depends_on" not in service:
             pytest.fail(f"{name} starts without waiting for anything (check-secrets first)")
