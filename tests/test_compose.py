@@ -60,6 +60,12 @@ def test_images_are_pinned() -> None:
             assert tag == version, f"{name}: the co2cast image is tagged {tag}, the package is {version}"
 
 
+def test_minio_images_from_quay() -> None:
+    """Docker Hub's minio/minio and minio/mc were deleted in September 2026: a pull there fails."""
+    for name in ("minio", "minio-init"):
+        assert SERVICES[name]["image"].startswith(("quay.io/minio/minio:", "quay.io/minio/mc:")), name
+
+
 def test_every_secret_is_required() -> None:
     for name, operator, _ in all_references(COMPOSE):
         if SECRET.search(name):
