@@ -748,7 +748,7 @@ def run_raw_gates(
     previous: dict[str, Any] | None = None,
     previous_table: pd.DataFrame | None = None,
 ) -> list[GateResult]:
-    """Every gate on a release: as a whole, row by row, plausibility, and against the previous vintage.
+    """Every gate on a release: as a whole, row by row, plausibility, the World totals, and against the previous vintage.
 
     A large release is gated in chunks of whole entities, so memory stays bounded.
 
@@ -772,7 +772,9 @@ def run_raw_gates(
     tables = (
         plausibility.plausibility_table(chunk, settings.year_on_year_floor, breaks, world) for chunk in plausibility.entity_chunks(staging)
     )
-    gates.append(run_suite_chunked("emissions_plausibility", tables, plausibility_parameters(settings)))
+    gates.append(run_suite_chunked("emissions_plausibility", tables, plausibility_parameters(settings), scope="rows"))
+    world_table = plausibility.world_table(staging, settings.year_on_year_floor, breaks, world)
+    gates.append(run_suite("emissions_plausibility", world_table, plausibility_parameters(settings), scope="world"))
     if previous_table is not None:
         history = plausibility.history_table(previous_table, staging, breaks)
         parameters = {"max_lost_years": settings.max_lost_years, "max_tail_lost_years": settings.max_tail_lost_years}

@@ -1,14 +1,21 @@
 """Plausibility of a release's numbers: the tables the ``emissions_plausibility`` suite checks.
 
 A number can be well-formed and still wrong: a unit slip (Mt written as kt) multiplies a value
-by 1000, an overflow writes ``1e308``. :func:`plausibility_table` gives each value the context
-those errors break, and the GX suite ``expectations/emissions_plausibility.json`` bounds it:
+by 1000, an overflow writes ``1e308``, a lost cell is written as ``0``. :func:`plausibility_table`
+gives each value the context those errors break, and the GX suite
+``expectations/emissions_plausibility.json`` bounds it:
 
 * ``jump``: the ratio (up or down, always >= 1) to the entity's previous reported value, when
   both are positive and one is at least the materiality floor (small series start and stop);
+  from :data:`COMPLETE_SINCE` on, a value of exactly 0 after one at least the floor is an
+  infinite jump (a large series does not stop dead);
 * ``history_ratio``: the value over the largest earlier value of the same series;
 * ``world_share``: the value over the World aggregate of the same year and variable (additive
   variables only; per-capita values are not shares).
+
+:func:`world_table` checks that the World aggregate is there to compare with: from
+:data:`COMPLETE_SINCE` on, a year in which an entity reports an additive variable (at least the
+floor) has a positive World value of it.
 
 Real breaks in the record (a new fuel's statistics starting, a territory changing) are listed
 in ``expectations/allowed_breaks.json`` with the reason; the rows they cover are exempt from
@@ -33,6 +40,12 @@ CHECKS = ("jump", "history", "world", "tail")
 #: Variables that add up across countries (a country cannot exceed the World).
 ADDITIVE_EXCLUDED = ("co2_per_capita",)
 WORLD = "World"
+#: From this year on a drop to exactly 0 counts as a jump and the World aggregate must be there.
+#: Before it CDIAC's fuel series stop and restart (wartime and statistics gaps: the embedded
+#: release has 17 drops to 0 from 1 Mt or more, all fuel components, 1914-1954), and OWID gives
+#: the World total of the fuel components and population only every ten years before 1900. It
+#: is also the year from which ``emissions_raw`` refuses negative values.
+COMPLETE_SINCE = 1960
 #: Rows per chunk when a large release is gated (bounded memory; whole entities per chunk).
 CHUNK_ROWS = 250_000
 
@@ -91,6 +104,46 @@ def world_values(staging: pd.DataFrame) -> pd.DataFrame:
     return world.rename(columns={"value": "world_value"}).reset_index(drop=True)
 
 
+def world_table(
+    staging: pd.DataFrame, floor: float = 1.0, entries: list[dict[str, Any]] | None = None, world: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per (variable, year) the World aggregate must cover, with its value there.
+
+    Those are the years from :data:`COMPLETE_SINCE` on in which an entity other than World
+    reports an additive variable at least ``floor``, for the variables the release gives World
+    a value of in some year. Where World's value is missing or not positive, ``world_share``
+    cannot be computed for any entity of that year: the ``emissions_plausibility`` suite's
+    ``scope = "world"`` expectations refuse it, so a zeroed or dropped World total is not a
+    silent pass of the world check. A release without World (a few countries of one's own) is
+    not asked for it; one that drops World altogether loses its years against the previous
+    vintage (``emissions_history``).
+
+    Returns:
+        Columns ``entity`` (World), ``variable``, ``year``, ``world_value`` (``NaN`` when
+        World has none), ``reporting`` (entities at least ``floor``), ``largest`` (the largest
+        of their values) and ``allowed_world`` (World allow-listed for ``world``).
+    """
+    entries = load_allowed_breaks() if entries is None else entries
+    value = staging["value"]
+    keep = (
+        value.notna()
+        & (value >= floor)
+        & (value > 0)
+        & (staging["year"] >= COMPLETE_SINCE)
+        & (staging["entity"] != WORLD)
+        & ~staging["variable"].isin(ADDITIVE_EXCLUDED)
+    ).to_numpy(dtype=bool, na_value=False)
+    frame = staging.loc[keep, ["variable", "year", "value"]]
+    frame = frame.assign(variable=frame["variable"].astype(object))
+    table = frame.groupby(["variable", "year"])["value"].agg(reporting="size", largest="max").reset_index()
+    world = world_values(staging) if world is None else world
+    table = table[table["variable"].isin(set(world["variable"]))]
+    table = table.merge(world, on=["year", "variable"], how="left")
+    table.insert(0, "entity", WORLD)
+    table = table[["entity", "variable", "year", "world_value", "reporting", "largest"]].astype({"year": "int64", "world_value": "float64"})
+    return table.assign(allowed_world=allowed_mask(table, "world", entries) if len(table) else np.zeros(0, dtype=bool))
+
+
 def release_table(staging: pd.DataFrame) -> pd.DataFrame:
     """One row per (entity, variable) of a release: ``first_year``, ``year`` (the last), ``rows``.
 
@@ -111,7 +164,8 @@ def plausibility_table(
 
     Args:
         staging: the staging table of :mod:`pipeline.sources` (``value`` parsed).
-        floor: values below this on both sides of a year-on-year step are not compared.
+        floor: values below this on both sides of a year-on-year step are not compared; from
+            :data:`COMPLETE_SINCE` on, a 0 after a value at least this is an infinite jump.
         entries: the allow-list; :func:`load_allowed_breaks` when ``None``.
         world: :func:`world_values` of the whole release when ``staging`` is a chunk of it.
 
@@ -124,6 +178,7 @@ def plausibility_table(
     frame = frame.drop_duplicates(["entity", "variable", "year"])  # duplicates are the raw suite's to report
     frame = frame.sort_values(["entity", "variable", "year"], ignore_index=True)
     value = frame["value"].to_numpy(dtype="float64")
+    year = frame["year"].to_numpy(dtype="float64")
     groups = frame.groupby(["entity", "variable"], sort=False, observed=True)["value"]
     previous = groups.shift().to_numpy(dtype="float64")
     earlier_max = groups.cummax().groupby([frame["entity"], frame["variable"]], sort=False, observed=True).shift().to_numpy(dtype="float64")
@@ -132,6 +187,9 @@ def plausibility_table(
         positive = (value > 0) & (previous > 0)
         material = np.fmax(value, previous) >= floor
         jump = np.where(positive & material, np.maximum(value / previous, previous / value), np.nan)
+        # A material value followed by exactly 0: no finite ratio, and no real series of the
+        # complete record does it (a lost cell written as 0, or a zeroed World total).
+        jump[(value == 0) & (previous >= floor) & (year >= COMPLETE_SINCE)] = np.inf
         history_ratio = np.where(earlier_max >= floor, value / earlier_max, np.nan)
 
     world = world_values(frame) if world is None else world

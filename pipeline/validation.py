@@ -32,7 +32,7 @@ MAX_TEXT_SHOWN = 60
 #: :func:`release_memory`); the embedded OWID release (125,000 staging rows) does not.
 COLLECT_ROWS = 200_000
 #: The arguments of an expectation worth repeating in a one-line message.
-ONE_LINE_KWARGS = ("column", "column_list", "value_set", "min_value", "max_value")
+ONE_LINE_KWARGS = ("column", "column_list", "value_set", "min_value", "max_value", "strict_min")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

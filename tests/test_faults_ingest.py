@@ -191,6 +191,24 @@ BAD_RELEASES: list[tuple[str, Callable[[Path], bytes], str, tuple[str, ...]]] = 
     ("negative_population_1950", _set("Canada", "1950", "population", "-5"), "owid.csv", _negative_population("1950")),
     ("negative_population_1820", _set("Canada", "1820", "population", "-0.5"), "owid.csv", _negative_population("1820")),
     ("tab_separated", _tab_separated, "owid.csv", ("holds tabs, not commas", "comma-separated", "re-export it as CSV")),
+    (
+        "canada_co2_zero",
+        _set("Canada", "2014", "co2", "0"),
+        "owid.csv",
+        ("column=jump", "jump=inf", "entity=Canada", "year=2014", "variable=co2"),
+    ),
+    (
+        "world_co2_zero",
+        _set("World", "2014", "co2", "0"),
+        "owid.csv",
+        ("emissions_plausibility[world]", "column=world_value", "entity=World", "year=2014", "variable=co2"),
+    ),
+    (
+        "world_co2_missing",
+        _set("World", "2000", "co2", ""),
+        "owid.csv",
+        ("not_be_null(column=world_value)", "entity=World", "year=2000", "variable=co2"),
+    ),
 ]
 
 

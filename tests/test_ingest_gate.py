@@ -215,7 +215,13 @@ def test_full_owid_and_gapminder_files_pass_every_gate_against_themselves(owid_c
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", DeprecationWarning)
             gates = ingest.run_raw_gates(settings, staging, dt.date(2026, 1, 1), {"latest_year": 2014}, previous)
-        assert [g.suite for g in gates] == ["emissions_raw[release]", "emissions_raw", "emissions_plausibility", "emissions_history"]
+        assert [g.suite for g in gates] == [
+            "emissions_raw[release]",
+            "emissions_raw",
+            "emissions_plausibility",
+            "emissions_plausibility[world]",
+            "emissions_history",
+        ]
         assert all(g.success for g in gates), "\n".join(g.summary() for g in gates)
         deprecated = {str(w.message) for w in caught if issubclass(w.category, DeprecationWarning) and "GX Core" in str(w.message)}
         assert not deprecated, deprecated
@@ -246,6 +252,92 @@ def test_every_allowed_break_is_needed(owid_csv: Path, gapminder_csv: Path, tmp_
             assert covering, f"{row['entity']} {row['variable']} {row['year']} is flagged and not allow-listed"
             used.update(covering)
     assert used == set(range(len(entries))), [entries[i]["entity"] for i in set(range(len(entries))) - used]
+
+
+def _full_release(owid_csv: Path, change: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
+    """The embedded OWID release's staging table, changed on its real rows (``value`` only)."""
+    staging = sources.read_source(owid_csv.read_bytes(), owid_csv.name)
+    return staging if change is None else change(staging.copy())
+
+
+def _value(entity: str | None, variables: list[str] | None, year: int | None, how: Callable) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """A change to the staging table: ``value = how(value)`` on the rows of an entity, variables and year (all when ``None``)."""
+
+    def change(staging: pd.DataFrame) -> pd.DataFrame:
+        mask = pd.Series(True, index=staging.index)
+        if entity is not None:
+            mask &= staging["entity"] == entity
+        if variables is not None:
+            mask &= staging["variable"].isin(variables)
+        if year is not None:
+            mask &= staging["year"] == year
+        assert mask.any()
+        staging.loc[mask, "value"] = how(staging.loc[mask, "value"])
+        return staging
+
+    return change
+
+
+def _drop_row(entity: str, variable: str, year: int) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def change(staging: pd.DataFrame) -> pd.DataFrame:
+        mask = (staging["entity"] == entity) & (staging["variable"] == variable) & (staging["year"] == year)
+        assert mask.sum() == 1
+        return staging[~mask].reset_index(drop=True)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "suite", "words"),
+    [
+        # A large series set to 0 in one year: no finite year-on-year ratio, so the jump check skipped it.
+        (
+            _value("China", ["co2"], 2014, lambda v: 0.0),
+            "emissions_plausibility",
+            ("column=jump", "jump=inf", "entity=China", "year=2014", "variable=co2"),
+        ),
+        (
+            _value("Canada", ["population"], 2014, lambda v: 0.0),
+            "emissions_plausibility",
+            ("jump=inf", "entity=Canada", "variable=population"),
+        ),
+        # World's total at 0, or its row gone: every country's world_share of that year was NaN, the check off.
+        (
+            _value("World", ["co2"], 2014, lambda v: 0.0),
+            "emissions_plausibility[world]",
+            ("column=world_value, min_value=0", "entity=World", "year=2014", "variable=co2"),
+        ),
+        (
+            _drop_row("World", "coal_co2", 2000),
+            "emissions_plausibility[world]",
+            ("expect_column_values_to_not_be_null(column=world_value)", "entity=World", "year=2000", "variable=coal_co2"),
+        ),
+    ],
+    ids=["china_co2_zero", "canada_population_zero", "world_co2_zero", "world_coal_co2_missing"],
+)
+def test_a_zero_or_missing_value_of_a_large_series_is_refused_in_one_line(
+    change: Callable, suite: str, words: tuple[str, ...], owid_csv: Path, tmp_path: Path
+) -> None:
+    """On the whole embedded release: the failing suite's one line names the entity, variable and year."""
+    gates = {g.suite: g for g in ingest.run_raw_gates(_settings(tmp_path), _full_release(owid_csv, change), dt.date(2026, 1, 1))}
+    failed = [name for name, gate in gates.items() if not gate.success]
+    assert suite in failed, {name: gate.one_line() for name, gate in gates.items()}
+    line = gates[suite].one_line()
+    assert "\n" not in line and all(word in line for word in words), line
+
+
+def test_the_records_own_drops_to_zero_before_1960_pass(owid_csv: Path, tmp_path: Path) -> None:
+    """CDIAC's fuel series stop and restart before 1960 (17 drops to 0 from 1 Mt or more, 1914-1954): not jumps.
+
+    From 1960 on no series of the release drops to 0 from the floor or more, so none is exempt there.
+    """
+    settings = _settings(tmp_path)
+    table = plausibility.plausibility_table(_full_release(owid_csv), settings.year_on_year_floor, entries=[])
+    drops = table[(table["value"] == 0) & (table["previous_value"] >= settings.year_on_year_floor)]
+    assert len(drops) == 17 and drops["year"].between(1914, 1954).all(), drops
+    assert set(drops["variable"]) <= {"coal_co2", "oil_co2", "gas_co2", "cement_co2", "flaring_co2"}
+    assert drops["jump"].isna().all()
+    assert plausibility.COMPLETE_SINCE == 1960
 
 
 def test_tolerances_come_from_the_settings(small_owid: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -426,7 +518,7 @@ def test_gates_in_chunks_of_whole_entities_find_what_the_whole_table_finds(
         ]
 
     assert counts(chunked) == counts(whole)
-    assert [g.success for g in whole] == [True, False, False]
+    assert [g.success for g in whole] == [True, False, False, True]
     failed = {f["kwargs"].get("column") for g in whole for f in g.failures}
     assert {"value_text", "jump", "history_ratio", "world_share"} <= failed
 
