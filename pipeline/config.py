@@ -48,7 +48,11 @@ class Settings(BaseSettings):
         description="comma list of directories a file source may be in (the embedded data directory is always allowed)",
     )
     max_source_bytes: int = Field(default=512 * 1024 * 1024, gt=0, description="largest release read, fetched or decompressed")
-    max_year_on_year_factor: float = Field(default=100.0, gt=1, description="largest year-on-year ratio (up or down) of a material value")
+    max_year_on_year_factor: float = Field(
+        default=100.0,
+        gt=1,
+        description="largest ratio (up or down) of a material value to the year before, or of a series to the previous vintage",
+    )
     year_on_year_floor: float = Field(default=1.0, ge=0, description="values below this (Mt, t/person) are too small for the ratio check")
     max_history_factor: float = Field(default=20.0, gt=1, description="largest multiple of an entity's earlier maximum a value may reach")
     max_per_capita: float = Field(default=500.0, gt=0, description="ceiling of co2_per_capita in t/person")

@@ -628,7 +628,7 @@ def read_tidy_file(path: str | Path) -> pd.DataFrame:
 def history_table(previous: pd.DataFrame, staging: pd.DataFrame) -> pd.DataFrame:
     """One row per (entity, variable) of the previous vintage: how many of its years are gone.
 
-    See :func:`pipeline.plausibility.history_table` (years lost in all and at the end).
+    See :func:`pipeline.plausibility.history_table` (years lost in all and at the end, values moved).
     """
     return plausibility.history_table(previous, staging)
 
@@ -776,8 +776,12 @@ def run_raw_gates(
     world_table = plausibility.world_table(staging, settings.year_on_year_floor, breaks, world)
     gates.append(run_suite("emissions_plausibility", world_table, plausibility_parameters(settings), scope="world"))
     if previous_table is not None:
-        history = plausibility.history_table(previous_table, staging, breaks)
-        parameters = {"max_lost_years": settings.max_lost_years, "max_tail_lost_years": settings.max_tail_lost_years}
+        history = plausibility.history_table(previous_table, staging, breaks, settings.year_on_year_floor)
+        parameters = {
+            "max_lost_years": settings.max_lost_years,
+            "max_tail_lost_years": settings.max_tail_lost_years,
+            "max_revision_factor": settings.max_year_on_year_factor,
+        }
         gates.append(run_suite("emissions_history", history, parameters))
     return gates
 

@@ -15,11 +15,14 @@ gives each value the context those errors break, and the GX suite
 
 :func:`world_table` checks that the World aggregate is there to compare with: from
 :data:`COMPLETE_SINCE` on, a year in which an entity reports an additive variable (at least the
-floor) has a positive World value of it.
+floor) has a positive World value of it. :func:`history_table` compares a release with the
+previous curated vintage (the ``emissions_history`` suite): the years each series lost, and
+the median ratio of its values now to its values then over the years both report (a whole
+series or release in other units).
 
-Real breaks in the record (a new fuel's statistics starting, a territory changing) are listed
-in ``expectations/allowed_breaks.json`` with the reason; the rows they cover are exempt from
-the checks they name.
+Real breaks in the record (a new fuel's statistics starting, a territory changing, a series
+restated) are listed in ``expectations/allowed_breaks.json`` with the reason; the rows they
+cover are exempt from the checks they name.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import pandas as pd
 from pipeline.validation import EXPECTATIONS_DIR
 
 ALLOWED_BREAKS = EXPECTATIONS_DIR / "allowed_breaks.json"
-CHECKS = ("jump", "history", "world", "tail")
+CHECKS = ("jump", "history", "world", "tail", "revision")
 #: Variables that add up across countries (a country cannot exceed the World).
 ADDITIVE_EXCLUDED = ("co2_per_capita",)
 WORLD = "World"
@@ -211,14 +214,21 @@ def plausibility_table(
     )
 
 
-def history_table(previous: pd.DataFrame, staging: pd.DataFrame, entries: list[dict[str, Any]] | None = None) -> pd.DataFrame:
-    """One row per (entity, variable) of the previous vintage: what this release lost of it.
+def history_table(
+    previous: pd.DataFrame, staging: pd.DataFrame, entries: list[dict[str, Any]] | None = None, floor: float = 1.0
+) -> pd.DataFrame:
+    """One row per (entity, variable) of the previous vintage: what this release lost of it, and how its values moved.
 
     ``lost_years`` counts the previous years missing now; ``tail_lost_years`` those after
     the series' last year now (rows gone from the end: a file cut at a line end, an entity
     that stopped short of the newest year). ``allowed_tail`` marks allow-listed series.
+    ``revision_ratio`` is the median of value now over value then in the years both report
+    (:func:`revision_ratios`), ``revision_factor`` the same up or down (>= 1), ``compared``
+    the first and last of those years: a whole series (or release) written in other units
+    moves by 1000, a real revision by a few percent.
     """
     entries = load_allowed_breaks() if entries is None else entries
+    revisions = revision_ratios(previous, staging, entries, floor)
     prev = previous.groupby(["entity", "variable"], observed=True)["year"].agg(lambda s: set(s.astype(int)))
     current_years = staging.dropna(subset=["year"]).assign(year=lambda f: f["year"].astype(int))
     # A plain dict: looking a name up in an (empty) categorical index can overflow its codes.
@@ -241,6 +251,7 @@ def history_table(previous: pd.DataFrame, staging: pd.DataFrame, entries: list[d
                 "previous_last_year": max(years),
                 "current_last_year": last_now,
                 "tail_lost_years": len(tail),
+                **revisions.get((entity, variable), NOT_COMPARED),
             }
         )
     columns = [
@@ -254,10 +265,72 @@ def history_table(previous: pd.DataFrame, staging: pd.DataFrame, entries: list[d
         "previous_last_year",
         "current_last_year",
         "tail_lost_years",
+        "revision_ratio",
+        "revision_factor",
+        "compared",
     ]
-    table = pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns).astype({"revision_ratio": "float64", "revision_factor": "float64"})
     table["allowed_tail"] = allowed_mask(table, "tail", entries) if len(table) else np.zeros(0, dtype=bool)
     return table.drop(columns=["year"])
+
+
+#: :func:`history_table`'s revision columns for a series with no year to compare.
+NOT_COMPARED: dict[str, Any] = {"revision_ratio": np.nan, "revision_factor": np.nan, "compared": ""}
+
+
+def revision_ratios(
+    previous: pd.DataFrame, staging: pd.DataFrame, entries: list[dict[str, Any]], floor: float = 1.0
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (entity, variable) both vintages hold: the median ratio of the values now to the values then.
+
+    A year counts when both values are positive, or the value then was at least ``floor`` and
+    is 0 now (a series zeroed: ratio 0). A value filled where the previous vintage had 0 is not
+    compared: no change of units turns a 0 into a number, and OWID's release of 2020-11-27
+    filled every per-capita value its release of 2020-08-07 had written as 0. Negative values
+    (a balancing line, CDIAC's early stock changes) are not compared. Years an allow-list
+    entry exempts from ``revision`` (a documented restatement) are left out; a series with no
+    year left has no ratio.
+
+    Returns:
+        ``{(entity, variable): {"revision_ratio", "revision_factor", "compared"}}``.
+    """
+    keys = ["entity", "variable"]
+    old = previous.loc[previous["value"].notna() & previous["year"].notna(), [*keys, "year", "value"]]
+    new = staging.loc[staging["value"].notna() & staging["year"].notna(), [*keys, "year", "value"]]
+    new = new.drop_duplicates([*keys, "year"])  # duplicates are the raw suite's to report
+    # Names as codes of one category set: both tables merge on integers (a large release stays small).
+    names = {}
+    for column in keys:
+        a, b = pd.Categorical(old[column]), pd.Categorical(new[column])
+        names[column] = a.categories.union(b.categories)
+        old = old.assign(**{column: pd.Categorical(old[column], categories=names[column]).codes})
+        new = new.assign(**{column: pd.Categorical(new[column], categories=names[column]).codes})
+    old, new = old.astype({"year": "int64"}), new.astype({"year": "int64"})
+    both = old.merge(new, on=[*keys, "year"], suffixes=("_old", "_new"))
+    then, now = both["value_old"].to_numpy(dtype="float64"), both["value_new"].to_numpy(dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = now / then
+    counted = (then > 0) & ((now > 0) | ((now == 0) & (then >= floor)))
+    both = both.assign(ratio=ratio)[counted]
+    if len(both) and entries:
+        named = pd.DataFrame(
+            {
+                "entity": pd.Categorical.from_codes(both["entity"].to_numpy(), categories=names["entity"]),
+                "variable": pd.Categorical.from_codes(both["variable"].to_numpy(), categories=names["variable"]),
+                "year": both["year"].to_numpy(),
+            }
+        )
+        both = both[~allowed_mask(named, "revision", entries)]
+    summary = both.groupby(keys).agg(ratio=("ratio", "median"), first=("year", "min"), last=("year", "max"))
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for (entity, variable), ratio, first, last in zip(summary.index, summary["ratio"], summary["first"], summary["last"], strict=True):
+        factor = max(ratio, 1 / ratio) if ratio > 0 else np.inf
+        out[(names["entity"][entity], names["variable"][variable])] = {
+            "revision_ratio": float(ratio),
+            "revision_factor": float(factor),
+            "compared": f"{first}-{last}" if first != last else f"{first}",
+        }
+    return out
 
 
 def _year_ranges(years: list[int]) -> str:

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 #: Where the suites live: ``expectations/`` beside ``pipeline/`` in the checkout.
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
 #: Columns that name a row in the summaries, per suite, when present in the batch.
-ROW_ID_COLUMNS = ("series_id", "entity", "year", "variable", "value_text", "lost")
+ROW_ID_COLUMNS = ("series_id", "entity", "year", "variable", "value_text", "lost", "revision_ratio", "compared")
 MAX_ROWS_SHOWN = 10
 MAX_TEXT_SHOWN = 60
 #: Tables at least this long get a full garbage collection once validated (see

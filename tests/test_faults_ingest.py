@@ -161,6 +161,23 @@ def _huge_header_field(path: Path) -> bytes:
     return ("x" * 140_000 + "," + "".join(lines)).encode()
 
 
+def _scaled(entity: str | None, columns: list[str], factor: float) -> Callable[[Path], bytes]:
+    """Every value of the columns (of one entity, or all) times ``factor``: the same numbers in other units."""
+
+    def build(path: Path) -> bytes:
+        def change(frame: pd.DataFrame) -> None:
+            for column in columns:
+                mask = (frame[column] != "") & ((frame["country"] == entity) if entity is not None else True)
+                frame.loc[mask, column] = (frame.loc[mask, column].astype(float) * factor).map(repr)
+
+        return _rewrite(path, change)
+
+    return build
+
+
+EMISSIONS = ["co2", "coal_co2", "oil_co2", "gas_co2", "cement_co2", "flaring_co2"]
+
+
 def _negative_population(year: str) -> tuple[str, ...]:
     """What the refusal of a negative population must name: the check, entity, year and variable."""
     return ("min_value=0", "variable=population", "entity=Canada", f"year={year}", "value=-")
@@ -209,6 +226,13 @@ BAD_RELEASES: list[tuple[str, Callable[[Path], bytes], str, tuple[str, ...]]] = 
         "owid.csv",
         ("not_be_null(column=world_value)", "entity=World", "year=2000", "variable=co2"),
     ),
+    (
+        "canada_co2_in_gt",
+        _scaled("Canada", ["co2"], 0.001),
+        "owid.csv",
+        ("column=revision_factor", "entity=Canada", "variable=co2", "revision_ratio=0.001"),
+    ),
+    ("every_emission_in_gt", _scaled(None, EMISSIONS, 0.001), "owid.csv", ("column=revision_factor", "revision_ratio=0.001")),
 ]
 
 

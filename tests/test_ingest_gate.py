@@ -287,6 +287,9 @@ def _drop_row(entity: str, variable: str, year: int) -> Callable[[pd.DataFrame],
     return change
 
 
+EMISSIONS = ["co2", "coal_co2", "oil_co2", "gas_co2", "cement_co2", "flaring_co2"]
+
+
 @pytest.mark.parametrize(
     ("change", "suite", "words"),
     [
@@ -338,6 +341,83 @@ def test_the_records_own_drops_to_zero_before_1960_pass(owid_csv: Path, tmp_path
     assert set(drops["variable"]) <= {"coal_co2", "oil_co2", "gas_co2", "cement_co2", "flaring_co2"}
     assert drops["jump"].isna().all()
     assert plausibility.COMPLETE_SINCE == 1960
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (_value(None, EMISSIONS, None, lambda v: v / 1000), ("revision_ratio=0.001",)),  # the release in Gt, not Mt
+        (
+            _value("Canada", ["co2"], None, lambda v: v / 1000),
+            ("entity=Canada", "variable=co2", "revision_ratio=0.001", "compared=1785-2014"),
+        ),
+        (_value("Kenya", ["co2_per_capita"], None, lambda v: v * 1000), ("entity=Kenya", "variable=co2_per_capita", "revision_ratio=1000")),
+        # OWID's release of 2020-08-07 wrote every per-capita value as 0 (fixed in 2020-11-27's).
+        (_value(None, ["co2_per_capita"], None, lambda v: v * 0), ("variable=co2_per_capita", "revision_factor=inf", "revision_ratio=0.0")),
+    ],
+    ids=["every_emission_in_gt", "canada_co2_in_gt", "kenya_per_capita_in_kg", "every_per_capita_zero"],
+)
+def test_a_release_in_other_units_than_the_previous_vintage_is_refused(
+    change: Callable, words: tuple[str, ...], owid_csv: Path, tmp_path: Path
+) -> None:
+    """Consistent within the release, every other check passes; against the previous vintage's values it is 1000 times off (or zeroed)."""
+    previous = ingest.curated_table(_full_release(owid_csv))
+    gates = ingest.run_raw_gates(_settings(tmp_path), _full_release(owid_csv, change), dt.date(2026, 1, 1), {"latest_year": 2014}, previous)
+    assert [g.suite for g in gates if not g.success] == ["emissions_history"], [g.one_line() for g in gates]
+    line = gates[-1].one_line()
+    assert "expect_column_values_to_be_between(column=revision_factor, min_value=1" in line and "\n" not in line, line
+    assert all(word in line for word in words), line
+
+
+def test_a_restatement_on_the_allow_list_passes_the_revision_check(owid_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = [
+        *plausibility.load_allowed_breaks(),
+        {"entity": "Canada", "variables": ["co2"], "years": [1750, 2014], "checks": ["revision"], "why": "restated"},
+    ]
+    (breaks := tmp_path / "breaks.json").write_text(json.dumps({"breaks": entries}))
+    monkeypatch.setenv("CO2CAST_ALLOWED_BREAKS", str(breaks))
+    previous = ingest.curated_table(_full_release(owid_csv))
+    staging = _full_release(owid_csv, _value("Canada", ["co2"], None, lambda v: v / 1000))
+    gates = ingest.run_raw_gates(_settings(tmp_path), staging, dt.date(2026, 1, 1), {"latest_year": 2014}, previous)
+    assert all(g.success for g in gates), [g.one_line() for g in gates]
+    history = plausibility.history_table(previous, staging, entries)
+    canada = history[(history["entity"] == "Canada") & (history["variable"] == "co2")]
+    assert canada["revision_ratio"].isna().all() and (canada["compared"] == "").all()
+
+
+def test_real_revisions_between_vintages_pass(owid_csv: Path, gapminder_csv: Path, tmp_path: Path) -> None:
+    """Two real vintages of per-capita CO2: Gapminder's 2014 edition (CDIAC) and OWID's 2020 release.
+
+    Their per-series median ratios are within a few percent (at most 3.7 times: Liechtenstein),
+    far inside the factor of 100; a synthetic revision of the whole release (+3 % from 1990,
+    -2 % in the provisional year) passes every gate against the release as it was; and so does
+    the release against one with every per-capita value written as 0 (OWID's release of
+    2020-11-27 against its broken one of 2020-08-07: values filled where there were zeros).
+    """
+    settings = _settings(tmp_path)
+    owid = _full_release(owid_csv)
+    gapminder = ingest.curated_table(sources.read_source(gapminder_csv.read_bytes(), gapminder_csv.name))
+    history = plausibility.history_table(gapminder, owid, plausibility.load_allowed_breaks())
+    compared = history.dropna(subset=["revision_factor"])
+    assert len(compared) >= 170 and compared["revision_ratio"].sub(1).abs().median() < 0.01
+    assert 3 < compared["revision_factor"].max() < settings.max_year_on_year_factor
+    # The names the two sources spell differently are lost years, but no series is off in units.
+    gate = run_suite("emissions_history", history, {"max_lost_years": 3, "max_tail_lost_years": 0, "max_revision_factor": 100.0})
+    assert "revision_factor" not in {f["kwargs"].get("column") for f in gate.failures}, gate.summary()
+
+    def revise(staging: pd.DataFrame) -> pd.DataFrame:
+        staging.loc[staging["year"] >= 1990, "value"] *= 1.03
+        staging.loc[staging["year"] == 2014, "value"] *= 0.98
+        return staging
+
+    gates = ingest.run_raw_gates(
+        settings, _full_release(owid_csv, revise), dt.date(2026, 1, 1), {"latest_year": 2014}, ingest.curated_table(owid)
+    )
+    assert all(g.success for g in gates), [g.one_line() for g in gates if not g.success]
+
+    zeroed = ingest.curated_table(_full_release(owid_csv, _value(None, ["co2_per_capita"], None, lambda v: v * 0)))
+    gates = ingest.run_raw_gates(settings, owid, dt.date(2026, 1, 1), {"latest_year": 2014}, zeroed)
+    assert all(g.success for g in gates), [g.one_line() for g in gates if not g.success]
 
 
 def test_tolerances_come_from_the_settings(small_owid: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
