@@ -6,8 +6,13 @@
 * :class:`RidgeForecaster` and :class:`LassoForecaster` (scikit-learn) regress the next
   first difference on the previous ``lags`` differences, standardised, with an intercept
   (the drift), and forecast recursively; levels are the last value plus the cumulated
-  differences. Their intervals assume the one-step residuals accumulate like a random walk
-  (``σ √h``); the backtest calibration corrects them where that is wrong.
+  differences. Their intervals follow the fitted autoregression: with ``ψ`` its impulse
+  response (``ψ_0 = 1``, ``ψ_j = Σ_i φ_i ψ_{j-i}``) and ``Ψ`` the running sums of ``ψ``, the
+  level error at step ``h`` has variance ``σ² Σ_{n<h} Ψ_n²`` (one-step residuals ``σ``,
+  accumulated through the recursion and the integration back to levels). A plain ``σ √h``
+  ignores the autocorrelation: with ``φ = 0.6`` its 95 % bands held 58 % of the futures at step
+  10, and the backtest calibration, which carries its step-5 factor flat to the horizon end,
+  cannot fix a band that grows at the wrong rate.
 
 Persistence: OLS is refitted on load (deterministic, exact); the penalised regressions store
 their coefficients, and forecasts come from those numbers in both cases.
@@ -105,8 +110,18 @@ class _LaggedDifferences(Forecaster):
             z.append(nxt)
             path.append(nxt * self.scale_ + self.loc_)
         mean = float(self.y_[-1]) + np.cumsum(path)
-        sigma_h = self.sigma_ * np.sqrt(np.arange(1, h + 1, dtype=np.float64))
+        sigma_h = self.sigma_ * np.sqrt(np.cumsum(np.square(np.cumsum(self._impulse_response(h)))))
         return mean, normal_bands(mean, sigma_h, levels)
+
+    def _impulse_response(self, h: int) -> np.ndarray:
+        """``ψ_0 .. ψ_{h-1}`` of the fitted autoregression (``coef_`` is oldest lag first; scale-free)."""
+        phi = self.coef_[::-1]
+        psi = np.zeros(h)
+        psi[0] = 1.0
+        for j in range(1, h):
+            k = min(j, phi.size)
+            psi[j] = float(np.dot(phi[:k], psi[j - 1 :: -1][:k]))
+        return psi
 
     def _get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         state = {"loc": self.loc_, "scale": self.scale_, "intercept": self.intercept_, "sigma": self.sigma_}
