@@ -26,6 +26,8 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
             f"curated vintage {result['vintage']}: {result['rows']:,} rows, "
             f"{result['entities']} entities, latest year {result['latest_year']}"
         )
+        for line in result.get("renamed", []):
+            print(f"  renamed: {line}")
         print(f"  pointer: {tasks.open_store(settings).uri(layout.CURATED_LATEST)}")
     return 0
 

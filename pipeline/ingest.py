@@ -405,7 +405,8 @@ def curate_vintage(
 
     Returns:
         The pointer written: ``vintage``, ``latest_year``, ``rows``, ``entities``,
-        ``previous_vintage``, ``revisions`` (summary counts), ``key``.
+        ``previous_vintage``, ``revisions`` (summary counts), ``renamed`` (``"Czech Republic ->
+        Czechia (CZE)"`` per entity the release renamed), ``key``.
 
     Raises:
         CurateFailed: the store failed part-way (disk full, S3 unreachable). What was written
@@ -489,6 +490,7 @@ def _curate(
         "variables": sorted(tidy["variable"].unique().tolist()),
         "previous_vintage": over,
         "revisions": revision_summary["counts"],
+        "renamed": [f"{r['from']} -> {r['to']} ({r['iso_code']})" for r in revision_summary["entities_renamed"]],
         "curated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     write(layout.curated_meta(ref.vintage), _json_bytes(pointer))
@@ -505,6 +507,8 @@ def _curate(
         pointer["entities"],
         pointer["latest_year"],
     )
+    for line in pointer["renamed"]:
+        logger.info("renamed: %s", line)
     return pointer
 
 
@@ -636,9 +640,14 @@ def history_table(previous: pd.DataFrame, staging: pd.DataFrame) -> pd.DataFrame
 def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Compare two curated tables.
 
+    An entity renamed between the two (:func:`pipeline.plausibility.find_renames`: the same
+    ISO code under a new name) is compared under its new name: its changed rows are listed
+    under that name, and it is in ``entities_renamed``, not in ``entities_added`` or
+    ``entities_removed``.
+
     Returns:
         ``(changed rows, summary)``: the rows whose value changed (old, new, delta, relative
-        change) and a JSON-able summary with entities added/removed and counts.
+        change) and a JSON-able summary with entities added/removed/renamed and counts.
     """
     columns = ["entity", "variable", "year", "old", "new", "delta", "relative"]
     if previous is None:
@@ -646,11 +655,18 @@ def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tu
             "previous_vintage": None,
             "entities_added": sorted(current["entity"].unique().tolist()),
             "entities_removed": [],
+            "entities_renamed": [],
             "counts": {"changed_rows": 0, "added_rows": len(current), "removed_rows": 0},
         }
         return pd.DataFrame(columns=columns), summary
     keys = ["entity", "variable", "year"]
-    previous, current = _same_categories(previous[[*keys, "value"]], current[[*keys, "value"]], ["entity", "variable"])
+    renames = plausibility.find_renames(previous, current)
+    previous = previous[[*keys, "value"]]
+    if renames:
+        new_name = {r.old: r.new for r in renames}
+        entity = pd.Categorical(previous["entity"]).remove_unused_categories()
+        previous = previous.assign(entity=entity.rename_categories(lambda name: new_name.get(name, name)))
+    previous, current = _same_categories(previous, current[[*keys, "value"]], ["entity", "variable"])
     merged = previous[[*keys, "value"]].merge(current[[*keys, "value"]], on=keys, how="outer", suffixes=("_old", "_new"), indicator=True)
     both = merged[merged["_merge"] == "both"]
     changed = both[~np.isclose(both["value_old"], both["value_new"], rtol=1e-9, atol=1e-12)]
@@ -669,6 +685,7 @@ def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tu
     summary = {
         "entities_added": sorted(cur_entities - prev_entities),
         "entities_removed": sorted(prev_entities - cur_entities),
+        "entities_renamed": [{"from": r.old, "to": r.new, "iso_code": r.iso_code} for r in renames],
         "counts": {
             "changed_rows": len(report),
             "added_rows": int((merged["_merge"] == "right_only").sum()),

@@ -18,7 +18,8 @@ gives each value the context those errors break, and the GX suite
 floor) has a positive World value of it. :func:`history_table` compares a release with the
 previous curated vintage (the ``emissions_history`` suite): the years each series lost, and
 the median ratio of its values now to its values then over the years both report (a whole
-series or release in other units).
+series or release in other units). An entity renamed between the two (:func:`find_renames`:
+one name gone, another new, with the same ISO code) is compared under its new name.
 
 Real breaks in the record (a new fuel's statistics starting, a territory changing, a series
 restated) are listed in ``expectations/allowed_breaks.json`` with the reason; the rows they
@@ -31,7 +32,7 @@ import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,7 @@ import pandas as pd
 from pipeline.validation import EXPECTATIONS_DIR
 
 ALLOWED_BREAKS = EXPECTATIONS_DIR / "allowed_breaks.json"
-CHECKS = ("jump", "history", "world", "tail", "revision")
+CHECKS = ("jump", "history", "world", "tail", "revision", "lost")
 #: Variables that add up across countries (a country cannot exceed the World).
 ADDITIVE_EXCLUDED = ("co2_per_capita",)
 WORLD = "World"
@@ -214,54 +215,147 @@ def plausibility_table(
     )
 
 
+class Rename(NamedTuple):
+    """An entity the previous vintage named ``old`` and this release names ``new`` (same ISO code)."""
+
+    old: str
+    new: str
+    iso_code: str
+
+
+def find_renames(previous: pd.DataFrame, current: pd.DataFrame) -> list[Rename]:
+    """Entities renamed between two vintages (``entity``, ``iso_code``, ``year`` columns each).
+
+    A rename is an entity of ``previous`` missing from ``current`` while an entity new in
+    ``current`` has the same non-empty ISO code (OWID's ``iso_code``) and shares a year with
+    it: OWID's release of 2020-12-09 renamed Czech Republic (CZE) to Czechia, Macedonia (MKD)
+    to North Macedonia and Swaziland (SWZ) to Eswatini. An entity without a code (World,
+    continents, income groups: OWID's aggregates), with more than one code, or whose code is
+    shared by another gone or new entity (a split, a merger) is never matched: its years count
+    as lost, and the allow-list (``lost``) is the way to accept that.
+
+    Returns:
+        The renames, by old name.
+    """
+    if "iso_code" not in previous.columns or "iso_code" not in current.columns:
+        return []
+    before, after = _entity_names(previous), _entity_names(current)
+    gone, came = before - after, after - before
+    if not gone or not came:
+        return []
+    old_codes, new_codes = _one_code_each(previous, gone), _one_code_each(current, came)
+    by_code: dict[str, tuple[list[str], list[str]]] = {}
+    for names, side in ((old_codes, 0), (new_codes, 1)):
+        for name, code in names.items():
+            by_code.setdefault(code, ([], []))[side].append(name)
+    renames = []
+    for code, (olds, news) in by_code.items():
+        if len(olds) == 1 and len(news) == 1 and _years_of(previous, olds[0]) & _years_of(current, news[0]):
+            renames.append(Rename(olds[0], news[0], code))
+    return sorted(renames)
+
+
+def _entity_names(frame: pd.DataFrame) -> set[str]:
+    return {str(name) for name in frame["entity"].dropna().unique()}  # a categorical's unique names, not its rows as objects
+
+
+def _one_code_each(frame: pd.DataFrame, names: set[str]) -> dict[str, str]:
+    """The ISO code of each entity in ``names`` that has exactly one non-empty code."""
+    rows = frame.loc[frame["entity"].isin(names).to_numpy(dtype=bool, na_value=False), ["entity", "iso_code"]]
+    rows = rows.drop_duplicates().dropna().astype(object)  # pairs first: a large release's rows are not made objects
+    rows = rows.assign(entity=rows["entity"].astype(str), iso_code=rows["iso_code"].astype(str).str.strip())
+    rows = rows[rows["iso_code"] != ""].drop_duplicates()
+    counts = rows["entity"].value_counts()
+    return {entity: code for entity, code in zip(rows["entity"], rows["iso_code"], strict=True) if counts[entity] == 1}
+
+
+def _years_of(frame: pd.DataFrame, entity: str) -> set[int]:
+    years = frame.loc[(frame["entity"] == entity).to_numpy(dtype=bool, na_value=False), "year"].dropna()
+    return set(years.astype("int64").tolist())
+
+
+def _allowed_by_either_name(frame: pd.DataFrame, check: str, entries: list[dict[str, Any]], other_name: dict[str, str]) -> np.ndarray:
+    """:func:`allowed_mask`, where a renamed entity's rows are also matched by its other name (``other_name``)."""
+    mask = allowed_mask(frame, check, entries)
+    if other_name and len(frame):
+        entity = frame["entity"].astype(object)
+        renamed = entity.isin(other_name).to_numpy()
+        if renamed.any():
+            mask[renamed] |= allowed_mask(frame.loc[renamed].assign(entity=entity[renamed].map(other_name)), check, entries)
+    return mask
+
+
 def history_table(
-    previous: pd.DataFrame, staging: pd.DataFrame, entries: list[dict[str, Any]] | None = None, floor: float = 1.0
+    previous: pd.DataFrame,
+    staging: pd.DataFrame,
+    entries: list[dict[str, Any]] | None = None,
+    floor: float = 1.0,
+    renames: list[Rename] | None = None,
 ) -> pd.DataFrame:
     """One row per (entity, variable) of the previous vintage: what this release lost of it, and how its values moved.
 
-    ``lost_years`` counts the previous years missing now; ``tail_lost_years`` those after
-    the series' last year now (rows gone from the end: a file cut at a line end, an entity
-    that stopped short of the newest year). ``allowed_tail`` marks allow-listed series.
-    ``revision_ratio`` is the median of value now over value then in the years both report
-    (:func:`revision_ratios`), ``revision_factor`` the same up or down (>= 1), ``compared``
-    the first and last of those years: a whole series (or release) written in other units
-    moves by 1000, a real revision by a few percent.
+    ``lost_years`` counts the previous years missing now, less those an allow-list entry
+    exempts from ``lost`` (a split, a merger, a region the source dropped), which
+    ``allowed_lost_years`` counts; ``lost`` names the years counted. ``tail_lost_years``
+    counts, of those, the years after the series' last year now (rows gone from the end: a
+    file cut at a line end, an entity that stopped short of the newest year).
+    ``allowed_tail`` marks series allow-listed for ``tail``. ``revision_ratio`` is the median
+    of value now over value then in the years both report (:func:`revision_ratios`),
+    ``revision_factor`` the same up or down (>= 1), ``compared`` the first and last of those
+    years: a whole series (or release) written in other units moves by 1000, a real revision
+    by a few percent.
+
+    A renamed entity (``renames``; :func:`find_renames` when ``None``) is compared with its
+    series under the new name, which ``renamed_to`` holds (``None`` for the others); an
+    allow-list entry may name it by either name.
     """
     entries = load_allowed_breaks() if entries is None else entries
-    revisions = revision_ratios(previous, staging, entries, floor)
+    renames = find_renames(previous, staging) if renames is None else renames
+    new_name = {r.old: r.new for r in renames}
+    other_name = {**new_name, **{r.new: r.old for r in renames}}
+    revisions = revision_ratios(previous, staging, entries, floor, renames)
     prev = previous.groupby(["entity", "variable"], observed=True)["year"].agg(lambda s: set(s.astype(int)))
     current_years = staging.dropna(subset=["year"]).assign(year=lambda f: f["year"].astype(int))
     # A plain dict: looking a name up in an (empty) categorical index can overflow its codes.
     cur = dict(current_years.groupby(["entity", "variable"], observed=True)["year"].agg(set).items())
+    exempt = _lost_exemptions(entries)
     rows = []
     for (entity, variable), years in prev.items():
-        now = cur.get((entity, variable), set())
-        lost = sorted(years - now)
+        renamed_to = new_name.get(entity)
+        now = cur.get((renamed_to or entity, variable), set())
+        missing = sorted(years - now)
+        names = (entity,) if renamed_to is None else (entity, renamed_to)
+        ranges = [years for name in names for key in ((name, variable), (name, None)) for years in exempt.get(key, [])]
+        lost = [y for y in missing if not any(first <= y <= last for first, last in ranges)]
         last_now = max(now) if now else None
         tail = [y for y in lost if last_now is None or y > last_now]
         rows.append(
             {
                 "entity": entity,
+                "renamed_to": renamed_to,
                 "variable": variable,
                 "year": max(years),
                 "previous_years": len(years),
                 "current_years": len(now),
                 "lost_years": len(lost),
                 "lost": _year_ranges(lost),
+                "allowed_lost_years": len(missing) - len(lost),
                 "previous_last_year": max(years),
                 "current_last_year": last_now,
                 "tail_lost_years": len(tail),
-                **revisions.get((entity, variable), NOT_COMPARED),
+                **revisions.get((renamed_to or entity, variable), NOT_COMPARED),
             }
         )
     columns = [
         "entity",
+        "renamed_to",
         "variable",
         "year",
         "previous_years",
         "current_years",
         "lost_years",
         "lost",
+        "allowed_lost_years",
         "previous_last_year",
         "current_last_year",
         "tail_lost_years",
@@ -270,8 +364,20 @@ def history_table(
         "compared",
     ]
     table = pd.DataFrame(rows, columns=columns).astype({"revision_ratio": "float64", "revision_factor": "float64"})
-    table["allowed_tail"] = allowed_mask(table, "tail", entries) if len(table) else np.zeros(0, dtype=bool)
+    table["allowed_tail"] = _allowed_by_either_name(table, "tail", entries, other_name) if len(table) else np.zeros(0, dtype=bool)
     return table.drop(columns=["year"])
+
+
+def _lost_exemptions(entries: list[dict[str, Any]]) -> dict[tuple[str, str | None], list[tuple[int, int]]]:
+    """``{(entity, variable): [(first, last), ...]}`` of the entries exempting years from ``lost`` (variable ``None``: all)."""
+    out: dict[tuple[str, str | None], list[tuple[int, int]]] = {}
+    for entry in entries:
+        if "lost" not in entry.get("checks", CHECKS):
+            continue
+        first, last = (int(y) for y in entry["years"])
+        for variable in entry.get("variables") or [None]:
+            out.setdefault((entry["entity"], variable), []).append((first, last))
+    return out
 
 
 #: :func:`history_table`'s revision columns for a series with no year to compare.
@@ -279,7 +385,7 @@ NOT_COMPARED: dict[str, Any] = {"revision_ratio": np.nan, "revision_factor": np.
 
 
 def revision_ratios(
-    previous: pd.DataFrame, staging: pd.DataFrame, entries: list[dict[str, Any]], floor: float = 1.0
+    previous: pd.DataFrame, staging: pd.DataFrame, entries: list[dict[str, Any]], floor: float = 1.0, renames: list[Rename] | None = None
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Per (entity, variable) both vintages hold: the median ratio of the values now to the values then.
 
@@ -289,13 +395,20 @@ def revision_ratios(
     filled every per-capita value its release of 2020-08-07 had written as 0. Negative values
     (a balancing line, CDIAC's early stock changes) are not compared. Years an allow-list
     entry exempts from ``revision`` (a documented restatement) are left out; a series with no
-    year left has no ratio.
+    year left has no ratio. A renamed entity's (``renames``) previous values are compared with
+    its values under the new name, and an allow-list entry may name it by either name.
 
     Returns:
-        ``{(entity, variable): {"revision_ratio", "revision_factor", "compared"}}``.
+        ``{(entity, variable): {"revision_ratio", "revision_factor", "compared"}}``, the entity
+        named as in ``staging``.
     """
     keys = ["entity", "variable"]
     old = previous.loc[previous["value"].notna() & previous["year"].notna(), [*keys, "year", "value"]]
+    if renames:
+        # The previous vintage's names for its renamed entities become the release's (no new name is one of them).
+        entity = pd.Categorical(old["entity"]).remove_unused_categories()
+        new_name = {r.old: r.new for r in renames if r.old in entity.categories}
+        old = old.assign(entity=entity.rename_categories(lambda name: new_name.get(name, name)))
     new = staging.loc[staging["value"].notna() & staging["year"].notna(), [*keys, "year", "value"]]
     new = new.drop_duplicates([*keys, "year"])  # duplicates are the raw suite's to report
     # Names as codes of one category set: both tables merge on integers (a large release stays small).
@@ -320,7 +433,7 @@ def revision_ratios(
                 "year": both["year"].to_numpy(),
             }
         )
-        both = both[~allowed_mask(named, "revision", entries)]
+        both = both[~_allowed_by_either_name(named, "revision", entries, {r.new: r.old for r in renames or []})]
     summary = both.groupby(keys).agg(ratio=("ratio", "median"), first=("year", "min"), last=("year", "max"))
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for (entity, variable), ratio, first, last in zip(summary.index, summary["ratio"], summary["first"], summary["last"], strict=True):

@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 #: Where the suites live: ``expectations/`` beside ``pipeline/`` in the checkout.
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
 #: Columns that name a row in the summaries, per suite, when present in the batch.
-ROW_ID_COLUMNS = ("series_id", "entity", "year", "variable", "value_text", "lost", "revision_ratio", "compared")
+ROW_ID_COLUMNS = ("series_id", "entity", "renamed_to", "year", "variable", "value_text", "lost", "revision_ratio", "compared")
+#: Row columns left out of an example row where they are empty (most entities were not renamed).
+SHOWN_WHEN_SET = ("renamed_to",)
 MAX_ROWS_SHOWN = 10
 MAX_TEXT_SHOWN = 60
 #: Tables at least this long get a full garbage collection once validated (see
@@ -251,6 +253,12 @@ def _shown(value: Any) -> Any:
     return value
 
 
+def _without_empty(row: Any) -> Any:
+    if not isinstance(row, dict):
+        return row
+    return {k: v for k, v in row.items() if k not in SHOWN_WHEN_SET or not (v is None or v == "" or (isinstance(v, float) and v != v))}
+
+
 def _describe_failure(item: dict[str, Any]) -> dict[str, Any]:
     config = item["expectation_config"]
     res = item.get("result") or {}
@@ -262,6 +270,6 @@ def _describe_failure(item: dict[str, Any]) -> dict[str, Any]:
         "why": (config.get("meta") or {}).get("why", ""),
         "unexpected_count": res.get("unexpected_count"),
         "observed": _shown(res.get("observed_value")),
-        "rows": [_shown(row) for row in rows[:MAX_ROWS_SHOWN]],
+        "rows": [_shown(_without_empty(row)) for row in rows[:MAX_ROWS_SHOWN]],
         "exception": (item.get("exception_info") or {}).get("exception_message"),
     }

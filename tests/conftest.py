@@ -65,6 +65,11 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
 ROOT = Path(__file__).resolve().parents[1]
 OWID_GZ = ROOT / "pipeline" / "data" / "owid-co2-data-to-2014.csv.gz"
 GAPMINDER_GZ = ROOT / "tests" / "data" / "gapminder_co2_emissions_tonnes_per_person_1800-2014.csv.gz"
+#: OWID's releases of 2020-11-27 and 2020-12-09 cut to five entities: a real rename (tests/data/README.md).
+OWID_RENAMED_GZ = (
+    ROOT / "tests" / "data" / "owid-co2-data-2020-11-27-cut.csv.gz",
+    ROOT / "tests" / "data" / "owid-co2-data-2020-12-09-cut.csv.gz",
+)
 BIN = Path(sys.executable).parent
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -89,6 +94,13 @@ def owid_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def gapminder_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Gapminder's CO2 per person (wide layout, 1800-2014), uncompressed."""
     return _gunzip(GAPMINDER_GZ, tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def owid_renamed_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """OWID's releases of 2020-11-27 and of 2020-12-09 (which renamed Czech Republic, Macedonia, Swaziland), cut, uncompressed."""
+    into = tmp_path_factory.mktemp("data")
+    return _gunzip(OWID_RENAMED_GZ[0], into), _gunzip(OWID_RENAMED_GZ[1], into)
 
 
 def _free_port() -> int:

@@ -13,6 +13,7 @@ import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -20,7 +21,7 @@ import pytest
 from pipeline import ingest, plausibility, sources
 from pipeline.config import ConfigError, Settings
 from pipeline.store import LocalStore
-from pipeline.validation import run_suite
+from pipeline.validation import GateResult, run_suite
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -615,3 +616,163 @@ def test_curated_table_is_sorted_like_a_string_sort_and_read_back_as_strings(cur
     _, store, latest = curated_once
     table = ingest.read_curated(store, json.loads(latest)["vintage"])
     assert all(table[c].dtype == "string" for c in ("entity", "iso_code", "variable"))
+
+
+# -- entities renamed between vintages -----------------------------------------------------------
+
+RENAMED = [("Czech Republic", "Czechia", "CZE"), ("Macedonia", "North Macedonia", "MKD"), ("Swaziland", "Eswatini", "SWZ")]
+
+
+def _release_of(path: Path, change: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
+    """A release's staging table, its source rows changed first (text cells, as in the file)."""
+    if change is None:
+        return sources.read_source(path.read_bytes(), path.name)
+    return sources.read_source(_rewrite(path, "x", change), path.name)
+
+
+def _gate_against(previous_path: Path, staging: pd.DataFrame, tmp_path: Path) -> dict[str, Any]:
+    previous = ingest.curated_table(_release_of(previous_path))
+    gates = ingest.run_raw_gates(_settings(tmp_path), staging, dt.date(2021, 1, 1), {"latest_year": 2018}, previous)
+    return {g.suite: g for g in gates}
+
+
+def test_owids_real_renames_pass_and_are_reported(
+    owid_renamed_pair: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OWID's release of 2020-12-09 renamed Czech Republic, Macedonia and Swaziland: 24 series were 'lost' against 2020-11-27's.
+
+    Matched by their ISO code, each is compared with its series under the new name (every year
+    there, values equal) and the release passes; the curate step reports the renames.
+    """
+    before, after = owid_renamed_pair
+    gates = _gate_against(before, _release_of(after), tmp_path)
+    assert all(g.success for g in gates.values()), [g.one_line() for g in gates.values() if not g.success]
+    previous = ingest.curated_table(_release_of(before))
+    history = plausibility.history_table(previous, _release_of(after), plausibility.load_allowed_breaks())
+    renamed = history[history["renamed_to"].notna()]
+    assert sorted(set(zip(renamed["entity"], renamed["renamed_to"], strict=True))) == sorted((old, new) for old, new, _ in RENAMED)
+    assert len(renamed) == 24 and (renamed["lost_years"] == 0).all()
+    compared = renamed["revision_factor"].dropna()  # the series that are all 0 have no ratio
+    assert len(compared) >= 20 and (compared == 1.0).all()
+    assert (renamed["current_years"] == renamed["previous_years"]).all()
+
+    settings, store = _settings(tmp_path), LocalStore(tmp_path / "store")
+    assert ingest.ingest(settings, store, str(before))["status"] == "curated"
+    with caplog.at_level("INFO", logger="pipeline.ingest"):
+        pointer = ingest.ingest(settings, store, str(after))
+    lines = [f"{old} -> {new} ({code})" for old, new, code in RENAMED]
+    assert pointer["status"] == "curated" and pointer["renamed"] == lines
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("renamed: ")] == [f"renamed: {line}" for line in lines]
+    summary = store.read_json(f"curated/{pointer['vintage']}/revisions.json")
+    assert summary["entities_renamed"] == [{"from": old, "to": new, "iso_code": code} for old, new, code in RENAMED]
+    assert summary["entities_added"] == [] and summary["entities_removed"] == []
+    # The same values under the new names: nothing changed, added or removed.
+    assert summary["counts"] == {"changed_rows": 0, "added_rows": 0, "removed_rows": 0}
+
+
+def _scale(entity: str, column: str, factor: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        mask = (frame["country"] == entity) & (frame[column] != "")
+        frame.loc[mask, column] = (frame.loc[mask, column].astype(float) * factor).astype(str)
+        return frame
+
+    return change
+
+
+def test_a_renamed_series_whose_values_moved_beyond_the_factor_is_refused(
+    owid_renamed_pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename is no way around the revision check: Czechia's co2 in Gt is a thousandth of Czech Republic's in Mt."""
+    before, after = owid_renamed_pair
+    staging = _release_of(after, _scale("Czechia", "co2", 0.001))
+    gates = _gate_against(before, staging, tmp_path)
+    assert [name for name, gate in gates.items() if not gate.success] == ["emissions_history"], [g.one_line() for g in gates.values()]
+    line = gates["emissions_history"].one_line()
+    assert "column=revision_factor" in line and "failed for 1 row(s)" in line and "lost_years" not in line, line
+    assert "entity=Czech Republic renamed_to=Czechia variable=co2" in line and "revision_ratio=0.001" in line, line
+
+    # An allow-listed restatement may name the entity by its old name or its new one.
+    for name in ("Czech Republic", "Czechia"):
+        entry = {"entity": name, "variables": ["co2"], "years": [1959, 2018], "checks": ["revision"], "why": "restated in Gt"}
+        (breaks := tmp_path / f"breaks-{name}.json").write_text(json.dumps({"breaks": [entry]}))
+        monkeypatch.setenv("CO2CAST_ALLOWED_BREAKS", str(breaks))
+        assert all(g.success for g in _gate_against(before, staging, tmp_path).values()), name
+
+
+def _without(*entities: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    return lambda frame: frame[~frame["country"].isin(entities)]
+
+
+def _recode(entity: str, code: str, name: str | None = None) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def change(frame: pd.DataFrame) -> pd.DataFrame:
+        mask = frame["country"] == entity
+        frame.loc[mask, "iso_code"] = code
+        if name is not None:
+            frame.loc[mask, "country"] = name
+        return frame
+
+    return change
+
+
+def _split(frame: pd.DataFrame) -> pd.DataFrame:
+    """Eswatini's rows twice, under two names with its code: a split, not a rename."""
+    half = frame[frame["country"] == "Eswatini"].assign(country="Eswatini South")
+    return pd.concat([frame, half], ignore_index=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "lost"),
+    [
+        (_without("Eswatini"), "Swaziland"),  # gone, nothing new
+        (_recode("Eswatini", "SWX"), "Swaziland"),  # a new name with another code
+        (_recode("Eswatini", ""), "Swaziland"),  # a new name with no code
+        (_split, "Swaziland"),  # two new names with its code
+        (_recode("Africa", "", "African continent"), "Africa"),  # an aggregate (no code) renamed
+    ],
+    ids=["dropped", "other_code", "no_code", "split", "aggregate_renamed"],
+)
+def test_a_lost_entity_without_a_rename_still_counts_as_lost(
+    owid_renamed_pair: tuple[Path, Path], tmp_path: Path, change: Callable[[pd.DataFrame], pd.DataFrame], lost: str
+) -> None:
+    before, after = owid_renamed_pair
+    gates = _gate_against(before, _release_of(after, change), tmp_path)
+    assert [name for name, gate in gates.items() if not gate.success] == ["emissions_history"], [g.one_line() for g in gates.values()]
+    line = gates["emissions_history"].one_line()
+    assert "column=lost_years" in line and f"entity={lost} variable=" in line and "renamed_to" not in line, line
+    # The other renames are still recognised.
+    renames = plausibility.find_renames(ingest.curated_table(_release_of(before)), _release_of(after, change))
+    assert lost not in {r.old for r in renames} and {"Czech Republic", "Macedonia"} <= {r.old for r in renames}
+
+
+def test_a_rename_needs_a_year_in_common() -> None:
+    """Same code, no year in common: another entity that took the code over, not a rename."""
+    before = pd.DataFrame({"entity": ["Old"] * 2, "iso_code": ["XYZ"] * 2, "year": [1990, 1991]})
+    assert plausibility.find_renames(before, before.assign(entity="New")) == [plausibility.Rename("Old", "New", "XYZ")]
+    assert plausibility.find_renames(before, before.assign(entity="New", year=[2000, 2001])) == []
+
+
+def test_the_allow_list_exempts_a_named_loss(owid_renamed_pair: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entity the source dropped (no rename to find) passes when the allow-list names it for 'lost', in the years listed."""
+    before, after = owid_renamed_pair
+    staging = _release_of(after, _without("Eswatini"))
+
+    def gate(*entries: dict[str, Any]) -> GateResult:
+        (breaks := tmp_path / "breaks.json").write_text(json.dumps({"breaks": list(entries)}))
+        monkeypatch.setenv("CO2CAST_ALLOWED_BREAKS", str(breaks))
+        return _gate_against(before, staging, tmp_path)["emissions_history"]
+
+    why = "dropped by the source"
+    assert gate({"entity": "Swaziland", "years": [1950, 2018], "checks": ["lost"], "why": why}).success
+    # An entity with its variables: the others are still lost.
+    only_co2 = gate({"entity": "Swaziland", "variables": ["co2"], "years": [1950, 2018], "checks": ["lost"], "why": why})
+    assert not only_co2.success and "entity=Swaziland variable=" in only_co2.one_line() and "variable=co2 " not in only_co2.one_line()
+    # The years outside the entry still count, at the end too.
+    part = gate({"entity": "Swaziland", "years": [1950, 2000], "checks": ["lost"], "why": why})
+    assert not part.success and "lost=2001-2018" in part.one_line(), part.one_line()
+    # Another check does not exempt lost years.
+    assert not gate({"entity": "Swaziland", "years": [1950, 2018], "checks": ["revision"], "why": why}).success
+
+    entries = [{"entity": "Swaziland", "variables": ["co2"], "years": [1950, 2000], "checks": ["lost"], "why": why}]
+    history = plausibility.history_table(ingest.curated_table(_release_of(before)), staging, entries)
+    row = history[(history["entity"] == "Swaziland") & (history["variable"] == "co2")].iloc[0]
+    assert (row["lost_years"], row["allowed_lost_years"], row["tail_lost_years"], row["lost"]) == (18, 49, 18, "2001-2018")
