@@ -492,7 +492,7 @@ class NeuralForecaster(Forecaster):
     beyond, it grows like ``sqrt(j)`` (random-walk accumulation) from the last estimated one.
     In-sample errors of a model stopped early on a validation tail are close to out-of-sample ones; the tests check that
     coverage on simulated random walks is near nominal. On the 20-60 points the zoo fits them on
-    the bands cover less (a 95 % band about 0.7-0.85 of random-walk futures at 20 points): what is
+    the bands cover less (a 95 % band held 0.66-0.82 of random-walk futures at 20 points, steps 1-10): what is
     published is calibrated on the backtest (:class:`~pipeline.models.calibrated.CalibratedForecaster`).
 
     On short series the validation tail (2-7 windows) often prefers the untrained network: a
