@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -776,3 +777,29 @@ def test_the_allow_list_exempts_a_named_loss(owid_renamed_pair: tuple[Path, Path
     history = plausibility.history_table(ingest.curated_table(_release_of(before)), staging, entries)
     row = history[(history["entity"] == "Swaziland") & (history["variable"] == "co2")].iloc[0]
     assert (row["lost_years"], row["allowed_lost_years"], row["tail_lost_years"], row["lost"]) == (18, 49, 18, "2001-2018")
+
+
+def test_lost_years_on_integer_keys_equal_a_set_per_series() -> None:
+    """The history table's year bookkeeping against sets of years per series, written out here."""
+    rng = np.random.default_rng(12)
+    rows = [(e, v, y) for e in ("A", "B", "Old", "Gone") for v in ("co2", "oil_co2") for y in range(1950, 1990) if rng.random() < 0.8]
+    previous = pd.DataFrame(rows, columns=["entity", "variable", "year"]).assign(value=1.0, iso_code="X")
+    keep = rng.random(len(rows)) < 0.85  # each year kept or lost at random
+    current = previous[keep & (previous["entity"] != "Gone")].copy()
+    current["entity"] = current["entity"].replace({"Old": "New"})  # renamed
+    no_year = pd.DataFrame({"entity": ["A"], "variable": ["co2"], "year": [None]})
+    current = pd.concat([current, current.head(3), no_year])  # duplicated rows, a row without a year
+    current["year"] = current["year"].astype("float64")
+    renames = [plausibility.Rename("Old", "New", "X")]
+    table = plausibility.history_table(previous, current, [], renames=renames).set_index(["entity", "variable"])
+    now_names = current.dropna(subset=["year"]).assign(year=lambda f: f["year"].astype(int))
+    for (entity, variable), group in previous.groupby(["entity", "variable"]):
+        then = set(group["year"])
+        name = "New" if entity == "Old" else entity
+        now = set(now_names.loc[(now_names["entity"] == name) & (now_names["variable"] == variable), "year"])
+        row = table.loc[(entity, variable)]
+        lost = sorted(then - now)
+        assert (row["previous_years"], row["current_years"], row["lost_years"]) == (len(then), len(now), len(lost)), (entity, variable)
+        assert row["tail_lost_years"] == len([y for y in lost if not now or y > max(now)])
+        assert row["current_last_year"] == (max(now) if now else None) or (not now and pd.isna(row["current_last_year"]))
+    assert len(table) == previous.groupby(["entity", "variable"]).ngroups
