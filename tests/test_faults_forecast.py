@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import ingest, tasks, tracking
+from pipeline import ingest, plausibility, tasks, tracking
 from pipeline.candidates import NewestFamilyChampion
 from pipeline.config import Settings
 from pipeline.core import ForecastSpec
@@ -544,10 +544,13 @@ def test_an_unexpected_failure_on_one_series_does_not_stop_the_others(settings: 
     assert lines == ["[1/2] world.co2: training and publishing (as of 2014)"]  # stopped at the first
 
 
-def test_a_release_that_shrinks_a_published_history_to_1e_300_is_refused_and_changes_nothing(settings: Settings, small_owid: Path) -> None:
-    """Every year of Canada's CO2 per capita divided by 1e300 passes the raw gate (no emissions
-    floor but zero); the run as of 2014 refuses the series in one line, and the 2013 forecast
-    stays served (it used to fail with "ValueError: cannot convert float NaN to integer")."""
+def test_a_release_that_shrinks_a_published_history_to_1e_300_is_refused_and_changes_nothing(
+    settings: Settings, small_owid: Path, tmp_path: Path
+) -> None:
+    """Every year of Canada's CO2 per capita divided by 1e300: the ingest's comparison with the
+    previous vintage refuses it. Allow-listed as a restatement it passes the raw gates (no
+    emissions floor but zero), and the run as of 2014 refuses the series in one line, the 2013
+    forecast staying served (it used to fail with "ValueError: cannot convert float NaN to integer")."""
     before = _state(settings)
     lines = small_owid.read_text().splitlines()
     header = lines[0].split(",")
@@ -560,7 +563,11 @@ def test_a_release_that_shrinks_a_published_history_to_1e_300_is_refused_and_cha
         shrunk.append(",".join(cells))
     release = small_owid.with_name("owid-shrunk.csv")
     release.write_text("\n".join(shrunk) + "\n")
-    ingest.ingest(settings, tasks.open_store(settings), str(release))
+    with pytest.raises(ingest.ValidationFailed, match=r"revision_factor=\S+ entity=Canada variable=co2_per_capita"):
+        ingest.ingest(settings, tasks.open_store(settings), str(release))
+    restated = {"entity": "Canada", "variables": ["co2_per_capita"], "years": [1750, 2014], "checks": ["revision"], "why": "test"}
+    (breaks := tmp_path / "breaks.json").write_text(json.dumps({"breaks": [*plausibility.load_allowed_breaks(), restated]}))
+    ingest.ingest(settings.model_copy(update={"allowed_breaks": breaks}), tasks.open_store(settings), str(release))
 
     progress: list[str] = []
     trigger = RunTrigger(run_type="cli", series=SERIES, as_of_year=2014)
