@@ -1,7 +1,9 @@
 #!/bin/sh
 # docker-compose's first job: refuse to start while a secret is missing, still the placeholder
 # from .env.example, or too short, or while the Fernet key is not one (Airflow could then
-# encrypt no connection or variable). Every other service waits for this one to succeed.
+# encrypt no connection or variable). The JWT secret signs Airflow's API tokens with HS512,
+# whose key should be at least as long as its 64-byte digest (RFC 7518, section 3.2).
+# Every other service waits for this one to succeed.
 # Usage: check-secrets.sh ENV_EXAMPLE (the secrets themselves come from the environment).
 example=${1:-/co2cast/.env.example}
 failed=0
@@ -9,7 +11,7 @@ while IFS= read -r line; do
   case "$line" in ''|'#'*) continue ;; esac
   name=${line%%=*}
   placeholder=${line#*=}
-  case "$name" in *FERNET_KEY*) kind=fernet ;; *PASSWORD*|*SECRET*) kind=secret ;; *) continue ;; esac
+  case "$name" in *FERNET_KEY*) kind=fernet ;; *JWT_SECRET*) kind=jwt ;; *PASSWORD*|*SECRET*) kind=secret ;; *) continue ;; esac
   eval "value=\${$name:-}"
   if [ -z "$value" ]; then
     echo "co2cast: $name is not set: put a secret in .env" >&2; failed=1
@@ -19,6 +21,9 @@ while IFS= read -r line; do
     # A Fernet key is 32 bytes in url-safe base64: 44 characters, the last one the padding
     # (while rotating, Airflow takes new,old: a comma-separated list of keys).
     echo "co2cast: $name is not a Fernet key (32 url-safe base64-encoded bytes, 44 characters ending in =): see .env.example" >&2
+    failed=1
+  elif [ "$kind" = jwt ] && [ ${#value} -lt 64 ]; then
+    echo "co2cast: $name is shorter than 64 characters, the least HS512 wants (Airflow signs its API tokens with it): see .env.example" >&2
     failed=1
   elif [ ${#value} -lt 16 ]; then
     echo "co2cast: $name is shorter than 16 characters: use a long random value" >&2; failed=1

@@ -86,12 +86,17 @@ def test_placeholder_secrets_are_refused(tmp_path: Path) -> None:
     assert "POSTGRES_PASSWORD is still the .env.example placeholder" in placeholders.stderr
     real = {name: f"{name.lower()}-0123456789abcdef" for name in example_env() if SECRET.search(name)}
     real["AIRFLOW_FERNET_KEY"] = FERNET_KEY
+    real["AIRFLOW_JWT_SECRET"] = "j" * 64
     good = subprocess.run(["sh", str(script), str(ROOT / ".env.example")], env={**base, **real}, capture_output=True, text=True)
     assert good.returncode == 0, good.stderr
     short = subprocess.run(
         ["sh", str(script), str(ROOT / ".env.example")], env={**base, **real, "REDIS_PASSWORD": "short"}, capture_output=True, text=True
     )
     assert short.returncode != 0 and "REDIS_PASSWORD is shorter" in short.stderr
+    # Airflow signs its API tokens with HS512: PyJWT warns below a 64-byte key.
+    jwt = {**base, **real, "AIRFLOW_JWT_SECRET": "j" * 63}
+    refused = subprocess.run(["sh", str(script), example], env=jwt, capture_output=True, text=True)
+    assert refused.returncode != 0 and "AIRFLOW_JWT_SECRET is shorter than 64 characters" in refused.stderr
     # secrets.token_urlsafe(32), the generator .env.example suggests for the others, is no Fernet
     # key (43 characters, unpadded): Airflow could then encrypt no connection or variable.
     for bad in ("ZDqWV0lW8o5Ssw3oFvi7EiKH7pSYd8zkpOHKD7bI1lM", "airflow_fernet_key-0123456789abcdef", FERNET_KEY[:-2] + "+="):

@@ -345,7 +345,7 @@ class Stack:
             "AIRFLOW__CELERY__BROKER_URL": f"redis://:{self.redis_password}@127.0.0.1:{self.ports['redis']}/0",
             "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres_uri("airflow"),
             "AIRFLOW__API__SECRET_KEY": self.env.setdefault("secret_key", secrets.token_urlsafe(24)),
-            "AIRFLOW__API_AUTH__JWT_SECRET": self.env.setdefault("jwt_secret", secrets.token_urlsafe(24)),
+            "AIRFLOW__API_AUTH__JWT_SECRET": self.env.setdefault("jwt_secret", secrets.token_urlsafe(48)),
             "AIRFLOW__CORE__FERNET_KEY": self.env.setdefault("fernet_key", base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()),
         }
         assert set(compose) == set(COMPOSE_ENV)
