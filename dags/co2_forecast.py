@@ -32,7 +32,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from pipeline.config import max_active_series
+from pipeline.config import max_active_series, task_timeout
 
 # Assets are identified by name: this is the Asset that co2_ingest's curate_vintage updates.
 CURATED = Asset("co2_emissions_curated")
@@ -47,7 +47,7 @@ CURATED = Asset("co2_emissions_curated")
     start_date=pendulum.datetime(2000, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "execution_timeout": task_timeout()},
     params={
         "as_of_year": Param(None, type=["null", "integer"], description="last year of data to use"),
         "series": Param(None, type=["null", "string"], description="default | all | Entity:variable,…"),

@@ -20,6 +20,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from pipeline.config import task_timeout
+
 CURATED = Asset("co2_emissions_curated")
 
 
@@ -29,7 +31,7 @@ CURATED = Asset("co2_emissions_curated")
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=5), "execution_timeout": task_timeout()},
     params={"source": Param(None, type=["null", "string"], description="path or URL of the release; default CO2CAST_SOURCE")},
     doc_md=__doc__,
     tags=["co2cast", "ingest"],

@@ -6,9 +6,11 @@ and Airflow home, all under ``CO2CAST_HOME``.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field, ValidationError
@@ -72,6 +74,9 @@ class Settings(BaseSettings):
     max_active_series: int = Field(
         default=2, ge=1, description="forecast_series tasks (one per series) running at once; read when Airflow parses the DAG"
     )
+    task_timeout_minutes: float = Field(
+        default=30.0, gt=0, description="minutes an Airflow task may run before Airflow stops it (and retries); read when the DAG is parsed"
+    )
 
     @property
     def resolved_store_uri(self) -> str:
@@ -85,10 +90,10 @@ class Settings(BaseSettings):
 
 
 def max_active_series(environ: Mapping[str, str] = os.environ) -> int:
-    """``CO2CAST_MAX_ACTIVE_SERIES``: the one setting Airflow needs when it parses ``co2_forecast``.
+    """``CO2CAST_MAX_ACTIVE_SERIES``: read when Airflow parses ``co2_forecast``.
 
-    Read alone, so that another invalid setting fails the run's first task with its own message
-    instead of the DAG's import.
+    Read alone (as :func:`task_timeout`), so that another invalid setting fails the run's first
+    task with its own message instead of the DAG's import.
 
     Raises:
         ValueError: not a whole number of at least 1 (the DAG's import error names the variable).
@@ -99,6 +104,29 @@ def max_active_series(environ: Mapping[str, str] = os.environ) -> int:
     if not raw.strip().isdigit() or int(raw) < 1:
         raise ValueError(f"CO2CAST_MAX_ACTIVE_SERIES={raw!r}: set a whole number of series at least 1, e.g. 2 (one per core)")
     return int(raw)
+
+
+def task_timeout(environ: Mapping[str, str] = os.environ) -> timedelta:
+    """``CO2CAST_TASK_TIMEOUT_MINUTES``: each task's ``execution_timeout``, read when Airflow parses the DAGs.
+
+    A hung task (a stalled S3 or MLflow connection) is stopped by Airflow and retried, instead of
+    holding its series' slot for good. The default, 30 minutes, is some 20 times the longest
+    task measured (ingesting a 200 MB release) and half ``CO2CAST_LOCK_STALE_SECONDS``, so a
+    stopped task has released its run key's lock long before another would break it as stale.
+
+    Raises:
+        ValueError: not a number of minutes above 0 (the DAG's import error names the variable).
+    """
+    raw = environ.get("CO2CAST_TASK_TIMEOUT_MINUTES")
+    if raw is None:
+        return timedelta(minutes=float(Settings.model_fields["task_timeout_minutes"].default))
+    try:
+        minutes = float(raw)
+    except ValueError:
+        minutes = math.nan
+    if not math.isfinite(minutes) or minutes <= 0:
+        raise ValueError(f"CO2CAST_TASK_TIMEOUT_MINUTES={raw!r}: set a number of minutes above 0, e.g. 30")
+    return timedelta(minutes=minutes)
 
 
 class ConfigError(SetupError, ValueError):

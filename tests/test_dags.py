@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -122,13 +123,42 @@ def test_max_active_series_refuses_what_is_not_a_count(raw: str) -> None:
     assert max_active_series({"CO2CAST_MAX_ACTIVE_SERIES": " 3 "}) == 3
 
 
+def test_every_task_has_the_execution_timeout_of_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hung task (a stalled S3 or MLflow connection) is stopped by Airflow and retried, not left holding its slot."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.delenv("CO2CAST_TASK_TIMEOUT_MINUTES", raising=False)
+    dags = DagBag(dag_folder=str(ROOT / "dags")).dags
+    assert {"co2_ingest", "co2_forecast"} <= set(dags)
+    for dag in (dags["co2_ingest"], dags["co2_forecast"]):
+        for task in dag.tasks:
+            assert task.execution_timeout == timedelta(minutes=30), (dag.dag_id, task.task_id)
+
+    monkeypatch.setenv("CO2CAST_TASK_TIMEOUT_MINUTES", "7.5")
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "co2_ingest.py")).dags["co2_ingest"]
+    assert {task.execution_timeout for task in dag.tasks} == {timedelta(minutes=7.5)}
+
+    monkeypatch.setenv("CO2CAST_TASK_TIMEOUT_MINUTES", "half an hour")
+    errors = DagBag(dag_folder=str(ROOT / "dags" / "co2_forecast.py")).import_errors
+    assert len(errors) == 1 and "CO2CAST_TASK_TIMEOUT_MINUTES='half an hour'" in next(iter(errors.values()))
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "nan", "inf", "", "30m"])
+def test_task_timeout_refuses_what_is_not_a_number_of_minutes(raw: str) -> None:
+    from pipeline.config import task_timeout
+
+    with pytest.raises(ValueError, match="CO2CAST_TASK_TIMEOUT_MINUTES"):
+        task_timeout({"CO2CAST_TASK_TIMEOUT_MINUTES": raw})
+    assert task_timeout({"CO2CAST_TASK_TIMEOUT_MINUTES": " 45 "}) == timedelta(minutes=45)
+
+
 def _task_bodies(path: Path) -> dict[str, list]:
     import ast
 
     tree = ast.parse(path.read_text())
     bodies = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and any("task" in ast.unparse(d) for d in node.decorator_list):
+        if isinstance(node, ast.FunctionDef) and any(ast.unparse(d).startswith("task") for d in node.decorator_list):
             bodies[node.name] = [s for s in node.body if not isinstance(s, (ast.Import, ast.ImportFrom, ast.Expr))]
     return bodies
 
