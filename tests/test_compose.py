@@ -60,6 +60,32 @@ def test_images_are_pinned() -> None:
             assert tag == version, f"{name}: the co2cast image is tagged {tag}, the package is {version}"
 
 
+def requirement_lines(path: Path) -> list[str]:
+    """The requirements of a file and of the files it includes with ``-r``, comments dropped."""
+    out = []
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            out += requirement_lines(path.parent / line[3:].strip())
+        elif line:
+            out.append(line)
+    return out
+
+
+def test_the_image_installs_pinned_versions_only() -> None:
+    """A rebuild of the co2cast image installs the same set: what the Dockerfile installs names its version."""
+    installs = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if "pip install" in line]
+    assert installs, "the Dockerfile installs nothing with pip"
+    for line in installs:
+        words = line.split("pip install", 1)[1].split()
+        named = [w for w in words if not w.startswith("-") and not w.startswith("/opt/co2cast")]
+        assert not named, f"the Dockerfile installs {named} outside a requirements file"
+    image = requirement_lines(ROOT / "requirements-image.txt")
+    assert "apache-airflow-providers-fab==3.10.2" in image
+    unpinned = [line for line in image if not re.fullmatch(r"[A-Za-z0-9_.\-]+(\[[a-z,_-]+\])?==[0-9][^ ;]*( *;.*)?", line)]
+    assert not unpinned, f"not pinned: {unpinned}"
+
+
 def test_minio_images_from_quay() -> None:
     """Docker Hub's minio/minio and minio/mc were deleted in September 2026: a pull there fails."""
     for name in ("minio", "minio-init"):
