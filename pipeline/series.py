@@ -456,6 +456,8 @@ def resolve_series(
                 raise SeriesError(f"no series {_quoted(item)}{hint}")
         else:
             pair = by_id.get(item.lower())
+            if pair is None and item.lower() in SPEC_WORDS:
+                raise SeriesError(f"{_quoted(item)} stands alone: give it as the whole series spec, not in a list ({_quoted(spec)})")
             if pair is None:
                 hint = _suggest(item.lower(), [*SPEC_WORDS, *by_id]) or f"; {SPEC_FORMS}"
                 raise SeriesError(f"no series with id {_quoted(item)}{hint}")

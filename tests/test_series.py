@@ -208,6 +208,11 @@ def test_a_series_spec_that_names_nothing_says_what_a_spec_may_be(tidy: pd.DataF
         SeriesError, match=r"^no series 'Xyzzy:qq'; name an entity as the release writes it and one of co2, co2_per_capita$"
     ):
         resolve_series(tidy, "Xyzzy:qq")
+    # The words inside a list: it said "no series with id 'default'; did you mean 'default'?".
+    with pytest.raises(SeriesError, match=r"^'default' stands alone: give it as the whole series spec, not in a list \('default,all'\)$"):
+        resolve_series(tidy, "default,all")
+    with pytest.raises(SeriesError, match=r"^'ALL' stands alone"):
+        resolve_series(tidy, "World:co2, ALL")
 
 
 def test_study_series_from_owid() -> None:
