@@ -653,12 +653,14 @@ def _csv_chunks(data: bytes, file_name: str, rows: int = CSV_CHUNK_ROWS) -> Iter
         if "\r" in last:
             raise PermanentSourceError(_bare_cr(file_name))
         fields = _csv_line(last, file_name, "its last line")
-        # A last line that stops right after a separator, with no line end, was cut there too
-        # (a complete row ends with its line end).
-        if len(fields) < len(header) or last.endswith(","):
+        # A last line that stops right after a separator, or inside a number ("0." of "0.78", "1e"
+        # of "1e-05"), with no line end, was cut there too. A cut between two digits ("0.7" of
+        # "0.78") cannot be told from a release written without a final line end (Gapminder's).
+        cut = "after a separator" if last.endswith(",") else "inside a number" if _cut_number(fields[-1]) else None
+        if len(fields) < len(header) or cut:
             raise PermanentSourceError(
                 f"{file_name} looks truncated: its last line has {len(fields)} of {len(header)} fields"
-                f"{', stops after a separator' if len(fields) >= len(header) else ''} and has no line end. Fetch the release again."
+                f"{f', stops {cut}' if cut and len(fields) >= len(header) else ''} and has no line end. Fetch the release again."
             )
     try:
         reader = pd.read_csv(
@@ -683,6 +685,11 @@ def _csv_chunks(data: bytes, file_name: str, rows: int = CSV_CHUNK_ROWS) -> Iter
                 yield empty
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
         raise PermanentSourceError(f"{file_name} is not a readable CSV table: {clean(error, 120)}") from error
+
+
+def _cut_number(field: str) -> bool:
+    """Whether a field is a number cut short: digits, then a trailing ``.``, exponent or sign (``0.``, ``1e``, ``2e-``)."""
+    return re.fullmatch(r"[+-]?(\d+\.|\d*\.?\d+[eE][+-]?)", field.strip()) is not None
 
 
 def _csv_header(body: bytes, file_name: str) -> list[str]:

@@ -444,6 +444,37 @@ def test_unreadable_sources_raise_clear_errors(name: str, data: bytes, message: 
     assert "\n" not in str(raised.value) and len(str(raised.value)) < 400
 
 
+@pytest.mark.parametrize("last", [b"0.", b"7.1e"])
+def test_a_wide_file_cut_inside_its_last_number_is_refused(gapminder_csv: Path, last: bytes) -> None:
+    """Gapminder's file has no final line end, so its last line is whole however short: "0.78" cut to "0." was read as 0."""
+    data = gapminder_csv.read_bytes()
+    assert not data.endswith(b"\n") and data.endswith(b",0.776,0.78")  # the release as Gapminder writes it
+    sources.read_source(data, "co2.csv")  # read whole
+    cut = data.removesuffix(b"0.78") + last  # "0.78" cut after its point; "7.1e-05" cut in its exponent
+    with pytest.raises(sources.PermanentSourceError, match=r"co2\.csv looks truncated: its last line has .* stops inside a number"):
+        sources.read_source(cut, "co2.csv")
+
+
+@pytest.mark.parametrize(
+    ("field", "cut"),
+    [
+        ("0.", True),
+        ("12.", True),
+        ("1e", True),
+        ("2.5E-", True),
+        ("-3.", True),
+        ("0.7", False),
+        ("12", False),
+        ("1e-5", False),
+        ("", False),
+        ("Canada", False),
+        ("1.e5", False),
+    ],
+)
+def test_cut_number(field: str, cut: bool) -> None:
+    assert sources._cut_number(field) is cut
+
+
 def test_accepted_variants_give_the_same_table(small_owid: Path) -> None:
     data = small_owid.read_bytes()
     expected = sources.read_source(data, "a.csv")
