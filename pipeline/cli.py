@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from pipeline import layout
@@ -69,7 +70,12 @@ def mlflow_ui_hint(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"{redact_url(tracking_uri)}   (the tracking server's own UI)"
     shown = redact_url(tracking_uri) if "@" in tracking_uri else tracking_uri  # postgresql://user:password@host/db
-    return f".venv/bin/mlflow ui --backend-store-uri {shown}   (or: make mlflow-ui)"
+    return f"{_bin('mlflow')} ui --backend-store-uri {shown}   (or: make mlflow-ui)"
+
+
+def _bin(command: str) -> str:
+    """A command of the environment co2cast runs in, by its full path: the summary's hints work from any directory."""
+    return str(Path(sys.executable).parent / command)
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
@@ -147,7 +153,7 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
     readable = [sid for sid, manifest, _, _ in published if manifest is not None]
     if readable:
         example = "canada.co2_per_capita" if "canada.co2_per_capita" in readable else readable[0]
-        print(f"a forecast:    .venv/bin/co2cast show {example}")
+        print(f"a forecast:    {_bin('co2cast')} show {example}")
     return 0
 
 
@@ -238,7 +244,10 @@ def _scorecard(args: argparse.Namespace, settings: Settings) -> int:
         if unknown:
             print(f"no scorecard for {args.series_id}: it has no published forecast; {unknown}")
         else:
-            print(f"no scorecard for {args.series_id} yet: it is written when a run finds actuals for years an earlier forecast covered")
+            print(
+                f"nothing scored for {args.series_id} yet: a published forecast is scored when a later run finds actuals "
+                "for the years it covered"
+            )
         return 1
     print(
         f"{args.series_id}: {len(card)} scored years from {card.groupby(['as_of_year', 'vintage', 'model_version']).ngroups} "

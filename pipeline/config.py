@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     max_tail_lost_years: int = Field(default=0, ge=0, description="newest years an entity may lose against the previous vintage")
     lock_stale_seconds: float = Field(default=3600.0, gt=0, description="age after which a run key's lock counts as abandoned")
     revision_threshold: float = Field(
-        default=0.02, ge=0, description="relative change of a series' history between vintages that is material (reported, retrained)"
+        default=0.02,
+        ge=0,
+        description="relative change of a series' history between vintages that is material (warned about; any change retrains)",
     )
     include_aggregates: bool = Field(
         default=True, description="whether the 'all' series set includes aggregates (World, continents, income groups)"

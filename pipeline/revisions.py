@@ -34,7 +34,7 @@ class Revision:
         max_relative_change: ``max_change`` over the mean absolute level of the compared years.
         year_of_max_change: where it happened (``None`` when nothing changed).
         threshold: the relative change above which the revision is material.
-        material: whether the forecast run must say so (and retrain).
+        material: whether the forecast run warns about it (any revision retrains: the run key covers the history).
     """
 
     compared_years: int
@@ -63,7 +63,7 @@ class Revision:
             text = f"history revised: none of {self.compared_years} years changed"
         if self.dropped_years:
             text += f"; {self.dropped_years} years dropped"
-        return text + (" (material: retrained)" if self.material else "")
+        return text + (" (material)" if self.material else "")
 
 
 def compare_histories(previous: pd.Series, current: pd.Series, threshold: float = DEFAULT_THRESHOLD) -> Revision:

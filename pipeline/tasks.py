@@ -1136,7 +1136,7 @@ def run_summary(settings: Settings, plan: RunPlan | dict[str, Any], progress: Ca
         )
         revision = (manifest.model_extra or {}).get("revision")
         if revision and revision.get("material"):
-            text += f"; {revision.get('text', 'history revised (material: retrained)')}"
+            text += f"; {revision.get('text', 'history revised (material)')}"
         left_out = left_out_line((manifest.model_extra or {}).get("left_out"), plan.as_of_year)
         if left_out:
             text += f"\n    {left_out}"

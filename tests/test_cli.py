@@ -263,10 +263,13 @@ def test_the_mlflow_ui_hint_fits_the_tracking_store() -> None:
     from pipeline.cli import mlflow_ui_hint
 
     local = "sqlite:////h/mlflow/mlflow.db"
-    assert mlflow_ui_hint(local) == f".venv/bin/mlflow ui --backend-store-uri {local}   (or: make mlflow-ui)"
+    # By its full path: the hint works from any directory, not only the checkout's.
+    mlflow = Path(sys.executable).parent / "mlflow"
+    assert mlflow.is_file()
+    assert mlflow_ui_hint(local) == f"{mlflow} ui --backend-store-uri {local}   (or: make mlflow-ui)"
     assert mlflow_ui_hint("http://someone:s3cret@mlflow:5000") == "http://***@mlflow:5000   (the tracking server's own UI)"
     database = mlflow_ui_hint("postgresql://mlflow:s3cret@db:5432/mlflow")  # a database store with its password
-    assert database == ".venv/bin/mlflow ui --backend-store-uri postgresql://***@db:5432/mlflow   (or: make mlflow-ui)"
+    assert database == f"{mlflow} ui --backend-store-uri postgresql://***@db:5432/mlflow   (or: make mlflow-ui)"
 
 
 def test_a_deleted_mlflow_experiment_or_a_bad_tracking_uri_stops_the_run_in_one_line(tmp_path: Path, small_owid: Path) -> None:
@@ -310,7 +313,9 @@ def test_scorecard_and_forecasts_of_an_unknown_id_list_what_is_published(tmp_pat
     typo = _run(tmp_path, "scorecard", "wrld.co2")
     assert typo.returncode == 1 and typo.stdout == "no scorecard for wrld.co2: it has no published forecast; published: world.co2\n", typo
     known = _run(tmp_path, "scorecard", "world.co2")
-    assert known.returncode == 1 and known.stdout.startswith("no scorecard for world.co2 yet: it is written when a run finds actuals")
+    assert known.returncode == 1 and known.stdout.startswith(
+        "nothing scored for world.co2 yet: a published forecast is scored when a later run finds actuals"
+    )
     typo = _run(tmp_path, "forecasts", "wrld.co2", "--as-of", "2010")
     assert typo.returncode == 1 and typo.stdout == "nothing registered or published for wrld.co2 as of 2010; published: world.co2\n", typo
     year = _run(tmp_path, "forecasts", "world.co2", "--as-of", "2010")

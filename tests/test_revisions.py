@@ -43,4 +43,4 @@ def test_new_years_alone_are_no_revision_but_dropped_years_are() -> None:
     revision = compare_histories(HISTORY, shorter)
     assert revision.dropped_years == 1 and revision.material
     # A hole made in a new release shortens the modelled stretch: years dropped, none changed.
-    assert revision.describe() == "history revised: none of 3 years changed; 1 years dropped (material: retrained)"
+    assert revision.describe() == "history revised: none of 3 years changed; 1 years dropped (material)"
