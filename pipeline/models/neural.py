@@ -16,8 +16,8 @@ time. Everything else lives here, once:
   invert exactly, and derive prediction intervals from the fitted model's own recursive
   errors by horizon.
 
-No deep-learning framework is needed at run time; the code is numpy (and ``scipy.special``
-for the logistic function) in float64 by default or float32 when asked.
+No deep-learning framework is needed at run time; the networks are plain numpy (the LSTM's
+logistic function is computed through ``tanh``), in float64 by default or float32 when asked.
 """
 
 from __future__ import annotations
