@@ -659,38 +659,44 @@ def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tu
             "counts": {"changed_rows": 0, "added_rows": len(current), "removed_rows": 0},
         }
         return pd.DataFrame(columns=columns), summary
-    keys = ["entity", "variable", "year"]
     renames = plausibility.find_renames(previous, current)
-    previous = previous[[*keys, "value"]]
-    if renames:
-        new_name = {r.old: r.new for r in renames}
-        entity = pd.Categorical(previous["entity"]).remove_unused_categories()
-        previous = previous.assign(entity=entity.rename_categories(lambda name: new_name.get(name, name)))
-    previous, current = _same_categories(previous, current[[*keys, "value"]], ["entity", "variable"])
-    merged = previous[[*keys, "value"]].merge(current[[*keys, "value"]], on=keys, how="outer", suffixes=("_old", "_new"), indicator=True)
-    both = merged[merged["_merge"] == "both"]
-    changed = both[~np.isclose(both["value_old"], both["value_new"], rtol=1e-9, atol=1e-12)]
+    new_name = {r.old: r.new for r in renames}
+    # Rows matched on integer keys of (entity, variable, year), as an outer merge of the two
+    # tables on those columns would pair them, without the merge's copies of both.
+    keys = plausibility.row_keys(previous, current, new_name)
+    left, right = plausibility.matching_rows(keys.old, keys.new)
+    removed_rows = len(previous) - _count_distinct(left, len(previous))
+    added_rows = len(current) - _count_distinct(right, len(current))
+    old_values, new_values = previous["value"].to_numpy(dtype="float64"), current["value"].to_numpy(dtype="float64")
+    close = np.ones(len(left), dtype=bool)
+    for start in range(0, len(left), _CLOSE_CHUNK):  # in chunks: isclose makes several temporaries of its inputs' size
+        stop = start + _CLOSE_CHUNK
+        close[start:stop] = np.isclose(old_values[left[start:stop]], new_values[right[start:stop]], rtol=1e-9, atol=1e-12)
+    changed = np.flatnonzero(~close)
+    left, right = left[changed], right[changed]
+    del close, changed
+    entity, variable = keys.codes(keys.series(keys.old[left]))
+    old = pd.Series(old_values[left])
+    new = pd.Series(new_values[right])
     report = pd.DataFrame(
         {
-            "entity": changed["entity"],
-            "variable": changed["variable"],
-            "year": changed["year"].astype("int64"),
-            "old": changed["value_old"],
-            "new": changed["value_new"],
-            "delta": changed["value_new"] - changed["value_old"],
-            "relative": (changed["value_new"] - changed["value_old"]) / changed["value_old"].abs().replace(0, np.nan),
+            "entity": pd.Categorical.from_codes(entity, categories=keys.entities),
+            "variable": pd.Categorical.from_codes(variable, categories=keys.variables),
+            "year": previous["year"].iloc[left].reset_index(drop=True).astype("int64"),
+            "old": old,
+            "new": new,
+            "delta": new - old,
+            "relative": (new - old) / old.abs().replace(0, np.nan),
         }
-    ).reset_index(drop=True)
-    prev_entities, cur_entities = set(previous["entity"].unique()), set(current["entity"].unique())
+    )
+    previous_entity = pd.Categorical(previous["entity"]).unique()
+    prev_entities = {new_name.get(name, name) for name in previous_entity}
+    cur_entities = set(pd.Categorical(current["entity"]).unique())
     summary = {
         "entities_added": sorted(cur_entities - prev_entities),
         "entities_removed": sorted(prev_entities - cur_entities),
         "entities_renamed": [{"from": r.old, "to": r.new, "iso_code": r.iso_code} for r in renames],
-        "counts": {
-            "changed_rows": len(report),
-            "added_rows": int((merged["_merge"] == "right_only").sum()),
-            "removed_rows": int((merged["_merge"] == "left_only").sum()),
-        },
+        "counts": {"changed_rows": len(report), "added_rows": added_rows, "removed_rows": removed_rows},
         "largest_changes": json.loads(
             report.reindex(report["delta"].abs().sort_values(ascending=False).index).head(10).to_json(orient="records")
         ),
@@ -698,14 +704,15 @@ def revisions_report(previous: pd.DataFrame | None, current: pd.DataFrame) -> tu
     return report, summary
 
 
-def _same_categories(left: pd.DataFrame, right: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both tables' name columns as categoricals over one category set, so they merge on codes."""
-    left, right = left.copy(), right.copy()
-    for column in columns:
-        a, b = pd.Categorical(left[column]), pd.Categorical(right[column])
-        categories = sorted(set(a.categories) | set(b.categories))
-        left[column], right[column] = a.set_categories(categories), b.set_categories(categories)
-    return left, right
+#: Pairs of rows compared at a time by :func:`revisions_report`.
+_CLOSE_CHUNK = 1_000_000
+
+
+def _count_distinct(rows: np.ndarray, size: int) -> int:
+    """How many of ``size`` rows ``rows`` names (each counted once)."""
+    seen = np.zeros(size, dtype=bool)
+    seen[rows] = True
+    return int(seen.sum())
 
 
 def raw_gate_parameters(

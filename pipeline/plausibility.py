@@ -369,49 +369,190 @@ def _series_years(
 ) -> tuple[list[tuple[str, str]], list[np.ndarray], list[np.ndarray]]:
     """Each series of ``previous``: its name, its years then, and its years now (a renamed one's under its new name).
 
-    The years as sorted unique int arrays, computed on integer keys of both tables at once: a
-    Python set of years per series held some 60 bytes a row, over a gigabyte for a 200 MB
-    release and its previous vintage.
+    The years as sorted unique int arrays (views of one array per table), computed on the
+    integer keys of :func:`row_keys`: a Python set of years per series held some 60 bytes a
+    row, over a gigabyte for a 200 MB release and its previous vintage.
 
     Returns:
         ``(names, years_then, years_now)``, series in (entity, variable) order of their names.
     """
-    keys = ["entity", "variable"]
+    keys = row_keys(previous, staging, new_name)
 
-    def named_rows(frame: pd.DataFrame) -> pd.DataFrame:  # a row without a name or year is the raw suite's to report
-        named = frame["year"].notna() & frame["entity"].notna() & frame["variable"].notna()
-        return frame.loc[named.to_numpy(dtype=bool), [*keys, "year"]]
+    def unique_named(frame: pd.DataFrame, row_key: np.ndarray) -> np.ndarray:  # a row without a name or year is the raw suite's to report
+        named = (frame["year"].notna() & frame["entity"].notna() & frame["variable"].notna()).to_numpy(dtype=bool)
+        chosen = row_key[named]
+        chosen.sort()
+        return chosen[np.concatenate(([True], chosen[1:] != chosen[:-1]))] if chosen.size else chosen
 
-    old, new = named_rows(previous), named_rows(staging)
-    old_entity = pd.Categorical(old["entity"]).remove_unused_categories()
-    renamed = {name: new_name[name] for name in old_entity.categories if name in new_name}
-    old = old.assign(entity=old_entity.rename_categories(lambda name: renamed.get(name, name)) if renamed else old_entity)
-    codes = {column: pd.Categorical(old[column]).categories.union(pd.Categorical(new[column]).categories) for column in keys}
-    year_old, year_new = old["year"].to_numpy(dtype="int64"), new["year"].to_numpy(dtype="int64")
-    low = int(min(year_old.min(initial=0), year_new.min(initial=0)))
-    span = int(max(year_old.max(initial=0), year_new.max(initial=0))) - low + 1
-    n_variables = len(codes["variable"])
-
-    def unique_keys(frame: pd.DataFrame, years: np.ndarray) -> np.ndarray:
-        entity = pd.Categorical(frame["entity"], categories=codes["entity"]).codes.astype("int64")
-        variable = pd.Categorical(frame["variable"], categories=codes["variable"]).codes.astype("int64")
-        return np.unique((entity * n_variables + variable) * span + (years - low))  # sorted: by series, then year
-
-    then_keys, now_keys = unique_keys(old, year_old), unique_keys(new, year_new)
-    then_series, now_series = then_keys // span, now_keys // span
+    then_keys, now_keys = unique_named(previous, keys.old), unique_named(staging, keys.new)
+    keys = keys._replace(old=None, new=None)
+    then_series, now_series = then_keys // keys.span, now_keys // keys.span
     series, starts = np.unique(then_series, return_index=True)
     now_starts = np.searchsorted(now_series, series, side="left")
     now_ends = np.searchsorted(now_series, series, side="right")
     ends = np.append(starts[1:], then_keys.size)
-    back = {new: old for old, new in renamed.items()}
+    then_years, now_years = keys.year(then_keys), keys.year(now_keys)
+    del then_series, now_series, then_keys, now_keys
+    back = {new: old for old, new in keys.renamed.items()}
     names, years_then, years_now = [], [], []
-    for index, key in enumerate(series.tolist()):
-        entity = str(codes["entity"][key // n_variables])
-        names.append((back.get(entity, entity), str(codes["variable"][key % n_variables])))
-        years_then.append(then_keys[starts[index] : ends[index]] % span + low)
-        years_now.append(now_keys[now_starts[index] : now_ends[index]] % span + low)
+    for index, (entity, variable) in enumerate(zip(*keys.names(series), strict=True)):
+        names.append((back.get(entity, entity), variable))
+        years_then.append(then_years[starts[index] : ends[index]])
+        years_now.append(now_years[now_starts[index] : now_ends[index]])
     order = sorted(range(len(names)), key=names.__getitem__)
     return [names[i] for i in order], [years_then[i] for i in order], [years_now[i] for i in order]
+
+
+class RowKeys(NamedTuple):
+    """The rows of two tables as int64 keys of (entity, variable, year) over one category set (:func:`row_keys`).
+
+    A key is ``series * span + slot``: ``series`` is ``(e + 1) * (len(variables) + 1) + v + 1``
+    for the row's entity and variable at positions ``e`` and ``v`` of ``entities`` and
+    ``variables`` (0 for a missing name), ``slot`` the year's position in ``years``
+    (``len(years)`` for a missing year). Keys sort as a merge on the three columns sorts its
+    rows (names in category order, a missing name first, a missing year last), and two rows
+    have the same key exactly when they have the same entity, variable and whole year.
+    """
+
+    old: Any  # np.ndarray; None once a caller has let the keys go
+    new: Any
+    entities: pd.Index
+    variables: pd.Index
+    years: np.ndarray
+    span: int
+    renamed: dict[str, str]
+
+    def series(self, keys: np.ndarray) -> np.ndarray:
+        """The (entity, variable) part of ``keys``."""
+        return keys // self.span
+
+    def year(self, keys: np.ndarray) -> np.ndarray:
+        """The years of ``keys`` (of rows that have one), as int64."""
+        return self.years[keys % self.span]
+
+    def codes(self, series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the entity and variable of ``series`` in the category sets (-1: a missing name)."""
+        width = len(self.variables) + 1
+        return series // width - 1, series % width - 1
+
+    def names(self, series: np.ndarray) -> tuple[list[str], list[str]]:
+        """The entity and variable names of ``series`` that have both (see :meth:`codes`)."""
+        entity, variable = self.codes(series)
+        return [str(name) for name in self.entities[entity]], [str(name) for name in self.variables[variable]]
+
+
+def row_keys(old: pd.DataFrame, new: pd.DataFrame, new_name: dict[str, str] | None = None) -> RowKeys:
+    """Every row of ``old`` and ``new`` (``entity``, ``variable``, ``year`` columns) as an int64 key of :class:`RowKeys`.
+
+    Matching rows on keys (:func:`matching_rows`) is what a merge on the three columns does,
+    without the merge's copies of two large tables. Names share one category set, the sorted
+    union of both columns' categories (a categorical's own categories, used or not); years are
+    taken as whole numbers (a fraction is cut off, as ``astype("int64")`` does).
+
+    Args:
+        old: the previous vintage's table.
+        new: the release's table.
+        new_name: ``{old name: new name}`` of renamed entities (:func:`find_renames`): when
+            given, ``old``'s names are its used categories, the renamed ones under their new
+            name, so a renamed series has the same keys in both tables.
+    """
+    old_entity = pd.Categorical(old["entity"])
+    renamed: dict[str, str] = {}
+    if new_name:
+        old_entity = old_entity.remove_unused_categories()
+        renamed = {name: new_name[name] for name in old_entity.categories if name in new_name}
+        if renamed:  # no new name is one of the previous vintage's (find_renames: a name new in the release)
+            old_entity = old_entity.rename_categories(lambda name: renamed.get(name, name))
+    columns = {
+        "entity": (old_entity, pd.Categorical(new["entity"])),
+        "variable": (pd.Categorical(old["variable"]), pd.Categorical(new["variable"])),
+    }
+    categories = {column: pd.Index(sorted(set(a.categories) | set(b.categories))) for column, (a, b) in columns.items()}
+    (old_whole, old_missing), (new_whole, new_missing) = _whole_years(old), _whole_years(new)
+    bounds = [
+        (int(whole.min(where=~missing, initial=_INT64.max)), int(whole.max(where=~missing, initial=_INT64.min)))
+        for whole, missing in ((old_whole, old_missing), (new_whole, new_missing))
+        if missing.size and not missing.all()
+    ]
+    low, high = (min(b[0] for b in bounds), max(b[1] for b in bounds)) if bounds else (0, 0)
+    n_series = (len(categories["entity"]) + 1) * (len(categories["variable"]) + 1)
+    ranked = n_series * (high - low + 2) >= 2**62
+    if ranked:  # years far apart (a malformed release): their ranks, so that keys cannot overflow
+        years = np.unique(np.concatenate([old_whole[~old_missing], new_whole[~new_missing]]))
+    else:
+        years = np.arange(low, high + 1, dtype="int64")
+    span = len(years) + 1
+
+    def encode(entity: pd.Categorical, variable: pd.Categorical, whole: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        key = _category_codes(entity, categories["entity"])
+        key *= len(categories["variable"]) + 1
+        key += _category_codes(variable, categories["variable"])
+        key *= span
+        slot = np.searchsorted(years, whole) if ranked else whole - low
+        slot[missing] = len(years)
+        key += slot
+        return key
+
+    (old_e, new_e), (old_v, new_v) = columns.pop("entity"), columns.pop("variable")
+    old_key = encode(old_e, old_v, old_whole, old_missing)
+    del old_e, old_v, old_whole, old_missing
+    new_key = encode(new_e, new_v, new_whole, new_missing)
+    return RowKeys(old_key, new_key, categories["entity"], categories["variable"], years, span, renamed)
+
+
+_INT64 = np.iinfo(np.int64)
+
+
+def _whole_years(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``frame``'s years as int64 (a fraction cut off; a curated table's column as it is) and where a year is missing."""
+    year = frame["year"]
+    if pd.api.types.is_integer_dtype(year.dtype) and not year.hasnans:
+        return year.to_numpy(dtype="int64"), np.zeros(len(year), dtype=bool)
+    values = year.to_numpy(dtype="float64", na_value=np.nan)
+    missing = np.isnan(values)
+    with np.errstate(invalid="ignore"):  # a missing year's number is never used
+        return values.astype("int64"), missing
+
+
+def _category_codes(column: pd.Categorical, categories: pd.Index) -> np.ndarray:
+    """1 + each row's position in ``categories`` (int64), 0 for a missing name."""
+    lookup = np.append(categories.get_indexer(column.categories) + 1, 0)  # a code of -1 picks the 0
+    return lookup[column.codes]
+
+
+def matching_rows(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of rows with equal keys, in the order an inner merge on them lists its rows.
+
+    By key, then by row of ``left``, then by row of ``right``: a key ``left`` holds twice and
+    ``right`` three times makes six pairs, as in a merge.
+
+    Returns:
+        ``(left rows, right rows)``, positions in ``left`` and ``right``.
+    """
+    left_order, left_sorted = _sorted(left)
+    right_order, right_sorted = _sorted(right)
+    start = np.searchsorted(right_sorted, left_sorted, side="left")
+    if right_sorted.size and not (right_sorted[1:] == right_sorted[:-1]).any():  # one right row per key: the usual case
+        hit = np.flatnonzero(right_sorted[np.minimum(start, right_sorted.size - 1)] == left_sorted)
+        pairs_left, pairs_right = hit, start[hit]
+    else:
+        count = np.searchsorted(right_sorted, left_sorted, side="right") - start
+        pairs_left = np.repeat(np.arange(left_sorted.size), count)
+        pairs_right = np.repeat(start - (np.cumsum(count) - count), count) + np.arange(pairs_left.size)
+    del start
+    if left_order is not None:
+        pairs_left = left_order[pairs_left]
+    if right_order is not None:
+        pairs_right = right_order[pairs_right]
+    return pairs_left, pairs_right
+
+
+def _sorted(keys: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """``(order, keys[order])`` with a stable order; ``(None, keys)`` when the keys are sorted already (a curated table)."""
+    if keys.size < 2 or (keys[1:] >= keys[:-1]).all():
+        return None, keys
+    order = np.argsort(keys, kind="stable")
+    return order, keys[order]
 
 
 def _lost_exemptions(entries: list[dict[str, Any]]) -> dict[tuple[str, str | None], list[tuple[int, int]]]:
@@ -448,48 +589,62 @@ def revision_ratios(
         ``{(entity, variable): {"revision_ratio", "revision_factor", "compared"}}``, the entity
         named as in ``staging``.
     """
-    keys = ["entity", "variable"]
-    old = previous.loc[previous["value"].notna() & previous["year"].notna(), [*keys, "year", "value"]]
-    if renames:
-        # The previous vintage's names for its renamed entities become the release's (no new name is one of them).
-        entity = pd.Categorical(old["entity"]).remove_unused_categories()
-        new_name = {r.old: r.new for r in renames if r.old in entity.categories}
-        old = old.assign(entity=entity.rename_categories(lambda name: new_name.get(name, name)))
-    new = staging.loc[staging["value"].notna() & staging["year"].notna(), [*keys, "year", "value"]]
-    new = new.drop_duplicates([*keys, "year"])  # duplicates are the raw suite's to report
-    # Names as codes of one category set: both tables merge on integers (a large release stays small).
-    names = {}
-    for column in keys:
-        a, b = pd.Categorical(old[column]), pd.Categorical(new[column])
-        names[column] = a.categories.union(b.categories)
-        old = old.assign(**{column: pd.Categorical(old[column], categories=names[column]).codes})
-        new = new.assign(**{column: pd.Categorical(new[column], categories=names[column]).codes})
-    old, new = old.astype({"year": "int64"}), new.astype({"year": "int64"})
-    both = old.merge(new, on=[*keys, "year"], suffixes=("_old", "_new"))
-    then, now = both["value_old"].to_numpy(dtype="float64"), both["value_new"].to_numpy(dtype="float64")
+    keys = row_keys(previous, staging, {r.old: r.new for r in renames or []})
+    old_rows, new_rows = _rows_with_values(previous), _rows_with_values(staging)
+    old_keys = keys.old if old_rows is None else keys.old[old_rows]
+    # A key the release holds twice is the raw suite's to report: its first row is compared.
+    new_keys, first = np.unique(keys.new if new_rows is None else keys.new[new_rows], return_index=True)
+    keys = keys._replace(old=None, new=None)
+    left, right = matching_rows(old_keys, new_keys)
+    right = first[right] if new_rows is None else new_rows[first[right]]
+    then = previous["value"].to_numpy(dtype="float64")[left if old_rows is None else old_rows[left]]
+    now = staging["value"].to_numpy(dtype="float64")[right]
+    matched = old_keys[left]
+    del old_rows, new_rows, old_keys, new_keys, first, left, right
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = now / then
     counted = (then > 0) & ((now > 0) | ((now == 0) & (then >= floor)))
-    both = both.assign(ratio=ratio)[counted]
-    if len(both) and entries:
+    del then, now
+    matched, ratio = matched[counted], ratio[counted]
+    del counted
+    years = keys.year(matched)
+    series = keys.series(matched)
+    del matched
+    if len(series) and entries:
+        entity, variable = keys.codes(series)
         named = pd.DataFrame(
             {
-                "entity": pd.Categorical.from_codes(both["entity"].to_numpy(), categories=names["entity"]),
-                "variable": pd.Categorical.from_codes(both["variable"].to_numpy(), categories=names["variable"]),
-                "year": both["year"].to_numpy(),
+                "entity": pd.Categorical.from_codes(entity, categories=keys.entities),
+                "variable": pd.Categorical.from_codes(variable, categories=keys.variables),
+                "year": years,
             }
         )
-        both = both[~_allowed_by_either_name(named, "revision", entries, {r.new: r.old for r in renames or []})]
-    summary = both.groupby(keys).agg(ratio=("ratio", "median"), first=("year", "min"), last=("year", "max"))
+        del entity, variable
+        kept = ~_allowed_by_either_name(named, "revision", entries, {r.new: r.old for r in renames or []})
+        del named
+        series, ratio, years = series[kept], ratio[kept], years[kept]
+    compared = pd.DataFrame({"series": series, "ratio": ratio, "year": years})
+    del series, ratio, years
+    summary = compared.groupby("series").agg(ratio=("ratio", "median"), first=("year", "min"), last=("year", "max"))
+    del compared
+    entity, variable = keys.codes(summary.index.to_numpy())
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for (entity, variable), ratio, first, last in zip(summary.index, summary["ratio"], summary["first"], summary["last"], strict=True):
+    columns = (summary["ratio"], summary["first"], summary["last"])
+    for e, v, ratio, first, last in zip(entity.tolist(), variable.tolist(), *columns, strict=True):
         factor = max(ratio, 1 / ratio) if ratio > 0 else np.inf
-        out[(names["entity"][entity], names["variable"][variable])] = {
+        # A missing name (-1) gives the last category's, as a merge on category codes did; the raw suite refuses such rows.
+        out[(keys.entities[e], keys.variables[v])] = {
             "revision_ratio": float(ratio),
             "revision_factor": float(factor),
             "compared": f"{first}-{last}" if first != last else f"{first}",
         }
     return out
+
+
+def _rows_with_values(frame: pd.DataFrame) -> np.ndarray | None:
+    """The rows of ``frame`` with a value and a year; ``None`` when that is every row."""
+    rows = (frame["value"].notna() & frame["year"].notna()).to_numpy(dtype=bool)
+    return None if rows.all() else np.flatnonzero(rows)
 
 
 def _year_ranges(years: list[int]) -> str:
