@@ -390,9 +390,7 @@ def _gate_snapshot(
     return validated, staging
 
 
-def curate_vintage(
-    settings: Settings, store: ObjectStore, validated: dict[str, Any], staging: pd.DataFrame | None = None
-) -> dict[str, Any]:
+def curate_vintage(settings: Settings, store: ObjectStore, validated: dict[str, Any], tidy: pd.DataFrame | None = None) -> dict[str, Any]:
     """Write the curated table and revisions report, then move ``curated/latest.json``.
 
     Args:
@@ -400,8 +398,8 @@ def curate_vintage(
             it was validated).
         store: the object store.
         validated: what :func:`validate_raw` returned.
-        staging: the staging table those gates passed, when they ran in this process
-            (:func:`ingest`); without it the release is read again from ``raw/``.
+        tidy: :func:`curated_table` of the staging table those gates passed, when they ran in
+            this process (:func:`ingest`); without it the release is read again from ``raw/``.
 
     Returns:
         The pointer written: ``vintage``, ``latest_year``, ``rows``, ``entities``,
@@ -425,7 +423,7 @@ def curate_vintage(
     written: list[str] = []
     try:
         with curate_lock(store, stale_after=settings.lock_stale_seconds):
-            return _curate(settings, store, validated, written, staging)
+            return _curate(settings, store, validated, written, tidy)
     except Exception as error:
         if not _is_store_failure(error):
             raise
@@ -440,7 +438,7 @@ def curate_vintage(
 
 
 def _curate(
-    settings: Settings, store: ObjectStore, validated: dict[str, Any], written: list[str], staging: pd.DataFrame | None
+    settings: Settings, store: ObjectStore, validated: dict[str, Any], written: list[str], tidy: pd.DataFrame | None
 ) -> dict[str, Any]:
     ref = VintageRef(validated["vintage"], validated["file_name"])
     previous = latest_curated(store)  # read once, under the curate lock: nothing else moves it until the write below
@@ -458,10 +456,8 @@ def _curate(
     gx_result = store.read_json_or_none(layout.curated_gx_result(ref.vintage))
     if not gx_result or not all(r.get("success") for r in gx_result.values()):
         raise RuntimeError(f"vintage {ref.vintage} has no passing GX result: run validate_raw first")
-    if staging is None:
-        staging = sources.read_source(store.read_bytes(ref.raw_key), ref.file_name, settings.max_source_bytes)
-    tidy = curated_table(staging)
-    del staging
+    if tidy is None:
+        tidy = curated_table(sources.read_source(store.read_bytes(ref.raw_key), ref.file_name, settings.max_source_bytes))
     # A pointer that already shows this vintage (a retry after a pointer write that landed though
     # it reported a failure) keeps the vintage it replaced: the chain of pointers stays whole.
     over = previous.get("previous_vintage") if previous and shown == ref.vintage else shown
@@ -528,7 +524,11 @@ def ingest(settings: Settings, store: ObjectStore, source: str | None = None) ->
     snapshot = snapshot_raw(store, fetched)
     # The release is read and parsed once: the table the gates passed is the one curated.
     validated, staging = _gate_snapshot(settings, store, snapshot, None, latest_curated(store))
-    return {"status": "curated", **curate_vintage(settings, store, validated, staging), "message": fetched["message"]}
+    # Curated here, so the staging table is let go before the curate step reads the previous
+    # vintage and compares the two (a 200 MB release's staging table is some 200 MB).
+    tidy = curated_table(staging)
+    del staging
+    return {"status": "curated", **curate_vintage(settings, store, validated, tidy), "message": fetched["message"]}
 
 
 # -- pieces ----------------------------------------------------------------------------------

@@ -7,8 +7,11 @@ previous vintage are 7.4 million rows each). Each test here holds them to a merg
 
 from __future__ import annotations
 
+import gc
 import io
 import json
+import weakref
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,8 @@ import pandas as pd
 import pytest
 
 from pipeline import ingest, plausibility
+from pipeline.config import Settings
+from pipeline.store import LocalStore
 
 KEYS = ["entity", "variable", "year"]
 
@@ -207,3 +212,35 @@ def test_revision_ratios_of_a_rename_and_a_duplicated_key() -> None:
     }
     entries = [{"entity": "Old", "years": [1991, 1992], "checks": ["revision"], "why": "restated"}]  # by its old name
     assert plausibility.revision_ratios(previous, current, entries, 1.0, renames)[("New", "co2")]["revision_ratio"] == pytest.approx(1.1)
+
+
+def test_the_ingest_command_lets_the_staging_table_go_before_it_compares_the_vintages(
+    small_owid: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the curated table is held while the curate step reads the previous vintage and compares it (a large release: 200 MB less)."""
+    settings = Settings(home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri())
+    store = LocalStore(tmp_path / "store")
+    assert ingest.ingest(settings, store, str(small_owid))["status"] == "curated"
+    frame = pd.read_csv(small_owid)
+    frame.loc[(frame["country"] == "Canada") & (frame["year"] == 2013), "co2"] *= 1.01
+    revised = tmp_path / "revised.csv"
+    frame.to_csv(revised, index=False)
+
+    staged: list[weakref.ref] = []
+    alive: list[bool] = []
+    curated_table, revisions_report = ingest.curated_table, ingest.revisions_report
+
+    def curate(staging: pd.DataFrame) -> pd.DataFrame:
+        staged.append(weakref.ref(staging))
+        return curated_table(staging)
+
+    def compare(previous: pd.DataFrame | None, current: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+        gc.collect()  # what only a reference cycle holds is not held
+        alive.extend(ref() is not None for ref in staged)
+        return revisions_report(previous, current)
+
+    monkeypatch.setattr(ingest, "curated_table", curate)
+    monkeypatch.setattr(ingest, "revisions_report", compare)
+    result = ingest.ingest(settings, store, str(revised))
+    assert result["status"] == "curated" and result["revisions"]["changed_rows"] == 1
+    assert alive == [False]
