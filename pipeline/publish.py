@@ -284,7 +284,23 @@ def republish_existing(store: ObjectStore, series_id: str, as_of_year: int, run_
     existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
     if existing is None or not verify_manifest(store, existing):
         return None
+    current = latest_pointer(store, series_id)
+    if current is not None and current["manifest"] == existing["key"] and not _vouches(store, current):
+        return None  # edited since latest.json recorded it (its files may have been changed to match): publish it anew
     return Manifest.of(existing), _move_latest(store, series_id, existing)
+
+
+def _vouches(store: ObjectStore, pointer: dict[str, Any], digest: str | None = None) -> bool:
+    """Whether ``latest.json`` vouches for the manifest it names as it is now (``digest``: its sha256, read when not given).
+
+    It does when the sha256 it recorded is the manifest's, or when it recorded none (a pointer
+    written before co2cast recorded it). It does not when the manifest was edited since, or
+    rewritten by a publish (a published file had changed): the pointer must be written again.
+    """
+    recorded = pointer.get("manifest_sha256")
+    if recorded is None:
+        return True
+    return recorded == (digest or hashlib.sha256(store.read_bytes(pointer["manifest"])).hexdigest())
 
 
 #: Up to this many published series are listed in full when a series id is not found.
@@ -316,13 +332,17 @@ def latest_pointer(store: ObjectStore, series_id: str) -> dict[str, Any] | None:
 def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> bool:
     """Whether a run key has nothing left to do: its manifest (with what it trained) verifies, and is served or superseded.
 
-    Exactly the case where training and publishing again would write nothing.
+    Served: ``latest.json`` names the manifest and vouches for it as it is (the sha256 it
+    recorded; a manifest edited since is published again). Exactly the case where training and
+    publishing again would write nothing.
     """
     existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
     if existing is None or "trained" not in existing or not verify_manifest(store, existing):
         return False
     current = serving_pointer(store, series_id)
-    return current is not None and (current["manifest"] == existing["key"] or superseded(current, existing, pinned(store, existing)))
+    if current is None:
+        return False
+    return _vouches(store, current) if current["manifest"] == existing["key"] else superseded(current, existing, pinned(store, existing))
 
 
 def pinned(store: ObjectStore, manifest_or_vintage: dict[str, Any] | str | None) -> bool:
@@ -375,7 +395,9 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
     """Point ``latest.json`` at a manifest; whether it moved.
 
     Without ``force`` (a run publishing): unless the pointer has moved past it
-    (:func:`superseded`); a new decision starts with no forecast rolled back. With ``force``
+    (:func:`superseded`) or already names it with the manifest's own sha256 (a pointer that
+    recorded another one, the manifest rewritten since by a publish that healed a changed file,
+    is written again); a new decision starts with no forecast rolled back. With ``force``
     (a rollback, which serves an earlier champion's forecast again): always, and the forecast
     served until now joins the pointer's ``rolled_back``, with the manifest keys in ``retire``
     (the rolled-back version's forecasts that may not be published yet: a run whose publish
@@ -388,22 +410,27 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
     # otherwise read the old pointer, then write after this one and move it backwards.
     with series_lock(store, series_id):
         rolled_back: list[str] = []
+        # The manifest's own digest: the manifest vouches for the files, this for the manifest.
+        digest = hashlib.sha256(store.read_bytes(manifest["key"])).hexdigest()
         if force:
             current = latest_pointer(store, series_id)
             served = [*current.get("rolled_back", []), current["manifest"]] if current is not None else []
             rolled_back = [k for k in dict.fromkeys([*served, *retire]) if k != manifest["key"]]
-            if current is not None and current["manifest"] == manifest["key"] and rolled_back == current.get("rolled_back", []):
+            same = current is not None and current["manifest"] == manifest["key"] and _vouches(store, current, digest)
+            if same and rolled_back == current.get("rolled_back", []):
                 return False
         else:
             current = serving_pointer(store, series_id)
-            if current is not None and (current["manifest"] == manifest["key"] or superseded(current, manifest, pinned(store, manifest))):
+            if current is not None and current["manifest"] == manifest["key"]:
+                if _vouches(store, current, digest):
+                    return False
+            elif current is not None and superseded(current, manifest, pinned(store, manifest)):
                 return False
         store.write_json(
             key,
             {
                 "manifest": manifest["key"],
-                # The manifest's own digest: the manifest vouches for the files, this for the manifest.
-                "manifest_sha256": hashlib.sha256(store.read_bytes(manifest["key"])).hexdigest(),
+                "manifest_sha256": digest,
                 "as_of_year": manifest["as_of_year"],
                 **({"published_at": manifest["published_at"]} if isinstance(manifest.get("published_at"), str) else {}),
                 "rolled_back": rolled_back,

@@ -670,6 +670,38 @@ def test_a_tampered_run_summary_is_not_reused(settings: Settings) -> None:
     assert tasks.train_series(settings, plan, plan.series[0], lineup=lineup) == trained
 
 
+@pytest.mark.parametrize("changed", ["forecast.parquet", "manifest.json"])
+def test_a_changed_published_file_is_healed_by_a_rerun(settings: Settings, changed: str) -> None:
+    """A published file changed by hand: ``show`` refuses it, and the rerun the error asks for republishes it for good.
+
+    The rerun rewrote every file and the manifest but left ``latest.json`` as it was (it already named that
+    manifest), still recording the old manifest's sha256: ``show`` then refused the healed forecast for ever.
+    An edited manifest whose files still verify is not vouched for again either: it is republished too.
+    """
+    from pipeline.publish import IntegrityError
+
+    store = tasks.open_store(settings)
+    served = read_latest(store, SID)[0]
+    folder = Path(settings.resolved_store_uri.removeprefix("file://")) / served.key.rpartition("/")[0]
+    if changed == "manifest.json":  # the files still match it: only latest.json's sha256 tells
+        document = json.loads((folder / changed).read_text())
+        (folder / changed).write_text(json.dumps({**document, "model_family": "naive"}, indent=2))
+    else:
+        with (folder / changed).open("ab") as handle:
+            handle.write(b"x")
+    with pytest.raises(IntegrityError, match="republish it"):
+        read_latest(store, SID)
+    plan = tasks.plan_run(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2013), _lineup(settings))
+    assert [item["series_id"] for item in tasks.pending_series(settings, plan)] == [SID]
+    time.sleep(1.1)  # the republished manifest's published_at (in seconds) differs from the first's, as in real life
+
+    for _run in range(2):  # the rerun heals, and the one after it finds nothing to do
+        [(_, published)] = tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2013), _lineup(settings))
+        manifest, table = read_latest(store, SID)
+        assert published.served and manifest.key == served.key and manifest.model_family == served.model_family
+        assert table["year"].min() == 2014 and tasks.pending_series(settings, plan) == []
+
+
 # -- refusals and what a person reads -----------------------------------------------------------
 
 
