@@ -102,6 +102,9 @@ class TrainedSeries(Payload):
         versions: registered candidate -> model version.
         left_out: the early history left out before a gap
             (:meth:`pipeline.series.LeftOut.to_dict`), or ``None`` when the whole history was modelled.
+        pinned: trained on a vintage older than the latest curated one
+            (:func:`pipeline.publish.pinned`): registered with no alias moved and no champion gate,
+            so a run of the same key on the latest vintage does not reuse it.
     """
 
     series_id: str
@@ -118,6 +121,7 @@ class TrainedSeries(Payload):
     revision: dict[str, Any] | None = None
     left_out: dict[str, Any] | None = None
     provisional: bool = False
+    pinned: bool = False
     timings: dict[str, float] = Field(default_factory=dict)
 
 

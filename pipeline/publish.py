@@ -214,7 +214,8 @@ def publish(
     """
     as_of_year = int(meta["as_of_year"])
     manifest_key = layout.forecast_manifest(series_id, as_of_year, run_key)
-    existing = republish_existing(store, series_id, as_of_year, run_key)
+    vintage = meta.get("vintage")
+    existing = republish_existing(store, series_id, as_of_year, run_key, vintage)
     if existing is not None:
         return existing[0]
 
@@ -226,7 +227,16 @@ def publish(
 
     files = {"forecast.csv": table.to_csv(index=False).encode(), "forecast.parquet": _parquet(table), **(extras or {})}
     try:
-        return _write_forecast(store, table, files, series_id=series_id, run_key=run_key, meta=meta, manifest_key=manifest_key)
+        return _write_forecast(
+            store,
+            table,
+            files,
+            series_id=series_id,
+            run_key=run_key,
+            meta=meta,
+            manifest_key=manifest_key,
+            pinned_run=pinned(store, vintage),
+        )
     except OSError as error:  # disk full, read-only file system: files may be written, nothing is visible
         raise PublishFailed(
             f"publishing {series_id} (as of {as_of_year}) failed while writing ({error.strerror or error}); "
@@ -243,8 +253,9 @@ def _write_forecast(
     run_key: str,
     meta: dict[str, Any],
     manifest_key: str,
+    pinned_run: bool,
 ) -> Manifest:
-    """Write the files, then the manifest, then ``latest.json`` (readers follow the last two)."""
+    """Write the files, then the manifest, then ``latest.json`` unless the run is pinned (readers follow the last two)."""
     as_of_year = int(meta["as_of_year"])
     entries = []
     for name, data in files.items():
@@ -267,27 +278,42 @@ def _write_forecast(
     }
     store.write_json(manifest_key, manifest)
     pause_point("after_manifest")
-    _move_latest(store, series_id, manifest)
+    _move_latest(store, series_id, manifest, pinned_run)
     logger.info("published %s", store.uri(manifest_key))
     return Manifest.of(manifest)
 
 
-def republish_existing(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> tuple[Manifest, bool] | None:
+def republish_existing(
+    store: ObjectStore, series_id: str, as_of_year: int, run_key: str, vintage: str | None
+) -> tuple[Manifest, bool] | None:
     """The verified manifest already published for a run key and whether ``latest.json`` moved to it now, or ``None``.
 
     The cheap path of a rerun: a few small reads, no model, no GX. ``latest.json`` is moved to
-    it only if nothing has superseded it (see :func:`superseded`): a rerun after a crash between
-    the manifest and the pointer completes the publish, a rerun after a configuration was
-    changed and changed back serves this run key's forecast again, a rerun after a rollback or
-    a newer as-of year moves nothing.
+    it only if the run (on ``vintage``) is not pinned (:func:`pinned`) and nothing has
+    superseded it (see :func:`superseded`): a rerun after a crash between the manifest and the
+    pointer completes the publish, a rerun after a configuration was changed and changed back
+    serves this run key's forecast again, a rerun after a rollback or a newer as-of year moves
+    nothing. ``None`` (publish it anew) also when a run on the latest vintage finds the forecast
+    a pinned run published for the key (trained with no champion gate), or when ``latest.json``
+    serves this manifest but recorded another sha256 for it (the manifest was edited since):
+    an edited manifest is not vouched for again.
     """
     existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
     if existing is None or not verify_manifest(store, existing):
         return None
+    pinned_run = pinned(store, vintage)
+    if not pinned_run and _trained_pinned(existing):
+        return None
     current = latest_pointer(store, series_id)
     if current is not None and current["manifest"] == existing["key"] and not _vouches(store, current):
         return None  # edited since latest.json recorded it (its files may have been changed to match): publish it anew
-    return Manifest.of(existing), _move_latest(store, series_id, existing)
+    return Manifest.of(existing), _move_latest(store, series_id, existing, pinned_run)
+
+
+def _trained_pinned(manifest: dict[str, Any]) -> bool:
+    """Whether a manifest's forecast was trained by a pinned run: registered with no alias moved and no champion gate."""
+    trained = manifest.get("trained")
+    return isinstance(trained, dict) and trained.get("pinned") is True
 
 
 def _vouches(store: ObjectStore, pointer: dict[str, Any], digest: str | None = None) -> bool:
@@ -329,32 +355,41 @@ def latest_pointer(store: ObjectStore, series_id: str) -> dict[str, Any] | None:
     return store.read_json_or_none(layout.forecast_latest(series_id), layout.FORECAST_POINTER)
 
 
-def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> bool:
-    """Whether a run key has nothing left to do: its manifest (with what it trained) verifies, and is served or superseded.
+def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str, vintage: str | None) -> bool:
+    """Whether a run key has nothing left to do for a run on ``vintage``.
 
-    Served: ``latest.json`` names the manifest and vouches for it as it is (the sha256 it
-    recorded; a manifest edited since is published again). Exactly the case where training and
-    publishing again would write nothing.
+    Its manifest (with what it trained) verifies, and the run is pinned (:func:`pinned`: it
+    never moves ``latest.json``), or ``latest.json`` serves that manifest and vouches for it as
+    it is (the sha256 it recorded), or has moved past it (:func:`superseded`). A forecast a
+    pinned run published (trained with no champion gate) is never settled for a run on the
+    latest vintage: that run trains the key through the gate and serves it. Exactly the case
+    where training and publishing again would write nothing.
     """
     existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
     if existing is None or "trained" not in existing or not verify_manifest(store, existing):
         return False
+    if pinned(store, vintage):
+        return True
+    if _trained_pinned(existing):
+        return False
     current = serving_pointer(store, series_id)
     if current is None:
         return False
-    return _vouches(store, current) if current["manifest"] == existing["key"] else superseded(current, existing, pinned(store, existing))
+    return _vouches(store, current) if current["manifest"] == existing["key"] else superseded(current, existing)
 
 
-def pinned(store: ObjectStore, manifest_or_vintage: dict[str, Any] | str | None) -> bool:
+def pinned(store: ObjectStore, vintage: str | None) -> bool:
     """Whether a run's vintage is not the latest curated one (a ``--vintage`` of an older release).
 
     Such a run is treated like a backfill: it registers its versions and publishes under its
-    ``asof=`` prefix, but moves no alias and not ``latest.json``, so what is served always comes
-    from the newest data. Without a curated pointer (a bare store) nothing is pinned.
+    ``asof=`` prefix, but moves no alias and never writes ``latest.json`` (not even a series'
+    first), so what is served always comes from the newest data. It is the run's vintage that
+    counts, not the one a manifest records: a run key is keyed on the series' data, so a run on
+    the latest vintage may meet a forecast published from an older one. Without a curated
+    pointer (a bare store) nothing is pinned.
     """
     from pipeline.ingest import latest_curated
 
-    vintage = manifest_or_vintage.get("vintage") if isinstance(manifest_or_vintage, dict) else manifest_or_vintage
     curated = latest_curated(store)
     return curated is not None and vintage is not None and curated["vintage"] != vintage
 
@@ -368,36 +403,42 @@ def serving_pointer(store: ObjectStore, series_id: str) -> dict[str, Any] | None
     return current
 
 
-def superseded(pointer: dict[str, Any], manifest: dict[str, Any], pinned_run: bool = False) -> bool:
+def superseded(pointer: dict[str, Any], manifest: dict[str, Any]) -> bool:
     """Whether ``latest.json`` (``pointer``) has moved past a published forecast for good.
 
-    It has when it serves a newer as-of year (a backfill's forecast is never served), when a
+    It has when it serves a newer as-of year (a backfill's forecast is never served), and when a
     rollback took this one out of service (so the same run key run again after ``co2cast
     rollback`` does not undo it: ``@champion`` stays where the rollback put it, and so does
-    ``latest.json``), and, for the same as-of year, when the run is pinned to an older vintage
-    (:func:`pinned`). Otherwise the run on the latest vintage publishing now is served, also
-    when its forecast was published before: a configuration changed for a run and changed back
-    (``CO2CAST_HORIZON_END=2020`` once) serves its run key's forecast again.
+    ``latest.json``). Otherwise a run on the latest vintage publishing now is served, also when
+    its forecast was published before: a configuration changed for a run and changed back
+    (``CO2CAST_HORIZON_END=2020`` once) serves its run key's forecast again. (A pinned run moves
+    nothing at all: :func:`pinned`.)
     """
     if manifest["key"] in pointer.get("rolled_back", []):
         return True  # even when the rollback served an older as-of year's forecast
-    if pointer["as_of_year"] != manifest["as_of_year"]:
-        return pointer["as_of_year"] > manifest["as_of_year"]
-    return pinned_run
+    return bool(pointer["as_of_year"] > manifest["as_of_year"])
 
 
-def _move_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any]) -> bool:
-    """Point ``latest.json`` at a manifest unless something superseded it (:func:`superseded`); whether it moved."""
-    return point_latest(store, series_id, manifest)
+def _move_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], pinned_run: bool) -> bool:
+    """Point ``latest.json`` at a manifest unless the run is pinned or something superseded it; whether it moved."""
+    return point_latest(store, series_id, manifest, pinned_run=pinned_run)
 
 
-def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], force: bool = False, retire: Iterable[str] = ()) -> bool:
+def point_latest(
+    store: ObjectStore,
+    series_id: str,
+    manifest: dict[str, Any],
+    force: bool = False,
+    retire: Iterable[str] = (),
+    pinned_run: bool = False,
+) -> bool:
     """Point ``latest.json`` at a manifest; whether it moved.
 
-    Without ``force`` (a run publishing): unless the pointer has moved past it
-    (:func:`superseded`) or already names it with the manifest's own sha256 (a pointer that
-    recorded another one, the manifest rewritten since by a publish that healed a changed file,
-    is written again); a new decision starts with no forecast rolled back. With ``force``
+    Without ``force`` (a run publishing): never for a pinned run (``pinned_run``, see
+    :func:`pinned`), also when nothing is served yet; else unless the pointer has moved past it
+    (:func:`superseded`), or already names it with the manifest's own sha256 (a pointer that
+    recorded another one, the manifest rewritten since by a publish that healed a changed
+    file, is written again); a new decision starts with no forecast rolled back. With ``force``
     (a rollback, which serves an earlier champion's forecast again): always, and the forecast
     served until now joins the pointer's ``rolled_back``, with the manifest keys in ``retire``
     (the rolled-back version's forecasts that may not be published yet: a run whose publish
@@ -405,6 +446,8 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
     """
     from pipeline.locks import series_lock
 
+    if pinned_run and not force:
+        return False
     key = layout.forecast_latest(series_id)
     # Read and write under the series' lock: a concurrent run of an older as-of year could
     # otherwise read the old pointer, then write after this one and move it backwards.
@@ -424,7 +467,7 @@ def point_latest(store: ObjectStore, series_id: str, manifest: dict[str, Any], f
             if current is not None and current["manifest"] == manifest["key"]:
                 if _vouches(store, current, digest):
                     return False
-            elif current is not None and superseded(current, manifest, pinned(store, manifest)):
+            elif current is not None and superseded(current, manifest):
                 return False
         store.write_json(
             key,

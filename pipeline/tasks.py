@@ -236,7 +236,7 @@ def pending_series(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[d
 
     plan = RunPlan.of(plan)
     store = open_store(settings)
-    pending = [item for item in plan.series if not settled(store, item.series_id, plan.as_of_year, item.run_key)]
+    pending = [item for item in plan.series if not settled(store, item.series_id, plan.as_of_year, item.run_key, plan.vintage)]
     done = len(plan.series) - len(pending)
     if done:
         logger.info("%d of %d series already published and served for their run keys: no task mapped for them", done, len(plan.series))
@@ -281,6 +281,7 @@ def train_series(
         return published
 
     from pipeline import locks, tracking
+    from pipeline.publish import pinned
 
     ids = AirflowIds.of(airflow) if airflow is not None else None
     lineup = lineup or production_lineup(settings)
@@ -301,13 +302,18 @@ def train_series(
             done = tracking.find_complete_run(client, item.run_key)
             if done is not None:
                 reused = _reused_summary(client, done.info.run_id)
-                if tracking.version_exists(client, item.series_id, reused.champion_version):
+                if reused.pinned and not pinned(store, plan.vintage):
+                    # A pinned run trained the key (the series' data is the same in both vintages) and moved no
+                    # alias: a run on the latest vintage trains it again through the champion gate. The key's
+                    # versions are found again by its tag; the pinned run stays, complete, as their lineage.
+                    logger.info("run key %s was trained on an older vintage, with no champion gate: training it again", item.run_key)
+                elif tracking.version_exists(client, item.series_id, reused.champion_version):
                     logger.info("run key %s already trained in MLflow run %s: reusing it", item.run_key, done.info.run_id)
                     return reused
-                # Deleted by hand before its forecast was out: reusing the run would fail to publish forever.
-                why = f"v{reused.champion_version}, which MLflow run {done.info.run_id} chose, is no longer in the registry"
-                logger.warning("run key %s: %s (deleted by hand): training it again", item.run_key, why)
-                tracking.retire_run(client, done.info.run_id, f"{why}: the run key was trained again")
+                else:  # deleted by hand before its forecast was out: reusing the run would fail to publish forever
+                    why = f"v{reused.champion_version}, which MLflow run {done.info.run_id} chose, is no longer in the registry"
+                    logger.warning("run key %s: %s (deleted by hand): training it again", item.run_key, why)
+                    tracking.retire_run(client, done.info.run_id, f"{why}: the run key was trained again")
             dead = tracking.heal_dead_runs(
                 client, item.series_id, item.run_key, served_version=lambda: _served_version(store, item.series_id)
             )
@@ -424,6 +430,7 @@ def _train_and_register(
             revision=revision.to_dict() | {"text": revision.describe()} if revision is not None else None,
             left_out=series.left_out.to_dict() if series.left_out is not None else None,
             provisional=provisional,
+            pinned=older_vintage,
         )
         timings = {"fit": fit_seconds, "mlflow": time.perf_counter() - mlflow_started}
         trained = trained.model_copy(update={"timings": {k: round(v, 3) for k, v in timings.items()}})
@@ -443,11 +450,20 @@ def log_timings(series_id: str, step: str, seconds: Mapping[str, float]) -> None
 
 
 def _published_training(settings: Settings, plan: RunPlan, item: WorkItem) -> TrainedSeries | None:
-    """What a run key's published manifest says was trained, or ``None`` (not published, or an older manifest)."""
-    found = open_store(settings).read_json_or_none(layout.forecast_manifest(item.series_id, plan.as_of_year, item.run_key))
+    """What a run key's published manifest says was trained, or ``None``.
+
+    ``None`` when the key is not published, its manifest is older than the record of what was
+    trained, or a pinned run trained it (:func:`pipeline.publish.pinned`: no champion gate, no
+    alias moved) and this run is on the latest vintage, which must take the key through the gate.
+    """
+    from pipeline.publish import pinned
+
+    store = open_store(settings)
+    found = store.read_json_or_none(layout.forecast_manifest(item.series_id, plan.as_of_year, item.run_key))
     if found is None or "trained" not in found:
         return None
-    return TrainedSeries.of(found["trained"])
+    trained = TrainedSeries.of(found["trained"])
+    return None if trained.pinned and not pinned(store, plan.vintage) else trained
 
 
 def _is_provisional(tidy: pd.DataFrame, item: WorkItem, as_of_year: int) -> bool:
@@ -815,7 +831,7 @@ def publish_series(
     started = time.perf_counter()
     plan, trained = RunPlan.of(plan), TrainedSeries.of(trained)
     store = open_store(settings)
-    existing = republish_existing(store, trained.series_id, plan.as_of_year, trained.run_key)
+    existing = republish_existing(store, trained.series_id, plan.as_of_year, trained.run_key, plan.vintage)
     if existing is not None:  # the cheap path: this run key is published and verifies
         log_timings(trained.series_id, "publish_skipped", {"total": time.perf_counter() - started})
         manifest, moved = existing

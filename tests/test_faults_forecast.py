@@ -702,6 +702,76 @@ def test_a_changed_published_file_is_healed_by_a_rerun(settings: Settings, chang
         assert table["year"].min() == 2014 and tasks.pending_series(settings, plan) == []
 
 
+def test_a_pinned_first_run_serves_nothing_and_the_next_run_on_the_latest_vintage_serves_through_the_gate(
+    tmp_path: Path, small_owid: Path
+) -> None:
+    """``--vintage`` of an older release on a series with nothing published yet, then a run on the latest vintage.
+
+    The pinned run wrote ``latest.json`` (there was none to keep) but moved no alias, so ``summary`` flagged the
+    registry and ``rollback`` found no ``@champion``; the series' data being the same in both vintages, the next
+    run had the same run key, found it served and repaired nothing. Now the pinned run serves nothing, and the next
+    run (the asset-triggered path of ``co2_forecast``) trains the key through the gate: ``@champion``, the family
+    aliases and ``latest.json`` as a run on that vintage alone would leave them, with the key's versions reused.
+    """
+    import csv
+    import io
+
+    settings = Settings(
+        home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"
+    )
+    store = tasks.open_store(settings)
+    ingest.ingest(settings, store, str(small_owid))
+    old = tasks.latest_vintage(settings)["vintage"]
+    with small_owid.open() as handle:  # a release that revises France's co2 of 2005, not Canada's
+        reader = csv.DictReader(handle)
+        rows, fields = list(reader), reader.fieldnames
+    for row in rows:
+        if row["country"] == "France" and row["year"] == "2005":
+            row["co2"] = repr(float(row["co2"]) * 1.001)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    revised = tmp_path / "v2" / small_owid.name
+    revised.parent.mkdir()
+    revised.write_text(buffer.getvalue())
+    assert ingest.ingest(settings, store, str(revised))["status"] == "curated"
+    new = tasks.latest_vintage(settings)["vintage"]
+    lineup = _lineup(settings)
+
+    [(pinned, published)] = tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014, vintage=old), lineup)
+    assert pinned.vintage == old and not published.served
+    assert not store.exists(f"forecasts/{SID}/latest.json")
+    assert pinned.pinned
+    client = tracking.configure(settings)
+    assert all(tracking.alias_version(client, SID, alias) is None for alias in ("champion", "drift", "naive"))
+
+    trigger = RunTrigger(run_type="asset_triggered", series=SERIES, as_of_year=2014, asset_vintage=new)
+    plan = tasks.plan_run(settings, trigger, lineup)
+    item = plan.series[0]
+    assert item.run_key == pinned.run_key, "precondition: Canada's data is the same in both vintages"
+    assert [i["series_id"] for i in tasks.pending_series(settings, plan)] == [SID]
+    published = tasks.forecast_series(settings, plan, item, lineup=lineup)
+    assert published.served
+    _assert_healed(settings, item.run_key)  # one version per family for the key: the pinned run's, reused
+    state = _state(settings)
+    registered = client.search_model_versions(f"name = '{tracking.registered_name(SID)}'")
+    versions = {v.tags[tracking.FAMILY_TAG]: str(v.version) for v in registered}
+    assert state["aliases"] == {"champion": versions["drift"], "drift": versions["drift"], "naive": versions["naive"]}
+    assert tracking.champion_versions(client)[SID] == published.model_version == versions["drift"]  # summary agrees
+    manifest, _ = read_latest(store, SID)
+    assert manifest.vintage == new and manifest.trained.get("pinned") is False
+    gated = manifest.trained["run_id"]  # its own MLflow run, the one a rerun of the key reuses from now on
+    assert gated != pinned.run_id and tracking.find_complete_run(client, item.run_key).info.run_id == gated
+
+    assert tasks.pending_series(settings, plan) == []  # settled now; a rerun moves and registers nothing
+    assert tasks.forecast_series(settings, plan, item, lineup=lineup).served and _state(settings) == state
+    again = tasks.plan_run(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014, vintage=old), lineup)
+    assert tasks.pending_series(settings, again) == []  # the pinned run again: nothing to do, nothing moves
+    tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014, vintage=old), lineup)
+    assert _state(settings) == state
+
+
 # -- refusals and what a person reads -----------------------------------------------------------
 
 
