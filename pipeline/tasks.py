@@ -1058,10 +1058,13 @@ def forecast_series(
     return publish_series(settings, plan, trained, airflow, lineup)
 
 
-def _not_served(published: PublishedForecast, as_of_year: int) -> str:
+def _not_served(published: PublishedForecast, as_of_year: int, pinned_run: bool = False) -> str:
     """What ``co2cast forecast`` adds when ``latest.json`` serves another forecast than the one just published."""
     if published.served:
         return ""
+    if pinned_run:
+        served = f"v{published.served_version} as of {published.served_as_of_year}" if published.served_version else "nothing yet"
+        return f" (the vintage is not the latest curated one: like a backfill, it is not served; latest.json serves {served})"
     if published.served_as_of_year is not None and published.served_as_of_year > as_of_year:
         return f" (a backfill: latest.json stays on v{published.served_version} as of {published.served_as_of_year})"
     return (
@@ -1232,7 +1235,8 @@ def forecast_all(
             refused.append(f"{item.series_id} ({reason})")
             continue
         champion = f"champion v{trained.champion_version} ({trained.champion_family})"
-        say(f"[{index}/{total}] {item.series_id}: {champion}, published {published.uri}{_not_served(published, plan.as_of_year)}")
+        served = _not_served(published, plan.as_of_year, trained.pinned)
+        say(f"[{index}/{total}] {item.series_id}: {champion}, published {published.uri}{served}")
         left_out = left_out_line(trained.left_out, plan.as_of_year)
         if left_out:
             say(f"[{index}/{total}] {item.series_id}: {left_out}")

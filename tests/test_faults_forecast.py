@@ -739,7 +739,13 @@ def test_a_pinned_first_run_serves_nothing_and_the_next_run_on_the_latest_vintag
     new = tasks.latest_vintage(settings)["vintage"]
     lineup = _lineup(settings)
 
-    [(pinned, published)] = tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014, vintage=old), lineup)
+    said: list[str] = []
+    trigger = RunTrigger(run_type="cli", series=SERIES, as_of_year=2014, vintage=old)
+    [(pinned, published)] = tasks.forecast_all(settings, trigger, lineup, progress=said.append)
+    # It said "latest.json serves vNone as of None instead (a rollback, or a newer forecast of the year, took this one's place)".
+    assert said[-1].endswith(
+        "(the vintage is not the latest curated one: like a backfill, it is not served; latest.json serves nothing yet)"
+    )
     assert pinned.vintage == old and not published.served
     assert not store.exists(f"forecasts/{SID}/latest.json")
     assert pinned.pinned
