@@ -632,7 +632,6 @@ def revision_ratios(
     columns = (summary["ratio"], summary["first"], summary["last"])
     for e, v, ratio, first, last in zip(entity.tolist(), variable.tolist(), *columns, strict=True):
         factor = max(ratio, 1 / ratio) if ratio > 0 else np.inf
-        # A missing name (-1) gives the last category's, as a merge on category codes did; the raw suite refuses such rows.
         out[(keys.entities[e], keys.variables[v])] = {
             "revision_ratio": float(ratio),
             "revision_factor": float(factor),
@@ -642,8 +641,11 @@ def revision_ratios(
 
 
 def _rows_with_values(frame: pd.DataFrame) -> np.ndarray | None:
-    """The rows of ``frame`` with a value and a year; ``None`` when that is every row."""
-    rows = (frame["value"].notna() & frame["year"].notna()).to_numpy(dtype=bool)
+    """The rows of ``frame`` with a name, a value and a year; ``None`` when that is every row.
+
+    A row without an entity or variable name is the raw suite's to report, never compared under another series' name.
+    """
+    rows = (frame["value"].notna() & frame["year"].notna() & frame["entity"].notna() & frame["variable"].notna()).to_numpy(dtype=bool)
     return None if rows.all() else np.flatnonzero(rows)
 
 

@@ -688,8 +688,9 @@ def _csv_chunks(data: bytes, file_name: str, rows: int = CSV_CHUNK_ROWS) -> Iter
 
 
 def _cut_number(field: str) -> bool:
-    """Whether a field is a number cut short: digits, then a trailing ``.``, exponent or sign (``0.``, ``1e``, ``2e-``)."""
-    return re.fullmatch(r"[+-]?(\d+\.|\d*\.?\d+[eE][+-]?)", field.strip()) is not None
+    """Whether a field is a number cut short: ``0.``, ``1e``, ``2e-``, or a sign or point alone (``-``, ``.``)."""
+    text = field.strip()
+    return text != "" and re.fullmatch(r"[+-]?(\d+\.|\d*\.?\d+[eE][+-]?|\.?)", text) is not None
 
 
 def _csv_header(body: bytes, file_name: str) -> list[str]:

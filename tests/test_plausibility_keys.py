@@ -214,6 +214,17 @@ def test_revision_ratios_of_a_rename_and_a_duplicated_key() -> None:
     assert plausibility.revision_ratios(previous, current, entries, 1.0, renames)[("New", "co2")]["revision_ratio"] == pytest.approx(1.1)
 
 
+def test_revision_ratios_compare_no_row_without_a_name() -> None:
+    """A row with no entity (the raw suite's to report) in both vintages was compared and credited to a real series."""
+    previous = _table([("A", "co2", 2000, 10.0), ("B", "co2", 2000, 10.0), (None, "oil_co2", 2001, 1.0)])
+    current = _table([("A", "co2", 2000, 10.0), ("B", "co2", 2000, 10.0), (None, "oil_co2", 2001, 5000.0)])
+    ratios = plausibility.revision_ratios(previous, current, [], 1.0)
+    assert ratios == {
+        ("A", "co2"): {"revision_ratio": 1.0, "revision_factor": 1.0, "compared": "2000"},
+        ("B", "co2"): {"revision_ratio": 1.0, "revision_factor": 1.0, "compared": "2000"},
+    }
+
+
 def test_the_ingest_command_lets_the_staging_table_go_before_it_compares_the_vintages(
     small_owid: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

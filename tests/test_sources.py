@@ -469,6 +469,10 @@ def test_a_wide_file_cut_inside_its_last_number_is_refused(gapminder_csv: Path, 
         ("", False),
         ("Canada", False),
         ("1.e5", False),
+        ("-", True),
+        ("+", True),
+        (".", True),
+        ("-.", True),
     ],
 )
 def test_cut_number(field: str, cut: bool) -> None:
