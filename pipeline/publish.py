@@ -305,7 +305,7 @@ def republish_existing(
     if not pinned_run and _trained_pinned(existing):
         return None
     current = latest_pointer(store, series_id)
-    if current is not None and current["manifest"] == existing["key"] and not _vouches(store, current):
+    if current is not None and current["manifest"] == existing["key"] and not vouches(store, current):
         return None  # edited since latest.json recorded it (its files may have been changed to match): publish it anew
     return Manifest.of(existing), _move_latest(store, series_id, existing, pinned_run)
 
@@ -316,7 +316,7 @@ def _trained_pinned(manifest: dict[str, Any]) -> bool:
     return isinstance(trained, dict) and trained.get("pinned") is True
 
 
-def _vouches(store: ObjectStore, pointer: dict[str, Any], digest: str | None = None) -> bool:
+def vouches(store: ObjectStore, pointer: dict[str, Any], digest: str | None = None) -> bool:
     """Whether ``latest.json`` vouches for the manifest it names as it is now (``digest``: its sha256, read when not given).
 
     It does when the sha256 it recorded is the manifest's, or when it recorded none (a pointer
@@ -375,7 +375,7 @@ def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str, v
     current = serving_pointer(store, series_id)
     if current is None:
         return False
-    return _vouches(store, current) if current["manifest"] == existing["key"] else superseded(current, existing)
+    return vouches(store, current) if current["manifest"] == existing["key"] else superseded(current, existing)
 
 
 def pinned(store: ObjectStore, vintage: str | None) -> bool:
@@ -434,11 +434,12 @@ def point_latest(
 ) -> bool:
     """Point ``latest.json`` at a manifest; whether it moved.
 
-    Without ``force`` (a run publishing): never for a pinned run (``pinned_run``, see
-    :func:`pinned`), also when nothing is served yet; else unless the pointer has moved past it
-    (:func:`superseded`), or already names it with the manifest's own sha256 (a pointer that
-    recorded another one, the manifest rewritten since by a publish that healed a changed
-    file, is written again); a new decision starts with no forecast rolled back. With ``force``
+    Without ``force`` (a run publishing): never to serve another manifest for a pinned run
+    (``pinned_run``, see :func:`pinned`), also when nothing is served yet; else unless the
+    pointer has moved past it (:func:`superseded`); a new decision starts with no forecast
+    rolled back. A pointer that already names the manifest is rewritten only when it recorded
+    another sha256 (the manifest rewritten since by a publish that healed a changed file), with
+    its ``rolled_back`` as it was, by a pinned run too. With ``force``
     (a rollback, which serves an earlier champion's forecast again): always, and the forecast
     served until now joins the pointer's ``rolled_back``, with the manifest keys in ``retire``
     (the rolled-back version's forecasts that may not be published yet: a run whose publish
@@ -446,8 +447,6 @@ def point_latest(
     """
     from pipeline.locks import series_lock
 
-    if pinned_run and not force:
-        return False
     key = layout.forecast_latest(series_id)
     # Read and write under the series' lock: a concurrent run of an older as-of year could
     # otherwise read the old pointer, then write after this one and move it backwards.
@@ -459,15 +458,18 @@ def point_latest(
             current = latest_pointer(store, series_id)
             served = [*current.get("rolled_back", []), current["manifest"]] if current is not None else []
             rolled_back = [k for k in dict.fromkeys([*served, *retire]) if k != manifest["key"]]
-            same = current is not None and current["manifest"] == manifest["key"] and _vouches(store, current, digest)
+            same = current is not None and current["manifest"] == manifest["key"] and vouches(store, current, digest)
             if same and rolled_back == current.get("rolled_back", []):
                 return False
         else:
             current = serving_pointer(store, series_id)
             if current is not None and current["manifest"] == manifest["key"]:
-                if _vouches(store, current, digest):
+                if vouches(store, current, digest):
                     return False
-            elif current is not None and superseded(current, manifest):
+                # The same forecast vouched for again (a publish rewrote its manifest, a pinned run's too):
+                # what is served does not change, and what was rolled back stays so.
+                rolled_back = list(current.get("rolled_back", []))
+            elif pinned_run or (current is not None and superseded(current, manifest)):
                 return False
         store.write_json(
             key,

@@ -453,15 +453,19 @@ def _published_training(settings: Settings, plan: RunPlan, item: WorkItem) -> Tr
     """What a run key's published manifest says was trained, or ``None``.
 
     ``None`` when the key is not published, its manifest is older than the record of what was
-    trained, or a pinned run trained it (:func:`pipeline.publish.pinned`: no champion gate, no
-    alias moved) and this run is on the latest vintage, which must take the key through the gate.
+    trained or was edited since ``latest.json`` recorded it, or a pinned run trained it
+    (:func:`pipeline.publish.pinned`: no champion gate, no alias moved) and this run is on the
+    latest vintage, which must take the key through the gate.
     """
-    from pipeline.publish import pinned
+    from pipeline.publish import latest_pointer, pinned, vouches
 
     store = open_store(settings)
     found = store.read_json_or_none(layout.forecast_manifest(item.series_id, plan.as_of_year, item.run_key))
     if found is None or "trained" not in found:
         return None
+    current = latest_pointer(store, item.series_id)
+    if current is not None and current["manifest"] == found.get("key") and not vouches(store, current):
+        return None  # edited since latest.json recorded it: what it says was trained comes from MLflow instead
     trained = TrainedSeries.of(found["trained"])
     return None if trained.pinned and not pinned(store, plan.vintage) else trained
 

@@ -670,13 +670,15 @@ def test_a_tampered_run_summary_is_not_reused(settings: Settings) -> None:
     assert tasks.train_series(settings, plan, plan.series[0], lineup=lineup) == trained
 
 
-@pytest.mark.parametrize("changed", ["forecast.parquet", "manifest.json"])
+@pytest.mark.parametrize("changed", ["forecast.parquet", "manifest.json", "trained"])
 def test_a_changed_published_file_is_healed_by_a_rerun(settings: Settings, changed: str) -> None:
     """A published file changed by hand: ``show`` refuses it, and the rerun the error asks for republishes it for good.
 
     The rerun rewrote every file and the manifest but left ``latest.json`` as it was (it already named that
     manifest), still recording the old manifest's sha256: ``show`` then refused the healed forecast for ever.
-    An edited manifest whose files still verify is not vouched for again either: it is republished too.
+    An edited manifest whose files still verify is not vouched for again either: it is republished too. And what
+    an edited manifest says was trained (``trained``: another version) is not believed: the rerun took it, served
+    that version's forecast and vouched for it, with ``@champion`` elsewhere.
     """
     from pipeline.publish import IntegrityError
 
@@ -686,6 +688,12 @@ def test_a_changed_published_file_is_healed_by_a_rerun(settings: Settings, chang
     if changed == "manifest.json":  # the files still match it: only latest.json's sha256 tells
         document = json.loads((folder / changed).read_text())
         (folder / changed).write_text(json.dumps({**document, "model_family": "naive"}, indent=2))
+    elif changed == "trained":  # the record of what the run trained names the naive version instead
+        document = json.loads((folder / "manifest.json").read_text())
+        naive = tracking.alias_version(tracking.configure(settings), SID, "naive")
+        assert str(naive.version) != str(served.model_version)
+        trained = {**document["trained"], "champion_version": str(naive.version), "champion_family": "naive"}
+        (folder / "manifest.json").write_text(json.dumps({**document, "trained": trained}, indent=2))
     else:
         with (folder / changed).open("ab") as handle:
             handle.write(b"x")
@@ -699,7 +707,71 @@ def test_a_changed_published_file_is_healed_by_a_rerun(settings: Settings, chang
         [(_, published)] = tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2013), _lineup(settings))
         manifest, table = read_latest(store, SID)
         assert published.served and manifest.key == served.key and manifest.model_family == served.model_family
+        assert manifest.model_version == served.model_version == _state(settings)["champion"]
         assert table["year"].min() == 2014 and tasks.pending_series(settings, plan) == []
+
+
+def _revised_release(source: Path, tmp_path: Path, entity: str, variable: str) -> Path:
+    """A copy of ``source`` with ``entity``'s ``variable`` of 2005 raised by 0.1 %: a second vintage."""
+    import csv
+    import io
+
+    with source.open() as handle:
+        reader = csv.DictReader(handle)
+        rows, fields = list(reader), reader.fieldnames
+    for row in rows:
+        if row["country"] == entity and row["year"] == "2005":
+            row[variable] = repr(float(row[variable]) * 1.001)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    revised = tmp_path / f"v2-{entity}" / source.name
+    revised.parent.mkdir()
+    revised.write_text(buffer.getvalue())
+    return revised
+
+
+def test_a_pinned_run_that_heals_the_served_forecast_vouches_for_it_again(tmp_path: Path, small_owid: Path) -> None:
+    """After a rollback, the forecast served again had a file changed; a ``--vintage`` run of its key heals it.
+
+    The pinned run rewrote the files and the manifest but could not touch ``latest.json``, which went on recording
+    the old manifest's sha256: ``show`` called co2cast's own rewrite "edited", and no later run healed it (the
+    latest run key is rolled back, so settled). Now the pointer is written again, naming the same forecast, with
+    what was rolled back kept.
+    """
+    from pipeline.publish import IntegrityError, latest_pointer
+
+    settings = Settings(
+        home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"
+    )
+    store, lineup = tasks.open_store(settings), _lineup(settings)
+    ingest.ingest(settings, store, str(small_owid))
+    old = tasks.latest_vintage(settings)["vintage"]
+    tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014), lineup)
+    assert ingest.ingest(settings, store, str(_revised_release(small_owid, tmp_path, "Canada", "co2_per_capita")))["status"] == "curated"
+    tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014), lineup)
+    tasks.rollback(settings, SID)
+    served, _ = read_latest(store, SID)
+    assert served.vintage == old
+    pointer = latest_pointer(store, SID)
+    assert pointer["rolled_back"]
+    folder = Path(settings.resolved_store_uri.removeprefix("file://")) / served.key.rpartition("/")[0]
+    with (folder / "forecast.parquet").open("ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(IntegrityError, match="republish it"):
+        read_latest(store, SID)
+    time.sleep(1.1)  # the republished manifest's published_at (in seconds) differs from the first's
+
+    pinned = RunTrigger(run_type="cli", series=SERIES, as_of_year=2014, vintage=old)
+    [(_, published)] = tasks.forecast_all(settings, pinned, lineup)
+    healed, _ = read_latest(store, SID)  # readable again: it said the manifest "was edited"
+    assert published.served and healed.key == served.key and healed.model_version == served.model_version
+    assert latest_pointer(store, SID)["rolled_back"] == pointer["rolled_back"]
+    state = _state(settings)
+    tasks.forecast_all(settings, RunTrigger(run_type="cli", series=SERIES, as_of_year=2014), lineup)  # the latest: rolled back
+    tasks.forecast_all(settings, pinned, lineup)
+    assert _state(settings) == state and read_latest(store, SID)[0].key == served.key
 
 
 def test_a_pinned_first_run_serves_nothing_and_the_next_run_on_the_latest_vintage_serves_through_the_gate(
@@ -713,28 +785,13 @@ def test_a_pinned_first_run_serves_nothing_and_the_next_run_on_the_latest_vintag
     run (the asset-triggered path of ``co2_forecast``) trains the key through the gate: ``@champion``, the family
     aliases and ``latest.json`` as a run on that vintage alone would leave them, with the key's versions reused.
     """
-    import csv
-    import io
-
     settings = Settings(
         home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri(), mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"
     )
     store = tasks.open_store(settings)
     ingest.ingest(settings, store, str(small_owid))
     old = tasks.latest_vintage(settings)["vintage"]
-    with small_owid.open() as handle:  # a release that revises France's co2 of 2005, not Canada's
-        reader = csv.DictReader(handle)
-        rows, fields = list(reader), reader.fieldnames
-    for row in rows:
-        if row["country"] == "France" and row["year"] == "2005":
-            row["co2"] = repr(float(row["co2"]) * 1.001)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    revised = tmp_path / "v2" / small_owid.name
-    revised.parent.mkdir()
-    revised.write_text(buffer.getvalue())
+    revised = _revised_release(small_owid, tmp_path, "France", "co2")  # not Canada's per-capita series
     assert ingest.ingest(settings, store, str(revised))["status"] == "curated"
     new = tasks.latest_vintage(settings)["vintage"]
     lineup = _lineup(settings)
