@@ -355,11 +355,11 @@ def latest_pointer(store: ObjectStore, series_id: str) -> dict[str, Any] | None:
     return store.read_json_or_none(layout.forecast_latest(series_id), layout.FORECAST_POINTER)
 
 
-def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str, vintage: str | None) -> bool:
-    """Whether a run key has nothing left to do for a run on ``vintage``.
+def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str, pinned_run: bool) -> bool:
+    """Whether a run key has nothing left to do for a run, pinned (``pinned_run``: :func:`pinned`) or not.
 
-    Its manifest (with what it trained) verifies, and the run is pinned (:func:`pinned`: it
-    never moves ``latest.json``), or ``latest.json`` serves that manifest and vouches for it as
+    Its manifest (with what it trained) verifies, and the run is pinned (it never moves
+    ``latest.json``), or ``latest.json`` serves that manifest and vouches for it as
     it is (the sha256 it recorded), or has moved past it (:func:`superseded`). A forecast a
     pinned run published (trained with no champion gate) is never settled for a run on the
     latest vintage: that run trains the key through the gate and serves it. Exactly the case
@@ -368,7 +368,7 @@ def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str, v
     existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
     if existing is None or "trained" not in existing or not verify_manifest(store, existing):
         return False
-    if pinned(store, vintage):
+    if pinned_run:
         return True
     if _trained_pinned(existing):
         return False

@@ -232,11 +232,12 @@ def pending_series(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[d
     is left out: an unchanged nightly run maps no task for it, and the run summary still lists
     it from the store. Everything else (new, revised, half-published) is returned.
     """
-    from pipeline.publish import settled
+    from pipeline.publish import pinned, settled
 
     plan = RunPlan.of(plan)
     store = open_store(settings)
-    pending = [item for item in plan.series if not settled(store, item.series_id, plan.as_of_year, item.run_key, plan.vintage)]
+    pinned_run = pinned(store, plan.vintage)  # once for the run, not once per series
+    pending = [item for item in plan.series if not settled(store, item.series_id, plan.as_of_year, item.run_key, pinned_run)]
     done = len(plan.series) - len(pending)
     if done:
         logger.info("%d of %d series already published and served for their run keys: no task mapped for them", done, len(plan.series))
