@@ -74,7 +74,7 @@ BENCHMARK = "naive"
 #: picked on three periods and judged on the fourth (naive as the only fallback), the search's
 #: choice averaged 0.928 against 0.943 for the old four (better on 1995-1998 and 1999-2002,
 #: level on 2003-2006, worse on 2007-2010), and it was the mean or median of drift, ETS and
-#: LSTM in three of the four folds (README, "Tests and benchmarks";
+#: LSTM in three of the four folds (docs/benchmarks.md, "Forecast accuracy";
 #: benchmarks/policy_study.py --search).
 COMBINATION_MEMBERS = ("drift", "ets", "lstm")
 
