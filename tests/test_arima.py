@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from statsmodels.tsa.arima.model import ARIMA
 from pipeline.config import EMBEDDED_SOURCE
 from pipeline.ingest import read_tidy_file
 from pipeline.models.arima import ArimaForecaster, default_trend
+from pipeline.models.base import Forecast
 from pipeline.series import prepare_series
 
 OWID_CSV = EMBEDDED_SOURCE  # the repository's own OWID release (gzip)
@@ -130,3 +132,42 @@ def test_aic_values_are_finite_or_recorded_as_failures(fitted: ArimaForecaster) 
             assert row["aic"] is None and not row["converged"]
         else:
             assert row["aic"] is not None and math.isfinite(row["aic"])
+
+
+def _assert_same_forecast(ours: Forecast, expected: Any, atol: float) -> None:
+    np.testing.assert_allclose(ours.mean, expected.predicted_mean, rtol=0, atol=atol)
+    for level in (80, 95):
+        interval = expected.conf_int(alpha=1 - level / 100)
+        np.testing.assert_allclose(ours.lower[level], interval[:, 0], rtol=0, atol=atol)
+        np.testing.assert_allclose(ours.upper[level], interval[:, 1], rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("order", [(0, 2, 0), (0, 1, 0)])
+def test_variance_only_model_is_fitted_and_matches_statsmodels(order: tuple[int, int, int], tmp_path: Path) -> None:
+    # p = q = 0 with no trend leaves sigma2 as the only parameter, which statsmodels cannot
+    # concentrate out ("not enough values to unpack"): such a model used to be unfittable.
+    y = np.cumsum(np.cumsum(np.random.default_rng(5).normal(0, 1, 60))) + 500
+    model = ArimaForecaster(order=order, trend="n").fit(y)
+    assert model.order_ == order and model.search_[0]["error"] is None and model.search_[0]["converged"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = ARIMA(y, order=order, trend="n").fit()
+    assert model.aic_ == pytest.approx(reference.aic, abs=1e-8)
+    np.testing.assert_allclose(model.params_, reference.params, rtol=0, atol=1e-10)
+    _assert_same_forecast(model.predict(12), reference.get_forecast(12), atol=1e-8)
+    before = model.predict(30)
+    after = ArimaForecaster.load(model.save(tmp_path / "arima")).predict(30)
+    np.testing.assert_array_equal(after.mean, before.mean)
+    for level in (80, 95):
+        np.testing.assert_array_equal(after.lower[level], before.lower[level])
+        np.testing.assert_array_equal(after.upper[level], before.upper[level])
+
+
+def test_stepwise_can_pick_its_variance_only_start() -> None:
+    # Georgia's CO2 (1959-2014 in the embedded release) is differenced twice and ARIMA(0,2,0) has
+    # the lowest AIC of the walk; with that start failing, the search settled on (1,2,0).
+    series = prepare_series(read_tidy_file(OWID_CSV), "Georgia", "co2", as_of_year=2014)
+    model = ArimaForecaster().fit(series.values, series.years)
+    assert model.order_ == (0, 2, 0) and model.trend_ == "n"
+    assert model.order_ == _best_converged(model.search_)
+    assert all(row["error"] is None for row in model.search_)

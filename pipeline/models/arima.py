@@ -21,7 +21,10 @@ unconcentrated model's at the optimum) and fitted with ``cov_type="none"`` (no n
 Hessian: the search needs the likelihood, not standard errors), warnings silenced, and
 statsmodels' own optimiser settings otherwise (``maxiter=50`` by default), so the chosen
 candidate's parameters are exactly those of ``ARIMA(y, order, trend,
-concentrate_scale=True).fit()``. ``low_memory=True`` is deliberately not used: it is no faster
+concentrate_scale=True).fit()``. The one exception is ``p = q = 0`` with trend ``"n"`` (e.g.
+ARIMA(0,2,0), the stepwise search's (0, 0) start when ``d >= 2``): there the variance is the
+only parameter, statsmodels cannot concentrate it out (it fails with "not enough values to
+unpack"), so that model is built unconcentrated (:func:`concentrate_scale`). ``low_memory=True`` is deliberately not used: it is no faster
 here and its log-likelihood counts the diffuse first observations, which shifts the AIC by an
 amount that varies with the order. BLAS is limited to one thread while fitting
 (:func:`pipeline.blas.single_threaded_blas`): the matrices are tiny and idle-spinning BLAS threads on a busy
@@ -60,6 +63,25 @@ def default_trend(d: int) -> str:
         ``"c"`` for ``d = 0``, ``"t"`` (drift) for ``d = 1``, ``"n"`` otherwise.
     """
     return {0: "c", 1: "t"}.get(int(d), "n")
+
+
+def concentrate_scale(p: int, q: int, trend: str) -> bool:
+    """Whether a candidate is built with ``concentrate_scale=True``.
+
+    Not when the innovation variance would be the only parameter (``p = q = 0``, trend
+    ``"n"``): statsmodels cannot profile out a model's last parameter. Fitting and
+    rebuilding from saved parameters both ask this, so the parameter vector (with or without
+    ``sigma2``) means the same thing in both.
+
+    Args:
+        p: AR order.
+        q: MA order.
+        trend: statsmodels trend term.
+
+    Returns:
+        ``True`` unless ``p == q == 0`` and ``trend == "n"``.
+    """
+    return not (int(p) == 0 and int(q) == 0 and trend == "n")
 
 
 class ArimaForecaster(Forecaster):
@@ -191,7 +213,8 @@ class ArimaForecaster(Forecaster):
                 # ConvergenceWarning, non-stationary/non-invertible start values: recorded in
                 # the row instead of flooding the task log.
                 warnings.simplefilter("ignore")
-                result = ARIMA(y, order=order, trend=trend, concentrate_scale=True).fit(
+                concentrate = concentrate_scale(order[0], order[2], trend)
+                result = ARIMA(y, order=order, trend=trend, concentrate_scale=concentrate).fit(
                     cov_type="none", method_kwargs={"maxiter": int(self.maxiter)}
                 )
         except (ValueError, RuntimeError, np.linalg.LinAlgError) as error:
@@ -205,7 +228,8 @@ class ArimaForecaster(Forecaster):
     def _rebuild(self, y: np.ndarray) -> Any:
         with warnings.catch_warnings(), single_threaded_blas():
             warnings.simplefilter("ignore")
-            return ARIMA(y, order=self.order_, trend=self.trend_, concentrate_scale=True).filter(self.params_)
+            concentrate = concentrate_scale(self.order_[0], self.order_[2], self.trend_)
+            return ARIMA(y, order=self.order_, trend=self.trend_, concentrate_scale=concentrate).filter(self.params_)
 
     # -- forecasting -----------------------------------------------------------------------
     def _predict(self, h: int, levels: tuple[int, ...]) -> tuple[np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
