@@ -32,6 +32,28 @@ def z(level: float) -> float:
     return float(stats.norm.ppf(0.5 + float(level) / 200.0))
 
 
+def integrated_error_std(psi: np.ndarray, order: int, scale: float = 1.0) -> np.ndarray:
+    """Forecast-error standard deviations of a linear process summed ``order`` times.
+
+    A forecast error ``h`` steps ahead of a process with impulse response ``ψ`` (``ψ_0 = 1``)
+    and innovations of standard deviation ``σ`` is ``Σ_{i<h} ψ_i ε_{h-i}``. Summing the process
+    ``order`` times (undoing differences) turns ``ψ`` into its ``order``-fold running sum ``Ψ``,
+    and the error's variance is ``σ² Σ_{i<h} Ψ_i²``.
+
+    Args:
+        psi: ``ψ_0 .. ψ_{h-1}`` (any common scale: ``σ ψ`` with ``scale=1`` works too).
+        order: how many times the process is summed (0: the process itself).
+        scale: ``σ``, multiplied in last.
+
+    Returns:
+        The ``h`` standard deviations ``scale · sqrt(cumsum(Ψ²))``.
+    """
+    weights = np.asarray(psi, dtype=np.float64)
+    for _ in range(int(order)):
+        weights = np.cumsum(weights)
+    return scale * np.sqrt(np.cumsum(np.square(weights)))
+
+
 def json_default(value: Any) -> Any:
     """``json.dumps(default=...)`` hook for numpy scalars and arrays, tuples, sets and paths.
 

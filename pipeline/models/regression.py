@@ -27,6 +27,7 @@ import numpy as np
 import statsmodels.api as sm
 from sklearn.linear_model import Lasso, Ridge
 
+from pipeline.maths import integrated_error_std
 from pipeline.models.base import Forecaster
 from pipeline.models.baselines import normal_bands
 
@@ -110,7 +111,7 @@ class _LaggedDifferences(Forecaster):
             z.append(nxt)
             path.append(nxt * self.scale_ + self.loc_)
         mean = float(self.y_[-1]) + np.cumsum(path)
-        sigma_h = self.sigma_ * np.sqrt(np.cumsum(np.square(np.cumsum(self._impulse_response(h)))))
+        sigma_h = integrated_error_std(self._impulse_response(h), 1, self.sigma_)
         return mean, normal_bands(mean, sigma_h, levels)
 
     def _impulse_response(self, h: int) -> np.ndarray:

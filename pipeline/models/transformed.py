@@ -3,8 +3,9 @@
 The study's transforms (:mod:`pipeline.transforms`: log, sqrt, reciprocal, Box–Cox, then
 differencing of order ``d``) are available to every candidate through this wrapper. Elementwise
 transforms are monotone, so a quantile of the transformed forecast maps to the same quantile in
-levels exactly; intervals of differenced forecasts are integrated assuming independent
-errors (exact for a random walk, see :meth:`pipeline.transforms.Difference.integrate_std`).
+levels exactly; intervals of differenced forecasts are integrated as a linear process whose
+impulse weights are read off the inner model's growing standard deviations (exact for non-negative
+weights: naive on ``d = 1`` is ARIMA(0,2,0); see :meth:`pipeline.transforms.Difference.integrate_std`).
 """
 
 from __future__ import annotations
