@@ -535,7 +535,8 @@ def calibration_factors(
             never narrow them; 0: the plain conformal factor).
         max_factor: largest factor returned (``inf``: no cap): a score far beyond the model's
             bands is a break or an outlier, not a spread the bands misjudged by that factor
-            (see :data:`MAX_CALIBRATION_FACTOR`).
+            (see :data:`MAX_CALIBRATION_FACTOR`). A miss by a zero-width band scores ``inf``
+            and is ranked like any other score, so with no cap the factor can be ``inf``.
 
     Returns:
         level -> factors by step (one pooled factor when steps are pooled).
@@ -561,8 +562,10 @@ def _conformal_factor(rows: pd.DataFrame, level: int) -> float:
     half = np.where(error >= 0, upper_half, lower_half)
     with np.errstate(divide="ignore", invalid="ignore"):
         scores = np.where(error == 0, 0.0, np.abs(error) / half)
-    # A zero-width band that missed gives an infinite score: no multiplier can fix it.
-    scores = np.sort(scores[np.isfinite(scores) & (half >= 0)])
+    # A zero-width band that missed scores +inf: no multiplier covers it, so it ranks above
+    # every finite score (dropping it would bias the factor down) and the cap bounds the result.
+    # Only undefined scores (NaN) and inverted bands (half < 0) are left out.
+    scores = np.sort(scores[~np.isnan(scores) & (half >= 0)])
     if scores.size == 0:
         return 1.0
     rank = math.ceil((scores.size + 1) * level / 100)

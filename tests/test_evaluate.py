@@ -150,6 +150,33 @@ def test_calibration_factor_is_capped_so_one_outlier_cannot_set_it() -> None:
         calibration_factors(frame, (95,), min_factor=2.0, max_factor=1.0)
 
 
+def test_a_miss_by_a_zero_width_band_ranks_above_every_finite_score() -> None:
+    # 25 pooled points: 22 inside bands of half-width 1 (80 %) and 2 (95 %), 3 missed by 5 from
+    # zero-width bands (score +inf: no multiplier covers them). Dropping those three made the
+    # 95 % rank the 22nd of 22 finite scores (0.44 -> factor 1); kept, it is the 25th of 25: inf,
+    # capped at MAX_CALIBRATION_FACTOR.
+    inside = np.r_[np.arange(1, 12), -np.arange(1, 12)] * 0.08
+    frame = pd.DataFrame(
+        {
+            "step": np.tile(np.arange(1, 6), 5),
+            "actual": np.r_[np.full(3, 5.0), inside],
+            "mean": 0.0,
+            "lo_80": np.r_[np.zeros(3), np.full(22, -1.0)],
+            "hi_80": np.r_[np.zeros(3), np.full(22, 1.0)],
+            "lo_95": np.r_[np.zeros(3), np.full(22, -2.0)],
+            "hi_95": np.r_[np.zeros(3), np.full(22, 2.0)],
+        }
+    )
+    assert calibration_factors(frame, (95,))[95] == [MAX_CALIBRATION_FACTOR]
+    assert calibration_factors(frame, (95,), max_factor=np.inf)[95] == [np.inf]
+    # 80 %: rank ceil(26 * 0.8) = 21 of 25 -> 0.88, the largest finite score (not the 19th of 22, 0.80).
+    assert calibration_factors(frame, (80,), min_factor=0.0)[80] == [pytest.approx(0.88)]
+    # An undefined score (no actual) and an inverted band are still left out, not ranked.
+    extra = pd.DataFrame({"step": [1, 2], "actual": [np.nan, 1.0], "mean": 0.0, "lo_80": [-1.0, 1.0], "hi_80": [1.0, -1.0]})
+    with_extra = pd.concat([frame[["step", "actual", "mean", "lo_80", "hi_80"]], extra], ignore_index=True)
+    assert calibration_factors(with_extra, (80,), min_factor=0.0)[80] == [pytest.approx(0.88)]
+
+
 def test_a_spike_in_the_backtest_does_not_blow_up_the_published_interval() -> None:
     """OWID's "Statistical Difference": +-0.004 noise and one spike of 478 inside a backtest test window."""
     rng = np.random.default_rng(3)
