@@ -419,3 +419,11 @@ def test_docker_compose_config_parses(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("")
     missing = subprocess.run(["docker-compose", "config", "-q"], cwd=tmp_path, capture_output=True, text=True)
     assert missing.returncode != 0 and "set " in missing.stderr
+
+
+def test_build_backend_reads_the_license_expression() -> None:
+    """``license = "Apache-2.0"`` (a PEP 639 SPDX string) is an error to setuptools before 77."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert isinstance(pyproject["project"]["license"], str)
+    bounds = [re.fullmatch(r"setuptools>=(\d+)(\.[\d.]+)?", req) for req in pyproject["build-system"]["requires"]]
+    assert any(b and int(b.group(1)) >= 77 for b in bounds), pyproject["build-system"]["requires"]
