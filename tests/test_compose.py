@@ -217,6 +217,16 @@ def test_depends_on_with_conditions() -> None:
             assert spec["condition"] == expected, f"{name} -> {dependency}: {spec['condition']}, expected {expected}"
 
 
+def test_task_runners_wait_for_the_api_server() -> None:
+    """Airflow 3 tasks reach the database through the api-server's Execution API: the scheduler
+    (whose LocalExecutor runs them) and the Celery worker start once it answers."""
+    for name in ("airflow-scheduler", "airflow-worker"):
+        depends = SERVICES[name]["depends_on"]
+        assert depends.get("airflow-apiserver") == {"condition": "service_healthy"}, name
+        assert {"postgres", "minio-init", "mlflow-init", "airflow-init"} <= set(depends), name
+    assert "healthcheck" in SERVICES["airflow-apiserver"]
+
+
 def test_ports_on_localhost_unless_asked() -> None:
     published = 0
     for name, service in SERVICES.items():
