@@ -9,10 +9,12 @@ behind its basic-auth app, and the same variable names as the native stack test.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -225,6 +227,71 @@ def test_task_runners_wait_for_the_api_server() -> None:
         assert depends.get("airflow-apiserver") == {"condition": "service_healthy"}, name
         assert {"postgres", "minio-init", "mlflow-init", "airflow-init"} <= set(depends), name
     assert "healthcheck" in SERVICES["airflow-apiserver"]
+
+
+FAKE_AIRFLOW = """#!{python}
+# airflow's FAB user commands as apache-airflow-providers-fab's user_command.py runs them, on a
+# JSON user table: `users create` prints "already exist" and exits 0 for a known username, and
+# fails ("Failed to create user") on an e-mail another user has (FAB's unique column).
+import json, sys
+from pathlib import Path
+table = Path({table!r})
+users = json.loads(table.read_text()) if table.exists() else []
+args = sys.argv[1:]
+opt = lambda name: args[args.index(name) + 1] if name in args else None
+if args[:2] == ["db", "migrate"]:
+    sys.exit(0)
+if args[:2] == ["users", "list"]:
+    print("id | username | email | first_name | last_name | roles")
+    for i, u in enumerate(users, 1):
+        print(f"{{i}} | {{u['username']}} | {{u['email']}} | co2cast | admin | [{{u['role']}}]")
+    sys.exit(0)
+if args[:2] == ["users", "create"]:
+    if any(u["username"] == opt("--username") for u in users):
+        print(f"{{opt('--username')}} already exist in the db")
+        sys.exit(0)
+    if any(u["email"] == opt("--email") for u in users):
+        sys.exit("Failed to create user")
+    users.append({{"username": opt("--username"), "email": opt("--email"), "role": opt("--role"), "password": opt("--password")}})
+elif args[:2] == ["users", "reset-password"]:
+    user = next((u for u in users if u["username"] == opt("--username")), None)
+    if user is None:
+        sys.exit(f'User "{{opt("--username")}}" does not exist')
+    user["password"] = opt("--password")
+else:
+    sys.exit(f"unexpected: {{args}}")
+table.write_text(json.dumps(users))
+"""
+
+
+def test_airflow_init_creates_a_renamed_admin_and_sets_the_password(tmp_path: Path) -> None:
+    """A renamed AIRFLOW_ADMIN_USER (even one that is a word of `users list`, like the role Admin)
+    gets its own user, and the password in .env is the admin's after every start."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    table = tmp_path / "users.json"
+    (bin_dir / "airflow").write_text(FAKE_AIRFLOW.format(python=sys.executable, table=str(table)))
+    (bin_dir / "airflow").chmod(0o755)
+    init = SERVICES["airflow-init"]
+    assert init["entrypoint"] == ["/bin/bash", "-c"]
+    script = init["command"][0].replace("$$", "$")
+
+    def start(user: str, password: str) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "AIRFLOW_ADMIN_USER": user, "AIRFLOW_ADMIN_PASSWORD": password}
+        return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+
+    def users() -> dict[str, str]:
+        return {u["username"]: u["password"] for u in json.loads(table.read_text())}
+
+    assert start("admin", "first-password-0123").returncode == 0
+    assert users() == {"admin": "first-password-0123"}
+    again = start("admin", "second-password-0123")  # AIRFLOW_ADMIN_PASSWORD changed in .env
+    assert again.returncode == 0 and "already exist" in again.stdout, again.stderr
+    assert users() == {"admin": "second-password-0123"}
+    for renamed in ("ops", "Admin"):  # "Admin" is also a word of `users list` (the role)
+        result = start(renamed, "third-password-0123")
+        assert result.returncode == 0, result.stderr
+        assert users()[renamed] == "third-password-0123"
 
 
 def test_ports_on_localhost_unless_asked() -> None:
