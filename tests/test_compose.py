@@ -138,6 +138,44 @@ def test_placeholder_secrets_are_refused(tmp_path: Path) -> None:
             pytest.fail(f"{name} starts without waiting for anything (check-secrets first)")
 
 
+def url_secrets(node: Any = COMPOSE) -> set[str]:
+    """The secrets docker-compose.yaml pastes into a URL (a value with ``://`` and ``${SECRET…}``)."""
+    if isinstance(node, dict):
+        return {name for value in node.values() for name in url_secrets(value)}
+    if isinstance(node, list):
+        return {name for value in node for name in url_secrets(value)}
+    if isinstance(node, str) and "://" in node:
+        return {name for name, _, _ in VARIABLE.findall(node) if SECRET.search(name)}
+    return set()
+
+
+@pytest.mark.parametrize(
+    "bad", ["Ab3/x+Yz9Q==0123456789", "pass@word-0123456789", "pass#word-0123456789", "a?b%c:d-0123456789", "two\nlines-0123456789"]
+)
+def test_secrets_in_urls_are_url_safe(bad: str) -> None:
+    """A password pasted unencoded into a SQLAlchemy or Celery URL: kombu's parse_url raises on
+    'redis://:Ab3/x+Yz9Q==@redis:6379/0', and @ # ? % end or mangle the password in any URL."""
+    assert url_secrets() == {"POSTGRES_PASSWORD", "REDIS_PASSWORD"}
+    script = (ROOT / "deploy" / "check-secrets.sh").read_text()
+    listed = set(re.search(r'URL_SECRETS=" ([A-Z_ ]+) "', script).group(1).split())  # type: ignore[union-attr]
+    assert url_secrets() <= listed, "a secret pasted into a URL is not checked for URL-safe characters"
+    real = {name: f"{name.lower()}-0123456789abcdef" for name in example_env() if SECRET.search(name)}
+    real["AIRFLOW_FERNET_KEY"] = FERNET_KEY
+    real["AIRFLOW_JWT_SECRET"] = "j/+=" * 16  # not in a URL: any character
+    base = {"PATH": os.environ["PATH"], **real}
+    example = str(ROOT / ".env.example")
+    assert subprocess.run(["sh", str(ROOT / "deploy" / "check-secrets.sh"), example], env=base, capture_output=True).returncode == 0
+    for name in sorted(url_secrets()):
+        result = subprocess.run(
+            ["sh", str(ROOT / "deploy" / "check-secrets.sh"), example], env={**base, name: bad}, capture_output=True, text=True
+        )
+        assert result.returncode != 0
+        assert result.stderr.splitlines() == [
+            f"co2cast: {name} has a character other than A-Z a-z 0-9 - _ (it goes into a connection URL unencoded): see .env.example"
+        ]
+    assert "letters, digits, - and _ only" in (ROOT / ".env.example").read_text()
+
+
 def dockerignore_regex(pattern: str) -> re.Pattern[str]:
     """A .dockerignore pattern as Docker reads it: `*` and `?` stay within a path segment, `**` spans them."""
     out, i = "", 0
