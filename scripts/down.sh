@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# `make down`: stop what `make up` started (each service's process group, by its recorded id).
+# `make down`: stop what `make up` started (each service's process group, by its recorded id
+# and start time: a pid file whose process is gone, or whose pid now names another process, is
+# removed and nothing is killed).
 set -uo pipefail
 : "${CO2CAST_HOME:?run through make (make down)}"
 STATE="$CO2CAST_HOME/up"
+# shellcheck source=scripts/pidfile.sh
+. "$(dirname "$0")/pidfile.sh"
 stopped=0
 for pidfile in "$STATE"/*.pid; do
   [ -e "$pidfile" ] || continue
-  pid=$(cat "$pidfile")
   name=$(basename "$pidfile" .pid)
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid=$(live_pid "$pidfile"); then
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -KILL -- "-$pid" 2>/dev/null || true

@@ -17,7 +17,10 @@ mkdir -p "$STATE/logs" "$CO2CAST_HOME/mlflow/artifacts"
 CO2CAST_HOME=$(cd "$CO2CAST_HOME" && pwd)
 export CO2CAST_HOME PATH="$BIN:$PATH"
 
-alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+# shellcheck source=scripts/pidfile.sh
+. "$ROOT/scripts/pidfile.sh"
+# alive NAME: the process make up recorded for NAME still runs (a stale pid file is removed).
+alive() { live_pid "$STATE/$1.pid" >/dev/null; }
 
 if alive airflow-api-server || alive mlflow; then
   echo "already up (make down to stop):"
@@ -56,7 +59,7 @@ export PYTHONPATH="$ROOT/deploy/airflow${PYTHONPATH:+:$PYTHONPATH}"
 start() {
   local name=$1; shift
   setsid "$@" >"$STATE/logs/$name.log" 2>&1 < /dev/null &
-  echo $! >"$STATE/$name.pid"
+  write_pid "$STATE/$name.pid" $!
 }
 
 stop_all() { bash "$ROOT/scripts/down.sh" >/dev/null 2>&1 || true; }
