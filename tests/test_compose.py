@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline.config import OWID_CO2_URL
 from tests.stack.stack import COMPOSE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -504,6 +505,71 @@ def test_same_variables_as_the_native_stack() -> None:
     for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
         assert set(environment(SERVICES[name])) == compose_env, name
     assert set(environment(SERVICES["airflow-worker"])) == compose_env | {"DUMB_INIT_SETSID"}
+
+
+#: Settings compose sets to its own services' values, not from .env.
+COMPOSE_FIXED = {"home", "store_uri", "s3_endpoint_url", "mlflow_tracking_uri"}
+#: Settings whose compose default differs from the code's on purpose: OWID's URL, the mounted
+#: data directory, and the image's copy of expectations/ (the code's default names the same file).
+COMPOSE_OWN_DEFAULT = {
+    "source": OWID_CO2_URL,  # production: OWID's published file, not the embedded 2014 release
+    "data_dirs": "/opt/airflow/data",
+    "allowed_breaks": "/opt/co2cast/expectations/allowed_breaks.json",
+}
+#: Settings a compose user cannot set, each with the reason (none today).
+COMPOSE_NOT_PASSED: dict[str, str] = {}
+
+
+def test_every_pipeline_setting_reaches_compose() -> None:
+    """Each setting of pipeline/config.py is in ``x-co2cast-env``, from .env with the code's default
+    (a setting missing there cannot be set under compose: CO2CAST_ALLOWED_URLS was, so a source
+    other than OWID's URL was refused with advice to set a variable .env could not deliver)."""
+    from pydantic import TypeAdapter
+
+    from pipeline.config import Settings
+    from tests.stack.stack import PIPELINE_DEFAULTS
+
+    env = COMPOSE["x-co2cast-env"]
+    for name, field in Settings.model_fields.items():
+        variable = field.validation_alias if isinstance(field.validation_alias, str) else f"CO2CAST_{name.upper()}"
+        if name in COMPOSE_NOT_PASSED:
+            assert variable not in env, f"{variable} is passed: drop it from COMPOSE_NOT_PASSED"
+            continue
+        assert variable in env, f"{variable} (Settings.{name}) is not in docker-compose.yaml's x-co2cast-env"
+        if name in COMPOSE_FIXED:
+            assert "${" not in str(env[variable]), variable
+            continue
+        ref = re.fullmatch(r"\$\{([A-Z0-9_]+):-([^}]*)\}", str(env[variable]))
+        assert ref and ref.group(1) == variable, f"{variable}: {env[variable]} does not come from .env with a default"
+        default = ref.group(2)
+        if name in COMPOSE_OWN_DEFAULT:
+            assert default == COMPOSE_OWN_DEFAULT[name], variable
+        else:
+            parsed = TypeAdapter(field.annotation).validate_python(default)
+            assert parsed == field.default, f"{variable}: compose's default {default!r}, the code's {field.default!r}"
+        if name in PIPELINE_DEFAULTS and name != "allowed_breaks":
+            assert PIPELINE_DEFAULTS[name] == default, f"{variable}: the native stack sets {PIPELINE_DEFAULTS[name]!r}"
+    from pipeline.plausibility import ALLOWED_BREAKS
+
+    image_copy = "/opt/co2cast/" + ALLOWED_BREAKS.relative_to(ROOT).as_posix()
+    assert COMPOSE_OWN_DEFAULT["allowed_breaks"] == image_copy
+    assert "COPY --chown=airflow:root expectations /opt/co2cast/expectations" in (ROOT / "Dockerfile").read_text()
+
+
+def test_data_directory_mounted_for_file_sources() -> None:
+    """A file CO2CAST_SOURCE must be in CO2CAST_DATA_DIRS: ./data is mounted there, read-only, in
+    every container that runs tasks; it exists in a checkout (so no daemon creates it as root) and
+    its release files stay out of git and the build context."""
+    default = COMPOSE_OWN_DEFAULT["data_dirs"]
+    for name in ("airflow-scheduler", "airflow-worker", "airflow-apiserver", "airflow-dag-processor", "airflow-triggerer"):
+        assert f"./data:{default}:ro" in SERVICES[name]["volumes"], name
+    assert (ROOT / "data" / "README.md").is_file()
+    assert docker_ignores("data/owid-co2-data.csv") and docker_ignores("data")
+    ignored = subprocess.run(["git", "check-ignore", "-q", "data/owid-co2-data.csv"], cwd=ROOT).returncode
+    kept = subprocess.run(["git", "check-ignore", "-q", "data/README.md"], cwd=ROOT).returncode
+    assert (ignored, kept) == (0, 1)
+    readme = (ROOT / "README.md").read_text()
+    assert "CO2CAST_ALLOWED_URLS" in (ROOT / ".env.example").read_text() and "/opt/airflow/data" in readme
 
 
 def test_celery_worker_shuts_down_warm() -> None:

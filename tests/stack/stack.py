@@ -34,6 +34,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
+#: The pipeline's settings compose passes with the code's defaults (the native stack too): as
+#: strings, the way ``x-co2cast-env`` writes them.
+PIPELINE_DEFAULTS = {
+    "horizon_end": "2050",
+    "selection_metric": "mase",
+    "include_aggregates": "true",
+    "revision_threshold": "0.02",
+    "max_lost_years": "3",
+    "max_tail_lost_years": "0",
+    "max_year_on_year_factor": "100",
+    "year_on_year_floor": "1.0",
+    "max_history_factor": "20",
+    "world_tolerance": "0.01",
+    "max_per_capita": "500",
+    "allowed_breaks": str(ROOT / "expectations" / "allowed_breaks.json"),
+    "max_source_bytes": "536870912",
+    "fetch_timeout": "60",
+    "lock_stale_seconds": "3600",
+    "preload": "true",
+}
+
 #: The variables docker-compose's ``x-co2cast-env`` gives every Airflow container; the native
 #: stack sets exactly these names (plus what a shared machine needs: AIRFLOW_HOME, ports).
 COMPOSE_ENV = (
@@ -41,9 +62,12 @@ COMPOSE_ENV = (
     "CO2CAST_SOURCE",
     "CO2CAST_STORE_URI",
     "CO2CAST_S3_ENDPOINT_URL",
+    "CO2CAST_ALLOWED_URLS",
+    "CO2CAST_DATA_DIRS",
     "CO2CAST_SERIES",
     "CO2CAST_MAX_ACTIVE_SERIES",
     "CO2CAST_TASK_TIMEOUT_MINUTES",
+    *(f"CO2CAST_{name.upper()}" for name in PIPELINE_DEFAULTS),
     "MLFLOW_TRACKING_URI",
     "MLFLOW_TRACKING_USERNAME",
     "MLFLOW_TRACKING_PASSWORD",
@@ -326,9 +350,12 @@ class Stack:
             "CO2CAST_SOURCE": str(ROOT / "pipeline" / "data" / "owid-co2-data-to-2014.csv.gz"),
             "CO2CAST_STORE_URI": "s3://co2cast/store",
             "CO2CAST_S3_ENDPOINT_URL": self.s3_url,
+            "CO2CAST_ALLOWED_URLS": "https://raw.githubusercontent.com/owid/co2-data/",
+            "CO2CAST_DATA_DIRS": str(self.base / "data"),  # the source is the embedded release, always allowed
             "CO2CAST_SERIES": self.series,
             "CO2CAST_MAX_ACTIVE_SERIES": "2",
             "CO2CAST_TASK_TIMEOUT_MINUTES": "30",
+            **{f"CO2CAST_{name.upper()}": value for name, value in PIPELINE_DEFAULTS.items()},
             "MLFLOW_TRACKING_URI": self.mlflow_url,
             "MLFLOW_TRACKING_USERNAME": self.mlflow_user,
             "MLFLOW_TRACKING_PASSWORD": self.mlflow_password,
