@@ -67,6 +67,14 @@ class AlreadyCurated(PermanentError):
     """A rerun of an older ingest (a task cleared in Airflow) would take ``curated/latest.json`` back to older data."""
 
 
+class RawAltered(StoreDataError):
+    """A staged raw object no longer has the sha256 it was fetched with (altered or damaged in the store)."""
+
+
+class NotValidated(PermanentError):
+    """The curate step found no passing GX result for its vintage (the gates did not run, or their result is gone)."""
+
+
 class CurateFailed(TransientError):
     """Writing a curated vintage failed part-way (disk full, store unreachable); nothing moved."""
 
@@ -277,6 +285,9 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
     ref = VintageRef(vintage, fetched.file_name)
     if not store.exists(ref.raw_key):  # content-addressed: same key, same bytes
         store.write_bytes(ref.raw_key, fetched.data)
+    elif hashlib.sha256(store.read_bytes(ref.raw_key)).hexdigest() != digest:  # altered since: the bytes just fetched heal it
+        logger.warning("%s no longer matched its sha256 (altered or damaged): written again from the source", store.uri(ref.raw_key))
+        store.write_bytes(ref.raw_key, fetched.data)
     if status == "quarantined":
         what = f"vintage {vintage}, quarantined before, gated again"
     elif store.exists(layout.curated_meta(vintage)):
@@ -300,7 +311,10 @@ def snapshot_raw(store: ObjectStore, fetched: dict[str, Any]) -> dict[str, Any]:
     ref = VintageRef(fetched["vintage"], fetched["file_name"])
     digest = hashlib.sha256(store.read_bytes(ref.raw_key)).hexdigest()
     if digest != fetched["sha256"]:
-        raise RuntimeError(f"{store.uri(ref.raw_key)} has sha256 {digest}, expected {fetched['sha256']}: the object was altered")
+        raise RawAltered(
+            f"{store.uri(ref.raw_key)} has sha256 {digest}, expected {fetched['sha256']}: the object was altered after it was "
+            "fetched; run the ingest again (its fetch writes the object again from the source)"
+        )
     meta_key = layout.raw_meta(ref.vintage)
     meta = {k: fetched[k] for k in ("vintage", "sha256", "content_sha256", "file_name", "source", "size", "fetched_at") if k in fetched}
     if store.read_json_or_none(meta_key) != meta:
@@ -455,7 +469,10 @@ def _curate(
         )
     gx_result = store.read_json_or_none(layout.curated_gx_result(ref.vintage))
     if not gx_result or not all(r.get("success") for r in gx_result.values()):
-        raise RuntimeError(f"vintage {ref.vintage} has no passing GX result: run validate_raw first")
+        raise NotValidated(
+            f"vintage {ref.vintage} has no passing GX result ({store.uri(layout.curated_gx_result(ref.vintage))} is missing, "
+            "failed or altered): nothing was curated; run the ingest again so its gates run before the curate step"
+        )
     if tidy is None:
         tidy = curated_table(sources.read_source(store.read_bytes(ref.raw_key), ref.file_name, settings.max_source_bytes))
     # A pointer that already shows this vintage (a retry after a pointer write that landed though

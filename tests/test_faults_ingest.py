@@ -25,8 +25,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipeline import ingest, sources
+from pipeline import ingest, layout, sources
 from pipeline.config import Settings
+from pipeline.errors import PermanentError
 from pipeline.store import LocalStore, ObjectStore, S3Store
 from tests.conftest import write_xlsx
 
@@ -736,6 +737,37 @@ def test_disk_full_during_curate_leaves_nothing_and_a_rerun_heals(room: int, cur
     healed = ingest.ingest(settings, store, str(revised))
     assert healed["status"] == "curated" and healed["vintage"] == vintage
     assert store.read_json(ingest.LATEST_KEY)["vintage"] == vintage
+
+
+def test_an_altered_raw_object_is_a_permanent_error_and_the_next_ingest_heals_it(curated, release: Path, tmp_path: Path) -> None:
+    """raw/<v>/<file> altered between fetch and snapshot: one permanent line (not retried, not "unexpected");
+    the next ingest fetches the right bytes again and writes them over the altered object."""
+    settings, store = curated
+    revised = _revised(release, tmp_path)
+    fetched = ingest.fetch_source(settings, store, str(revised))
+    raw = layout.raw_object(fetched["vintage"], fetched["file_name"])
+    store.write_bytes(raw, store.read_bytes(raw).replace(b"Canada", b"Kanada", 1))
+
+    with pytest.raises(ingest.RawAltered) as raised:
+        ingest.snapshot_raw(store, fetched)
+    message = _one_line(raised.value)
+    assert isinstance(raised.value, PermanentError) and "altered" in message and "run the ingest again" in message
+
+    healed = ingest.ingest(settings, store, str(revised))
+    assert healed["status"] == "curated" and healed["vintage"] == fetched["vintage"]
+    assert store.read_bytes(raw) == revised.read_bytes()
+
+
+def test_curating_without_a_passing_gx_result_is_a_permanent_error(curated, release: Path, tmp_path: Path) -> None:
+    settings, store = curated
+    before = _snapshot(store)
+    snapshot = ingest.snapshot_raw(store, ingest.fetch_source(settings, store, str(_revised(release, tmp_path))))
+    validated = {**snapshot, "success": True, "summary": "", "gated_against": store.read_json(ingest.LATEST_KEY)["vintage"]}
+    with pytest.raises(ingest.NotValidated) as raised:
+        ingest.curate_vintage(settings, store, validated)
+    message = _one_line(raised.value)
+    assert isinstance(raised.value, PermanentError) and "no passing GX result" in message and "run the ingest again" in message
+    _assert_nothing_curated(store, before)
 
 
 class _Killed(BaseException):
