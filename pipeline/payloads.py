@@ -1,4 +1,4 @@
-"""The typed payloads that pass between the steps of the forecast half.
+"""The typed payloads that pass between the steps of both halves (ingest, then forecast).
 
 Each is a small frozen pydantic model. A step returns one; it becomes a plain dict only at the
 XCom boundary (:meth:`Payload.to_xcom`) and is validated when it comes back in
@@ -10,9 +10,9 @@ its producer's body.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from pipeline.errors import PermanentError
 
@@ -45,6 +45,54 @@ class Payload(BaseModel):
             first = error.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "(top level)"
             raise PayloadError(f"malformed {cls.__name__} payload: {where}: {first['msg']} ({error.error_count()} error(s))") from error
+
+
+#: A vintage id: the first 16 hex digits of the sha256 of a release's bytes (``pipeline.ingest.VINTAGE_CHARS``);
+#: it names store keys, so nothing else passes.
+VintageId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+
+
+class FetchedSource(Payload):
+    """What ``fetch_source`` reports (:func:`pipeline.ingest.fetch_source`): the bytes fetched and whether they are new.
+
+    Attributes:
+        sha256: of the bytes; ``vintage`` is its first 16 hex digits.
+        content_sha256: of the content with BOM, line ends and gzip normalised away.
+        changed: ``False`` when there is nothing new to ingest (``message`` says why).
+    """
+
+    vintage: VintageId
+    sha256: str
+    content_sha256: str
+    file_name: str
+    source: str
+    size: int
+    fetched_at: str
+    changed: bool
+    message: str
+
+
+class RawSnapshot(Payload):
+    """What ``snapshot_raw`` reports: the sealed ``raw/<vintage>/`` object."""
+
+    vintage: VintageId
+    file_name: str
+    raw_key: str
+
+
+class ValidatedVintage(Payload):
+    """What ``validate_raw`` reports when the gates passed (a failure raises instead).
+
+    Attributes:
+        gated_against: the vintage ``curated/latest.json`` showed when the gates compared the
+            release with it (``None`` before the first, or for a rerun of a vintage already served).
+    """
+
+    vintage: VintageId
+    file_name: str
+    success: bool
+    summary: str
+    gated_against: VintageId | None
 
 
 class RunTrigger(Payload):

@@ -30,7 +30,18 @@ from typing import TYPE_CHECKING, Any
 from pipeline import layout
 from pipeline.config import Settings
 from pipeline.errors import Co2castError, PermanentError, SetupError, TransientError
-from pipeline.payloads import AirflowIds, PublishedForecast, RunPlan, RunTrigger, SummaryLine, TrainedSeries, WorkItem
+from pipeline.payloads import (
+    AirflowIds,
+    FetchedSource,
+    PublishedForecast,
+    RawSnapshot,
+    RunPlan,
+    RunTrigger,
+    SummaryLine,
+    TrainedSeries,
+    ValidatedVintage,
+    WorkItem,
+)
 from pipeline.testhooks import pause_point
 
 if TYPE_CHECKING:
@@ -104,32 +115,35 @@ def open_store(settings: Settings) -> ObjectStore:
 # -- ingest ----------------------------------------------------------------------------------
 
 
-def fetch_source(settings: Settings, source: str | None = None) -> dict[str, Any]:
+def fetch_source(settings: Settings, source: str | None = None) -> FetchedSource:
     """Fetch the source; stage new bytes under ``raw/`` (see :func:`pipeline.ingest.fetch_source`)."""
     from pipeline import ingest
 
-    return ingest.fetch_source(settings, open_store(settings), source)
+    return FetchedSource.of(ingest.fetch_source(settings, open_store(settings), source))
 
 
-def snapshot_raw(settings: Settings, fetched: dict[str, Any]) -> dict[str, Any]:
+def snapshot_raw(settings: Settings, fetched: FetchedSource | dict[str, Any]) -> RawSnapshot:
     """Seal the raw snapshot (see :func:`pipeline.ingest.snapshot_raw`)."""
     from pipeline import ingest
 
-    return ingest.snapshot_raw(open_store(settings), fetched)
+    fetched = FetchedSource.of(fetched)
+    return RawSnapshot.of(ingest.snapshot_raw(open_store(settings), fetched.to_xcom()))
 
 
-def validate_raw(settings: Settings, snapshot: dict[str, Any]) -> dict[str, Any]:
+def validate_raw(settings: Settings, snapshot: RawSnapshot | dict[str, Any]) -> ValidatedVintage:
     """Gate a snapshot with GX; quarantine and raise ``ValidationFailed`` when it fails."""
     from pipeline import ingest
 
-    return ingest.validate_raw(settings, open_store(settings), snapshot)
+    snapshot = RawSnapshot.of(snapshot)
+    return ValidatedVintage.of(ingest.validate_raw(settings, open_store(settings), snapshot.to_xcom()))
 
 
-def curate_vintage(settings: Settings, validated: dict[str, Any]) -> dict[str, Any]:
+def curate_vintage(settings: Settings, validated: ValidatedVintage | dict[str, Any]) -> dict[str, Any]:
     """Curate a validated vintage and move ``curated/latest.json`` (returns the pointer)."""
     from pipeline import ingest
 
-    return ingest.curate_vintage(settings, open_store(settings), validated)
+    validated = ValidatedVintage.of(validated)
+    return ingest.curate_vintage(settings, open_store(settings), validated.to_xcom())
 
 
 def asset_extra(pointer: Mapping[str, Any]) -> dict[str, Any]:

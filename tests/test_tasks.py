@@ -237,6 +237,34 @@ def test_summarize_after_a_failed_plan_names_the_plan_not_a_payload(monkeypatch:
     assert "resolve_run failed" in message and "payload" not in message and "\n" not in message
 
 
+def test_ingest_steps_cross_xcom_as_plain_dicts_and_refuse_a_malformed_one_by_field(tmp_path: Path, small_owid: Path) -> None:
+    """The ingest half's payloads, as the DAG passes them (JSON through XCom), and each step's refusal of a broken one:
+    a PayloadError (permanent: not retried) that names the field, not a KeyError three calls later."""
+    from pipeline.payloads import PayloadError
+
+    settings = Settings(home=tmp_path / "home", store_uri=(tmp_path / "store").as_uri(), source=str(small_owid))
+
+    def wire(payload: object) -> dict:
+        return json.loads(json.dumps(runner.to_xcom(payload)))  # what XCom stores
+
+    fetched = wire(tasks.fetch_source(settings))
+    snapshot = wire(tasks.snapshot_raw(settings, fetched))
+    validated = wire(tasks.validate_raw(settings, snapshot))
+    for step, payload, field in [
+        (tasks.snapshot_raw, fetched, "sha256"),
+        (tasks.validate_raw, snapshot, "file_name"),
+        (tasks.curate_vintage, validated, "gated_against"),
+    ]:
+        with pytest.raises(PayloadError, match=field) as raised:
+            step(settings, {k: v for k, v in payload.items() if k != field})
+        assert isinstance(raised.value, PermanentError) and "\n" not in str(raised.value)
+    with pytest.raises(PayloadError, match="vintage"):
+        tasks.validate_raw(settings, {**snapshot, "vintage": "../../etc"})
+    assert tasks.latest_vintage(settings) is None, "a refused payload curates nothing"
+    pointer = tasks.curate_vintage(settings, validated)
+    assert pointer["vintage"] == fetched["vintage"] == tasks.latest_vintage(settings)["vintage"]
+
+
 def test_a_task_with_an_invalid_setting_fails_once_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A setting no retry can mend fails the task without retrying it, naming the variable."""
     from airflow.sdk.exceptions import AirflowFailException
