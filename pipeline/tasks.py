@@ -407,7 +407,7 @@ def _train_and_register(
     with tracking.transient_errors(), mlflow.start_run(run_name=f"{series.series_id} asof={plan.as_of_year}", tags=tags) as parent:
         if revision is not None:
             mlflow.log_params({f"revision_{k}": v for k, v in revision.to_dict().items()})
-        infos = tracking.log_series_result(result, lineup.spec, tags)
+        infos = tracking.log_series_result(result, lineup.spec, tags, metric=getattr(lineup.select, "metric", "mase"))
         candidates = core.candidate_forecasts(result, plan.as_of_year, plan.horizon_end, lineup.spec.levels)
         tracking.log_table(candidates, tracking.CANDIDATES_ARTIFACT)
         pause_point("after_log")

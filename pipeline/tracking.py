@@ -772,28 +772,31 @@ def _param_value(value: Any) -> Any:
     return json.dumps(value, default=json_default) if isinstance(value, (list, tuple, dict)) else value
 
 
-def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[str, str]) -> dict[str, Any]:
+def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[str, str], metric: str = "mase") -> dict[str, Any]:
     """Log a series run through the core in the active (parent) MLflow run.
 
     The parent gets the series' parameters, the diagnostics (plots and ``diagnostics.json``
-    under ``diagnostics/``) and ``implied_d``; each candidate gets a nested run with its
-    backtest metrics, ``backtest.json``, hyperparameters and, when fitted and registered by the
-    selection policy, its model.
+    under ``diagnostics/``) and ``implied_d``. A nested run with its backtest metrics,
+    ``backtest.json``, hyperparameters and, when fitted and registered by the selection policy,
+    its model goes to each fitted candidate and the :data:`TOP_CANDIDATES` best on ``metric``
+    (every candidate when the policy used no shared evaluation); ``evaluation.json`` holds
+    every candidate's metrics.
 
     Args:
         result: what :func:`pipeline.core.run_series` returned.
         spec: the forecast spec the series ran with.
         tags: tags for the nested runs (the run key, series, vintage, …).
+        metric: the metric the selection ranked on (``CO2CAST_SELECTION_METRIC``).
 
     Returns:
         Candidate name -> :class:`LoggedModel` of each fitted candidate.
     """
     # Every chart on a pooled figure, saved before the next of its kind (pipeline.plots).
     with _plots().reusing_figures():
-        return _log_series_result(result, spec, tags)
+        return _log_series_result(result, spec, tags, metric)
 
 
-def _log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[str, str]) -> dict[str, Any]:
+def _log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[str, str], metric: str) -> dict[str, Any]:
     import mlflow
 
     from pipeline.diagnostics_plots import write_diagnostics
@@ -830,7 +833,7 @@ def _log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[s
         # (and pictures) only for the registered and the best few, to keep MLflow cheap.
         mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
         _log_figure(lambda: _plots().comparison_chart(evaluation, winner=result.selection.champion), "comparison.svg")
-        ranked = sorted(result.candidates, key=lambda n: result.candidates[n].scores.get("mase", float("inf")))
+        ranked = sorted(result.candidates, key=lambda n: result.candidates[n].scores.get(metric, float("inf")))
         logged = [n for n in result.candidates if result.candidates[n].model is not None or n in ranked[:TOP_CANDIDATES]]
     else:
         logged = list(result.candidates)
@@ -855,7 +858,7 @@ def _log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[s
     return infos
 
 
-#: Candidates besides the registered ones that get a nested run (by backtest MASE).
+#: Candidates besides the fitted ones that get a nested run (the best on the selection metric).
 TOP_CANDIDATES = 3
 #: MLflow's run description, shown on the run's page.
 NOTE_TAG = "mlflow.note.content"

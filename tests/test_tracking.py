@@ -105,6 +105,42 @@ def _closed_port() -> int:
         return probe.getsockname()[1]
 
 
+def test_nested_runs_go_to_the_fitted_candidates_and_the_best_on_the_selection_metric(client) -> None:
+    """Selected on msis_80, the extra nested runs are the best three on msis_80, not on MASE."""
+    from pipeline import core
+    from pipeline.candidates import ZooSelection
+    from pipeline.models.baselines import MeanForecaster
+    from pipeline.models.ets import HoltForecaster
+    from pipeline.models.theta import ThetaForecaster
+    from pipeline.series import PreparedSeries
+
+    years = np.arange(1960, 2015)
+    rng = np.random.default_rng(3)
+    values = 10 + 0.2 * np.arange(years.size) + np.cumsum(rng.normal(0, 0.5, years.size)) + 3 * np.sin(np.arange(years.size) / 2)
+    candidates = {
+        "naive": NaiveForecaster(),
+        "drift": DriftForecaster(),
+        "mean": MeanForecaster(),
+        "theta": ThetaForecaster(),
+        "holt": HoltForecaster(),
+    }
+    metric = "msis_80"
+    policy = ZooSelection(metric=metric, always_register=(), default=None, short_default=None, fallback=None, overlay=0, calibrate=False)
+    spec = core.ForecastSpec(horizon_end=2030)
+    result = core.run_series(PreparedSeries("x.co2", "X", "co2", years, values), candidates, policy, spec)
+    scores = result.scores()
+
+    def best(on: str) -> set[str]:
+        return set(sorted(scores, key=lambda name: scores[name].get(on, float("inf")))[: tracking.TOP_CANDIDATES])
+
+    assert best(metric) != best("mase"), "the series must rank the candidates differently on the two metrics"
+    with mlflow.start_run() as parent:
+        tracking.log_series_result(result, spec, {}, metric=metric)
+    nested = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'", output_format="list")
+    fitted = {name for name, candidate in result.candidates.items() if candidate.model is not None}
+    assert {run.info.run_name for run in nested} == fitted | best(metric)
+
+
 def test_an_unreachable_server_is_one_transient_error_at_once() -> None:
     """MLflow alone retries a refused connection for minutes; the probe says so at once, without the credentials."""
     port = _closed_port()
