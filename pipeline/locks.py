@@ -3,9 +3,11 @@
 A run key trains once. Before training, :func:`run_key_lock` creates ``locks/<run_key>.json``
 with a conditional write (S3 ``IfNoneMatch='*'``, an ``O_EXCL`` file locally), which exactly one
 of several concurrent callers wins. The others wait for the lock to go away and then find the
-winner's complete MLflow run and reuse it. A lock whose owner died is broken: at once when the
-owner was a process on this machine that no longer exists, otherwise when it is older than the
-stale timeout (``CO2CAST_LOCK_STALE_SECONDS``).
+winner's complete MLflow run and reuse it. A lock whose owner died is broken. An owner on this
+machine is asked directly: its lock is broken at once when the process is gone (or its pid now
+names a process started later), and never while it runs, however old the lock. An owner on
+another machine cannot be asked: its lock is broken when older than the stale timeout
+(``CO2CAST_LOCK_STALE_SECONDS`` for a run key's and the curate lock).
 
 :func:`series_lock` is the same mechanism for a moment: held while a series' ``latest.json``
 or alias history is read and rewritten, so two runs of one series cannot interleave there.
@@ -22,6 +24,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from pipeline import layout
@@ -54,6 +57,16 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat`` field 22), or ``None`` where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the name in parentheses may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -69,13 +82,21 @@ LOCK_RECORD = {"owner": str, "created": (int, float)}
 
 
 def owner_is_dead(lock: dict[str, Any], now: float, stale_after: float) -> bool:
-    """Whether a lock's owner is gone: a dead local process, or a lock older than ``stale_after``.
+    """Whether a lock's owner is gone.
+
+    An owner on this machine is gone when its process is (or its pid names a process started
+    after the lock's ``started``, a pid reused); while it runs, its lock is never taken for
+    abandoned, however old. An owner on another machine is taken for gone when the lock is older
+    than ``stale_after`` seconds.
 
     ``lock`` has the :data:`LOCK_RECORD` fields (its reader checks them).
     """
     host, _, pid = lock["owner"].rpartition(":")
-    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
-        return True
+    if host == socket.gethostname() and pid.isdigit():
+        if not _pid_alive(int(pid)):
+            return True
+        started, now_started = lock.get("started"), _process_start(int(pid))
+        return started is not None and now_started is not None and str(started) != now_started
     return now - float(lock["created"]) > stale_after
 
 
@@ -127,15 +148,19 @@ def curate_lock(store: ObjectStore, *, stale_after: float, wait: float = 900.0) 
 
 @contextmanager
 def series_lock(
-    store: ObjectStore, series_id: str, *, scope: str = "pointer", stale_after: float = 120.0, wait: float = 300.0
+    store: ObjectStore, series_id: str, *, scope: str = "pointer", stale_after: float | None = None, wait: float = 300.0
 ) -> Iterator[bool]:
     """Hold a series' short lock while its ``latest.json`` or alias history is read and rewritten.
 
     Two runs of one series (two as-of years at once) must not both read the old pointer and
-    then both write: the later write could move it backwards. The lock is held for a read and a
-    write, so a lock older than ``stale_after`` seconds is abandoned. ``scope="registry"`` is a
-    second lock of the series, held while its model aliases are decided and moved; it may be
-    held around code that takes the ``pointer`` lock.
+    then both write: the later write could move it backwards. The ``pointer`` lock is held for a
+    read and a write of store objects, so an owner on another machine whose lock is older than
+    ``stale_after`` seconds (default 120) is gone. ``scope="registry"`` is a second lock of the
+    series, held while its model aliases are decided and moved, which takes MLflow calls that
+    may each be retried for minutes (:data:`pipeline.tracking.HTTP_RETRIES`); it may be held
+    around code that takes the ``pointer`` lock, and by default counts as abandoned only after
+    :data:`DEFAULT_STALE_SECONDS`, twice the default task timeout. An owner on this machine is
+    never taken for gone while it runs (:func:`owner_is_dead`).
 
     Raises:
         SeriesBusy: another live owner held it for longer than ``wait`` seconds.
@@ -145,6 +170,8 @@ def series_lock(
         what = "forecast pointer is" if scope == "pointer" else f"{scope} aliases are"
         return SeriesBusy(f"{series_id}: its {what} being moved by {owner}; retry later")
 
+    if stale_after is None:
+        stale_after = 120.0 if scope == "pointer" else DEFAULT_STALE_SECONDS
     with _exclusive(store, layout.series_lock(series_id, scope), f"{series_id} ({scope})", busy, stale_after, wait, None) as first:
         yield first
 
@@ -163,7 +190,7 @@ def _exclusive(
     waited = False
     deadline = time.monotonic() + wait
     while True:
-        record = {"owner": owner_id(), "created": time.time(), "what": what}
+        record = {"owner": owner_id(), "created": time.time(), "started": _process_start(os.getpid()), "what": what}
         if store.create_exclusive(key, json.dumps(record).encode()):
             break
         current = store.read_json_or_none(key, LOCK_RECORD)
@@ -178,7 +205,7 @@ def _exclusive(
         if not waited and on_wait is not None:
             on_wait(current)
         waited = True
-        time.sleep(POLL_SECONDS if stale_after > 600 else POLL_SECONDS / 20)
+        time.sleep(POLL_SECONDS if wait > 600 else POLL_SECONDS / 20)  # a series' short locks are polled often
     try:
         yield not waited
     finally:

@@ -288,6 +288,52 @@ def test_a_lock_left_by_a_dead_owner_is_broken(settings: Settings) -> None:
     _assert_healed(settings, run_key)
 
 
+@pytest.mark.parametrize("scope", ["pointer", "registry"])
+def test_a_lock_of_a_live_owner_on_this_machine_is_never_broken_however_old(scope: str, tmp_path: Path) -> None:
+    """The registry lock is held around MLflow calls that may each be retried for minutes: an old lock whose owner
+    still runs here is waited for, never broken (two runs would move the aliases at once); a pid now naming a later
+    process is a dead owner's."""
+    from pipeline import locks
+    from pipeline.locks import SeriesBusy, series_lock
+
+    store = LocalStore(tmp_path / "store")
+    key = "locks/series/world.co2.json" if scope == "pointer" else "locks/series/world.co2.registry.json"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        owner = f"{socket.gethostname()}:{live.pid}"
+        old = time.time() - 10 * locks.DEFAULT_STALE_SECONDS
+        record = {"owner": owner, "created": old, "started": locks._process_start(live.pid)}
+        store.write_json(key, record)
+        with pytest.raises(SeriesBusy, match=re.escape(owner)):
+            with series_lock(store, "world.co2", scope=scope, wait=0.5):
+                pass
+        assert store.read_json(key) == record, "a live owner's lock stays"
+        if record["started"] is not None:  # where a process's start is known (Linux): a reused pid is told apart
+            store.write_json(key, {**record, "started": str(int(record["started"]) - 1)})
+            with series_lock(store, "world.co2", scope=scope, wait=0.5):
+                pass
+            assert store.list("locks/") == []
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_registry_lock_of_another_machine_is_broken_only_after_the_stale_time(tmp_path: Path) -> None:
+    from pipeline import locks
+    from pipeline.locks import SeriesBusy, series_lock
+
+    store = LocalStore(tmp_path / "store")
+    key = "locks/series/world.co2.registry.json"
+    store.write_json(key, {"owner": "elsewhere:1", "created": time.time() - 600})  # a slow MLflow: ten minutes is not dead
+    with pytest.raises(SeriesBusy, match="elsewhere:1"):
+        with series_lock(store, "world.co2", scope="registry", wait=0.5):
+            pass
+    store.write_json(key, {"owner": "elsewhere:1", "created": time.time() - locks.DEFAULT_STALE_SECONDS - 1})
+    with series_lock(store, "world.co2", scope="registry", wait=0.5):
+        pass
+    assert store.list("locks/") == []
+
+
 def test_a_series_registry_lock_and_pointer_lock_are_separate(settings: Settings) -> None:
     """The champion gate holds the registry lock and takes the pointer lock inside it; a live holder makes a waiter give up, retryably."""
     from pipeline.locks import SeriesBusy, series_lock
