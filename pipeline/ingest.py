@@ -746,6 +746,7 @@ def raw_gate_parameters(
         "previous_newest_year": previous["latest_year"] if previous else 1750,
         "required_variables": list(sources.REQUIRED_LONG_VARIABLES) if is_long else [sources.WIDE_VARIABLE],
         "max_per_capita": settings.max_per_capita,
+        "min_newest_year_share": plausibility.MIN_NEWEST_YEAR_SHARE,
     }
 
 
@@ -782,6 +783,22 @@ def allowed_breaks(settings: Settings) -> list[dict[str, Any]]:
         ) from None
 
 
+def emissions_raw_gates(staging: pd.DataFrame, parameters: dict[str, Any], previous: Pointer = None) -> list[GateResult]:
+    """The ``emissions_raw`` suite on a release, in its three parts.
+
+    The release as a whole (``scope = "release"``, on :func:`pipeline.plausibility.release_table`),
+    its newest year (``scope = "newest"``, on :func:`pipeline.plausibility.newest_year_table`
+    against ``previous``'s ``latest_year``) and row by row on chunks of whole entities.
+    """
+    release = plausibility.release_table(staging)
+    newest = plausibility.newest_year_table(release, previous["latest_year"] if previous else None)
+    return [
+        run_suite("emissions_raw", release, parameters, scope="release"),
+        run_suite("emissions_raw", newest, parameters, scope="newest"),
+        run_suite_chunked("emissions_raw", plausibility.entity_chunks(staging), parameters, scope="rows"),
+    ]
+
+
 def run_raw_gates(
     settings: Settings,
     staging: pd.DataFrame,
@@ -804,11 +821,7 @@ def run_raw_gates(
         One :class:`GateResult` per suite run; all must succeed.
     """
     breaks = allowed_breaks(settings)
-    raw_parameters = raw_gate_parameters(staging, today, settings, previous)
-    gates = [
-        run_suite("emissions_raw", plausibility.release_table(staging), raw_parameters, scope="release"),
-        run_suite_chunked("emissions_raw", plausibility.entity_chunks(staging), raw_parameters, scope="rows"),
-    ]
+    gates = emissions_raw_gates(staging, raw_gate_parameters(staging, today, settings, previous), previous)
     world = plausibility.world_values(staging)
     tables = (
         plausibility.plausibility_table(chunk, settings.year_on_year_floor, breaks, world) for chunk in plausibility.entity_chunks(staging)

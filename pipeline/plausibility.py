@@ -161,6 +161,68 @@ def release_table(staging: pd.DataFrame) -> pd.DataFrame:
     return table.assign(entity=table["entity"].astype(object), variable=table["variable"].astype(object))
 
 
+#: A release's newest year must be reported by at least this share of the entities current before
+#: it (:func:`newest_year_table`; the ``emissions_raw`` suite's ``min_newest_year_share``). Real
+#: releases are far above it: in the embedded OWID release 241 of the 241 entities with data in
+#: 2013 report 2014, in the Gapminder file 192 of 192.
+MIN_NEWEST_YEAR_SHARE = 0.5
+#: How many of the entities reporting the newest year :func:`newest_year_table` names.
+NEWEST_YEAR_NAMES = 3
+NEWEST_YEAR_COLUMNS = ["year", "entity", "reported_by", "reference_year", "reporting", "expected", "newest_year_share"]
+
+
+def newest_year_table(release: pd.DataFrame, previous_newest_year: int | None = None) -> pd.DataFrame:
+    """One row: how many of the entities current before a release's newest year report it.
+
+    The newest year becomes the vintage's ``latest_year`` (the year forecasts are as of, and the
+    one every later release must reach), so one stray row in a later year (Tuvalu in 2025 in a
+    release that ends in 2014) would make every series stale and refuse every genuine release
+    after it. An entity reports a year when any of its variables has a row in it (a per-capita
+    series may lag its totals by a year: it needs the population). The entities expected to
+    report the newest year are those whose data reach the reference year: the previous vintage's
+    newest year, or, for a first vintage, the release's second-newest last year of an entity.
+
+    Args:
+        release: :func:`release_table` of the release (one row per entity and variable, ``year``
+            its last year).
+        previous_newest_year: the previous vintage's ``latest_year``; ``None`` for a first vintage.
+
+    Returns:
+        No row for a release without years; else one row: ``year`` (the newest), ``entity`` (up
+        to :data:`NEWEST_YEAR_NAMES` of the entities reporting it), ``reported_by`` (``"1 of 241
+        entities whose data reach 2014"``), ``reference_year``, ``reporting``, ``expected`` and
+        ``newest_year_share`` (``reporting / expected``), which the ``emissions_raw`` suite's
+        ``scope = "newest"`` expectation bounds by :data:`MIN_NEWEST_YEAR_SHARE`.
+    """
+    last = release.loc[release["year"].notna() & release["entity"].notna()].groupby("entity", sort=True)["year"].max()
+    if last.empty:
+        return pd.DataFrame(
+            {column: pd.Series(dtype="float64" if column == "newest_year_share" else object) for column in NEWEST_YEAR_COLUMNS}
+        )
+    last = last.astype("int64")
+    years = np.unique(last.to_numpy())
+    newest = int(years[-1])
+    if previous_newest_year is not None:
+        reference = min(int(previous_newest_year), newest)
+    else:
+        reference = int(years[-2]) if len(years) > 1 else newest
+    expected = last[last >= reference]
+    reporting = [str(name) for name in expected.index[expected.to_numpy() == newest]]
+    names = ", ".join(reporting[:NEWEST_YEAR_NAMES]) + (
+        f", … ({len(reporting) - NEWEST_YEAR_NAMES} more)" if len(reporting) > NEWEST_YEAR_NAMES else ""
+    )
+    row = {
+        "year": newest,
+        "entity": names,
+        "reported_by": f"{len(reporting)} of {len(expected)} entities whose data reach {reference}",
+        "reference_year": reference,
+        "reporting": len(reporting),
+        "expected": len(expected),
+        "newest_year_share": len(reporting) / len(expected),
+    }
+    return pd.DataFrame([row], columns=NEWEST_YEAR_COLUMNS)
+
+
 def plausibility_table(
     staging: pd.DataFrame, floor: float = 1.0, entries: list[dict[str, Any]] | None = None, world: pd.DataFrame | None = None
 ) -> pd.DataFrame:

@@ -25,7 +25,18 @@ logger = logging.getLogger(__name__)
 #: Where the suites live: ``expectations/`` beside ``pipeline/`` in the checkout.
 EXPECTATIONS_DIR = Path(__file__).resolve().parents[1] / "expectations"
 #: Columns that name a row in the summaries, per suite, when present in the batch.
-ROW_ID_COLUMNS = ("series_id", "entity", "renamed_to", "year", "variable", "value_text", "lost", "revision_ratio", "compared")
+ROW_ID_COLUMNS = (
+    "series_id",
+    "entity",
+    "renamed_to",
+    "year",
+    "variable",
+    "value_text",
+    "reported_by",
+    "lost",
+    "revision_ratio",
+    "compared",
+)
 #: Row columns left out of an example row where they are empty (most entities were not renamed).
 SHOWN_WHEN_SET = ("renamed_to",)
 MAX_ROWS_SHOWN = 10

@@ -176,6 +176,30 @@ def _scaled(entity: str | None, columns: list[str], factor: float) -> Callable[[
     return build
 
 
+def _stray_row(entity: str, year: str) -> Callable[[Path], bytes]:
+    """A copy of the entity's 2014 row in a newer year, with only its per-capita value (below every World check)."""
+
+    def build(path: Path) -> bytes:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        row = frame[(frame["country"] == entity) & (frame["year"] == "2014")].copy()
+        assert len(row) == 1
+        for column in row.columns:
+            if column not in ("iso_code", "country", "co2_per_capita"):
+                row[column] = ""
+        row["year"] = year
+        return pd.concat([frame, row]).to_csv(index=False).encode()
+
+    return build
+
+
+def _one_more_year(path: Path) -> bytes:
+    """A genuine next release: every entity's 2014 row once more as 2015."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    row = frame[frame["year"] == "2014"].copy()
+    row["year"] = "2015"
+    return pd.concat([frame, row]).to_csv(index=False).encode()
+
+
 EMISSIONS = ["co2", "coal_co2", "oil_co2", "gas_co2", "cement_co2", "flaring_co2"]
 
 
@@ -234,6 +258,15 @@ BAD_RELEASES: list[tuple[str, Callable[[Path], bytes], str, tuple[str, ...]]] = 
         ("column=revision_factor", "entity=Canada", "variable=co2", "revision_ratio=0.001"),
     ),
     ("every_emission_in_gt", _scaled(None, EMISSIONS, 0.001), "owid.csv", ("column=revision_factor", "revision_ratio=0.001")),
+    *[
+        (
+            f"stray_row_in_{year}",
+            _stray_row("Kenya", year),
+            "owid.csv",
+            ("emissions_raw[newest]", "column=newest_year_share", "entity=Kenya", f"year={year}", "1 of 5 entities whose data reach 2014"),
+        )
+        for year in ("2015", "2025")
+    ],
 ]
 
 
@@ -260,6 +293,44 @@ def test_bad_release_is_quarantined_and_nothing_moves(
     vintage, _ = ingest.vintage_id(data)
     assert store.read_bytes(f"quarantine/{vintage}/{name}") == data
     assert "rejected" in store.read_bytes(f"quarantine/{vintage}/report.md").decode()
+
+
+def test_after_a_refused_stray_year_the_genuine_next_release_is_curated(curated, release: Path, tmp_path: Path) -> None:
+    """One stray row in 2025 moved the vintage's latest year there: every series was stale and every genuine release refused."""
+    settings, store = curated
+    stray = tmp_path / "bad" / "owid.csv"
+    stray.parent.mkdir()
+    stray.write_bytes(_stray_row("Kenya", "2025")(release))
+    with pytest.raises(ingest.ValidationFailed):
+        ingest.ingest(settings, store, str(stray))
+    assert store.read_json(ingest.LATEST_KEY)["latest_year"] == 2014
+    genuine = tmp_path / "next" / "owid.csv"
+    genuine.parent.mkdir()
+    genuine.write_bytes(_one_more_year(release))
+    assert ingest.ingest(settings, store, str(genuine))["latest_year"] == 2015
+
+
+@pytest.mark.parametrize("stray", [True, False], ids=["one-country", "every-country"])
+def test_a_wide_release_whose_newest_year_few_countries_report_is_refused(stray: bool, gapminder_csv: Path, tmp_path: Path) -> None:
+    """Gapminder's layout, first vintage: a 2015 column with one country's value is refused; one with every country's is curated."""
+    frame = pd.read_csv(gapminder_csv, dtype=str, keep_default_na=False)
+    frame["2015"] = ""
+    rows = frame.index[frame["2014"] != ""]
+    chosen = rows[-1:] if stray else rows
+    frame.loc[chosen, "2015"] = frame.loc[chosen, "2014"]
+    path = tmp_path / "source" / "gapminder.csv"
+    path.parent.mkdir()
+    path.write_bytes(frame.to_csv(index=False).encode())
+    settings, store = _settings(tmp_path), LocalStore(tmp_path / "store")
+    if not stray:
+        assert ingest.ingest(settings, store, str(path))["latest_year"] == 2015
+        return
+    with pytest.raises(ingest.ValidationFailed) as raised:
+        ingest.ingest(settings, store, str(path))
+    message = _one_line(raised.value)
+    for word in ("column=newest_year_share", f"entity={frame.loc[rows[-1], 'country']}", "year=2015", "reported_by=1 of "):
+        assert word in message, message
+    assert not store.exists(ingest.LATEST_KEY)
 
 
 def test_a_wide_release_with_float_year_headers_keeps_every_year(gapminder_csv: Path, tmp_path: Path) -> None:
