@@ -260,6 +260,9 @@ def _shown(value: Any) -> Any:
         value = value.item()  # numpy scalars print as np.float64(...)
     if isinstance(value, str):
         value = CONTROL.sub("?", value)
+        # A character that prints as nothing or as a space (a no-break or thin space) is named,
+        # so that "16.294\u00a0" in a report is not read as a clean "16.294 ".
+        value = "".join(c if c == " " or (c.isprintable() and not c.isspace()) else f"\\u{ord(c):04x}" for c in value)
         return value if len(value) <= MAX_TEXT_SHOWN else value[: MAX_TEXT_SHOWN - 1] + "…"
     return value
 

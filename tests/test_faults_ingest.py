@@ -260,6 +260,21 @@ BAD_RELEASES: list[tuple[str, Callable[[Path], bytes], str, tuple[str, ...]]] = 
     ("every_emission_in_gt", _scaled(None, EMISSIONS, 0.001), "owid.csv", ("column=revision_factor", "revision_ratio=0.001")),
     *[
         (
+            f"{name}_in_a_value",
+            _set("Canada", "2010", "co2_per_capita", text),
+            "owid.csv",
+            ("column=value_text", f"value_text={shown}", "not_be_null(column=value)", "entity=Canada", "variable=co2_per_capita"),
+        )
+        # Python's \s and \d match these, pandas parses none of them: the value was curated as NaN.
+        for name, text, shown in [
+            ("no_break_space", "16.294\u00a0", "16.294\\u00a0"),
+            ("thin_space", "\u200916.294", "\\u200916.294"),
+            ("arabic_indic_digits", "\u0661\u0666.\u0662\u0669\u0664", "\u0661\u0666.\u0662\u0669\u0664"),
+            ("fullwidth_digits", "\uff11\uff16.294", "\uff11\uff16.294"),
+        ]
+    ],
+    *[
+        (
             f"stray_row_in_{year}",
             _stray_row("Kenya", year),
             "owid.csv",
@@ -329,6 +344,23 @@ def test_a_wide_release_whose_newest_year_few_countries_report_is_refused(stray:
         ingest.ingest(settings, store, str(path))
     message = _one_line(raised.value)
     for word in ("column=newest_year_share", f"entity={frame.loc[rows[-1], 'country']}", "year=2015", "reported_by=1 of "):
+        assert word in message, message
+    assert not store.exists(ingest.LATEST_KEY)
+
+
+def test_a_wide_release_with_a_no_break_space_in_a_value_is_refused(gapminder_csv: Path, tmp_path: Path) -> None:
+    """Gapminder's layout: a value written with a trailing no-break space was curated as no value at all."""
+    frame = pd.read_csv(gapminder_csv, dtype=str, keep_default_na=False)
+    row = frame.index[frame["2014"] != ""][0]
+    frame.loc[row, "2014"] = frame.loc[row, "2014"] + "\u00a0"
+    path = tmp_path / "source" / "gapminder.csv"
+    path.parent.mkdir()
+    path.write_bytes(frame.to_csv(index=False).encode())
+    store = LocalStore(tmp_path / "store")
+    with pytest.raises(ingest.ValidationFailed) as raised:
+        ingest.ingest(_settings(tmp_path), store, str(path))
+    message = _one_line(raised.value)
+    for word in ("column=value_text", "\\u00a0", f"entity={frame.loc[row, 'country']}", "year=2014", "not_be_null(column=value)"):
         assert word in message, message
     assert not store.exists(ingest.LATEST_KEY)
 

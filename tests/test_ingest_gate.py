@@ -205,7 +205,52 @@ def test_full_owid_file_passes_the_gate(owid_csv: Path) -> None:
     gates = ingest.emissions_raw_gates(staging, parameters, {"latest_year": 2014})
     assert [g.suite for g in gates] == ["emissions_raw[release]", "emissions_raw[newest]", "emissions_raw"]
     assert all(g.success for g in gates), "\n".join(g.summary() for g in gates)
-    assert sum(g.result["statistics"]["evaluated_expectations"] for g in gates) == 17
+    assert sum(g.result["statistics"]["evaluated_expectations"] for g in gates) == 18
+
+
+def test_every_regex_of_the_suites_is_ascii_only() -> None:
+    """Python's ``\\s`` and ``\\d`` match a no-break space and Arabic-Indic or fullwidth digits, which pandas does not parse."""
+    import re
+
+    from pipeline.validation import EXPECTATIONS_DIR
+
+    regexes = [
+        e["kwargs"]["regex"]
+        for suite in EXPECTATIONS_DIR.glob("*.json")
+        if "expectations" in (document := json.loads(suite.read_text()))
+        for e in document["expectations"]
+        if "regex" in e["kwargs"]
+    ]
+    assert len(regexes) >= 2
+    for regex in regexes:
+        assert not re.search(r"\\[sdwb]", regex.replace("\\\\", "")) or regex.startswith("(?a)"), regex
+        for text in ("2014\u00a0", "\u20092014", "\u0662\u0660\u0661\u0664", "\uff12\uff10\uff11\uff14"):
+            assert re.fullmatch(regex, text) is None, (regex, text)
+
+
+def test_a_value_that_did_not_parse_is_refused_whatever_its_text() -> None:
+    """``value`` must not be null: a cell the regex lets through but pandas does not parse is not curated as no value."""
+    staging = pd.DataFrame(
+        {
+            "entity": ["Canada", "Canada"],
+            "iso_code": ["CAN", "CAN"],
+            "year_text": [None, None],
+            "year": [2013.0, 2014.0],
+            "variable": ["co2_per_capita", "co2_per_capita"],
+            "value_text": [None, "16"],
+            "value": [16.0, float("nan")],
+        }
+    )
+    parameters = ingest.raw_gate_parameters(staging, dt.date(2026, 1, 1), Settings(home=Path("/nonexistent")))
+    gates = ingest.emissions_raw_gates(staging, {**parameters, "required_variables": ["co2_per_capita"]})
+    failures = [(f["expectation"], f["kwargs"]["column"], f["rows"]) for g in gates for f in g.failures]
+    assert failures == [
+        (
+            "expect_column_values_to_not_be_null",
+            "value",
+            [{"entity": "Canada", "year": 2014.0, "variable": "co2_per_capita", "value_text": "16", "value": None}],
+        )
+    ], failures
 
 
 def _newest_share(staging: pd.DataFrame, previous_newest_year: int | None = None) -> float:
