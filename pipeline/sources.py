@@ -73,6 +73,9 @@ ENTITY_COLUMNS = ("country", "entity", "geo", "name")
 #: number (a fraction, ``2014.5``, is read to be refused by name, not dropped).
 YEAR_COLUMN = re.compile(r"^\d{4}(?:\.\d+)?$")
 WHOLE_YEAR_COLUMN = re.compile(r"^(\d{4})(?:\.0+)?$")
+#: A year cell as the ``emissions_raw`` suite's ``year_text`` expectation accepts it (ASCII only);
+#: the staging table keeps the text of every other year cell for the suite to refuse.
+YEAR_TEXT = re.compile(r"^[ \t]*[0-9]{4}(?:\.0+)?[ \t]*$")
 STAGING_COLUMNS = ["entity", "iso_code", "year_text", "year", "variable", "value_text", "value"]
 XLSX_MAGIC = b"PK\x03\x04"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -767,17 +770,21 @@ def _compact(staging: pd.DataFrame) -> pd.DataFrame:
     """Parse the numbers; keep the source's text only where it is not a clean number.
 
     Names become categoricals and the text columns hold the source text only for the rows
-    the gate must look at (a value that is not a number, a year that is not a whole number),
-    which keeps a large release's staging table small.
+    the gate must look at (a value that is not a number, a year not written as
+    :data:`YEAR_TEXT`: ``2014.5``, but also ``2.014e3`` or ``+2014``, which parse as whole years),
+    which keeps a large release's staging table small. The year texts are matched once per
+    distinct text (a categorical's categories), not once per row.
     """
     year = pd.to_numeric(staging["year_text"], errors="coerce")
     value = pd.to_numeric(staging["value_text"], errors="coerce")
-    year_clean = year.notna() & (year == year.round())
+    year_text = _category(staging["year_text"])
+    categories = year_text.categories
+    year_text = year_text.remove_categories(categories[[YEAR_TEXT.fullmatch(text) is not None for text in categories]])
     return pd.DataFrame(
         {
             "entity": _category(staging["entity"]),
             "iso_code": _category(staging["iso_code"]),
-            "year_text": _category(staging["year_text"].where(~year_clean)),
+            "year_text": year_text,
             "year": year.astype("float64").to_numpy(),
             "variable": _category(staging["variable"]),
             "value_text": _category(staging["value_text"].where(value.isna())),

@@ -100,6 +100,15 @@ BAD_INPUTS: list[tuple[str, str, Callable[[Path], tuple[str, bytes]]]] = [
         "year_text",
         lambda p: ("owid.csv", _rewrite(p, "x", lambda f: _set(f, _canada(f) & (f["year"] == "1900"), "year", "1900.5"))),
     ),
+    *[
+        (
+            f"year_written_{name}",
+            text,
+            lambda p, text=text: ("owid.csv", _rewrite(p, "x", lambda f: _set(f, _canada(f) & (f["year"] == "1900"), "year", text))),
+        )
+        # Both parse as the whole year 1900, so their text was not kept for the year_text regex to see.
+        for name, text in [("in_scientific_notation", "1.9e3"), ("with_a_sign", "+1900")]
+    ],
     ("implausible_per_capita", "co2_per_capita", lambda p: ("owid.csv", _rewrite(p, "x", _scale_per_capita))),
     ("empty_file", "empty", lambda p: ("owid.csv", b"")),
     ("header_only", "expect_table_row_count_to_be_between", lambda p: ("owid.csv", (_csv_lines(p)[0] + "\n").encode())),

@@ -66,6 +66,18 @@ def test_gapminder_wide_layout(gapminder_csv: Path) -> None:
     assert row["value"].item() == raw.loc[raw["country"] == "Canada", "1800"].item()
 
 
+def test_year_text_is_kept_wherever_it_is_not_written_as_a_year() -> None:
+    """``2.014e3`` and ``+2014`` parse as the whole year 2014: their text was dropped, so the gate never saw it."""
+    years = ["2014", " 2014 ", "2014.0", "2.014e3", "+2014", "2014.5", "x"]
+    staging = sources.to_staging(pd.DataFrame({"country": "A", "year": years, "co2": "1"}))
+    assert staging["year_text"].isna().tolist() == [True] * 3 + [False] * 4
+    assert staging["year_text"].astype(object).tolist()[3:] == ["2.014e3", "+2014", "2014.5", "x"]
+    assert staging["year_text"].cat.codes.dtype == "int8"  # as sparse as before: the few odd texts are its only categories
+    suite = json.loads((Path(sources.__file__).parents[1] / "expectations" / "emissions_raw.json").read_text())
+    (regex,) = [e["kwargs"]["regex"] for e in suite["expectations"] if e["kwargs"].get("column") == "year_text"]
+    assert regex == sources.YEAR_TEXT.pattern  # the staging table keeps exactly the texts the suite refuses
+
+
 def test_xlsx_gives_the_same_table_as_csv(gapminder_csv: Path, tmp_path: Path) -> None:
     raw = pd.read_csv(gapminder_csv).head(20)
     xlsx = tmp_path / "study.xlsx"
