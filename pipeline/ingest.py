@@ -791,12 +791,18 @@ def emissions_raw_gates(staging: pd.DataFrame, parameters: dict[str, Any], previ
     against ``previous``'s ``latest_year``) and row by row on chunks of whole entities.
     """
     release = plausibility.release_table(staging)
-    newest = plausibility.newest_year_table(release, previous["latest_year"] if previous else None)
-    return [
+    gates = [
         run_suite("emissions_raw", release, parameters, scope="release"),
-        run_suite("emissions_raw", newest, parameters, scope="newest"),
-        run_suite_chunked("emissions_raw", plausibility.entity_chunks(staging), parameters, scope="rows"),
+        run_suite(
+            "emissions_raw",
+            plausibility.newest_year_table(release, previous["latest_year"] if previous else None),
+            parameters,
+            scope="newest",
+        ),
     ]
+    del release  # one row per entity and variable, let go before the row-wise pass over the release's chunks
+    gates.append(run_suite_chunked("emissions_raw", plausibility.entity_chunks(staging), parameters, scope="rows"))
+    return gates
 
 
 def run_raw_gates(
