@@ -106,6 +106,11 @@ def run_lock(run_key: str) -> str:
 CURATE_LOCK = f"{LOCKS}curate.json"
 
 
+def lock_breaker(lock_key: str, fingerprint: str) -> str:
+    """The token a waiter creates to be the one that breaks one abandoned lock (see :mod:`pipeline.locks`)."""
+    return f"{lock_key}.break-{fingerprint}"
+
+
 def series_lock(series_id: str, scope: str = "pointer") -> str:
     """The lock object held while a series' ``latest.json`` and alias history (``pointer``) or
     its registry aliases (``registry``) are read and rewritten."""

@@ -7,7 +7,8 @@ winner's complete MLflow run and reuse it. A lock whose owner died is broken. An
 machine is asked directly: its lock is broken at once when the process is gone (or its pid now
 names a process started later), and never while it runs, however old the lock. An owner on
 another machine cannot be asked: its lock is broken when older than the stale timeout
-(``CO2CAST_LOCK_STALE_SECONDS`` for a run key's and the curate lock).
+(``CO2CAST_LOCK_STALE_SECONDS`` for a run key's and the curate lock). Of several waiters that
+find one abandoned lock, only one breaks it (:func:`_break`).
 
 :func:`series_lock` is the same mechanism for a moment: held while a series' ``latest.json``
 or alias history is read and rewritten, so two runs of one series cannot interleave there.
@@ -17,6 +18,7 @@ registry offers no compare-and-set on an alias, and two first writes of one alia
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -176,6 +178,43 @@ def series_lock(
         yield first
 
 
+#: A breaker's token older than this, from another machine, is a breaker that died mid-break.
+BREAKER_STALE_SECONDS = 60.0
+
+
+def _same_record(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
+    return a is not None and a["owner"] == b["owner"] and a["created"] == b["created"]
+
+
+def _break(store: ObjectStore, key: str, abandoned: dict[str, Any], what: str) -> None:
+    """Delete the abandoned lock record ``abandoned`` at ``key``, unless another waiter does.
+
+    Waiters that read the same abandoned lock must not all delete it: a second delete would
+    remove the lock the first breaker has taken meanwhile, and two owners would run the body
+    at once. The breakers of one abandoned record take turns on a token named after it (the
+    same conditional write as the lock), and the holder deletes the lock only if it still is
+    that record. A lock whose owner is gone changes only by being broken, and only the token's
+    holder breaks it, so nothing can replace it between that read and the delete. A waiter that
+    does not get the token returns and reads the lock again.
+    """
+    fingerprint = hashlib.sha256(f"{abandoned['owner']}|{abandoned['created']!r}".encode()).hexdigest()[:16]
+    token = layout.lock_breaker(key, fingerprint)
+    mine = {"owner": owner_id(), "created": time.time(), "started": _process_start(os.getpid())}
+    if not store.create_exclusive(token, json.dumps(mine).encode()):
+        holder = store.read_json_or_none(token, LOCK_RECORD)
+        if holder is not None and owner_is_dead(holder, time.time(), BREAKER_STALE_SECONDS):
+            store.delete(token)  # a breaker that died between its token and its delete
+        else:
+            time.sleep(POLL_SECONDS / 20)  # the holder is breaking it: read the lock again shortly
+        return
+    try:
+        if _same_record(store.read_json_or_none(key, LOCK_RECORD), abandoned):
+            logger.warning("breaking the lock of %s held by %s (its owner is gone)", what, abandoned["owner"])
+            store.delete(key)
+    finally:
+        store.delete(token)
+
+
 @contextmanager
 def _exclusive(
     store: ObjectStore,
@@ -197,8 +236,7 @@ def _exclusive(
         if current is None:  # released between our attempt and the read
             continue
         if owner_is_dead(current, time.time(), stale_after):
-            logger.warning("breaking the lock of %s held by %s (its owner is gone)", what, current["owner"])
-            store.delete(key)
+            _break(store, key, current, what)
             continue
         if time.monotonic() > deadline:
             raise busy(current["owner"])
@@ -210,6 +248,5 @@ def _exclusive(
         yield not waited
     finally:
         # Only our own lock: if ours was broken as stale meanwhile, the new owner's stays.
-        current = store.read_json_or_none(key, LOCK_RECORD)
-        if current is not None and current["owner"] == record["owner"] and current["created"] == record["created"]:
+        if _same_record(store.read_json_or_none(key, LOCK_RECORD), record):
             store.delete(key)

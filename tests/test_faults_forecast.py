@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -332,6 +333,75 @@ def test_a_registry_lock_of_another_machine_is_broken_only_after_the_stale_time(
     with series_lock(store, "world.co2", scope="registry", wait=0.5):
         pass
     assert store.list("locks/") == []
+
+
+class _BreakRace(LocalStore):
+    """Two waiters both read one abandoned lock before either breaks it; the second's delete waits until the first
+    has taken the lock (the interleaving that lets a late delete remove the lock the first breaker took)."""
+
+    def __init__(self, root: Path, key: str) -> None:
+        super().__init__(root)
+        self.key = key
+        self.both_read = threading.Barrier(2, timeout=5)
+        self.taken = threading.Event()
+        self.seen = threading.local()
+        self.deletes = 0
+        self.guard = threading.Lock()
+
+    def read_json_or_none(self, key: str, shape: Any = None) -> Any:
+        value = super().read_json_or_none(key, shape)
+        if key == self.key and not getattr(self.seen, "read", False):
+            self.seen.read = True
+            self.both_read.wait()
+        return value
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        created = super().create_exclusive(key, data)
+        if key == self.key and created:
+            self.taken.set()
+        return created
+
+    def delete(self, key: str) -> None:
+        if key == self.key:
+            with self.guard:
+                self.deletes += 1
+                second = self.deletes == 2
+            if second and not self.taken.is_set():
+                self.taken.wait(timeout=2)
+        super().delete(key)
+
+
+def test_two_waiters_breaking_one_abandoned_lock_never_both_hold_it(tmp_path: Path) -> None:
+    """Only one waiter breaks an abandoned lock: a second, late delete would remove the lock the first then took, and
+    both would run the body at once (two champion gates, or two writers of latest.json)."""
+    from pipeline.locks import series_lock
+
+    key = "locks/series/world.co2.json"
+    store = _BreakRace(tmp_path / "store", key)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    LocalStore(tmp_path / "store").write_json(key, {"owner": f"{socket.gethostname()}:{dead.stdout.strip()}", "created": time.time()})
+    held: list[tuple[float, float]] = []
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            with series_lock(store, "world.co2", wait=10):
+                start = time.monotonic()
+                time.sleep(0.3)
+                held.append((start, time.monotonic()))
+        except BaseException as error:  # reported below, with the thread's own traceback lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=waiter) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    assert len(held) == 2, "both waiters got the lock, one after the other"
+    first, second = sorted(held)
+    assert second[0] >= first[1], f"the lock was held twice at once: {held}"
+    assert store.list("locks/") == [], "no lock and no breaker's token is left behind"
 
 
 def test_a_series_registry_lock_and_pointer_lock_are_separate(settings: Settings) -> None:
