@@ -279,6 +279,26 @@ def test_a_range_of_history_only_draws_the_history(published_home: Path, monkeyp
     assert at.download_button[0].label == f"Download {start}–{end} as CSV"
 
 
+@pytest.mark.parametrize(("start", "end"), [(1905, 1915), (1905, 1925)])
+def test_a_range_in_a_gap_of_the_history_draws_the_chosen_years(
+    published_home: Path, monkeypatch: pytest.MonkeyPatch, start: int, end: int
+) -> None:
+    """A release with no values in the chosen years (a gap, as Belgium's CO2 has in 1810-1820): a traceback (int(NaN)) before."""
+    _use_home(monkeypatch, published_home)
+    history = data._history
+    monkeypatch.setattr(data, "_history", lambda *a: history(*a).query("year < 1900 or year > 1920").reset_index(drop=True))
+    at = _app().run()
+    at.number_input(key="start").set_value(start)
+    at.number_input(key="end").set_value(end).run()
+    assert not at.exception and not at.error
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert [start, end] in [layer["encoding"]["x"]["scale"]["domain"] for layer in spec["layer"]]  # the chosen years, drawn
+    said = [_plain(i.value) for i in at.info if f"no values for this series in {start}–{end}" in _plain(i.value)]
+    assert len(said) == (1 if end < 1921 else 0)
+    assert at.download_button[0].label == f"Download {start}–{end} as CSV" and at.subheader[1].value.startswith("Candidates")
+    assert at.dataframe[0].value["year"].tolist() == list(range(1921, end + 1))
+
+
 def test_page_filters_by_variable_and_kind(published_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _use_home(monkeypatch, published_home)
     at = _app().run()

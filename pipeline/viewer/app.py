@@ -126,7 +126,12 @@ def _band(frame: pd.DataFrame, low: str, high: str, opacity: float, title: str) 
     )
 
 
-def _chart(view: data.SeriesView, shown: pd.DataFrame, overlay: pd.DataFrame | None) -> alt.LayerChart:
+def _chart(view: data.SeriesView, shown: pd.DataFrame, overlay: pd.DataFrame | None, start: int, end: int) -> alt.LayerChart:
+    """The history, the champion's forecast with its bands and any overlaid candidates over ``start..end``.
+
+    The x axis is the chosen range, not the years that hold values: a range inside a gap of the
+    history (a release with no values for some early years) is drawn empty.
+    """
     units = view.series.units
     history = shown[shown["kind"] == "history"].assign(line=HISTORY)
     forecast = shown[shown["kind"] == "forecast"]
@@ -142,8 +147,7 @@ def _chart(view: data.SeriesView, shown: pd.DataFrame, overlay: pd.DataFrame | N
         extra = sorted(overlay["line"].unique())
         domain += extra
         colors += ["#e45756", "#54a24b", "#f58518", "#b279a2", "#9d755d", "#72b7b2"][: len(extra)]
-    years = [int(shown["year"].min()), int(shown["year"].max())]
-    x = alt.X("year:Q", title="year", axis=alt.Axis(format="d"), scale=alt.Scale(domain=years))
+    x = alt.X("year:Q", title="year", axis=alt.Axis(format="d"), scale=alt.Scale(domain=[start, end]))
     layers: list[Any] = []
     if len(forecast):
         layers.append(_band(forecast, "lo_95", "hi_95", 0.18, "").encode(x=x))
@@ -226,7 +230,9 @@ def main() -> None:
         if st.toggle("Overlay the candidates' forecasts", key="overlay"):
             candidates = view.candidates
             overlay = candidates[(candidates["year"] >= start) & (candidates["year"] <= end)]
-    st.altair_chart(_chart(view, shown, overlay), width="stretch")
+    if shown.empty:
+        st.info(f"The release has no values for this series in {start}–{end}: choose other years.", icon="")
+    st.altair_chart(_chart(view, shown, overlay, start, end), width="stretch")
 
     st.download_button(
         f"Download {start}–{end} as CSV",
