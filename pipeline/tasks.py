@@ -1317,7 +1317,8 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
 
     For ``@champion`` the forecast that version published is served again: ``latest.json``
     moves to its newest manifest, so the store and the registry agree; the move goes into the
-    alias history.
+    alias history. All of it under the series' registry lock, and all or nothing: a failure
+    (Ctrl-C too) after the alias moved puts it back (:class:`_Undo`), so the rollback can run again.
 
     When the version ``latest.json`` serves was deleted from the registry by hand, ``@champion``
     goes to the newest earlier champion still registered instead, with its forecast
@@ -1361,12 +1362,97 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
                 f"{problem}; @champion stays v{current.version} (restore the file from a backup to roll back)"
             )
         retire = _manifests_serving(store, series_id, current) if current is not None else []
-        old, new = tracking.rollback_alias(client, series_id, alias)
-    assert manifest is not None
-    point_latest(store, series_id, manifest, force=True, retire=retire)
-    reason = f"rollback from version {old}; latest.json serves {manifest['key']} again"
-    _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"))
+        # Only a rollback that gets past rollback_alias's checks moves anything: one with a current version and a forecast to serve.
+        undo = _Undo(client, store, series_id, alias, current, target) if current is not None and manifest is not None else None
+        try:
+            old, new = tracking.rollback_alias(client, series_id, alias)
+        except tracking.RegistryError:  # refused: nothing moved
+            raise
+        except BaseException:  # Ctrl-C, MLflow gone: perhaps between moving the alias and rewriting the record
+            if undo is not None and manifest is not None:
+                undo(manifest["key"], pointed=False)
+            raise
+        assert manifest is not None and undo is not None  # rollback_alias refused every other case
+        pointed = False
+        try:
+            point_latest(store, series_id, manifest, force=True, retire=retire)
+            pointed = True
+            reason = f"rollback from version {old}; latest.json serves {manifest['key']} again"
+            _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"))
+        except BaseException:  # a store outage, Ctrl-C: the rollback did not happen, and running it again does it
+            undo(manifest["key"], pointed)
+            raise
     return old, new
+
+
+class _Undo:
+    """What a rollback of ``@champion`` changes, read before it moves anything, to put back when it fails part way.
+
+    The rollback moves the alias, rewrites the record (tag) on the version it moves to, points
+    ``latest.json`` at that version's forecast and appends to the alias history. When a later step
+    fails (the store unreachable, Ctrl-C), the registry and ``latest.json`` would disagree and the
+    rollback could not be run again (the version rolled back to records no previous version), so
+    they are put back as they were. Made and called under the series' registry lock.
+    """
+
+    def __init__(self, client: Any, store: ObjectStore, series_id: str, alias: str, current: Any, target: str) -> None:
+        from pipeline import tracking
+
+        self.client, self.store, self.series_id, self.alias = client, store, series_id, alias
+        self.name, self.tag = tracking.registered_name(series_id), tracking.alias_tag(alias)
+        self.version, self.target = str(current.version), target
+        version = tracking.registered_version(client, series_id, target)  # None: rollback_alias refuses, nothing moves
+        self.record = (version.tags or {}).get(self.tag) if version is not None else None
+        try:
+            self.pointer: bytes | None = store.read_bytes(layout.forecast_latest(series_id))
+        except KeyError:
+            self.pointer = None
+
+    def __call__(self, served: str, pointed: bool) -> None:
+        """Put ``latest.json`` back when it serves ``served`` (the rollback's manifest), then the registry.
+
+        ``pointed``: the rollback wrote ``latest.json``. When ``latest.json`` cannot be put back
+        (the store is unreachable), the registry stays moved too: the two agree, and the failure
+        is logged.
+        """
+        from pipeline.locks import series_lock
+        from pipeline.publish import latest_pointer
+
+        key = layout.forecast_latest(self.series_id)
+        try:
+            with series_lock(self.store, self.series_id):
+                try:
+                    pointer = latest_pointer(self.store, self.series_id)
+                except Exception:  # unreadable: it moved if the rollback wrote it
+                    moved = pointed
+                else:
+                    moved = pointer is not None and pointer["manifest"] == served
+                if moved and self.pointer is None:
+                    self.store.delete(key)
+                elif moved:
+                    self.store.write_bytes(key, self.pointer)
+        except Exception as error:
+            self._failed("latest.json", error)
+            return
+        try:
+            self.client.set_registered_model_alias(self.name, self.alias, self.version)
+            if self.record is None:
+                self.client.delete_model_version_tag(self.name, self.target, self.tag)
+            else:
+                self.client.set_model_version_tag(self.name, self.target, self.tag, self.record)
+        except Exception as error:
+            self._failed("the registry", error)
+
+    def _failed(self, what: str, error: Exception) -> None:
+        # The failure that stopped the rollback is the one raised; this one is logged.
+        logger.error(
+            "the rollback of %s@%s failed part way and %s could not be put back (%s): compare `co2cast show %s` with the registry",
+            self.name,
+            self.alias,
+            what,
+            " ".join(str(error).split()) or type(error).__name__,
+            self.series_id,
+        )
 
 
 def _away_from_deleted(

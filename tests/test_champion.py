@@ -196,6 +196,57 @@ def test_a_rollback_to_a_forecast_whose_files_were_changed_is_refused(settings: 
     assert _state(settings) == before and tasks.alias_history(settings, SID) == history
 
 
+@pytest.mark.parametrize(
+    ("fails_on", "error"),
+    [("/latest.json", "outage"), ("/latest.json", "ctrl-c"), ("history/", "outage"), ("history/", "ctrl-c"), ("alias-tag", "ctrl-c")],
+)
+def test_a_rollback_that_fails_part_way_moves_nothing_and_runs_again(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys, fails_on: str, error: str
+) -> None:
+    """The store failing (or Ctrl-C) after @champion moved left the registry and latest.json apart, and no rollback possible."""
+    from pipeline.store import StoreUnavailable
+
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    second, _ = _run(settings, _lineup(settings, "drift"))
+    assert second.champion_version != first.champion_version, "precondition: drift took @champion"
+    client, name = tracking.configure(settings), tracking.registered_name(SID)
+    store = tasks.open_store(settings)
+
+    def tags() -> dict:
+        return {v: dict(client.get_model_version(name, v).tags) for v in (first.champion_version, second.champion_version)}
+
+    before, history, tags_before = _state(settings), tasks.alias_history(settings, SID), tags()
+    fault = StoreUnavailable("simulated outage") if error == "outage" else KeyboardInterrupt()
+    write_bytes, set_tag = type(store).write_bytes, type(client).set_model_version_tag
+
+    def failing_write(self, key: str, data: bytes, *args, **kwargs):
+        if fails_on in key:
+            raise fault
+        return write_bytes(self, key, data, *args, **kwargs)
+
+    def failing_tag(self, model: str, version: str, key: str, value: str):
+        if key == tracking.alias_tag("champion") and str(version) == first.champion_version:
+            raise fault  # after rollback_alias moved the alias, before it rewrote the record
+        return set_tag(self, model, version, key, value)
+
+    with monkeypatch.context() as patch:
+        if fails_on == "alias-tag":
+            patch.setattr(type(client), "set_model_version_tag", failing_tag)
+        else:
+            patch.setattr(type(store), "write_bytes", failing_write)
+        _cli_env(monkeypatch, settings)
+        assert cli.main(["rollback", SID]) == (130 if error == "ctrl-c" else 1)
+    err = capsys.readouterr().err
+    assert ("run it again to finish" in err) if error == "ctrl-c" else ("simulated outage" in err)
+    assert _state(settings) == before and tags() == tags_before and tasks.alias_history(settings, SID) == history
+    _assert_pointer_agrees(settings)
+
+    assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)  # run again, it completes
+    _assert_pointer_agrees(settings)
+    assert tasks.alias_history(settings, SID)[-1]["to_version"] == first.champion_version
+    assert len(tasks.alias_history(settings, SID)) == len(history) + 1
+
+
 def test_a_rollback_to_an_older_as_of_year_holds_on_the_next_run(settings: Settings) -> None:
     """The version rolled back to last published as of 2013: the 2014 run key, run again, moves nothing."""
     first, _ = _run(settings, _lineup(settings, "mean"), as_of_year=2013)
