@@ -91,7 +91,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 def _summary(args: argparse.Namespace, settings: Settings) -> int:
     """What the last run produced, for a person: vintage, and per series the champion."""
     from pipeline import tasks
-    from pipeline.report import champion_reason, left_out_line
+    from pipeline.report import champion_reason, left_out_line, selection_metric
 
     store = tasks.open_store(settings)
     latest = tasks.latest_vintage(settings)
@@ -138,7 +138,7 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
                 f"v{manifest.model_version}: the alias was moved outside co2cast; move it back to v{manifest.model_version} "
                 "(`co2cast rollback` serves an earlier version together with its forecast)"
             )
-        print(f"      {champion_reason(manifest.model_family, every)}")
+        print(f"      {champion_reason(manifest.model_family, every, selection_metric(manifest))}")
         history = left_out_line((manifest.model_extra or {}).get("left_out"), manifest.as_of_year)
         if history:
             print(f"      {history}")

@@ -150,6 +150,8 @@ class TrainedSeries(Payload):
         versions: registered candidate -> model version.
         left_out: the early history left out before a gap
             (:meth:`pipeline.series.LeftOut.to_dict`), or ``None`` when the whole history was modelled.
+        selection_metric: the backtest metric the selection and the champion gate ranked on
+            (``CO2CAST_SELECTION_METRIC``); ``mase`` for what was trained before it was recorded.
         pinned: trained on a vintage older than the latest curated one
             (:func:`pipeline.publish.pinned`): registered with no alias moved and no champion gate,
             so a run of the same key on the latest vintage does not reuse it.
@@ -163,6 +165,7 @@ class TrainedSeries(Payload):
     champion_version: str
     versions: dict[str, str]
     best_backtest_family: str
+    selection_metric: str = "mase"
     scores: dict[str, dict[str, float]]
     as_of_year: int
     vintage: str

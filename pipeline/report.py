@@ -12,44 +12,59 @@ from typing import Any
 
 from pipeline.series import LeftOut
 
-#: The score the champion line compares (lower is better), as the backtest records it.
+#: The score the champion line compares (lower is better) when a manifest records none: what
+#: every forecast was selected on before ``CO2CAST_SELECTION_METRIC`` was recorded.
 SCORE = "mase"
 NAIVE = "naive"
 
 
-def _score(scores: Mapping[str, Mapping[str, float]], family: str) -> float | None:
-    value = scores.get(family, {}).get(SCORE)
+def selection_metric(manifest: Any) -> str:
+    """The backtest metric a published forecast's champion was selected on (its ``trained`` block), ``mase`` when unrecorded.
+
+    Args:
+        manifest: a :class:`pipeline.payloads.Manifest` or the manifest as a dict.
+    """
+    extra = manifest if isinstance(manifest, Mapping) else (getattr(manifest, "model_extra", None) or {})
+    trained = extra.get("trained")
+    metric = trained.get("selection_metric") if isinstance(trained, Mapping) else None
+    return metric if isinstance(metric, str) and metric else SCORE
+
+
+def _score(scores: Mapping[str, Mapping[str, float]], family: str, metric: str) -> float | None:
+    value = scores.get(family, {}).get(metric)
     return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
-def champion_reason(champion: str | None, scores: Mapping[str, Mapping[str, float]]) -> str:
-    """One line saying why the champion won: its backtest MASE against the runner-up and naive.
+def champion_reason(champion: str | None, scores: Mapping[str, Mapping[str, float]], metric: str = SCORE) -> str:
+    """One line saying why the champion won: its backtest score against the runner-up and naive.
 
     Args:
         champion: the champion's family (candidate name).
         scores: candidate -> backtest metrics, as recorded in ``backtest.json`` / the trained series.
+        metric: the metric the champion was selected on (:func:`selection_metric`); the line compares on it.
 
     Returns:
         E.g. ``"champion arima: backtest MASE 0.912, runner-up drift 1.034, naive 1.000 (lower is better)"``.
     """
     if not champion:
         return "champion unknown: the manifest names no model family"
-    mine = _score(scores, champion)
+    name = metric.upper()
+    mine = _score(scores, champion, metric)
     if mine is None:
-        return f"champion {champion}: no backtest {SCORE.upper()} recorded"
+        return f"champion {champion}: no backtest {name} recorded"
     others = sorted(
-        ((name, value) for name in scores if name != champion and name != NAIVE and (value := _score(scores, name)) is not None),
+        ((family, value) for family in scores if family not in (champion, NAIVE) and (value := _score(scores, family, metric)) is not None),
         key=lambda kv: kv[1],
     )
-    parts = [f"champion {champion}: backtest {SCORE.upper()} {mine:.3f}"]
+    parts = [f"champion {champion}: backtest {name} {mine:.3f}"]
     if others:
         runner, value = others[0]
         parts.append(f"runner-up {runner} {value:.3f}")
-    naive = _score(scores, NAIVE)
+    naive = _score(scores, NAIVE, metric)
     if naive is not None and champion != NAIVE:
         parts.append(f"naive {naive:.3f}")
     text = ", ".join(parts) + " (lower is better)"
-    beaten = [name for name, value in others if value < mine] + ([NAIVE] if naive is not None and naive < mine else [])
+    beaten = [family for family, value in others if value < mine] + ([NAIVE] if naive is not None and naive < mine else [])
     if beaten:
         text += f"; kept by the selection policy although {', '.join(beaten)} scored better"
     return text

@@ -439,6 +439,7 @@ def _train_and_register(
             champion_version=version,
             versions=versions,
             best_backtest_family=result.selection.best,
+            selection_metric=_metric(lineup),
             scores={name: {k: round(float(v), 6) for k, v in s.items()} for name, s in result.scores().items()},
             as_of_year=plan.as_of_year,
             vintage=plan.vintage,
@@ -1153,7 +1154,7 @@ def run_summary(settings: Settings, plan: RunPlan | dict[str, Any], progress: Ca
     failed. ``progress`` gets each series' text as soon as it is read, prefixed ``[i/n]``.
     """
     from pipeline.publish import latest_pointer, read_file, read_manifest
-    from pipeline.report import champion_reason, left_out_line
+    from pipeline.report import champion_reason, left_out_line, selection_metric
 
     plan = RunPlan.of(plan)
     store = open_store(settings)
@@ -1170,7 +1171,7 @@ def run_summary(settings: Settings, plan: RunPlan | dict[str, Any], progress: Ca
         text = (
             f"{item.series_id}: {manifest.model_name} v{manifest.model_version} ({manifest.model_family}), "
             f"{manifest.first_year}-{manifest.last_year}, published {store.uri(manifest.key)}\n"
-            f"    {champion_reason(manifest.model_family, json.loads(scores) if scores else {})}"
+            f"    {champion_reason(manifest.model_family, json.loads(scores) if scores else {}, selection_metric(manifest))}"
         )
         revision = (manifest.model_extra or {}).get("revision")
         if revision and revision.get("material"):

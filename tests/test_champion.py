@@ -620,6 +620,32 @@ def test_two_as_of_years_concurrently(settings: Settings, monkeypatch: pytest.Mo
     _assert_pointer_agrees(settings)
 
 
+def test_the_champion_line_compares_on_the_metric_the_champion_was_selected_on() -> None:
+    """Selected on RMSE, the line said 'kept by the selection policy although drift scored better' (drift's MASE was lower)."""
+    from pipeline.report import champion_reason, selection_metric
+
+    scores = {"arima": {"mase": 0.9, "rmse": 10.0}, "drift": {"mase": 0.8, "rmse": 12.0}, "naive": {"mase": 1.0, "rmse": 15.0}}
+    line = champion_reason("arima", scores, "rmse")
+    assert line == "champion arima: backtest RMSE 10.000, runner-up drift 12.000, naive 15.000 (lower is better)"
+    assert "kept by the selection policy although drift scored better" in champion_reason("arima", scores)  # on MASE, as before
+    assert selection_metric({"trained": {"selection_metric": "rmse"}}) == "rmse"
+    assert selection_metric({"trained": {"best_backtest_family": "arima"}}) == selection_metric({}) == "mase"  # older manifests
+
+
+def test_the_selection_metric_is_recorded_and_summary_compares_on_it(settings: Settings, capsys, monkeypatch) -> None:
+    lineup = _lineup(settings, "drift")
+    lineup = tasks.Lineup(candidates=lineup.candidates, select=ZooSelection(always_register=(), metric="rmse"), spec=lineup.spec)
+    trained, published = _run(settings, lineup)
+    manifest = tasks.open_store(settings).read_json(published.manifest)
+    assert trained.selection_metric == manifest["trained"]["selection_metric"] == "rmse"
+    _cli_env(monkeypatch, settings)
+    assert cli.main(["summary"]) == 0
+    out = capsys.readouterr().out
+    rmse = trained.scores[trained.champion_family]["rmse"]
+    assert f"champion {trained.champion_family}: backtest RMSE {rmse:.3f}" in out
+    assert out.count("backtest MASE") == out.count("backtest MASE by model") == 1
+
+
 def test_selection_metric_setting_is_part_of_the_run_key_and_checked(tmp_path: Path) -> None:
     base = tasks.production_lineup(Settings(home=tmp_path))
     smape = tasks.production_lineup(Settings(home=tmp_path, selection_metric="smape"))
