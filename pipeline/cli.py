@@ -400,6 +400,28 @@ def series_id_arg(text: str) -> str:
     return series_id(entity, variable) if entity.strip() and variable.strip() else text
 
 
+class NoSeriesId(Co2castError):
+    """A series id argument that is none after normalising (``..``, ``a/b``, ``a'b``)."""
+
+
+def _check_series_id(text: str, settings: Settings) -> None:
+    """Refuse a series id argument that :func:`series_id_arg` could not make an id of, as an unknown id is refused.
+
+    Such text must reach no store key (``forecasts/../latest.json``, a ``locks/series/a/`` folder)
+    and no MLflow filter string.
+
+    Raises:
+        NoSeriesId: with the ids that are published, as for an id with no forecast.
+    """
+    from pipeline import tasks
+    from pipeline.publish import published_hint
+    from pipeline.series import is_series_id
+
+    if not is_series_id(text):
+        hint = published_hint(tasks.open_store(settings), text)
+        raise NoSeriesId(f"{text[:80]!r} is no series id (entity.variable, e.g. canada.co2_per_capita); {hint}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``co2cast`` command."""
     parser = argparse.ArgumentParser(prog="co2cast", description="Forecast yearly CO2 emissions.")
@@ -443,7 +465,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, handlers=[output])
     handler: Any = COMMANDS[args.command][0]
     try:
-        return int(handler(args, get_settings()))
+        settings = get_settings()
+        if getattr(args, "series_id", None) is not None:
+            _check_series_id(args.series_id, settings)
+        return int(handler(args, settings))
     except Co2castError as error:  # a known failure: one line a person can act on, no traceback
         from pipeline.ingest import ValidationFailed
 

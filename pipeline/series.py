@@ -248,6 +248,15 @@ def series_id(entity: str, variable: str) -> str:
     return f"{_slug(entity)}.{_slug(variable)}"
 
 
+#: What :func:`series_id` makes: two non-empty slugs (lowercase letters and digits, runs of ``_`` between) joined by a ``.``.
+SERIES_ID = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)*\.[a-z0-9]+(?:_[a-z0-9]+)*")
+
+
+def is_series_id(text: object) -> bool:
+    """Whether ``text`` is a series id as :func:`series_id` makes it (safe in a store key and an MLflow filter)."""
+    return isinstance(text, str) and SERIES_ID.fullmatch(text) is not None
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.strip().lower()).strip("_")
 

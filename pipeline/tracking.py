@@ -583,7 +583,7 @@ def check_not_renamed(client: Any, series_id: str) -> None:
             raise
         # not found (or a basic-auth server's 403 for a model not created yet): look for its versions under other names
     try:
-        found = client.search_model_versions(f"tags.`{SERIES_TAG}` = '{series_id}'", max_results=50)
+        found = client.search_model_versions(f"tags.`{SERIES_TAG}` = '{_filter_id(series_id)}'", max_results=50)
     except MlflowException as error:  # a registry that cannot search by tag (or refuses it) cannot tell: go on as before
         if is_transient(error):
             raise
@@ -756,9 +756,22 @@ def rollback_alias(client: Any, series_id: str, alias: str = "champion") -> tupl
     return str(current.version), previous
 
 
+def _filter_id(series_id: str) -> str:
+    """A series id for an MLflow filter string, which has no escape for a quote: only an id as co2cast makes them.
+
+    Raises:
+        RegistryError: ``series_id`` is no series id (``a'b``, ``..``).
+    """
+    from pipeline.series import is_series_id
+
+    if not is_series_id(series_id):
+        raise RegistryError(f"{series_id[:80]!r} is no series id (entity.variable, e.g. canada.co2_per_capita)")
+    return series_id
+
+
 def versions_as_of(client: Any, series_id: str, as_of_year: int) -> list[Any]:
     """Every registered version of a series trained for an as-of year (one MLflow search)."""
-    query = f"name = '{registered_name(series_id)}' and tags.`{AS_OF_TAG}` = '{int(as_of_year)}'"
+    query = f"name = '{registered_name(_filter_id(series_id))}' and tags.`{AS_OF_TAG}` = '{int(as_of_year)}'"
     return sorted(client.search_model_versions(query), key=lambda v: int(v.version))
 
 

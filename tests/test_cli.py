@@ -301,6 +301,31 @@ def test_a_deleted_mlflow_experiment_or_a_bad_tracking_uri_stops_the_run_in_one_
     assert restored.returncode == 0 and "canada.co2: champion v" in restored.stdout, restored.stdout + restored.stderr
 
 
+@pytest.mark.parametrize("typed", ["..", "a/b", "a'b", ":co2", "nosuch"])
+def test_text_that_is_no_series_id_is_refused_as_an_unknown_id_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], typed: str
+) -> None:
+    """``show ..`` said "invalid object key 'forecasts/../latest.json'", ``rollback a/b`` left a locks/series/a/ folder,
+    ``forecasts "a'b"`` an MlflowException about the filter string."""
+    from pipeline import cli, tracking
+
+    home = tmp_path / "home"
+    pointer = home / "store" / "forecasts" / "world.co2" / "latest.json"
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text(json.dumps({"manifest": "forecasts/world.co2/asof=2014/k/manifest.json", "as_of_year": 2014}))
+    for name in [n for n in os.environ if n.startswith(("CO2CAST_", "MLFLOW_", "AWS_"))]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CO2CAST_HOME", str(home))
+    before = sorted(p.relative_to(home) for p in home.rglob("*"))
+    for command in ("show", "rollback", "history", "scorecard", "forecasts"):
+        assert cli.main([command, typed, *(["--as-of", "2014"] if command == "forecasts" else [])]) == 1, command
+        out, err = capsys.readouterr()
+        assert not out and err == f"error: {typed!r} is no series id (entity.variable, e.g. canada.co2_per_capita); published: world.co2\n"
+    assert sorted(p.relative_to(home) for p in home.rglob("*")) == before  # no lock folder, no MLflow database
+    with pytest.raises(tracking.RegistryError, match="is no series id"):
+        tracking.versions_as_of(None, typed, 2014)  # never into an MLflow filter string
+
+
 def test_scorecard_and_forecasts_of_an_unknown_id_list_what_is_published(tmp_path: Path) -> None:
     """As ``show``, ``history`` and ``rollback`` do: a mistyped id in ``scorecard`` or ``forecasts`` named no published series."""
     home = tmp_path / "home"
