@@ -436,6 +436,27 @@ def test_tampered_file_is_refused_with_a_message(home_copy: Path, monkeypatch: p
     assert not at.error and at.get("vega_lite_chart")
 
 
+def test_a_missing_file_or_a_pointer_at_another_series_is_named_as_it_is(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every refusal of read_latest was shown as 'a published file does not match its sha256 … Republish it', a wrong lead."""
+    store = _use_home(monkeypatch, home_copy)
+    manifest, _ = _latest(store, CANADA)
+    parquet = home_copy / "store" / next(e for e in manifest["files"] if e["name"] == "forecast.parquet")["key"]
+    kept = parquet.read_bytes()
+    parquet.unlink()
+    at = _app().run()
+    assert not at.exception and not at.get("vega_lite_chart")
+    missing = _plain(at.error[0].value)
+    assert missing.endswith("manifest.json: forecast.parquet is missing; the forecast is not shown, republish it"), missing
+    parquet.write_bytes(kept)
+    store.write_bytes(layout.forecast_latest(WORLD), store.read_bytes(layout.forecast_latest(CANADA)))  # World's pointer names Canada's
+    at.selectbox(key="series").set_value(WORLD).run()
+    assert not at.exception and not at.get("vega_lite_chart")
+    elsewhere = _plain(at.error[0].value)
+    assert elsewhere.startswith(f"{WORLD}: latest.json points at ") and f"a forecast of {CANADA}: it was edited; restore it" in elsewhere
+    for message in (missing, elsewhere):
+        assert "sha256" not in message and "\n" not in message
+
+
 #: A series' latest.json damaged or edited by hand: the bytes, and what the line about it says.
 DAMAGED_POINTERS = [
     (json.dumps({"as_of_year": 2014}).encode(), "is not what co2cast wrote (it has no 'manifest')"),

@@ -215,7 +215,7 @@ def load_series(store: ObjectStore, series: PublishedSeries) -> SeriesView:
 
     Raises:
         NothingPublished: the series has no published forecast.
-        IntegrityError: a published file does not match its sha256.
+        IntegrityError: a published file is missing, does not match its sha256, or was edited (named in the message).
         StoreUnreachable: the store cannot be read.
     """
     with _store_errors(store):
@@ -223,11 +223,8 @@ def load_series(store: ObjectStore, series: PublishedSeries) -> SeriesView:
             checked, table = read_latest(store, series.series_id)
         except NotPublished:
             raise NothingPublished(f"no forecast is published for {series.series_id} in {store.uri()}") from None
-        except PublishIntegrityError as error:
-            raise IntegrityError(
-                f"{series.series_id}: a published file does not match its sha256 in the manifest ({_one_line(error)}); "
-                "the forecast is not shown. Republish it (`co2cast forecast`)."
-            ) from None
+        except PublishIntegrityError as error:  # its message names the file, what is wrong with it and what to do, as `show` says it
+            raise IntegrityError(_one_line(error)) from None
         manifest = checked.to_xcom()
         forecast = table[["year", *BAND_COLUMNS]].sort_values("year", ignore_index=True)
         raw_scores = _manifest_file(store, manifest, "backtest.json")
