@@ -748,7 +748,10 @@ def append_history(store: ObjectStore, series_id: str, record: Mapping[str, Any]
 def _record_move(
     store: ObjectStore, series_id: str, old: str | None, new: str | None, reason: str, run_key: Any, as_of_year: Any, **extra: Any
 ) -> None:
-    """Append the record of a move of ``@champion`` made outside the gate: a rollback, a refused publish and its undoing."""
+    """Append the record of a move of ``@champion`` made outside the gate (a rollback, a refused publish and its undoing).
+
+    A rollback of another alias is recorded the same way, with its ``alias``.
+    """
     record = {"at": _now(), "alias": "champion", "moved": True, "from_version": old, "to_version": new, **extra}
     append_history(store, series_id, {**record, "reason": reason, "run_key": run_key, "as_of_year": as_of_year})
 
@@ -1017,7 +1020,7 @@ def _champion_follows(
         return published
     if served_again:
         return _champion_serves_again(settings, store, trained, published)
-    records = alias_history(settings, trained.series_id)
+    records = [r for r in alias_history(settings, trained.series_id) if r.get("alias", "champion") == "champion"]  # no family alias's
     last = records[-1] if records else {}
     mine = last.get("run_key") == trained.run_key and last.get("from_version") == trained.champion_version
     if not (last.get("publish_refused") and mine):
@@ -1338,7 +1341,7 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
         client = tracking.configure(settings)
         tracking.check_not_renamed(client, series_id)
         if alias != "champion":
-            return tracking.rollback_alias(client, series_id, alias)
+            return _rollback_family_alias(client, store, series_id, alias)
         current = tracking.alias_version(client, series_id, alias)
         pointer = latest_pointer(store, series_id)
         if current is None and pointer is None:
@@ -1386,8 +1389,32 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
     return old, new
 
 
+def _rollback_family_alias(client: Any, store: ObjectStore, series_id: str, alias: str) -> tuple[str, str]:
+    """Move another alias than ``@champion`` back, recorded in the alias history (with its ``alias``), all or nothing."""
+    from pipeline import tracking
+
+    current = tracking.alias_version(client, series_id, alias)
+    target = tracking.previous_version(current, alias) if current is not None else ""
+    undo = _Undo(client, store, series_id, alias, current, target) if target else None
+    try:
+        old, new = tracking.rollback_alias(client, series_id, alias)
+    except tracking.RegistryError:  # refused: nothing moved
+        raise
+    except BaseException:
+        if undo is not None:
+            undo(None, pointed=False)
+        raise
+    assert undo is not None  # rollback_alias refused every other case
+    try:
+        _record_move(store, series_id, old, new, f"rollback of @{alias} from version {old}", None, None, alias=alias)
+    except BaseException:
+        undo(None, pointed=False)
+        raise
+    return old, new
+
+
 class _Undo:
-    """What a rollback of ``@champion`` changes, read before it moves anything, to put back when it fails part way.
+    """What a rollback changes, read before it moves anything, to put back when it fails part way.
 
     The rollback moves the alias, rewrites the record (tag) on the version it moves to, points
     ``latest.json`` at that version's forecast and appends to the alias history. When a later step
@@ -1404,34 +1431,21 @@ class _Undo:
         self.version, self.target = str(current.version), target
         version = tracking.registered_version(client, series_id, target)  # None: rollback_alias refuses, nothing moves
         self.record = (version.tags or {}).get(self.tag) if version is not None else None
-        try:
-            self.pointer: bytes | None = store.read_bytes(layout.forecast_latest(series_id))
-        except KeyError:
-            self.pointer = None
+        self.pointer: bytes | None = None
+        if alias == "champion":  # only @champion's rollback writes latest.json
+            with contextlib.suppress(KeyError):
+                self.pointer = store.read_bytes(layout.forecast_latest(series_id))
 
-    def __call__(self, served: str, pointed: bool) -> None:
+    def __call__(self, served: str | None, pointed: bool) -> None:
         """Put ``latest.json`` back when it serves ``served`` (the rollback's manifest), then the registry.
 
-        ``pointed``: the rollback wrote ``latest.json``. When ``latest.json`` cannot be put back
-        (the store is unreachable), the registry stays moved too: the two agree, and the failure
-        is logged.
+        ``served`` is ``None`` for a family alias, which serves no forecast. ``pointed``: the
+        rollback wrote ``latest.json``. When ``latest.json`` cannot be put back (the store is
+        unreachable), the registry stays moved too: the two agree, and the failure is logged.
         """
-        from pipeline.locks import series_lock
-        from pipeline.publish import latest_pointer
-
-        key = layout.forecast_latest(self.series_id)
         try:
-            with series_lock(self.store, self.series_id):
-                try:
-                    pointer = latest_pointer(self.store, self.series_id)
-                except Exception:  # unreadable: it moved if the rollback wrote it
-                    moved = pointed
-                else:
-                    moved = pointer is not None and pointer["manifest"] == served
-                if moved and self.pointer is None:
-                    self.store.delete(key)
-                elif moved:
-                    self.store.write_bytes(key, self.pointer)
+            if served is not None:
+                self._put_pointer_back(served, pointed)
         except Exception as error:
             self._failed("latest.json", error)
             return
@@ -1443,6 +1457,23 @@ class _Undo:
                 self.client.set_model_version_tag(self.name, self.target, self.tag, self.record)
         except Exception as error:
             self._failed("the registry", error)
+
+    def _put_pointer_back(self, served: str, pointed: bool) -> None:
+        from pipeline.locks import series_lock
+        from pipeline.publish import latest_pointer
+
+        key = layout.forecast_latest(self.series_id)
+        with series_lock(self.store, self.series_id):
+            try:
+                pointer = latest_pointer(self.store, self.series_id)
+            except Exception:  # unreadable: it moved if the rollback wrote it
+                moved = pointed
+            else:
+                moved = pointer is not None and pointer["manifest"] == served
+            if moved and self.pointer is None:
+                self.store.delete(key)
+            elif moved:
+                self.store.write_bytes(key, self.pointer)
 
     def _failed(self, what: str, error: Exception) -> None:
         # The failure that stopped the rollback is the one raised; this one is logged.
@@ -1500,6 +1531,8 @@ def _away_from_deleted(
 def _runs_served_by(records: list[dict[str, Any]], number: str, runs: set[tuple[Any, Any]]) -> set[tuple[Any, Any]]:
     """``runs`` and the ``(run key, as-of year)`` of every decision in the alias history that kept or put a version on ``@champion``."""
     for record in records:
+        if record.get("alias", "champion") != "champion":  # a family alias's rollback serves nothing
+            continue
         if str(record.get("to_version")) == number and not record.get("publish_refused"):  # a refusal names another run's key
             runs.add((record.get("run_key"), record.get("as_of_year")))
     return runs

@@ -836,3 +836,39 @@ def test_a_family_alias_rollback_to_a_version_gone_from_the_registry_is_one_line
         f"nothing to roll back to; @drift stays v{drift.version}"
     )
     assert _state(settings) == before
+
+
+def test_a_family_alias_rollback_is_recorded_in_the_history_and_moves_nothing_on_a_failure(settings: Settings, capsys, monkeypatch) -> None:
+    """``rollback --alias drift`` went unrecorded, though the history is 'every champion decision and rollback'."""
+    from pipeline.store import StoreUnavailable
+
+    _run(settings, _lineup(settings, "drift"))
+    _run(settings, _lineup(settings, "drift", "mean"))  # another configuration: @drift moves to its version
+    client, name = tracking.configure(settings), tracking.registered_name(SID)
+    drift = client.get_model_version_by_alias(name, "drift")
+    previous = tracking.previous_version(drift, "drift")
+    assert previous, "precondition: @drift records the version before it"
+    before, history = _state(settings), tasks.alias_history(settings, SID)
+    store = tasks.open_store(settings)
+    write_bytes = type(store).write_bytes
+
+    def failing(self, key: str, data: bytes, *args, **kwargs):
+        if key.startswith("history/"):
+            raise StoreUnavailable("simulated outage")
+        return write_bytes(self, key, data, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(store), "write_bytes", failing)
+        with pytest.raises(StoreUnavailable):
+            tasks.rollback(settings, SID, alias="drift")
+    assert _state(settings) == before and tasks.alias_history(settings, SID) == history  # all or nothing
+    assert tracking.previous_version(client.get_model_version(name, drift.version), "drift") == previous
+
+    assert tasks.rollback(settings, SID, alias="drift") == (str(drift.version), previous)
+    record = tasks.alias_history(settings, SID)[-1]
+    assert (record["alias"], record["from_version"], record["to_version"]) == ("drift", str(drift.version), previous)
+    assert _state(settings)["latest"] == before["latest"] and _state(settings)["aliases"]["champion"] == before["aliases"]["champion"]
+    _cli_env(monkeypatch, settings)
+    capsys.readouterr()
+    assert cli.main(["history", SID]) == 0
+    assert f"rollback of @drift from version {drift.version}" in capsys.readouterr().out
