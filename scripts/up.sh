@@ -19,14 +19,23 @@ export CO2CAST_HOME PATH="$BIN:$PATH"
 
 # shellcheck source=scripts/pidfile.sh
 . "$ROOT/scripts/pidfile.sh"
-# alive NAME: the process make up recorded for NAME still runs (a stale pid file is removed).
+# alive NAME: the process make up recorded for NAME still runs (a stale pid file is removed);
+# status 2 when an older make up's pid file names a process that may be NAME (kept, see pidfile.sh).
 alive() { live_pid "$STATE/$1.pid" >/dev/null; }
 
-if alive airflow-api-server || alive mlflow; then
-  echo "already up (make down to stop):"
-  cat "$STATE/urls.txt"
-  exit 0
-fi
+for name in airflow-api-server mlflow; do
+  status=0
+  alive "$name" || status=$?
+  if [ $status -eq 0 ]; then
+    echo "already up (make down to stop):"
+    cat "$STATE/urls.txt" 2>/dev/null || true
+    exit 0
+  fi
+  if [ $status -eq 2 ]; then
+    echo "!! not starting a second stack: stop that process or remove its pid file first" >&2
+    exit 1
+  fi
+done
 
 free_port() { "$BIN/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 AIRFLOW_PORT=${CO2CAST_AIRFLOW_PORT:-$(free_port)}

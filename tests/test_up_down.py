@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -107,3 +108,99 @@ def test_up_records_the_start_time(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def service_like(tmp_path: Path, program: str, *args: str) -> subprocess.Popen[bytes]:
+    """A process whose command line is make up's for a service (`.../.venv/bin/airflow scheduler ...`),
+    in its own session like each of make up's services."""
+    script = tmp_path / ".venv" / "bin" / program
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(300)\n")
+    script.chmod(0o755)
+    process = subprocess.Popen(["setsid", str(script), *args])
+    deadline = time.monotonic() + 10
+    while str(script) not in Path(f"/proc/{process.pid}/cmdline").read_bytes().decode() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return process
+
+
+@pytest.mark.parametrize(
+    ("name", "program", "args"),
+    [
+        ("airflow-scheduler", "airflow", ("scheduler", "--skip-serve-logs")),
+        ("mlflow", "mlflow", ("server", "--host", "127.0.0.1")),
+        ("airflow-api-server", "airflow", ("api_server", "--", "host:127.0.0.1")),  # the api-server's own title
+    ],
+)
+def test_down_stops_a_service_from_an_older_pid_file(tmp_path: Path, name: str, program: str, args: tuple[str, ...]) -> None:
+    """A pid file of the make up before start times were recorded holds the pid alone: make down
+    removed it as stale and killed nothing, so the stack ran on and the next make up started a second.
+    Its process is stopped when its command line is the service's."""
+    service = service_like(tmp_path, program, *args)
+    reaper = threading.Thread(target=service.wait)
+    reaper.start()
+    try:
+        home = tmp_path / "home"
+        (home / "up").mkdir(parents=True)
+        (home / "up" / f"{name}.pid").write_text(f"{service.pid}\n")
+        result = down(home)
+        reaper.join(timeout=20)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == [f"stopped {name} (pid {service.pid})"]
+        assert service.returncode == -signal.SIGTERM
+        assert not (home / "up" / f"{name}.pid").exists()
+    finally:
+        if service.poll() is None:
+            os.killpg(service.pid, signal.SIGKILL)
+        reaper.join(timeout=10)
+
+
+def test_down_keeps_an_older_pid_file_it_cannot_tell(tmp_path: Path) -> None:
+    """The pid runs airflow, but not the service's command: neither killed nor forgotten; make down
+    says how to stop it by hand and fails."""
+    other = service_like(tmp_path, "airflow", "celery", "worker")
+    try:
+        home = tmp_path / "home"
+        (home / "up").mkdir(parents=True)
+        pidfile = home / "up" / "airflow-scheduler.pid"
+        pidfile.write_text(f"{other.pid}\n")
+        result = down(home)
+        assert result.returncode == 1
+        assert running(other.pid) and pidfile.read_text() == f"{other.pid}\n"
+        assert result.stdout == ""
+        assert f"kill -TERM -- -{other.pid}" in result.stderr and len(result.stderr.splitlines()) == 1
+    finally:
+        os.killpg(other.pid, signal.SIGKILL)
+        other.wait()
+
+
+def fake_up(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of up.sh whose .venv/bin/python fails, so it stops right after its already-up check."""
+    (tmp_path / "scripts").mkdir(exist_ok=True)
+    for script in ("up.sh", "pidfile.sh"):
+        shutil.copy(ROOT / "scripts" / script, tmp_path / "scripts" / script)
+    fake = tmp_path / ".venv" / "bin" / "python"
+    fake.parent.mkdir(parents=True, exist_ok=True)
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    home = tmp_path / "home"
+    (home / "up").mkdir(parents=True)
+    (home / "up" / "urls.txt").write_text("Airflow UI: http://127.0.0.1:1\n")
+    return tmp_path / "scripts" / "up.sh", home
+
+
+@pytest.mark.parametrize(
+    ("args", "answer"), [(("api-server", "--port", "1"), "already up"), (("db", "shell"), "not starting a second stack")]
+)
+def test_up_does_not_start_a_second_stack_over_an_older_pid_file(tmp_path: Path, args: tuple[str, ...], answer: str) -> None:
+    service = service_like(tmp_path / "old", "airflow", *args)
+    try:
+        up, home = fake_up(tmp_path)
+        (home / "up" / "airflow-api-server.pid").write_text(f"{service.pid}\n")
+        env = {"PATH": os.environ["PATH"], "CO2CAST_HOME": str(home), "AIRFLOW_HOME": str(tmp_path / "airflow")}
+        result = subprocess.run(["bash", str(up)], env=env, capture_output=True, text=True, timeout=60)
+        assert answer in result.stdout + result.stderr
+        assert running(service.pid) and (home / "up" / "airflow-api-server.pid").exists()
+    finally:
+        os.killpg(service.pid, signal.SIGKILL)
+        service.wait()
