@@ -15,8 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ import pandas as pd
 
 from pipeline import frames, layout
 from pipeline.errors import PermanentError, TransientError
+from pipeline.maths import json_default
 from pipeline.payloads import Manifest
 from pipeline.series import MAX_HI95_FACTOR, MAX_MEAN_FACTOR, beyond_bounds
 from pipeline.store import ObjectStore
@@ -431,6 +433,7 @@ def point_latest(
     force: bool = False,
     retire: Iterable[str] = (),
     pinned_run: bool = False,
+    on_write: Callable[[bytes | None, bytes], None] | None = None,
 ) -> bool:
     """Point ``latest.json`` at a manifest; whether it moved.
 
@@ -444,6 +447,11 @@ def point_latest(
     served until now joins the pointer's ``rolled_back``, with the manifest keys in ``retire``
     (the rolled-back version's forecasts that may not be published yet: a run whose publish
     comes after the rollback must not serve them).
+
+    ``on_write`` is called under the pointer's lock just before ``latest.json`` is written, with
+    the bytes it held until then (``None``: there was none) and the bytes written: what a
+    rollback that fails later puts back (:func:`restore_latest`), as this write replaced it,
+    whatever a run published since the rollback began.
     """
     from pipeline.locks import series_lock
 
@@ -471,21 +479,51 @@ def point_latest(
                 rolled_back = list(current.get("rolled_back", []))
             elif pinned_run or (current is not None and superseded(current, manifest)):
                 return False
-        store.write_json(
-            key,
-            {
-                "manifest": manifest["key"],
-                "manifest_sha256": digest,
-                "as_of_year": manifest["as_of_year"],
-                **({"published_at": manifest["published_at"]} if isinstance(manifest.get("published_at"), str) else {}),
-                "rolled_back": rolled_back,
-                "run_key": manifest["run_key"],
-                "vintage": manifest.get("vintage"),
-                "model_name": manifest.get("model_name"),
-                "model_version": manifest.get("model_version"),
-            },
-        )
+        pointer = {
+            "manifest": manifest["key"],
+            "manifest_sha256": digest,
+            "as_of_year": manifest["as_of_year"],
+            **({"published_at": manifest["published_at"]} if isinstance(manifest.get("published_at"), str) else {}),
+            "rolled_back": rolled_back,
+            "run_key": manifest["run_key"],
+            "vintage": manifest.get("vintage"),
+            "model_name": manifest.get("model_name"),
+            "model_version": manifest.get("model_version"),
+        }
+        if on_write is None:
+            store.write_json(key, pointer)
+        else:
+            data = json.dumps(pointer, indent=2, sort_keys=True, default=json_default).encode() + b"\n"  # as write_json writes it
+            on_write(_read_or_none(store, key), data)
+            store.write_bytes(key, data)
     return True
+
+
+def restore_latest(store: ObjectStore, series_id: str, before: bytes | None, written: bytes) -> bool:
+    """Put back the ``latest.json`` a write replaced (``on_write`` of :func:`point_latest`); whether it did.
+
+    Only while ``latest.json`` still holds exactly what that write wrote (read under the pointer's
+    lock): a run that has published since keeps its pointer, and a write that never landed has
+    nothing to undo. ``before`` ``None``: there was no pointer, and it is deleted.
+    """
+    from pipeline.locks import series_lock
+
+    key = layout.forecast_latest(series_id)
+    with series_lock(store, series_id):
+        if _read_or_none(store, key) != written:
+            return False
+        if before is None:
+            store.delete(key)
+        else:
+            store.write_bytes(key, before)
+    return True
+
+
+def _read_or_none(store: ObjectStore, key: str) -> bytes | None:
+    try:
+        return store.read_bytes(key)
+    except KeyError:
+        return None
 
 
 def _key_within(key: object, folder: str) -> bool:

@@ -1373,18 +1373,16 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
         except tracking.RegistryError:  # refused: nothing moved
             raise
         except BaseException:  # Ctrl-C, MLflow gone: perhaps between moving the alias and rewriting the record
-            if undo is not None and manifest is not None:
-                undo(manifest["key"], pointed=False)
+            if undo is not None:
+                undo()
             raise
         assert manifest is not None and undo is not None  # rollback_alias refused every other case
-        pointed = False
         try:
-            point_latest(store, series_id, manifest, force=True, retire=retire)
-            pointed = True
+            point_latest(store, series_id, manifest, force=True, retire=retire, on_write=undo.wrote_pointer)
             reason = f"rollback from version {old}; latest.json serves {manifest['key']} again"
             _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"))
         except BaseException:  # a store outage, Ctrl-C: the rollback did not happen, and running it again does it
-            undo(manifest["key"], pointed)
+            undo()
             raise
     return old, new
 
@@ -1402,13 +1400,13 @@ def _rollback_family_alias(client: Any, store: ObjectStore, series_id: str, alia
         raise
     except BaseException:
         if undo is not None:
-            undo(None, pointed=False)
+            undo()
         raise
     assert undo is not None  # rollback_alias refused every other case
     try:
         _record_move(store, series_id, old, new, f"rollback of @{alias} from version {old}", None, None, alias=alias)
     except BaseException:
-        undo(None, pointed=False)
+        undo()
         raise
     return old, new
 
@@ -1421,6 +1419,10 @@ class _Undo:
     fails (the store unreachable, Ctrl-C), the registry and ``latest.json`` would disagree and the
     rollback could not be run again (the version rolled back to records no previous version), so
     they are put back as they were. Made and called under the series' registry lock.
+
+    ``latest.json`` is not read here: a run's publish holds only the pointer's lock and may move
+    it before the rollback writes it. What is put back is what the rollback's own write replaced,
+    given by :func:`pipeline.publish.point_latest` under that lock (:meth:`wrote_pointer`).
     """
 
     def __init__(self, client: Any, store: ObjectStore, series_id: str, alias: str, current: Any, target: str) -> None:
@@ -1431,21 +1433,24 @@ class _Undo:
         self.version, self.target = str(current.version), target
         version = tracking.registered_version(client, series_id, target)  # None: rollback_alias refuses, nothing moves
         self.record = (version.tags or {}).get(self.tag) if version is not None else None
-        self.pointer: bytes | None = None
-        if alias == "champion":  # only @champion's rollback writes latest.json
-            with contextlib.suppress(KeyError):
-                self.pointer = store.read_bytes(layout.forecast_latest(series_id))
+        self.pointer: tuple[bytes | None, bytes] | None = None  # latest.json before and after the rollback's write
 
-    def __call__(self, served: str | None, pointed: bool) -> None:
-        """Put ``latest.json`` back when it serves ``served`` (the rollback's manifest), then the registry.
+    def wrote_pointer(self, before: bytes | None, written: bytes) -> None:
+        """``on_write`` of the rollback's :func:`pipeline.publish.point_latest`: what its write replaces."""
+        self.pointer = (before, written)
 
-        ``served`` is ``None`` for a family alias, which serves no forecast. ``pointed``: the
-        rollback wrote ``latest.json``. When ``latest.json`` cannot be put back (the store is
-        unreachable), the registry stays moved too: the two agree, and the failure is logged.
+    def __call__(self) -> None:
+        """Put ``latest.json`` back if the rollback wrote it and it still holds that write, then the registry.
+
+        A family alias's rollback serves no forecast and writes no ``latest.json``. When
+        ``latest.json`` cannot be put back (the store is unreachable), the registry stays moved
+        too: the two agree, and the failure is logged.
         """
+        from pipeline.publish import restore_latest
+
         try:
-            if served is not None:
-                self._put_pointer_back(served, pointed)
+            if self.pointer is not None:
+                restore_latest(self.store, self.series_id, *self.pointer)
         except Exception as error:
             self._failed("latest.json", error)
             return
@@ -1457,23 +1462,6 @@ class _Undo:
                 self.client.set_model_version_tag(self.name, self.target, self.tag, self.record)
         except Exception as error:
             self._failed("the registry", error)
-
-    def _put_pointer_back(self, served: str, pointed: bool) -> None:
-        from pipeline.locks import series_lock
-        from pipeline.publish import latest_pointer
-
-        key = layout.forecast_latest(self.series_id)
-        with series_lock(self.store, self.series_id):
-            try:
-                pointer = latest_pointer(self.store, self.series_id)
-            except Exception:  # unreadable: it moved if the rollback wrote it
-                moved = pointed
-            else:
-                moved = pointer is not None and pointer["manifest"] == served
-            if moved and self.pointer is None:
-                self.store.delete(key)
-            elif moved:
-                self.store.write_bytes(key, self.pointer)
 
     def _failed(self, what: str, error: Exception) -> None:
         # The failure that stopped the rollback is the one raised; this one is logged.

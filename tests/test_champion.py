@@ -247,6 +247,44 @@ def test_a_rollback_that_fails_part_way_moves_nothing_and_runs_again(
     assert len(tasks.alias_history(settings, SID)) == len(history) + 1
 
 
+def test_a_rollback_that_fails_part_way_keeps_a_forecast_published_meanwhile(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate's run publishes (under the pointer's lock alone) after the rollback began, then the
+    rollback's alias history write fails: the undo wrote back the latest.json it had read at the
+    start, the forecast from before that publish, while @champion went back to the gate's version."""
+    from pipeline.store import StoreUnavailable
+
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    lineup = _lineup(settings, "drift")
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
+    second = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    assert second.champion_version != first.champion_version, "precondition: the gate moved @champion to drift"
+    assert _state(settings)["latest"]["model_version"] == first.champion_version, "precondition: drift's forecast is not out"
+    store = tasks.open_store(settings)
+    rollback_alias, write_bytes = tracking.rollback_alias, type(store).write_bytes
+
+    def publish_then_roll_back(client, series_id: str, alias: str):
+        published = tasks.publish_series(settings, plan, second, lineup=lineup)  # the run, meanwhile
+        assert published.served, "precondition: the run publishes drift's forecast"
+        return rollback_alias(client, series_id, alias)
+
+    def failing_history(self, key: str, data: bytes, *args, **kwargs):
+        if "history/" in key:
+            raise StoreUnavailable("simulated outage")
+        return write_bytes(self, key, data, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tracking, "rollback_alias", publish_then_roll_back)
+        patch.setattr(type(store), "write_bytes", failing_history)
+        with pytest.raises(StoreUnavailable):
+            tasks.rollback(settings, SID)
+    state = _state(settings)
+    assert str(state["aliases"]["champion"]) == second.champion_version
+    assert str(state["latest"]["model_version"]) == second.champion_version  # the run's forecast, not the one before it
+    _assert_pointer_agrees(settings)
+    assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)  # run again, it completes
+    _assert_pointer_agrees(settings)
+
+
 def test_a_rollback_to_an_older_as_of_year_holds_on_the_next_run(settings: Settings) -> None:
     """The version rolled back to last published as of 2013: the 2014 run key, run again, moves nothing."""
     first, _ = _run(settings, _lineup(settings, "mean"), as_of_year=2013)
