@@ -4,9 +4,11 @@ A run key trains once. Before training, :func:`run_key_lock` creates ``locks/<ru
 with a conditional write (S3 ``IfNoneMatch='*'``, an ``O_EXCL`` file locally), which exactly one
 of several concurrent callers wins. The others wait for the lock to go away and then find the
 winner's complete MLflow run and reuse it. A lock whose owner died is broken. An owner on this
-machine is asked directly: its lock is broken at once when the process is gone (or its pid now
-names a process started later), and never while it runs, however old the lock. An owner on
-another machine cannot be asked: its lock is broken when older than the stale timeout
+machine is asked directly: its lock is broken at once when the process is gone (or a zombie,
+or its pid now names a process started later), and never while it runs, however old the lock;
+where a start time is unknown (a lock from before they were recorded, no ``/proc``), the pid
+cannot be told from a reused one and the stale timeout applies. An owner on another machine
+cannot be asked: its lock is broken when older than the stale timeout
 (``CO2CAST_LOCK_STALE_SECONDS`` for a run key's and the curate lock). Of several waiters that
 find one abandoned lock, only one breaks it (:func:`_break`).
 
@@ -59,14 +61,25 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _process_start(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat`` field 22), or ``None`` where unknown."""
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` from field 3 (the state) on, or ``[]`` where unknown."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()  # the name in parentheses may hold spaces
+        return []
+    return stat.rpartition(")")[2].split()  # the name in parentheses may hold spaces
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat`` field 22), or ``None`` where unknown."""
+    fields = _stat_fields(pid)
     return fields[19] if len(fields) > 19 else None
+
+
+def _zombie(pid: int) -> bool:
+    """Whether process ``pid`` has exited and is waiting to be reaped (state ``Z``)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] == "Z"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -86,19 +99,22 @@ LOCK_RECORD = {"owner": str, "created": (int, float)}
 def owner_is_dead(lock: dict[str, Any], now: float, stale_after: float) -> bool:
     """Whether a lock's owner is gone.
 
-    An owner on this machine is gone when its process is (or its pid names a process started
-    after the lock's ``started``, a pid reused); while it runs, its lock is never taken for
-    abandoned, however old. An owner on another machine is taken for gone when the lock is older
-    than ``stale_after`` seconds.
+    An owner on this machine is gone when its process is (no such pid, or a zombie: exited, not
+    yet reaped), or when its pid names a process started after the lock's ``started`` (a pid
+    reused); while it runs, its lock is never taken for abandoned, however old. Where either start
+    time is unknown (a lock written before ``started`` was recorded, no ``/proc`` to read), a
+    running pid cannot be told from a reused one, and the lock is taken for abandoned when older
+    than ``stale_after`` seconds, as an owner on another machine's is.
 
     ``lock`` has the :data:`LOCK_RECORD` fields (its reader checks them).
     """
     host, _, pid = lock["owner"].rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
-        if not _pid_alive(int(pid)):
+        if not _pid_alive(int(pid)) or _zombie(int(pid)):
             return True
         started, now_started = lock.get("started"), _process_start(int(pid))
-        return started is not None and now_started is not None and str(started) != now_started
+        if started is not None and now_started is not None:
+            return str(started) != now_started
     return now - float(lock["created"]) > stale_after
 
 

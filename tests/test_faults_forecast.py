@@ -319,6 +319,56 @@ def test_a_lock_of_a_live_owner_on_this_machine_is_never_broken_however_old(scop
         live.wait()
 
 
+@pytest.mark.parametrize("unknown", ["lock", "proc"])
+def test_a_lock_whose_owner_start_is_unknown_is_broken_after_the_stale_time(unknown: str, tmp_path: Path, monkeypatch) -> None:
+    """A lock written before ``started`` was recorded (or where /proc cannot be read), its pid now another live
+    process: never broken, so the series stayed locked for good. Without a start time the stale time applies."""
+    from pipeline import locks
+    from pipeline.locks import SeriesBusy, series_lock
+
+    store = LocalStore(tmp_path / "store")
+    key = "locks/series/world.co2.registry.json"
+    owner = f"{socket.gethostname()}:{os.getpid()}"  # a pid that runs: the dead owner's, handed to another process
+    record = {"owner": owner, "created": time.time() - 600}
+    if unknown == "proc":
+        record["started"] = locks._process_start(os.getpid()) or "1"
+        monkeypatch.setattr(locks, "_process_start", lambda pid: None)
+    store.write_json(key, record)
+    with pytest.raises(SeriesBusy, match=re.escape(owner)):  # younger than the stale time: waited for
+        with series_lock(store, "world.co2", scope="registry", wait=0.5):
+            pass
+    store.write_json(key, {**record, "created": time.time() - 2 * locks.DEFAULT_STALE_SECONDS})
+    with series_lock(store, "world.co2", scope="registry", wait=0.5):
+        pass
+    assert store.list("locks/") == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_lock_of_a_zombie_owner_is_broken(tmp_path: Path) -> None:
+    """An owner that exited but is not reaped yet (state Z) still has its pid and start time: its lock was never broken."""
+    from pipeline import locks
+    from pipeline.locks import series_lock
+
+    store = LocalStore(tmp_path / "store")
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+
+        def state() -> str:
+            return Path(f"/proc/{zombie.pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+        deadline = time.monotonic() + 10
+        while state() != "Z" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state() == "Z", "precondition: the child exited and is not reaped"
+        record = {"owner": f"{socket.gethostname()}:{zombie.pid}", "created": time.time(), "started": locks._process_start(zombie.pid)}
+        store.write_json("locks/series/world.co2.json", record)
+        with series_lock(store, "world.co2", wait=0.5):
+            pass
+        assert store.list("locks/") == []
+    finally:
+        zombie.wait()
+
+
 def test_a_registry_lock_of_another_machine_is_broken_only_after_the_stale_time(tmp_path: Path) -> None:
     from pipeline import locks
     from pipeline.locks import SeriesBusy, series_lock
