@@ -202,8 +202,8 @@ def _same_record(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
     return a is not None and a["owner"] == b["owner"] and a["created"] == b["created"]
 
 
-def _break(store: ObjectStore, key: str, abandoned: dict[str, Any], what: str) -> None:
-    """Delete the abandoned lock record ``abandoned`` at ``key``, unless another waiter does.
+def _break(store: ObjectStore, key: str, abandoned: dict[str, Any], what: str) -> bool:
+    """Delete the abandoned lock record ``abandoned`` at ``key``, unless another waiter does; whether this call broke something.
 
     Waiters that read the same abandoned lock must not all delete it: a second delete would
     remove the lock the first breaker has taken meanwhile, and two owners would run the body
@@ -212,6 +212,10 @@ def _break(store: ObjectStore, key: str, abandoned: dict[str, Any], what: str) -
     that record. A lock whose owner is gone changes only by being broken, and only the token's
     holder breaks it, so nothing can replace it between that read and the delete. A waiter that
     does not get the token returns and reads the lock again.
+
+    Returns ``True`` when it deleted the lock, or the token of a breaker that died mid-break;
+    ``False`` when a live breaker holds the token (after a short pause) or the lock was no longer
+    that record: the waiter's deadline applies, as a token's holder may be stuck for good.
     """
     fingerprint = hashlib.sha256(f"{abandoned['owner']}|{abandoned['created']!r}".encode()).hexdigest()[:16]
     token = layout.lock_breaker(key, fingerprint)
@@ -220,13 +224,15 @@ def _break(store: ObjectStore, key: str, abandoned: dict[str, Any], what: str) -
         holder = store.read_json_or_none(token, LOCK_RECORD)
         if holder is not None and owner_is_dead(holder, time.time(), BREAKER_STALE_SECONDS):
             store.delete(token)  # a breaker that died between its token and its delete
-        else:
-            time.sleep(POLL_SECONDS / 20)  # the holder is breaking it: read the lock again shortly
-        return
+            return True
+        time.sleep(POLL_SECONDS / 20)  # the holder is breaking it: read the lock again shortly
+        return False
     try:
         if _same_record(store.read_json_or_none(key, LOCK_RECORD), abandoned):
             logger.warning("breaking the lock of %s held by %s (its owner is gone)", what, abandoned["owner"])
             store.delete(key)
+            return True
+        return False
     finally:
         store.delete(token)
 
@@ -252,8 +258,9 @@ def _exclusive(
         if current is None:  # released between our attempt and the read
             continue
         if owner_is_dead(current, time.time(), stale_after):
-            _break(store, key, current, what)
-            continue
+            if _break(store, key, current, what) or time.monotonic() <= deadline:
+                continue
+            raise busy(f"{current['owner']}, which is gone (another waiter is breaking its lock)")
         if time.monotonic() > deadline:
             raise busy(current["owner"])
         if not waited and on_wait is not None:

@@ -454,6 +454,37 @@ def test_two_waiters_breaking_one_abandoned_lock_never_both_hold_it(tmp_path: Pa
     assert store.list("locks/") == [], "no lock and no breaker's token is left behind"
 
 
+def test_a_waiter_behind_a_stuck_breaker_gives_up_at_its_deadline(tmp_path: Path, monkeypatch) -> None:
+    """The abandoned lock's breaker token is held by a process that still runs (hung in its delete, or stopped with
+    Ctrl-Z): the waiter looped past its deadline for ever instead of giving up, retryably."""
+    import hashlib
+
+    from pipeline import layout, locks
+    from pipeline.locks import SeriesBusy, series_lock
+
+    store = LocalStore(tmp_path / "store")
+    key = layout.series_lock("world.co2")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    abandoned = {"owner": f"{socket.gethostname()}:{dead.stdout.strip()}", "created": time.time()}
+    store.write_json(key, abandoned)
+    fingerprint = hashlib.sha256(f"{abandoned['owner']}|{abandoned['created']!r}".encode()).hexdigest()[:16]
+    breaker = {"owner": locks.owner_id(), "created": time.time() - 3600, "started": locks._process_start(os.getpid())}
+    store.write_json(layout.lock_breaker(key, fingerprint), breaker)
+    start, real_break = time.monotonic(), locks._break
+
+    def bounded_break(*args, **kwargs):
+        if time.monotonic() - start > 15:
+            raise AssertionError("still waiting 15 s after a deadline of 0.5 s")
+        return real_break(*args, **kwargs)
+
+    monkeypatch.setattr(locks, "_break", bounded_break)
+    with pytest.raises(SeriesBusy, match=r"which is gone \(another waiter is breaking its lock\)"):
+        with series_lock(store, "world.co2", wait=0.5):
+            pass
+    assert time.monotonic() - start < 10
+    assert store.read_json(key) == abandoned, "the token's holder breaks it, not this waiter"
+
+
 def test_a_series_registry_lock_and_pointer_lock_are_separate(settings: Settings) -> None:
     """The champion gate holds the registry lock and takes the pointer lock inside it; a live holder makes a waiter give up, retryably."""
     from pipeline.locks import SeriesBusy, series_lock
