@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -166,6 +167,9 @@ def release_table(staging: pd.DataFrame) -> pd.DataFrame:
 #: releases are far above it: in the embedded OWID release 241 of the 241 entities with data in
 #: 2013 report 2014, in the Gapminder file 192 of 192.
 MIN_NEWEST_YEAR_SHARE = 0.5
+#: On a first vintage, the newest year that at least this share of the release's entities reach is
+#: the reference of :func:`newest_year_table` (the entities expected to report the newest year).
+FIRST_REFERENCE_SHARE = 0.5
 #: How many of the entities reporting the newest year :func:`newest_year_table` names.
 NEWEST_YEAR_NAMES = 3
 NEWEST_YEAR_COLUMNS = ["year", "entity", "reported_by", "reference_year", "reporting", "expected", "newest_year_share"]
@@ -180,7 +184,10 @@ def newest_year_table(release: pd.DataFrame, previous_newest_year: int | None = 
     after it. An entity reports a year when any of its variables has a row in it (a per-capita
     series may lag its totals by a year: it needs the population). The entities expected to
     report the newest year are those whose data reach the reference year: the previous vintage's
-    newest year, or, for a first vintage, the release's second-newest last year of an entity.
+    newest year, or, for a first vintage (and ``co2cast validate``), the newest year that at least
+    half of the release's entities reach (:data:`FIRST_REFERENCE_SHARE`), so that strays in
+    different later years (Tuvalu in 2024, Nauru in 2025) are measured against the bulk of the
+    release, not against each other.
 
     Args:
         release: :func:`release_table` of the release (one row per entity and variable, ``year``
@@ -200,12 +207,14 @@ def newest_year_table(release: pd.DataFrame, previous_newest_year: int | None = 
             {column: pd.Series(dtype="float64" if column == "newest_year_share" else object) for column in NEWEST_YEAR_COLUMNS}
         )
     last = last.astype("int64")
-    years = np.unique(last.to_numpy())
-    newest = int(years[-1])
+    newest = int(last.max())
     if previous_newest_year is not None:
         reference = min(int(previous_newest_year), newest)
     else:
-        reference = int(years[-2]) if len(years) > 1 else newest
+        # The newest year y with at least half of the entities' last years >= y: the
+        # ceil(n * share)-th last year from the top.
+        ordered = np.sort(last.to_numpy())[::-1]
+        reference = int(ordered[max(math.ceil(len(ordered) * FIRST_REFERENCE_SHARE), 1) - 1])
     expected = last[last >= reference]
     reporting = [str(name) for name in expected.index[expected.to_numpy() == newest]]
     names = ", ".join(reporting[:NEWEST_YEAR_NAMES]) + (

@@ -295,6 +295,40 @@ def test_a_stray_row_in_a_newer_year_is_refused_against_the_previous_vintage(owi
         assert "entity=Tuvalu year=2025 reported_by=1 of 241 entities whose data reach 2014" in line, line
 
 
+def test_strays_in_different_years_are_refused_on_a_first_vintage(owid_csv: Path, tmp_path: Path) -> None:
+    """Two stray rows, each in its own later year: the reference was the second-newest last year of an entity, the
+    other stray's, so each made the other the whole of the entities expected (1 of 2 reporting: 0.5 passed). The
+    reference is the newest year at least half of the entities reach."""
+    rows = [{"entity": f"C{i}", "variable": "co2", "year": 2014.0} for i in range(200)]
+    rows += [{"entity": "Tuvalu", "variable": "co2", "year": 2024.0}, {"entity": "Nauru", "variable": "co2", "year": 2025.0}]
+    table = plausibility.newest_year_table(pd.DataFrame(rows), None)
+    assert table[["year", "reference_year", "reporting", "expected"]].to_dict("records") == [
+        {"year": 2025, "reference_year": 2014, "reporting": 1, "expected": 202}
+    ]
+    assert float(table["newest_year_share"].iloc[0]) < plausibility.MIN_NEWEST_YEAR_SHARE
+
+    staging = sources.read_source(owid_csv.read_bytes(), owid_csv.name)
+    per_capita = staging[(staging["year"] == 2014) & (staging["variable"] == "co2_per_capita")]
+    strays = [per_capita[per_capita["entity"] == name].assign(year=year) for name, year in (("Tuvalu", 2024.0), ("Nauru", 2025.0))]
+    stray = pd.concat([staging, *strays], ignore_index=True)
+    gates = {g.suite: g for g in ingest.run_raw_gates(_settings(tmp_path), stray, dt.date(2026, 1, 1), None)}
+    assert [suite for suite, g in gates.items() if not g.success] == ["emissions_raw[newest]"]
+    line = gates["emissions_raw[newest]"].one_line()
+    assert "entity=Nauru year=2025 reported_by=1 of 241 entities whose data reach 2014" in line, line
+
+
+def test_a_first_vintage_whose_newest_year_most_entities_report_passes() -> None:
+    """A genuine release: every current entity reports the newest year, some entities ended long ago (historic
+    countries), and a per-capita variable lags a year: the reference is the newest year, reported by all."""
+    rows = [{"entity": f"C{i}", "variable": "co2", "year": 2015.0} for i in range(150)]
+    rows += [{"entity": f"C{i}", "variable": "co2_per_capita", "year": 2014.0} for i in range(150)]
+    rows += [{"entity": f"Old{i}", "variable": "co2", "year": float(1950 + i)} for i in range(60)]
+    table = plausibility.newest_year_table(pd.DataFrame(rows), None)
+    assert table[["year", "reference_year", "reporting", "expected"]].to_dict("records") == [
+        {"year": 2015, "reference_year": 2015, "reporting": 150, "expected": 150}
+    ]
+
+
 def test_full_owid_and_gapminder_files_pass_every_gate_against_themselves(owid_csv: Path, gapminder_csv: Path, tmp_path: Path) -> None:
     """The real releases, each compared with itself as the previous vintage: plausibility and history hold.
 
