@@ -4,8 +4,9 @@
 # encrypt no connection or variable). The JWT secret signs Airflow's API tokens with HS512,
 # whose key should be at least as long as its 64-byte digest (RFC 7518, section 3.2).
 # The secrets in URL_SECRETS are pasted unencoded into connection URLs (SQLAlchemy's, Celery's
-# broker, MLflow's stores), where / + @ # ? % and the like break them: letters, digits, - and _
-# only. Every other service waits for this one to succeed.
+# broker, MLflow's stores), where / + @ # ? % and the like break them: letters, digits, - _ . and ~
+# only (RFC 3986's unreserved characters, which a URL's userinfo holds as they are; kombu and
+# SQLAlchemy read them back unchanged). Every other service waits for this one to succeed.
 # Usage: check-secrets.sh ENV_EXAMPLE (the secrets themselves come from the environment).
 example=${1:-/co2cast/.env.example}
 failed=0
@@ -28,8 +29,8 @@ while IFS= read -r line; do
   elif [ "$kind" = jwt ] && [ ${#value} -lt 64 ]; then
     echo "co2cast: $name is shorter than 64 characters, the least HS512 wants (Airflow signs its API tokens with it): see .env.example" >&2
     failed=1
-  elif case "$URL_SECRETS" in *" $name "*) true ;; *) false ;; esac && case "$value" in *[!A-Za-z0-9_-]*) true ;; *) false ;; esac; then
-    echo "co2cast: $name has a character other than A-Z a-z 0-9 - _ (it goes into a connection URL unencoded): see .env.example" >&2
+  elif case "$URL_SECRETS" in *" $name "*) true ;; *) false ;; esac && case "$value" in *[!A-Za-z0-9._~-]*) true ;; *) false ;; esac; then
+    echo "co2cast: $name has a character other than A-Z a-z 0-9 - _ . ~ (it goes into a connection URL unencoded): see .env.example" >&2
     failed=1
   elif [ ${#value} -lt 16 ]; then
     echo "co2cast: $name is shorter than 16 characters: use a long random value" >&2; failed=1

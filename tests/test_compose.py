@@ -172,9 +172,27 @@ def test_secrets_in_urls_are_url_safe(bad: str) -> None:
         )
         assert result.returncode != 0
         assert result.stderr.splitlines() == [
-            f"co2cast: {name} has a character other than A-Z a-z 0-9 - _ (it goes into a connection URL unencoded): see .env.example"
+            f"co2cast: {name} has a character other than A-Z a-z 0-9 - _ . ~ (it goes into a connection URL unencoded): see .env.example"
         ]
-    assert "letters, digits, - and _ only" in (ROOT / ".env.example").read_text()
+    assert "letters, digits, - _ . and ~ only" in (ROOT / ".env.example").read_text()
+
+
+def test_url_secrets_may_hold_dot_and_tilde() -> None:
+    """RFC 3986 allows . and ~ unencoded in a URL's userinfo, and the libraries reading compose's URLs take them
+    back as they are; check-secrets refused them."""
+    password = "Ab.c~d-e_0123456789"
+    kombu_url = pytest.importorskip("kombu.utils.url")
+    assert kombu_url.parse_url(f"redis://:{password}@redis:6379/0")["password"] == password
+    sqlalchemy = pytest.importorskip("sqlalchemy.engine")
+    assert sqlalchemy.make_url(f"postgresql+psycopg2://postgres:{password}@postgres:5432/airflow").password == password
+    real = {name: f"{name.lower()}-0123456789abcdef" for name in example_env() if SECRET.search(name)}
+    real["AIRFLOW_FERNET_KEY"] = FERNET_KEY
+    real["AIRFLOW_JWT_SECRET"] = "j" * 64
+    env = {"PATH": os.environ["PATH"], **real, "POSTGRES_PASSWORD": password, "REDIS_PASSWORD": password}
+    result = subprocess.run(
+        ["sh", str(ROOT / "deploy" / "check-secrets.sh"), str(ROOT / ".env.example")], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def dockerignore_regex(pattern: str) -> re.Pattern[str]:
