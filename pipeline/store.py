@@ -219,12 +219,20 @@ class LocalStore(ObjectStore):
     def create_exclusive(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # The whole content first, in a temporary file, then a hard link to the key, which fails
+        # when the key exists: atomic as S3's conditional put is, so a reader never finds the
+        # object created but still empty (an O_EXCL create followed by a write would show that
+        # moment to a waiter reading a lock, as a damaged file).
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            os.fchmod(fd, FILE_MODE)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.link(tmp, path)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
         return True
 
     def list(self, prefix: str = "") -> list[str]:

@@ -370,3 +370,30 @@ def test_published_as_of_years_reads_the_manifest_keys_of_one_series() -> None:
     ]
     assert layout.published_as_of_years("a.co2", keys) == [2010, 2014]
     assert layout.published_as_of_years("b.co2", keys) == []
+
+
+def test_a_local_exclusive_create_is_never_seen_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock file appears with its content or not at all, as S3's conditional put: a waiter reading it a moment after an
+    O_EXCL create (before the write) found an empty file and refused the lock as damaged."""
+    store = LocalStore(tmp_path / "store")
+    target = tmp_path / "store" / "locks" / "k.json"
+    seen: list[bool] = []
+    real_fdopen = os.fdopen
+
+    def watching_fdopen(fd: int, *args: Any, **kwargs: Any) -> Any:
+        handle = real_fdopen(fd, *args, **kwargs)
+        real_write = handle.write
+
+        def write(data: bytes) -> int:
+            seen.append(target.exists())  # what a reader could find while the content is being written
+            return real_write(data)
+
+        handle.write = write
+        return handle
+
+    monkeypatch.setattr(os, "fdopen", watching_fdopen)
+    assert store.create_exclusive("locks/k.json", b'{"owner": "a"}')
+    assert seen and not any(seen), "the key existed before its content was written"
+    assert not store.create_exclusive("locks/k.json", b'{"owner": "b"}')
+    assert store.read_bytes("locks/k.json") == b'{"owner": "a"}' and store.list() == ["locks/k.json"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["k.json"], "no temporary file is left"
