@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,10 +24,9 @@ import pandas as pd
 
 from pipeline import frames, layout
 from pipeline.errors import PermanentError, TransientError
-from pipeline.maths import json_default
 from pipeline.payloads import Manifest
 from pipeline.series import MAX_HI95_FACTOR, MAX_MEAN_FACTOR, beyond_bounds
-from pipeline.store import ObjectStore
+from pipeline.store import ObjectStore, json_bytes
 from pipeline.testhooks import pause_point
 from pipeline.validation import GateResult, run_suite
 
@@ -490,12 +488,10 @@ def point_latest(
             "model_name": manifest.get("model_name"),
             "model_version": manifest.get("model_version"),
         }
-        if on_write is None:
-            store.write_json(key, pointer)
-        else:
-            data = json.dumps(pointer, indent=2, sort_keys=True, default=json_default).encode() + b"\n"  # as write_json writes it
+        data = json_bytes(pointer)
+        if on_write is not None:
             on_write(_read_or_none(store, key), data)
-            store.write_bytes(key, data)
+        store.write_bytes(key, data)
     return True
 
 

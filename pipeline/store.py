@@ -48,6 +48,11 @@ _CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "E
 _CREDENTIALS_HINT = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an Airflow connection) for this store"
 
 
+def json_bytes(value: Any) -> bytes:
+    """The bytes :meth:`ObjectStore.write_json` writes for a value: indented, key-sorted JSON and a line end."""
+    return json.dumps(value, indent=2, sort_keys=True, default=json_default).encode() + b"\n"
+
+
 class ObjectStore(ABC):
     """Read and write objects by key."""
 
@@ -109,8 +114,8 @@ class ObjectStore(ABC):
         return value
 
     def write_json(self, key: str, value: Any) -> None:
-        """Write a value as indented, key-sorted JSON."""
-        self.write_bytes(key, json.dumps(value, indent=2, sort_keys=True, default=json_default).encode() + b"\n")
+        """Write a value as indented, key-sorted JSON (:func:`json_bytes`)."""
+        self.write_bytes(key, json_bytes(value))
 
     def read_json_or_none(self, key: str, shape: Shape | None = None) -> Any | None:
         """Read a JSON object, or ``None`` when it does not exist (see :meth:`read_json`)."""
