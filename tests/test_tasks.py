@@ -219,7 +219,8 @@ def test_runner_maps_errors_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
         runner.call(network)
     payload = {
         "series_id": "s", "run_key": "k", "run_id": "r", "model_name": "m", "champion_family": "arima", "champion_version": "1",
-        "versions": {"arima": "1"}, "best_backtest_family": "arima", "scores": {"arima": {"mase": 1.0}}, "as_of_year": 2014,
+        "versions": {"arima": "1"}, "best_backtest_family": "arima", "selection_metric": "mase", "scores": {"arima": {"mase": 1.0}},
+        "as_of_year": 2014,
         "vintage": "v", "revision": None, "left_out": None, "provisional": False, "pinned": False, "timings": {},
     }  # fmt: skip
     assert runner.call(fine, payload) == payload
