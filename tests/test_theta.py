@@ -1,14 +1,17 @@
-"""The Theta forecaster: SES intervals (checked by simulation) and a load that runs no optimiser."""
+"""The Theta forecaster: SES intervals (by simulation and against the ARIMA(0,1,1) filter) and a load that runs no optimiser."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from statsmodels.tsa.forecasting.theta import ThetaModel
+from statsmodels.tsa.statespace.sarimax import SARIMAX
 
+from pipeline.maths import z
 from pipeline.models.theta import ThetaForecaster
 
 
@@ -30,6 +33,26 @@ def test_intervals_cover_what_they_claim_on_the_model_theta_assumes() -> None:
     coverage = hits / reps
     # statsmodels' own formula gave 1.00 from step 2 on here: bands about twice too wide.
     assert np.all((coverage > 0.88) & (coverage < 0.99)), coverage
+
+
+@pytest.mark.parametrize("alpha", [0.3, 0.7])
+def test_band_widths_are_the_ses_models_forecast_errors(alpha: float) -> None:
+    """SES with smoothing alpha is ARIMA(0,1,1) with MA coefficient alpha - 1: the state-space
+    filter of that model, run with the fitted alpha and one-step variance, gives the step-h
+    forecast standard errors the bands must have (an exact reference, unlike the simulation)."""
+    y = _ima(np.random.default_rng(7), 60, alpha=alpha)
+    model = ThetaForecaster().fit(y, np.arange(60))
+    h = 10
+    forecast = model.predict(h, levels=(80, 95))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = SARIMAX(y, order=(0, 1, 1)).filter(np.array([model.params_["alpha"] - 1.0, model.sigma2_]))
+    se = np.asarray(reference.get_forecast(h).se_mean)
+    for level in (80, 95):
+        np.testing.assert_allclose((forecast.upper[level] - forecast.mean) / z(level), se, rtol=1e-8)
+        np.testing.assert_allclose((forecast.mean - forecast.lower[level]) / z(level), se, rtol=1e-8)
+    assert 0.05 < model.params_["alpha"] < 0.95  # an interior alpha: se grows, but slower than a random walk's
+    assert se[-1] < np.sqrt(model.sigma2_ * h)
 
 
 def test_the_mean_is_statsmodels_theta_forecast() -> None:
