@@ -121,6 +121,55 @@ def test_lstm_without_peepholes_matches_torch() -> None:
     np.testing.assert_allclose(g["b_dense"], dense.bias.grad.numpy(), rtol=0, atol=1e-8)
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def test_lstm_with_peepholes_matches_the_reference_equations_by_hand() -> None:
+    """Torch has no peepholes, so they are checked here against reference 001's forward pass,
+    written out per gate for one window at a time: in and forget gates peek at c(t-1), the
+    output gate at c(t). The finite-difference test cannot see a wrong peephole that forward
+    and backward share."""
+    n_in, H, n_out, batch, steps = 2, 3, 2, 4, 3
+    net = LSTMNet(n_in=n_in, hidden=H, n_out=n_out)
+    rng = np.random.default_rng(21)
+    ref = {}
+    for gate in ("z", "in", "for", "out"):
+        ref[f"W_{gate}"] = rng.normal(0.0, 0.6, (H, n_in))
+        ref[f"R_{gate}"] = rng.normal(0.0, 0.6, (H, H))
+        ref[f"b_{gate}"] = rng.normal(0.0, 0.3, H)
+    for gate in ("in", "for", "out"):
+        ref[f"p_{gate}"] = rng.uniform(0.8, 1.5, H) * rng.choice([-1.0, 1.0], H)  # large: each peephole moves the output
+    ref["W_dense"] = rng.normal(0.0, 0.6, (n_out, H))
+    ref["b_dense"] = rng.normal(0.0, 0.3, n_out)
+    theta = np.zeros(net.size)
+    views = net.named(theta)
+    for name, value in ref.items():
+        views[name][...] = value
+    X = rng.normal(0.0, 1.5, (batch, steps, n_in))
+
+    def by_hand(x_seq: np.ndarray) -> np.ndarray:
+        y_prev, c_prev = np.zeros(H), np.zeros(H)
+        for x in x_seq:
+            z_t = np.tanh(ref["W_z"] @ x + ref["R_z"] @ y_prev + ref["b_z"])
+            i_t = _sigmoid(ref["W_in"] @ x + ref["R_in"] @ y_prev + ref["p_in"] * c_prev + ref["b_in"])
+            f_t = _sigmoid(ref["W_for"] @ x + ref["R_for"] @ y_prev + ref["p_for"] * c_prev + ref["b_for"])
+            c_t = z_t * i_t + c_prev * f_t
+            o_t = _sigmoid(ref["W_out"] @ x + ref["R_out"] @ y_prev + ref["p_out"] * c_t + ref["b_out"])
+            y_prev, c_prev = o_t * np.tanh(c_t), c_t
+        return ref["W_dense"] @ y_prev + ref["b_dense"]
+
+    for k in range(1, steps + 1):  # windows of 1, 2 and 3 steps: the output after each step
+        expected = np.array([by_hand(X[b, :k]) for b in range(batch)])
+        out, _ = net.forward(theta, X[:, :k])
+        np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12, err_msg=f"after {k} steps")
+    # The check is sharp: the same net with any one peephole zeroed gives a visibly other output.
+    for gate in ("in", "for", "out"):
+        other = theta.copy()
+        net.named(other)[f"p_{gate}"][:] = 0.0
+        assert np.max(np.abs(net.forward(other, X)[0] - net.forward(theta, X)[0])) > 1e-3, gate
+
+
 def test_rnn_matches_torch() -> None:
     torch = pytest.importorskip("torch", reason="torch is a test extra: pip install torch==2.13.0")
     net = RNNNet(n_in=2, hidden=5, n_out=1)
