@@ -14,6 +14,7 @@ export GX_ANALYTICS_ENABLED := false
 .PHONY: run test install install-dev lint bench lock mlflow-ui up down stack-test ui-test viewer clean
 
 $(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "error: co2cast needs Python 3.11; $(PYTHON) is " + sys.version.split()[0] + ": run make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 

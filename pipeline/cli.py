@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 import os
+import shlex
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -69,7 +71,7 @@ def mlflow_ui_hint(tracking_uri: str) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         return f"{redact_url(tracking_uri)}   (the tracking server's own UI)"
     shown = redact_url(tracking_uri) if "@" in tracking_uri else tracking_uri  # postgresql://user:password@host/db
-    return f"{_bin('mlflow')} ui --backend-store-uri {shown}   (or: make mlflow-ui)"
+    return f"{_bin('mlflow')} ui --workers 1 --backend-store-uri {shown}   (or: make mlflow-ui)"
 
 
 def _bin(command: str) -> str:
@@ -152,7 +154,9 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
     readable = [sid for sid, manifest, _, _ in published if manifest is not None]
     if readable:
         example = "canada.co2_per_capita" if "canada.co2_per_capita" in readable else readable[0]
-        print(f"a forecast:    {_bin('co2cast')} show {example}")
+        # The default store is under the home, which defaults to the working directory's .co2cast.
+        home = "" if settings.store_uri else f"CO2CAST_HOME={shlex.quote(str(settings.home.resolve()))} "
+        print(f"a forecast:    {home}{_bin('co2cast')} show {example}")
     return 0
 
 
@@ -270,6 +274,13 @@ def _view(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.viewer import streamlit_command
 
     command = streamlit_command(args.port)
+    with socket.socket() as probe:  # Streamlit's own refusal comes after our URL line and without a hint
+        try:
+            probe.bind(("127.0.0.1", args.port))
+        except OSError as error:
+            raise PortInUse(
+                f"port {args.port} on 127.0.0.1 is not free ({error.strerror}): pass --port N (make viewer VIEWER_PORT=N)"
+            ) from None
     print(f"co2cast viewer: http://127.0.0.1:{args.port}  (store {settings.resolved_store_uri})", flush=True)
     os.execv(command[0], command)  # noqa: S606 (a fixed argv: this interpreter running streamlit)
     return 0  # not reached
@@ -383,6 +394,14 @@ def port_arg(text: str) -> int:
     return port
 
 
+def alias_arg(text: str) -> str:
+    """A registry alias as typed: ``arima`` or ``@arima``."""
+    alias = text.strip().removeprefix("@")
+    if not alias:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an alias: use e.g. champion or arima")
+    return alias
+
+
 def series_id_arg(text: str) -> str:
     """A series id as typed: ``world.co2``, the ``--series`` form ``World:co2``, names as written
     (``United States.co2``) or the registered model's name as the MLflow UI shows it (``co2cast.world.co2``).
@@ -398,6 +417,10 @@ def series_id_arg(text: str) -> str:
         text = text[len(prefix) :]
     entity, _, variable = text.rpartition(":" if ":" in text else ".")
     return series_id(entity, variable) if entity.strip() and variable.strip() else text
+
+
+class PortInUse(Co2castError):
+    """The viewer's port is taken by another process."""
 
 
 class NoSeriesId(Co2castError):
@@ -444,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--end", type=int, help="last year to print")
             command.add_argument("--csv", action="store_true", help="print CSV")
         if name == "rollback":
-            command.add_argument("--alias", default="champion")
+            command.add_argument(
+                "--alias", type=alias_arg, default="champion", help="the alias to move back, e.g. arima (default: champion)"
+            )
         if name == "scorecard":
             command.add_argument("--rows", action="store_true", help="also print every scored year")
         if name == "forecasts":

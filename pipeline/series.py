@@ -278,6 +278,10 @@ SPEC_WORDS = ("all", "default")
 SPEC_FORMS = "use 'default', 'all', or Entity:variable pairs such as 'Canada:co2_per_capita,World:co2'"
 
 
+#: What to do about a series the release does not have (a Gapminder file has no World, and no total CO2).
+_PICK_OTHERS = "set --series or CO2CAST_SERIES to series it has"
+
+
 def _suggest(name: str, choices: Sequence[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
     if not close:
@@ -324,9 +328,11 @@ def prepare_series(
     entities = sorted(tidy["entity"].dropna().astype(str).unique())
     variables = sorted(tidy["variable"].dropna().astype(str).unique())
     if entity not in entities:
-        raise SeriesError(f"unknown entity {entity!r}{_suggest(entity, entities)}")
+        hint = _suggest(entity, entities) or f" in this release ({len(entities)} entities): {_PICK_OTHERS}"
+        raise SeriesError(f"unknown entity {entity!r}{hint}")
     if variable not in variables:
-        raise SeriesError(f"unknown variable {variable!r}{_suggest(variable, variables)}")
+        hint = _suggest(variable, variables) or f" in this release (it has {', '.join(variables[:5])}): {_PICK_OTHERS}"
+        raise SeriesError(f"unknown variable {variable!r}{hint}")
     sid = series_id(entity, variable)
 
     rows = tidy.loc[(tidy["entity"] == entity) & (tidy["variable"] == variable), ["year", "value"]]

@@ -435,8 +435,15 @@ def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:
             raise StoreConfigError(f"an S3 store URI needs a bucket: s3://bucket/prefix, got {redact_url(uri)!r}")
         return S3Store(_s3_bucket(parsed), _s3_prefix(parsed), endpoint_url=endpoint_url)
     if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):  # file://store/x names the host 'store': x would land at /x
+            raise StoreConfigError(
+                f"CO2CAST_STORE_URI {redact_url(uri)!r} names the host {parsed.netloc[:80]!r}: "
+                "a local store is file:///absolute/path (three slashes)"
+            )
         return LocalStore(Path(unquote(parsed.path)))
     if parsed.scheme == "":
+        if not Path(uri).is_absolute():  # each process (CLI, Airflow task, viewer) would resolve it in its own directory
+            raise StoreConfigError(f"CO2CAST_STORE_URI {uri[:200]!r} is a relative path: use an absolute path or file:///absolute/path")
         return LocalStore(Path(uri))
     raise StoreConfigError(f"unsupported store URI {redact_url(uri)!r}: use file:///path or s3://bucket/prefix")
 

@@ -634,6 +634,17 @@ def alias_version(client: Any, series_id: str, alias: str) -> Any | None:
         return None
 
 
+def _aliases_hint(client: Any, series_id: str) -> str:
+    """``"; its aliases: arima, champion, …"`` for a refusal that names an alias the model lacks ("" when it has none)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = sorted((client.get_registered_model(registered_name(series_id)).aliases or {}).keys())
+    except MlflowException:
+        return ""
+    return f"; its aliases: {', '.join(aliases)}" if aliases else ""
+
+
 def champion_versions(client: Any) -> dict[str, str]:
     """Series id -> the version ``@champion`` points at, for every registered co2cast model (one paged search)."""
     found: dict[str, str] = {}
@@ -732,7 +743,7 @@ def rollback_alias(client: Any, series_id: str, alias: str = "champion") -> tupl
     """
     current = alias_version(client, series_id, alias)
     if current is None:
-        raise RegistryError(f"{registered_name(series_id)} has no @{alias}")
+        raise RegistryError(f"{registered_name(series_id)} has no @{alias}{_aliases_hint(client, series_id)}")
     previous = previous_version(current, alias)
     unreadable = unreadable_alias_record(current, alias)
     if not previous and unreadable is not None:

@@ -858,6 +858,21 @@ def test_a_registered_model_deleted_in_mlflow_keeps_its_forecasts_listed_apart(s
     _assert_pointer_agrees(settings)
 
 
+def test_rollback_takes_an_alias_as_the_ui_shows_it_and_names_the_aliases_there_are(settings: Settings, capsys, monkeypatch) -> None:
+    """``--alias @drift`` is ``--alias drift``; an alias the model lacks is refused with the ones it has."""
+    _run(settings, _lineup(settings, "drift"))
+    _run(settings, _lineup(settings, "drift", "mean"))
+    client, name = tracking.configure(settings), tracking.registered_name(SID)
+    drift = client.get_model_version_by_alias(name, "drift")
+    _cli_env(monkeypatch, settings)
+    assert cli.main(["rollback", SID, "--alias", "@drift"]) == 0
+    assert client.get_model_version_by_alias(name, "drift").version != drift.version
+    aliases = sorted(client.get_registered_model(name).aliases)
+    assert cli.main(["rollback", SID, "--alias", "@arima"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"error: {name} has no @arima; its aliases: {', '.join(aliases)}"
+
+
 def test_a_family_alias_rollback_to_a_version_gone_from_the_registry_is_one_line(settings: Settings, capsys, monkeypatch) -> None:
     _run(settings, _lineup(settings, "drift"))
     _run(settings, _lineup(settings, "drift", "mean"))  # another configuration: @drift moves to its version

@@ -159,6 +159,13 @@ def test_forecast_goes_on_past_refused_series_and_says_what_a_gap_left_out(tmp_p
         empty = _run(tmp_path, "show", "france.co2", "--start", start, "--end", end)
         assert empty.returncode == 1 and empty.stdout == "", empty.stdout
         assert empty.stderr == f"error: no forecast year in {start}-{end}: france.co2 is forecast for 1976-2050\n"
+    with socket.socket() as taken:  # another viewer on the port: one line with what to do, before any URL is announced
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        number = taken.getsockname()[1]
+        busy = _run(tmp_path, "view", "--port", str(number))
+    assert busy.returncode == 1 and busy.stdout == "", busy.stdout
+    assert busy.stderr.startswith(f"error: port {number} on 127.0.0.1 is not free (") and "pass --port N" in busy.stderr
     port = _run(tmp_path, "view", "--port", "99999")
     assert port.returncode == 2 and port.stderr.strip().splitlines()[-1].endswith("'99999' is not a port: use a number from 1 to 65535")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CO2CAST_", "MLFLOW_"))}, "CO2CAST_HOME": str(tmp_path / "home")}

@@ -127,8 +127,11 @@ def test_unknown_names_suggest_close_ones(tidy: pd.DataFrame) -> None:
         prepare_series(tidy, "canada", "co2_per_capita", as_of_year=2020)
     with pytest.raises(SeriesError, match=r"unknown variable 'co2_per_capital'; did you mean 'co2_per_capita'"):
         prepare_series(tidy, "Canada", "co2_per_capital", as_of_year=2020)
-    with pytest.raises(SeriesError, match=r"unknown entity 'Atlantis'$"):
+    entities = tidy["entity"].nunique()
+    with pytest.raises(SeriesError, match=rf"unknown entity 'Atlantis' in this release \({entities} entities\): set --series or CO2CAST_"):
         prepare_series(tidy, "Atlantis", "co2", as_of_year=2020)
+    with pytest.raises(SeriesError, match=r"unknown variable 'methane' in this release \(it has co2, co2_per_capita\): set --series"):
+        prepare_series(tidy, "Canada", "methane", as_of_year=2020)
 
 
 def test_nothing_before_as_of(tidy: pd.DataFrame) -> None:

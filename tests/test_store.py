@@ -128,6 +128,13 @@ def test_open_store_uris(tmp_path: Path) -> None:
         open_store("s3://")
     with pytest.raises(ValueError, match="unsupported"):
         open_store("gs://bucket/x")
+    assert isinstance(open_store(f"file://localhost{tmp_path}"), LocalStore)
+    # Two slashes: 'store' is read as a host and the store would land at /sub; a relative path
+    # would land in each process's own working directory.
+    with pytest.raises(ValueError, match=r"names the host 'store': a local store is file:///absolute/path \(three slashes\)"):
+        open_store("file://store/sub")
+    with pytest.raises(ValueError, match="'store/sub' is a relative path: use an absolute path or file:///absolute/path"):
+        open_store("store/sub")
 
 
 def test_local_files_are_world_readable_and_uris_plain(tmp_path: Path) -> None:

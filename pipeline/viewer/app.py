@@ -247,7 +247,10 @@ def main() -> None:
     st.subheader("Candidates on the same backtest")
     if len(view.scores):
         st.dataframe(view.scores, hide_index=True, width="stretch")
-        st.caption("Rolling-origin backtest on identical windows; lower is better (MASE < 1 beats the naive forecast).")
+        st.caption(
+            "Rolling-origin backtest on identical windows; lower is better: compare each model with the naive row "
+            "(MASE is scaled by the in-sample one-step naive error, so naive's own is not 1)."
+        )
     else:
         st.info("The published files include no backtest scores for this forecast.")
     if view.candidates is None:
