@@ -78,6 +78,10 @@ class RegistryError(PermanentError, ValueError):
     """The model registry refuses an operation a person asked for (e.g. a rollback with no history)."""
 
 
+class RegistryMismatch(SetupError):
+    """The configured registry is not the one the store's forecasts were decided in."""
+
+
 class ExperimentDeleted(SetupError):
     """co2cast's MLflow experiment was deleted (e.g. in the MLflow UI); a person restores it."""
 
@@ -265,6 +269,7 @@ def configure(settings: Settings) -> Any:
     with _file_lock(database.with_name(database.name + ".init.lock") if database is not None else None):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         if _own_experiment(client) is None:
+            _refuse_a_registry_beside_decisions(settings, uri)
             try:
                 # The kind tag makes the MLflow UI open the experiment on its runs, not the GenAI view.
                 tags = {"mlflow.experimentKind": "custom_model_development", EXPERIMENT_TAG: "true"}
@@ -274,6 +279,31 @@ def configure(settings: Settings) -> Any:
                     raise
         mlflow.set_experiment(EXPERIMENT)
     return client
+
+
+def _refuse_a_registry_beside_decisions(settings: Settings, uri: str) -> None:
+    """Refuse to start co2cast's experiment in a registry when the store already holds champion decisions.
+
+    Those decisions were made against another registry: most often ``MLFLOW_TRACKING_URI`` has a
+    typo (a new SQLite file is made without a word). A new registry there would have no champion
+    to compare a challenger with, and ``latest.json`` would serve version numbers the real
+    registry gives to other models.
+
+    Raises:
+        RegistryMismatch: the store's alias history names series decided elsewhere.
+    """
+    from pipeline import layout
+    from pipeline.store import store_from_settings
+
+    store = store_from_settings(settings)
+    decided = store.list(layout.HISTORY)
+    if decided:
+        example = decided[0].removeprefix(layout.HISTORY).removesuffix(".json")
+        raise RegistryMismatch(
+            f"MLFLOW_TRACKING_URI {redact_url(uri)} has no {EXPERIMENT!r} experiment, but the store {store.uri()} holds champion "
+            f"decisions for {len(decided)} series (e.g. {example}): point MLFLOW_TRACKING_URI at the registry that made them "
+            "(a new registry needs a new store, CO2CAST_STORE_URI)"
+        )
 
 
 def _own_experiment(client: Any) -> Any | None:

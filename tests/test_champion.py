@@ -858,6 +858,23 @@ def test_a_registered_model_deleted_in_mlflow_keeps_its_forecasts_listed_apart(s
     _assert_pointer_agrees(settings)
 
 
+def test_a_registry_without_the_stores_decisions_is_refused_before_anything_is_trained(settings: Settings, tmp_path: Path) -> None:
+    """A typo in MLFLOW_TRACKING_URI made a new SQLite registry without a word, and forecasts were served from it."""
+    _run(settings, _lineup(settings, "drift"))
+    before = _state(settings)
+    typo = settings.model_copy(update={"mlflow_tracking_uri": f"sqlite:///{tmp_path / 'typo' / 'mlflow.db'}"})
+    with pytest.raises(tracking.RegistryMismatch) as refused:
+        _run(typo, _lineup(typo, "drift", "mean"))
+    message = str(refused.value)
+    assert "has no 'co2cast' experiment, but the store" in message and "holds champion decisions for 1 series (e.g. world.co2)" in message
+    assert message.endswith(
+        "point MLFLOW_TRACKING_URI at the registry that made them (a new registry needs a new store, CO2CAST_STORE_URI)"
+    )
+    assert _state(settings) == before
+    fresh = settings.model_copy(update={"mlflow_tracking_uri": typo.mlflow_tracking_uri, "store_uri": (tmp_path / "new").as_uri()})
+    assert tracking.configure(fresh) is not None  # a new registry with a new store starts as the first run did
+
+
 def test_rollback_takes_an_alias_as_the_ui_shows_it_and_names_the_aliases_there_are(settings: Settings, capsys, monkeypatch) -> None:
     """``--alias @drift`` is ``--alias drift``; an alias the model lacks is refused with the ones it has."""
     _run(settings, _lineup(settings, "drift"))
