@@ -43,6 +43,10 @@ NAME_COLUMNS = ("entity", "iso_code", "variable")
 #: Longest entity name accepted: its series id names store keys, lock files and MLflow models
 #: (OWID's longest is 41 characters; a file name may have 255 bytes).
 MAX_ENTITY_NAME = 100
+#: The field of a curated vintage's ``meta.json`` (and of ``curated/latest.json``, the same record)
+#: holding the sha256 of its ``emissions.parquet`` as curated; absent in vintages curated before
+#: co2cast recorded it.
+TABLE_SHA256 = "table_sha256"
 
 
 class _Unread(enum.Enum):
@@ -69,6 +73,10 @@ class AlreadyCurated(PermanentError):
 
 class RawAltered(StoreDataError):
     """A staged raw object no longer has the sha256 it was fetched with (altered or damaged in the store)."""
+
+
+class CuratedAltered(StoreDataError):
+    """A curated table no longer has the sha256 recorded when it was curated (edited or damaged in the store)."""
 
 
 class NotValidated(PermanentError):
@@ -192,19 +200,33 @@ def read_curated(store: ObjectStore, vintage: str, entity: str | None = None, va
 def _read_curated_compact(store: ObjectStore, vintage: str) -> pd.DataFrame:
     """The curated table with names as categoricals: what ingest compares a release with.
 
+    Its bytes are checked against the sha256 recorded at curation (:func:`recorded_table_sha256`),
+    hashed from the bytes read for the table, before they are parsed. A vintage curated before
+    co2cast recorded it is read unchecked.
+
     Raises:
-        StoreDataError: the table was deleted, or replaced by something that is not it (by hand
-            in the bucket): one line naming it. The release is curated, so ingesting it again
-            says "source unchanged"; the table has to come back from a backup.
+        CuratedAltered: the table's bytes are not the ones curated (edited or damaged by hand in the
+            bucket): one line naming it; ingesting its release again curates it again.
+        StoreDataError: the table was deleted (likewise healed by ingesting the release again), or,
+            in a vintage with no recorded sha256, replaced by something that is not it: restore it
+            from a backup.
     """
     key = layout.curated_table(vintage)
     try:
         data = store.read_bytes(key)
     except KeyError:
         raise StoreDataError(
-            f"{store.uri(key)} is missing: vintage {vintage}'s curated table was deleted; restore it from a backup "
-            "(ingesting the same release again changes nothing: it is curated already)"
+            f"{store.uri(key)} is missing: vintage {vintage}'s curated table was deleted; restore it from a backup, "
+            f"or {_reingest_hint(store, vintage)}"
         ) from None
+    recorded = recorded_table_sha256(store, vintage)
+    if recorded is not None:
+        found = hashlib.sha256(data).hexdigest()
+        if found != recorded:
+            raise CuratedAltered(
+                f"{store.uri(key)} does not match the sha256 recorded at curation (it has {found[:16]}…, recorded {recorded[:16]}…): "
+                f"it was edited or damaged in the store; restore it from a backup, or {_reingest_hint(store, vintage)}"
+            )
     try:
         frame = frames.read_parquet(data)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
@@ -215,12 +237,36 @@ def _read_curated_compact(store: ObjectStore, vintage: str) -> pd.DataFrame:
     if problem is not None:
         raise StoreDataError(
             f"{store.uri(key)} is not what co2cast wrote ({problem}): it was damaged or replaced; restore "
-            f"vintage {vintage}'s curated table from a backup (ingesting the same release again changes nothing)"
+            f"vintage {vintage}'s curated table from a backup (it was curated before co2cast recorded the table's sha256, "
+            "so ingesting the same release again changes nothing)"
         )
     for column in NAME_COLUMNS:
         if not isinstance(frame[column].dtype, pd.CategoricalDtype):
             frame[column] = frame[column].astype("category")
     return frame
+
+
+def recorded_table_sha256(store: ObjectStore, vintage: str) -> str | None:
+    """The sha256 of ``curated/<vintage>/emissions.parquet`` recorded when it was curated, or ``None``.
+
+    Read from the vintage's ``meta.json``; from ``curated/latest.json`` when that file is gone and
+    the pointer shows the vintage. ``None`` for a vintage curated before co2cast recorded it.
+    """
+    meta = store.read_json_or_none(layout.curated_meta(vintage), layout.CURATED_POINTER)
+    if meta is None or meta.get("vintage") != vintage:
+        latest = latest_curated(store)
+        meta = latest if latest is not None and latest["vintage"] == vintage else None
+    return meta.get(TABLE_SHA256) if meta is not None else None
+
+
+def _reingest_hint(store: ObjectStore, vintage: str) -> str:
+    """How to curate a vintage's table again: ingest its release, which rewrites it from the source (:func:`fetch_source`)."""
+    try:
+        source = (store.read_json_or_none(layout.raw_meta(vintage)) or {}).get("source")
+    except StoreDataError:
+        source = None
+    command = f"`co2cast ingest --source {sources.clean(source, 160)}`" if isinstance(source, str) and source else "`co2cast ingest`"
+    return f"ingest vintage {vintage}'s release again ({command}, or co2_ingest with that source), which curates the table again from it"
 
 
 def _with_string_names(frame: pd.DataFrame) -> pd.DataFrame:
@@ -270,7 +316,9 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
     status = vintage_status(store, vintage, latest)
     if status == "curated":
         current = f"; curated/latest.json points at {latest['vintage']}" if latest else ""
-        info.update(changed=False, message=f"source unchanged: vintage {vintage} was already curated{current}. Nothing new to ingest.")
+        healed = _heal_curated(settings, store, vintage, digest, fetched)
+        message = f"source unchanged: vintage {vintage} was already curated{current}.{healed} Nothing new to ingest."
+        info.update(changed=False, message=message)
         logger.info(info["message"])
         return info
     if latest is not None and _content_of(store, latest, settings) == content:
@@ -297,6 +345,52 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
     info.update(changed=True, message=f"{what} ({len(fetched.data):,} bytes from {fetched.source})")
     logger.info(info["message"])
     return info
+
+
+def _heal_curated(settings: Settings, store: ObjectStore, vintage: str, digest: str, fetched: sources.Fetched) -> str:
+    """Check a curated vintage's curated table against the sha256 recorded; curate it again from its bytes.
+
+    ``fetched`` holds the vintage's bytes, fetched again (``digest``, their sha256, is the vintage's). The
+    curated table found gone, or no longer of the sha256 recorded at curation, is curated again
+    from them (no GX gate runs: these bytes passed them), under the curate lock; when this
+    pandas/pyarrow writes other bytes for the same table, the new sha256 is recorded in its
+    ``meta.json`` and in ``curated/latest.json`` if that shows the vintage. A table of a vintage
+    curated before co2cast recorded its sha256 is healed only when gone.
+
+    Returns:
+        What was healed, as sentences to append to the fetch message ("" when nothing was).
+    """
+    from pipeline.locks import curate_lock
+
+    done = []
+    raw_meta = store.read_json_or_none(layout.raw_meta(vintage))
+    file_name = raw_meta.get("file_name") if isinstance(raw_meta, dict) else None
+    file_name = file_name if isinstance(file_name, str) and file_name else fetched.file_name  # the name it was gated under
+
+    table_key = layout.curated_table(vintage)
+    recorded = recorded_table_sha256(store, vintage)
+    try:
+        found: str | None = hashlib.sha256(store.read_bytes(table_key)).hexdigest()
+    except KeyError:
+        found = None
+    if found is not None and (recorded is None or found == recorded):
+        return "".join(done)
+    with curate_lock(store, stale_after=settings.lock_stale_seconds):
+        table = _parquet_bytes(curated_table(read_release(fetched.data, file_name, settings.max_source_bytes)))
+        written = hashlib.sha256(table).hexdigest()
+        store.write_bytes(table_key, table)
+        del table
+        if written != recorded:  # another pandas/pyarrow, or none recorded: record the digest of the bytes now there
+            meta = store.read_json_or_none(layout.curated_meta(vintage), layout.CURATED_POINTER)
+            if meta is not None and meta.get("vintage") == vintage:
+                store.write_json(layout.curated_meta(vintage), {**meta, TABLE_SHA256: written})
+            latest = latest_curated(store)
+            if latest is not None and latest["vintage"] == vintage:
+                store.write_json(LATEST_KEY, {**latest, TABLE_SHA256: written})
+    what = "missing" if found is None else "no longer of the sha256 recorded at curation (edited or damaged)"
+    logger.warning("%s was %s: curated again from the source", store.uri(table_key), what)
+    done.append(f" Its curated table {table_key} was {what}: curated again from the source.")
+    return "".join(done)
 
 
 def snapshot_raw(store: ObjectStore, fetched: dict[str, Any]) -> dict[str, Any]:
@@ -487,7 +581,10 @@ def _curate(
         written.append(key)
         store.write_bytes(key, data)
 
-    write(layout.curated_table(ref.vintage), _parquet_bytes(tidy))
+    table = _parquet_bytes(tidy)
+    table_sha256 = hashlib.sha256(table).hexdigest()  # of the bytes written, checked by every read (_read_curated_compact)
+    write(layout.curated_table(ref.vintage), table)
+    del table
     write(layout.curated_object(ref.vintage, "revisions.parquet"), _parquet_bytes(revisions))
     write(layout.curated_object(ref.vintage, "revisions.json"), _json_bytes(revision_summary))
     pointer = {
@@ -497,6 +594,7 @@ def _curate(
         "source": raw_meta["source"],
         "fetched_at": raw_meta["fetched_at"],
         "key": layout.curated_table(ref.vintage),
+        TABLE_SHA256: table_sha256,
         "latest_year": int(tidy["year"].max()),
         "rows": len(tidy),
         "entities": int(tidy["entity"].nunique()),

@@ -27,8 +27,9 @@ LOCKS = "locks/"
 #: The pointer to the last good vintage, written last by a curation.
 CURATED_LATEST = "curated/latest.json"
 #: The fields readers rely on in ``curated/latest.json`` and in each vintage's curated
-#: ``meta.json`` (the same record), as a :meth:`~pipeline.store.ObjectStore.read_json` shape.
-CURATED_POINTER = {"vintage": str, "latest_year": int}
+#: ``meta.json`` (the same record), as a :meth:`~pipeline.store.ObjectStore.read_json` shape; ``table_sha256``,
+#: the sha256 of the vintage's ``emissions.parquet`` as curated, is absent in vintages curated before co2cast recorded it.
+CURATED_POINTER = {"vintage": str, "latest_year": int, "table_sha256?": str}
 #: The fields readers rely on in a series' ``latest.json`` (:func:`forecast_latest`): the manifest
 #: served, and (absent in pointers written before co2cast kept them) when that forecast was
 #: published, which forecasts a rollback took out of service, and the manifest's sha256.

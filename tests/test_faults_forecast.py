@@ -15,6 +15,8 @@ so a case takes seconds; one case runs the ``co2cast forecast`` command itself.
 from __future__ import annotations
 
 import errno
+import hashlib
+import io
 import json
 import os
 import re
@@ -27,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from pipeline import ingest, plausibility, tasks, tracking
@@ -1110,30 +1113,47 @@ def test_stale_series_and_an_as_of_year_beyond_the_data_are_refused(tmp_path: Pa
     assert "its 'latest_year' is '2014'" in last
 
 
-@pytest.mark.parametrize("damage", ["deleted", "replaced"])
-def test_a_curated_table_deleted_or_replaced_in_the_store_is_one_line(
-    curated_settings: Settings, damage: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("damage", ["deleted", "replaced", "edited"])
+def test_a_curated_table_deleted_replaced_or_edited_in_the_store_is_one_line(
+    curated_settings: Settings, small_owid: Path, damage: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """By hand in the bucket: it was an unexpected KeyError or ArrowInvalid, and ingesting the release again says 'unchanged'."""
-    from pipeline import cli
+    """By hand in the bucket: it was an unexpected KeyError or ArrowInvalid; numbers edited in a table that still
+    reads (Canada's 2010-2014 per-capita values times 1.5) were forecast and published under the validated vintage's
+    id. Now one line, nothing published, and ingesting the same release again curates the table again."""
+    from pipeline import cli, layout
 
     settings = curated_settings
     store = tasks.open_store(settings)
     vintage = ingest.latest_curated(store)["vintage"]
     key = f"curated/{vintage}/emissions.parquet"
+    curated = store.read_bytes(key)
     if damage == "deleted":
         store.delete(key)
         expected = f"error: {store.uri(key)} is missing: vintage {vintage}'s curated table was deleted; restore it from a backup"
-    else:
+    elif damage == "replaced":
         store.write_bytes(key, b"not parquet")
-        expected = f"error: {store.uri(key)} is not what co2cast wrote (not a readable Parquet table: "
+        expected = f"error: {store.uri(key)} does not match the sha256 recorded at curation"
+    else:
+        table = pd.read_parquet(io.BytesIO(curated))
+        rows = (table["entity"] == "Canada") & (table["variable"] == "co2_per_capita") & table["year"].between(2010, 2014)
+        table.loc[rows, "value"] *= 1.5
+        buffer = io.BytesIO()
+        table.to_parquet(buffer, index=False)
+        store.write_bytes(key, buffer.getvalue())
+        expected = f"error: {store.uri(key)} does not match the sha256 recorded at curation"
     for name, value in {"CO2CAST_HOME": str(settings.home), "CO2CAST_STORE_URI": settings.resolved_store_uri}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.resolved_tracking_uri)
     assert cli.main(["forecast", "--series", SERIES]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected), lines
-    assert "unexpected" not in lines[0] and "(ingesting the same release again changes nothing" in lines[0]
+    assert "unexpected" not in lines[0] and f"ingest vintage {vintage}'s release again (`co2cast ingest --source {small_owid}`" in lines[0]
     with pytest.raises(StoreDataError):
         tasks.plan_run(settings, RunTrigger(series=SERIES))
     assert not store.list("forecasts/")
+
+    healed = ingest.ingest(settings, store, str(small_owid))
+    assert healed["status"] == "unchanged" and "curated again from the source" in healed["message"], healed["message"]
+    assert store.read_bytes(key) == curated
+    assert store.read_json(layout.curated_meta(vintage))[ingest.TABLE_SHA256] == hashlib.sha256(curated).hexdigest()
+    assert len(ingest.read_curated(store, vintage)) == len(pd.read_parquet(io.BytesIO(curated)))

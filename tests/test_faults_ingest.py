@@ -13,7 +13,9 @@ import codecs
 import csv
 import errno
 import gzip
+import hashlib
 import http.server
+import io
 import socket
 import threading
 import time
@@ -28,7 +30,7 @@ import pytest
 from pipeline import ingest, layout, sources
 from pipeline.config import Settings
 from pipeline.errors import PermanentError
-from pipeline.store import LocalStore, ObjectStore, S3Store
+from pipeline.store import LocalStore, ObjectStore, S3Store, StoreDataError
 from tests.conftest import write_xlsx
 
 ENTITIES = {"Canada", "World", "Kenya", "Germany", "Zimbabwe"}
@@ -859,6 +861,94 @@ def test_an_altered_raw_object_is_a_permanent_error_and_the_next_ingest_heals_it
     healed = ingest.ingest(settings, store, str(revised))
     assert healed["status"] == "curated" and healed["vintage"] == fetched["vintage"]
     assert store.read_bytes(raw) == revised.read_bytes()
+
+
+def _edit_curated(store: ObjectStore, vintage: str, factor: float = 1.5) -> bytes:
+    """Canada's 2010-2014 co2_per_capita times ``factor`` in the curated table, written back as a readable table."""
+    key = layout.curated_table(vintage)
+    table = pd.read_parquet(io.BytesIO(store.read_bytes(key)))
+    rows = (table["entity"] == "Canada") & (table["variable"] == "co2_per_capita") & table["year"].between(2010, 2014)
+    table.loc[rows, "value"] *= factor
+    buffer = io.BytesIO()
+    table.to_parquet(buffer, index=False)
+    store.write_bytes(key, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def test_an_edited_curated_table_is_refused_and_the_next_ingest_of_its_release_curates_it_again(
+    curated, release: Path, tmp_path: Path
+) -> None:
+    """The curated table's sha256 is recorded at curation (meta.json and the pointer) and checked by every read: edited
+    numbers were read as curated, forecast and compared with the next release. The next ingest of the same
+    release said "source unchanged" and left them; it curates the table again from the source now."""
+    settings, store = curated
+    pointer = store.read_json(ingest.LATEST_KEY)
+    vintage, key = pointer["vintage"], layout.curated_table(pointer["vintage"])
+    good = store.read_bytes(key)
+    assert pointer[ingest.TABLE_SHA256] == hashlib.sha256(good).hexdigest()
+    assert store.read_json(layout.curated_meta(vintage)) == pointer
+    _edit_curated(store, vintage)
+
+    with pytest.raises(ingest.CuratedAltered) as raised:
+        ingest.read_curated(store, vintage, "Canada", "co2_per_capita")
+    message = _one_line(raised.value)
+    assert isinstance(raised.value, PermanentError) and message.startswith(f"{store.uri(key)} does not match the sha256 recorded"), message
+    assert f"`co2cast ingest --source {release}`" in message and "restore it from a backup" in message
+    before = _snapshot(store)
+    with pytest.raises(ingest.CuratedAltered):  # a new release is not gated against (nor compared with) edited numbers
+        ingest.ingest(settings, store, str(_revised(release, tmp_path)))
+    _assert_nothing_curated(store, before)
+
+    healed = ingest.ingest(settings, store, str(release))
+    assert healed["status"] == "unchanged" and f"Its curated table {key} was no longer of the sha256" in healed["message"]
+    assert store.read_bytes(key) == good and store.read_json(ingest.LATEST_KEY) == pointer
+    assert ingest.read_curated(store, vintage, "Canada", "co2_per_capita")["value"].min() > 0
+    again = ingest.ingest(settings, store, str(release))
+    assert again["status"] == "unchanged" and "curated again" not in again["message"]
+
+
+def test_a_table_written_again_as_other_bytes_records_their_sha256(
+    curated, release: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another pandas or pyarrow writes other bytes for the same table: the table curated again from the source gets
+    its own sha256 in meta.json and curated/latest.json, and reads."""
+    settings, store = curated
+    vintage = store.read_json(ingest.LATEST_KEY)["vintage"]
+    _edit_curated(store, vintage)
+
+    def other_writer(frame: pd.DataFrame) -> bytes:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False, compression="gzip")
+        return buffer.getvalue()
+
+    monkeypatch.setattr(ingest, "_parquet_bytes", other_writer)
+    assert "curated again from the source" in ingest.ingest(settings, store, str(release))["message"]
+    recorded = hashlib.sha256(store.read_bytes(layout.curated_table(vintage))).hexdigest()
+    assert store.read_json(layout.curated_meta(vintage))[ingest.TABLE_SHA256] == recorded
+    assert store.read_json(ingest.LATEST_KEY)[ingest.TABLE_SHA256] == recorded
+    assert ingest.read_curated(store, vintage, "Canada", "co2_per_capita")["value"].min() > 0
+
+
+def test_a_vintage_curated_before_the_table_sha256_was_recorded_stays_readable(curated, release: Path) -> None:
+    """No sha256 in its meta.json or pointer: read unchecked, and nothing written by the read; the next ingest of its
+    release leaves a table that is there (it cannot tell), and curates one that is gone, recording its sha256."""
+    settings, store = curated
+    vintage = store.read_json(ingest.LATEST_KEY)["vintage"]
+    for key in (layout.curated_meta(vintage), ingest.LATEST_KEY):
+        store.write_json(key, {k: v for k, v in store.read_json(key).items() if k != ingest.TABLE_SHA256})
+    edited = _edit_curated(store, vintage, factor=1.01)
+    before = _snapshot(store)
+    assert len(ingest.read_curated(store, vintage, "Canada", "co2_per_capita")) > 0
+    assert "curated again" not in ingest.ingest(settings, store, str(release))["message"]
+    assert _snapshot(store) == before and store.read_bytes(layout.curated_table(vintage)) == edited
+
+    store.delete(layout.curated_table(vintage))
+    with pytest.raises(StoreDataError, match=r"is missing: .* or ingest vintage \w+'s release again"):
+        ingest.read_curated(store, vintage)
+    assert "was missing: curated again from the source" in ingest.ingest(settings, store, str(release))["message"]
+    recorded = hashlib.sha256(store.read_bytes(layout.curated_table(vintage))).hexdigest()
+    assert store.read_json(layout.curated_meta(vintage))[ingest.TABLE_SHA256] == recorded
+    assert store.read_json(ingest.LATEST_KEY)[ingest.TABLE_SHA256] == recorded
 
 
 def test_curating_without_a_passing_gx_result_is_a_permanent_error(curated, release: Path, tmp_path: Path) -> None:
