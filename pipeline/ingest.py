@@ -348,9 +348,10 @@ def fetch_source(settings: Settings, store: ObjectStore, source: str | None = No
 
 
 def _heal_curated(settings: Settings, store: ObjectStore, vintage: str, digest: str, fetched: sources.Fetched) -> str:
-    """Check a curated vintage's curated table against the sha256 recorded; curate it again from its bytes.
+    """Check a curated vintage's raw snapshot and curated table against what was recorded; rewrite them from its bytes.
 
-    ``fetched`` holds the vintage's bytes, fetched again (``digest``, their sha256, is the vintage's). The
+    ``fetched`` holds the vintage's bytes, fetched again (``digest``, their sha256, is the vintage's). The raw
+    object found altered or gone is written again from them, as for a vintage not yet curated. The
     curated table found gone, or no longer of the sha256 recorded at curation, is curated again
     from them (no GX gate runs: these bytes passed them), under the curate lock; when this
     pandas/pyarrow writes other bytes for the same table, the new sha256 is recorded in its
@@ -366,6 +367,15 @@ def _heal_curated(settings: Settings, store: ObjectStore, vintage: str, digest: 
     raw_meta = store.read_json_or_none(layout.raw_meta(vintage))
     file_name = raw_meta.get("file_name") if isinstance(raw_meta, dict) else None
     file_name = file_name if isinstance(file_name, str) and file_name else fetched.file_name  # the name it was gated under
+    raw_key = layout.raw_object(vintage, file_name)
+    try:
+        stored = hashlib.sha256(store.read_bytes(raw_key)).hexdigest()  # hashed as read, not held beside the fetched bytes
+    except KeyError:
+        stored = None
+    if stored != digest:
+        logger.warning("%s was %s: written again from the source", store.uri(raw_key), "missing" if stored is None else "altered")
+        store.write_bytes(raw_key, fetched.data)
+        done.append(f" Its raw snapshot {raw_key} was {'missing' if stored is None else 'altered'}: written again from the source.")
 
     table_key = layout.curated_table(vintage)
     recorded = recorded_table_sha256(store, vintage)

@@ -951,6 +951,22 @@ def test_a_vintage_curated_before_the_table_sha256_was_recorded_stays_readable(c
     assert store.read_json(ingest.LATEST_KEY)[ingest.TABLE_SHA256] == recorded
 
 
+@pytest.mark.parametrize("damage", ["appended", "deleted"])
+def test_an_altered_raw_object_of_a_curated_vintage_is_written_again_by_the_next_ingest(damage: str, curated, release: Path) -> None:
+    """raw/<v>/<file> of a curated vintage: the ingest of its release said "source unchanged" and kept the altered bytes."""
+    settings, store = curated
+    meta = store.read_json(layout.raw_meta(store.read_json(ingest.LATEST_KEY)["vintage"]))
+    raw = layout.raw_object(meta["vintage"], meta["file_name"])
+    if damage == "appended":
+        store.write_bytes(raw, store.read_bytes(raw) + b"x")
+    else:
+        store.delete(raw)
+    result = ingest.ingest(settings, store, str(release))
+    assert result["status"] == "unchanged" and f"Its raw snapshot {raw} was" in result["message"], result["message"]
+    assert store.read_bytes(raw) == release.read_bytes()
+    assert "raw snapshot" not in ingest.ingest(settings, store, str(release))["message"]
+
+
 def test_curating_without_a_passing_gx_result_is_a_permanent_error(curated, release: Path, tmp_path: Path) -> None:
     settings, store = curated
     before = _snapshot(store)
