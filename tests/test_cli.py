@@ -273,10 +273,10 @@ def test_the_mlflow_ui_hint_fits_the_tracking_store() -> None:
     # By its full path: the hint works from any directory, not only the checkout's.
     mlflow = Path(sys.executable).parent / "mlflow"
     assert mlflow.is_file()
-    assert mlflow_ui_hint(local) == f"{mlflow} ui --backend-store-uri {local}   (or: make mlflow-ui)"
+    assert mlflow_ui_hint(local) == f"{mlflow} ui --workers 1 --backend-store-uri {local}   (or: make mlflow-ui)"
     assert mlflow_ui_hint("http://someone:s3cret@mlflow:5000") == "http://***@mlflow:5000   (the tracking server's own UI)"
     database = mlflow_ui_hint("postgresql://mlflow:s3cret@db:5432/mlflow")  # a database store with its password
-    assert database == f"{mlflow} ui --backend-store-uri postgresql://***@db:5432/mlflow   (or: make mlflow-ui)"
+    assert database == f"{mlflow} ui --workers 1 --backend-store-uri postgresql://***@db:5432/mlflow   (or: make mlflow-ui)"
 
 
 def test_a_deleted_mlflow_experiment_or_a_bad_tracking_uri_stops_the_run_in_one_line(tmp_path: Path, small_owid: Path) -> None:
