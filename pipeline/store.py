@@ -8,6 +8,7 @@ last, so a reader that follows pointers never sees a half-written group.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -15,12 +16,13 @@ import re
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import GenericAlias
 from typing import Any, get_args
 from urllib.parse import ParseResult, unquote, urlparse
 
-from pipeline.errors import PermanentError, TransientError
+from pipeline.errors import PermanentError, SetupError, TransientError
 from pipeline.maths import json_default
 from pipeline.redact import redact_url
 
@@ -35,6 +37,10 @@ class StoreConfigError(StoreError, ValueError):
 
 class StoreDataError(StoreError, ValueError):
     """An object co2cast wrote cannot be read back as what it was (damaged or edited by hand)."""
+
+
+class StoreUnusable(StoreError, SetupError):
+    """The local store's directory cannot be used (read-only, not a directory, permissions): every series fails alike."""
 
 
 class StoreUnavailable(TransientError):
@@ -185,8 +191,19 @@ def _check_key(key: str) -> str:
 FILE_MODE = 0o644
 
 
+#: errno values of a local store that cannot be written until a person acts (besides permissions and a file
+#: in a directory's place). A full disk (ENOSPC) is left an OSError: publish and curate report it as a
+#: failure to retry once there is room.
+_UNUSABLE_ERRNOS = frozenset({errno.EROFS})
+
+
 class LocalStore(ObjectStore):
-    """Objects as files under a root directory (the embedded default)."""
+    """Objects as files under a root directory (the embedded default).
+
+    A directory co2cast cannot use (read-only, immutable, not writable by this user, a file where
+    a directory belongs) raises :class:`StoreUnusable`: one line naming the path and the settings
+    that choose it, not retried (every series would fail alike).
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -194,14 +211,32 @@ class LocalStore(ObjectStore):
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
-    def read_bytes(self, key: str) -> bytes:
+    @contextmanager
+    def _usable(self, verb: str, key: str) -> Iterator[None]:
         try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise KeyError(key) from None
+            yield
+        except OSError as error:
+            if not isinstance(error, (PermissionError, NotADirectoryError, IsADirectoryError)) and error.errno not in _UNUSABLE_ERRNOS:
+                raise
+            raise StoreUnusable(
+                f"cannot {verb} {self.uri(key)}: {type(error).__name__}: {error}; the local store must be a directory "
+                "this user can write: fix its permissions, or point CO2CAST_HOME (or CO2CAST_STORE_URI) at one"
+            ) from error
+
+    def read_bytes(self, key: str) -> bytes:
+        with self._usable("read", key):
+            try:
+                return self._path(key).read_bytes()
+            except FileNotFoundError:
+                raise KeyError(key) from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
+        with self._usable("write", key):
+            self._write(path, data)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write to a temporary file in the same directory, then rename: readers see the old
         # object or the new one, never a partial write.
@@ -219,10 +254,17 @@ class LocalStore(ObjectStore):
             raise
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._path(key)
+        with self._usable("reach", key):
+            return path.is_file()
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
         path = self._path(key)
+        with self._usable("write", key):
+            return self._create_exclusive(path, data)
+
+    @staticmethod
+    def _create_exclusive(path: Path, data: bytes) -> bool:
         path.parent.mkdir(parents=True, exist_ok=True)
         # The whole content first, in a temporary file, then a hard link to the key, which fails
         # when the key exists: atomic as S3's conditional put is, so a reader never finds the
@@ -241,13 +283,16 @@ class LocalStore(ObjectStore):
         return True
 
     def list(self, prefix: str = "") -> list[str]:
-        if not self.root.exists():
-            return []
-        keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
-        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
+        with self._usable("list", prefix):
+            if not self.root.exists():
+                return []
+            keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+            return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        path = self._path(key)
+        with self._usable("delete", key):
+            path.unlink(missing_ok=True)
 
     def uri(self, key: str = "") -> str:
         # Not Path.as_uri(): it percent-encodes (asof%3D2014), which a person cannot paste into a shell.

@@ -90,6 +90,10 @@ class ExperimentRenamed(SetupError):
     """co2cast's MLflow experiment was renamed (e.g. in the MLflow UI); a person renames it back."""
 
 
+class TrackingMisconfigured(SetupError):
+    """The tracking store MLFLOW_TRACKING_URI names cannot be used (an unwritable SQLite folder); a person fixes the setting."""
+
+
 class TrackingUnavailable(TransientError):
     """MLflow's store could not be reached or was busy; a retry may succeed."""
 
@@ -244,6 +248,9 @@ def configure(settings: Settings) -> Any:
 
     Returns:
         An ``MlflowClient`` for the configured store.
+
+    Raises:
+        TrackingMisconfigured: the SQLite store's folder cannot be created or written (read-only, a file in its place).
     """
     # Task logs are read by people: no progress bars, no usage telemetry leaving the machine.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -260,13 +267,16 @@ def configure(settings: Settings) -> Any:
     database = None
     if uri.startswith("sqlite:///"):
         database = Path(uri.removeprefix("sqlite:///"))
-        database.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise _unusable_folder(uri, error) from error
         artifact_location = (database.parent / "artifacts").as_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     # Two first runs at once would both create (migrate) the SQLite schema and race; one at a
     # time, under a file lock beside the database. A server store migrates on its own side.
-    with _file_lock(database.with_name(database.name + ".init.lock") if database is not None else None):
+    with _file_lock(database.with_name(database.name + ".init.lock") if database is not None else None, uri):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         if _own_experiment(client) is None:
             _refuse_a_registry_beside_decisions(settings, uri)
@@ -342,19 +352,35 @@ def _own_experiment(client: Any) -> Any | None:
 
 
 @contextmanager
-def _file_lock(path: Path | None) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` for the body (nothing when ``None``)."""
+def _file_lock(path: Path | None, uri: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` beside the SQLite database ``uri`` names, for the body (nothing when ``None``).
+
+    Raises:
+        TrackingMisconfigured: the lock file cannot be created there (a read-only or immutable folder).
+    """
     if path is None:
         yield
         return
     import fcntl
 
-    with open(path, "a") as handle:
+    try:
+        handle = open(path, "a")
+    except OSError as error:
+        raise _unusable_folder(uri, error) from error
+    with handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _unusable_folder(uri: str, error: OSError) -> TrackingMisconfigured:
+    """The one line for a SQLite tracking store whose folder cannot be written (every series would fail alike)."""
+    return TrackingMisconfigured(
+        f"the MLflow store {redact_url(uri)} cannot be used: {type(error).__name__}: {error}; its folder must be one this user "
+        "can write: fix its permissions, or set MLFLOW_TRACKING_URI (or CO2CAST_HOME, for the default under it) to another"
+    )
 
 
 def find_complete_run(client: Any, run_key: str) -> Any | None:

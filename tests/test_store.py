@@ -404,3 +404,42 @@ def test_a_local_exclusive_create_is_never_seen_empty(tmp_path: Path, monkeypatc
     assert not store.create_exclusive("locks/k.json", b'{"owner": "b"}')
     assert store.read_bytes("locks/k.json") == b'{"owner": "a"}' and store.list() == ["locks/k.json"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["k.json"], "no temporary file is left"
+
+
+def test_a_local_store_that_cannot_be_written_is_one_setup_line_not_a_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A home that is a file, a read-only or immutable directory: permanent (a setup error: every series alike),
+    naming the path and the settings; a full disk stays an OSError, which publish and curate report as retryable."""
+    import errno
+
+    from pipeline.errors import SetupError
+    from pipeline.store import StoreUnusable
+
+    (home := tmp_path / "a-file").write_text("")
+    store = LocalStore(home / "store")
+    for call in (lambda: store.read_bytes("curated/latest.json"), lambda: store.write_bytes("x/y.json", b"{}")):
+        with pytest.raises(StoreUnusable) as raised:
+            call()
+        message = str(raised.value)
+        assert isinstance(raised.value, SetupError) and "\n" not in message and "NotADirectoryError" in message
+        assert f"file://{home}/store/" in message and "CO2CAST_HOME" in message and "CO2CAST_STORE_URI" in message
+    assert not store.exists("x/y.json") and store.list() == []
+
+    writable = LocalStore(tmp_path / "store")
+    writable.write_bytes("a.json", b"{}")
+    for error in (PermissionError(errno.EPERM, "Operation not permitted"), OSError(errno.EROFS, "Read-only file system")):
+
+        def refused(*args: Any, error: OSError = error, **kwargs: Any) -> Any:
+            raise error
+
+        monkeypatch.setattr("pipeline.store.tempfile.mkstemp", refused)
+        for call in (lambda: writable.write_bytes("b.json", b"{}"), lambda: writable.create_exclusive("c.json", b"{}")):
+            with pytest.raises(StoreUnusable, match=error.strerror):
+                call()
+        monkeypatch.setattr("pathlib.Path.unlink", refused)
+        with pytest.raises(StoreUnusable, match=r"cannot delete file://.*/a\.json"):
+            writable.delete("a.json")
+        monkeypatch.undo()
+    monkeypatch.setattr("pipeline.store.tempfile.mkstemp", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
+    with pytest.raises(OSError, match="No space left") as full:
+        writable.write_bytes("b.json", b"{}")
+    assert not isinstance(full.value, StoreError)

@@ -321,3 +321,27 @@ def test_a_renamed_experiment_is_refused_in_one_line_and_an_unmarked_one_is_mark
     assert client.get_experiment_by_name(tracking.EXPERIMENT) is None  # no second one was made
     client.rename_experiment(made_before, tracking.EXPERIMENT)
     assert tracking.configure(settings).get_experiment_by_name(tracking.EXPERIMENT).experiment_id == made_before
+
+
+def test_an_unwritable_sqlite_folder_is_one_setup_error_naming_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A home that is a file, or a folder the lock cannot be created in (read-only, immutable): one setup line, not
+    a failure of every series' data."""
+    from pipeline.errors import SetupError
+
+    (not_a_folder := tmp_path / "a-file").write_text("")
+    with pytest.raises(tracking.TrackingMisconfigured) as raised:
+        tracking.configure(Settings(home=not_a_folder))
+    message = str(raised.value)
+    assert isinstance(raised.value, SetupError) and "\n" not in message
+    assert "NotADirectoryError" in message and "MLFLOW_TRACKING_URI" in message and str(not_a_folder) in message
+
+    real_open = open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).endswith(".init.lock"):
+            raise OSError(30, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", read_only)
+    with pytest.raises(tracking.TrackingMisconfigured, match=r"Read-only file system.*MLFLOW_TRACKING_URI"):
+        tracking.configure(Settings(home=tmp_path / "home"))
