@@ -52,6 +52,12 @@ _TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError",
 #: S3 error codes for credentials the store does not accept.
 _CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AccessDenied"})
 _CREDENTIALS_HINT = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an Airflow connection) for this store"
+#: Seconds to open a connection to the S3 endpoint (botocore's default: 60). A host that is up answers in milliseconds.
+S3_CONNECT_TIMEOUT = 10
+#: Seconds to wait for each read from the socket (botocore's default: 60), not for a whole transfer: a large
+#: object downloads for as long as its bytes keep coming, and an upload waits this long only for the answer after
+#: its last byte. The same budget as MLflow's requests (``tracking.HTTP_TIMEOUT``).
+S3_READ_TIMEOUT = 30
 
 
 def json_bytes(value: Any) -> bytes:
@@ -330,8 +336,12 @@ class S3Store(ObjectStore):
             # path each time, and adds nothing these calls use (upload_file, resources).
             session = botocore.session.Session()
             session.register_component("data_loader", _botocore_loader())
+            # A hung endpoint (accepts, never answers) costs at most max_attempts x S3_READ_TIMEOUT per call (2.5
+            # minutes), then a transient error; with botocore's 60 s a `summary` waited over six minutes.
             config = Config(
                 retries={"mode": "standard", "max_attempts": 5},
+                connect_timeout=S3_CONNECT_TIMEOUT,
+                read_timeout=S3_READ_TIMEOUT,
                 # MinIO and other S3-compatible servers reject the CRC checksums that boto3
                 # adds by default since 1.36; send and check them only when required.
                 request_checksum_calculation="when_required",

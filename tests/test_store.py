@@ -443,3 +443,35 @@ def test_a_local_store_that_cannot_be_written_is_one_setup_line_not_a_retry(tmp_
     with pytest.raises(OSError, match="No space left") as full:
         writable.write_bytes("b.json", b"{}")
     assert not isinstance(full.value, StoreError)
+
+
+def test_a_hung_s3_endpoint_is_a_transient_error_within_the_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint that accepts connections and never answers: each attempt waits S3_READ_TIMEOUT (not botocore's
+    60 s, which held `summary` over six minutes), then one transient line."""
+    import socket
+    import threading
+
+    from pipeline import store as store_module
+    from pipeline.store import StoreUnavailable
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    config = S3Store("bucket", endpoint_url="http://127.0.0.1:9").client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (10, 30)
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(16)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: [accepted.append(hung.accept()[0]) for _ in range(16)], daemon=True).start()
+    monkeypatch.setattr(store_module, "S3_READ_TIMEOUT", 0.5)
+    store = S3Store("bucket", endpoint_url=f"http://127.0.0.1:{hung.getsockname()[1]}")
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreUnavailable, match=r"timeout.*retry later"):
+            store.read_bytes("curated/latest.json")
+    finally:
+        hung.close()
+        for conn in accepted:
+            conn.close()
+    assert time.monotonic() - started < 40  # five attempts of 0.5 s and botocore's backoff between them
