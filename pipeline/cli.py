@@ -380,7 +380,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], str]] =
 def _non_empty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty: give a file path or an http(s) URL, or leave --source out for CO2CAST_SOURCE")
-    return text
+    return text.strip()  # a pasted URL's trailing space would stay in the stored file name ('.csv ')
 
 
 def port_arg(text: str) -> int:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import SetupError
@@ -25,6 +27,13 @@ OWID_URL_PREFIX = "https://raw.githubusercontent.com/owid/co2-data/"
 #: The latest horizon end: a yearly model fitted on a century of data says nothing about the
 #: years after 2100, and a later end would be refused by the output gate only after training.
 MAX_HORIZON_END = 2100
+#: The longest download CO2CAST_FETCH_TIMEOUT allows (a day): beyond it a number is a typo (urllib's socket
+#: timeout overflows on 1e10 and refuses inf).
+MAX_FETCH_TIMEOUT = 86400.0
+#: The range of CO2CAST_TASK_TIMEOUT_MINUTES: under a minute no task can finish (and a timedelta rounding to 0
+#: is no timeout at all to Airflow); over a week is a typo (a huge one overflows timedelta or Airflow's deadline).
+MIN_TASK_TIMEOUT_MINUTES = 1.0
+MAX_TASK_TIMEOUT_MINUTES = 7 * 24 * 60.0
 #: The release shipped with the package (OWID, up to 2014): the default, works offline.
 EMBEDDED_SOURCE = Path(__file__).resolve().parent / "data" / "owid-co2-data-to-2014.csv.gz"
 
@@ -43,7 +52,9 @@ class Settings(BaseSettings):
     horizon_end: int = Field(default=2050, le=MAX_HORIZON_END, description=f"last forecast year, at most {MAX_HORIZON_END}")
     selection_metric: str = Field(default="mase", description="backtest metric for selection and the champion gate (lower is better)")
     max_lost_years: int = Field(default=3, ge=0, description="years of history an entity may lose between vintages")
-    fetch_timeout: float = Field(default=60.0, gt=0, description="seconds for a whole HTTP download (connect, headers and body)")
+    fetch_timeout: float = Field(
+        default=60.0, gt=0, le=MAX_FETCH_TIMEOUT, description="seconds for a whole HTTP download (connect, headers and body)"
+    )
     allowed_urls: str = Field(default=OWID_URL_PREFIX, description="comma list of URL prefixes an http(s) source may start with")
     data_dirs: str = Field(
         default_factory=lambda: f"{Path.cwd()},{tempfile.gettempdir()}",
@@ -77,8 +88,43 @@ class Settings(BaseSettings):
         default=2, ge=1, description="forecast_series tasks (one per series) running at once; read when Airflow parses the DAG"
     )
     task_timeout_minutes: float = Field(
-        default=30.0, gt=0, description="minutes an Airflow task may run before Airflow stops it (and retries); read when the DAG is parsed"
+        default=30.0,
+        ge=MIN_TASK_TIMEOUT_MINUTES,
+        le=MAX_TASK_TIMEOUT_MINUTES,
+        description="minutes an Airflow task may run before Airflow stops it (and retries); read when the DAG is parsed",
     )
+
+    @field_validator("home", "allowed_breaks", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: object, info: object) -> object:
+        """``CO2CAST_HOME=`` (empty) is unset, as an empty CO2CAST_STORE_URI is: ``Path('')`` is the working directory."""
+        if isinstance(value, str) and not value.strip():
+            return Path.cwd() / ".co2cast" if getattr(info, "field_name", None) == "home" else None
+        return value
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _strip_source(cls, value: object) -> object:
+        """Spaces around a path or URL (a pasted value): urllib drops them, but the stored file name kept them ('.csv ')."""
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("s3_endpoint_url", mode="before")
+    @classmethod
+    def _check_endpoint(cls, value: object) -> object:
+        """An http(s) URL with a host; empty is unset (AWS). botocore refused '127.0.0.1:9000' as unexpected and 'htp://'
+        as a temporary failure to retry."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return None
+        try:
+            parts = urlsplit(value.strip())
+            parts.port  # noqa: B018 (ValueError for a port that is not a number)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http(s) URL with a host, e.g. http://localhost:9000")
+        return value.strip()
 
     @property
     def resolved_store_uri(self) -> str:
@@ -103,8 +149,9 @@ def max_active_series(environ: Mapping[str, str] = os.environ) -> int:
     raw = environ.get("CO2CAST_MAX_ACTIVE_SERIES")
     if raw is None:
         return int(Settings.model_fields["max_active_series"].default)
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise ValueError(f"CO2CAST_MAX_ACTIVE_SERIES={raw!r}: set a whole number of series at least 1, e.g. 2 (one per core)")
+    # ASCII digits only: str.isdigit() passes '²', which int() then refuses without naming the variable.
+    if not re.fullmatch(r"[0-9]{1,9}", raw.strip()) or int(raw) < 1:
+        raise ValueError(f"CO2CAST_MAX_ACTIVE_SERIES={raw[:60]!r}: set a whole number of series at least 1, e.g. 2 (one per core)")
     return int(raw)
 
 
@@ -117,7 +164,7 @@ def task_timeout(environ: Mapping[str, str] = os.environ) -> timedelta:
     stopped task has released its run key's lock long before another would break it as stale.
 
     Raises:
-        ValueError: not a number of minutes above 0 (the DAG's import error names the variable).
+        ValueError: not a number of minutes from 1 to a week (the DAG's import error names the variable).
     """
     raw = environ.get("CO2CAST_TASK_TIMEOUT_MINUTES")
     if raw is None:
@@ -126,8 +173,12 @@ def task_timeout(environ: Mapping[str, str] = os.environ) -> timedelta:
         minutes = float(raw)
     except ValueError:
         minutes = math.nan
-    if not math.isfinite(minutes) or minutes <= 0:
-        raise ValueError(f"CO2CAST_TASK_TIMEOUT_MINUTES={raw!r}: set a number of minutes above 0, e.g. 30")
+    # Below a minute a timeout may round to timedelta(0), which Airflow takes for none; 1e308 overflowed timedelta.
+    if not MIN_TASK_TIMEOUT_MINUTES <= minutes <= MAX_TASK_TIMEOUT_MINUTES:  # NaN fails both
+        raise ValueError(
+            f"CO2CAST_TASK_TIMEOUT_MINUTES={raw[:60]!r}: set a number of minutes from {MIN_TASK_TIMEOUT_MINUTES:g} "
+            f"to {MAX_TASK_TIMEOUT_MINUTES:g} (a week), e.g. 30"
+        )
     return timedelta(minutes=minutes)
 
 
@@ -161,5 +212,8 @@ def invalid_settings_message(error: ValidationError) -> str:
         value = repr(problem.get("input"))
         value = value if len(value) <= 60 else value[:59] + "…"
         purpose = f" ({field.description})" if field is not None and field.description else ""
-        problems.append(f"{variable}={value}: {problem['msg'].lower()}{purpose}")
+        # A validator's own words (what to set), without pydantic's "Value error, " before them.
+        own = problem["type"] == "value_error" and "error" in problem.get("ctx", {})
+        words = str(problem["ctx"]["error"]) if own else problem["msg"].lower()
+        problems.append(f"{variable}={value}: {words}{purpose}")
     return "invalid setting: " + "; ".join(problems) + "; fix the value or unset the variable for its default"

@@ -175,7 +175,10 @@ def fetch(source: str, timeout: float | None = None, policy: SourcePolicy | None
         TransientSourceError: the server is unreachable, answered 5xx, was too slow, or cut
             the body short.
     """
-    if not source.strip():
+    # Spaces around a pasted path or URL (the DAG's source param, CO2CAST_SOURCE, --source): urllib drops them,
+    # but the file name kept them and the release was quarantined as of an unknown format '.csv '.
+    source = source.strip()
+    if not source:
         raise PermanentSourceError("the source is empty: give a file path or an http(s) URL")
     if policy is None:
         from pipeline.config import get_settings
