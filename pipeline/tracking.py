@@ -91,7 +91,7 @@ class ExperimentRenamed(SetupError):
 
 
 class TrackingMisconfigured(SetupError):
-    """The tracking store MLFLOW_TRACKING_URI names cannot be used (an unwritable SQLite folder); a person fixes the setting."""
+    """The tracking store MLFLOW_TRACKING_URI names cannot be used (an unwritable SQLite folder, no MLflow server, no driver)."""
 
 
 class TrackingUnavailable(TransientError):
@@ -250,7 +250,8 @@ def configure(settings: Settings) -> Any:
         An ``MlflowClient`` for the configured store.
 
     Raises:
-        TrackingMisconfigured: the SQLite store's folder cannot be created or written (read-only, a file in its place).
+        TrackingMisconfigured: the SQLite store's folder cannot be created or written (read-only, a file in its place);
+            an HTTP server that is no MLflow server; a database store whose driver is not installed.
     """
     # Task logs are read by people: no progress bars, no usage telemetry leaving the machine.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -276,7 +277,7 @@ def configure(settings: Settings) -> Any:
     mlflow.set_registry_uri(uri)
     # Two first runs at once would both create (migrate) the SQLite schema and race; one at a
     # time, under a file lock beside the database. A server store migrates on its own side.
-    with _file_lock(database.with_name(database.name + ".init.lock") if database is not None else None, uri):
+    with _file_lock(database.with_name(database.name + ".init.lock") if database is not None else None, uri), _store_misconfigured(uri):
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         if _own_experiment(client) is None:
             _refuse_a_registry_beside_decisions(settings, uri)
@@ -314,6 +315,33 @@ def _refuse_a_registry_beside_decisions(settings: Settings, uri: str) -> None:
             f"decisions for {len(decided)} series (e.g. {example}): point MLFLOW_TRACKING_URI at the registry that made them "
             "(a new registry needs a new store, CO2CAST_STORE_URI)"
         )
+
+
+@contextmanager
+def _store_misconfigured(uri: str) -> Iterator[None]:
+    """One setup line for a tracking store that is no MLflow store, instead of a failure of every series' data.
+
+    An HTTP server that is not MLflow's (another service on the port, a URL without the server's
+    path prefix) answers 404 to MLflow's API; a ``postgresql://`` store without its driver
+    installed fails on the import (``No module named 'psycopg'``).
+    """
+    from mlflow.exceptions import MlflowException
+
+    shown = redact_url(uri)
+    try:
+        yield
+    except ImportError as error:
+        raise TrackingMisconfigured(
+            f"MLFLOW_TRACKING_URI={shown!r} cannot be opened: a module it needs is not installed ({error}); install the database "
+            "driver its scheme names (e.g. pip install 'psycopg[binary]' for postgresql://), or set another tracking store"
+        ) from error
+    except MlflowException as error:
+        if error.error_code != "ENDPOINT_NOT_FOUND":
+            raise
+        raise TrackingMisconfigured(
+            f"MLFLOW_TRACKING_URI={shown!r} answers, but not as an MLflow tracking server "
+            "(HTTP 404 for its REST API /api/2.0/mlflow/…): set the address of the MLflow server, with its path prefix if it has one"
+        ) from error
 
 
 def _own_experiment(client: Any) -> Any | None:

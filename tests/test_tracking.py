@@ -345,3 +345,43 @@ def test_an_unwritable_sqlite_folder_is_one_setup_error_naming_the_setting(tmp_p
     monkeypatch.setattr("builtins.open", read_only)
     with pytest.raises(tracking.TrackingMisconfigured, match=r"Read-only file system.*MLFLOW_TRACKING_URI"):
         tracking.configure(Settings(home=tmp_path / "home"))
+
+
+def test_a_server_that_is_no_mlflow_or_a_database_without_its_driver_is_one_setup_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each was an 'unexpected failure on this series' data' for every series (MlflowException 404, ModuleNotFoundError)."""
+    import sys
+
+    from pipeline.errors import SetupError
+
+    class NotMlflow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b'<?xml version="1.0" encoding="utf-8"?><html>no such page</html>')
+
+        do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotMlflow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}/mlflow"
+        with pytest.raises(tracking.TrackingMisconfigured) as raised:
+            tracking.configure(Settings(home=tmp_path, mlflow_tracking_uri=uri))
+    finally:
+        server.shutdown()
+    message = str(raised.value)
+    assert isinstance(raised.value, SetupError) and "\n" not in message
+    assert message.startswith(f"MLFLOW_TRACKING_URI='{uri}' answers, but not as an MLflow tracking server (HTTP 404"), message
+
+    monkeypatch.setitem(sys.modules, "pymysql", None)  # the driver not installed
+    with pytest.raises(tracking.TrackingMisconfigured) as raised:
+        tracking.configure(Settings(home=tmp_path, mlflow_tracking_uri="mysql+pymysql://co2cast:s3cret@127.0.0.1:1/mlflow"))
+    message = str(raised.value)
+    assert message.startswith("MLFLOW_TRACKING_URI='mysql+pymysql://***@127.0.0.1:1/mlflow' cannot be opened: a module it needs"), message
+    assert "pymysql" in message and "s3cret" not in message and "\n" not in message
