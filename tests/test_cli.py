@@ -360,3 +360,19 @@ def test_validate_of_a_missing_file_is_an_error_not_a_rejected_release(tmp_path:
     missing = _run(tmp_path, "validate", str(tmp_path / "nope.csv"))
     assert missing.returncode == 1 and missing.stderr.startswith("error: source file ") and "does not exist" in missing.stderr, missing
     assert len(missing.stderr.strip().splitlines()) == 1 and "check the path" in missing.stderr
+
+
+def test_an_unexpected_failure_is_one_line_and_its_traceback_comes_with_v(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path) -> None:
+    """A failure no one foresaw: one line naming its type and how to see more; ``-v`` lets the traceback through."""
+    from pipeline import cli
+
+    def broken(args, settings) -> int:
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+    monkeypatch.setenv("CO2CAST_HOME", str(tmp_path / "home"))
+    monkeypatch.setitem(cli.COMMANDS, "status", (broken, cli.COMMANDS["status"][1]))
+    assert cli.main(["status"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "error: ZeroDivisionError: division by zero (unexpected; rerun with co2cast -v status … for the traceback)\n"
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["-v", "status"])
