@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,7 +27,7 @@ from pipeline import frames, layout
 from pipeline.errors import PermanentError, TransientError
 from pipeline.payloads import Manifest
 from pipeline.series import MAX_HI95_FACTOR, MAX_MEAN_FACTOR, beyond_bounds
-from pipeline.store import ObjectStore, json_bytes
+from pipeline.store import ObjectStore, StoreDataError, json_bytes
 from pipeline.testhooks import pause_point
 from pipeline.validation import GateResult, run_suite
 
@@ -349,10 +350,69 @@ def published_hint(store: ObjectStore, series_id: str) -> str:
 def latest_pointer(store: ObjectStore, series_id: str) -> dict[str, Any] | None:
     """A series' ``latest.json`` (fields: :data:`pipeline.layout.FORECAST_POINTER`), or ``None`` before its first publish.
 
+    Its own fields (:data:`POINTER_COPIES`) are checked against the manifest it names, which
+    the sha256 it records vouches for: no hash covers them in the pointer itself, and readers
+    act on them (the as-of year served, the version ``@champion`` must agree with).
+
     Raises:
-        StoreDataError: it was damaged or edited (see :meth:`pipeline.store.ObjectStore.read_json`).
+        StoreDataError: it was damaged or edited (see :meth:`pipeline.store.ObjectStore.read_json`),
+            also when a field disagrees with the manifest it serves.
     """
-    return store.read_json_or_none(layout.forecast_latest(series_id), layout.FORECAST_POINTER)
+    key = layout.forecast_latest(series_id)
+    pointer = store.read_json_or_none(key, layout.FORECAST_POINTER)
+    if pointer is not None:
+        mismatch = _pointer_mismatch(store, series_id, pointer)
+        if mismatch is not None:
+            raise StoreDataError(
+                f"{store.uri(key)} is not what co2cast wrote ({mismatch}): it was damaged or edited; "
+                "restore it from a backup, or remove it and rerun to rebuild it"
+            )
+    return pointer
+
+
+#: The fields ``latest.json`` copies from the manifest it serves (:func:`point_latest`); no hash covers them there.
+POINTER_COPIES = ("as_of_year", "run_key", "vintage", "model_name", "model_version", "published_at")
+
+
+def _pointer_mismatch(store: ObjectStore, series_id: str, pointer: dict[str, Any]) -> str | None:
+    """Which of ``latest.json``'s own fields disagrees with the manifest it names (one phrase), or ``None``.
+
+    ``as_of_year`` and ``run_key`` are part of the manifest's key; the other copied fields
+    (:data:`POINTER_COPIES`) are compared with the manifest itself when the pointer vouches for it
+    (the sha256 it recorded is the manifest's): a manifest edited or rewritten since is another
+    matter, handled where it is read. A pointer naming no manifest of the series, or one that is
+    missing or not a JSON object, is left to those readers too (:func:`read_latest` names it).
+    """
+    manifest_key = pointer["manifest"]
+    prefix = layout.series_forecasts(series_id)
+    if not _key_within(manifest_key, prefix):
+        return None
+    parts = manifest_key[len(prefix) :].split("/")
+    if len(parts) != 3 or parts[2] != "manifest.json" or not parts[0].startswith("asof="):
+        return None
+    by_key = {"as_of_year": parts[0].removeprefix("asof="), "run_key": parts[1]}
+    for field, value in by_key.items():
+        if field in pointer and str(pointer[field]) != value:
+            return f"its {field!r} is {_short(pointer[field])}, the manifest it serves is {value}"
+    data = _read_or_none(store, manifest_key)
+    recorded = pointer.get("manifest_sha256")
+    if data is None or recorded is None or hashlib.sha256(data).hexdigest() != recorded:
+        return None
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    for field in POINTER_COPIES:
+        if field in pointer and pointer[field] != manifest.get(field):
+            return f"its {field!r} is {_short(pointer[field])}, the manifest it serves says {_short(manifest.get(field))}"
+    return None
+
+
+def _short(value: Any) -> str:
+    found = repr(value)
+    return found if len(found) <= 40 else found[:37] + "..."
 
 
 def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str, pinned_run: bool) -> bool:

@@ -13,7 +13,7 @@ import pytest
 from pipeline.models.baselines import DriftForecaster
 from pipeline.payloads import Manifest
 from pipeline.publish import IntegrityError, NotPublished, PublishRefused, forecast_table, publish, read_latest
-from pipeline.store import ObjectStore, open_store
+from pipeline.store import ObjectStore, StoreDataError, open_store
 
 SID = "canada.co2_per_capita"
 
@@ -252,3 +252,25 @@ def test_two_runs_moving_the_pointer_at_once_never_move_it_backwards(tmp_path: P
     assert errors == []
     assert real(layout.forecast_latest("x.co2"))["as_of_year"] == 2014
     assert store.list("locks/") == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("as_of_year", 2100), ("run_key", "other"), ("model_version", "9"), ("vintage", "v0"), ("published_at", "2000-01-01T00:00:00+00:00")],
+)
+def test_a_pointer_field_edited_apart_from_its_manifest_is_named_not_trusted(store: ObjectStore, field: str, value: object) -> None:
+    """latest.json's own fields are covered by no hash: each is checked against the manifest whose sha256 it records."""
+    _publish(store, _table(2013), key="k13", as_of=2013)
+    key = f"forecasts/{SID}/latest.json"
+    original = store.read_bytes(key)
+    store.write_json(key, {**store.read_json(key), field: value})
+    expected = rf"latest\.json is not what co2cast wrote \(its '{field}' is .*\): it was damaged or edited; restore it from a backup"
+    with pytest.raises(StoreDataError, match=expected) as raised:
+        read_latest(store, SID)
+    assert "\n" not in str(raised.value)
+    # A newer as-of year is not taken for a backfill of a pointer edited to serve "2100": nothing is published past it.
+    with pytest.raises(StoreDataError, match=expected):
+        _publish(store, _table(2014), key="k14", as_of=2014)
+    store.write_bytes(key, original)
+    _publish(store, _table(2014), key="k14", as_of=2014)
+    assert read_latest(store, SID)[0].as_of_year == 2014

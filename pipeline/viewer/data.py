@@ -28,7 +28,7 @@ from pipeline.errors import PermanentError, TransientError
 from pipeline.ingest import is_vintage_id, read_curated
 from pipeline.publish import CANDIDATES_FILE as CANDIDATES_FILE
 from pipeline.publish import IntegrityError as PublishIntegrityError
-from pipeline.publish import NotPublished, read_latest
+from pipeline.publish import NotPublished, latest_pointer, read_latest
 from pipeline.store import ObjectStore, StoreDataError, StoreError, StoreUnavailable, store_from_settings
 
 #: Display name and units of each variable the pipeline forecasts (OWID's units).
@@ -194,11 +194,11 @@ def list_published(store: ObjectStore) -> Published:
         for key in pointers:
             sid = key.split("/")[1]
             try:
-                pointer = store.read_json(key, layout.FORECAST_POINTER)
-            except KeyError:  # removed since the listing (by hand, to be rebuilt): no longer published
-                continue
+                pointer = latest_pointer(store, sid)  # its fields checked against the manifest it serves
             except StoreDataError as error:
                 unreadable[sid] = _one_line(error)
+                continue
+            if pointer is None:  # removed since the listing (by hand, to be rebuilt): no longer published
                 continue
             vintage = str(pointer.get("vintage") or "")
             if vintage not in names:
