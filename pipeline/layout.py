@@ -34,6 +34,9 @@ CURATED_POINTER = {"vintage": str, "latest_year": int, "table_sha256?": str}
 #: served, and (absent in pointers written before co2cast kept them) when that forecast was
 #: published, which forecasts a rollback took out of service, and the manifest's sha256.
 FORECAST_POINTER = {"manifest": str, "as_of_year": int, "published_at?": str, "rolled_back?": list, "manifest_sha256?": str}
+#: The fields readers rely on in a published forecast's ``manifest.json`` (:func:`forecast_manifest`),
+#: as a read shape: what a manifest damaged or edited by hand no longer holds is named, not a crash.
+FORECAST_MANIFEST = {"key": str, "series_id": str, "run_key": str, "as_of_year": int, "files": list}
 #: A series' alias history (:func:`alias_history`): a list of records, each a JSON object.
 ALIAS_HISTORY = list[dict]
 

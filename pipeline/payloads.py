@@ -229,6 +229,9 @@ class PublishedForecast(Payload):
     #: The model version and as-of year ``latest.json`` serves (this forecast's when ``served``).
     served_version: str | None = None
     served_as_of_year: int | None = None
+    #: Why the scorecard was not updated after the forecast was published (``None``: it was, or
+    #: had nothing to do). The forecast is published all the same; a rerun scores it again.
+    scorecard_problem: str | None = None
 
 
 class SummaryLine(Payload):

@@ -299,7 +299,7 @@ def republish_existing(
     serves this manifest but recorded another sha256 for it (the manifest was edited since):
     an edited manifest is not vouched for again.
     """
-    existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
+    existing = readable_manifest(store, layout.forecast_manifest(series_id, as_of_year, run_key))
     if existing is None or not verify_manifest(store, existing):
         return None
     pinned_run = pinned(store, vintage)
@@ -425,7 +425,7 @@ def settled(store: ObjectStore, series_id: str, as_of_year: int, run_key: str, p
     latest vintage: that run trains the key through the gate and serves it. Exactly the case
     where training and publishing again would write nothing.
     """
-    existing = store.read_json_or_none(layout.forecast_manifest(series_id, as_of_year, run_key))
+    existing = readable_manifest(store, layout.forecast_manifest(series_id, as_of_year, run_key))
     if existing is None or "trained" not in existing or not verify_manifest(store, existing):
         return False
     if pinned_run:
@@ -614,6 +614,42 @@ def manifest_problem(store: ObjectStore, manifest: dict[str, Any]) -> str | None
 def verify_manifest(store: ObjectStore, manifest: dict[str, Any]) -> bool:
     """Whether every file a manifest lists is present with its recorded sha256."""
     return manifest_problem(store, manifest) is None
+
+
+def readable_manifest(store: ObjectStore, key: str) -> dict[str, Any] | None:
+    """A published manifest (fields: :data:`pipeline.layout.FORECAST_MANIFEST`), or ``None`` when it is missing or unreadable.
+
+    One damaged or edited by hand (not JSON, not an object, a field missing, or naming another
+    key than its own) is logged and treated as absent: a run publishes its run key anew over it.
+    """
+    try:
+        manifest = store.read_json_or_none(key, layout.FORECAST_MANIFEST)
+    except StoreDataError as error:
+        logger.warning("%s", error)
+        return None
+    if manifest is not None and manifest["key"] != key:
+        logger.warning("%s names another key (%s): it was edited; it is left out", store.uri(key), str(manifest["key"])[:80])
+        return None
+    return manifest
+
+
+def published_manifests(store: ObjectStore, series_id: str, as_of_year: int | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every readable manifest of a series (of one as-of year), by key, and the keys of those unreadable.
+
+    Where manifests are only history (the scorecard, ``co2cast forecasts``, a rollback's
+    candidates) one damaged or edited by hand is left out and logged (:func:`readable_manifest`),
+    not a crash of the whole read: it is never scored, listed or served again.
+    """
+    found, damaged = [], []
+    for key in store.list(layout.series_forecasts(series_id, as_of_year)):
+        if not key.endswith("/manifest.json"):
+            continue
+        manifest = readable_manifest(store, key)
+        if manifest is not None:
+            found.append(manifest)
+        elif store.exists(key):
+            damaged.append(key)
+    return found, damaged
 
 
 def read_manifest(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> Manifest | None:

@@ -473,11 +473,11 @@ def _published_training(settings: Settings, plan: RunPlan, item: WorkItem) -> Tr
     (:func:`pipeline.publish.pinned`: no champion gate, no alias moved) and this run is on the
     latest vintage, which must take the key through the gate.
     """
-    from pipeline.publish import latest_pointer, pinned, vouches
+    from pipeline.publish import latest_pointer, pinned, readable_manifest, vouches
 
     store = open_store(settings)
-    found = store.read_json_or_none(layout.forecast_manifest(item.series_id, plan.as_of_year, item.run_key))
-    if found is None or "trained" not in found:
+    found = readable_manifest(store, layout.forecast_manifest(item.series_id, plan.as_of_year, item.run_key))
+    if found is None or not isinstance(found.get("trained"), dict):
         return None
     current = latest_pointer(store, item.series_id)
     if current is not None and current["manifest"] == found.get("key") and not vouches(store, current):
@@ -512,12 +512,12 @@ def history_revision(settings: Settings, store: ObjectStore, plan: RunPlan, item
     import pandas as pd
 
     from pipeline import ingest, track_record
-    from pipeline.publish import latest_pointer, pinned
+    from pipeline.publish import latest_pointer, pinned, readable_manifest
     from pipeline.revisions import compare_histories
     from pipeline.series import recent_stretch_start
 
     pointer = latest_pointer(store, item.series_id)
-    manifest = store.read_json_or_none(pointer["manifest"]) if pointer else None
+    manifest = readable_manifest(store, pointer["manifest"]) if pointer and pointer["manifest"].startswith(layout.FORECASTS) else None
     if not manifest or manifest.get("vintage") in (None, plan.vintage) or pinned(store, plan.vintage):
         return None  # nothing to compare with, or an older release than the one served (backwards)
     try:
@@ -772,6 +772,7 @@ def forecasts_as_of(settings: Settings, series_id: str, as_of_year: int) -> list
     """
     from pipeline import tracking
     from pipeline.artifacts import DIGEST_TAG
+    from pipeline.publish import published_manifests
 
     store = open_store(settings)
     with tracking.transient_errors():
@@ -779,10 +780,11 @@ def forecasts_as_of(settings: Settings, series_id: str, as_of_year: int) -> list
         tracking.check_not_renamed(client, series_id)
         versions = tracking.versions_as_of(client, series_id, as_of_year)
     published: dict[str, list[dict[str, Any]]] = {}  # a version may serve several run keys (a kept champion)
-    for key in store.list(layout.series_forecasts(series_id, as_of_year)):
-        if key.endswith("/manifest.json"):
-            manifest = store.read_json(key)
-            published.setdefault(str(manifest.get("model_version")), []).append(manifest)
+    manifests, damaged = published_manifests(store, series_id, as_of_year)
+    for manifest in manifests:
+        published.setdefault(str(manifest.get("model_version")), []).append(manifest)
+    if damaged:  # logged one by one; a damaged manifest lists no version and is never served again
+        logger.warning("%s as of %d: %d manifest(s) unreadable, not listed: %s", series_id, as_of_year, len(damaged), ", ".join(damaged))
     rows, listed = [], set()
     for version in versions:
         mine = [m for m in published.get(str(version.version), []) if _same_model(m, version.tags.get(DIGEST_TAG))]
@@ -856,19 +858,57 @@ def publish_series(
     store = open_store(settings)
     existing = republish_existing(store, trained.series_id, plan.as_of_year, trained.run_key, plan.vintage)
     if existing is not None:  # the cheap path: this run key is published and verifies
-        log_timings(trained.series_id, "publish_skipped", {"total": time.perf_counter() - started})
         manifest, moved = existing
-        return _champion_follows(settings, store, trained, _published(store, trained, manifest), served_again=moved)
+        item = next((i for i in plan.series if i.series_id == trained.series_id), None)
+        # A scorecard an earlier attempt failed to update after publishing (or never wrote) is scored now.
+        problem = _score_after_publish(settings, plan, item, trained) if item is not None and _scorecard_behind(store, plan, item) else None
+        log_timings(trained.series_id, "publish_skipped", {"total": time.perf_counter() - started})
+        published = _published(store, trained, manifest).model_copy(update={"scorecard_problem": problem})
+        return _champion_follows(settings, store, trained, published, served_again=moved)
     with _champion_restored_on_refusal(settings, store, trained):
         manifest, item, mlflow_seconds = _publish_new(settings, store, plan, trained, airflow, lineup, started)
     publish_seconds = time.perf_counter() - started - mlflow_seconds
-    if item is not None:  # the track record: every earlier forecast against this vintage's actuals
-        score_series(settings, plan, item, trained.run_id)
+    # The track record: every earlier forecast against this vintage's actuals. The forecast is
+    # published (latest.json and @champion moved): a failure here is reported, not a refusal.
+    problem = _score_after_publish(settings, plan, item, trained) if item is not None else None
     total = time.perf_counter() - started
     score_seconds = total - mlflow_seconds - publish_seconds
     timings = {"mlflow": mlflow_seconds, "publish": publish_seconds, "score": score_seconds, "total": total}
     log_timings(trained.series_id, "publish", timings)
-    return _champion_follows(settings, store, trained, _published(store, trained, manifest))
+    published = _published(store, trained, manifest).model_copy(update={"scorecard_problem": problem})
+    return _champion_follows(settings, store, trained, published)
+
+
+def _score_after_publish(settings: Settings, plan: RunPlan, item: WorkItem, trained: TrainedSeries) -> str | None:
+    """:func:`score_series` once the forecast is published: why the scorecard was not updated (one line), or ``None``.
+
+    A transient failure is raised (the retry takes the cheap path, which scores again); any
+    other is logged with its traceback and returned, so the run reports the forecast as
+    published with its scorecard not updated, never as "nothing was published".
+    """
+    try:
+        score_series(settings, plan, item, trained.run_id)
+    except TransientError:
+        raise
+    except Exception as error:  # a damaged scorecard, an unreadable vintage, a fault in scoring
+        problem = f"{type(error).__name__}: {_first_line(error)}" if not isinstance(error, Co2castError) else _first_line(error)
+        logger.warning("%s: published; scorecard not updated: %s", trained.series_id, problem, exc_info=True)
+        return problem
+    return None
+
+
+def _scorecard_behind(store: ObjectStore, plan: RunPlan, item: WorkItem) -> bool:
+    """Whether a rerun on the latest vintage finds the series' scorecard missing, empty, unreadable or scored on another vintage."""
+    from pipeline import track_record
+    from pipeline.publish import pinned
+
+    if pinned(store, plan.vintage):
+        return False  # an older release never re-scores (score_series)
+    try:
+        card = track_record.read_scorecard(store, item.series_id)
+    except Exception:  # damaged: scoring rewrites it
+        return True
+    return card is None or card.empty or set(card["scored_vintage"].astype(str)) != {plan.vintage}
 
 
 def _publish_new(
@@ -1259,6 +1299,8 @@ def forecast_all(
             continue
         champion = f"champion v{trained.champion_version} ({trained.champion_family})"
         served = _not_served(published, plan.as_of_year, trained.pinned)
+        if published.scorecard_problem:
+            served += f"; scorecard not updated: {published.scorecard_problem} (a rerun scores it again)"
         say(f"[{index}/{total}] {item.series_id}: {champion}, published {published.uri}{served}")
         left_out = left_out_line(trained.left_out, plan.as_of_year)
         if left_out:
@@ -1356,8 +1398,15 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
         target = tracking.previous_version(current, alias) if current is not None else ""
         manifest = _newest_manifests(store, series_id).get(target) if target else None
         if current is not None and target and manifest is None:
+            damaged = _damaged_manifests(store, series_id)
             raise tracking.RegistryError(
                 f"{tracking.registered_name(series_id)} v{target} published no forecast to serve again; @champion stays v{current.version}"
+                + (
+                    f" ({len(damaged)} manifest(s) of the series are damaged and cannot be served again, e.g. {store.uri(damaged[0])}: "
+                    "restore them from a backup to roll back to theirs)"
+                    if damaged
+                    else ""
+                )
             )
         problem = manifest_problem(store, manifest) if manifest is not None else None
         if current is not None and manifest is not None and problem is not None:
@@ -1545,9 +1594,20 @@ def _manifests_serving(store: ObjectStore, series_id: str, version: Any) -> list
     return _manifest_keys(series_id, _runs_served_by(records, str(version.version), runs))
 
 
+def _damaged_manifests(store: ObjectStore, series_id: str) -> list[str]:
+    from pipeline.publish import published_manifests
+
+    return published_manifests(store, series_id)[1]
+
+
 def _newest_manifests(store: ObjectStore, series_id: str) -> dict[str, dict[str, Any]]:
-    """Model version -> the newest (as-of year) manifest that published it, read once for the series."""
-    found = [store.read_json(key) for key in store.list(layout.series_forecasts(series_id)) if key.endswith("/manifest.json")]
+    """Model version -> the newest (as-of year) manifest that published it, read once for the series.
+
+    A manifest damaged or edited by hand is left out (logged): it can be no rollback's target.
+    """
+    from pipeline.publish import published_manifests
+
+    found, _ = published_manifests(store, series_id)
     newest: dict[str, dict[str, Any]] = {}
     for manifest in sorted(found, key=lambda m: (int(m["as_of_year"]), m.get("published_at", ""))):
         newest[str(manifest.get("model_version"))] = manifest

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline import frames, layout
-from pipeline.publish import verify_manifest
+from pipeline.publish import published_manifests, verify_manifest
 from pipeline.scorecard import build_scorecard, summarize
 from pipeline.store import ObjectStore
 
@@ -69,14 +69,13 @@ def published_tables(store: ObjectStore, series_id: str) -> tuple[list[pd.DataFr
 
     Returns:
         The tables (sorted by manifest key), each with its manifest's ``published_at`` as a
-        column, and the manifest keys skipped because a listed file is missing or fails its
-        sha256 (logged as warnings, never scored).
+        column, and the manifest keys skipped because the manifest is unreadable (damaged or
+        edited) or a listed file is missing or fails its sha256 (logged as warnings, never scored).
     """
-    tables, skipped = [], []
-    for key in store.list(layout.series_forecasts(series_id)):
-        if not key.endswith("/manifest.json"):
-            continue
-        manifest = store.read_json(key)
+    tables = []
+    manifests, skipped = published_manifests(store, series_id)  # a damaged or edited manifest is logged and skipped
+    for manifest in manifests:
+        key = manifest["key"]
         if not verify_manifest(store, manifest):
             logger.warning("%s: a file does not match its sha256; not scored", store.uri(key))
             skipped.append(key)
@@ -87,7 +86,7 @@ def published_tables(store: ObjectStore, series_id: str) -> tuple[list[pd.DataFr
             continue
         table = frames.read_parquet(store.read_bytes(entry["key"]))
         tables.append(table.assign(published_at=str(manifest.get("published_at", ""))))  # which one supersedes which
-    return tables, skipped
+    return tables, sorted(skipped)
 
 
 def actuals_of(tidy: pd.DataFrame, entity: str, variable: str) -> pd.Series:

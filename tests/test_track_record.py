@@ -15,7 +15,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from pipeline import cli, ingest, layout, tasks, track_record
+from pipeline import cli, ingest, layout, tasks, track_record, tracking
 from pipeline.candidates import NewestFamilyChampion
 from pipeline.config import Settings
 from pipeline.core import ForecastSpec
@@ -121,3 +121,65 @@ def test_a_tampered_forecast_is_not_scored(backfilled) -> None:
     result = track_record.score_and_write(store, "canada.co2", actuals, "v")
     assert result.skipped == (first.rsplit("/", 1)[0] + "/manifest.json",)
     assert sorted(set(track_record.read_scorecard(store, "canada.co2")["as_of_year"])) == list(AS_OF_YEARS[1:])
+
+
+def _manifests(store, as_of_year: int | None = None) -> list[str]:
+    return [k for k in store.list(layout.series_forecasts("canada.co2", as_of_year)) if k.endswith("/manifest.json")]
+
+
+@pytest.mark.parametrize("damage", [b"[]", b'{"key": 1}', b"{not json"])
+def test_a_damaged_old_manifest_is_left_out_of_the_history_not_a_crash(backfilled, damage: bytes) -> None:
+    """An old forecast's manifest (not the served one) damaged: the next run publishes and scores, listings skip it, rollback says so."""
+    settings, _ = backfilled
+    store = tasks.open_store(settings)
+    [old] = _manifests(store, AS_OF_YEARS[0])
+    store.write_bytes(old, damage)
+    lines: list[str] = []
+    [(_, published)] = tasks.forecast_all(settings, RunTrigger(series="Canada:co2"), _lineup(settings), progress=lines.append)
+    assert published.served and published.scorecard_problem is None, lines
+    assert "FAILED" not in "\n".join(lines) and "scorecard not updated" not in "\n".join(lines)
+    card = track_record.read_scorecard(store, "canada.co2")
+    assert sorted(set(card["as_of_year"])) == list(AS_OF_YEARS[1:])  # the damaged one is not scored
+    assert track_record.published_tables(store, "canada.co2")[1] == [old]
+    listed = tasks.forecasts_as_of(settings, "canada.co2", AS_OF_YEARS[0])
+    assert listed and all(row["manifest"] == "" for row in listed)  # its version is listed, with no forecast
+
+    # The version a rollback would serve again published only a damaged manifest: refused, saying so.
+    client = mlflow.MlflowClient(settings.resolved_tracking_uri)
+    current = client.get_model_version_by_alias("co2cast.canada.co2", "champion")
+    target = tracking.previous_version(current, "champion")
+    theirs = [k for k in _manifests(store) if k != old and json.loads(store.read_bytes(k)).get("model_version") == target]
+    assert theirs, "precondition: the previous champion published a forecast"
+    for key in theirs:
+        store.write_bytes(key, damage)
+    pointer = store.read_bytes(layout.forecast_latest("canada.co2"))
+    with pytest.raises(tracking.RegistryError, match=r"damaged and cannot be served again.*restore them from a backup") as refused:
+        tasks.rollback(settings, "canada.co2")
+    assert "\n" not in str(refused.value) and f"@champion stays v{current.version}" in str(refused.value)
+    assert store.read_bytes(layout.forecast_latest("canada.co2")) == pointer
+    assert client.get_model_version_by_alias("co2cast.canada.co2", "champion").version == current.version
+
+
+def test_a_scoring_failure_after_the_publish_is_reported_as_published_and_a_rerun_scores(
+    backfilled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, _ = backfilled
+    store = tasks.open_store(settings)
+    store.delete(layout.scorecard("canada.co2"))
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("scoring broke")
+
+    monkeypatch.setattr(track_record, "score_and_write", failing)
+    lines: list[str] = []
+    [(trained, published)] = tasks.forecast_all(settings, RunTrigger(series="Canada:co2"), _lineup(settings), progress=lines.append)
+    assert published.served and store.read_json(layout.forecast_latest("canada.co2"))["manifest"] == published.manifest
+    assert lines[-1].endswith("; scorecard not updated: RuntimeError: scoring broke (a rerun scores it again)"), lines
+    assert f"published {published.uri}" in lines[-1]
+    assert track_record.read_scorecard(store, "canada.co2") is None
+
+    monkeypatch.undo()
+    [(again, republished)] = tasks.forecast_all(settings, RunTrigger(series="Canada:co2"), _lineup(settings))
+    assert again.run_key == trained.run_key and republished.scorecard_problem is None
+    card = track_record.read_scorecard(store, "canada.co2")
+    assert card is not None and len(card) == 12
