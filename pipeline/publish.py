@@ -500,7 +500,10 @@ def point_latest(
     pointer has moved past it (:func:`superseded`); a new decision starts with no forecast
     rolled back. A pointer that already names the manifest is rewritten only when it recorded
     another sha256 (the manifest rewritten since by a publish that healed a changed file), with
-    its ``rolled_back`` as it was, by a pinned run too. With ``force``
+    its ``rolled_back`` as it was, by a pinned run too. With no pointer to read (removed to be
+    rebuilt, or naming a manifest that is gone), ``rolled_back`` is rebuilt from the alias history
+    (:func:`rolled_back_in_history`); when the manifest is among it, the pointer is rebuilt to
+    serve the forecast served before it (:func:`_served_before`) and ``False`` is returned. With ``force``
     (a rollback, which serves an earlier champion's forecast again): always, and the forecast
     served until now joins the pointer's ``rolled_back``, with the manifest keys in ``retire``
     (the rolled-back version's forecasts that may not be published yet: a run whose publish
@@ -513,7 +516,6 @@ def point_latest(
     """
     from pipeline.locks import series_lock
 
-    key = layout.forecast_latest(series_id)
     # Read and write under the series' lock: a concurrent run of an older as-of year could
     # otherwise read the old pointer, then write after this one and move it backwards.
     with series_lock(store, series_id):
@@ -529,6 +531,21 @@ def point_latest(
                 return False
         else:
             current = serving_pointer(store, series_id)
+            if current is None and not pinned_run:
+                # No pointer (removed to be rebuilt, or left dangling): what rollbacks took out of service
+                # is rebuilt from the alias history and kept in the pointer, so it is not served again.
+                rolled_back = rolled_back_in_history(store, series_id)
+                if manifest["key"] in rolled_back:
+                    served = _served_before(store, series_id, rolled_back)
+                    if served is not None:
+                        logger.warning(
+                            "%s: latest.json is missing and %s was rolled back: rebuilt to serve %s",
+                            series_id,
+                            manifest["key"],
+                            served["key"],
+                        )
+                        _write_pointer(store, series_id, served, rolled_back, on_write)
+                    return False
             if current is not None and current["manifest"] == manifest["key"]:
                 if vouches(store, current, digest):
                     return False
@@ -537,22 +554,78 @@ def point_latest(
                 rolled_back = list(current.get("rolled_back", []))
             elif pinned_run or (current is not None and superseded(current, manifest)):
                 return False
-        pointer = {
-            "manifest": manifest["key"],
-            "manifest_sha256": digest,
-            "as_of_year": manifest["as_of_year"],
-            **({"published_at": manifest["published_at"]} if isinstance(manifest.get("published_at"), str) else {}),
-            "rolled_back": rolled_back,
-            "run_key": manifest["run_key"],
-            "vintage": manifest.get("vintage"),
-            "model_name": manifest.get("model_name"),
-            "model_version": manifest.get("model_version"),
-        }
-        data = json_bytes(pointer)
-        if on_write is not None:
-            on_write(_read_or_none(store, key), data)
-        store.write_bytes(key, data)
+        _write_pointer(store, series_id, manifest, rolled_back, on_write, digest)
     return True
+
+
+def _write_pointer(
+    store: ObjectStore,
+    series_id: str,
+    manifest: dict[str, Any],
+    rolled_back: list[str],
+    on_write: Callable[[bytes | None, bytes], None] | None,
+    digest: str | None = None,
+) -> None:
+    """Write ``latest.json`` for a manifest (under the pointer's lock, held by the caller)."""
+    key = layout.forecast_latest(series_id)
+    pointer = {
+        "manifest": manifest["key"],
+        "manifest_sha256": digest or hashlib.sha256(store.read_bytes(manifest["key"])).hexdigest(),
+        "as_of_year": manifest["as_of_year"],
+        **({"published_at": manifest["published_at"]} if isinstance(manifest.get("published_at"), str) else {}),
+        "rolled_back": rolled_back,
+        "run_key": manifest["run_key"],
+        "vintage": manifest.get("vintage"),
+        "model_name": manifest.get("model_name"),
+        "model_version": manifest.get("model_version"),
+    }
+    data = json_bytes(pointer)
+    if on_write is not None:
+        on_write(_read_or_none(store, key), data)
+    store.write_bytes(key, data)
+
+
+def is_rollback(record: dict[str, Any]) -> bool:
+    """Whether an alias-history record is a rollback of ``@champion`` (records written before the flag: by their reason)."""
+    if record.get("alias", "champion") != "champion":
+        return False
+    return record.get("rollback") is True or str(record.get("reason", "")).startswith("rollback")
+
+
+def rolled_back_in_history(store: ObjectStore, series_id: str) -> list[str]:
+    """The manifest keys the alias history says a rollback took out of service, sorted.
+
+    Every forecast of a version a rollback moved ``@champion`` away from (and no later decision
+    put back): those of the run keys whose decision put or kept it on ``@champion`` (a refusal's
+    record names another run's key).
+    What ``latest.json``'s ``rolled_back`` holds, for a pointer that has to be rebuilt.
+    """
+    records = store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []
+    champion = [r for r in records if r.get("alias", "champion") == "champion"]
+    retired: set[str] = set()
+    for record in champion:  # oldest first: a version put back on @champion since its rollback serves again
+        if is_rollback(record) and record.get("from_version") is not None:
+            retired.add(str(record["from_version"]))
+        elif record.get("moved") and not record.get("publish_refused"):
+            retired.discard(str(record.get("to_version")))
+    keys = set()
+    for record in champion:
+        run_key, as_of_year = record.get("run_key"), record.get("as_of_year")
+        if str(record.get("to_version")) in retired and not record.get("publish_refused"):
+            if isinstance(run_key, str) and isinstance(as_of_year, int):
+                keys.add(layout.forecast_manifest(series_id, as_of_year, run_key))
+    return sorted(keys)
+
+
+def _served_before(store: ObjectStore, series_id: str, rolled_back: list[str]) -> dict[str, Any] | None:
+    """The forecast a rebuilt ``latest.json`` serves instead of a rolled-back one: the newest that verifies and was not rolled back.
+
+    Newest by as-of year, then publish time; a pinned run's forecast (trained with no gate) is
+    never served. ``None``: there is none.
+    """
+    manifests, _ = published_manifests(store, series_id)
+    served = [m for m in manifests if m["key"] not in rolled_back and not _trained_pinned(m) and verify_manifest(store, m)]
+    return max(served, key=lambda m: (m["as_of_year"], str(m.get("published_at", ""))), default=None)
 
 
 def restore_latest(store: ObjectStore, series_id: str, before: bytes | None, written: bytes) -> bool:

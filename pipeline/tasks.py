@@ -1393,7 +1393,7 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
             old, new, manifest, retire = _away_from_deleted(client, store, series_id, pointer, current)
             point_latest(store, series_id, manifest, force=True, retire=retire)
             reason = f"rollback: v{served}, which latest.json served, was deleted from the registry; latest.json serves {manifest['key']}"
-            _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"))
+            _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"), rollback=True)
             return old, new
         target = tracking.previous_version(current, alias) if current is not None else ""
         manifest = _newest_manifests(store, series_id).get(target) if target else None
@@ -1429,7 +1429,7 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
         try:
             point_latest(store, series_id, manifest, force=True, retire=retire, on_write=undo.wrote_pointer)
             reason = f"rollback from version {old}; latest.json serves {manifest['key']} again"
-            _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"))
+            _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"), rollback=True)
         except BaseException:  # a store outage, Ctrl-C: the rollback did not happen, and running it again does it
             undo()
             raise

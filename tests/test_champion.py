@@ -24,6 +24,7 @@ from pipeline.models.base import Forecaster
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
 from pipeline.models.regression import TrendForecaster
 from pipeline.payloads import RunTrigger
+from pipeline.store import StoreDataError
 
 SERIES = "World:co2"
 SID = "world.co2"
@@ -942,3 +943,31 @@ def test_a_family_alias_rollback_is_recorded_in_the_history_and_moves_nothing_on
     capsys.readouterr()
     assert cli.main(["history", SID]) == 0
     assert f"rollback of @drift from version {drift.version}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_pointer_removed_after_a_rollback_is_rebuilt_to_what_was_served(settings: Settings, dangling: bool) -> None:
+    """co2cast's advice for a damaged latest.json (remove it and rerun) does not undo a rollback recorded in the alias history."""
+    first, _ = _run(settings, _lineup(settings, "mean"), as_of_year=2013)
+    second, _ = _run(settings, _lineup(settings, "drift"))
+    assert second.champion_version != first.champion_version, "precondition: drift took @champion as of 2014"
+    assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)
+    rolled_back, history = _state(settings), tasks.alias_history(settings, SID)
+    store = tasks.open_store(settings)
+    key = "forecasts/world.co2/latest.json"
+    store.write_bytes(key, b'{"manifest": "forecasts/world.co2/asof=2')  # damaged: show says so and advises to remove it
+    with pytest.raises(StoreDataError, match="remove it and rerun to rebuild"):
+        tasks.show_forecast(settings, SID)
+    if dangling:  # a pointer naming a forecast that is gone is rebuilt alike
+        store.write_json(key, {"manifest": "forecasts/world.co2/asof=2014/gone/manifest.json", "as_of_year": 2014})
+    else:
+        store.delete(key)
+    again, republished = _run(settings, _lineup(settings, "drift"))  # the nightly run: the run key rolled back
+    assert again.run_key == second.run_key and not republished.served
+    assert republished.served_version == first.champion_version and republished.served_as_of_year == 2013
+    state = _state(settings)
+    assert state["aliases"] == rolled_back["aliases"] and tasks.alias_history(settings, SID) == history
+    assert state["latest"]["manifest"] == rolled_back["latest"]["manifest"]
+    assert sorted(state["latest"]["rolled_back"]) == sorted(rolled_back["latest"]["rolled_back"])
+    _assert_pointer_agrees(settings)
+    tasks.show_forecast(settings, SID)
