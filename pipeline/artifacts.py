@@ -64,14 +64,22 @@ def verify_tree(root: str | Path, expected: Mapping[str, str], what: str) -> Non
             f"{what}: its model files are gone from the artefact store (none of its {len(expected)} files is left: its logged "
             "model deleted in MLflow and removed by `mlflow gc`, or its folder removed?); it cannot be loaded"
         )
+    hint = _restore_hint(what)
     for name, sha in sorted(expected.items()):
         if name not in actual:
-            raise IntegrityError(f"{what}: file {name} is missing; refusing to load it")
+            raise IntegrityError(f"{what}: file {name} is missing; refusing to load it: {hint}")
         if actual[name] != sha:
-            raise IntegrityError(f"{what}: file {name} does not match its recorded sha256; refusing to load it")
+            raise IntegrityError(f"{what}: file {name} does not match its recorded sha256; refusing to load it: {hint}")
     extra = sorted(set(actual) - set(expected))
     if extra:
-        raise IntegrityError(f"{what}: unexpected file {extra[0]} in the artefact; refusing to load it")
+        raise IntegrityError(f"{what}: unexpected file {extra[0]} in the artefact; refusing to load it: {hint}")
+
+
+def _restore_hint(what: str) -> str:
+    """What to do about a registered version whose files changed (``what``: ``co2cast.<series> vN``, or a URI)."""
+    name = what.split(" ")[0]
+    series = name.removeprefix("co2cast.") if name.startswith("co2cast.") and " v" in what else "SERIES"
+    return f"restore it from a backup (with none: `co2cast rollback {series}` if it is served, else delete the version in MLflow and rerun)"
 
 
 def log_forecaster(

@@ -637,6 +637,7 @@ def test_a_tampered_model_json_is_refused_on_publish(settings: Settings) -> None
     with pytest.raises(IntegrityError, match=r"model\.json does not match its recorded sha256") as raised:
         tasks.publish_series(settings, plan, trained, lineup=lineup)
     assert "\n" not in str(raised.value) and trained.model_name in str(raised.value)
+    assert f"restore it from a backup (with none: `co2cast rollback {SID}` if it is served, else delete the version" in str(raised.value)
     store = tasks.open_store(settings)
     assert store.read_bytes(f"forecasts/{SID}/latest.json") == before["latest"]
     assert store.list(f"forecasts/{SID}/asof=2014/") == []
