@@ -649,6 +649,10 @@ def champion_gate(
     sid, selection = result.series.series_id, result.selection
     challenger, challenger_version = selection.champion, versions[selection.champion]
     current = tracking.alias_version(client, sid, "champion")
+    if _rolled_back(store, sid, as_of_year, run_key):
+        held = f"v{current.version}" if current is not None else "unset"
+        logger.info("a rollback took run key %s's forecast out of service: @champion stays %s", run_key, held)
+        return challenger, challenger_version
     if result.evaluation is None:  # a fixed policy (tests, studies): its champion takes the alias
         tracking.move_alias(client, sid, "champion", challenger_version, reason=selection.reason)
         return challenger, challenger_version
@@ -727,6 +731,20 @@ def champion_gate(
         family, version = current.tags.get(tracking.FAMILY_TAG, "?"), str(current.version)
     append_history(store, sid, record)
     return family, version
+
+
+def _rolled_back(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> bool:
+    """Whether a rollback took this run key's forecast out of service (``latest.json``'s ``rolled_back``).
+
+    Its publish will not be served (:func:`pipeline.publish.superseded`), so its gate must not
+    move ``@champion`` either: a run killed after its gate moved it, rolled back, then run again
+    (its training is not complete, so it trains and gates anew) left ``@champion`` on a version
+    ``latest.json`` never serves.
+    """
+    from pipeline.publish import serving_pointer
+
+    pointer = serving_pointer(store, series_id)
+    return pointer is not None and layout.forecast_manifest(series_id, as_of_year, run_key) in pointer.get("rolled_back", [])
 
 
 def _now() -> str:

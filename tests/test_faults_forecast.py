@@ -257,6 +257,33 @@ def test_a_killed_champion_whose_alias_record_was_edited_goes_back_to_what_lates
     assert json.loads(moved.tags[tracking.alias_tag("champion")])["previous"] == before["champion"]
 
 
+def test_a_killed_run_rolled_back_then_run_again_leaves_champion_where_latest_json_is(settings: Settings) -> None:
+    """A run killed after its gate took @champion, ``co2cast rollback``, then the same run key again.
+
+    The rollback put the key's forecast (not out yet) in ``latest.json``'s ``rolled_back``; the
+    rerun healed the dead run, trained anew and its gate moved @champion to a new version whose
+    forecast ``point_latest`` then refused to serve: @champion and latest.json disagreed for good.
+    """
+    before = _state(settings)
+    process = _driver(settings, CO2CAST_TEST_PAUSE_AT="after_gate")
+    _wait_for_pause(process, "after_gate")
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert _state(settings)["champion"] != before["champion"], "the killed run had taken @champion"
+    tasks.rollback(settings, SID)
+    rolled_back = _state(settings)
+    assert rolled_back["champion"] == before["champion"]
+
+    for _ in range(2):  # the rerun, and the nightly run after it: both converge on the rollback
+        rerun = _driver(settings)
+        _, err = rerun.communicate(timeout=600)
+        assert rerun.returncode == 0, err[-3000:]
+        after = _state(settings)
+        pointer = json.loads(after["latest"])
+        assert after["champion"] == str(pointer["model_version"]) == before["champion"]
+        assert after["latest"] == rolled_back["latest"]
+
+
 # -- two runs of one key at once ----------------------------------------------------------------
 
 
