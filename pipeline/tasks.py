@@ -1050,15 +1050,18 @@ def _restore_champion(settings: Settings, store: ObjectStore, trained: TrainedSe
         served = None if pointer is None or pointer.get("model_version") is None else str(pointer["model_version"])
         if served == trained.champion_version:
             return
+        back = f"@champion is back on v{served}, which latest.json serves" if served else "@champion removed: nothing is published"
+        reason = f"the forecast of v{trained.champion_version} was refused ({why[:300]}); {back}"
+        # The record first: killed after the alias moved without it, _champion_follows would find no
+        # refusal to undo once the forecast is published. Killed between the two, @champion is still
+        # this run's version, which _champion_follows then leaves alone (it is not the record's to_version).
+        _record_move(store, sid, trained.champion_version, served, reason, trained.run_key, trained.as_of_year, publish_refused=True)
         name = tracking.registered_name(sid)
         if served is None:
             client.delete_registered_model_alias(name, "champion")
         else:
             client.set_registered_model_alias(name, "champion", served)  # its own alias tag (its previous) stays
         logger.warning("%s: the forecast of v%s was refused; @champion is back on %s", sid, trained.champion_version, served or "nothing")
-        back = f"@champion is back on v{served}, which latest.json serves" if served else "@champion removed: nothing is published"
-        reason = f"the forecast of v{trained.champion_version} was refused ({why[:300]}); {back}"
-        _record_move(store, sid, trained.champion_version, served, reason, trained.run_key, trained.as_of_year, publish_refused=True)
 
 
 def _champion_follows(

@@ -773,6 +773,48 @@ def test_a_digest_tag_edited_in_mlflow_refuses_the_publish_and_restores_champion
         _assert_pointer_agrees(settings)
 
 
+@pytest.mark.parametrize("killed_at", ["record", "alias"])
+def test_a_refusal_killed_while_restoring_champion_still_converges_once_published(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, killed_at: str
+) -> None:
+    """The process dies in ``_restore_champion`` (Ctrl-C, a kill) between moving @champion back and its refusal record.
+
+    With the alias moved first, a kill before the record left @champion on the old version and no
+    ``publish_refused`` record: once the refused forecast was published, ``_champion_follows``
+    found nothing to undo and @champion stayed behind latest.json for good. The record now comes
+    first; killed before the alias moves, @champion is still the run's version, which latest.json
+    serves once published.
+    """
+    from mlflow import MlflowClient
+
+    from pipeline.artifacts import DIGEST_TAG, IntegrityError
+
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    lineup = _lineup(settings, "drift")
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
+    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    assert trained.champion_version != first.champion_version, "precondition: the gate moved @champion to drift"
+    client, name = tracking.configure(settings), tracking.registered_name(SID)
+    digest = client.get_model_version(name, trained.champion_version).tags[DIGEST_TAG]
+    client.set_model_version_tag(name, trained.champion_version, DIGEST_TAG, "not json")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        if killed_at == "record":
+            patch.setattr(tasks, "_record_move", killed)
+        else:
+            patch.setattr(MlflowClient, "set_registered_model_alias", killed)
+        with pytest.raises((KeyboardInterrupt, IntegrityError)):
+            tasks.publish_series(settings, plan, trained, lineup=lineup)
+
+    client.set_model_version_tag(name, trained.champion_version, DIGEST_TAG, digest)  # the damage repaired
+    assert tasks.publish_series(settings, plan, trained, lineup=lineup).served
+    _assert_pointer_agrees(settings)
+    assert _state(settings)["aliases"]["champion"] == int(trained.champion_version)
+
+
 def test_a_family_tag_edited_in_mlflow_labels_no_forecast(settings: Settings, caplog) -> None:
     """``co2cast.family`` of @champion's version edited (drift -> arima) or removed in the MLflow UI: the version is
     refused on load in one line, as for an edited digest; it labelled the next forecast it kept serving 'arima'."""
