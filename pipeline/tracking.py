@@ -779,9 +779,13 @@ def move_alias(client: Any, series_id: str, alias: str, version: str, reason: st
     previous = alias_version(client, series_id, alias)
     if previous is not None and str(previous.version) == str(version):
         return False
-    client.set_registered_model_alias(name, alias, str(version))
     record = {"previous": str(previous.version) if previous else "", "reason": reason[:300]}
+    # The record first: killed after the alias moved, the version would hold it with no record, and
+    # healing its dead run (heal_dead_runs) would delete the alias instead of moving it back. Killed
+    # between, the alias has not moved and the record sits on a version that does not hold it (the
+    # gate's and register_selection's moves go to the run's own versions, which the heal removes).
     client.set_model_version_tag(name, str(version), alias_tag(alias), json.dumps(record))
+    client.set_registered_model_alias(name, alias, str(version))
     return True
 
 

@@ -72,6 +72,45 @@ def test_alias_moves_are_recorded_and_roll_back(client, tmp_path: Path) -> None:
         model.predict(pd.DataFrame({"year": [2010]}))
 
 
+class _KilledAtSecondWrite:
+    """A client whose second registry write (alias or tag) dies before it is made, as a kill between two writes."""
+
+    def __init__(self, client) -> None:
+        self.client, self.writes = client, 0
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.client, name)
+        if name not in ("set_registered_model_alias", "set_model_version_tag"):
+            return attr
+
+        def write(*args, **kwargs):
+            self.writes += 1
+            if self.writes == 2:
+                raise KeyboardInterrupt
+            return attr(*args, **kwargs)
+
+        return write
+
+
+def test_a_move_killed_between_its_two_writes_is_healed_back_to_the_previous_version(client) -> None:
+    """A kill inside ``move_alias`` of a run that then counts as dead: healing puts the alias back where it was.
+
+    The alias moved first and its record (the previous version) second: killed between, the dead
+    run's version held the alias with no record, and healing deleted the family alias instead of
+    restoring it (its lineage lost).
+    """
+    years = np.arange(1950, 2011)
+    v1 = _register(client, NaiveForecaster().fit(np.linspace(1, 5, years.size), years), "k1", "drift")
+    assert tracking.move_alias(client, SID, "drift", v1.version, reason="first")
+    v2 = _register(client, DriftForecaster().fit(np.linspace(1, 5, years.size), years), "k2", "drift")
+    with pytest.raises(KeyboardInterrupt):
+        tracking.move_alias(_KilledAtSecondWrite(client), SID, "drift", v2.version, reason="the dead run's")
+    tracking.heal_dead_runs(client, SID, "k2")  # k2's run never completed: its version goes, its aliases go back
+    assert not tracking.version_exists(client, SID, str(v2.version))
+    back = tracking.alias_version(client, SID, "drift")
+    assert back is not None and str(back.version) == str(v1.version)
+
+
 def test_rollback_without_history_is_refused(client) -> None:
     years = np.arange(1950, 2011)
     v1 = _register(client, NaiveForecaster().fit(np.ones(years.size), years), "k1", "naive")
