@@ -9,6 +9,7 @@ Keys are ``/``-separated and identical on the local store and on S3::
     forecasts/<series_id>/asof=<year>/<run_key>/forecast.csv, forecast.parquet, <extras>, manifest.json
     forecasts/<series_id>/latest.json
     history/<series_id>.json  (alias history: champion decisions and rollbacks)
+    intents/rollback/<series_id>.json  (a @champion rollback under way: finished by the next rollback)
     locks/<run_key>.json, locks/series/<series_id>.json  (one trainer per run key; one pointer writer per series)
 
 A leaf module: plain string functions, no I/O.
@@ -23,6 +24,7 @@ FORECASTS = "forecasts/"
 SCORECARDS = "scorecards/"
 HISTORY = "history/"
 LOCKS = "locks/"
+INTENTS = "intents/"
 
 #: The pointer to the last good vintage, written last by a curation.
 CURATED_LATEST = "curated/latest.json"
@@ -130,6 +132,11 @@ def scorecard(series_id: str) -> str:
 def alias_history(series_id: str) -> str:
     """The series' alias history: one record per champion decision and rollback (a JSON list)."""
     return f"{HISTORY}{series_id}.json"
+
+
+def rollback_intent(series_id: str) -> str:
+    """A ``@champion`` rollback under way (written before the alias moves, deleted once it is recorded)."""
+    return f"{INTENTS}rollback/{series_id}.json"
 
 
 def series_forecasts(series_id: str, as_of_year: int | None = None) -> str:

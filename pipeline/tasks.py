@@ -1405,6 +1405,9 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
         tracking.check_not_renamed(client, series_id)
         if alias != "champion":
             return _rollback_family_alias(client, store, series_id, alias)
+        finished = _finish_rollback(client, store, series_id)
+        if finished is not None:
+            return finished
         current = tracking.alias_version(client, series_id, alias)
         pointer = latest_pointer(store, series_id)
         if current is None and pointer is None:
@@ -1438,13 +1441,20 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
         retire = _manifests_serving(store, series_id, current) if current is not None else []
         # Only a rollback that gets past rollback_alias's checks moves anything: one with a current version and a forecast to serve.
         undo = _Undo(client, store, series_id, alias, current, target) if current is not None and manifest is not None else None
+        intent = layout.rollback_intent(series_id)
+        if undo is not None:  # what a rollback killed (kill -9, a lost machine) part way leaves for the next one to finish
+            assert current is not None and manifest is not None
+            served_before = pointer["manifest"] if pointer is not None else None
+            record = {"from_version": str(current.version), "to_version": target, "manifest": manifest["key"], "retire": retire}
+            store.write_json(intent, {**record, "served_before": served_before})
         try:
             old, new = tracking.rollback_alias(client, series_id, alias)
         except tracking.RegistryError:  # refused: nothing moved
+            _drop_intent(store, intent, undo is not None)
             raise
         except BaseException:  # Ctrl-C, MLflow gone: perhaps between moving the alias and rewriting the record
             if undo is not None:
-                undo()
+                _drop_intent(store, intent, undo())
             raise
         assert manifest is not None and undo is not None  # rollback_alias refused every other case
         try:
@@ -1452,9 +1462,65 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
             reason = f"rollback from version {old}; latest.json serves {manifest['key']} again"
             _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"), rollback=True)
         except BaseException:  # a store outage, Ctrl-C: the rollback did not happen, and running it again does it
-            undo()
+            _drop_intent(store, intent, undo())
             raise
+        _drop_intent(store, intent, True)
     return old, new
+
+
+def _drop_intent(store: ObjectStore, key: str, undone: bool) -> None:
+    """Delete a rollback's intent once it is recorded or undone; kept (the next rollback finishes it) when the undo failed."""
+    if not undone:
+        return
+    try:
+        store.delete(key)
+    except Exception as error:  # the next rollback reads it, finds nothing moved, and drops it
+        logger.warning("%s could not be deleted (%s)", key, _first_line(error))
+
+
+def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[str, str] | None:
+    """Finish a ``@champion`` rollback killed part way (its intent left in the store); ``(from, to)`` if it did.
+
+    Killed after the alias moved and before ``latest.json`` did, a rollback run again would have
+    rolled back a second step from the version it half moved to. Its intent (written under the
+    registry lock before the alias moved) says where it was going: while ``@champion`` is on that
+    version and ``latest.json`` still serves what it served before, or the forecast the rollback
+    serves, the rollback is finished (``latest.json`` moved, the move recorded once) and nothing
+    more is rolled back. In any other state (nothing moved, or a run or a person moved
+    ``@champion`` since) the intent is dropped and the rollback starts afresh.
+    """
+    from pipeline import tracking
+    from pipeline.publish import latest_pointer, point_latest
+
+    key = layout.rollback_intent(series_id)
+    intent = store.read_json_or_none(key, {"from_version": str, "to_version": str, "manifest": str, "retire?": list})
+    if intent is None:
+        return None
+    old, new, target = str(intent["from_version"]), str(intent["to_version"]), str(intent["manifest"])
+    current = tracking.alias_version(client, series_id, "champion")
+    pointer = latest_pointer(store, series_id)
+    served = pointer["manifest"] if pointer is not None else None
+    if current is None or str(current.version) != new or served not in (intent.get("served_before"), target) or not store.exists(target):
+        logger.info("%s: a rollback to v%s was interrupted before it moved anything, or was overtaken: it starts afresh", series_id, new)
+        store.delete(key)
+        return None
+    logger.warning("%s: finishing the rollback from v%s to v%s that was interrupted", series_id, old, new)
+    manifest = store.read_json(target)
+    if served != target:
+        point_latest(store, series_id, manifest, force=True, retire=intent.get("retire") or [])
+    records = [r for r in _alias_records(store, series_id) if r.get("alias", "champion") == "champion"]
+    last = records[-1] if records else {}
+    moved = (str(last.get("from_version")), str(last.get("to_version")))
+    if not (str(last.get("reason", "")).startswith("rollback") and moved == (old, new)):  # killed before the history, not after
+        reason = f"rollback from version {old}; latest.json serves {target} again (finished after an interruption)"
+        _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"))
+    store.delete(key)
+    return old, new
+
+
+def _alias_records(store: ObjectStore, series_id: str) -> list[dict[str, Any]]:
+    """The series' alias history read from an open store."""
+    return store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []
 
 
 def _rollback_family_alias(client: Any, store: ObjectStore, series_id: str, alias: str) -> tuple[str, str]:
@@ -1509,8 +1575,8 @@ class _Undo:
         """``on_write`` of the rollback's :func:`pipeline.publish.point_latest`: what its write replaces."""
         self.pointer = (before, written)
 
-    def __call__(self) -> None:
-        """Put ``latest.json`` back if the rollback wrote it and it still holds that write, then the registry.
+    def __call__(self) -> bool:
+        """Put ``latest.json`` back if the rollback wrote it and it still holds that write, then the registry; whether it did.
 
         A family alias's rollback serves no forecast and writes no ``latest.json``. When
         ``latest.json`` cannot be put back (the store is unreachable), the registry stays moved
@@ -1523,7 +1589,7 @@ class _Undo:
                 restore_latest(self.store, self.series_id, *self.pointer)
         except Exception as error:
             self._failed("latest.json", error)
-            return
+            return False
         try:
             self.client.set_registered_model_alias(self.name, self.alias, self.version)
             if self.record is None:
@@ -1532,6 +1598,8 @@ class _Undo:
                 self.client.set_model_version_tag(self.name, self.target, self.tag, self.record)
         except Exception as error:
             self._failed("the registry", error)
+            return False
+        return True
 
     def _failed(self, what: str, error: Exception) -> None:
         # The failure that stopped the rollback is the one raised; this one is logged.

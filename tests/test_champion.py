@@ -248,6 +248,47 @@ def test_a_rollback_that_fails_part_way_moves_nothing_and_runs_again(
     assert len(tasks.alias_history(settings, SID)) == len(history) + 1
 
 
+@pytest.mark.parametrize("killed_at", ["latest.json", "history"])
+def test_a_rollback_killed_part_way_is_finished_by_the_next_one_not_rolled_back_twice(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, killed_at: str
+) -> None:
+    """``co2cast rollback`` killed (kill -9: no undo runs) after @champion moved, before latest.json or the history did.
+
+    Run again, it rolled back a second step from the version it had half moved to (or refused,
+    "no previous version"), and @champion and latest.json never agreed again. Its intent, left in
+    the store, now makes the next rollback finish it instead.
+    """
+    from pipeline import publish
+
+    first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2012)  # each newer as-of year: a version of its own
+    second, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2013)
+    third, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2014)
+    chain = [first.champion_version, second.champion_version, third.champion_version]
+    assert len(set(chain)) == 3, f"precondition: three champions in turn, {chain}"
+    history = tasks.alias_history(settings, SID)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tasks._Undo, "__call__", lambda self: False)  # a hard kill runs no undo
+        if killed_at == "latest.json":
+            patch.setattr(publish, "point_latest", killed)
+        else:
+            patch.setattr(tasks, "_record_move", killed)
+        with pytest.raises(KeyboardInterrupt):
+            tasks.rollback(settings, SID)
+    assert str(_state(settings)["aliases"]["champion"]) == second.champion_version, "the killed rollback had moved @champion"
+
+    assert tasks.rollback(settings, SID) == (third.champion_version, second.champion_version)  # finished, not a second step
+    _assert_pointer_agrees(settings)
+    assert str(_state(settings)["aliases"]["champion"]) == second.champion_version
+    assert len(tasks.alias_history(settings, SID)) == len(history) + 1
+    assert tasks.open_store(settings).list("intents/") == []
+    assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)  # the next one is a step of its own
+    _assert_pointer_agrees(settings)
+
+
 def test_a_rollback_that_fails_part_way_keeps_a_forecast_published_meanwhile(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """The gate's run publishes (under the pointer's lock alone) after the rollback began, then the
     rollback's alias history write fails: the undo wrote back the latest.json it had read at the
