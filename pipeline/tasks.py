@@ -1490,7 +1490,7 @@ def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[s
     ``@champion`` since) the intent is dropped and the rollback starts afresh.
     """
     from pipeline import tracking
-    from pipeline.publish import latest_pointer, point_latest
+    from pipeline.publish import is_rollback, latest_pointer, point_latest
 
     key = layout.rollback_intent(series_id)
     intent = store.read_json_or_none(key, {"from_version": str, "to_version": str, "manifest": str, "retire?": list})
@@ -1511,9 +1511,9 @@ def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[s
     records = [r for r in _alias_records(store, series_id) if r.get("alias", "champion") == "champion"]
     last = records[-1] if records else {}
     moved = (str(last.get("from_version")), str(last.get("to_version")))
-    if not (str(last.get("reason", "")).startswith("rollback") and moved == (old, new)):  # killed before the history, not after
+    if not (is_rollback(last) and moved == (old, new)):  # killed before the history, not after
         reason = f"rollback from version {old}; latest.json serves {target} again (finished after an interruption)"
-        _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"))
+        _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"), rollback=True)
     store.delete(key)
     return old, new
 
