@@ -916,7 +916,14 @@ def _score_after_publish(settings: Settings, plan: RunPlan, item: WorkItem, trai
 
 
 def _scorecard_behind(store: ObjectStore, plan: RunPlan, item: WorkItem) -> bool:
-    """Whether a rerun on the latest vintage finds the series' scorecard missing, empty, unreadable or scored on another vintage."""
+    """Whether a rerun on the latest vintage finds the series' scorecard missing, unreadable or scored on another vintage.
+
+    An empty scorecard is the usual state of a series whose forecasts have no actual yet (every
+    series of a release's latest as-of year), so it does not count: re-scoring it on every rerun
+    would read the vintage and verify every published file for nothing. It records no vintage,
+    so a scoring that failed after a new vintage gave its first actuals is caught only by the
+    next run key's publish.
+    """
     from pipeline import track_record
     from pipeline.publish import pinned
 
@@ -926,7 +933,7 @@ def _scorecard_behind(store: ObjectStore, plan: RunPlan, item: WorkItem) -> bool
         card = track_record.read_scorecard(store, item.series_id)
     except Exception:  # damaged: scoring rewrites it
         return True
-    return card is None or card.empty or set(card["scored_vintage"].astype(str)) != {plan.vintage}
+    return card is None or (not card.empty and set(card["scored_vintage"].astype(str)) != {plan.vintage})
 
 
 def _publish_new(

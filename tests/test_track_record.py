@@ -183,3 +183,23 @@ def test_a_scoring_failure_after_the_publish_is_reported_as_published_and_a_reru
     assert again.run_key == trained.run_key and republished.scorecard_problem is None
     card = track_record.read_scorecard(store, "canada.co2")
     assert card is not None and len(card) == 12
+
+
+def test_a_rerun_leaves_an_empty_scorecard_of_its_vintage_alone(backfilled, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No actual yet for any forecast is the usual empty scorecard: a rerun's cheap path does not score it again."""
+    settings, _ = backfilled
+    store = tasks.open_store(settings)
+    [(trained, _)] = tasks.forecast_all(settings, RunTrigger(series="Canada:co2"), _lineup(settings))
+    card = track_record.read_scorecard(store, "canada.co2")
+    assert card is not None and len(card), "precondition: the backfill scored earlier forecasts"
+    store.write_bytes(layout.scorecard("canada.co2"), track_record.scorecard_bytes(card.iloc[0:0]))
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("scored again")
+
+    monkeypatch.setattr(track_record, "score_and_write", failing)
+    [(again, published)] = tasks.forecast_all(settings, RunTrigger(series="Canada:co2"), _lineup(settings))
+    assert again.run_key == trained.run_key and published.scorecard_problem is None
+    store.delete(layout.scorecard("canada.co2"))  # a missing one is scored again
+    [(_, published)] = tasks.forecast_all(settings, RunTrigger(series="Canada:co2"), _lineup(settings))
+    assert published.scorecard_problem == "RuntimeError: scored again"
