@@ -503,7 +503,8 @@ def point_latest(
     its ``rolled_back`` as it was, by a pinned run too. With no pointer to read (removed to be
     rebuilt, or naming a manifest that is gone), ``rolled_back`` is rebuilt from the alias history
     (:func:`rolled_back_in_history`); when the manifest is among it, the pointer is rebuilt to
-    serve the forecast served before it (:func:`_served_before`) and ``False`` is returned. With ``force``
+    serve the forecast the history says was served last (:func:`_served_before`, of ``@champion``'s version)
+    and ``False`` is returned. With ``force``
     (a rollback, which serves an earlier champion's forecast again): always, and the forecast
     served until now joins the pointer's ``rolled_back``, with the manifest keys in ``retire``
     (the rolled-back version's forecasts that may not be published yet: a run whose publish
@@ -618,13 +619,36 @@ def rolled_back_in_history(store: ObjectStore, series_id: str) -> list[str]:
 
 
 def _served_before(store: ObjectStore, series_id: str, rolled_back: list[str]) -> dict[str, Any] | None:
-    """The forecast a rebuilt ``latest.json`` serves instead of a rolled-back one: the newest that verifies and was not rolled back.
+    """The forecast a rebuilt ``latest.json`` serves instead of a rolled-back one: what the alias history says was served last.
 
-    Newest by as-of year, then publish time; a pinned run's forecast (trained with no gate) is
-    never served. ``None``: there is none.
+    The last ``@champion`` record (a rollback, a gate decision that moved or kept it, or a refusal
+    that put it back) names the version ``@champion`` holds: its own run key's forecast when the
+    record names the one served (a refusal's names the run refused), else that version's newest
+    forecast (by as-of year, then publish time). Only one that verifies, was not rolled back and
+    was not trained by a pinned run. Never another version's (the newest forecast that verifies
+    may be a backfill's, never served, whose gate left ``@champion`` where it was): ``None`` when
+    there is none, and no pointer is written until a forecast of ``@champion``'s version is published.
     """
+    records = store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []
+    champion = [r for r in records if r.get("alias", "champion") == "champion"]
+    if not champion or champion[-1].get("to_version") is None:
+        return None
+    last = champion[-1]
     manifests, _ = published_manifests(store, series_id)
-    served = [m for m in manifests if m["key"] not in rolled_back and not _trained_pinned(m) and verify_manifest(store, m)]
+    served = [
+        m
+        for m in manifests
+        if str(m.get("model_version")) == str(last["to_version"])
+        and m["key"] not in rolled_back
+        and not _trained_pinned(m)
+        and verify_manifest(store, m)
+    ]
+    run_key, as_of_year = last.get("run_key"), last.get("as_of_year")
+    if not last.get("publish_refused") and isinstance(run_key, str) and isinstance(as_of_year, int):
+        named = layout.forecast_manifest(series_id, as_of_year, run_key)
+        for manifest in served:
+            if manifest["key"] == named:
+                return manifest
     return max(served, key=lambda m: (m["as_of_year"], str(m.get("published_at", ""))), default=None)
 
 

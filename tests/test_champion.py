@@ -1054,3 +1054,24 @@ def test_a_pointer_removed_after_a_rollback_is_rebuilt_to_what_was_served(settin
     assert sorted(state["latest"]["rolled_back"]) == sorted(rolled_back["latest"]["rolled_back"])
     _assert_pointer_agrees(settings)
     tasks.show_forecast(settings, SID)
+
+
+def test_a_pointer_removed_after_a_rollback_is_not_rebuilt_to_a_backfill_never_served(settings: Settings) -> None:
+    """The rebuilt pointer serves what the history says was served last, not the newest forecast that verifies.
+
+    A backfill as of 2013 (its gate left @champion alone) published after the forecast rolled back
+    to (also as of 2013): the rebuild served the backfill's version while @champion stayed on the
+    rollback's, for good.
+    """
+    first, _ = _run(settings, _lineup(settings, "mean"), as_of_year=2013)
+    second, _ = _run(settings, _lineup(settings, "drift"))  # as of 2014
+    back, published = _run(settings, _lineup(settings, "drift", "mean"), as_of_year=2013)  # a backfill: never served
+    assert not published.served and back.champion_version not in (first.champion_version, second.champion_version), "precondition"
+    assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)
+    rolled_back = _state(settings)
+    tasks.open_store(settings).delete("forecasts/world.co2/latest.json")
+    _run(settings, _lineup(settings, "drift"))  # the nightly run of the rolled-back run key
+    state = _state(settings)
+    assert state["aliases"] == rolled_back["aliases"]
+    assert state["latest"]["manifest"] == rolled_back["latest"]["manifest"]
+    _assert_pointer_agrees(settings)
