@@ -739,12 +739,15 @@ def _rolled_back(store: ObjectStore, series_id: str, as_of_year: int, run_key: s
     Its publish will not be served (:func:`pipeline.publish.superseded`), so its gate must not
     move ``@champion`` either: a run killed after its gate moved it, rolled back, then run again
     (its training is not complete, so it trains and gates anew) left ``@champion`` on a version
-    ``latest.json`` never serves.
+    ``latest.json`` never serves. With no pointer to read (removed to be rebuilt, or left
+    dangling): from the alias history (:func:`pipeline.publish.rolled_back_in_history`), as the
+    publish rebuilds it.
     """
-    from pipeline.publish import serving_pointer
+    from pipeline.publish import rolled_back_in_history, serving_pointer
 
     pointer = serving_pointer(store, series_id)
-    return pointer is not None and layout.forecast_manifest(series_id, as_of_year, run_key) in pointer.get("rolled_back", [])
+    rolled_back = pointer.get("rolled_back", []) if pointer is not None else rolled_back_in_history(store, series_id)
+    return layout.forecast_manifest(series_id, as_of_year, run_key) in rolled_back
 
 
 def _now() -> str:

@@ -1075,3 +1075,32 @@ def test_a_pointer_removed_after_a_rollback_is_not_rebuilt_to_a_backfill_never_s
     assert state["aliases"] == rolled_back["aliases"]
     assert state["latest"]["manifest"] == rolled_back["latest"]["manifest"]
     _assert_pointer_agrees(settings)
+
+
+def test_a_rolled_back_run_key_trained_again_moves_no_champion_when_the_pointer_is_removed(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate's rolled-back check falls back to the alias history when latest.json is gone.
+
+    A run whose gate took @champion, rolled back before its publish, latest.json removed, then the
+    same run key trained again (a rerun healing a dead run): its gate moved @champion to a new
+    version whose forecast the rebuilt pointer does not serve.
+    """
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    lineup = _lineup(settings, "drift")
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
+    second = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    assert second.champion_version != first.champion_version, "precondition: the gate moved @champion to drift"
+    assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)
+    rolled_back = _state(settings)
+    tasks.open_store(settings).delete("forecasts/world.co2/latest.json")
+    with monkeypatch.context() as patch:
+        patch.setattr(tracking, "find_complete_run", lambda *args, **kwargs: None)  # as if the run had been killed after its gate
+        again = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    assert str(tracking.alias_version(tracking.configure(settings), SID, "champion").version) == first.champion_version
+    published = tasks.publish_series(settings, plan, again, lineup=lineup)
+    assert not published.served
+    state = _state(settings)
+    assert state["aliases"]["champion"] == rolled_back["aliases"]["champion"]  # @drift follows the run's drift version, as it does
+    assert state["latest"]["manifest"] == rolled_back["latest"]["manifest"]
+    _assert_pointer_agrees(settings)
