@@ -1495,12 +1495,12 @@ def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[s
     rolled back a second step from the version it half moved to. Its intent (written under the
     registry lock before the alias moved) says where it was going: while ``@champion`` is on that
     version and ``latest.json`` still serves what it served before, or the forecast the rollback
-    serves, the rollback is finished (``latest.json`` moved, the move recorded once) and nothing
-    more is rolled back. In any other state (nothing moved, or a run or a person moved
+    serves, or nothing (removed or left dangling since), the rollback is finished (``latest.json``
+    moved, the move recorded once) and nothing more is rolled back. In any other state (nothing moved, or a run or a person moved
     ``@champion`` since) the intent is dropped and the rollback starts afresh.
     """
     from pipeline import tracking
-    from pipeline.publish import is_rollback, latest_pointer, point_latest
+    from pipeline.publish import is_rollback, point_latest, rolled_back_in_history, serving_pointer
 
     key = layout.rollback_intent(series_id)
     intent = store.read_json_or_none(key, {"from_version": str, "to_version": str, "manifest": str, "retire?": list})
@@ -1508,16 +1508,23 @@ def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[s
         return None
     old, new, target = str(intent["from_version"]), str(intent["to_version"]), str(intent["manifest"])
     current = tracking.alias_version(client, series_id, "champion")
-    pointer = latest_pointer(store, series_id)
+    pointer = serving_pointer(store, series_id)
     served = pointer["manifest"] if pointer is not None else None
-    if current is None or str(current.version) != new or served not in (intent.get("served_before"), target) or not store.exists(target):
+    # No pointer (removed, or left dangling, since the kill) is no move by someone else: @champion, on the
+    # intent's version, says the rollback is still half done.
+    unchanged = served in (intent.get("served_before"), target, None)
+    if current is None or str(current.version) != new or not unchanged or not store.exists(target):
         logger.info("%s: a rollback to v%s was interrupted before it moved anything, or was overtaken: it starts afresh", series_id, new)
         store.delete(key)
         return None
     logger.warning("%s: finishing the rollback from v%s to v%s that was interrupted", series_id, old, new)
     manifest = store.read_json(target)
     if served != target:
-        point_latest(store, series_id, manifest, force=True, retire=intent.get("retire") or [])
+        retire = list(intent.get("retire") or [])
+        if served is None:  # what the lost pointer held: the forecast served before, and what earlier rollbacks took out
+            before = intent.get("served_before")
+            retire += [*([before] if isinstance(before, str) else []), *rolled_back_in_history(store, series_id)]
+        point_latest(store, series_id, manifest, force=True, retire=retire)
     records = [r for r in _alias_records(store, series_id) if r.get("alias", "champion") == "champion"]
     last = records[-1] if records else {}
     moved = (str(last.get("from_version")), str(last.get("to_version")))

@@ -248,7 +248,7 @@ def test_a_rollback_that_fails_part_way_moves_nothing_and_runs_again(
     assert len(tasks.alias_history(settings, SID)) == len(history) + 1
 
 
-@pytest.mark.parametrize("killed_at", ["latest.json", "history"])
+@pytest.mark.parametrize("killed_at", ["latest.json", "history", "latest.json, then latest.json removed"])
 def test_a_rollback_killed_part_way_is_finished_by_the_next_one_not_rolled_back_twice(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, killed_at: str
 ) -> None:
@@ -265,26 +265,29 @@ def test_a_rollback_killed_part_way_is_finished_by_the_next_one_not_rolled_back_
     third, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2014)
     chain = [first.champion_version, second.champion_version, third.champion_version]
     assert len(set(chain)) == 3, f"precondition: three champions in turn, {chain}"
-    history = tasks.alias_history(settings, SID)
+    history, served = tasks.alias_history(settings, SID), _state(settings)["latest"]["manifest"]
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
         patch.setattr(tasks._Undo, "__call__", lambda self: False)  # a hard kill runs no undo
-        if killed_at == "latest.json":
+        if killed_at.startswith("latest.json"):
             patch.setattr(publish, "point_latest", killed)
         else:
             patch.setattr(tasks, "_record_move", killed)
         with pytest.raises(KeyboardInterrupt):
             tasks.rollback(settings, SID)
     assert str(_state(settings)["aliases"]["champion"]) == second.champion_version, "the killed rollback had moved @champion"
+    if killed_at.endswith("removed"):  # co2cast's advice for a damaged latest.json; the rollback is still half done
+        tasks.open_store(settings).delete("forecasts/world.co2/latest.json")
 
     assert tasks.rollback(settings, SID) == (third.champion_version, second.champion_version)  # finished, not a second step
     _assert_pointer_agrees(settings)
     assert str(_state(settings)["aliases"]["champion"]) == second.champion_version
     assert len(tasks.alias_history(settings, SID)) == len(history) + 1
     assert tasks.open_store(settings).list("intents/") == []
+    assert served in _state(settings)["latest"]["rolled_back"]
     assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)  # the next one is a step of its own
     _assert_pointer_agrees(settings)
 
