@@ -1496,8 +1496,11 @@ def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[s
     registry lock before the alias moved) says where it was going: while ``@champion`` is on that
     version and ``latest.json`` still serves what it served before, or the forecast the rollback
     serves, or nothing (removed or left dangling since), the rollback is finished (``latest.json``
-    moved, the move recorded once) and nothing more is rolled back. In any other state (nothing moved, or a run or a person moved
-    ``@champion`` since) the intent is dropped and the rollback starts afresh.
+    moved, the move recorded once) and nothing more is rolled back. When all of it is done already
+    (``latest.json`` serves the intent's forecast and the last record is its move: the rollback
+    completed and only deleting its intent failed, or it was killed just before that), the intent
+    is dropped and this is a rollback of its own. In any other state (nothing moved, or a run or a
+    person moved ``@champion`` since) the intent is dropped and the rollback starts afresh.
     """
     from pipeline import tracking
     from pipeline.publish import is_rollback, point_latest, rolled_back_in_history, serving_pointer
@@ -1517,6 +1520,13 @@ def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[s
         logger.info("%s: a rollback to v%s was interrupted before it moved anything, or was overtaken: it starts afresh", series_id, new)
         store.delete(key)
         return None
+    records = [r for r in _alias_records(store, series_id) if r.get("alias", "champion") == "champion"]
+    last = records[-1] if records else {}
+    done = is_rollback(last) and (str(last.get("from_version")), str(last.get("to_version"))) == (old, new)
+    if served == target and done:  # finished, and only its intent's delete failed: this is a rollback of its own
+        logger.info("%s: the rollback from v%s to v%s was finished; its intent was left: removed", series_id, old, new)
+        store.delete(key)
+        return None
     logger.warning("%s: finishing the rollback from v%s to v%s that was interrupted", series_id, old, new)
     manifest = store.read_json(target)
     if served != target:
@@ -1525,10 +1535,7 @@ def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[s
             before = intent.get("served_before")
             retire += [*([before] if isinstance(before, str) else []), *rolled_back_in_history(store, series_id)]
         point_latest(store, series_id, manifest, force=True, retire=retire)
-    records = [r for r in _alias_records(store, series_id) if r.get("alias", "champion") == "champion"]
-    last = records[-1] if records else {}
-    moved = (str(last.get("from_version")), str(last.get("to_version")))
-    if not (is_rollback(last) and moved == (old, new)):  # killed before the history, not after
+    if not done:  # killed before the history, not after
         reason = f"rollback from version {old}; latest.json serves {target} again (finished after an interruption)"
         _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"), rollback=True)
     store.delete(key)

@@ -292,6 +292,34 @@ def test_a_rollback_killed_part_way_is_finished_by_the_next_one_not_rolled_back_
     _assert_pointer_agrees(settings)
 
 
+def test_an_intent_left_by_a_completed_rollback_does_not_turn_the_next_rollback_into_a_no_op(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollback that completed but could not delete its intent (only logged): the next rollback is one of its own."""
+    first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2012)
+    second, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2013)
+    third, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2014)
+    assert len({first.champion_version, second.champion_version, third.champion_version}) == 3, "precondition"
+    store = tasks.open_store(settings)
+    delete = type(store).delete
+
+    def failing_delete(self, key: str, *args, **kwargs):
+        if key.startswith("intents/"):
+            raise OSError("simulated outage")
+        return delete(self, key, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(type(store), "delete", failing_delete)
+        assert tasks.rollback(settings, SID) == (third.champion_version, second.champion_version)
+    assert store.list("intents/") != [], "precondition: the intent was left"
+    history = tasks.alias_history(settings, SID)
+    assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)
+    assert str(_state(settings)["aliases"]["champion"]) == first.champion_version
+    assert len(tasks.alias_history(settings, SID)) == len(history) + 1
+    assert store.list("intents/") == []
+    _assert_pointer_agrees(settings)
+
+
 def test_a_rollback_that_fails_part_way_keeps_a_forecast_published_meanwhile(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """The gate's run publishes (under the pointer's lock alone) after the rollback began, then the
     rollback's alias history write fails: the undo wrote back the latest.json it had read at the
