@@ -157,7 +157,8 @@ def test_what_the_store_holds_is_shown_as_written_and_a_damaged_pointer_leaves_o
     link, image = "[click](https://evil.example)", "![x](evil.example.png)"
     raw = json.dumps({**manifest, "vintage": link}).encode()
     manifest_path.write_bytes(raw)
-    pointer_path.write_text(json.dumps({**pointer, "manifest_sha256": hashlib.sha256(raw).hexdigest()}))
+    # latest.json's copy of the vintage made to match too: it is checked against the manifest it serves.
+    pointer_path.write_text(json.dumps({**pointer, "vintage": link, "manifest_sha256": hashlib.sha256(raw).hexdigest()}))
     (forecasts / image).mkdir()
     (forecasts / image / "latest.json").write_bytes(b"{")  # cut short
 
