@@ -358,30 +358,41 @@ def latest_pointer(store: ObjectStore, series_id: str) -> dict[str, Any] | None:
         StoreDataError: it was damaged or edited (see :meth:`pipeline.store.ObjectStore.read_json`),
             also when a field disagrees with the manifest it serves.
     """
+    return _latest(store, series_id)[0]
+
+
+def _latest(store: ObjectStore, series_id: str) -> tuple[dict[str, Any] | None, bytes | None]:
+    """:func:`latest_pointer`, and the bytes of the manifest it names as read for its check (``None``: missing, or not a forecast key).
+
+    One read of the manifest serves both the pointer's check and :func:`read_latest`'s.
+    """
     key = layout.forecast_latest(series_id)
     pointer = store.read_json_or_none(key, layout.FORECAST_POINTER)
-    if pointer is not None:
-        mismatch = _pointer_mismatch(store, series_id, pointer)
-        if mismatch is not None:
-            raise StoreDataError(
-                f"{store.uri(key)} is not what co2cast wrote ({mismatch}): it was damaged or edited; "
-                "restore it from a backup, or remove it and rerun to rebuild it"
-            )
-    return pointer
+    if pointer is None:
+        return None, None
+    data = _read_or_none(store, pointer["manifest"]) if _key_within(pointer["manifest"], layout.FORECASTS) else None
+    mismatch = _pointer_mismatch(series_id, pointer, data)
+    if mismatch is not None:
+        raise StoreDataError(
+            f"{store.uri(key)} is not what co2cast wrote ({mismatch}): it was damaged or edited; "
+            "restore it from a backup, or remove it and rerun to rebuild it"
+        )
+    return pointer, data
 
 
 #: The fields ``latest.json`` copies from the manifest it serves (:func:`point_latest`); no hash covers them there.
 POINTER_COPIES = ("as_of_year", "run_key", "vintage", "model_name", "model_version", "published_at")
 
 
-def _pointer_mismatch(store: ObjectStore, series_id: str, pointer: dict[str, Any]) -> str | None:
+def _pointer_mismatch(series_id: str, pointer: dict[str, Any], data: bytes | None) -> str | None:
     """Which of ``latest.json``'s own fields disagrees with the manifest it names (one phrase), or ``None``.
 
     ``as_of_year`` and ``run_key`` are part of the manifest's key; the other copied fields
-    (:data:`POINTER_COPIES`) are compared with the manifest itself when the pointer vouches for it
-    (the sha256 it recorded is the manifest's): a manifest edited or rewritten since is another
-    matter, handled where it is read. A pointer naming no manifest of the series, or one that is
-    missing or not a JSON object, is left to those readers too (:func:`read_latest` names it).
+    (:data:`POINTER_COPIES`) are compared with the manifest itself (``data``, its bytes) when the
+    pointer vouches for it (the sha256 it recorded is the manifest's): a manifest edited or
+    rewritten since is another matter, handled where it is read. A pointer naming no manifest of
+    the series, or one that is missing or not a JSON object, is left to those readers too
+    (:func:`read_latest` names it).
     """
     manifest_key = pointer["manifest"]
     prefix = layout.series_forecasts(series_id)
@@ -394,7 +405,6 @@ def _pointer_mismatch(store: ObjectStore, series_id: str, pointer: dict[str, Any
     for field, value in by_key.items():
         if field in pointer and str(pointer[field]) != value:
             return f"its {field!r} is {_short(pointer[field])}, the manifest it serves is {value}"
-    data = _read_or_none(store, manifest_key)
     recorded = pointer.get("manifest_sha256")
     if data is None or recorded is None or hashlib.sha256(data).hexdigest() != recorded:
         return None
@@ -765,7 +775,7 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
         StoreDataError: ``latest.json`` or the manifest is not the JSON co2cast wrote (damaged
             or edited; named in the message).
     """
-    pointer = latest_pointer(store, series_id)
+    pointer, data = _latest(store, series_id)
     if pointer is None:
         raise NotPublished(f"no forecast published for {series_id!r}; {published_hint(store, series_id)}")
     if not _key_within(pointer["manifest"], layout.FORECASTS):  # '../…' must not become a key; another series' is named below
@@ -773,15 +783,15 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
             f"{series_id}: latest.json points at {pointer['manifest'][:80]!r}, not a forecast of {series_id}: it was edited; "
             "restore it from a backup, or remove it and rerun to rebuild it"
         )
-    manifest = store.read_json_or_none(pointer["manifest"])
-    if manifest is None:
+    if data is None:
         raise IntegrityError(f"{series_id}: latest.json points at {store.uri(pointer['manifest'])}, which is missing; republish it")
     recorded = pointer.get("manifest_sha256")  # absent in pointers written before co2cast recorded it
-    if recorded is not None and hashlib.sha256(store.read_bytes(pointer["manifest"])).hexdigest() != recorded:
+    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
         raise IntegrityError(
             f"{store.uri(pointer['manifest'])} does not match the sha256 latest.json recorded for it: it was edited; "
             "the forecast is not shown, republish it"
         )
+    manifest = store.parse_json(pointer["manifest"], data)
     try:
         checked = Manifest.of(manifest)
     except PermanentError as error:

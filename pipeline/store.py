@@ -113,7 +113,10 @@ class ObjectStore(ABC):
             StoreDataError: it is not valid JSON, or not of ``shape`` (co2cast writes every one
                 whole, so it was damaged or edited); the message names it and says what to do.
         """
-        data = self.read_bytes(key)
+        return self.parse_json(key, self.read_bytes(key), shape)
+
+    def parse_json(self, key: str, data: bytes, shape: Shape | None = None) -> Any:
+        """Parse the bytes of the JSON object ``key`` already read (see :meth:`read_json`; no ``KeyError``)."""
         try:
             value = json.loads(data)
         except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8 text

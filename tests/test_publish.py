@@ -274,3 +274,25 @@ def test_a_pointer_field_edited_apart_from_its_manifest_is_named_not_trusted(sto
     store.write_bytes(key, original)
     _publish(store, _table(2014), key="k14", as_of=2014)
     assert read_latest(store, SID)[0].as_of_year == 2014
+
+
+def test_a_verified_read_gets_each_object_once_but_the_forecast(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`show`, the viewer and each publish follow latest.json: one GET of the pointer and one of the manifest, not three.
+
+    The pointer's fields are checked against the manifest, and the manifest against the sha256 the
+    pointer recorded, on the same bytes. forecast.parquet is read twice (its sha256, then its table).
+    """
+    manifest = _publish(store, _table())
+    reads: list[str] = []
+    real = type(store).read_bytes
+
+    def counted(self: ObjectStore, key: str) -> bytes:
+        reads.append(key)
+        return real(self, key)
+
+    monkeypatch.setattr(type(store), "read_bytes", counted)
+    read_latest(store, SID)
+    prefix = f"forecasts/{SID}/asof=2014/k1"
+    assert sorted(reads) == sorted(
+        [f"forecasts/{SID}/latest.json", manifest.key, *(e.key for e in manifest.files), f"{prefix}/forecast.parquet"]
+    )
