@@ -603,29 +603,46 @@ def is_rollback(record: dict[str, Any]) -> bool:
     return record.get("rollback") is True or str(record.get("reason", "")).startswith("rollback")
 
 
+def champion_records(store: ObjectStore, series_id: str) -> list[dict[str, Any]]:
+    """The series' alias-history records of ``@champion`` (records written before the ``alias`` field are its), oldest first."""
+    records = store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []
+    return [r for r in records if r.get("alias", "champion") == "champion"]
+
+
+def manifests_serving(
+    series_id: str, records: list[dict[str, Any]], versions: Iterable[str], runs: Iterable[tuple[Any, Any]] = ()
+) -> list[str]:
+    """The manifest keys that publish (or will, once their run publishes) any of ``versions``, sorted.
+
+    Those of ``runs`` (``(run key, as-of year)``), and of every run key whose ``@champion``
+    decision in ``records`` (the alias history) put or kept one of the versions on it: a
+    refusal's record names another run's key, and a family alias's serves nothing.
+    """
+    wanted, found = {str(v) for v in versions}, set(runs)
+    for record in records:
+        if record.get("alias", "champion") != "champion" or record.get("publish_refused"):
+            continue
+        if str(record.get("to_version")) in wanted:
+            found.add((record.get("run_key"), record.get("as_of_year")))
+    keys = {layout.forecast_manifest(series_id, as_of, key) for key, as_of in found if isinstance(key, str) and isinstance(as_of, int)}
+    return sorted(keys)
+
+
 def rolled_back_in_history(store: ObjectStore, series_id: str) -> list[str]:
     """The manifest keys the alias history says a rollback took out of service, sorted.
 
     Every forecast of a version a rollback moved ``@champion`` away from (and no later decision
-    put back): those of the run keys whose decision put or kept it on ``@champion`` (a refusal's
-    record names another run's key).
+    put back) (:func:`manifests_serving`).
     What ``latest.json``'s ``rolled_back`` holds, for a pointer that has to be rebuilt.
     """
-    records = store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []
-    champion = [r for r in records if r.get("alias", "champion") == "champion"]
+    champion = champion_records(store, series_id)
     retired: set[str] = set()
     for record in champion:  # oldest first: a version put back on @champion since its rollback serves again
         if is_rollback(record) and record.get("from_version") is not None:
             retired.add(str(record["from_version"]))
         elif record.get("moved") and not record.get("publish_refused"):
             retired.discard(str(record.get("to_version")))
-    keys = set()
-    for record in champion:
-        run_key, as_of_year = record.get("run_key"), record.get("as_of_year")
-        if str(record.get("to_version")) in retired and not record.get("publish_refused"):
-            if isinstance(run_key, str) and isinstance(as_of_year, int):
-                keys.add(layout.forecast_manifest(series_id, as_of_year, run_key))
-    return sorted(keys)
+    return manifests_serving(series_id, champion, retired)
 
 
 def _served_before(store: ObjectStore, series_id: str, rolled_back: list[str]) -> dict[str, Any] | None:
@@ -639,8 +656,7 @@ def _served_before(store: ObjectStore, series_id: str, rolled_back: list[str]) -
     may be a backfill's, never served, whose gate left ``@champion`` where it was): ``None`` when
     there is none, and no pointer is written until a forecast of ``@champion``'s version is published.
     """
-    records = store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []
-    champion = [r for r in records if r.get("alias", "champion") == "champion"]
+    champion = champion_records(store, series_id)
     if not champion or champion[-1].get("to_version") is None:
         return None
     last = champion[-1]
@@ -785,13 +801,13 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
         )
     if data is None:
         raise IntegrityError(f"{series_id}: latest.json points at {store.uri(pointer['manifest'])}, which is missing; republish it")
+    manifest = store.parse_json(pointer["manifest"], data)  # not JSON: named as damaged before the digest is compared
     recorded = pointer.get("manifest_sha256")  # absent in pointers written before co2cast recorded it
     if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
         raise IntegrityError(
             f"{store.uri(pointer['manifest'])} does not match the sha256 latest.json recorded for it: it was edited; "
             "the forecast is not shown, republish it"
         )
-    manifest = store.parse_json(pointer["manifest"], data)
     try:
         checked = Manifest.of(manifest)
     except PermanentError as error:

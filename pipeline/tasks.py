@@ -1091,7 +1091,9 @@ def _champion_follows(
         return published
     if served_again:
         return _champion_serves_again(settings, store, trained, published)
-    records = [r for r in alias_history(settings, trained.series_id) if r.get("alias", "champion") == "champion"]  # no family alias's
+    from pipeline.publish import champion_records
+
+    records = champion_records(store, trained.series_id)  # no family alias's
     last = records[-1] if records else {}
     mine = last.get("run_key") == trained.run_key and last.get("from_version") == trained.champion_version
     if not (last.get("publish_refused") and mine):
@@ -1503,7 +1505,7 @@ def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[s
     person moved ``@champion`` since) the intent is dropped and the rollback starts afresh.
     """
     from pipeline import tracking
-    from pipeline.publish import is_rollback, point_latest, rolled_back_in_history, serving_pointer
+    from pipeline.publish import champion_records, is_rollback, point_latest, rolled_back_in_history, serving_pointer
 
     key = layout.rollback_intent(series_id)
     intent = store.read_json_or_none(key, {"from_version": str, "to_version": str, "manifest": str, "retire?": list})
@@ -1520,7 +1522,7 @@ def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[s
         logger.info("%s: a rollback to v%s was interrupted before it moved anything, or was overtaken: it starts afresh", series_id, new)
         store.delete(key)
         return None
-    records = [r for r in _alias_records(store, series_id) if r.get("alias", "champion") == "champion"]
+    records = champion_records(store, series_id)
     last = records[-1] if records else {}
     done = is_rollback(last) and (str(last.get("from_version")), str(last.get("to_version"))) == (old, new)
     if served == target and done:  # finished, and only its intent's delete failed: this is a rollback of its own
@@ -1540,11 +1542,6 @@ def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[s
         _record_move(store, series_id, old, new, reason, manifest.get("run_key"), manifest.get("as_of_year"), rollback=True)
     store.delete(key)
     return old, new
-
-
-def _alias_records(store: ObjectStore, series_id: str) -> list[dict[str, Any]]:
-    """The series' alias history read from an open store."""
-    return store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []
 
 
 def _rollback_family_alias(client: Any, store: ObjectStore, series_id: str, alias: str) -> tuple[str, str]:
@@ -1652,7 +1649,7 @@ def _away_from_deleted(
         RegistryError: no earlier version is left to serve.
     """
     from pipeline import tracking
-    from pipeline.publish import manifest_problem
+    from pipeline.publish import manifest_problem, manifests_serving
 
     name, served = tracking.registered_name(series_id), str(pointer["model_version"])
     held: list[str] = [str(current.version)] if current is not None else []
@@ -1674,23 +1671,8 @@ def _away_from_deleted(
         client.set_registered_model_alias(name, "champion", version)
         record = {"previous": "", "reason": f"rollback: v{served}, which latest.json served, was deleted from the registry"}
         client.set_model_version_tag(name, version, tracking.alias_tag("champion"), json.dumps(record))
-    retire = _manifest_keys(series_id, _runs_served_by(records, served, set()))
+    retire = manifests_serving(series_id, records, [served])
     return served, version, manifest, retire
-
-
-def _runs_served_by(records: list[dict[str, Any]], number: str, runs: set[tuple[Any, Any]]) -> set[tuple[Any, Any]]:
-    """``runs`` and the ``(run key, as-of year)`` of every decision in the alias history that kept or put a version on ``@champion``."""
-    for record in records:
-        if record.get("alias", "champion") != "champion":  # a family alias's rollback serves nothing
-            continue
-        if str(record.get("to_version")) == number and not record.get("publish_refused"):  # a refusal names another run's key
-            runs.add((record.get("run_key"), record.get("as_of_year")))
-    return runs
-
-
-def _manifest_keys(series_id: str, runs: set[tuple[Any, Any]]) -> list[str]:
-    keys = {layout.forecast_manifest(series_id, as_of, key) for key, as_of in runs if isinstance(key, str) and isinstance(as_of, int)}
-    return sorted(keys)
 
 
 def _manifests_serving(store: ObjectStore, series_id: str, version: Any) -> list[str]:
@@ -1701,10 +1683,10 @@ def _manifests_serving(store: ObjectStore, series_id: str, version: Any) -> list
     registry lock, so no decision is missing.
     """
     from pipeline import tracking
+    from pipeline.publish import champion_records, manifests_serving
 
-    runs = {(version.tags.get(tracking.RUN_KEY_TAG), tracking.version_as_of(version))}
-    records = store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []
-    return _manifest_keys(series_id, _runs_served_by(records, str(version.version), runs))
+    runs = [(version.tags.get(tracking.RUN_KEY_TAG), tracking.version_as_of(version))]
+    return manifests_serving(series_id, champion_records(store, series_id), [str(version.version)], runs)
 
 
 def _damaged_manifests(store: ObjectStore, series_id: str) -> list[str]:

@@ -23,7 +23,7 @@ from pipeline.core import ForecastSpec
 from pipeline.models.base import Forecaster
 from pipeline.models.baselines import DriftForecaster, MeanForecaster, NaiveForecaster
 from pipeline.models.regression import TrendForecaster
-from pipeline.payloads import RunTrigger
+from pipeline.payloads import RunPlan, RunTrigger, TrainedSeries
 from pipeline.store import StoreDataError
 
 SERIES = "World:co2"
@@ -64,6 +64,19 @@ def _state(settings: Settings) -> dict:
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{tracking.registered_name(SID)}'"))
     aliases = dict(client.get_registered_model(tracking.registered_name(SID)).aliases)
     return {"versions": versions, "aliases": aliases, "latest": store.read_json("forecasts/world.co2/latest.json")}
+
+
+def _gated_not_published(settings: Settings) -> tuple[TrainedSeries, tasks.Lineup, RunPlan, TrainedSeries]:
+    """The mean published and served; then drift's run trained, its gate moved @champion to it, and not yet published.
+
+    Returns the mean's run, drift's lineup and plan, and drift's trained series.
+    """
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    lineup = _lineup(settings, "drift")
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
+    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    assert trained.champion_version != first.champion_version, "precondition: the gate moved @champion to drift"
+    return first, lineup, plan, trained
 
 
 def _assert_pointer_agrees(settings: Settings) -> None:
@@ -326,11 +339,7 @@ def test_a_rollback_that_fails_part_way_keeps_a_forecast_published_meanwhile(set
     start, the forecast from before that publish, while @champion went back to the gate's version."""
     from pipeline.store import StoreUnavailable
 
-    first, _ = _run(settings, _lineup(settings, "mean"))
-    lineup = _lineup(settings, "drift")
-    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
-    second = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
-    assert second.champion_version != first.champion_version, "precondition: the gate moved @champion to drift"
+    first, lineup, plan, second = _gated_not_published(settings)
     assert _state(settings)["latest"]["model_version"] == first.champion_version, "precondition: drift's forecast is not out"
     store = tasks.open_store(settings)
     rollback_alias, write_bytes = tracking.rollback_alias, type(store).write_bytes
@@ -375,11 +384,7 @@ def test_a_rollback_to_an_older_as_of_year_holds_on_the_next_run(settings: Setti
 
 def test_a_rollback_before_the_champions_forecast_is_out_holds(settings: Settings) -> None:
     """A rollback between a run's gate (which moved @champion) and its publish: the publish does not undo it."""
-    first, _ = _run(settings, _lineup(settings, "mean"))
-    lineup = _lineup(settings, "drift")
-    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
-    second = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
-    assert second.champion_version != first.champion_version, "precondition: the gate moved @champion to drift"
+    first, lineup, plan, second = _gated_not_published(settings)
     assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)
     published = tasks.publish_series(settings, plan, second, lineup=lineup)
     assert not published.served and published.served_version == first.champion_version
@@ -827,11 +832,7 @@ def test_a_digest_tag_edited_in_mlflow_refuses_the_publish_and_restores_champion
     """``co2cast.artifact_sha256`` of the version to publish edited in the MLflow UI: an integrity refusal, not a JSON error."""
     from pipeline.artifacts import DIGEST_TAG, IntegrityError
 
-    first, _ = _run(settings, _lineup(settings, "mean"))
-    lineup = _lineup(settings, "drift")
-    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
-    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
-    assert trained.champion_version != first.champion_version, "precondition: the gate moved @champion to drift"
+    first, lineup, plan, trained = _gated_not_published(settings)
     client, name = tracking.configure(settings), tracking.registered_name(SID)
     for edited in ("not json", "[1]", '{"MLmodel": 1}'):
         client.set_model_version_tag(name, trained.champion_version, DIGEST_TAG, edited)
@@ -861,11 +862,7 @@ def test_a_refusal_killed_while_restoring_champion_still_converges_once_publishe
 
     from pipeline.artifacts import DIGEST_TAG, IntegrityError
 
-    first, _ = _run(settings, _lineup(settings, "mean"))
-    lineup = _lineup(settings, "drift")
-    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
-    trained = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
-    assert trained.champion_version != first.champion_version, "precondition: the gate moved @champion to drift"
+    _, lineup, plan, trained = _gated_not_published(settings)
     client, name = tracking.configure(settings), tracking.registered_name(SID)
     digest = client.get_model_version(name, trained.champion_version).tags[DIGEST_TAG]
     client.set_model_version_tag(name, trained.champion_version, DIGEST_TAG, "not json")
@@ -1117,11 +1114,7 @@ def test_a_rolled_back_run_key_trained_again_moves_no_champion_when_the_pointer_
     same run key trained again (a rerun healing a dead run): its gate moved @champion to a new
     version whose forecast the rebuilt pointer does not serve.
     """
-    first, _ = _run(settings, _lineup(settings, "mean"))
-    lineup = _lineup(settings, "drift")
-    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
-    second = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
-    assert second.champion_version != first.champion_version, "precondition: the gate moved @champion to drift"
+    first, lineup, plan, second = _gated_not_published(settings)
     assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)
     rolled_back = _state(settings)
     tasks.open_store(settings).delete("forecasts/world.co2/latest.json")
