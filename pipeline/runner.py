@@ -51,18 +51,21 @@ def call(step: Callable[..., Any], /, *args: Any, outlet: Any = None, **kwargs: 
 
     Raises:
         AirflowFailException: the step failed permanently (no retry).
+        AirflowException: it failed for a transient cause (Airflow retries it); the task log's
+            error line is co2cast's one line either way, not a traceback through co2cast's frames.
     """
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
     from pipeline.config import get_settings
 
     try:
         result = step(get_settings(), *args, **kwargs)
     except Co2castError as error:
-        if error.transient:
-            raise  # the network, S3 5xx, a busy database: Airflow retries
-        logger.error("%s", error)
         logger.debug("where %s was raised", type(error).__name__, exc_info=error)
+        if error.transient:  # the network, S3 5xx, a busy database: Airflow retries, and the log says so in one line
+            logger.error("%s (transient: Airflow retries this task)", error)
+            raise AirflowException(str(error)) from None
+        logger.error("%s", error)
         raise AirflowFailException(str(error)) from None
     if outlet is not None:
         from airflow.sdk import get_current_context

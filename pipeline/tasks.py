@@ -245,6 +245,14 @@ def pending_series(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[d
     A series whose run key is published, verified and served (:func:`pipeline.publish.settled`)
     is left out: an unchanged nightly run maps no task for it, and the run summary still lists
     it from the store. Everything else (new, revised, half-published) is returned.
+
+    When any series is left to train, the tracking store is opened once here
+    (:func:`pipeline.tracking.configure`): a mistyped or damaged one fails this one task with its
+    setup line, and one that is down is retried here, instead of failing every mapped series.
+
+    Raises:
+        SetupError: the tracking store cannot be used (``TrackingMisconfigured`` and the like).
+        TrackingUnavailable: it cannot be reached (transient: Airflow retries the task).
     """
     from pipeline.publish import pinned, settled
 
@@ -255,6 +263,11 @@ def pending_series(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[d
     done = len(plan.series) - len(pending)
     if done:
         logger.info("%d of %d series already published and served for their run keys: no task mapped for them", done, len(plan.series))
+    if pending:  # a tracking store that is wrong or down fails here once, not once per mapped series
+        from pipeline import tracking
+
+        with tracking.transient_errors():
+            tracking.configure(settings)
     return [item.to_xcom() for item in pending]
 
 

@@ -323,7 +323,8 @@ def _store_misconfigured(uri: str) -> Iterator[None]:
 
     An HTTP server that is not MLflow's (another service on the port, a URL without the server's
     path prefix) answers 404 to MLflow's API; a ``postgresql://`` store without its driver
-    installed fails on the import (``No module named 'psycopg'``).
+    installed fails on the import (``No module named 'psycopg'``); a ``sqlite:`` store whose file
+    is damaged fails on its first query (``file is not a database``), which no retry mends.
     """
     from mlflow.exceptions import MlflowException
 
@@ -341,6 +342,15 @@ def _store_misconfigured(uri: str) -> Iterator[None]:
         raise TrackingMisconfigured(
             f"MLFLOW_TRACKING_URI={shown!r} answers, but not as an MLflow tracking server "
             "(HTTP 404 for its REST API /api/2.0/mlflow/…): set the address of the MLflow server, with its path prefix if it has one"
+        ) from error
+    except Exception as error:
+        # SQLite's own words for a file that is not (or no longer) a database; "database is locked" is busy, not damaged.
+        damaged = ("file is not a database", "database disk image is malformed")
+        if not uri.startswith("sqlite:") or not any(phrase in str(error) for phrase in damaged):
+            raise
+        raise TrackingMisconfigured(
+            f"MLFLOW_TRACKING_URI={shown!r} is not a readable SQLite database (damaged, or another kind of file): "
+            "restore it from a backup, or point MLFLOW_TRACKING_URI at another tracking store"
         ) from error
 
 

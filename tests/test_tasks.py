@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import socket
 from pathlib import Path
 
 import mlflow
@@ -186,7 +187,7 @@ def test_what_a_gap_left_out_reaches_mlflow_the_manifest_and_the_summary(setting
 
 
 def test_runner_maps_errors_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
     from pipeline.sources import SourceError
 
@@ -213,10 +214,18 @@ def test_runner_maps_errors_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     # The task log's error line is the message; the traceback Airflow prints is not chained to co2cast's own.
     assert [(r.levelno, r.getMessage()) for r in records.buffer] == [(logging.ERROR, "no series 'Atlantis:co2'")]
     assert failed.value.__cause__ is None and failed.value.__suppress_context__
-    with pytest.raises(StoreUnavailable):
+    records.buffer.clear()
+    # A transient failure is retried (any exception but AirflowFailException), logged in one line too.
+    with pytest.raises(AirflowException, match="answered 503") as retried:
         runner.call(transient)
-    with pytest.raises(SourceError):
+    assert not isinstance(retried.value, AirflowFailException) and retried.value.__cause__ is None
+    with pytest.raises(AirflowException, match="timed out") as retried:
         runner.call(network)
+    assert not isinstance(retried.value, AirflowFailException)
+    assert [(r.levelno, r.getMessage()) for r in records.buffer] == [
+        (logging.ERROR, "cannot read s3://b/k: the store answered 503; retry later (transient: Airflow retries this task)"),
+        (logging.ERROR, "cannot reach https://example.org: timed out (transient: Airflow retries this task)"),
+    ]
     payload = {
         "series_id": "s", "run_key": "k", "run_id": "r", "model_name": "m", "champion_family": "arima", "champion_version": "1",
         "versions": {"arima": "1"}, "best_backtest_family": "arima", "selection_metric": "mase", "scores": {"arima": {"mase": 1.0}},
@@ -383,3 +392,27 @@ def test_runner_reads_the_trigger_from_the_context(monkeypatch: pytest.MonkeyPat
 
     assert as_of_year_for(backfill.run_type, backfill.logical_date, latest_year=2014) == 2014  # 2025 capped at the data
     assert as_of_year_for(backfill.run_type, dt.datetime(2001, 1, 1), latest_year=2014) == 2000
+
+
+def test_a_wrong_tracking_store_fails_the_listing_once_not_every_mapped_series(settings: Settings) -> None:
+    """``list_series`` (tasks.pending_series) opens the tracking store once when any series is left to train.
+
+    With a mistyped MLFLOW_TRACKING_URI every mapped ``forecast_series`` failed alike, 445 failed tasks
+    for ``series=all``; with MLflow down each was retried three times. Nothing to train: MLflow is not opened.
+    """
+    from pipeline.errors import SetupError
+
+    lineup = _lineup(settings)
+    plan = tasks.plan_run(settings, RunTrigger(series="World:co2,Canada:co2"), lineup)
+    mistyped = settings.model_copy(update={"mlflow_tracking_uri": "htp://localhost:5000"})
+    with pytest.raises(SetupError, match=r"^MLFLOW_TRACKING_URI='htp://localhost:5000' cannot be used"):
+        tasks.pending_series(mistyped, plan)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    down = settings.model_copy(update={"mlflow_tracking_uri": f"http://127.0.0.1:{closed}"})
+    with pytest.raises(TransientError, match="unreachable"):
+        tasks.pending_series(down, plan)
+    for item in plan.series:  # everything published: nothing to train, so MLflow is not opened
+        tasks.forecast_series(settings, plan.to_xcom(), item.to_xcom(), lineup=lineup)
+    assert tasks.pending_series(mistyped, plan) == []

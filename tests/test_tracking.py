@@ -424,3 +424,19 @@ def test_a_server_that_is_no_mlflow_or_a_database_without_its_driver_is_one_setu
     message = str(raised.value)
     assert message.startswith("MLFLOW_TRACKING_URI='mysql+pymysql://***@127.0.0.1:1/mlflow' cannot be opened: a module it needs"), message
     assert "pymysql" in message and "s3cret" not in message and "\n" not in message
+
+
+def test_a_damaged_sqlite_store_is_one_setup_error_not_retried(tmp_path: Path) -> None:
+    """An SQLite file that is not a database (damaged, overwritten): SQLAlchemy's DatabaseError was an 'unexpected'
+    failure of each series, retried by Airflow, with a hundred lines of traceback. A retry mends nothing."""
+    from pipeline.errors import SetupError
+
+    database = tmp_path / "mlflow" / "mlflow.db"
+    database.parent.mkdir()
+    database.write_bytes(np.random.default_rng(0).bytes(8192))
+    uri = f"sqlite:///{database}"
+    with pytest.raises(tracking.TrackingMisconfigured) as raised:
+        tracking.configure(Settings(home=tmp_path, mlflow_tracking_uri=uri))
+    message = str(raised.value)
+    assert isinstance(raised.value, SetupError) and not raised.value.transient and "\n" not in message
+    assert message.startswith(f"MLFLOW_TRACKING_URI='{uri}' is not a readable SQLite database"), message
