@@ -390,3 +390,55 @@ def test_the_core_imports_no_io_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
     assert out.strip() == "[]"
+
+
+#: The published forecast of two real series as of 2014 under the default line-up, for each
+#: core.FORECAST_REVISION since this test (year: mean, lo_80, hi_80, lo_95, hi_95), and the model chosen.
+#: Canada per capita publishes half the drift with its calibrated bands; Mozambique the default median
+#: (drift, ETS and the LSTM).
+_DEFAULT_FORECASTS = {
+    2: {
+        ("Canada", "co2_per_capita"): (
+            "combo_short",
+            {
+                2015: (16.22681074766355, 15.52645698590998, 16.92716450941712, 15.084435434465075, 17.36918606086203),
+                2019: (16.378053738317757, 14.804782715001561, 17.951324761633952, 13.811827816282483, 18.944279660353033),
+                2050: (17.55018691588785, 13.18389995750212, 21.91647387427358, 10.4281598718532, 24.6722139599225),
+            },
+        ),
+        ("Mozambique", "co2"): (
+            "combo_median",
+            {
+                2015: (8.772455406925605, 8.067867317256589, 9.477043496594622, 3.891486850068895, 13.65342396378232),
+                2019: (9.423697818087211, 8.211673772813114, 10.635721863361308, 1.0275138037986054, 17.819881832375813),
+                2050: (11.658310344827587, 8.152882559357773, 16.550251579523202, 0.0, 45.54677893894848),
+            },
+        ),
+    }
+}
+
+
+def test_the_default_forecast_changes_only_with_a_new_forecast_revision() -> None:
+    """A run key names a forecast: the same data and settings under a new code give the same forecast, or a new key.
+
+    The run key covers the configuration, not the code; a fix that moves forecasts must raise
+    core.FORECAST_REVISION (part of the key), or an upgrade keeps serving the old code's forecasts,
+    scores and bands until the data are revised. Three such fixes once landed without it. When this
+    fails after a deliberate change: raise FORECAST_REVISION and add its forecasts here.
+    """
+    from pipeline.config import EMBEDDED_SOURCE
+    from pipeline.ingest import read_tidy_file
+
+    assert core.FORECAST_REVISION in _DEFAULT_FORECASTS, f"add the forecasts of revision {core.FORECAST_REVISION} here"
+    assert run_config(zoo_candidates, ZooSelection(), ForecastSpec(horizon_end=2050))["forecast_revision"] == core.FORECAST_REVISION
+    tidy = read_tidy_file(EMBEDDED_SOURCE)
+    lineup = tasks.production_lineup(Settings())
+    for (entity, variable), (chosen, expected) in _DEFAULT_FORECASTS[core.FORECAST_REVISION].items():
+        series = core.prepare(tidy, entity, variable, as_of_year=2014, spec=lineup.spec)
+        result = run_series(series, lineup.candidates, lineup.select, lineup.spec)
+        champion = result.selection.champion
+        frame = forecast_frame(result.candidates[champion].model, 2014, lineup.spec.horizon_end, lineup.spec.levels)
+        got = frame.set_index("year").loc[list(expected), ["mean", "lo_80", "hi_80", "lo_95", "hi_95"]].to_numpy()
+        changed = f"{entity} {variable}: the default forecast changed; raise core.FORECAST_REVISION"
+        assert champion == chosen, changed
+        np.testing.assert_allclose(got, np.array(list(expected.values())), rtol=1e-5, atol=1e-9, err_msg=changed)
