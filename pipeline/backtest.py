@@ -62,6 +62,15 @@ MIN_CALIBRATION_FACTOR = 1.0
 #: the test run it changed no covered point on any panel (mean MSIS on total CO2, full
 #: histories: 1185 -> 37).
 MAX_CALIBRATION_FACTOR = 10.0
+#: A level whose conformal rank ``⌈(n + 1) · level / 100⌉`` exceeds the ``n`` backtest scores
+#: (95 % with fewer than 19: series of 12-29 points, one to three windows of 5 scores) gets at
+#: least the factor of the highest lower level whose rank fits, applied to its own wider bands:
+#: the backtest sets the scale, the model's bands the tail beyond it. Without it the factor was
+#: the largest score alone: with 5 scores the 95 % band was the 80 % band (both as wide as the
+#: widest miss), and on Gaussian errors it held 5/6 = 83 % of new errors (10 scores: 10/11 =
+#: 91 %); with it, 94 % and 95 % (``tests/test_evaluate.py``). Levels whose rank fits, and every
+#: series with 4+ windows, are unchanged. Its change raised :data:`pipeline.core.FORECAST_REVISION` to 3.
+BORROW_UNSUPPORTED_LEVELS = True
 
 
 class SeriesTooShortError(PermanentError, ValueError):
@@ -517,15 +526,23 @@ def calibration_factors(
     min_points_per_step: int = MIN_POINTS_PER_STEP,
     min_factor: float = MIN_CALIBRATION_FACTOR,
     max_factor: float = MAX_CALIBRATION_FACTOR,
+    borrow: bool = BORROW_UNSUPPORTED_LEVELS,
 ) -> dict[int, list[float]]:
     """Split-conformal multipliers of interval half-widths, from backtest rows.
 
     For each point the score is the error divided by the half-width on its side of the mean
     (``(y - m) / (hi - m)`` above, ``(m - y) / (m - lo)`` below): the interval scaled by ``k``
     contains the point exactly when ``score <= k``. The factor for a level is the
-    ``⌈(n + 1) · level / 100⌉``-th smallest of the ``n`` scores (the largest if that rank
-    exceeds ``n``), per horizon step when every step has ``min_points_per_step`` points, else
-    pooled over all steps, and kept within ``[min_factor, max_factor]``.
+    ``⌈(n + 1) · level / 100⌉``-th smallest of the ``n`` scores, per horizon step when every step
+    has ``min_points_per_step`` points, else pooled over all steps, and kept within
+    ``[min_factor, max_factor]``.
+
+    When that rank exceeds ``n`` (fewer than 19 scores for 95 %: 5 on a series with one backtest
+    window, 10 with two) the errors cannot support the level, and its factor is the largest
+    score; with ``borrow`` it is at least the factor of the highest lower level whose rank fits
+    in the same group, applied to this level's own (wider) bands: the backtest sets the scale,
+    the model's bands the tail beyond it (see :data:`BORROW_UNSUPPORTED_LEVELS`). Levels whose
+    rank fits are never changed by ``borrow``, and a borrowed factor only widens.
 
     Args:
         forecasts: backtest rows with ``step, actual, mean, lo_<level>, hi_<level>``.
@@ -537,6 +554,8 @@ def calibration_factors(
             bands is a break or an outlier, not a spread the bands misjudged by that factor
             (see :data:`MAX_CALIBRATION_FACTOR`). A miss by a zero-width band scores ``inf``
             and is ranked like any other score, so with no cap the factor can be ``inf``.
+        borrow: a level the scores cannot support takes at least the factor of the highest
+            lower level they do support (``False``: the largest score only).
 
     Returns:
         level -> factors by step (one pooled factor when steps are pooled).
@@ -550,10 +569,22 @@ def calibration_factors(
     floor, cap = float(min_factor), float(max_factor)
     if cap < floor:
         raise ValueError(f"max_factor {cap} is below min_factor {floor}")
-    return {int(level): [min(cap, max(floor, _conformal_factor(group, level))) for group in groups] for level in levels}
+    factors: dict[int, list[float]] = {int(level): [] for level in levels}
+    for group in groups:
+        supported: float | None = None  # the factor of the highest level below whose rank fits
+        for level in sorted(factors):
+            factor, fits = _conformal_factor(group, level)
+            factor = min(cap, max(floor, factor))
+            if fits:
+                supported = factor
+            elif borrow and supported is not None:
+                factor = max(factor, supported)
+            factors[level].append(factor)
+    return {int(level): factors[int(level)] for level in levels}
 
 
-def _conformal_factor(rows: pd.DataFrame, level: int) -> float:
+def _conformal_factor(rows: pd.DataFrame, level: int) -> tuple[float, bool]:
+    """The conformal factor of ``level`` on ``rows``, and whether its rank fits in the scores (``False``: the largest)."""
     actual = rows["actual"].to_numpy(dtype=np.float64)
     mean = rows["mean"].to_numpy(dtype=np.float64)
     upper_half = rows[f"hi_{level}"].to_numpy(dtype=np.float64) - mean
@@ -567,9 +598,9 @@ def _conformal_factor(rows: pd.DataFrame, level: int) -> float:
     # Only undefined scores (NaN) and inverted bands (half < 0) are left out.
     scores = np.sort(scores[~np.isnan(scores) & (half >= 0)])
     if scores.size == 0:
-        return 1.0
+        return 1.0, False
     rank = math.ceil((scores.size + 1) * level / 100)
-    return float(scores[min(rank, scores.size) - 1])
+    return float(scores[min(rank, scores.size) - 1]), rank <= scores.size
 
 
 def evaluate_candidates(

@@ -109,22 +109,112 @@ def test_calibration_factor_is_the_conformal_order_statistic() -> None:
     # Nine points with half-widths 1 and errors 0.1 .. 0.9 (alternating sides): scores 0.1 .. 0.9.
     errors = np.arange(1, 10) / 10 * np.where(np.arange(9) % 2, 1, -1)
     frame = pd.DataFrame({"step": [1] * 9, "actual": 5 + errors, "mean": 5.0, "lo_80": 4.0, "hi_80": 6.0, "lo_95": 3.0, "hi_95": 7.0})
-    factors = calibration_factors(frame, (80, 95), min_factor=0.0)
+    factors = calibration_factors(frame, (80, 95), min_factor=0.0, borrow=False)
     # 80 %: rank ceil(10 * 0.8) = 8 -> 0.8; 95 %: scores / 2, rank ceil(9.5) = 10 > 9 -> the largest, 0.45.
     assert factors == {80: [pytest.approx(0.8)], 95: [pytest.approx(0.45)]}
+    # Nine scores cannot support 95 %: it takes the 80 % factor on its own bands (0.8 of 2, not 0.45 of 2).
+    assert calibration_factors(frame, (80, 95), min_factor=0.0) == {80: [pytest.approx(0.8)], 95: [pytest.approx(0.8)]}
 
 
 def test_calibration_widens_bands_that_missed_but_never_narrows_by_default() -> None:
     # Half-widths 1 (80 %) and 2 (95 %); errors 0.5 .. 2.5 by 0.5 -> 80 % scores 0.5 .. 2.5.
     errors = np.array([0.5, -1.0, 1.5, -2.0, 2.5])
     frame = pd.DataFrame({"step": [1] * 5, "actual": 5 + errors, "mean": 5.0, "lo_80": 4.0, "hi_80": 6.0, "lo_95": 3.0, "hi_95": 7.0})
-    factors = calibration_factors(frame, (80, 95))
-    # 80 %: rank ceil(6 * 0.8) = 5 -> 2.5 (widened); 95 %: scores 0.25 .. 1.25, rank 6 > 5 -> 1.25.
+    factors = calibration_factors(frame, (80, 95), borrow=False)
+    # 80 %: rank ceil(6 * 0.8) = 5 -> 2.5 (widened); 95 %: scores 0.25 .. 1.25, rank 6 > 5 -> 1.25:
+    # 1.25 of the 95 % half-width 2 is 2.5, the 80 % band again.
     assert factors == {80: [pytest.approx(2.5)], 95: [pytest.approx(1.25)]}
+    # By default 95 % borrows the 80 % factor: 2.5 of 2, a band twice as wide as the 80 % one.
+    assert calibration_factors(frame, (80, 95)) == {80: [pytest.approx(2.5)], 95: [pytest.approx(2.5)]}
     # Bands three times too wide: the plain factor would narrow them (2.5 / 3); the default keeps 1.
     wide = frame.assign(lo_80=2.0, hi_80=8.0, lo_95=-1.0, hi_95=11.0)
     assert calibration_factors(wide, (80,))[80] == [1.0]
     assert calibration_factors(wide, (80,), min_factor=0.0)[80] == [pytest.approx(2.5 / 3)]
+
+
+def _gaussian_backtest(errors: np.ndarray, sigma: float = 0.5) -> pd.DataFrame:
+    """Backtest rows with a model's Gaussian bands of scale ``sigma`` (80 %: ±1.2816σ, 95 %: ±1.96σ) around 0."""
+    z80, z95 = 1.2815516, 1.9599640
+    n = errors.size
+    return pd.DataFrame(
+        {
+            "step": np.arange(n) % 5 + 1,
+            "actual": errors,
+            "mean": 0.0,
+            "lo_80": -z80 * sigma,
+            "hi_80": z80 * sigma,
+            "lo_95": -z95 * sigma,
+            "hi_95": z95 * sigma,
+        }
+    )
+
+
+def test_with_one_window_the_published_95_band_is_wider_than_the_80_band() -> None:
+    # 15 points: one backtest window, 5 scores. The 80 % rank is the 5th (the largest), the 95 % rank
+    # the 6th, past them: the 95 % factor used to be the largest 95 % score, which made the 95 % band
+    # exactly the 80 % band (both as wide as the widest miss).
+    rng = np.random.default_rng(1)
+    years = np.arange(2000, 2015)
+    values = np.r_[np.linspace(10, 12, 8), np.linspace(13, 20, 7)] + rng.normal(0, 0.05, 15)
+    result = evaluate_candidates({"naive": NaiveForecaster()}, years, values, horizon=5, n_origins=5).results["naive"]
+    assert len(result.forecasts) == 5
+    published = publishable(result, floor=None).fit(values, years).predict(4)
+    assert np.all(published.upper[95] - published.upper[80] > 0.1 * (published.upper[80] - published.mean))
+    assert np.all(published.lower[80] - published.lower[95] > 0.1 * (published.mean - published.lower[80]))
+    # On five scores directly: the 95 % band (factor x its half-width) is strictly wider than the 80 % one.
+    frame = _gaussian_backtest(rng.normal(size=5))
+    factors = calibration_factors(frame, (80, 95))
+    assert factors[95][0] * frame["hi_95"][0] > factors[80][0] * frame["hi_80"][0]
+
+
+@pytest.mark.parametrize("n", [5, 10])
+def test_calibrated_95_bands_hold_at_least_90_percent_of_fresh_gaussian_errors(n: int) -> None:
+    """Monte Carlo: N(0, 1) errors against a model whose Gaussian bands are half as wide (σ = 0.5).
+
+    Independent answer: count fresh N(0, 1) errors inside ±factor·1.96·0.5. With n = 5 scores the
+    old rule's 95 % band was the largest error seen, which holds a fresh one with probability
+    5/6 = 0.83; with n = 10, 10/11 = 0.91.
+    """
+    rng = np.random.default_rng(20261206)
+    reps, fresh = 600, 400
+    covered = 0
+    for _ in range(reps):
+        frame = _gaussian_backtest(rng.normal(size=n))
+        half = calibration_factors(frame, (80, 95))[95][0] * frame["hi_95"][0]
+        covered += int(np.sum(np.abs(rng.normal(size=fresh)) <= half))
+    coverage = covered / (reps * fresh)
+    assert 0.90 <= coverage <= 0.98
+
+
+def test_levels_whose_rank_fits_keep_the_plain_order_statistic() -> None:
+    # Independent answer: the ceil((n + 1) * level / 100)-th smallest score, clipped to [1, 10].
+    rng = np.random.default_rng(7)
+    levels = (95, 50, 80, 90, 99)
+    for n in (5, 8, 10, 15, 19, 25, 60):
+        errors = rng.normal(size=n) * rng.choice([0.2, 1.0, 30.0])
+        frame = _gaussian_backtest(errors).assign(lo_50=-0.3372, hi_50=0.3372, lo_90=-0.8224, hi_90=0.8224, lo_99=-1.2879, hi_99=1.2879)
+        new = calibration_factors(frame, levels, min_points_per_step=100)
+        old = calibration_factors(frame, levels, min_points_per_step=100, borrow=False)
+        assert list(new) == list(levels)
+        for level in levels:
+            scores = np.sort(np.abs(errors) / frame[f"hi_{level}"].to_numpy())
+            rank = int(np.ceil((n + 1) * level / 100))
+            plain = float(np.clip(scores[min(rank, n) - 1], 1.0, MAX_CALIBRATION_FACTOR))
+            assert old[level] == [pytest.approx(plain)]
+            if rank <= n:
+                assert new[level] == old[level]
+            else:
+                # Unsupported: at least today's factor, and at least the highest supported lower level's.
+                below = [lv for lv in levels if lv < level and np.ceil((n + 1) * lv / 100) <= n]
+                assert new[level][0] >= plain
+                if below:
+                    assert new[level][0] == pytest.approx(max(plain, new[max(below)][0]))
+    # Per-step groups borrow within their own step: 5 steps of 5 points, each its own 80 % factor.
+    frame = _gaussian_backtest(np.repeat([0.4, 0.8, 1.2, 1.6, 2.0], 5) * np.tile([1.0, -0.9, 0.8, -0.7, 0.6], 5))
+    frame["step"] = np.repeat(np.arange(1, 6), 5)
+    factors = calibration_factors(frame, (80, 95), min_points_per_step=5, min_factor=0.0)
+    assert len(set(factors[80])) == 5
+    assert factors[95] == [pytest.approx(f) for f in factors[80]]
 
 
 def test_calibration_factors_by_step_when_each_step_has_enough_points() -> None:

@@ -6,9 +6,11 @@ inner model's point forecast and the *shape* of its bands (widening with the hor
 asymmetric if they are) and multiplies each half-width by a factor learnt from the backtest:
 split-conformal calibration of normalised errors. For a backtest point with actual ``y``,
 forecast ``m`` and bounds ``[lo, hi]`` at a level, the score is ``(y - m) / (hi - m)`` above the
-mean and ``(m - y) / (m - lo)`` below; the factor is the ``⌈(n + 1) · level⌉``-th smallest of the
-``n`` scores (:func:`pipeline.backtest.calibration_factors` computes it, per horizon step
-where a step has enough points, pooled otherwise). The wrapper accepts a factor below 1
+mean and ``(m - y) / (m - lo)`` below; the factor is the ``⌈(n + 1) · level / 100⌉``-th smallest of
+the ``n`` scores (:func:`pipeline.backtest.calibration_factors` computes it, per horizon step
+where a step has enough points, pooled otherwise). A level whose rank is past the ``n`` scores
+(95 % with fewer than 19) takes at least the factor of the highest lower level whose rank fits,
+on its own wider bands (:data:`pipeline.backtest.BORROW_UNSUPPORTED_LEVELS`). The wrapper accepts a factor below 1
 (it narrows bands that were too wide), but the backtest never learns one by default
 (:data:`pipeline.backtest.MIN_CALIBRATION_FACTOR`): a few windows are too little evidence to
 make a model's bands narrower than its own. Nor does it learn one above
