@@ -69,7 +69,8 @@ MAX_CALIBRATION_FACTOR = 10.0
 #: the largest score alone: with 5 scores the 95 % band was the 80 % band (both as wide as the
 #: widest miss), and on Gaussian errors it held 5/6 = 83 % of new errors (10 scores: 10/11 =
 #: 91 %); with it, 94 % and 95 % (``tests/test_evaluate.py``). Levels whose rank fits, and every
-#: series with 4+ windows, are unchanged. Its change raised :data:`pipeline.core.FORECAST_REVISION` to 3.
+#: series with 4+ windows, are unchanged. Part of the run key (:func:`pipeline.core.forecast_rules`); the
+#: rule's arrival raised :data:`pipeline.core.FORECAST_REVISION` to 3.
 BORROW_UNSUPPORTED_LEVELS = True
 
 

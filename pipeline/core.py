@@ -416,16 +416,22 @@ def forecast_rules() -> dict[str, Any]:
     """The tuned constants that shape a forecast besides the candidates, the policy and the spec.
 
     How short a series and its earliest window may be, how the backtest calibrates intervals
-    (:func:`pipeline.backtest.calibration_factors`) and the output bounds that make the core
-    choose another model (:func:`forecast_beyond_bounds`). A change of code, not of a constant,
-    raises :data:`FORECAST_REVISION` instead.
+    (:func:`pipeline.backtest.calibration_factors`: the factor's bounds, and whether a level the
+    errors cannot support borrows a lower level's factor) and the output bounds that make the
+    core choose another model (:func:`forecast_beyond_bounds`). A change of code, not of a
+    constant, raises :data:`FORECAST_REVISION` instead.
     """
     from pipeline import backtest, series
 
     return {
         "min_points": backtest.MIN_POINTS,
         "min_train_short": backtest.MIN_TRAIN_SHORT,
-        "calibration": [backtest.MIN_POINTS_PER_STEP, backtest.MIN_CALIBRATION_FACTOR, backtest.MAX_CALIBRATION_FACTOR],
+        "calibration": [
+            backtest.MIN_POINTS_PER_STEP,
+            backtest.MIN_CALIBRATION_FACTOR,
+            backtest.MAX_CALIBRATION_FACTOR,
+            backtest.BORROW_UNSUPPORTED_LEVELS,
+        ],
         "bounds": [series.MAX_MEAN_FACTOR, series.MAX_HI95_FACTOR, series.MIN_MEAN_SHARE],
     }
 

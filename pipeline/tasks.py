@@ -1668,7 +1668,7 @@ def _away_from_deleted(
     held: list[str] = [str(current.version)] if current is not None else []
     records = store.read_json_or_none(layout.alias_history(series_id), layout.ALIAS_HISTORY) or []
     for record in reversed(records):
-        if record.get("alias") == "champion":  # newest first: the version it went to, then the one it left
+        if record.get("alias", "champion") == "champion":  # newest first: the version it went to, then the one it left
             held += [str(record[k]) for k in ("to_version", "from_version") if record.get(k) is not None]
     published = _newest_manifests(store, series_id)
     for version in dict.fromkeys(v for v in held if v != served):

@@ -337,6 +337,8 @@ def _store_misconfigured(uri: str) -> Iterator[None]:
             "driver its scheme names (e.g. pip install 'psycopg[binary]' for postgresql://), or set another tracking store"
         ) from error
     except MlflowException as error:
+        if _sqlite_damaged(uri, error):  # MLflow's sessions wrap a query's DatabaseError as BAD_REQUEST
+            raise _damaged_sqlite(shown) from error
         if error.error_code != "ENDPOINT_NOT_FOUND":
             raise
         raise TrackingMisconfigured(
@@ -344,14 +346,22 @@ def _store_misconfigured(uri: str) -> Iterator[None]:
             "(HTTP 404 for its REST API /api/2.0/mlflow/…): set the address of the MLflow server, with its path prefix if it has one"
         ) from error
     except Exception as error:
-        # SQLite's own words for a file that is not (or no longer) a database; "database is locked" is busy, not damaged.
-        damaged = ("file is not a database", "database disk image is malformed")
-        if not uri.startswith("sqlite:") or not any(phrase in str(error) for phrase in damaged):
+        if not _sqlite_damaged(uri, error):
             raise
-        raise TrackingMisconfigured(
-            f"MLFLOW_TRACKING_URI={shown!r} is not a readable SQLite database (damaged, or another kind of file): "
-            "restore it from a backup, or point MLFLOW_TRACKING_URI at another tracking store"
-        ) from error
+        raise _damaged_sqlite(shown) from error
+
+
+def _sqlite_damaged(uri: str, error: Exception) -> bool:
+    """Whether an error is SQLite's own words for a file that is not (or no longer) a database ("database is locked": busy)."""
+    damaged = ("file is not a database", "database disk image is malformed")
+    return uri.startswith("sqlite:") and any(phrase in str(error) for phrase in damaged)
+
+
+def _damaged_sqlite(shown: str) -> TrackingMisconfigured:
+    return TrackingMisconfigured(
+        f"MLFLOW_TRACKING_URI={shown!r} is not a readable SQLite database (damaged, or another kind of file): "
+        "restore it from a backup, or point MLFLOW_TRACKING_URI at another tracking store"
+    )
 
 
 def _own_experiment(client: Any) -> Any | None:

@@ -349,6 +349,7 @@ def test_the_run_key_moves_with_every_selection_setting(change: dict, monkeypatc
         (backtest, "MIN_POINTS_PER_STEP"),
         (backtest, "MIN_CALIBRATION_FACTOR"),
         (backtest, "MAX_CALIBRATION_FACTOR"),
+        (backtest, "BORROW_UNSUPPORTED_LEVELS"),
         (series_module, "MAX_MEAN_FACTOR"),
         (series_module, "MAX_HI95_FACTOR"),
         (series_module, "MIN_MEAN_SHARE"),

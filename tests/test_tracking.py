@@ -440,3 +440,28 @@ def test_a_damaged_sqlite_store_is_one_setup_error_not_retried(tmp_path: Path) -
     message = str(raised.value)
     assert isinstance(raised.value, SetupError) and not raised.value.transient and "\n" not in message
     assert message.startswith(f"MLFLOW_TRACKING_URI='{uri}' is not a readable SQLite database"), message
+
+
+def test_a_damaged_table_in_the_sqlite_store_is_one_setup_error_too(tmp_path: Path) -> None:
+    """Damage inside a table, not at the file's start: the first query fails, and MLflow wraps SQLite's
+    'database disk image is malformed' in an MlflowException (BAD_REQUEST), which passed through as unexpected."""
+    import sqlite3
+
+    settings = Settings(home=tmp_path)
+    tracking.configure(settings)  # a real store, with co2cast's experiment
+    database = tmp_path / "mlflow" / "mlflow.db"
+    with sqlite3.connect(database) as connection:
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+        root = connection.execute("SELECT rootpage FROM sqlite_master WHERE name = 'experiments'").fetchone()[0]
+    connection.close()
+    with database.open("r+b") as file:  # the experiments table's root page overwritten
+        file.seek((root - 1) * page_size)
+        file.write(b"\xff" * page_size)
+        file.seek(24)  # and the file change counter moved, as any other writer moves it: no connection trusts its page cache
+        counter = int.from_bytes(file.read(4), "big")
+        file.seek(24)
+        file.write((counter + 1).to_bytes(4, "big"))
+    with pytest.raises(tracking.TrackingMisconfigured) as raised:
+        tracking.configure(settings)
+    assert str(raised.value).startswith("MLFLOW_TRACKING_URI='sqlite:///") and "is not a readable SQLite database" in str(raised.value)
+    assert not raised.value.transient and "\n" not in str(raised.value)
