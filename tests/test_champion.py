@@ -613,11 +613,20 @@ def test_a_version_deleted_before_its_forecast_is_out_is_trained_again(settings:
     assert retired[tracking.COMPLETE_TAG] == "false" and "no longer in the registry" in retired[tracking.RETIRED_TAG]
 
 
-def test_a_served_version_deleted_in_mlflow_is_reported_and_rollback_serves_the_one_before(settings: Settings, capsys, monkeypatch) -> None:
+@pytest.mark.parametrize("records_before_the_alias_field", [False, True])
+def test_a_served_version_deleted_in_mlflow_is_reported_and_rollback_serves_the_one_before(
+    settings: Settings, capsys, monkeypatch, records_before_the_alias_field: bool
+) -> None:
+    """Also with an alias history written before its records named their alias (all @champion's then)."""
     first, _ = _run(settings, _lineup(settings, "mean"))
     _, naive_table = tasks.show_forecast(settings, SID)
     second, _ = _run(settings, _lineup(settings, "drift"))
     assert second.champion_version != first.champion_version, "precondition: drift took @champion"
+    if records_before_the_alias_field:
+        store = tasks.open_store(settings)
+        records = store.read_json(f"history/{SID}.json")
+        champion = [{k: v for k, v in r.items() if k != "alias"} for r in records if r.get("alias") == "champion"]
+        store.write_json(f"history/{SID}.json", champion)
     client = tracking.configure(settings)
     client.delete_model_version(tracking.registered_name(SID), second.champion_version)  # as the MLflow UI would
     _cli_env(monkeypatch, settings)
