@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import io
+import textwrap
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -167,7 +168,9 @@ def fixed_margins(
     return figure
 
 
-def fan_chart(years: np.ndarray, values: np.ndarray, forecast: Forecast, title: str = "", history: int | None = 40) -> Figure:
+def fan_chart(
+    years: np.ndarray, values: np.ndarray, forecast: Forecast, title: str = "", history: int | None = 40, unit: str = ""
+) -> Figure:
     """History, point forecast and its interval bands.
 
     Args:
@@ -176,6 +179,7 @@ def fan_chart(years: np.ndarray, values: np.ndarray, forecast: Forecast, title: 
         forecast: the forecast (bands drawn for every level it has, widest first).
         title: the figure title.
         history: how many trailing years of history to draw (``None``: all).
+        unit: the values' unit, the y axis's label (``pipeline.series.unit_of``).
 
     Returns:
         The figure.
@@ -194,21 +198,24 @@ def fan_chart(years: np.ndarray, values: np.ndarray, forecast: Forecast, title: 
         ax.fill_between(fc_years, lower, upper, color="tab:blue", alpha=alpha, linewidth=0, label=f"{level} % interval")
     ax.plot(fc_years, np.concatenate([[values[-1]], forecast.mean]), color="tab:blue", linewidth=2, label="forecast")
     ax.set_xlabel("year")
+    ax.set_ylabel(unit)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize="small")
     return fixed_margins(figure)
 
 
-def errors_by_horizon(result: CandidateResult, title: str = "") -> Figure:
+def errors_by_horizon(result: CandidateResult, title: str = "", unit: str = "") -> Figure:
     """A candidate's backtest errors by horizon step: every error, the MAE and the coverage.
 
     Args:
         result: the candidate's backtest.
         title: the figure title (default: the candidate's name).
+        unit: the errors' unit (``pipeline.series.unit_of``).
 
     Returns:
-        The figure: errors (actual - forecast) per step on the left, coverage per step on the right.
+        The figure: errors (actual - forecast) per step on the left, coverage per step on the
+        right: of the candidate's own bands, before the calibration that widens the published ones.
     """
     figure, (left, right) = new_figure("errors_by_horizon", (10, 4), ncols=2)
     rows = result.forecasts
@@ -218,7 +225,7 @@ def errors_by_horizon(result: CandidateResult, title: str = "") -> Figure:
     steps = sorted(result.by_horizon)
     left.plot(steps, [result.by_horizon[s]["mae"] for s in steps], marker="o", color="black", label="MAE")
     left.set_xlabel("horizon (years)")
-    left.set_ylabel("error")
+    left.set_ylabel(f"error ({unit})" if unit else "error")
     left.legend(fontsize="small")
     levels = sorted(int(c.removeprefix("coverage_")) for c in result.metrics if c.startswith("coverage_"))
     for level in levels:
@@ -226,19 +233,23 @@ def errors_by_horizon(result: CandidateResult, title: str = "") -> Figure:
         right.axhline(level / 100, linestyle="--", color=line[0].get_color(), linewidth=1)
     right.set_ylim(-0.02, 1.02)
     right.set_xlabel("horizon (years)")
+    right.set_title("coverage of its own bands, before calibration", fontsize="small")
     right.legend(fontsize="small")
     figure.suptitle(title or f"{result.name}: backtest errors by horizon")
     return fixed_margins(figure, top=0.55, wspace=0.2)
 
 
-def comparison_chart(evaluation: Evaluation, metric: str = "mase", winner: str | None = None, benchmark: str = "naive") -> Figure:
+def comparison_chart(
+    evaluation: Evaluation, metric: str = "mase", winner: str | None = None, benchmark: str = "naive", caption: str = ""
+) -> Figure:
     """Every candidate's backtest score on one metric, best first; the winner and naive marked.
 
     Args:
         evaluation: the candidates' backtests.
         metric: the metric to compare.
-        winner: the selected candidate (drawn in a strong colour).
+        winner: the family that holds ``@champion`` after the run (drawn in a strong colour).
         benchmark: the benchmark (its score drawn as a vertical line).
+        caption: why it holds it (the champion gate's reason), one line under the title.
 
     Returns:
         The figure, with dropped candidates and their reasons listed beneath.
@@ -261,12 +272,13 @@ def comparison_chart(evaluation: Evaluation, metric: str = "mase", winner: str |
         ax.axvline(evaluation.results[benchmark].metrics[metric], color="black", linestyle="--", linewidth=1, label=benchmark)
         ax.legend(fontsize="small")
     ax.set_xlabel(f"backtest {metric} (lower is better)")
-    ax.set_title(f"candidates on {len(evaluation.plan.splits)} backtest windows" + (f"; champion: {winner}" if winner else ""))
+    title = f"candidates on {len(evaluation.plan.splits)} backtest windows" + (f"; champion: {winner}" if winner else "")
+    ax.set_title(title + (f"\n{textwrap.shorten(caption, 110, placeholder=' …')}" if caption else ""), fontsize="medium")
     if evaluation.failed:
         dropped = "; ".join(f"{name} ({reason[:60]})" for name, reason in evaluation.failed.items())
         figure.text(0.01, 0.01, f"dropped: {dropped}", fontsize="x-small", wrap=True)
     label_width = 0.3 + 0.075 * max((len(name) for name in names), default=4)  # the candidates' names, at 10 pt
-    return fixed_margins(figure, left=label_width, bottom=1.0 if evaluation.failed else 0.6)
+    return fixed_margins(figure, left=label_width, bottom=1.0 if evaluation.failed else 0.6, top=0.65 if caption else 0.45)
 
 
 def forecasts_chart(years: np.ndarray, values: np.ndarray, forecasts: Mapping[str, Forecast], history: int | None = 40) -> Figure:

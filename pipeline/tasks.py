@@ -442,6 +442,9 @@ def _train_and_register(
                     settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup, version_tags, served_as_of
                 )
         pause_point("after_gate")
+        if result.evaluation is not None:
+            reason = _decision_reason(store, series.series_id, item.run_key, result.selection.reason)
+            tracking.log_decision(result.evaluation, family, reason, metric=getattr(lineup.select, "metric", "mase"))
         mlflow.set_tags({"co2cast.champion": f"v{version} ({family})", "co2cast.selection": result.selection.reason[:5000]})
         trained = TrainedSeries(
             series_id=series.series_id,
@@ -732,6 +735,8 @@ def champion_gate(
             reason = f"{decision.reason}; its recipe ({family}) refitted {refit_on}"
         elif problem is None:  # a version of its own: this run's candidate of the family's name may be another recipe
             info = tracking.log_forecaster(model, lineup.spec.horizon_end, lineup.spec.levels, name="champion_refit", family=family)
+            title = f"{sid}: {family}, @champion's recipe refitted {refit_on}"
+            tracking.log_fan_chart(model, result.series, lineup.spec, title=title, artifact="champion_refit/fan_chart.svg")
             registered = tracking.register(client, info.model_uri, sid, run_key, family, dict(tags), digest=info.digest, refit=True)
             version = str(registered.version)
             reason = f"{decision.reason}; its recipe ({family}) refitted {refit_on}"
@@ -744,6 +749,14 @@ def champion_gate(
         family, version = current.tags.get(tracking.FAMILY_TAG, "?"), str(current.version)
     append_history(store, sid, record)
     return family, version
+
+
+def _decision_reason(store: ObjectStore, series_id: str, run_key: str, selection_reason: str) -> str:
+    """Why the family a run publishes holds @champion: the gate's record of the run key, else (a backfill) the selection's reason."""
+    from pipeline.publish import champion_records
+
+    mine = [r for r in champion_records(store, series_id) if r.get("run_key") == run_key and r.get("reason")]
+    return str(mine[-1]["reason"]) if mine else selection_reason
 
 
 def _rolled_back(store: ObjectStore, series_id: str, as_of_year: int, run_key: str) -> bool:

@@ -909,10 +909,11 @@ def log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[st
 
     The parent gets the series' parameters, the diagnostics (plots and ``diagnostics.json``
     under ``diagnostics/``) and ``implied_d``. A nested run with its backtest metrics,
-    ``backtest.json``, hyperparameters and, when fitted and registered by the selection policy,
-    its model goes to each fitted candidate and the :data:`TOP_CANDIDATES` best on ``metric``
-    (every candidate when the policy used no shared evaluation); ``evaluation.json`` holds
-    every candidate's metrics.
+    ``backtest.json``, hyperparameters, its errors by horizon, its fan chart when fitted and its
+    model when registered by the selection policy goes to each fitted candidate and the
+    :data:`TOP_CANDIDATES` best on ``metric`` (every candidate when the policy used no shared
+    evaluation); ``evaluation.json`` holds every candidate's metrics. The comparison chart is
+    drawn once the champion gate has decided (:func:`log_decision`).
 
     Args:
         result: what :func:`pipeline.core.run_series` returned.
@@ -932,6 +933,7 @@ def _log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[s
     import mlflow
 
     from pipeline.diagnostics_plots import write_diagnostics
+    from pipeline.series import unit_of
 
     series = result.series
     mlflow.log_params(
@@ -964,7 +966,6 @@ def _log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[s
         # Every candidate's metrics and every dropped one's reason in one artefact; nested runs
         # (and pictures) only for the registered and the best few, to keep MLflow cheap.
         mlflow.log_dict(evaluation.to_dict(), "evaluation.json")
-        _log_figure(lambda: _plots().comparison_chart(evaluation, winner=result.selection.champion), "comparison.svg")
         ranked = sorted(result.candidates, key=lambda n: result.candidates[n].scores.get(metric, float("inf")))
         logged = [n for n in result.candidates if result.candidates[n].model is not None or n in ranked[:TOP_CANDIDATES]]
     else:
@@ -976,18 +977,45 @@ def _log_series_result(result: SeriesResult, spec: ForecastSpec, tags: Mapping[s
             mlflow.log_dict(candidate.backtest.to_dict(), "backtest.json")
             mlflow.log_params({k: _param_value(v) for k, v in candidate.prototype.get_params().items()})
             if evaluation is not None:
-                title = f"{series.series_id}: {name}"
-                _log_figure(lambda c=candidate, t=title: _plots().errors_by_horizon(c.backtest, title=t), "errors_by_horizon.svg")
+                title, unit = f"{series.series_id}: {name}", unit_of(series.variable)
+                _log_figure(
+                    lambda c=candidate, t=title, u=unit: _plots().errors_by_horizon(c.backtest, title=t, unit=u), "errors_by_horizon.svg"
+                )
+                if candidate.model is not None:  # every fitted candidate: the calibrated bands it would publish
+                    log_fan_chart(candidate.model, series, spec, title=title)
             if candidate.model is not None and name in registered:
                 order = getattr(candidate.model, "order_", None)  # the order an ARIMA search settled on
                 if order is not None:
                     mlflow.log_param("fitted_order", json.dumps([int(v) for v in order]))
-                if evaluation is not None:
-                    forecast = candidate.model.predict(max(1, spec.horizon_end - series.last_year), levels=spec.levels)
-                    title = f"{series.series_id}: {name}"
-                    _log_figure(lambda m=forecast, t=title: _plots().fan_chart(series.years, series.values, m, title=t), "fan_chart.svg")
                 infos[name] = log_forecaster(candidate.model, spec.horizon_end, spec.levels, family=name)
     return infos
+
+
+def log_fan_chart(model: Any, series: Any, spec: ForecastSpec, title: str, artifact: str = "fan_chart.svg") -> None:
+    """A fitted model's fan chart (history, mean, 80/95 % bands to the horizon end, in the series' unit) in the active run."""
+    from pipeline.series import unit_of
+
+    forecast = model.predict(max(1, spec.horizon_end - series.last_year), levels=spec.levels)
+    unit = unit_of(series.variable)
+    _log_figure(lambda: _plots().fan_chart(series.years, series.values, forecast, title=title, unit=unit), artifact)
+
+
+#: The parent run's tag with the champion gate's reason (the selection's is ``co2cast.selection``).
+GATE_TAG = "co2cast.gate"
+
+
+def log_decision(evaluation: Any, champion: str, reason: str, metric: str = "mase") -> None:
+    """The parent run's ``comparison.svg`` and :data:`GATE_TAG`, once the champion gate has decided.
+
+    The chart marks the family that holds ``@champion`` after the run, with the gate's reason
+    under its title: drawn before the gate, it named the selection's choice, which a kept
+    champion had beaten.
+    """
+    import mlflow
+
+    mlflow.set_tag(GATE_TAG, reason[:5000])
+    with _plots().reusing_figures():
+        _log_figure(lambda: _plots().comparison_chart(evaluation, metric=metric, winner=champion, caption=reason), "comparison.svg")
 
 
 #: Candidates besides the fitted ones that get a nested run (the best on the selection metric).
@@ -1014,14 +1042,15 @@ def _plots() -> Any:
 
 
 def _log_figure(make: Any, name: str) -> None:
-    """Log a matplotlib figure in the active run as SVG (:func:`pipeline.plots.save_chart`)."""
+    """Log a matplotlib figure in the active run as SVG (:func:`pipeline.plots.save_chart`); ``name`` may name a folder (``a/b.svg``)."""
     import mlflow
 
     plots = _plots()
+    folder, _, file_name = name.rpartition("/")
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
+        path = Path(tmp) / file_name
         plots.save_chart(make(), path)
-        mlflow.log_artifact(str(path))
+        mlflow.log_artifact(str(path), folder or None)
 
 
 def register_selection(

@@ -488,9 +488,29 @@ def test_a_kept_champions_recipe_is_registered_apart_from_a_candidate_of_its_fam
     _assert_pointer_agrees(settings)
     _, table = tasks.show_forecast(settings, SID)
     assert table["mean"].is_monotonic_increasing and table["mean"].nunique() > 1  # drift's line, not the mean's constant
+    assert record["challenger_family"] != second.champion_family, "precondition: the selection chose another family"
+    _assert_mlflow_shows_the_gates_decision(settings, second, record["reason"])
 
     state = _state(settings)  # a rerun of the run key registers nothing more
     assert _run(settings, changed, as_of_year=2014)[0].champion_version == second.champion_version and _state(settings) == state
+
+
+def _assert_mlflow_shows_the_gates_decision(settings: Settings, trained: TrainedSeries, reason: str) -> None:
+    """What a person browsing the run in the MLflow UI sees: the family the gate left on @champion, and why.
+
+    The comparison chart was drawn before the gate and named the selection's choice, which the kept
+    champion had beaten; a refitted champion's forecast had no fan chart; only registered candidates had one.
+    """
+    client = tracking.configure(settings)
+    run = client.get_run(trained.run_id)
+    assert run.data.tags[tracking.GATE_TAG] == reason
+    svg = Path(client.download_artifacts(trained.run_id, "comparison.svg")).read_text()
+    assert f"champion: {trained.champion_family}" in svg
+    assert "champion_refit/fan_chart.svg" in [a.path for a in client.list_artifacts(trained.run_id, "champion_refit")]
+    fitted = set(pd.read_parquet(client.download_artifacts(trained.run_id, tracking.CANDIDATES_ARTIFACT))["family"])
+    nested = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{trained.run_id}'")
+    charts = {r.data.tags[tracking.FAMILY_TAG]: {a.path for a in client.list_artifacts(r.info.run_id)} for r in nested}
+    assert fitted and all("fan_chart.svg" in charts[name] for name in fitted), (fitted, charts)
 
 
 def test_a_kept_champion_whose_refitted_recipe_breaks_the_bounds_gives_way(settings: Settings) -> None:

@@ -160,3 +160,20 @@ def test_threads_drawing_at_once_never_share_a_pooled_figure() -> None:
         figures.append(fan_chart(years, values, forecast))
     assert figures[0] is figures[2]  # this thread's pool hands its figure out again
     assert figures[1] is not figures[0]  # the other thread drew on its own
+
+
+def test_charts_carry_the_series_unit_the_gates_reason_and_what_the_coverage_measures() -> None:
+    """A person in the MLflow UI told Mt from t per person only by the axis range; the coverage panel read as the
+    published bands'; the comparison did not say why its champion holds @champion."""
+    rng = np.random.default_rng(1)
+    years, values = np.arange(1960, 2015), 50 + np.cumsum(rng.normal(0.3, 1, 55))
+    evaluation = evaluate_candidates({"naive": NaiveForecaster(), "drift": DriftForecaster()}, years, values)
+    fan = fan_chart(years, values, DriftForecaster().fit(values, years).predict(6), unit="Mt CO2")
+    assert fan.axes[0].get_ylabel() == "Mt CO2"
+    errors = errors_by_horizon(evaluation.results["drift"], unit="Mt CO2")
+    assert errors.axes[0].get_ylabel() == "error (Mt CO2)"
+    assert errors.axes[1].get_title() == "coverage of its own bands, before calibration"
+    comparison = comparison_chart(evaluation, winner="naive", caption="the challenger's mase 1.2 does not beat the champion's 1.1")
+    title = comparison.axes[0].get_title()
+    assert title.endswith("champion: naive\nthe challenger's mase 1.2 does not beat the champion's 1.1")
+    assert b"does not beat the champion" in _svg(comparison)
