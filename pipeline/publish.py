@@ -17,7 +17,8 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -717,21 +718,28 @@ def manifest_problem(store: ObjectStore, manifest: dict[str, Any]) -> str | None
     outside the manifest's own folder (``../…``, another series' files) is a problem named here,
     not a ``TypeError`` or an invalid key deep in the store.
     """
+    return _checked_files(store, manifest)[0]
+
+
+def _checked_files(store: ObjectStore, manifest: dict[str, Any]) -> tuple[str | None, dict[str, bytes]]:
+    """:func:`manifest_problem`, and the bytes of every file the manifest lists, each read once and checked."""
     files = manifest.get("files", [])
     fields = ("name", "key", "sha256")
     if not isinstance(files, list) or not all(isinstance(e, dict) and all(isinstance(e.get(f), str) for f in fields) for e in files):
-        return "its list of files is not what co2cast writes"
+        return "its list of files is not what co2cast writes", {}
     folder = f"{str(manifest.get('key', '')).rpartition('/')[0]}/"
+    read: dict[str, bytes] = {}
     for entry in files:
         if entry["key"] != folder + entry["name"] or not _key_within(entry["key"], layout.FORECASTS):
-            return f"{entry['name'][:40]!r} is listed at {entry['key'][:80]!r}, outside the forecast's own folder"
+            return f"{entry['name'][:40]!r} is listed at {entry['key'][:80]!r}, outside the forecast's own folder", {}
         try:
             data = store.read_bytes(entry["key"])
         except KeyError:
-            return f"{entry['name']} is missing"
+            return f"{entry['name']} is missing", {}
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            return f"{entry['name']} does not match its sha256 in the manifest"
-    return None
+            return f"{entry['name']} does not match its sha256 in the manifest", {}
+        read[entry["name"]] = data
+    return None, read
 
 
 def verify_manifest(store: ObjectStore, manifest: dict[str, Any]) -> bool:
@@ -781,8 +789,37 @@ def read_manifest(store: ObjectStore, series_id: str, as_of_year: int, run_key: 
     return Manifest.of(found) if found is not None else None
 
 
+@dataclass(frozen=True)
+class VerifiedForecast:
+    """A series' served forecast as :func:`read_verified` found it: the manifest and the bytes of its files.
+
+    ``files`` holds every file the manifest lists, each read once and matching its sha256: what is
+    shown or parsed is what was checked, and nothing is fetched from the store twice.
+    """
+
+    manifest: Manifest
+    files: Mapping[str, bytes]
+
+    def file(self, name: str) -> bytes | None:
+        """A listed file's checked bytes, or ``None`` when the manifest lists none of that name."""
+        return self.files.get(name)
+
+    def table(self) -> pd.DataFrame:
+        """The forecast table (``forecast.parquet``)."""
+        return frames.read_parquet(self.files["forecast.parquet"])
+
+
 def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFrame]:
     """Follow ``latest.json`` to the manifest, check the hashes, return the forecast table.
+
+    Raises: as :func:`read_verified`.
+    """
+    verified = read_verified(store, series_id)
+    return verified.manifest, verified.table()
+
+
+def read_verified(store: ObjectStore, series_id: str) -> VerifiedForecast:
+    """Follow ``latest.json`` to the manifest and read its files, each checked against its sha256.
 
     Raises:
         NotPublished: nothing was published for the series (the message lists what is).
@@ -812,7 +849,7 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
         checked = Manifest.of(manifest)
     except PermanentError as error:
         raise IntegrityError(f"{store.uri(pointer['manifest'])}: not a valid manifest ({str(error).splitlines()[0]})") from None
-    problem = manifest_problem(store, manifest)
+    problem, files = _checked_files(store, manifest)
     if problem is not None:
         raise IntegrityError(f"{store.uri(pointer['manifest'])}: {problem}; the forecast is not shown, republish it")
     if checked.series_id != series_id or not pointer["manifest"].startswith(layout.series_forecasts(series_id)):
@@ -820,10 +857,9 @@ def read_latest(store: ObjectStore, series_id: str) -> tuple[Manifest, pd.DataFr
             f"{series_id}: latest.json points at {store.uri(pointer['manifest'])}, a forecast of {checked.series_id}: "
             "it was edited; restore it from a backup, or remove it and rerun to rebuild it"
         )
-    entry = checked.file("forecast.parquet")
-    if entry is None:
+    if "forecast.parquet" not in files:
         raise IntegrityError(f"{store.uri(pointer['manifest'])} lists no forecast.parquet")
-    return checked, frames.read_parquet(store.read_bytes(entry.key))
+    return VerifiedForecast(checked, files)
 
 
 def read_file(store: ObjectStore, manifest: Manifest, name: str) -> bytes | None:

@@ -1393,18 +1393,18 @@ def published_forecasts(settings: Settings) -> list[tuple[str, Manifest | None, 
     files are missing or changed has ``manifest=None`` and the problem in one line, so one
     broken series does not hide the others.
     """
-    from pipeline.publish import read_file, read_latest
+    from pipeline.publish import read_verified
 
     store = open_store(settings)
     out: list[tuple[str, Manifest | None, dict[str, dict[str, float]], str | None]] = []
     for sid in layout.published_series(store.list(layout.FORECASTS)):
         try:
-            manifest, _ = read_latest(store, sid)
+            verified = read_verified(store, sid)
         except PermanentError as error:
             out.append((sid, None, {}, str(error).splitlines()[0]))
             continue
-        scores = read_file(store, manifest, "backtest.json")
-        out.append((sid, manifest, json.loads(scores) if scores else {}, None))
+        scores = verified.file("backtest.json")
+        out.append((sid, verified.manifest, json.loads(scores) if scores else {}, None))
     return out
 
 

@@ -200,6 +200,25 @@ def test_published_candidates_are_the_fitted_challengers_forecasts(published_hom
         assert set(view.candidates["family"]) == set(raw["family"]) - {family}  # the champion is drawn once
 
 
+def test_a_series_page_reads_each_published_file_once(published_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page shows the bytes whose sha256 was checked: forecast, backtest scores and candidates are not fetched again."""
+    store = LocalStore(published_home / "store")
+    canada = next(s for s in data.list_published(store).series if s.series_id == CANADA)
+    manifest, _ = read_latest(store, CANADA)
+    reads: list[str] = []
+    real = LocalStore.read_bytes
+
+    def counted(self: LocalStore, key: str) -> bytes:
+        reads.append(key)
+        return real(self, key)
+
+    monkeypatch.setattr(LocalStore, "read_bytes", counted)
+    view = data.load_series(store, canada)
+    listed = [entry.key for entry in manifest.files]
+    assert {"backtest.json", "forecast.parquet"} <= {entry.name for entry in manifest.files} and view.candidates is not None
+    assert sorted(key for key in reads if key in listed) == sorted(listed)
+
+
 def test_shown_range_joins_history_and_forecast(published_home: Path) -> None:
     store = LocalStore(published_home / "store")
     view = data.load_series(store, next(s for s in data.list_published(store).series if s.series_id == CANADA))

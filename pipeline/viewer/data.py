@@ -1,7 +1,7 @@
 """What the forecast viewer reads, and nothing else: what the pipeline published.
 
 Every forecast is read by following ``forecasts/<series_id>/latest.json`` to its manifest and
-checking each listed file's sha256 (:func:`pipeline.publish.read_latest`); the history is the
+checking each listed file's sha256 (:func:`pipeline.publish.read_verified`); the history is the
 curated vintage the manifest names; a scorecard is read when ``scorecards/<series_id>.parquet``
 exists. The store is the one the pipeline is configured with
 (:func:`pipeline.store.store_from_settings`), local directory or S3.
@@ -13,7 +13,6 @@ message says what to do.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from pipeline.errors import PermanentError, TransientError
 from pipeline.ingest import is_vintage_id, read_curated
 from pipeline.publish import CANDIDATES_FILE as CANDIDATES_FILE
 from pipeline.publish import IntegrityError as PublishIntegrityError
-from pipeline.publish import NotPublished, latest_pointer, read_latest
+from pipeline.publish import NotPublished, latest_pointer, read_verified
 from pipeline.store import ObjectStore, StoreDataError, StoreError, StoreUnavailable, store_from_settings
 
 #: Display name and units of each variable the pipeline forecasts (OWID's units).
@@ -220,16 +219,16 @@ def load_series(store: ObjectStore, series: PublishedSeries) -> SeriesView:
     """
     with _store_errors(store):
         try:
-            checked, table = read_latest(store, series.series_id)
+            verified = read_verified(store, series.series_id)
         except NotPublished:
             raise NothingPublished(f"no forecast is published for {series.series_id} in {store.uri()}") from None
         except PublishIntegrityError as error:  # its message names the file, what is wrong with it and what to do, as `show` says it
             raise IntegrityError(_one_line(error)) from None
-        manifest = checked.to_xcom()
-        forecast = table[["year", *BAND_COLUMNS]].sort_values("year", ignore_index=True)
-        raw_scores = _manifest_file(store, manifest, "backtest.json")
+        manifest = verified.manifest.to_xcom()
+        forecast = verified.table()[["year", *BAND_COLUMNS]].sort_values("year", ignore_index=True)
+        raw_scores = verified.file("backtest.json")
         scores = _scores_table(json.loads(raw_scores) if raw_scores else {}, manifest.get("model_family"))
-        raw_candidates = _manifest_file(store, manifest, CANDIDATES_FILE)
+        raw_candidates = verified.file(CANDIDATES_FILE)
         candidates = _challengers(frames.read_parquet(raw_candidates), manifest) if raw_candidates else None
         history = _history(store, manifest["vintage"], series)
         try:
@@ -324,17 +323,6 @@ def _store_errors(store: ObjectStore) -> Iterator[None]:
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
-
-
-def _manifest_file(store: ObjectStore, manifest: dict[str, Any], name: str) -> bytes | None:
-    """A file the manifest lists, checked against its sha256; ``None`` when it is not listed."""
-    entry = next((e for e in manifest["files"] if e["name"] == name), None)
-    if entry is None:
-        return None
-    data = store.read_bytes(entry["key"])
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise IntegrityError(f"{store.uri(entry['key'])} does not match its sha256 in the manifest; the forecast is not shown")
-    return data
 
 
 def _challengers(candidates: pd.DataFrame, manifest: dict[str, Any]) -> pd.DataFrame:
