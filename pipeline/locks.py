@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -199,7 +200,32 @@ BREAKER_STALE_SECONDS = 60.0
 
 
 def _same_record(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
-    return a is not None and a["owner"] == b["owner"] and a["created"] == b["created"]
+    return a is not None and a["owner"] == b["owner"] and a["created"] == b["created"] and a.get("token") == b.get("token")
+
+
+def _record(**extra: Any) -> dict[str, Any]:
+    """A new lock (or breaker's token) record of this process, with a ``token`` of its own to know it by.
+
+    The token tells this very attempt's record from any other: a conditional write whose first
+    attempt was stored but whose answer was lost (a 503, a read timeout) is resent by botocore,
+    refused with 412 as the key now exists, and reported as not created; the record read back
+    then is this attempt's own (:func:`_mine`).
+    """
+    return {"owner": owner_id(), "created": time.time(), "started": _process_start(os.getpid()), "token": secrets.token_hex(8), **extra}
+
+
+def _create(store: ObjectStore, key: str, record: dict[str, Any]) -> tuple[bool, dict[str, Any] | None]:
+    """Create ``key`` holding ``record``: whether this call holds it, and the record found there when not (``None``: none readable).
+
+    A refused create whose key holds exactly ``record`` was created by this call all the same
+    (an attempt stored, its answer lost and the write resent: see :func:`_record`).
+    """
+    if store.create_exclusive(key, json.dumps(record).encode()):
+        return True, None
+    current = store.read_json_or_none(key, LOCK_RECORD)
+    if _same_record(current, record):
+        return True, None
+    return False, current
 
 
 def _break(store: ObjectStore, key: str, abandoned: dict[str, Any], what: str) -> bool:
@@ -219,9 +245,8 @@ def _break(store: ObjectStore, key: str, abandoned: dict[str, Any], what: str) -
     """
     fingerprint = hashlib.sha256(f"{abandoned['owner']}|{abandoned['created']!r}".encode()).hexdigest()[:16]
     token = layout.lock_breaker(key, fingerprint)
-    mine = {"owner": owner_id(), "created": time.time(), "started": _process_start(os.getpid())}
-    if not store.create_exclusive(token, json.dumps(mine).encode()):
-        holder = store.read_json_or_none(token, LOCK_RECORD)
+    taken, holder = _create(store, token, _record())
+    if not taken:
         if holder is not None and owner_is_dead(holder, time.time(), BREAKER_STALE_SECONDS):
             store.delete(token)  # a breaker that died between its token and its delete
             return True
@@ -251,10 +276,10 @@ def _exclusive(
     waited = False
     deadline = time.monotonic() + wait
     while True:
-        record = {"owner": owner_id(), "created": time.time(), "started": _process_start(os.getpid()), "what": what}
-        if store.create_exclusive(key, json.dumps(record).encode()):
+        record = _record(what=what)
+        taken, current = _create(store, key, record)
+        if taken:
             break
-        current = store.read_json_or_none(key, LOCK_RECORD)
         if current is None:  # released between our attempt and the read
             continue
         if owner_is_dead(current, time.time(), stale_after):

@@ -1,0 +1,103 @@
+"""The locks on S3 (moto's server over HTTP): what a real object store's answers do to a conditional write."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from pipeline import layout, locks
+from pipeline.store import S3Store, open_store
+
+SLOW_DOWN = b'<?xml version="1.0"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>'
+
+
+class _Body:
+    """The raw body botocore reads an answer from."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **_: Any) -> Any:
+        yield self.data
+
+    def read(self, *_: Any, **__: Any) -> bytes:
+        return self.data
+
+
+def _answer(request: Any, status: int, body: bytes) -> Any:
+    from botocore.awsrequest import AWSResponse
+
+    return AWSResponse(request.url, status, {}, _Body(body))
+
+
+@pytest.fixture
+def store(s3_bucket: str, s3_endpoint: str) -> S3Store:
+    opened = open_store(f"s3://{s3_bucket}/co2cast", endpoint_url=s3_endpoint)
+    assert isinstance(opened, S3Store)
+    return opened
+
+
+def _lose_answers_of_stored_creates(store: S3Store, keys: set[str]) -> Counter[str]:
+    """Make the first conditional PUT of each key in ``keys`` land on the server and answer 503 (its answer lost):
+    botocore's standard retry resends it, and the resend meets 412."""
+    import boto3
+
+    raw = boto3.client("s3", endpoint_url=store.endpoint_url)
+    sent: Counter[str] = Counter()
+
+    def hook(request: Any, **_: Any) -> Any:
+        if request.headers.get("If-None-Match") not in ("*", b"*"):
+            return None
+        key = request.url.split(f"/{store.bucket}/", 1)[1].split("?", 1)[0]
+        sent[key] += 1
+        if key in keys and sent[key] == 1:
+            body = request.body if isinstance(request.body, bytes) else request.body.read()
+            raw.put_object(Bucket=store.bucket, Key=key, Body=body, IfNoneMatch="*")
+            return _answer(request, 503, SLOW_DOWN)
+        return None
+
+    store.client.meta.events.register("before-send.s3.PutObject", hook)
+    return sent
+
+
+def test_a_lock_whose_create_was_stored_but_its_answer_lost_is_held_not_waited_on(store: S3Store) -> None:
+    """The first attempt of the lock's conditional PUT is stored, its answer a 503; botocore resends it and meets 412.
+    The record read back is this very attempt's: the lock is held at once (it waited on itself until SeriesBusy and
+    left its lock behind)."""
+    key = layout.series_lock("canada.co2_per_capita")
+    sent = _lose_answers_of_stored_creates(store, {f"co2cast/{key}"})
+    started = time.monotonic()
+    with locks.series_lock(store, "canada.co2_per_capita", wait=3) as first:
+        assert first, "held at once, not after waiting"
+        assert json.loads(store.read_bytes(key))["owner"] == locks.owner_id()
+    assert time.monotonic() - started < 3
+    assert sent[f"co2cast/{key}"] == 2, "the lost answer's resend"
+    assert store.list("locks/") == [], "its lock is released"
+
+
+def test_a_breaker_token_whose_create_was_stored_but_its_answer_lost_still_breaks(store: S3Store) -> None:
+    """The same lost answer on the breaker's token of an abandoned lock: the breaker holds its token and breaks the lock."""
+    import hashlib
+
+    key = layout.series_lock("canada.co2_per_capita")
+    abandoned = {"owner": "elsewhere:1", "created": time.time() - 3600}
+    store.write_json(key, abandoned)
+    fingerprint = hashlib.sha256(f"{abandoned['owner']}|{abandoned['created']!r}".encode()).hexdigest()[:16]
+    token = layout.lock_breaker(key, fingerprint)
+    sent = _lose_answers_of_stored_creates(store, {f"co2cast/{token}"})
+    assert locks._break(store, key, abandoned, "canada.co2_per_capita (pointer)")
+    assert sent[f"co2cast/{token}"] == 2
+    assert store.list("locks/") == [], "the lock is broken and the token deleted"
+
+
+def test_a_record_like_ours_from_another_attempt_is_not_taken_for_ours(store: S3Store) -> None:
+    """Only this attempt's own record counts as created by it: a lock of this process with the same created time
+    (another thread's, another attempt's) has another token, and is waited on."""
+    key = layout.series_lock("world.co2")
+    mine = locks._record(what="x")
+    store.write_json(key, {**mine, "token": "other"})
+    assert locks._create(store, key, mine) == (False, {**mine, "token": "other"})
