@@ -8,12 +8,15 @@ last, so a reader that follows pointers never sees a half-written group.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
 import os
 import re
+import secrets
 import tempfile
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -43,6 +46,10 @@ class StoreUnusable(StoreError, SetupError):
     """The local store's directory cannot be used (read-only, not a directory, permissions): every series fails alike."""
 
 
+class StoreUnsupported(StoreError, SetupError):
+    """The S3 store lacks what co2cast needs of it (conditional writes): every series fails alike until the store is changed."""
+
+
 class StoreUnavailable(TransientError):
     """The object store could not be reached or answered with a server error; a retry may cure it."""
 
@@ -52,6 +59,14 @@ _TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError",
 #: S3 error codes for credentials the store does not accept.
 _CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AccessDenied"})
 _CREDENTIALS_HINT = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an Airflow connection) for this store"
+#: Why a store whose conditional PUT is answered 501, or not enforced, cannot serve co2cast (one line's end).
+_NO_CONDITIONAL_WRITES = (
+    "the store does not support conditional writes (PUT with If-None-Match), which co2cast's locks need; "
+    "use a store that does (AWS S3, MinIO, Cloudflare R2)"
+)
+#: The (endpoint, bucket) pairs this process found enforcing a conditional write (:meth:`S3Store.create_exclusive`).
+_CONDITIONAL_WRITES_CHECKED: set[tuple[str, str]] = set()
+_CONDITIONAL_WRITES_CHECKING = threading.Lock()
 #: Seconds to open a connection to the S3 endpoint (botocore's default: 60). A host that is up answers in milliseconds.
 S3_CONNECT_TIMEOUT = 10
 #: Seconds to wait for each read from the socket (botocore's default: 60), not for a whole transfer: a large
@@ -370,6 +385,8 @@ class S3Store(ObjectStore):
         if isinstance(error, ClientError):
             code = error.response.get("Error", {}).get("Code", "")
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if status == 501 or code == "NotImplemented":  # the server lacks the feature: a retry meets it again
+                return StoreUnsupported(f"cannot {verb} {where}: the store answered {code or status}: it does not implement this request")
             if status >= 500 or code in _TRANSIENT_CODES:
                 return StoreUnavailable(f"cannot {verb} {where}: the store answered {code or status}; retry later")
             if code == "NoSuchBucket":
@@ -406,6 +423,17 @@ class S3Store(ObjectStore):
             raise self._failure("write", key, error) from error
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create an object only if it does not exist (see :meth:`ObjectStore.create_exclusive`).
+
+        Raises:
+            StoreUnsupported: the store answers a conditional PUT with 501, or does not enforce it
+                (checked once per process and bucket, before the first: :meth:`_check_conditional_writes`).
+        """
+        self._check_conditional_writes()
+        return self._put_if_absent(key, data)
+
+    def _put_if_absent(self, key: str, data: bytes, doing: str = "") -> bool:
+        """The conditional PUT itself (``doing``: what a refusal of the feature says this call was, by default the write of ``key``)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -416,10 +444,40 @@ class S3Store(ObjectStore):
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
                 return False
+            if status == 501 or code == "NotImplemented":
+                doing = doing or f"write {self.uri(key)}"
+                raise StoreUnsupported(f"cannot {doing}: the store answered {code or status}; {_NO_CONDITIONAL_WRITES}") from error
             raise self._failure("write", key, error) from error
         except BotoCoreError as error:
             raise self._failure("write", key, error) from error
         return True
+
+    def _check_conditional_writes(self) -> None:
+        """Refuse a store that ignores ``If-None-Match`` (it would let every caller take every lock), once per process and bucket.
+
+        Three requests: a probe object under ``locks/`` is created, created again (which must be
+        refused), and deleted. The first create may itself be refused (its answer lost, resent by
+        botocore): the object is this call's all the same, and the second create tells.
+        """
+        where = (str(self.client.meta.endpoint_url), self.bucket)
+        if where in _CONDITIONAL_WRITES_CHECKED:
+            return
+        with _CONDITIONAL_WRITES_CHECKING:
+            if where in _CONDITIONAL_WRITES_CHECKED:
+                return
+            probe = f"locks/conditional-write-probe-{secrets.token_hex(8)}.json"
+            try:
+                doing = f"take a lock in {self.uri()}"
+                self._put_if_absent(probe, b"{}", doing)
+                enforced = not self._put_if_absent(probe, b"{}", doing)
+            finally:
+                with contextlib.suppress(StoreError, StoreUnavailable):
+                    self.delete(probe)
+            if not enforced:
+                raise StoreUnsupported(
+                    f"cannot {doing}: a second create of one object with If-None-Match was not refused; " + _NO_CONDITIONAL_WRITES
+                )
+            _CONDITIONAL_WRITES_CHECKED.add(where)
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError

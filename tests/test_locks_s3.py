@@ -101,3 +101,53 @@ def test_a_record_like_ours_from_another_attempt_is_not_taken_for_ours(store: S3
     mine = locks._record(what="x")
     store.write_json(key, {**mine, "token": "other"})
     assert locks._create(store, key, mine) == (False, {**mine, "token": "other"})
+
+
+def _count_requests(store: S3Store) -> Counter[str]:
+    sent: Counter[str] = Counter()
+    store.client.meta.events.register("before-send.s3", lambda request, **_: sent.update([request.method]))
+    return sent
+
+
+def test_a_store_answering_a_conditional_put_not_implemented_is_one_setup_line_not_a_retry(store: S3Store) -> None:
+    """A server answering 501 NotImplemented to If-None-Match was StoreUnavailable: retried by every task, forever."""
+    from pipeline.errors import SetupError
+
+    def not_implemented(request: Any, **_: Any) -> Any:
+        if request.headers.get("If-None-Match"):
+            body = b'<?xml version="1.0"?><Error><Code>NotImplemented</Code><Message>A header you provided implies functionality '
+            body += b"that is not implemented</Message></Error>"
+            return _answer(request, 501, body)
+        return None
+
+    store.client.meta.events.register("before-send.s3.PutObject", not_implemented)
+    sent = _count_requests(store)
+    with pytest.raises(SetupError) as raised:
+        with locks.run_key_lock(store, "abc", wait=1):
+            pass
+    message = str(raised.value)
+    assert not raised.value.transient and "\n" not in message
+    assert "does not support conditional writes (PUT with If-None-Match), which co2cast's locks need" in message
+    assert sent["PUT"] == 1, "not retried"
+
+
+def test_a_store_ignoring_if_none_match_is_refused_before_the_first_lock(store: S3Store) -> None:
+    """A server that ignores If-None-Match lets every caller take every lock: a probe before the first create refuses it."""
+    from pipeline.errors import SetupError
+
+    store.client.meta.events.register("before-send.s3.PutObject", lambda request, **_: request.headers.pop("If-None-Match", None) and None)
+    with pytest.raises(SetupError, match=r"was not refused; the store does not support conditional writes"):
+        store.create_exclusive("locks/x.json", b"{}")
+    assert store.list("locks/") == [], "the probe object is deleted"
+
+
+def test_conditional_writes_are_checked_once_per_process_and_bucket(store: S3Store, s3_endpoint: str) -> None:
+    """Three requests before the first create of a process on a bucket (create, create refused, delete); none later."""
+    sent = _count_requests(store)
+    assert store.create_exclusive("locks/a.json", b"{}") and not store.create_exclusive("locks/a.json", b"{}")
+    assert sent == Counter({"PUT": 4, "DELETE": 1})
+    again = open_store(f"s3://{store.bucket}/other", endpoint_url=s3_endpoint)
+    sent_again = _count_requests(again)
+    assert again.create_exclusive("locks/b.json", b"{}")
+    assert sent_again == Counter({"PUT": 1})
+    assert store.list("locks/") == ["locks/a.json"]
