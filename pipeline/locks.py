@@ -280,7 +280,10 @@ def _exclusive(
         taken, current = _create(store, key, record)
         if taken:
             break
-        if current is None:  # released between our attempt and the read
+        if current is None:  # released between our attempt and the read, or not readable yet (a read that lags the write)
+            if time.monotonic() > deadline:
+                raise busy("an owner whose lock could not be read")
+            time.sleep(POLL_SECONDS / 20)  # not a tight loop of PUTs and GETs while a lagging store shows nothing
             continue
         if owner_is_dead(current, time.time(), stale_after):
             if _break(store, key, current, what) or time.monotonic() <= deadline:

@@ -151,3 +151,25 @@ def test_conditional_writes_are_checked_once_per_process_and_bucket(store: S3Sto
     assert again.create_exclusive("locks/b.json", b"{}")
     assert sent_again == Counter({"PUT": 1})
     assert store.list("locks/") == ["locks/a.json"]
+
+
+def test_a_waiter_on_a_store_whose_reads_lag_its_writes_pauses_and_keeps_its_deadline(store: S3Store) -> None:
+    """Another process holds the lock, but GET does not show it yet (a read-after-write delay, a caching proxy): the
+    waiter looped PUT/GET with no pause and no deadline check, 167 times in 3 s with wait=1."""
+    key = layout.series_lock("a.b")
+    assert store.create_exclusive("locks/warm.json", b"{}")  # the once-per-process check, before counting
+    store.write_json(key, {"owner": "otherhost:1", "created": time.time()})
+    started = time.monotonic()
+
+    def lagging_get(request: Any, **_: Any) -> Any:
+        if time.monotonic() - started < 3:
+            return _answer(request, 404, b'<?xml version="1.0"?><Error><Code>NoSuchKey</Code></Error>')
+        return None
+
+    store.client.meta.events.register("before-send.s3.GetObject", lagging_get)
+    sent = _count_requests(store)
+    with pytest.raises(locks.SeriesBusy, match="could not be read"):
+        with locks.series_lock(store, "a.b", wait=1):
+            pass
+    assert time.monotonic() - started < 2.5, "the wait is kept"
+    assert sent["PUT"] <= 20, f"a pause between attempts: {sent}"
