@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -195,6 +196,42 @@ def series_lock(
         yield first
 
 
+def fence(store: ObjectStore, series_id: str, scope: str = "pointer") -> None:
+    """Check, just before a write the series' lock guards, that the lock this thread holds is still its own.
+
+    An owner on another host is taken for gone when its lock is older than the stale time (two
+    minutes for the pointer), and one slow S3 call may take longer (botocore's retries of a call
+    that times out: :data:`pipeline.store.S3_READ_TIMEOUT` each). A holder stuck that long may find
+    its lock broken and taken by a waiter: it must not write then, or two runs write ``latest.json``
+    at once, and the older as-of year's may land last.
+
+    Raises:
+        SeriesBusy: the lock is no longer this holder's (transient: a retry reads the pointer anew).
+    """
+    key = layout.series_lock(series_id, scope)
+    record = _held_records().get(store.uri(key))
+    if record is None:
+        raise RuntimeError(f"{series_id}: a write guarded by its {scope} lock without holding it")
+    current = store.read_json_or_none(key, LOCK_RECORD)
+    if not _same_record(current, record):
+        holder = current["owner"] if current is not None else "nobody"
+        raise SeriesBusy(
+            f"{series_id}: its {scope} lock was taken for abandoned while this run held it (now held by {holder}): "
+            "nothing was written under it; retry later"
+        )
+
+
+#: The lock records each thread holds, by the lock's URI (:func:`fence`).
+_held = threading.local()
+
+
+def _held_records() -> dict[str, dict[str, Any]]:
+    records: dict[str, dict[str, Any]] | None = getattr(_held, "records", None)
+    if records is None:
+        records = _held.records = {}
+    return records
+
+
 #: A breaker's token older than this, from another machine, is a breaker that died mid-break.
 BREAKER_STALE_SECONDS = 60.0
 
@@ -295,9 +332,12 @@ def _exclusive(
             on_wait(current)
         waited = True
         time.sleep(POLL_SECONDS if wait > 600 else POLL_SECONDS / 20)  # a series' short locks are polled often
+    held = _held_records()
+    held[store.uri(key)] = record
     try:
         yield not waited
     finally:
+        held.pop(store.uri(key), None)
         # Only our own lock: if ours was broken as stale meanwhile, the new owner's stays.
         if _same_record(store.read_json_or_none(key, LOCK_RECORD), record):
             store.delete(key)

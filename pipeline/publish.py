@@ -579,6 +579,8 @@ def _write_pointer(
     digest: str | None = None,
 ) -> None:
     """Write ``latest.json`` for a manifest (under the pointer's lock, held by the caller)."""
+    from pipeline.locks import fence
+
     key = layout.forecast_latest(series_id)
     pointer = {
         "manifest": manifest["key"],
@@ -594,6 +596,7 @@ def _write_pointer(
     data = json_bytes(pointer)
     if on_write is not None:
         on_write(_read_or_none(store, key), data)
+    fence(store, series_id)  # still this run's lock: a holder stuck past the stale time may have lost it to a waiter
     store.write_bytes(key, data)
 
 
@@ -686,12 +689,13 @@ def restore_latest(store: ObjectStore, series_id: str, before: bytes | None, wri
     lock): a run that has published since keeps its pointer, and a write that never landed has
     nothing to undo. ``before`` ``None``: there was no pointer, and it is deleted.
     """
-    from pipeline.locks import series_lock
+    from pipeline.locks import fence, series_lock
 
     key = layout.forecast_latest(series_id)
     with series_lock(store, series_id):
         if _read_or_none(store, key) != written:
             return False
+        fence(store, series_id)
         if before is None:
             store.delete(key)
         else:

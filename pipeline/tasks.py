@@ -784,11 +784,12 @@ def _now() -> str:
 
 def append_history(store: ObjectStore, series_id: str, record: Mapping[str, Any]) -> None:
     """Append one record to the series' alias history in the store."""
-    from pipeline.locks import series_lock
+    from pipeline.locks import fence, series_lock
 
     key = layout.alias_history(series_id)
     with series_lock(store, series_id):  # two runs of a series must not drop each other's record
         history = store.read_json_or_none(key, layout.ALIAS_HISTORY) or []
+        fence(store, series_id)
         store.write_json(key, [*history, dict(record)])
 
 

@@ -173,3 +173,27 @@ def test_a_waiter_on_a_store_whose_reads_lag_its_writes_pauses_and_keeps_its_dea
             pass
     assert time.monotonic() - started < 2.5, "the wait is kept"
     assert sent["PUT"] <= 20, f"a pause between attempts: {sent}"
+
+
+def test_a_pointer_holder_whose_lock_was_broken_meanwhile_does_not_write_latest(store: S3Store) -> None:
+    """The pointer lock's holder, on another host from the waiters, is stuck past the stale time (a slow S3 call):
+    a waiter breaks its lock and takes it. Just before writing latest.json the holder reads its lock again and
+    gives up, retryably, instead of writing beside the new holder."""
+    from pipeline import publish
+
+    manifest = {"key": "forecasts/world.co2/asof=2020/run=abc/manifest.json", "as_of_year": 2020, "run_key": "abc"}
+    store.write_json(manifest["key"], manifest)
+    key = layout.series_lock("world.co2")
+    taken_over = {"owner": "elsewhere:7", "created": time.time(), "token": "theirs"}
+
+    def a_waiter_takes_over(before: bytes | None, written: bytes) -> None:
+        store.delete(key)  # the waiter broke the lock as abandoned...
+        store.write_json(key, taken_over)  # ...and holds it now
+
+    with pytest.raises(locks.SeriesBusy, match=r"world.co2: its pointer lock was taken for abandoned .*elsewhere:7.*retry later"):
+        publish.point_latest(store, "world.co2", manifest, on_write=a_waiter_takes_over)
+    assert not store.exists(layout.forecast_latest("world.co2")), "latest.json was not written"
+    assert store.read_json(key) == taken_over, "the new holder's lock stays"
+    store.delete(key)  # the new holder is done
+    assert publish.point_latest(store, "world.co2", manifest), "a retry publishes"
+    assert store.read_json(layout.forecast_latest("world.co2"))["manifest"] == manifest["key"]
