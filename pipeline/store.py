@@ -46,6 +46,10 @@ class StoreUnusable(StoreError, SetupError):
     """The local store's directory cannot be used (read-only, not a directory, permissions): every series fails alike."""
 
 
+class StoreSetupError(StoreError, SetupError):
+    """The S3 endpoint cannot be used as configured (TLS against a plain-HTTP server): every series fails alike."""
+
+
 class StoreUnsupported(StoreError, SetupError):
     """The S3 store lacks what co2cast needs of it (conditional writes): every series fails alike until the store is changed."""
 
@@ -379,7 +383,7 @@ class S3Store(ObjectStore):
         A missing bucket and missing or refused credentials are the operator's to fix (a retry
         meets them again): permanent, in one line saying which setting to look at.
         """
-        from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+        from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError, SSLError
 
         where = self.uri(key)
         if isinstance(error, ClientError):
@@ -400,6 +404,12 @@ class S3Store(ObjectStore):
             return StoreError(f"cannot {verb} {where}: {code or status} ({error})")
         if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
             return StoreError(f"cannot {verb} {where}: no usable S3 credentials ({error}); {_CREDENTIALS_HINT}")
+        if isinstance(error, SSLError):  # https against a plain-HTTP server, or a certificate not trusted: a retry meets it again
+            endpoint = redact_url(str(self.client.meta.endpoint_url))
+            return StoreSetupError(
+                f"cannot {verb} {where}: TLS with {endpoint} failed ({error}); if the server speaks plain HTTP, "
+                "set CO2CAST_S3_ENDPOINT_URL to its http:// URL, else make its certificate trusted (AWS_CA_BUNDLE)"
+            )
         return StoreUnavailable(f"cannot {verb} {where}: {type(error).__name__}: {error}; retry later")
 
     def read_bytes(self, key: str) -> bytes:

@@ -197,3 +197,15 @@ def test_a_pointer_holder_whose_lock_was_broken_meanwhile_does_not_write_latest(
     store.delete(key)  # the new holder is done
     assert publish.point_latest(store, "world.co2", manifest), "a retry publishes"
     assert store.read_json(layout.forecast_latest("world.co2"))["manifest"] == manifest["key"]
+
+
+def test_https_against_a_plain_http_endpoint_is_one_setup_line_naming_the_setting(s3_env: dict[str, str], s3_endpoint: str) -> None:
+    """TLS spoken to moto's plain-HTTP server: it was StoreUnavailable ("retry later"), retried by every task for good."""
+    from pipeline.errors import SetupError
+
+    store = S3Store("bucket", endpoint_url=s3_endpoint.replace("http://", "https://"))
+    with pytest.raises(SetupError) as raised:
+        store.read_bytes("curated/latest.json")
+    message = str(raised.value)
+    assert not raised.value.transient and "\n" not in message
+    assert "TLS with https://127.0.0.1" in message and "set CO2CAST_S3_ENDPOINT_URL to its http:// URL" in message
