@@ -144,11 +144,6 @@ def series_forecasts(series_id: str, as_of_year: int | None = None) -> str:
     return f"{FORECASTS}{series_id}/" + (f"asof={int(as_of_year)}/" if as_of_year is not None else "")
 
 
-def published_series(keys: list[str]) -> list[str]:
-    """The series ids that have a ``latest.json`` pointer among store keys, sorted."""
-    return sorted({key.split("/")[1] for key in keys if key.startswith(FORECASTS) and key.count("/") == 2 and key.endswith("/latest.json")})
-
-
 def published_as_of_years(series_id: str, keys: list[str]) -> list[int]:
     """The as-of years with a published manifest of a series among store keys, sorted."""
     prefix = series_forecasts(series_id)

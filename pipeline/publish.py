@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -339,13 +340,21 @@ def published_hint(store: ObjectStore, series_id: str) -> str:
     """What a person who typed an unknown series id reads next: the published ids, or the closest few of many."""
     import difflib
 
-    published = layout.published_series(store.list(layout.FORECASTS))
-    if series_id in published:
+    # The series folders (one LIST request per 1,000 series), not every key under forecasts/ (six per forecast
+    # published, every vintage and backfill). A folder without latest.json (a publish stopped before its pointer,
+    # a pointer removed by hand) is not published: a folder is named only once its pointer is found.
+    folders = store.list_children(layout.FORECASTS)
+
+    def published(sid: str) -> bool:
+        return store.exists(layout.forecast_latest(sid))
+
+    if series_id in folders and published(series_id):
         return f"{series_id} itself has a published forecast (co2cast show {series_id})"
-    if len(published) <= LIST_ALL_UP_TO:
-        return f"published: {', '.join(published) or 'none'}"
-    close = difflib.get_close_matches(series_id, published, n=3, cutoff=0.8)  # best first
-    return f"{len(published)} series are published" + (f"; did you mean {', '.join(close)}?" if close else " (co2cast summary lists them)")
+    if len(folders) <= LIST_ALL_UP_TO:
+        return f"published: {', '.join(sid for sid in folders if published(sid)) or 'none'}"
+    ranked = difflib.get_close_matches(series_id, [sid for sid in folders if sid != series_id], n=len(folders), cutoff=0.8)
+    close = list(itertools.islice((sid for sid in ranked if published(sid)), 3))  # best first
+    return f"{len(folders)} series are published" + (f"; did you mean {', '.join(close)}?" if close else " (co2cast summary lists them)")
 
 
 def latest_pointer(store: ObjectStore, series_id: str) -> dict[str, Any] | None:
@@ -832,9 +841,17 @@ def read_verified(store: ObjectStore, series_id: str) -> VerifiedForecast:
         StoreDataError: ``latest.json`` or the manifest is not the JSON co2cast wrote (damaged
             or edited; named in the message).
     """
+    found = read_verified_or_none(store, series_id)
+    if found is None:
+        raise NotPublished(f"no forecast published for {series_id!r}; {published_hint(store, series_id)}")
+    return found
+
+
+def read_verified_or_none(store: ObjectStore, series_id: str) -> VerifiedForecast | None:
+    """:func:`read_verified`, or ``None`` when the series has no ``latest.json`` (no hint listed: for a caller that lists series itself)."""
     pointer, data = _latest(store, series_id)
     if pointer is None:
-        raise NotPublished(f"no forecast published for {series_id!r}; {published_hint(store, series_id)}")
+        return None
     if not _key_within(pointer["manifest"], layout.FORECASTS):  # '../…' must not become a key; another series' is named below
         raise IntegrityError(
             f"{series_id}: latest.json points at {pointer['manifest'][:80]!r}, not a forecast of {series_id}: it was edited; "

@@ -104,6 +104,14 @@ class ObjectStore(ABC):
         """Keys that start with ``prefix``, sorted."""
 
     @abstractmethod
+    def list_children(self, prefix: str = "") -> list[str]:
+        """The names of the folders directly under ``prefix`` (``""`` or ending in ``/``) that hold an object, sorted.
+
+        ``list_children("forecasts/")`` is ``["canada.co2", …]``: one name per folder, not one key per
+        object in it, so on S3 it costs one LIST request per 1,000 folders however many objects each holds.
+        """
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Delete an object if it exists."""
 
@@ -215,6 +223,18 @@ def _check_key(key: str) -> str:
     return key
 
 
+def _check_folder(prefix: str) -> str:
+    """A prefix :meth:`ObjectStore.list_children` lists: ``""``, or a valid key ending in ``/``."""
+    if prefix and not (prefix.endswith("/") and _check_key(prefix[:-1])):
+        raise StoreConfigError(f"invalid folder {prefix!r}: a folder prefix ends in '/'")
+    return prefix
+
+
+def _holds_an_object(folder: Path) -> bool:
+    """Whether a local directory holds an object at any depth (not only temporary files, which :meth:`LocalStore.list` skips)."""
+    return any(path.is_file() and not path.name.startswith(".") for path in folder.rglob("*"))
+
+
 #: Mode of every file the local store writes (rw-r--r--).
 FILE_MODE = 0o644
 
@@ -316,6 +336,16 @@ class LocalStore(ObjectStore):
                 return []
             keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
             return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
+
+    def list_children(self, prefix: str = "") -> list[str]:
+        _check_folder(prefix)
+        with self._usable("list", prefix):
+            folder = self.root / prefix
+            if not folder.is_dir():
+                return []
+            # A folder whose objects were all deleted stays behind as an empty directory (delete removes files
+            # only): like S3, which has no folders of its own, only a folder holding an object is listed.
+            return sorted(child.name for child in folder.iterdir() if child.is_dir() and _holds_an_object(child))
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -518,6 +548,21 @@ class S3Store(ObjectStore):
             return sorted(self._iter_keys(prefix))
         except (ClientError, BotoCoreError) as error:
             raise self._failure("list", prefix, error) from error
+
+    def list_children(self, prefix: str = "") -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        _check_folder(prefix)
+        base = (f"{self.prefix}/" if self.prefix else "") + prefix
+        names = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=base, Delimiter="/"):
+                names.extend(item["Prefix"][len(base) :].removesuffix("/") for item in page.get("CommonPrefixes", []))
+        except (ClientError, BotoCoreError) as error:
+            raise self._failure("list", prefix, error) from error
+        # A key written outside co2cast ('forecasts//x', 'forecasts/../x') names no folder a key can be built on.
+        return sorted(name for name in names if name not in ("", ".", ".."))
 
     def delete(self, key: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

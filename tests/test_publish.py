@@ -13,7 +13,7 @@ import pytest
 from pipeline.models.baselines import DriftForecaster
 from pipeline.payloads import Manifest
 from pipeline.publish import IntegrityError, NotPublished, PublishRefused, forecast_table, publish, read_latest
-from pipeline.store import ObjectStore, StoreDataError, open_store
+from pipeline.store import ObjectStore, S3Store, StoreDataError, open_store
 
 SID = "canada.co2_per_capita"
 
@@ -102,6 +102,83 @@ def test_an_unknown_series_among_many_gets_the_closest_ids(store: ObjectStore) -
         read_latest(store, "wrld.co2")
     with pytest.raises(NotPublished, match=r"11 series are published \(co2cast summary lists them\)$"):
         read_latest(store, "atlantis.co2")
+
+
+def _listing_cost(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
+    """What finding the published series costs: every ``list`` call's prefix, and on S3 the entries each LIST request returned."""
+    cost: dict[str, list] = {"list": [], "entries": []}
+    real = type(store).list
+    monkeypatch.setattr(type(store), "list", lambda self, prefix="": cost["list"].append(prefix) or real(self, prefix))
+    if isinstance(store, S3Store):
+        store.client.meta.events.register(
+            "after-call.s3.ListObjectsV2",
+            lambda parsed, **_: cost["entries"].append(len(parsed.get("Contents", [])) + len(parsed.get("CommonPrefixes", []))),
+        )
+    return cost
+
+
+def test_finding_the_published_series_lists_their_folders_not_every_forecast_file(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped id, `summary` and the viewer's list (every 30 s) read one entry per series, however many forecasts each has.
+
+    Listing every key under forecasts/ to keep the latest.json ones grew by six keys per forecast published
+    (every vintage and backfill): at 1,700 series of 10 forecasts, 100 LIST requests one after another.
+    """
+    from pipeline import tasks
+    from pipeline.viewer import data
+
+    names = [f"s{i:02d}.co2" for i in range(12)]
+    for name in names:
+        store.write_json(f"forecasts/{name}/latest.json", {"manifest": "m", "as_of_year": 2014})
+        for as_of in (2012, 2013, 2014):
+            for file in ("forecast.csv", "forecast.parquet", "backtest.json", "candidates.parquet", "notes.json", "manifest.json"):
+                store.write_bytes(f"forecasts/{name}/asof={as_of}/k{as_of}/{file}", b"{}")
+    monkeypatch.setattr(tasks, "open_store", lambda settings: store)
+
+    def mistyped() -> None:
+        with pytest.raises(NotPublished, match=r"^no forecast published for .s0\.co2.; 12 series are published; did you mean "):
+            read_latest(store, "s0.co2")
+
+    readers = {
+        "a mistyped id": mistyped,
+        "summary": lambda: tasks.published_forecasts(None),
+        "the viewer": lambda: data.list_published(store),
+    }
+    for reader, call in readers.items():
+        cost = _listing_cost(store, monkeypatch)
+        call()
+        assert cost["list"] == [], f"{reader} listed every key under {cost['list']}"
+        if isinstance(store, S3Store):
+            assert cost["entries"] == [len(names)], f"{reader}: one LIST of one entry per series"
+        monkeypatch.undo()
+        monkeypatch.setattr(tasks, "open_store", lambda settings: store)
+
+
+def test_a_series_folder_without_latest_json_is_not_published(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publish stopped before its pointer (or latest.json removed by hand) leaves a folder: it is not named as published."""
+    from pipeline import tasks
+    from pipeline.viewer import data
+
+    _publish(store, _table())
+    store.write_bytes("forecasts/world.co2/asof=2014/k1/forecast.csv", b"year,mean\n")  # files, no manifest or pointer yet
+    with pytest.raises(NotPublished, match=rf"^no forecast published for 'world\.co2'; published: {SID}$"):
+        read_latest(store, "world.co2")
+    monkeypatch.setattr(tasks, "open_store", lambda settings: store)
+    assert [(sid, problem) for sid, _, _, problem in tasks.published_forecasts(None)] == [(SID, None)]
+    assert [s.series_id for s in data.list_published(store).series] == [SID] and not data.list_published(store).unreadable
+    store.delete(f"forecasts/{SID}/latest.json")
+    assert tasks.published_forecasts(None) == []
+    with pytest.raises(data.NothingPublished):
+        data.list_published(store)
+    with pytest.raises(NotPublished, match=r"published: none$"):
+        read_latest(store, SID)
+    # Among many, the closest id suggested is one with a pointer: world.co3's folder has none.
+    for name in ["canada", "france", "germany", "india", "japan", "kenya", "mexico", "norway", "peru", "spain", "world"]:
+        store.write_json(f"forecasts/{name}.co2/latest.json", {"manifest": "m", "as_of_year": 2014})
+    store.write_bytes("forecasts/world.co3/asof=2014/k1/forecast.csv", b"year,mean\n")
+    with pytest.raises(NotPublished, match=r"; did you mean world\.co2\?$"):
+        read_latest(store, "world.co")
 
 
 def test_rerun_of_a_key_rewrites_nothing(store: ObjectStore) -> None:

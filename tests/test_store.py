@@ -46,6 +46,48 @@ def test_round_trip_list_delete(store: ObjectStore) -> None:
     assert store.read_json_or_none("nothing.json") is None
 
 
+def test_list_children_names_the_folders_that_hold_an_object(store: ObjectStore) -> None:
+    for key in ("a/b/one.bin", "a/c/d/two.bin", "a/top.txt", "e/f/three.txt"):
+        store.write_bytes(key, b"x")
+    assert store.list_children("a/") == ["b", "c"]  # not the object a/top.txt, not c's own folder d
+    assert store.list_children() == store.list_children("") == ["a", "e"]
+    assert store.list_children("a/c/") == ["d"] and store.list_children("nothing/") == []
+    store.delete("a/b/one.bin")
+    assert store.list_children("a/") == ["c"], "a folder whose objects were all deleted is gone, as on S3"
+    for prefix in ("a", "a//", "../", "/a/"):
+        with pytest.raises(StoreError, match="invalid"):
+            store.list_children(prefix)
+
+
+def test_list_children_skips_a_local_folder_holding_only_temporary_files(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.write_bytes("forecasts/a.co2/latest.json", b"{}")
+    (tmp_path / "store" / "forecasts" / "b.co2" / "asof=2014").mkdir(parents=True)
+    (tmp_path / "store" / "forecasts" / "b.co2" / "asof=2014" / ".manifest.json.x.tmp").write_bytes(b"{")  # a write cut short
+    assert store.list() == ["forecasts/a.co2/latest.json"] and store.list_children("forecasts/") == ["a.co2"]
+    assert LocalStore(tmp_path / "none").list_children("forecasts/") == []
+
+
+def test_list_children_on_s3_is_one_list_request_per_1000_folders(s3_bucket: str, s3_endpoint: str) -> None:
+    """The folders, in pages of 1,000 common prefixes: not one entry per object in them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = open_store(f"s3://{s3_bucket}/p", endpoint_url=s3_endpoint)
+    names = [f"s{i:04d}.co2" for i in range(1001)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda name: store.write_bytes(f"forecasts/{name}/latest.json", b"{}"), names))
+    for key in ("forecasts/s0000.co2/asof=2014/k/forecast.csv", "forecasts/s0000.co2/asof=2014/k/manifest.json", "other/x"):
+        store.write_bytes(key, b"{}")
+    calls: list[int] = []
+
+    def listed(parsed: dict, **_: Any) -> None:
+        calls.append(len(parsed.get("Contents", [])) + len(parsed.get("CommonPrefixes", [])))
+
+    store.client.meta.events.register("after-call.s3.ListObjectsV2", listed)
+    assert store.list_children("forecasts/") == names
+    assert calls == [1000, 1]
+
+
 @pytest.mark.parametrize(
     ("data", "shape", "why"),
     [

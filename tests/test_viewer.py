@@ -521,11 +521,11 @@ def test_every_pointer_damaged_names_each_and_shows_nothing(home_copy: Path, mon
 def test_a_pointer_removed_after_the_listing_is_no_longer_published(home_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """latest.json removed by hand (to be rebuilt) between the listing and its read: not published, not a KeyError."""
     store = _use_home(monkeypatch, home_copy)
-    listed = store.list(layout.FORECASTS)
-    monkeypatch.setattr(store, "list", lambda prefix: [*listed, layout.forecast_latest("gone.co2")])
+    listed = store.list_children(layout.FORECASTS)
+    monkeypatch.setattr(store, "list_children", lambda prefix: [*listed, "gone.co2"])
     published = data.list_published(store)
     assert [s.series_id for s in published.series] == [CANADA, WORLD] and not published.unreadable
-    monkeypatch.setattr(store, "list", lambda prefix: [layout.forecast_latest("gone.co2")])
+    monkeypatch.setattr(store, "list_children", lambda prefix: ["gone.co2"])
     with pytest.raises(data.NothingPublished, match="no forecast is published"):
         data.list_published(store)
 

@@ -186,25 +186,26 @@ def list_published(store: ObjectStore) -> Published:
         StoreUnreachable: the store cannot be read.
     """
     with _store_errors(store):
-        pointers = [layout.forecast_latest(sid) for sid in layout.published_series(store.list(layout.FORECASTS))]
+        # The series folders (one LIST request per 1,000 series), not every key under forecasts/ (six per forecast
+        # published, every vintage and backfill); a folder without latest.json is left out below, as not published.
+        folders = store.list_children(layout.FORECASTS)
         found = []
         unreadable: dict[str, str] = {}
         names: dict[str, dict[str, tuple[str, str, bool]]] = {}
-        for key in pointers:
-            sid = key.split("/")[1]
+        for sid in folders:
             try:
                 pointer = latest_pointer(store, sid)  # its fields checked against the manifest it serves
             except StoreDataError as error:
                 unreadable[sid] = _one_line(error)
                 continue
-            if pointer is None:  # removed since the listing (by hand, to be rebuilt): no longer published
+            if pointer is None:  # no latest.json: a publish stopped before it, or removed by hand (to be rebuilt)
                 continue
             vintage = str(pointer.get("vintage") or "")
             if vintage not in names:
                 names[vintage] = _series_names(store, vintage)
             entity, variable, aggregate = names[vintage].get(sid) or _split_id(sid)
             found.append(PublishedSeries(sid, entity, variable, aggregate, int(pointer["as_of_year"]), vintage))
-        if not found and not unreadable:  # none listed, or every pointer removed since the listing
+        if not found and not unreadable:  # no series folder, or none with a latest.json
             raise NothingPublished(f"no forecast is published in {store.uri()} yet: run `make run` (or `co2cast forecast`) first")
     return Published(sorted(found, key=lambda s: (s.entity.lower(), s.variable)), unreadable)
 
