@@ -721,3 +721,24 @@ def test_a_champion_kept_from_an_earlier_run_leaves_this_runs_candidate_of_its_f
     kept = {**this_run, "model_version": "3"}  # the gate kept v3; this run registered arima v5
     assert data._challengers(candidates, this_run)["family"].tolist() == ["theta"]
     assert data._challengers(candidates, kept)["family"].tolist() == ["arima", "theta"]
+
+
+def test_series_names_read_each_vintages_table_once_however_many_vintages_pointers_name(home_copy: Path) -> None:
+    """The list (refreshed every 30 s) names each series from its pointer's vintage: after a few releases
+    pointers name more vintages than the four tables kept in memory, and every refresh read every table again."""
+    store = LocalStore(home_copy / "store")
+    vintage = store.read_json(layout.CURATED_LATEST)["vintage"]
+    vintages = [vintage, *(f"{i:016x}" for i in range(1, 6))]
+    for other in vintages[1:]:
+        for key in store.list(f"{layout.CURATED}{vintage}/"):
+            store.write_bytes(key.replace(vintage, other), store.read_bytes(key))
+    reads: list[str] = []
+    real = LocalStore.read_bytes
+    store.read_bytes = lambda key: reads.append(key) or real(store, key)  # type: ignore[method-assign]
+    names = [data._series_names(store, v) for v in vintages]
+    for _refresh in range(3):
+        assert [data._series_names(store, v) for v in vintages] == names
+    assert sorted(k for k in reads if k.endswith("emissions.parquet")) == sorted(layout.curated_table(v) for v in vintages)
+    assert names[0][CANADA] == ("Canada", "co2_per_capita", False) and names[0][WORLD] == ("World", "co2", True)
+    view = data.load_series(store, next(s for s in data.list_published(store).series if s.series_id == CANADA))
+    assert len(view.history), "the tables load_series reads are still kept and read"

@@ -372,20 +372,33 @@ _CURATED: dict[tuple[str, str], pd.DataFrame] = {}
 
 
 def _series_names(store: ObjectStore, vintage: str) -> dict[str, tuple[str, str, bool]]:
-    """series_id -> (entity, variable, aggregate) for every series of a curated vintage."""
+    """series_id -> (entity, variable, aggregate) for every series of a curated vintage, kept in memory.
+
+    The series list (refreshed every 30 s) names the vintage of every series' pointer, which after a few
+    releases are more vintages than :data:`_CURATED` keeps tables of: the names, a few kilobytes a vintage,
+    are kept for every vintage instead, so each vintage's table is read once per process for them, not at
+    every refresh. A vintage never changes once curated; one gone or damaged is not kept (read again next time).
+    """
     from pipeline.series import series_id
 
     if not vintage:
         return {}
-    try:
-        tidy = _curated(store, vintage)
-    except (KeyError, StoreDataError):  # the vintage, or its table, is gone or damaged: names from the ids
-        return {}
-    pairs = tidy[["entity", "variable", "iso_code"]].drop_duplicates(["entity", "variable"])
-    return {
-        series_id(str(row.entity), str(row.variable)): (str(row.entity), str(row.variable), is_aggregate(row.iso_code))
-        for row in pairs.itertuples(index=False)
-    }
+    key = (store.uri(), vintage)
+    if key not in _NAMES:
+        try:
+            tidy = _curated(store, vintage)
+        except (KeyError, StoreDataError):  # the vintage, or its table, is gone or damaged: names from the ids
+            return {}
+        pairs = tidy[["entity", "variable", "iso_code"]].drop_duplicates(["entity", "variable"])
+        _NAMES[key] = {
+            series_id(str(row.entity), str(row.variable)): (str(row.entity), str(row.variable), is_aggregate(row.iso_code))
+            for row in pairs.itertuples(index=False)
+        }
+    return _NAMES[key]
+
+
+#: (store, vintage) -> :func:`_series_names`: one entry per vintage the published pointers name, never evicted (a few kB each).
+_NAMES: dict[tuple[str, str], dict[str, tuple[str, str, bool]]] = {}
 
 
 def is_aggregate(iso_code: object) -> bool:
