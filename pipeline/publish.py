@@ -337,7 +337,11 @@ LIST_ALL_UP_TO = 10
 
 
 def published_hint(store: ObjectStore, series_id: str) -> str:
-    """What a person who typed an unknown series id reads next: the published ids, or the closest few of many."""
+    """What a person who typed an unknown series id reads next: the published ids, or the closest few of many.
+
+    Of many (more than :data:`LIST_ALL_UP_TO` series folders), the count is of the folders: one whose publish
+    stopped before its ``latest.json`` is counted but never named, as finding every pointer would cost a request per series.
+    """
     import difflib
 
     # The series folders (one LIST request per 1,000 series), not every key under forecasts/ (six per forecast
