@@ -115,6 +115,7 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
         print("forecasts:     none published yet")
         return 0
     champions, registry_problem, client = _champion_versions(settings)
+    left = _rollbacks_left(store)
     print("forecasts:")
     for sid, manifest, every, problem in published:
         if manifest is None:
@@ -133,6 +134,11 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
             print(
                 f"      REGISTRY DISAGREES: latest.json serves v{manifest.model_version}, which is no longer in the registry "
                 f"(deleted in MLflow); `co2cast rollback {sid}` serves the newest earlier version's forecast instead"
+            )
+        elif sid in left:  # the disagreement, if any, is this rollback's, not a move by hand
+            print(
+                f"      ROLLBACK LEFT PART WAY: {left[sid]} was killed before it finished "
+                f"({store.uri(layout.rollback_intent(sid))}); the series' next forecast run, or `co2cast rollback {sid}`, finishes it"
             )
         elif registry_problem is None and registered != str(manifest.model_version):
             print(
@@ -170,6 +176,19 @@ def _champion_versions(settings: Settings) -> tuple[dict[str, str], str | None, 
     except Exception as error:  # the summary is read from the store; the registry only adds a check
         first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
         return {}, f"{type(error).__name__}: {first}", None
+
+
+def _rollbacks_left(store: Any) -> dict[str, str]:
+    """Series id -> "a rollback from vA to vB" for every ``@champion`` rollback left part way (its intent in the store)."""
+    left = {}
+    for sid in layout.rollback_intent_series(store.list(layout.ROLLBACK_INTENTS)):
+        try:
+            intent = store.read_json_or_none(layout.rollback_intent(sid), {"from_version": str, "to_version": str}) or {}
+        except Exception:  # damaged: the rollback that finishes it says so
+            intent = {}
+        moves = f" from v{intent['from_version']} to v{intent['to_version']}" if intent else ""
+        left[sid] = f"a rollback{moves}"
+    return left
 
 
 def _renamed(client: Any, series_id: str) -> str | None:

@@ -9,7 +9,7 @@ Keys are ``/``-separated and identical on the local store and on S3::
     forecasts/<series_id>/asof=<year>/<run_key>/forecast.csv, forecast.parquet, <extras>, manifest.json
     forecasts/<series_id>/latest.json
     history/<series_id>.json  (alias history: champion decisions and rollbacks)
-    intents/rollback/<series_id>.json  (a @champion rollback under way: finished by the next rollback)
+    intents/rollback/<series_id>.json  (a @champion rollback under way; if killed: finished by the next rollback or forecast run)
     locks/<run_key>.json, locks/series/<series_id>.json  (one trainer per run key; one pointer writer per series)
 
 A leaf module: plain string functions, no I/O.
@@ -134,9 +134,23 @@ def alias_history(series_id: str) -> str:
     return f"{HISTORY}{series_id}.json"
 
 
+#: The prefix of every rollback intent (:func:`rollback_intent`).
+ROLLBACK_INTENTS = f"{INTENTS}rollback/"
+
+
 def rollback_intent(series_id: str) -> str:
-    """A ``@champion`` rollback under way (written before the alias moves, deleted once it is recorded)."""
-    return f"{INTENTS}rollback/{series_id}.json"
+    """A ``@champion`` rollback under way (written before the alias moves, deleted once it is recorded).
+
+    Left by a rollback killed part way, it is finished by the series' next ``co2cast rollback`` or
+    forecast run, whichever comes first (``tasks._finish_rollback``).
+    """
+    return f"{ROLLBACK_INTENTS}{series_id}.json"
+
+
+def rollback_intent_series(keys: list[str]) -> list[str]:
+    """The series ids that have a rollback intent among store keys, sorted."""
+    names = (key[len(ROLLBACK_INTENTS) :] for key in keys if key.startswith(ROLLBACK_INTENTS))
+    return sorted({name.removesuffix(".json") for name in names if name.endswith(".json") and "/" not in name})
 
 
 def series_forecasts(series_id: str, as_of_year: int | None = None) -> str:

@@ -244,7 +244,8 @@ def pending_series(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[d
 
     A series whose run key is published, verified and served (:func:`pipeline.publish.settled`)
     is left out: an unchanged nightly run maps no task for it, and the run summary still lists
-    it from the store. Everything else (new, revised, half-published) is returned.
+    it from the store. Everything else (new, revised, half-published, or with a ``@champion``
+    rollback left part way, which its task finishes: :func:`finish_left_rollback`) is returned.
 
     When any series is left to train, the tracking store is opened once here
     (:func:`pipeline.tracking.configure`): a mistyped or damaged one fails this one task with its
@@ -259,7 +260,13 @@ def pending_series(settings: Settings, plan: RunPlan | dict[str, Any]) -> list[d
     plan = RunPlan.of(plan)
     store = open_store(settings)
     pinned_run = pinned(store, plan.vintage)  # once for the run, not once per series
-    pending = [item for item in plan.series if not settled(store, item.series_id, plan.as_of_year, item.run_key, pinned_run)]
+    # A series with a rollback left part way is not settled: its task finishes the rollback (train_series).
+    left = set(layout.rollback_intent_series(store.list(layout.ROLLBACK_INTENTS)))
+    pending = [
+        item
+        for item in plan.series
+        if item.series_id in left or not settled(store, item.series_id, plan.as_of_year, item.run_key, pinned_run)
+    ]
     done = len(plan.series) - len(pending)
     if done:
         logger.info("%d of %d series already published and served for their run keys: no task mapped for them", done, len(plan.series))
@@ -281,7 +288,8 @@ def train_series(
     """Run one series through the core and record it in MLflow: runs, registry, aliases.
 
     Reuses the complete MLflow run of the same run key when there is one, so a rerun creates
-    nothing.
+    nothing. A ``@champion`` rollback of the series killed part way is finished first
+    (:func:`finish_left_rollback`).
 
     Args:
         settings: the run's settings.
@@ -301,6 +309,9 @@ def train_series(
     """
     started = time.perf_counter()
     plan, item = RunPlan.of(plan), WorkItem.of(item)
+    # A rollback of the series killed part way is finished first, so the run goes on where the registry and the store agree.
+    store = open_store(settings)
+    finish_left_rollback(settings, store, item.series_id)
     # The cheap path first: a run key already published carries what it trained (no MLflow, no model).
     published = _published_training(settings, plan, item)
     if published is not None:
@@ -317,7 +328,6 @@ def train_series(
         raise ConfigMismatch(
             f"the run plan was made with configuration {plan.config_hash}, this worker has {lineup.config_hash}: plan the run again"
         )
-    store = open_store(settings)
 
     def waiting(lock: dict[str, Any]) -> None:
         logger.warning("run key %s is being trained by %s: waiting to reuse its result", item.run_key, lock.get("owner"))
@@ -348,6 +358,28 @@ def train_series(
             if dead:
                 logger.warning("run key %s: marked %d dead MLflow run(s) FAILED: %s", item.run_key, len(dead), ", ".join(dead))
         return _train_and_register(settings, store, client, plan, item, ids, lineup, started)
+
+
+def finish_left_rollback(settings: Settings, store: ObjectStore, series_id: str) -> tuple[str, str] | None:
+    """Finish a ``@champion`` rollback of the series killed part way, before a forecast run trains it; ``(from, to)`` if it did.
+
+    A killed rollback leaves its intent (:func:`pipeline.layout.rollback_intent`) and may leave
+    ``@champion`` on the version it moved to while ``latest.json`` serves the forecast it was
+    moving away from. Without this, only the next ``co2cast rollback`` of the series finished it:
+    the nightly run of the same data found its run key served and did nothing, and a run of new
+    data put its gate before a half-moved ``@champion``. Under the series' registry lock, as the
+    rollback itself, :func:`_finish_rollback` finishes it (or drops an intent that moved nothing,
+    or was overtaken) and logs one line saying which. One store read when there is no intent.
+    """
+    if not store.exists(layout.rollback_intent(series_id)):
+        return None
+    from pipeline import tracking
+    from pipeline.locks import series_lock
+
+    with tracking.transient_errors(), series_lock(store, series_id, scope="registry"):
+        client = tracking.configure(settings)
+        tracking.check_not_renamed(client, series_id)
+        return _finish_rollback(client, store, series_id)
 
 
 def _served_version(store: ObjectStore, series_id: str) -> str | None:

@@ -261,15 +261,14 @@ def test_a_rollback_that_fails_part_way_moves_nothing_and_runs_again(
     assert len(tasks.alias_history(settings, SID)) == len(history) + 1
 
 
-@pytest.mark.parametrize("killed_at", ["latest.json", "history", "latest.json, then latest.json removed"])
-def test_a_rollback_killed_part_way_is_finished_by_the_next_one_not_rolled_back_twice(
+def _killed_rollback(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, killed_at: str
-) -> None:
-    """``co2cast rollback`` killed (kill -9: no undo runs) after @champion moved, before latest.json or the history did.
+) -> tuple[TrainedSeries, TrainedSeries, TrainedSeries, list[dict], str]:
+    """Three champions in turn (as of 2012, 2013, 2014), then ``co2cast rollback`` killed (kill -9: no undo runs)
+    after @champion moved back to the second, before ``latest.json`` moved (``killed_at`` "latest.json…") or
+    before the move was recorded ("history").
 
-    Run again, it rolled back a second step from the version it had half moved to (or refused,
-    "no previous version"), and @champion and latest.json never agreed again. Its intent, left in
-    the store, now makes the next rollback finish it instead.
+    Returns the three runs, the alias history and the manifest ``latest.json`` served before the rollback.
     """
     from pipeline import publish
 
@@ -292,6 +291,21 @@ def test_a_rollback_killed_part_way_is_finished_by_the_next_one_not_rolled_back_
         with pytest.raises(KeyboardInterrupt):
             tasks.rollback(settings, SID)
     assert str(_state(settings)["aliases"]["champion"]) == second.champion_version, "the killed rollback had moved @champion"
+    assert tasks.open_store(settings).list("intents/") != [], "the killed rollback left its intent"
+    return first, second, third, history, served
+
+
+@pytest.mark.parametrize("killed_at", ["latest.json", "history", "latest.json, then latest.json removed"])
+def test_a_rollback_killed_part_way_is_finished_by_the_next_one_not_rolled_back_twice(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, killed_at: str
+) -> None:
+    """``co2cast rollback`` killed (kill -9: no undo runs) after @champion moved, before latest.json or the history did.
+
+    Run again, it rolled back a second step from the version it had half moved to (or refused,
+    "no previous version"), and @champion and latest.json never agreed again. Its intent, left in
+    the store, now makes the next rollback finish it instead.
+    """
+    first, second, third, history, served = _killed_rollback(settings, monkeypatch, killed_at)
     if killed_at.endswith("removed"):  # co2cast's advice for a damaged latest.json; the rollback is still half done
         tasks.open_store(settings).delete("forecasts/world.co2/latest.json")
 
@@ -301,6 +315,49 @@ def test_a_rollback_killed_part_way_is_finished_by_the_next_one_not_rolled_back_
     assert len(tasks.alias_history(settings, SID)) == len(history) + 1
     assert tasks.open_store(settings).list("intents/") == []
     assert served in _state(settings)["latest"]["rolled_back"]
+    assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)  # the next one is a step of its own
+    _assert_pointer_agrees(settings)
+
+
+@pytest.mark.parametrize(("killed_at", "path"), [("latest.json", "dag"), ("latest.json", "cli"), ("history", "dag")])
+def test_a_rollback_killed_part_way_is_finished_by_the_next_forecast_run(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog, capsys, killed_at: str, path: str
+) -> None:
+    """A killed rollback is finished by the series' next nightly run, not only by the next ``co2cast rollback``.
+
+    Only a rollback read its intent. The nightly run on the same data found the run key's forecast
+    served (killed before latest.json moved: @champion on v2, latest.json on v3's forecast) or
+    rolled back (killed before the history), so the DAG mapped no task for the series, and
+    ``co2cast forecast`` took its cheap paths: the registry and the store went on disagreeing (or
+    the move went unrecorded) until someone ran the rollback again.
+    """
+    first, second, third, history, served = _killed_rollback(settings, monkeypatch, killed_at)
+    _cli_env(monkeypatch, settings)
+    assert cli.main(["summary"]) == 0
+    out = capsys.readouterr().out
+    left = f"ROLLBACK LEFT PART WAY: a rollback from v{third.champion_version} to v{second.champion_version} was killed"
+    assert left in out and "moved outside co2cast" not in out, out  # not the advice for an alias moved by hand
+    lineup = _lineup(settings, "drift")
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES, as_of_year=2014), lineup)
+    assert plan.series[0].run_key == third.run_key, "precondition: the nightly run of the same data"
+    with caplog.at_level("INFO", logger="pipeline.tasks"):
+        if path == "dag":
+            assert [item["series_id"] for item in tasks.pending_series(settings, plan)] == [SID], "a task is mapped to finish it"
+            published = tasks.forecast_series(settings, plan, plan.series[0], lineup=lineup)
+        else:
+            ((_, published),) = tasks.forecast_all(settings, RunTrigger(series=SERIES, as_of_year=2014), lineup)
+    assert f"finishing the rollback from v{third.champion_version} to v{second.champion_version}" in caplog.text
+    assert not published.served and published.served_version == second.champion_version
+    _assert_pointer_agrees(settings)
+    state = _state(settings)
+    assert str(state["aliases"]["champion"]) == second.champion_version and served in state["latest"]["rolled_back"]
+    records = tasks.alias_history(settings, SID)
+    assert len(records) == len(history) + 1 and records[-1]["rollback"] is True
+    assert (records[-1]["from_version"], records[-1]["to_version"]) == (third.champion_version, second.champion_version)
+    assert tasks.open_store(settings).list("intents/") == []
+    assert tasks.pending_series(settings, plan) == [], "settled again: the next nightly run maps nothing"
+    assert cli.main(["summary"]) == 0
+    assert "ROLLBACK LEFT PART WAY" not in capsys.readouterr().out
     assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)  # the next one is a step of its own
     _assert_pointer_agrees(settings)
 
