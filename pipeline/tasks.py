@@ -1515,12 +1515,13 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
         retire = _manifests_serving(store, series_id, current) if current is not None else []
         # Only a rollback that gets past rollback_alias's checks moves anything: one with a current version and a forecast to serve.
         undo = _Undo(client, store, series_id, alias, current, target) if current is not None and manifest is not None else None
-        intent = layout.rollback_intent(series_id)
+        intent, written = layout.rollback_intent(series_id), None
         if undo is not None:  # what a rollback killed (kill -9, a lost machine) part way leaves for the next one to finish
             assert current is not None and manifest is not None
             served_before = pointer["manifest"] if pointer is not None else None
             record = {"from_version": str(current.version), "to_version": target, "manifest": manifest["key"], "retire": retire}
-            store.write_json(intent, {**record, "served_before": served_before})
+            written = {**record, "served_before": served_before}
+            store.write_json(intent, written)
         try:
             old, new = tracking.rollback_alias(client, series_id, alias)
         except tracking.RegistryError:  # refused: nothing moved
@@ -1538,18 +1539,38 @@ def rollback(settings: Settings, series_id: str, alias: str = "champion") -> tup
         except BaseException:  # a store outage, Ctrl-C: the rollback did not happen, and running it again does it
             _drop_intent(store, intent, undo())
             raise
-        _drop_intent(store, intent, True)
+        _drop_intent(store, intent, True, completed=written)
     return old, new
 
 
-def _drop_intent(store: ObjectStore, key: str, undone: bool) -> None:
-    """Delete a rollback's intent once it is recorded or undone; kept (the next rollback finishes it) when the undo failed."""
+def _drop_intent(store: ObjectStore, key: str, undone: bool, completed: dict[str, Any] | None = None) -> None:
+    """Delete a rollback's intent once it is recorded or undone; kept (the next rollback finishes it) when the undo failed.
+
+    ``completed``: the intent of a rollback that is recorded. When it cannot be deleted, it is
+    rewritten marked ``completed``, so the next rollback is a step of its own: an unmarked intent
+    whose move is all done is a rollback killed between its record and this delete, which the next
+    rollback (or forecast run) only finishes (:func:`_finish_rollback`).
+    """
     if not undone:
         return
     try:
         store.delete(key)
-    except Exception as error:  # the next rollback reads it, finds nothing moved, and drops it
-        logger.warning("%s could not be deleted (%s)", key, _first_line(error))
+    except Exception as error:  # undone: the next rollback reads it, finds nothing moved, and drops it
+        if completed is None:
+            logger.warning("%s could not be deleted (%s)", key, _first_line(error))
+            return
+        try:
+            store.write_json(key, {**completed, "completed": True})
+        except Exception as again:
+            logger.error(
+                "%s could not be deleted (%s) nor marked completed (%s): the next rollback of the series will take this one for "
+                "a rollback killed part way and roll back nothing more; run it once more to go back a further step",
+                key,
+                _first_line(error),
+                _first_line(again),
+            )
+            return
+        logger.warning("%s could not be deleted (%s): marked completed, the next rollback removes it", key, _first_line(error))
 
 
 def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[str, str] | None:
@@ -1561,16 +1582,18 @@ def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[s
     version and ``latest.json`` still serves what it served before, or the forecast the rollback
     serves, or nothing (removed or left dangling since), the rollback is finished (``latest.json``
     moved, the move recorded once) and nothing more is rolled back. When all of it is done already
-    (``latest.json`` serves the intent's forecast and the last record is its move: the rollback
-    completed and only deleting its intent failed, or it was killed just before that), the intent
-    is dropped and this is a rollback of its own. In any other state (nothing moved, or a run or a
+    (``latest.json`` serves the intent's forecast and the last record is its move), the intent is
+    dropped, and: marked ``completed`` (the rollback returned and only deleting its intent failed,
+    :func:`_drop_intent`) this is a rollback of its own; unmarked (killed between its record and the
+    delete: its command failed, and was run again to finish) it is finished, and nothing more is
+    rolled back. In any other state (nothing moved, or a run or a
     person moved ``@champion`` since) the intent is dropped and the rollback starts afresh.
     """
     from pipeline import tracking
     from pipeline.publish import champion_records, is_rollback, point_latest, rolled_back_in_history, serving_pointer
 
     key = layout.rollback_intent(series_id)
-    intent = store.read_json_or_none(key, {"from_version": str, "to_version": str, "manifest": str, "retire?": list})
+    intent = store.read_json_or_none(key, {"from_version": str, "to_version": str, "manifest": str, "retire?": list, "completed?": bool})
     if intent is None:
         return None
     old, new, target = str(intent["from_version"]), str(intent["to_version"]), str(intent["manifest"])
@@ -1587,10 +1610,14 @@ def _finish_rollback(client: Any, store: ObjectStore, series_id: str) -> tuple[s
     records = champion_records(store, series_id)
     last = records[-1] if records else {}
     done = is_rollback(last) and (str(last.get("from_version")), str(last.get("to_version"))) == (old, new)
-    if served == target and done:  # finished, and only its intent's delete failed: this is a rollback of its own
+    if served == target and done and intent.get("completed") is True:  # only its intent's delete failed: a rollback of its own
         logger.info("%s: the rollback from v%s to v%s was finished; its intent was left: removed", series_id, old, new)
         store.delete(key)
         return None
+    if served == target and done:  # killed after its record, before its intent's delete: it is complete, nothing more to do
+        logger.warning("%s: the rollback from v%s to v%s was killed once recorded: complete, its intent removed", series_id, old, new)
+        store.delete(key)
+        return old, new
     logger.warning("%s: finishing the rollback from v%s to v%s that was interrupted", series_id, old, new)
     manifest = store.read_json(target)
     if served != target:

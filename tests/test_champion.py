@@ -382,11 +382,41 @@ def test_an_intent_left_by_a_completed_rollback_does_not_turn_the_next_rollback_
         patch.setattr(type(store), "delete", failing_delete)
         assert tasks.rollback(settings, SID) == (third.champion_version, second.champion_version)
     assert store.list("intents/") != [], "precondition: the intent was left"
+    assert store.read_json(store.list("intents/")[0])["completed"] is True  # told apart from a rollback killed before the delete
     history = tasks.alias_history(settings, SID)
     assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)
     assert str(_state(settings)["aliases"]["champion"]) == first.champion_version
     assert len(tasks.alias_history(settings, SID)) == len(history) + 1
     assert store.list("intents/") == []
+    _assert_pointer_agrees(settings)
+
+
+def test_a_rollback_killed_between_its_record_and_its_intents_delete_is_not_rolled_back_again(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed once the move was recorded, before its intent was deleted: the command failed, and run again "to finish"
+    it went back one more step (the intent looked like one whose delete had failed), serving an even older forecast."""
+    first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2012)
+    second, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2013)
+    third, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2014)
+    assert len({first.champion_version, second.champion_version, third.champion_version}) == 3, "precondition"
+    store = tasks.open_store(settings)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tasks, "_drop_intent", killed)  # nothing failed before it: the success path's delete
+        with pytest.raises(KeyboardInterrupt):
+            tasks.rollback(settings, SID)
+    assert store.list("intents/") != [], "precondition: the intent was left"
+    assert str(_state(settings)["aliases"]["champion"]) == second.champion_version
+    _assert_pointer_agrees(settings)
+    history, state = tasks.alias_history(settings, SID), _state(settings)
+    assert tasks.rollback(settings, SID) == (third.champion_version, second.champion_version)  # finished, not a second step
+    assert _state(settings) == state and tasks.alias_history(settings, SID) == history
+    assert store.list("intents/") == []
+    assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)  # the next one is a step of its own
     _assert_pointer_agrees(settings)
 
 
