@@ -93,6 +93,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
 def _summary(args: argparse.Namespace, settings: Settings) -> int:
     """What the last run produced, for a person: vintage, and per series the champion."""
     from pipeline import tasks
+    from pipeline.publish import gate_record
     from pipeline.report import champion_reason, left_out_line, selection_metric
 
     store = tasks.open_store(settings)
@@ -146,7 +147,8 @@ def _summary(args: argparse.Namespace, settings: Settings) -> int:
                 f"v{manifest.model_version}: the alias was moved outside co2cast; move it back to v{manifest.model_version} "
                 "(`co2cast rollback` serves an earlier version together with its forecast)"
             )
-        print(f"      {champion_reason(manifest.model_family, every, selection_metric(manifest))}")
+        gate = gate_record(store, sid, manifest.run_key)
+        print(f"      {champion_reason(manifest.model_family, every, selection_metric(manifest), gate, manifest.model_version)}")
         history = left_out_line((manifest.model_extra or {}).get("left_out"), manifest.as_of_year)
         if history:
             print(f"      {history}")

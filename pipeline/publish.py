@@ -626,6 +626,22 @@ def champion_records(store: ObjectStore, series_id: str) -> list[dict[str, Any]]
     return [r for r in records if r.get("alias", "champion") == "champion"]
 
 
+def gate_record(store: ObjectStore, series_id: str, run_key: str) -> dict[str, Any] | None:
+    """The champion gate's last record of a run key in the alias history, or ``None`` when its gate decided nothing.
+
+    Only the gate writes records that name a challenger; a backfill, a run of an older vintage
+    and a rerun of a decided run key write none (a rerun's decision is its first run's record).
+    For what a person reads (``co2cast summary``): a damaged history is logged and read as no record.
+    """
+    try:
+        records = champion_records(store, series_id)
+    except StoreDataError as error:
+        logger.warning("%s: the alias history is unreadable, so the gate's reason is not reported: %s", series_id, error)
+        return None
+    mine = [r for r in records if r.get("run_key") == run_key and "challenger_family" in r]
+    return mine[-1] if mine else None
+
+
 def manifests_serving(
     series_id: str, records: list[dict[str, Any]], versions: Iterable[str], runs: Iterable[tuple[Any, Any]] = ()
 ) -> list[str]:

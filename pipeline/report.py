@@ -35,19 +35,66 @@ def _score(scores: Mapping[str, Mapping[str, float]], family: str, metric: str) 
     return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
-def champion_reason(champion: str | None, scores: Mapping[str, Mapping[str, float]], metric: str = SCORE) -> str:
+def kept_by_gate(gate: Mapping[str, Any] | None, version: Any) -> bool:
+    """Whether the champion gate's record of a run says it kept ``@champion`` (or its recipe refitted) on ``version``.
+
+    Then the version a run published is not the selection's choice (the challenger, which lost at the gate).
+
+    Args:
+        gate: the gate's record of the run's key (:func:`pipeline.publish.gate_record`), or ``None``.
+        version: the model version the run's manifest publishes.
+    """
+    if gate is None or version is None or gate.get("challenger_version") is None:
+        return False
+    return str(gate.get("to_version")) == str(version) != str(gate.get("challenger_version"))
+
+
+def _gate_line(champion: str, gate: Mapping[str, Any]) -> str:
+    """The champion line of a run whose gate kept the champion: the scores on the same windows and the gate's reason."""
+    metric = str(gate.get("metric") or SCORE)
+    challenger = str(gate.get("challenger_family") or "?")
+
+    def number(key: str) -> str:
+        value = gate.get(key)
+        return f"{float(value):.3f}" if isinstance(value, int | float) and math.isfinite(float(value)) else "n/a"
+
+    scores = [f"champion {number('champion_score')}", f"{challenger} {number('challenger_score')}"]
+    if challenger != NAIVE:
+        scores.append(f"naive {number('naive_score')}")
+    return (
+        f"champion {champion}: kept by the champion gate against the challenger {challenger} "
+        f"({metric.upper()} on the same windows: {', '.join(scores)}): {gate.get('reason', '')}"
+    )
+
+
+def champion_reason(
+    champion: str | None,
+    scores: Mapping[str, Mapping[str, float]],
+    metric: str = SCORE,
+    gate: Mapping[str, Any] | None = None,
+    version: Any = None,
+) -> str:
     """One line saying why the champion won: its backtest score against the runner-up and naive.
+
+    When the champion gate kept the champion (the selection's choice lost at the gate:
+    :func:`kept_by_gate`), the line says so with the gate's scores on the same windows and its
+    reason instead: this run's backtest need not hold the kept recipe at all.
 
     Args:
         champion: the champion's family (candidate name).
         scores: candidate -> backtest metrics, as recorded in ``backtest.json`` / the trained series.
         metric: the metric the champion was selected on (:func:`selection_metric`); the line compares on it.
+        gate: the champion gate's record of the run that published the forecast
+            (:func:`pipeline.publish.gate_record`), or ``None`` (a backfill, or no gate).
+        version: the model version the forecast publishes.
 
     Returns:
         E.g. ``"champion arima: backtest MASE 0.912, runner-up drift 1.034, naive 1.000 (lower is better)"``.
     """
     if not champion:
         return "champion unknown: the manifest names no model family"
+    if gate is not None and kept_by_gate(gate, version):
+        return _gate_line(champion, gate)
     name = metric.upper()
     mine = _score(scores, champion, metric)
     if mine is None:

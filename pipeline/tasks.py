@@ -1288,7 +1288,7 @@ def run_summary(settings: Settings, plan: RunPlan | dict[str, Any], progress: Ca
     Read from the object store, not from task results, so it also reports series whose tasks
     failed. ``progress`` gets each series' text as soon as it is read, prefixed ``[i/n]``.
     """
-    from pipeline.publish import latest_pointer, read_file, read_manifest
+    from pipeline.publish import gate_record, latest_pointer, read_file, read_manifest
     from pipeline.report import champion_reason, left_out_line, selection_metric
 
     plan = RunPlan.of(plan)
@@ -1303,10 +1303,11 @@ def run_summary(settings: Settings, plan: RunPlan | dict[str, Any], progress: Ca
                 progress(f"[{len(lines)}/{len(plan.series)}] {text}")
             continue
         scores = read_file(store, manifest, "backtest.json")
+        gate, version = gate_record(store, item.series_id, manifest.run_key), manifest.model_version
         text = (
             f"{item.series_id}: {manifest.model_name} v{manifest.model_version} ({manifest.model_family}), "
             f"{manifest.first_year}-{manifest.last_year}, published {store.uri(manifest.key)}\n"
-            f"    {champion_reason(manifest.model_family, json.loads(scores) if scores else {}, selection_metric(manifest))}"
+            f"    {champion_reason(manifest.model_family, json.loads(scores) if scores else {}, selection_metric(manifest), gate, version)}"
         )
         revision = (manifest.model_extra or {}).get("revision")
         if revision and revision.get("material"):

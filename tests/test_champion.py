@@ -864,6 +864,34 @@ def test_the_champion_line_compares_on_the_metric_the_champion_was_selected_on()
     assert selection_metric({"trained": {"best_backtest_family": "arima"}}) == selection_metric({}) == "mase"  # older manifests
 
 
+def test_the_champion_line_names_the_gate_only_where_the_gate_kept_the_champion() -> None:
+    """The line said 'kept by the selection policy although theta scored better' where the gate had refused theta."""
+    from pipeline.report import champion_reason
+
+    scores = {"arima": {"mase": 0.9}, "theta": {"mase": 0.8}, "naive": {"mase": 1.0}}
+    kept = {
+        "challenger_family": "theta",
+        "challenger_version": "7",
+        "to_version": "5",
+        "metric": "mase",
+        "champion_score": 0.7,
+        "challenger_score": 0.8,
+        "naive_score": 1.0,
+        "reason": "the challenger's mase 0.8 does not beat the champion's 0.7; the champion stays",
+    }
+    line = champion_reason("arima", scores, "mase", kept, "5")
+    assert line == (
+        "champion arima: kept by the champion gate against the challenger theta (MASE on the same windows: champion 0.700, "
+        "theta 0.800, naive 1.000): the challenger's mase 0.8 does not beat the champion's 0.7; the champion stays"
+    )
+    worse = kept | {"challenger_score": 1.2, "reason": "the challenger's mase 1.2 is worse than naive's 1"}
+    line = champion_reason("arima", scores, "mase", worse, "5")
+    assert line.endswith("theta 1.200, naive 1.000): the challenger's mase 1.2 is worse than naive's 1")
+    promoted = kept | {"to_version": "7"}  # the selection's choice won the gate: the selection's line, as before
+    assert "kept by the selection policy although theta scored better" in champion_reason("arima", scores, "mase", promoted, "7")
+    assert "kept by the selection policy" in champion_reason("arima", scores, "mase", kept, "4")  # another version (a rollback since)
+
+
 def test_the_selection_metric_is_recorded_and_summary_compares_on_it(settings: Settings, capsys, monkeypatch) -> None:
     lineup = _lineup(settings, "drift")
     lineup = tasks.Lineup(candidates=lineup.candidates, select=ZooSelection(always_register=(), metric="rmse"), spec=lineup.spec)
@@ -1244,3 +1272,32 @@ def test_a_rolled_back_run_key_trained_again_moves_no_champion_when_the_pointer_
     assert state["aliases"]["champion"] == rolled_back["aliases"]["champion"]  # @drift follows the run's drift version, as it does
     assert state["latest"]["manifest"] == rolled_back["latest"]["manifest"]
     _assert_pointer_agrees(settings)
+
+
+def test_summary_says_the_champion_gate_kept_the_champion(settings: Settings, capsys, monkeypatch) -> None:
+    """A challenger that won the selection lost at the champion gate: ``co2cast summary`` said the champion was
+    'kept by the selection policy although naive scored better', and scored it with this run's candidate of its
+    family's name (another recipe here), not with the kept recipe's score on the same windows."""
+    first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2013)
+    assert first.champion_family == "drift", "precondition: drift takes @champion on World"
+    changed = tasks.Lineup(
+        candidates={"naive": NaiveForecaster(), "drift": MeanForecaster()},  # 'drift' reconfigured: another recipe
+        select=ZooSelection(always_register=("drift",)),
+        spec=ForecastSpec(horizon_end=settings.horizon_end),
+    )
+    second, _ = _run(settings, changed, as_of_year=2014)
+    record = tasks.alias_history(settings, SID)[-1]
+    assert record["challenger_family"] == "naive" and "the champion stays" in record["reason"], "precondition: the gate kept drift"
+    assert second.scores["naive"]["mase"] < second.scores["drift"]["mase"], "precondition: naive scored better than this 'drift'"
+    expected = (
+        f"champion drift: kept by the champion gate against the challenger naive (MASE on the same windows: champion "
+        f"{record['champion_score']:.3f}, naive {record['challenger_score']:.3f}): {record['reason']}"
+    )
+    _cli_env(monkeypatch, settings)
+    assert cli.main(["summary"]) == 0
+    out = capsys.readouterr().out
+    assert "kept by the selection policy" not in out
+    assert expected in out
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES, as_of_year=2014), changed)
+    (line,) = tasks.run_summary(settings, plan)
+    assert "kept by the selection policy" not in line.text and expected in line.text
