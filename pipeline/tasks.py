@@ -463,7 +463,14 @@ def _train_and_register(
             served = serving_pointer(store, series.series_id)  # what a backfill must not move the aliases away from
             served_as_of = int(served["as_of_year"]) if served is not None else None
             versions = tracking.register_selection(
-                client, result, infos, item.run_key, version_tags, move_aliases=not older_vintage, served_as_of=served_as_of
+                client,
+                result,
+                infos,
+                item.run_key,
+                version_tags,
+                move_aliases=not older_vintage,
+                served_as_of=served_as_of,
+                metric=_metric(lineup),
             )
             pause_point("after_register")
             if older_vintage:
@@ -769,7 +776,11 @@ def champion_gate(
             info = tracking.log_forecaster(model, lineup.spec.horizon_end, lineup.spec.levels, name="champion_refit", family=family)
             title = f"{sid}: {family}, @champion's recipe refitted {refit_on}"
             tracking.log_fan_chart(model, result.series, lineup.spec, title=title, artifact="champion_refit/fan_chart.svg")
-            registered = tracking.register(client, info.model_uri, sid, run_key, family, dict(tags), digest=info.digest, refit=True)
+            naive = scores["naive"].scores.get(metric) if "naive" in scores else None
+            text = tracking.version_description(family, metric, decision.current, naive, tags, run_key, refit=True)
+            registered = tracking.register(
+                client, info.model_uri, sid, run_key, family, dict(tags), digest=info.digest, refit=True, description=text
+            )
             version = str(registered.version)
             reason = f"{decision.reason}; its recipe ({family}) refitted {refit_on}"
         else:  # the publish gate would refuse it: the challenger, which keeps the bounds, serves

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import ssl
 import tempfile
@@ -593,6 +594,40 @@ def log_forecaster(
 REFIT_TAG = "co2cast.champion_refit"
 
 
+def version_description(
+    family: str,
+    metric: str,
+    score: float | None,
+    naive: float | None,
+    tags: Mapping[str, str],
+    run_key: str,
+    refit: bool = False,
+) -> str:
+    """The description a registered version shows in the MLflow UI: what it is and how it scored, in one line.
+
+    Args:
+        family: the family it is registered under.
+        metric: the selection metric (lower is better).
+        score: its backtest score on ``metric`` (for a refit: the kept recipe's, on this run's windows).
+        naive: naive's on the same windows.
+        tags: the version's tags (its as-of year and vintage).
+        run_key: the run key that registered it.
+        refit: a kept champion's recipe refitted by the champion gate, not a candidate of the run.
+
+    Returns:
+        E.g. ``"drift as of 2014: backtest MASE 0.912, naive 1.000 on the same windows (lower is better);
+        vintage 5c0f…, run key 9a1b…"``.
+    """
+
+    def number(value: float | None) -> str:
+        return f"{float(value):.3f}" if value is not None and math.isfinite(float(value)) else "n/a"
+
+    as_of = tags.get(AS_OF_TAG, "?")
+    what = f"{family}, @champion's recipe refitted as of {as_of}" if refit else f"{family} as of {as_of}"
+    scored = f"backtest {metric.upper()} {number(score)}" + (f", naive {number(naive)} on the same windows" if naive is not None else "")
+    return f"{what}: {scored} (lower is better); vintage {tags.get('co2cast.vintage', '?')}, run key {run_key}"
+
+
 def register(
     client: Any,
     model_uri: str,
@@ -602,6 +637,7 @@ def register(
     tags: dict[str, str],
     digest: Mapping[str, str] | None = None,
     refit: bool = False,
+    description: str | None = None,
 ) -> Any:
     """Register a logged model unless this run key already registered this family (as a candidate, or as a refit).
 
@@ -609,6 +645,9 @@ def register(
     (computed from the stored files when ``digest`` is not given), so it can be verified on load.
     ``refit``: a kept champion's recipe refitted by the gate, tagged :data:`REFIT_TAG` and told
     apart from a candidate of the run with the same family name but another recipe.
+    ``description``: what the MLflow UI shows on the version (:func:`version_description`); set
+    after registering (``mlflow.register_model`` takes none), and on a version of the run key
+    found without one (a run killed between the two calls).
 
     Returns:
         The ``ModelVersion`` (existing or new).
@@ -617,13 +656,15 @@ def register(
 
     name = registered_name(series_id)
     existing = find_version(client, series_id, run_key, family, refit=refit)
-    if existing is not None:
-        return existing
-    from pipeline import artifacts
+    if existing is None:
+        from pipeline import artifacts
 
-    digest = dict(digest) if digest is not None else artifacts.stored_digest(model_uri)
-    all_tags = {RUN_KEY_TAG: run_key, FAMILY_TAG: family, **tags, artifacts.DIGEST_TAG: json.dumps(digest, sort_keys=True)}
-    return mlflow.register_model(model_uri, name, tags=all_tags | ({REFIT_TAG: "true"} if refit else {}))
+        digest = dict(digest) if digest is not None else artifacts.stored_digest(model_uri)
+        all_tags = {RUN_KEY_TAG: run_key, FAMILY_TAG: family, **tags, artifacts.DIGEST_TAG: json.dumps(digest, sort_keys=True)}
+        existing = mlflow.register_model(model_uri, name, tags=all_tags | ({REFIT_TAG: "true"} if refit else {}))
+    if description and not getattr(existing, "description", None):
+        existing = client.update_model_version(name, str(existing.version), description=description)
+    return existing
 
 
 class VersionMissing(RegistryError):
@@ -1061,6 +1102,7 @@ def register_selection(
     tags: Mapping[str, str],
     move_aliases: bool = True,
     served_as_of: int | None = None,
+    metric: str = "mase",
 ) -> dict[str, str]:
     """Register the candidates the policy selected and move their family aliases.
 
@@ -1073,7 +1115,8 @@ def register_selection(
     run on an older vintage than the latest curated one) none moves. ``@champion`` is moved by
     the caller (the champion gate; see :func:`pipeline.tasks.train_series`).
     Safe to repeat: a run key registers each candidate once, and an alias that already points
-    at a version is not moved again.
+    at a version is not moved again. Each version's description (:func:`version_description`)
+    gives its backtest score on ``metric`` (the selection metric) and naive's.
 
     Returns:
         Candidate name -> registered version.
@@ -1083,8 +1126,10 @@ def register_selection(
     as_of = int(tags[AS_OF_TAG]) if AS_OF_TAG in tags else None
     versions: dict[str, str] = {}
     champion_as_of = version_as_of(alias_version(client, sid, "champion"))
+    naive = result.candidates["naive"].scores.get(metric) if "naive" in result.candidates else None
     for name in result.selection.register:
-        version = register(client, infos[name].model_uri, sid, run_key, name, dict(tags), digest=infos[name].digest)
+        text = version_description(name, metric, result.candidates[name].scores.get(metric), naive, tags, run_key)
+        version = register(client, infos[name].model_uri, sid, run_key, name, dict(tags), digest=infos[name].digest, description=text)
         versions[name] = str(version.version)
         known = (version_as_of(alias_version(client, sid, name)), champion_as_of, served_as_of)
         newest = [year for year in known if year is not None]

@@ -577,6 +577,12 @@ def test_a_kept_champions_recipe_is_registered_apart_from_a_candidate_of_its_fam
     assert table["mean"].is_monotonic_increasing and table["mean"].nunique() > 1  # drift's line, not the mean's constant
     assert record["challenger_family"] != second.champion_family, "precondition: the selection chose another family"
     _assert_mlflow_shows_the_gates_decision(settings, second, record["reason"])
+    described = tracking.configure(settings).get_model_version(tracking.registered_name(SID), second.champion_version).description
+    assert described == (
+        f"drift, @champion's recipe refitted as of 2014: backtest MASE {record['champion_score']:.3f}, "
+        f"naive {second.scores['naive']['mase']:.3f} on the same windows (lower is better); "
+        f"vintage {second.vintage}, run key {second.run_key}"
+    )
 
     state = _state(settings)  # a rerun of the run key registers nothing more
     assert _run(settings, changed, as_of_year=2014)[0].champion_version == second.champion_version and _state(settings) == state

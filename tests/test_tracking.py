@@ -44,6 +44,38 @@ def test_register_is_idempotent_per_run_key(client) -> None:
     assert int(other.version) == int(first.version) + 1
 
 
+def test_every_registered_version_describes_itself_in_the_mlflow_ui(client) -> None:
+    """A version's page in the MLflow UI had no description: family, as-of year, its score and naive's, vintage, run key."""
+    from pipeline import core
+    from pipeline.candidates import ZooSelection
+    from pipeline.series import PreparedSeries
+
+    years = np.arange(1960, 2015)
+    values = 10 + 0.3 * np.arange(years.size) + np.sin(np.arange(years.size))
+    policy = ZooSelection(metric="rmse", always_register=("drift", "naive"))
+    spec = core.ForecastSpec(horizon_end=2030)
+    result = core.run_series(
+        PreparedSeries(SID, "Testland", "co2", years, values), {"naive": NaiveForecaster(), "drift": DriftForecaster()}, policy, spec
+    )
+    tags = {tracking.AS_OF_TAG: "2014", "co2cast.vintage": "v123"}
+    with mlflow.start_run():
+        infos = tracking.log_series_result(result, spec, tags, metric="rmse")
+        versions = tracking.register_selection(client, result, infos, "key-a", tags, metric="rmse")
+    scores = result.scores()
+    naive = scores["naive"]["rmse"]
+    for family in ("drift", "naive"):
+        found = client.get_model_version(tracking.registered_name(SID), versions[family])
+        assert found.description == (
+            f"{family} as of 2014: backtest RMSE {scores[family]['rmse']:.3f}, naive {naive:.3f} on the same windows "
+            "(lower is better); vintage v123, run key key-a"
+        )
+    # A version of the run key found without one (a run killed between registering and describing) gets it.
+    client.update_model_version(tracking.registered_name(SID), versions["drift"], description="")
+    again = tracking.register(client, "runs:/unused/model", SID, "key-a", "drift", {}, description="drift again")
+    assert str(again.version) == versions["drift"]
+    assert client.get_model_version(tracking.registered_name(SID), versions["drift"]).description == "drift again"
+
+
 def test_alias_moves_are_recorded_and_roll_back(client, tmp_path: Path) -> None:
     years = np.arange(1950, 2011)
     v1 = _register(client, NaiveForecaster().fit(np.linspace(1, 5, years.size), years), "k1", "naive")
