@@ -239,6 +239,38 @@ def errors_by_horizon(result: CandidateResult, title: str = "", unit: str = "") 
     return fixed_margins(figure, top=0.55, wspace=0.2)
 
 
+#: The comparison chart's axis ends at this many times the larger of the benchmark's score and the
+#: median score: one very bad candidate (the mean on a trending series, MASE 30 and more) squeezed
+#: every useful bar into the first few pixels.
+CAP_FACTOR = 3.0
+#: Room right of the longest bar (a share of the axis) for its value.
+VALUE_ROOM = 0.15
+
+
+def comparison_cap(scores: np.ndarray, benchmark: float = np.nan) -> float | None:
+    """Where the comparison chart's axis is cut, or ``None`` when no finite score is beyond it.
+
+    Args:
+        scores: the candidates' finite scores.
+        benchmark: the benchmark's score (naive's), ``nan`` when it has none.
+
+    Returns:
+        :data:`CAP_FACTOR` times the larger of ``benchmark`` and the median score, when a score is beyond it.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = scores[np.isfinite(scores)]
+    if scores.size == 0:
+        return None
+    reference = max(float(np.median(scores)), float(benchmark) if np.isfinite(benchmark) else 0.0)
+    cap = CAP_FACTOR * reference
+    return cap if cap > 0 and float(scores.max()) > cap else None
+
+
+def _value(score: float) -> str:
+    """A score as the comparison chart labels it."""
+    return f"{score:.3f}" if abs(score) < 1000 else f"{score:,.0f}"
+
+
 def comparison_chart(
     evaluation: Evaluation, metric: str = "mase", winner: str | None = None, benchmark: str = "naive", caption: str = ""
 ) -> Figure:
@@ -252,7 +284,9 @@ def comparison_chart(
         caption: why it holds it (the champion gate's reason), one line under the title.
 
     Returns:
-        The figure, with dropped candidates and their reasons listed beneath.
+        The figure: each bar labelled with its score; the axis cut at :func:`comparison_cap` when a
+        score is beyond it, such a bar drawn to the axis's edge with its score inside; dropped
+        candidates and their reasons listed beneath.
     """
     items = sorted(((name, r.metrics.get(metric, np.nan)) for name, r in evaluation.results.items()), key=lambda p: (np.isnan(p[1]), p[1]))
     names = [name for name, _ in items]
@@ -263,15 +297,27 @@ def comparison_chart(
     # 0): no bar, and a word instead. nan_to_num made an infinite score a bar of 1.8e308, which
     # overflowed matplotlib's transforms (RuntimeWarnings in the task log, a useless axis).
     finite = np.isfinite(scores)
-    ax.barh(np.arange(len(names)), np.where(finite, scores, 0.0), color=colours)
+    base = evaluation.results[benchmark].metrics.get(metric, np.nan) if benchmark in evaluation.results else np.nan
+    cap = comparison_cap(scores[finite], base)
+    edge = (cap if cap is not None else max(float(scores[finite].max(initial=0.0)), 0.0) or 1.0) * (1 + VALUE_ROOM)
+    widths = np.where(finite, scores, 0.0)
+    beyond = finite & (widths > cap) if cap is not None else np.zeros_like(finite)
+    ax.barh(np.arange(len(names)), np.where(beyond, edge, widths), color=colours)
     for row in np.flatnonzero(~finite):
         ax.text(0, row, " not finite" if np.isinf(scores[row]) else " undefined", va="center", fontsize="x-small")
+    for row in np.flatnonzero(finite):  # every bar's value; a bar beyond the cap reaches the edge, its value inside it
+        if beyond[row]:
+            ax.text(edge, row, f"{_value(scores[row])} → ", va="center", ha="right", fontsize="x-small", color="white")
+        else:
+            ax.text(widths[row], row, f" {_value(scores[row])}", va="center", ha="left", fontsize="x-small")
+    ax.set_xlim(0.0, edge)
     ax.set_yticks(np.arange(len(names)), names)
     ax.yaxis.set_inverted(True)  # best first, at the top (idempotent on a pooled figure)
-    if benchmark in evaluation.results and np.isfinite(evaluation.results[benchmark].metrics.get(metric, np.nan)):
-        ax.axvline(evaluation.results[benchmark].metrics[metric], color="black", linestyle="--", linewidth=1, label=benchmark)
-        ax.legend(fontsize="small")
-    ax.set_xlabel(f"backtest {metric} (lower is better)")
+    if np.isfinite(base):
+        ax.axvline(base, color="black", linestyle="--", linewidth=1, label=benchmark)
+        ax.legend(fontsize="small", loc="upper right")  # beside the best, shortest bars (the worst are at the bottom)
+    cut = f"; axis cut: bars beyond {_value(cap)} reach the edge, their value inside" if beyond.any() else ""
+    ax.set_xlabel(f"backtest {metric} (lower is better{cut})")
     title = f"candidates on {len(evaluation.plan.splits)} backtest windows" + (f"; champion: {winner}" if winner else "")
     ax.set_title(title + (f"\n{textwrap.shorten(caption, 110, placeholder=' …')}" if caption else ""), fontsize="medium")
     if evaluation.failed:

@@ -177,3 +177,37 @@ def test_charts_carry_the_series_unit_the_gates_reason_and_what_the_coverage_mea
     title = comparison.axes[0].get_title()
     assert title.endswith("champion: naive\nthe challenger's mase 1.2 does not beat the champion's 1.1")
     assert b"does not beat the champion" in _svg(comparison)
+
+
+def test_one_very_bad_candidate_does_not_squeeze_the_comparison_and_every_bar_carries_its_value() -> None:
+    """The mean on a trending series (MASE 30 and more) took the whole axis: the useful bars were a few pixels wide and
+    no bar said its score. Now the axis ends at 3 times the larger of naive's and the median score, the mean's bar
+    reaches the edge with its true value inside, and every bar is labelled."""
+    from pipeline.plots import CAP_FACTOR, comparison_cap
+
+    years, values = np.arange(1900, 2015), np.linspace(10, 400, 115) + np.sin(np.arange(115))
+    candidates = {"naive": NaiveForecaster(), "drift": DriftForecaster(), "mean": MeanForecaster(), "ar": ArForecaster()}
+    evaluation = evaluate_candidates(candidates, years, values)
+    mase = {name: result.metrics["mase"] for name, result in evaluation.results.items()}
+    assert mase["mean"] > 10 * mase["naive"], f"precondition: the mean is very bad on a trend: {mase}"
+    figure = comparison_chart(evaluation, winner="drift")
+    ax = figure.axes[0]
+    cap = comparison_cap(np.array(list(mase.values())), mase["naive"])
+    assert cap == CAP_FACTOR * max(mase["naive"], float(np.median(list(mase.values()))))
+    left, right = ax.get_xlim()
+    assert left == 0 and cap < right < mase["mean"]
+    widths = {tick.get_text(): bar.get_width() for tick, bar in zip(ax.get_yticklabels(), ax.patches, strict=True)}
+    assert widths["mean"] == right  # to the edge
+    assert all(widths[name] == mase[name] for name in mase if name != "mean")  # the others true to scale
+    assert max(widths[name] for name in ("naive", "drift")) > 0.15 * right  # not squeezed against the axis
+    labels = [text.get_text().strip() for text in ax.texts]
+    for name, score in mase.items():
+        assert any(label.startswith(f"{score:.3f}") for label in labels), (name, labels)
+    assert f"axis cut: bars beyond {cap:.3f} reach the edge" in ax.get_xlabel()
+    assert b"%.3f" % mase["mean"] in _svg(figure)
+
+    # Without an outlier nothing is cut, and the values are still there.
+    calm = dataclasses.replace(evaluation, results={k: v for k, v in evaluation.results.items() if k != "mean"})
+    figure = comparison_chart(calm, winner="drift")
+    assert comparison_cap(np.array([mase[k] for k in calm.results]), mase["naive"]) is None
+    assert "axis cut" not in figure.axes[0].get_xlabel() and len(figure.axes[0].texts) == len(calm.results)
