@@ -473,16 +473,17 @@ def _train_and_register(
                 metric=_metric(lineup),
             )
             pause_point("after_register")
+            decided: str | None = None
             if older_vintage:
                 logger.info("vintage %s is not the latest curated one: @champion and the family aliases stay", plan.vintage)
                 family, version = result.selection.champion, versions[result.selection.champion]
             else:
-                family, version = champion_gate(
+                family, version, decided = champion_gate(
                     settings, client, store, result, versions, item.run_key, plan.as_of_year, lineup, version_tags, served_as_of
                 )
         pause_point("after_gate")
         if result.evaluation is not None:
-            reason = _decision_reason(store, series.series_id, item.run_key, result.selection.reason)
+            reason = decided or _decision_reason(store, series.series_id, item.run_key, result.selection.reason)
             tracking.log_decision(result.evaluation, family, reason, metric=getattr(lineup.select, "metric", "mase"))
         mlflow.set_tags({"co2cast.champion": f"v{version} ({family})", "co2cast.selection": result.selection.reason[:5000]})
         trained = TrainedSeries(
@@ -671,8 +672,12 @@ def champion_gate(
     lineup: Lineup,
     tags: Mapping[str, str],
     served_as_of: int | None = None,
-) -> tuple[str, str]:
-    """Decide who holds ``@champion`` after this run; returns the ``(family, version)`` this run publishes.
+) -> tuple[str, str, str | None]:
+    """Decide who holds ``@champion`` after this run; returns the ``(family, version)`` this run publishes and the reason.
+
+    The reason is the one this call wrote to the alias history, or ``None`` when it decided
+    nothing (a backfill, a rolled-back run key, a run key already decided): then the caller
+    looks up the run key's earlier record (:func:`_decision_reason`).
 
     * A run for an older as-of year than ``@champion``'s or than the forecast ``latest.json``
       serves (``served_as_of``) is a backfill and never moves it: it publishes its own winner
@@ -707,24 +712,24 @@ def champion_gate(
     if _rolled_back(store, sid, as_of_year, run_key):
         held = f"v{current.version}" if current is not None else "unset"
         logger.info("a rollback took run key %s's forecast out of service: @champion stays %s", run_key, held)
-        return challenger, challenger_version
+        return challenger, challenger_version, None
     if result.evaluation is None:  # a fixed policy (tests, studies): its champion takes the alias
         tracking.move_alias(client, sid, "champion", challenger_version, reason=selection.reason)
-        return challenger, challenger_version
+        return challenger, challenger_version, None
     if current is not None and current.tags.get(tracking.RUN_KEY_TAG) == run_key:
-        return current.tags.get(tracking.FAMILY_TAG, challenger), str(current.version)
+        return current.tags.get(tracking.FAMILY_TAG, challenger), str(current.version), None
     current_as_of = tracking.version_as_of(current)
     if current is not None and current_as_of is not None and current_as_of > as_of_year:
         logger.info("as of %s is older than @champion's as of %s: @champion stays v%s", as_of_year, current_as_of, current.version)
-        return challenger, challenger_version
+        return challenger, challenger_version, None
     if served_as_of is not None and served_as_of > as_of_year:
         held = f"v{current.version}" if current is not None else "unset"
         logger.info("as of %s is older than the forecast latest.json serves (as of %s): @champion stays %s", as_of_year, served_as_of, held)
-        return challenger, challenger_version
+        return challenger, challenger_version, None
     if current is not None and current_as_of is None and served_as_of is not None:
         current_as_of = served_as_of  # its tag was removed or edited: its age is that of what is served
     if current is not None and str(current.version) in versions.values():
-        return current.tags.get(tracking.FAMILY_TAG, challenger), str(current.version)
+        return current.tags.get(tracking.FAMILY_TAG, challenger), str(current.version), None
     metric = _metric(lineup)
     scores = result.candidates
     current_scores, recipe = current_champion_scores(client, result, current, lineup) if current is not None else (None, None)
@@ -791,11 +796,12 @@ def champion_gate(
     else:
         family, version = current.tags.get(tracking.FAMILY_TAG, "?"), str(current.version)
     append_history(store, sid, record)
-    return family, version
+    return family, version, str(record["reason"])
 
 
 def _decision_reason(store: ObjectStore, series_id: str, run_key: str, selection_reason: str) -> str:
-    """Why the family a run publishes holds @champion: the gate's record of the run key, else (a backfill) the selection's reason."""
+    """Why the family a run publishes holds @champion when its gate decided nothing this time: the gate's earlier record of
+    the run key, else (a backfill) the selection's reason."""
     from pipeline.publish import champion_records
 
     mine = [r for r in champion_records(store, series_id) if r.get("run_key") == run_key and r.get("reason")]

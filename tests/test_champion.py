@@ -106,6 +106,24 @@ def test_worse_challenger_leaves_champion_and_forecast_better_one_moves_both(set
     assert stayed["challenger_score"] == pytest.approx(second.scores["naive"]["mase"])
 
 
+def test_the_gate_hands_its_reason_on_without_reading_the_history_again(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_decision_reason`` read the alias history the gate had just written, one store read more per training run."""
+    from pipeline import publish
+
+    first, _ = _run(settings, _lineup(settings, "mean"))
+    events: list[str] = []
+    records, append = publish.champion_records, tasks.append_history
+    monkeypatch.setattr(publish, "champion_records", lambda *a, **k: events.append("read") or records(*a, **k))
+    monkeypatch.setattr(tasks, "append_history", lambda *a, **k: events.append("append") or append(*a, **k))
+    lineup = _lineup(settings, "drift")
+    plan = tasks.plan_run(settings, RunTrigger(series=SERIES), lineup)
+    second = tasks.train_series(settings, plan, plan.series[0], lineup=lineup)
+    assert second.champion_version != first.champion_version, "precondition: drift took @champion"
+    assert events[-1] == "append", events  # the comparison chart's reason came from the gate itself
+    client = tracking.configure(settings)
+    assert client.get_run(second.run_id).data.tags[tracking.GATE_TAG] == tasks.alias_history(settings, SID)[-1]["reason"]
+
+
 def test_the_gate_measures_against_the_policys_benchmark(settings: Settings) -> None:
     # A policy whose benchmark is the mean, not naive: on World's CO2 a linear trend is worse
     # than naive but better than the mean, so it may take @champion from the mean.
