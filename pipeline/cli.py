@@ -181,13 +181,20 @@ def _champion_versions(settings: Settings) -> tuple[dict[str, str], str | None, 
 
 
 def _rollbacks_left(store: Any) -> dict[str, str]:
-    """Series id -> "a rollback from vA to vB" for every ``@champion`` rollback left part way (its intent in the store)."""
+    """Series id -> "a rollback from vA to vB" for every ``@champion`` rollback left part way (its intent in the store).
+
+    An intent marked ``completed`` is not one: that rollback returned, and only deleting its intent
+    failed (the registry and the store agree; the next rollback removes it and is a step of its own).
+    """
     left = {}
     for sid in layout.rollback_intent_series(store.list(layout.ROLLBACK_INTENTS)):
         try:
-            intent = store.read_json_or_none(layout.rollback_intent(sid), {"from_version": str, "to_version": str}) or {}
+            shape = {"from_version": str, "to_version": str, "completed?": bool}
+            intent = store.read_json_or_none(layout.rollback_intent(sid), shape) or {}
         except Exception:  # damaged: the rollback that finishes it says so
             intent = {}
+        if intent.get("completed") is True:
+            continue
         moves = f" from v{intent['from_version']} to v{intent['to_version']}" if intent else ""
         left[sid] = f"a rollback{moves}"
     return left

@@ -20,6 +20,7 @@ registry offers no compare-and-set on an alias, and two first writes of one alia
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -246,7 +247,7 @@ def _record(**extra: Any) -> dict[str, Any]:
     The token tells this very attempt's record from any other: a conditional write whose first
     attempt was stored but whose answer was lost (a 503, a read timeout) is resent by botocore,
     refused with 412 as the key now exists, and reported as not created; the record read back
-    then is this attempt's own (:func:`_mine`).
+    then is this attempt's own (:func:`_create`).
     """
     return {"owner": owner_id(), "created": time.time(), "started": _process_start(os.getpid()), "token": secrets.token_hex(8), **extra}
 
@@ -255,9 +256,19 @@ def _create(store: ObjectStore, key: str, record: dict[str, Any]) -> tuple[bool,
     """Create ``key`` holding ``record``: whether this call holds it, and the record found there when not (``None``: none readable).
 
     A refused create whose key holds exactly ``record`` was created by this call all the same
-    (an attempt stored, its answer lost and the write resent: see :func:`_record`).
+    (an attempt stored, its answer lost and the write resent: see :func:`_record`). A create that
+    fails (every attempt's answer lost: the store unavailable) may have been stored all the same:
+    the record is removed if it is there, once, before the failure is raised, so a retry (here or
+    on another host) does not wait for a lock nobody holds until it is stale.
     """
-    if store.create_exclusive(key, json.dumps(record).encode()):
+    try:
+        created = store.create_exclusive(key, json.dumps(record).encode())
+    except TransientError:
+        with contextlib.suppress(Exception):  # the store is failing: the stale time still frees what this leaves
+            if _same_record(store.read_json_or_none(key, LOCK_RECORD), record):
+                store.delete(key)
+        raise
+    if created:
         return True, None
     current = store.read_json_or_none(key, LOCK_RECORD)
     if _same_record(current, record):

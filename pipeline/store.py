@@ -235,6 +235,18 @@ def _holds_an_object(folder: Path) -> bool:
     return any(path.is_file() and not path.name.startswith(".") for path in folder.rglob("*"))
 
 
+#: OpenSSL's words for a TLS failure that is the endpoint's setting, not the network's: https spoken to a plain-HTTP
+#: server (``WRONG_VERSION_NUMBER``), a certificate not trusted or not the host's (``CERTIFICATE_VERIFY_FAILED``).
+_TLS_SETUP_REASONS = ("wrong_version_number", "wrong version number", "certificate_verify_failed", "certificate verify failed")
+
+
+def _tls_misconfigured(error: Exception) -> bool:
+    """Whether a TLS failure is one every retry meets (see :data:`_TLS_SETUP_REASONS`); a handshake the server or a
+    proxy cut short (``UNEXPECTED_EOF_WHILE_READING``, a reset) is not: it is transient."""
+    text = str(error).lower()
+    return any(reason in text for reason in _TLS_SETUP_REASONS)
+
+
 #: Mode of every file the local store writes (rw-r--r--).
 FILE_MODE = 0o644
 
@@ -332,9 +344,14 @@ class LocalStore(ObjectStore):
 
     def list(self, prefix: str = "") -> list[str]:
         with self._usable("list", prefix):
-            if not self.root.exists():
+            # Only the folder the prefix is in is walked (``forecasts/canada.co2/`` → that folder), not the whole store.
+            folder = prefix.rpartition("/")[0]
+            if folder and (folder.startswith("/") or any(part in ("", ".", "..") for part in folder.split("/"))):
+                return []  # no key is in such a folder (keys are checked when written)
+            start = self.root / folder if folder else self.root
+            if not start.is_dir():
                 return []
-            keys = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
+            keys = (p.relative_to(self.root).as_posix() for p in start.rglob("*") if p.is_file())
             return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
 
     def list_children(self, prefix: str = "") -> list[str]:
@@ -434,7 +451,7 @@ class S3Store(ObjectStore):
             return StoreError(f"cannot {verb} {where}: {code or status} ({error})")
         if isinstance(error, (NoCredentialsError, PartialCredentialsError)):
             return StoreError(f"cannot {verb} {where}: no usable S3 credentials ({error}); {_CREDENTIALS_HINT}")
-        if isinstance(error, SSLError):  # https against a plain-HTTP server, or a certificate not trusted: a retry meets it again
+        if isinstance(error, SSLError) and _tls_misconfigured(error):  # a retry meets it again (a dropped handshake may not)
             endpoint = redact_url(str(self.client.meta.endpoint_url))
             return StoreSetupError(
                 f"cannot {verb} {where}: TLS with {endpoint} failed ({error}); if the server speaks plain HTTP, "

@@ -366,7 +366,7 @@ def finish_left_rollback(settings: Settings, store: ObjectStore, series_id: str)
     A killed rollback leaves its intent (:func:`pipeline.layout.rollback_intent`) and may leave
     ``@champion`` on the version it moved to while ``latest.json`` serves the forecast it was
     moving away from. Without this, only the next ``co2cast rollback`` of the series finished it:
-    the nightly run of the same data found its run key served and did nothing, and a run of new
+    a forecast run of the same data found its run key served and did nothing, and a run of new
     data put its gate before a half-moved ``@champion``. Under the series' registry lock, as the
     rollback itself, :func:`_finish_rollback` finishes it (or drops an intent that moved nothing,
     or was overtaken) and logs one line saying which. One store read when there is no intent.

@@ -401,6 +401,9 @@ def test_an_intent_left_by_a_completed_rollback_does_not_turn_the_next_rollback_
         assert tasks.rollback(settings, SID) == (third.champion_version, second.champion_version)
     assert store.list("intents/") != [], "precondition: the intent was left"
     assert store.read_json(store.list("intents/")[0])["completed"] is True  # told apart from a rollback killed before the delete
+    from pipeline import cli
+
+    assert cli._rollbacks_left(store) == {}, "summary called it a rollback left part way, and its advice rolled back a step more"
     history = tasks.alias_history(settings, SID)
     assert tasks.rollback(settings, SID) == (second.champion_version, first.champion_version)
     assert str(_state(settings)["aliases"]["champion"]) == first.champion_version
@@ -572,18 +575,23 @@ def test_rerun_of_an_older_vintage_does_not_take_the_newer_ones_place(settings: 
     assert tasks.alias_history(settings, SID) == history
 
 
+def _drift_reconfigured(settings: Settings) -> tasks.Lineup:
+    """Drift takes @champion on World as of 2013; the line-up returned names another recipe (the mean) 'drift'."""
+    first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2013)
+    assert first.champion_family == "drift", "precondition: drift takes @champion on World"
+    return tasks.Lineup(
+        candidates={"naive": NaiveForecaster(), "drift": MeanForecaster()},  # 'drift' reconfigured: another recipe
+        select=ZooSelection(always_register=("drift",)),
+        spec=ForecastSpec(horizon_end=settings.horizon_end),
+    )
+
+
 def test_a_kept_champions_recipe_is_registered_apart_from_a_candidate_of_its_family_name(settings: Settings) -> None:
     """The run registers a candidate named like the kept champion's family but of another recipe (a family's
     configuration changed): the champion's recipe refitted is its own version. ``find_version`` looked the refit up by
     run key and family and handed back the candidate's version, so @champion and the forecast went to the model that
     lost the gate while the history said 'its recipe (drift) refitted'."""
-    first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2013)
-    assert first.champion_family == "drift", "precondition: drift takes @champion on World"
-    changed = tasks.Lineup(
-        candidates={"naive": NaiveForecaster(), "drift": MeanForecaster()},  # 'drift' reconfigured: another recipe
-        select=ZooSelection(always_register=("drift",)),
-        spec=ForecastSpec(horizon_end=settings.horizon_end),
-    )
+    changed = _drift_reconfigured(settings)
     second, published = _run(settings, changed, as_of_year=2014)
     record = tasks.alias_history(settings, SID)[-1]
     assert "its recipe (drift) refitted as of 2014" in record["reason"], "precondition: the gate kept drift's recipe"
@@ -1302,13 +1310,7 @@ def test_summary_says_the_champion_gate_kept_the_champion(settings: Settings, ca
     """A challenger that won the selection lost at the champion gate: ``co2cast summary`` said the champion was
     'kept by the selection policy although naive scored better', and scored it with this run's candidate of its
     family's name (another recipe here), not with the kept recipe's score on the same windows."""
-    first, _ = _run(settings, _lineup(settings, "drift"), as_of_year=2013)
-    assert first.champion_family == "drift", "precondition: drift takes @champion on World"
-    changed = tasks.Lineup(
-        candidates={"naive": NaiveForecaster(), "drift": MeanForecaster()},  # 'drift' reconfigured: another recipe
-        select=ZooSelection(always_register=("drift",)),
-        spec=ForecastSpec(horizon_end=settings.horizon_end),
-    )
+    changed = _drift_reconfigured(settings)
     second, _ = _run(settings, changed, as_of_year=2014)
     record = tasks.alias_history(settings, SID)[-1]
     assert record["challenger_family"] == "naive" and "the champion stays" in record["reason"], "precondition: the gate kept drift"

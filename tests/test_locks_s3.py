@@ -79,6 +79,35 @@ def test_a_lock_whose_create_was_stored_but_its_answer_lost_is_held_not_waited_o
     assert store.list("locks/") == [], "its lock is released"
 
 
+def test_a_lock_stored_though_every_answer_was_lost_is_removed_before_the_failure_is_raised(store: S3Store) -> None:
+    """The first attempt is stored, and every answer is a 503 (the store failing): the run fails with the transient
+    StoreUnavailable, and its lock is not left for a retry on another host to wait on until it is stale (an hour for
+    a run key)."""
+    import boto3
+
+    from pipeline.store import StoreUnavailable
+
+    key = layout.series_lock("canada.co2_per_capita")
+    raw = boto3.client("s3", endpoint_url=store.endpoint_url)
+    sent: Counter[str] = Counter()
+
+    def hook(request: Any, **_: Any) -> Any:
+        if request.headers.get("If-None-Match") not in ("*", b"*") or f"/{key}" not in request.url:
+            return None
+        sent[key] += 1
+        if sent[key] == 1:
+            body = request.body if isinstance(request.body, bytes) else request.body.read()
+            raw.put_object(Bucket=store.bucket, Key=f"co2cast/{key}", Body=body, IfNoneMatch="*")
+        return _answer(request, 503, SLOW_DOWN)
+
+    store.client.meta.events.register("before-send.s3.PutObject", hook)
+    with pytest.raises(StoreUnavailable):
+        with locks.series_lock(store, "canada.co2_per_capita", wait=3):
+            pytest.fail("the lock was not taken")
+    assert sent[key] > 1, "botocore retried the create"
+    assert not store.exists(key), "the lock this attempt stored is removed"
+
+
 def test_a_breaker_token_whose_create_was_stored_but_its_answer_lost_still_breaks(store: S3Store) -> None:
     """The same lost answer on the breaker's token of an abandoned lock: the breaker holds its token and breaks the lock."""
     import hashlib

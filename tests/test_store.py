@@ -517,3 +517,57 @@ def test_a_hung_s3_endpoint_is_a_transient_error_within_the_timeouts(monkeypatch
         for conn in accepted:
             conn.close()
     assert time.monotonic() - started < 40  # five attempts of 0.5 s and botocore's backoff between them
+
+
+def test_a_tls_handshake_cut_short_by_the_server_is_transient_not_a_setup_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy shedding connections reads the TLS hello and closes (UNEXPECTED_EOF): that is a retry's to cure, and
+    Airflow retries it. It was a setup error telling the operator to switch the endpoint to plain HTTP."""
+    import socket
+    import threading
+
+    from pipeline.store import StoreUnavailable
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+
+    def shed() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed at the end of the test
+                return
+            conn.recv(4096)
+            conn.close()
+
+    threading.Thread(target=shed, daemon=True).start()
+    store = S3Store("bucket", endpoint_url=f"https://127.0.0.1:{server.getsockname()[1]}")
+    try:
+        with pytest.raises(StoreUnavailable, match="retry later") as raised:
+            store.read_bytes("curated/latest.json")
+    finally:
+        server.close()
+    assert raised.value.transient and "CO2CAST_S3_ENDPOINT_URL" not in str(raised.value)
+
+
+def test_a_local_listing_walks_only_the_folder_its_prefix_is_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`list("intents/rollback/")` (every forecast run and summary) walked the whole store; the keys it returns are the same."""
+    store = LocalStore(tmp_path / "store")
+    keys = ["a/b/c.json", "a/b2.json", "a/bc/d.json", "ab.json", "intents/rollback/x.json", "forecasts/s.co2/latest.json"]
+    for key in keys:
+        store.write_bytes(key, b"{}")
+    walked: list[Path] = []
+    real = Path.rglob
+
+    def spied(self: Path, pattern: str, **kwargs: Any) -> Iterator[Path]:
+        walked.append(self)
+        return real(self, pattern, **kwargs)
+
+    monkeypatch.setattr(Path, "rglob", spied)
+    for prefix in ["", "a", "a/", "a/b", "a/b/", "a/bc/", "ab", "intents/rollback/", "missing/", "../", "a/../", "/a/", "a//"]:
+        assert store.list(prefix) == sorted(k for k in keys if k.startswith(prefix)), prefix
+    walked.clear()
+    assert store.list("intents/rollback/") == ["intents/rollback/x.json"]
+    assert walked == [tmp_path / "store" / "intents" / "rollback"]
