@@ -92,3 +92,16 @@ def test_draws_are_seeded_and_resample_series(accuracy: ModuleType) -> None:
     assert first[0] == second[0]
     pd.testing.assert_frame_equal(first[1], second[1])
     assert first[0][1:] != other[0][1:]
+
+
+def test_a_candidate_missing_on_some_series_is_compared_with_naive_on_the_series_it_has(accuracy: ModuleType) -> None:
+    """A candidate of ours that failed on the hardest series has no row there (--candidates): its OWA compared its mean
+    over the others with naive's over all, and a candidate no better than naive scored far below 1."""
+    data = rows()
+    naive = data[data["method"] == "sf_Naive"]
+    hardest = naive.nlargest(5, "smape")["entity"]
+    same_as_naive = naive[~naive["entity"].isin(hardest)].assign(method="c_like_naive")
+    table = accuracy.summarise(data, pd.concat([data, same_as_naive], ignore_index=True))
+    assert table.loc["c_like_naive", "series"] == len(naive) - 5
+    assert table.loc["c_like_naive", "owa"] == pytest.approx(1.0, rel=1e-12)
+    assert table.loc["sf_Naive", "owa"] == pytest.approx(1.0, rel=1e-12)
